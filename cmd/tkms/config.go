@@ -1,0 +1,165 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/tkms-dev/tkms/internal/state"
+)
+
+// Config is the configuration file of `tkms serve` (and, optionally,
+// `tkms dev`). Secrets are never in it: it names files holding them.
+type Config struct {
+	// Listen is the address to serve HTTP on (default 127.0.0.1:8000).
+	Listen string `json:"listen"`
+	// DataDir holds the ledger and keyring (required for serve).
+	DataDir string `json:"data_dir"`
+	// MasterKeyFile holds the 256-bit master key as hex, mode 0600
+	// (default DATA_DIR/master.key). serve requires it to exist.
+	MasterKeyFile string `json:"master_key_file"`
+	// OperatorTokenFile holds the bearer token that authorises
+	// POST /app/refresh. The environment variable TKMS_OPERATOR_TOKEN
+	// may be used instead. Without either, refresh is disabled.
+	OperatorTokenFile string `json:"operator_token_file"`
+	// ServiceName names this instance in the ledger's genesis entry.
+	ServiceName string `json:"service_name"`
+	// KeyRotationPolicy defaults to DEPA's (31 days, 7 days grace).
+	KeyRotationPolicy *state.RotationPolicy `json:"key_rotation_policy"`
+	// SettingsPolicy is served at /app/settingsPolicy.
+	SettingsPolicy *state.Settings `json:"settings_policy"`
+	// LogLevel is debug, info, warn or error (default info).
+	LogLevel string `json:"log_level"`
+	// LogFormat is json (default for serve) or text (default for dev).
+	LogFormat string `json:"log_format"`
+	// SnapshotEvery is the number of ledger entries between state
+	// snapshots (default 10000).
+	SnapshotEvery uint64 `json:"snapshot_every"`
+}
+
+// loadConfig reads a config file. Unknown fields are errors: a typo must not
+// silently fall back to a default.
+func loadConfig(path string) (*Config, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	var c Config
+	if err := dec.Decode(&c); err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	if dec.More() {
+		return nil, fmt.Errorf("config %s: trailing data after the JSON object", path)
+	}
+	return &c, nil
+}
+
+// applyDefaults fills unset fields.
+func (c *Config) applyDefaults(defaultFormat string) {
+	if c.Listen == "" {
+		c.Listen = "127.0.0.1:8000"
+	}
+	if c.MasterKeyFile == "" && c.DataDir != "" {
+		c.MasterKeyFile = filepath.Join(c.DataDir, "master.key")
+	}
+	if c.ServiceName == "" {
+		c.ServiceName = "tkms"
+	}
+	if c.KeyRotationPolicy == nil {
+		p := state.DefaultRotationPolicy()
+		c.KeyRotationPolicy = &p
+	}
+	if c.SettingsPolicy == nil {
+		c.SettingsPolicy = &state.Settings{Service: state.ServiceSettings{
+			Name: c.ServiceName, Description: "tkms: confidential, transparent key management for DEPA inferencing", Version: version,
+		}}
+	}
+	if c.LogLevel == "" {
+		c.LogLevel = "info"
+	}
+	if c.LogFormat == "" {
+		c.LogFormat = defaultFormat
+	}
+}
+
+// Validate checks the configuration, reporting every problem at once.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.DataDir == "" {
+		errs = append(errs, errors.New("data_dir is required"))
+	}
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		errs = append(errs, fmt.Errorf("listen %q: %w", c.Listen, err))
+	}
+	if c.KeyRotationPolicy != nil {
+		if err := c.KeyRotationPolicy.Validate(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if _, err := parseLevel(c.LogLevel); err != nil {
+		errs = append(errs, err)
+	}
+	if c.LogFormat != "json" && c.LogFormat != "text" {
+		errs = append(errs, fmt.Errorf("log_format %q: want json or text", c.LogFormat))
+	}
+	return errors.Join(errs...)
+}
+
+func parseLevel(s string) (slog.Level, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(s)); err != nil {
+		return 0, fmt.Errorf("log_level %q: want debug, info, warn or error", s)
+	}
+	return l, nil
+}
+
+func (c *Config) logger(w io.Writer) *slog.Logger {
+	level, _ := parseLevel(c.LogLevel)
+	opts := &slog.HandlerOptions{Level: level}
+	if c.LogFormat == "text" {
+		return slog.New(slog.NewTextHandler(w, opts))
+	}
+	return slog.New(slog.NewJSONHandler(w, opts))
+}
+
+// operatorToken reads the operator token from the environment or the
+// configured file. A configured file that cannot be read is fatal.
+func (c *Config) operatorToken() (string, error) {
+	if t := os.Getenv("TKMS_OPERATOR_TOKEN"); t != "" {
+		return t, nil
+	}
+	if c.OperatorTokenFile == "" {
+		return "", nil
+	}
+	return readSecretFile(c.OperatorTokenFile)
+}
+
+// readSecretFile reads a one-line secret from a file that only its owner
+// may read.
+func readSecretFile(path string) (string, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return "", err
+	}
+	if fi.Mode().Perm()&0o077 != 0 {
+		return "", fmt.Errorf("%s: permissions %v are too open; run chmod 600 %s", path, fi.Mode().Perm(), path)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
+	t := strings.TrimSpace(string(b))
+	if t == "" {
+		return "", fmt.Errorf("%s is empty", path)
+	}
+	return t, nil
+}

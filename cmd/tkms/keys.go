@@ -1,0 +1,172 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/tkms-dev/tkms/internal/httpapi"
+	"github.com/tkms-dev/tkms/internal/ledger"
+	"github.com/tkms-dev/tkms/internal/state"
+	"github.com/tkms-dev/tkms/internal/store"
+)
+
+func cmdKeys(args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		return fmt.Errorf("%w: want 'keys list' or 'keys rotate'", errUsage)
+	}
+	switch args[0] {
+	case "list":
+		return cmdKeysList(args[1:], stdout, stderr)
+	case "rotate":
+		return cmdKeysRotate(args[1:], stdout, stderr)
+	}
+	return fmt.Errorf("%w: unknown subcommand %q; want list or rotate", errUsage, args[0])
+}
+
+func cmdKeysList(args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("keys list", stderr)
+	url := fs.String("url", "", "`URL` of a running tkms (reads GET /v1/keys?all=true)")
+	dataDir := fs.String("data", "", "data `directory` of a stopped tkms (reads the ledger directly)")
+	asJSON := fs.Bool("json", false, "print JSON instead of a table")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if (*url == "") == (*dataDir == "") {
+		return fmt.Errorf("%w: give exactly one of --url and --data", errUsage)
+	}
+	var list httpapi.V1Keys
+	var err error
+	if *url != "" {
+		list, err = fetchKeys(*url)
+	} else {
+		list, err = readKeys(*dataDir)
+	}
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(list)
+	}
+	printKeys(stdout, list)
+	return nil
+}
+
+func fetchKeys(base string) (httpapi.V1Keys, error) {
+	var list httpapi.V1Keys
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(base, "/")+"/v1/keys?all=true", nil)
+	if err != nil {
+		return list, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return list, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return list, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return list, fmt.Errorf("GET /v1/keys: %s: %s", resp.Status, strings.TrimSpace(string(body)))
+	}
+	if err := json.Unmarshal(body, &list); err != nil {
+		return list, fmt.Errorf("GET /v1/keys: %w", err)
+	}
+	return list, nil
+}
+
+// readKeys replays the ledger of a data directory read-only. Only public
+// parts are read: no master key is needed.
+func readKeys(dir string) (httpapi.V1Keys, error) {
+	s, err := store.Open(dir, store.Options{ReadOnly: true})
+	if errors.Is(err, store.ErrInUse) {
+		return httpapi.V1Keys{}, fmt.Errorf("%w; while it runs, use --url", err)
+	}
+	if err != nil {
+		return httpapi.V1Keys{}, err
+	}
+	defer s.Close()
+	st := state.New()
+	err = s.Scan(1, func(e *ledger.Entry) error {
+		if err := st.Apply(e); errors.Is(err, state.ErrSequence) {
+			return err
+		}
+		return nil
+	})
+	if err != nil {
+		return httpapi.V1Keys{}, err
+	}
+	return httpapi.AllKeys(st, time.Now()), nil
+}
+
+func printKeys(w io.Writer, list httpapi.V1Keys) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "KID\tID\tSUITE\tSTATE\tCREATED\tPUBLISHED\tRETIRES\tRELEASED UNTIL")
+	f := func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05Z") }
+	for _, k := range list.Keys {
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\n", k.Kid, k.ID, k.Suite, k.State, f(k.Created), f(k.NotBefore), f(k.NotAfter), f(k.ReleaseUntil))
+	}
+	tw.Flush()
+	if len(list.Keys) == 0 {
+		fmt.Fprintln(w, "(no keys)")
+	}
+}
+
+func cmdKeysRotate(args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("keys rotate", stderr)
+	url := fs.String("url", "", "`URL` of a running tkms")
+	tokenFile := fs.String("token-file", "", "`file` holding the operator token (or set TKMS_OPERATOR_TOKEN)")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *url == "" {
+		return fmt.Errorf("%w: --url is required", errUsage)
+	}
+	token := os.Getenv("TKMS_OPERATOR_TOKEN")
+	if *tokenFile != "" {
+		var err error
+		if token, err = readSecretFile(*tokenFile); err != nil {
+			return err
+		}
+	}
+	if token == "" {
+		return fmt.Errorf("%w: no operator token: give --token-file or set TKMS_OPERATOR_TOKEN", errUsage)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimRight(*url, "/")+"/app/refresh", nil)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("POST /app/refresh: %s: %s", resp.Status, strings.TrimSpace(string(body)))
+	}
+	var item struct {
+		Kid string `json:"kid"`
+		ID  int    `json:"id"`
+	}
+	if err := json.Unmarshal(body, &item); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "created key %s (id %d)\n", item.Kid, item.ID)
+	return nil
+}

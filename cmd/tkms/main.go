@@ -1,0 +1,97 @@
+// Command tkms is a confidential, transparent key management service for
+// DEPA inferencing.
+//
+// Usage:
+//
+//	tkms dev   [--listen ADDR] [--data DIR] [--config FILE]   a local, self-contained instance
+//	tkms serve --config FILE                                 the production server
+//	tkms keys list   (--url URL | --data DIR) [--json]        list keys, states and times
+//	tkms keys rotate --url URL [--token-file FILE]            rotate now (operator)
+//	tkms version
+//
+// See README.md for configuration and the API.
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+const usage = `tkms: a confidential, transparent key management service for DEPA inferencing
+
+usage:
+  tkms dev   [--listen ADDR] [--data DIR] [--config FILE]   run a local instance on embedded defaults
+  tkms serve --config FILE                                 run the server
+  tkms keys list   (--url URL | --data DIR) [--json]        list keys, states and times
+  tkms keys rotate --url URL [--token-file FILE]            create a new key now (operator)
+  tkms version                                             print the version
+
+Run 'tkms COMMAND -h' for the flags of a command.
+`
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// errUsage marks errors that are the caller's words being off.
+var errUsage = errors.New("usage")
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	var err error
+	switch args[0] {
+	case "dev":
+		err = cmdDev(args[1:], stdout, stderr)
+	case "serve":
+		err = cmdServe(args[1:], stdout, stderr)
+	case "keys":
+		err = cmdKeys(args[1:], stdout, stderr)
+	case "version", "--version":
+		fmt.Fprintln(stdout, "tkms", version)
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+	default:
+		fmt.Fprintf(stderr, "tkms: unknown command %q\n\n%s", args[0], usage)
+		return 2
+	}
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, flag.ErrHelp):
+		return 0
+	case errors.Is(err, errUsage):
+		fmt.Fprintf(stderr, "tkms %s: %v\n", args[0], err)
+		return 2
+	default:
+		fmt.Fprintf(stderr, "tkms %s: %v\n", args[0], err)
+		return 1
+	}
+}
+
+func newFlagSet(name string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet("tkms "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	return fs
+}
+
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))
+	}
+	return nil
+}

@@ -1,0 +1,219 @@
+package httpapi
+
+import (
+	"encoding/json"
+	"net/http"
+	"time"
+
+	"github.com/tkms-dev/tkms/internal/keys"
+	"github.com/tkms-dev/tkms/internal/kms"
+	"github.com/tkms-dev/tkms/internal/state"
+)
+
+var heartbeatBody = []byte(`{"status":"Service is running"}`)
+
+func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Write(heartbeatBody)
+}
+
+// cacheHeaders sets date and cache-control, both required by the DEPA
+// data-plane key fetcher.
+func cacheHeaders(w http.ResponseWriter, v *view, now time.Time) {
+	h := w.Header()
+	h.Set("Date", now.UTC().Format(http.TimeFormat))
+	h.Set("Cache-Control", "public, max-age="+v.maxAge(now))
+}
+
+// listPubKeys serves GET /app/listpubkeys: the primary key, pre-serialised.
+func (s *Server) listPubKeys(w http.ResponseWriter, r *http.Request) {
+	now := s.svc.Now()
+	v := s.views.get(now)
+	cacheHeaders(w, v, now)
+	w.Header().Set("Content-Type", "application/json")
+	w.Write(v.listPubKeys)
+}
+
+// fmtParam returns the fmt query parameter: "jwk" (the default) or "tink".
+func (s *Server) fmtParam(w http.ResponseWriter, r *http.Request) (string, bool) {
+	f := r.URL.Query().Get("fmt")
+	switch f {
+	case "", "jwk":
+		return "jwk", true
+	case "tink":
+		return "tink", true
+	}
+	s.fail(w, r, http.StatusBadRequest, CodeInvalidFmtParameter, `fmt must be "jwk" or "tink"`)
+	return "", false
+}
+
+// pubKeyItem is the jwk answer of GET /app/pubkey: the key item plus the
+// receipt of the key's creation (empty until the transparency log exists).
+type pubKeyItem struct {
+	keys.Item
+	Receipt string `json:"receipt"`
+}
+
+// pubKey serves GET /app/pubkey?kid=&fmt=.
+func (s *Server) pubKey(w http.ResponseWriter, r *http.Request) {
+	now := s.svc.Now()
+	kid := r.URL.Query().Get("kid")
+	var k *state.Key
+	s.svc.Read(func(st *state.State) {
+		if kid == "" {
+			k = st.Primary(now)
+		} else {
+			k = st.Key(kid)
+		}
+		if k != nil {
+			c := *k
+			k = &c
+		}
+	})
+	if k == nil {
+		if kid == "" {
+			s.fail(w, r, http.StatusNotFound, CodeKeyNotFound, "no key is advertised yet")
+		} else {
+			s.fail(w, r, http.StatusNotFound, CodeKeyNotFound, "no key with kid "+truncate(kid, 100))
+		}
+		return
+	}
+	f, ok := s.fmtParam(w, r)
+	if !ok {
+		return
+	}
+	if k.Phase(now) >= state.Expired {
+		s.fail(w, r, http.StatusGone, CodeKeyExpired, "key "+k.Kid+" has expired")
+		return
+	}
+	cacheHeaders(w, s.views.get(now), now)
+	if f == "tink" {
+		s.writeJSON(w, http.StatusOK, keys.TinkPublic(k.PublicKey, k.ID))
+		return
+	}
+	item, err := keyItem(k)
+	if err != nil {
+		s.fail(w, r, http.StatusInternalServerError, CodeInternal, "cannot encode key")
+		return
+	}
+	s.writeJSON(w, http.StatusOK, pubKeyItem{Item: item})
+}
+
+func keyItem(k *state.Key) (keys.Item, error) {
+	suite, err := keys.ParseSuite(k.Suite)
+	if err != nil {
+		return keys.Item{}, err
+	}
+	return keys.PublicItem(suite, k.PublicKey, k.Kid, k.ID, k.Created.UnixMilli(), k.NotAfter.UnixMilli())
+}
+
+// refresh serves POST /app/refresh: rotate now. FIX over the originals,
+// which leave it open: only the operator may call it.
+func (s *Server) refresh(w http.ResponseWriter, r *http.Request) {
+	if !s.operator(w, r) {
+		return
+	}
+	k, err := s.svc.Rotate(r.Context(), kms.ReasonRefresh)
+	if err != nil {
+		s.log.Error("refresh failed", "err", err)
+		s.fail(w, r, http.StatusServiceUnavailable, CodeUnavailable, "the key could not be created and recorded; see the server log")
+		return
+	}
+	item, err := keyItem(k)
+	if err != nil {
+		s.fail(w, r, http.StatusInternalServerError, CodeInternal, "cannot encode key")
+		return
+	}
+	s.writeJSON(w, http.StatusOK, item)
+}
+
+func (s *Server) keyRotationPolicy(w http.ResponseWriter, r *http.Request) {
+	var p state.RotationPolicy
+	s.svc.Read(func(st *state.State) { p = st.Rotation })
+	s.writeJSON(w, http.StatusOK, p)
+}
+
+func (s *Server) settingsPolicy(w http.ResponseWriter, r *http.Request) {
+	var p state.Settings
+	s.svc.Read(func(st *state.State) { p = st.Settings })
+	s.writeJSON(w, http.StatusOK, p)
+}
+
+// v1Keys serves GET /v1/keys: the advertised keys, pre-serialised, with an
+// ETag. ?all=true lists every key the ledger knows, in every phase.
+func (s *Server) v1Keys(w http.ResponseWriter, r *http.Request) {
+	now := s.svc.Now()
+	if all := r.URL.Query().Get("all"); all == "true" || all == "1" {
+		var out V1Keys
+		s.svc.Read(func(st *state.State) { out = AllKeys(st, now) })
+		w.Header().Set("Cache-Control", "no-cache")
+		body, _ := json.Marshal(out)
+		w.Header().Set("Content-Type", "application/json")
+		w.Write(body)
+		return
+	}
+	v := s.views.get(now)
+	cacheHeaders(w, v, now)
+	h := w.Header()
+	h.Set("ETag", v.v1ETag)
+	if inm := r.Header.Get("If-None-Match"); inm != "" && etagMatch(inm, v.v1ETag) {
+		w.WriteHeader(http.StatusNotModified)
+		return
+	}
+	h.Set("Content-Type", "application/json")
+	w.Write(v.v1Keys)
+}
+
+// v1OHTTPKeys serves GET /v1/keys/ohttp: the RFC 9458 key configurations of
+// the advertised keys, primary first.
+func (s *Server) v1OHTTPKeys(w http.ResponseWriter, r *http.Request) {
+	now := s.svc.Now()
+	v := s.views.get(now)
+	cacheHeaders(w, v, now)
+	w.Header().Set("Content-Type", "application/ohttp-keys")
+	w.Write(v.ohttp)
+}
+
+// etagMatch implements the weak comparison of If-None-Match (RFC 9110
+// §13.1.2) against one strong ETag.
+func etagMatch(header, etag string) bool {
+	for header != "" {
+		var tag string
+		header = trimOWS(header)
+		if header == "" {
+			break
+		}
+		if header[0] == '*' {
+			return true
+		}
+		i := 0
+		for i < len(header) && header[i] != ',' {
+			i++
+		}
+		tag, header = trimOWS(header[:i]), header[min(i+1, len(header)):]
+		if len(tag) > 2 && tag[:2] == "W/" {
+			tag = tag[2:]
+		}
+		if tag == etag {
+			return true
+		}
+	}
+	return false
+}
+
+func trimOWS(s string) string {
+	for len(s) > 0 && (s[0] == ' ' || s[0] == '\t') {
+		s = s[1:]
+	}
+	for len(s) > 0 && (s[len(s)-1] == ' ' || s[len(s)-1] == '\t') {
+		s = s[:len(s)-1]
+	}
+	return s
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n] + "..."
+	}
+	return s
+}

@@ -1,0 +1,233 @@
+// Package httpapi serves the tkms HTTP API: the Azure-compatible /app
+// endpoints of docs/spec/azure-compat.md and the native /v1 endpoints.
+//
+// Conventions shared by every endpoint live here: the x-ms-kms-request-id
+// header, one JSON error shape ({"error":{"code","message"}} with the
+// x-ms-kms-error-code and x-ms-kms-error-details headers), body size limits
+// and server timeouts. Public-key responses are pre-serialised (views.go)
+// and rebuilt only when the key set or the advertised key changes.
+package httpapi
+
+import (
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
+	"encoding/json"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/tkms-dev/tkms/internal/kms"
+)
+
+// Error codes beyond those of the Azure-compatible API.
+const (
+	CodeKeyNotFound         = "KEY_NOT_FOUND"
+	CodeKeyExpired          = "KEY_EXPIRED"
+	CodeInvalidFmtParameter = "INVALID_FMT_PARAMETER"
+	CodeUnauthorized        = "UNAUTHORIZED"
+	CodeForbidden           = "FORBIDDEN"
+	CodeRefreshDisabled     = "REFRESH_DISABLED"
+	CodeNotFound            = "NOT_FOUND"
+	CodeMethodNotAllowed    = "METHOD_NOT_ALLOWED"
+	CodeBodyTooLarge        = "REQUEST_TOO_LARGE"
+	CodeInternal            = "INTERNAL_ERROR"
+	CodeUnavailable         = "SERVICE_UNAVAILABLE"
+)
+
+// Options configure a Server.
+type Options struct {
+	// OperatorToken authorises POST /app/refresh. Empty disables it.
+	OperatorToken string
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+	// MaxBodyBytes caps request bodies (default 1 MiB).
+	MaxBodyBytes int64
+}
+
+// Server is the HTTP handler of tkms.
+type Server struct {
+	svc      *kms.Service
+	log      *slog.Logger
+	opToken  [32]byte // SHA-256 of the operator token, compared in constant time
+	opSet    bool
+	maxBody  int64
+	mux      *http.ServeMux
+	views    viewCache
+	reqIDPre string
+	reqIDSeq atomic.Uint64
+}
+
+// New returns the handler for svc.
+func New(svc *kms.Service, opts Options) *Server {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.MaxBodyBytes <= 0 {
+		opts.MaxBodyBytes = 1 << 20
+	}
+	var pre [6]byte
+	rand.Read(pre[:])
+	s := &Server{svc: svc, log: opts.Logger, maxBody: opts.MaxBodyBytes, mux: http.NewServeMux(), reqIDPre: hex.EncodeToString(pre[:]) + "-"}
+	if opts.OperatorToken != "" {
+		s.opToken, s.opSet = sha256.Sum256([]byte(opts.OperatorToken)), true
+	}
+	s.views.svc = svc
+	s.routes()
+	return s
+}
+
+func (s *Server) routes() {
+	s.handle("/app/heartbeat", http.MethodGet, s.heartbeat)
+	s.handle("/app/listpubkeys", http.MethodGet, s.listPubKeys)
+	s.handle("/app/pubkey", http.MethodGet, s.pubKey)
+	s.handle("/app/refresh", http.MethodPost, s.refresh)
+	s.handle("/app/keyRotationPolicy", http.MethodGet, s.keyRotationPolicy)
+	s.handle("/app/settingsPolicy", http.MethodGet, s.settingsPolicy)
+	s.handle("/v1/keys", http.MethodGet, s.v1Keys)
+	s.handle("/v1/keys/ohttp", http.MethodGet, s.v1OHTTPKeys)
+	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		s.fail(w, r, http.StatusNotFound, CodeNotFound, "no such endpoint: "+r.URL.Path)
+	})
+}
+
+// handle registers h for path, answering 405 with the JSON error shape for
+// other methods. GET handlers also answer HEAD.
+func (s *Server) handle(path, method string, h http.HandlerFunc) {
+	s.mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != method && !(method == http.MethodGet && r.Method == http.MethodHead) {
+			w.Header().Set("Allow", method)
+			s.fail(w, r, http.StatusMethodNotAllowed, CodeMethodNotAllowed, r.Method+" is not allowed on "+path+"; use "+method)
+			return
+		}
+		h(w, r)
+	})
+}
+
+// ServeHTTP implements http.Handler: it sets the request id and the body
+// limit, then dispatches.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("x-ms-kms-request-id", s.requestID(r))
+	if r.Body != nil {
+		r.Body = http.MaxBytesReader(w, r.Body, s.maxBody)
+	}
+	s.mux.ServeHTTP(w, r)
+}
+
+var requestIDHeaders = []string{"x-ms-kms-request-id", "x-ms-request-id", "x-request-id", "request-id", "requestid"}
+
+// requestID returns the first request id header the caller sent (within
+// reason: printable and at most 128 bytes), else a generated id.
+func (s *Server) requestID(r *http.Request) string {
+	for _, h := range requestIDHeaders {
+		if v := r.Header.Get(h); v != "" && len(v) <= 128 && printable(v) {
+			return v
+		}
+	}
+	return s.reqIDPre + strconv.FormatUint(s.reqIDSeq.Add(1), 10)
+}
+
+func printable(v string) bool {
+	for i := 0; i < len(v); i++ {
+		if v[i] < 0x21 || v[i] > 0x7e {
+			return false
+		}
+	}
+	return true
+}
+
+// errorBody is the JSON error shape.
+type errorBody struct {
+	Error struct {
+		Code    string `json:"code"`
+		Message string `json:"message"`
+	} `json:"error"`
+}
+
+// fail writes an error response. message must be safe to show the caller:
+// no secrets, no internal paths.
+func (s *Server) fail(w http.ResponseWriter, r *http.Request, status int, code, message string) {
+	var b errorBody
+	b.Error.Code, b.Error.Message = code, message
+	body, _ := json.Marshal(b)
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("x-ms-kms-error-code", code)
+	h.Set("x-ms-kms-error-details", headerSafe(message))
+	h.Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	w.Write(body)
+	level := slog.LevelInfo
+	if status >= 500 {
+		level = slog.LevelError
+	}
+	s.log.Log(r.Context(), level, "request failed", "method", r.Method, "path", r.URL.Path, "status", status, "code", code,
+		"request_id", w.Header().Get("x-ms-kms-request-id"), "message", message)
+}
+
+// headerSafe shortens a message for a header value.
+func headerSafe(m string) string {
+	m = strings.Map(func(r rune) rune {
+		if r < 0x20 || r > 0x7e {
+			return ' '
+		}
+		return r
+	}, m)
+	if len(m) > 200 {
+		m = m[:200]
+	}
+	return m
+}
+
+// writeJSON writes v as a JSON response.
+func (s *Server) writeJSON(w http.ResponseWriter, status int, v any) {
+	body, err := json.Marshal(v)
+	if err != nil {
+		http.Error(w, "", http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	w.Write(body)
+}
+
+// operator checks the operator bearer token in constant time.
+func (s *Server) operator(w http.ResponseWriter, r *http.Request) bool {
+	if !s.opSet {
+		s.fail(w, r, http.StatusForbidden, CodeRefreshDisabled, "no operator token is configured; set operator_token_file to enable this endpoint")
+		return false
+	}
+	auth := r.Header.Get("Authorization")
+	tok, ok := strings.CutPrefix(auth, "Bearer ")
+	if !ok || tok == "" {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="tkms"`)
+		s.fail(w, r, http.StatusUnauthorized, CodeUnauthorized, "an operator bearer token is required")
+		return false
+	}
+	sum := sha256.Sum256([]byte(tok))
+	if subtle.ConstantTimeCompare(sum[:], s.opToken[:]) != 1 {
+		s.fail(w, r, http.StatusForbidden, CodeForbidden, "the bearer token is not the operator token")
+		return false
+	}
+	return true
+}
+
+// NewHTTPServer returns an http.Server for h with tkms's limits: header
+// and body read timeouts that cut off slow clients, a write timeout, an
+// idle timeout and a header size cap.
+func NewHTTPServer(addr string, h http.Handler, errLog *slog.Logger) *http.Server {
+	return &http.Server{
+		Addr:              addr,
+		Handler:           h,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       15 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(errLog.Handler(), slog.LevelWarn),
+	}
+}

@@ -1,0 +1,179 @@
+package httpapi
+
+import (
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tkms-dev/tkms/internal/keys"
+	"github.com/tkms-dev/tkms/internal/kms"
+	"github.com/tkms-dev/tkms/internal/state"
+)
+
+// emptyMaxAge is the cache lifetime of a key list with no key in it: a key
+// may appear at any moment.
+const emptyMaxAge = 60 * time.Second
+
+// view holds the pre-serialised public-key responses for one state of the
+// ledger and one stretch of time in which no key changes phase.
+type view struct {
+	seq        uint64
+	built      time.Time
+	validUntil time.Time // next phase change; zero if none is scheduled
+	cacheUntil time.Time // what max-age may promise
+
+	listPubKeys []byte // /app/listpubkeys
+	v1Keys      []byte // /v1/keys
+	v1ETag      string
+	ohttp       []byte // /v1/keys/ohttp
+}
+
+// viewCache rebuilds the view when the ledger moves or the clock passes a
+// phase change, and otherwise serves the same bytes.
+type viewCache struct {
+	svc *kms.Service
+	cur atomic.Pointer[view]
+	mu  sync.Mutex // one rebuild at a time
+}
+
+func (c *viewCache) get(now time.Time) *view {
+	if v := c.cur.Load(); v != nil && v.fresh(c.svc.Seq(), now) {
+		return v
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if v := c.cur.Load(); v != nil && v.fresh(c.svc.Seq(), now) {
+		return v
+	}
+	v := c.build(now)
+	c.cur.Store(v)
+	return v
+}
+
+func (v *view) fresh(seq uint64, now time.Time) bool {
+	return v.seq == seq && !now.Before(v.built) && (v.validUntil.IsZero() || now.Before(v.validUntil))
+}
+
+// maxAge returns the cache-control max-age in whole seconds at now.
+func (v *view) maxAge(now time.Time) string {
+	d := v.cacheUntil.Sub(now)
+	if d < 0 {
+		d = 0
+	}
+	return strconv.FormatInt(int64(d/time.Second), 10)
+}
+
+// V1Key is one key of GET /v1/keys.
+type V1Key struct {
+	Kid          string    `json:"kid"`
+	ID           int       `json:"id"`
+	OHTTPKeyID   int       `json:"ohttp_key_id"`
+	Suite        string    `json:"suite"`
+	KEM          uint16    `json:"kem_id"`
+	KDF          uint16    `json:"kdf_id"`
+	AEAD         uint16    `json:"aead_id"`
+	PublicKey    string    `json:"public_key"` // standard base64 of SerializePublicKey
+	Created      time.Time `json:"created"`
+	NotBefore    time.Time `json:"not_before"`
+	NotAfter     time.Time `json:"not_after"`
+	ReleaseUntil time.Time `json:"release_until"`
+	DestroyAfter time.Time `json:"destroy_after"`
+	State        string    `json:"state"`
+}
+
+// V1Keys is the body of GET /v1/keys.
+type V1Keys struct {
+	Keys []V1Key `json:"keys"`
+}
+
+// ListPubKeys is the body of GET /app/listpubkeys.
+type ListPubKeys struct {
+	Keys []ListPubKey `json:"keys"`
+}
+
+// ListPubKey is one key of ListPubKeys: the numeric id as a decimal string
+// and the raw public key in standard base64.
+type ListPubKey struct {
+	ID  string `json:"id"`
+	Key string `json:"key"`
+}
+
+func (c *viewCache) build(now time.Time) *view {
+	v := &view{built: now}
+	var adv []*state.Key
+	var publishDelay time.Duration
+	c.svc.Read(func(st *state.State) {
+		v.seq = st.Seq
+		v.validUntil = st.NextChange(now)
+		publishDelay = st.Rotation.PublishDelay.D()
+		for _, k := range st.Advertised(now) {
+			kk := *k
+			adv = append(adv, &kk)
+		}
+	})
+	// A cache may keep the list until the next phase change, and never
+	// longer than a publish delay: a key created now (by a forced
+	// rotation) is advertised one publish delay from now.
+	v.cacheUntil = now.Add(publishDelay)
+	if len(adv) == 0 {
+		v.cacheUntil = now.Add(emptyMaxAge)
+	}
+	if !v.validUntil.IsZero() && v.validUntil.Before(v.cacheUntil) {
+		v.cacheUntil = v.validUntil
+	}
+
+	lp := ListPubKeys{Keys: []ListPubKey{}}
+	if len(adv) > 0 {
+		p := adv[0]
+		lp.Keys = append(lp.Keys, ListPubKey{ID: strconv.Itoa(p.ID), Key: base64.StdEncoding.EncodeToString(p.PublicKey)})
+	}
+	v.listPubKeys, _ = json.Marshal(lp)
+
+	vk := V1Keys{Keys: []V1Key{}}
+	var configs [][]byte
+	for i, k := range adv {
+		name := "published"
+		if i == 0 {
+			name = "primary"
+		}
+		vk.Keys = append(vk.Keys, v1Key(k, name))
+		if s, err := keys.ParseSuite(k.Suite); err == nil {
+			configs = append(configs, keys.OHTTPConfig(keys.OHTTPKeyID(k.ID), s, k.PublicKey))
+		}
+	}
+	v.v1Keys, _ = json.Marshal(vk)
+	sum := sha256.Sum256(v.v1Keys)
+	v.v1ETag = `"` + base64.RawURLEncoding.EncodeToString(sum[:18]) + `"`
+	v.ohttp = keys.OHTTPConfigList(configs...)
+	return v
+}
+
+func v1Key(k *state.Key, phase string) V1Key {
+	return V1Key{
+		Kid: k.Kid, ID: k.ID, OHTTPKeyID: int(keys.OHTTPKeyID(k.ID)), Suite: k.Suite,
+		KEM: k.KEM, KDF: k.KDF, AEAD: k.AEAD,
+		PublicKey: base64.StdEncoding.EncodeToString(k.PublicKey),
+		Created:   k.Created, NotBefore: k.NotBefore, NotAfter: k.NotAfter,
+		ReleaseUntil: k.ReleaseUntil, DestroyAfter: k.DestroyAfter, State: phase,
+	}
+}
+
+// AllKeys returns every key the ledger knows, oldest first, with its phase
+// at now ("primary" for the primary key). Served by GET /v1/keys?all=true
+// and used by `tkms keys list`.
+func AllKeys(st *state.State, now time.Time) V1Keys {
+	out := V1Keys{Keys: []V1Key{}}
+	primary := st.Primary(now)
+	for _, k := range st.Keys {
+		name := k.Phase(now).String()
+		if k == primary {
+			name = "primary"
+		}
+		out.Keys = append(out.Keys, v1Key(k, name))
+	}
+	return out
+}

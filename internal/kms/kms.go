@@ -1,0 +1,305 @@
+// Package kms is the core of tkms: it owns the ledger store, the state
+// machine that replays it, the keyring of per-key data keys, and the key
+// rotation scheduler.
+//
+// Writers build entries (taking the time once, from the injected clock) and
+// append them to the store; the store's committer applies each durable batch
+// to the state before the append returns. Readers take a consistent view of
+// the state through Read.
+package kms
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tkms-dev/tkms/internal/keyring"
+	"github.com/tkms-dev/tkms/internal/ledger"
+	"github.com/tkms-dev/tkms/internal/seal"
+	"github.com/tkms-dev/tkms/internal/state"
+	"github.com/tkms-dev/tkms/internal/store"
+)
+
+// Config configures a Service.
+type Config struct {
+	// DataDir holds the ledger file and the keyring.
+	DataDir string
+	// Sealer protects secrets under the master key.
+	Sealer seal.Sealer
+	// ServiceName names the instance in the genesis entry.
+	ServiceName string
+	// RotationPolicy and Settings are the policies to put in force. At
+	// genesis they are recorded; later, if they differ from the ledger's,
+	// an entry records the change. (Governance replaces this later.)
+	RotationPolicy state.RotationPolicy
+	Settings       state.Settings
+	// Now is the clock. Defaults to time.Now.
+	Now func() time.Time
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+	// SnapshotEvery is the number of entries between state snapshots
+	// (default 10000).
+	SnapshotEvery uint64
+	// MaxBatch bounds entries per store transaction (default 1024).
+	MaxBatch int
+}
+
+// Service is an open tkms instance.
+type Service struct {
+	cfg     Config
+	now     func() time.Time
+	log     *slog.Logger
+	store   *store.Store
+	keyring *keyring.Keyring
+
+	mu    sync.RWMutex // guards st
+	st    *state.State
+	seq   atomic.Uint64 // st.Seq, readable without the lock
+	wake  chan struct{}
+	apply chan struct{} // closed and replaced whenever the state changes
+
+	writeMu sync.Mutex // serialises lifecycle writers (rotation, markers)
+
+	privMu sync.Mutex
+	priv   map[string][]byte // kid -> private key, cache of unsealed keys
+
+	snapMu      sync.Mutex
+	snapSeq     uint64
+	snapRunning bool
+}
+
+// Open opens or creates the service in cfg.DataDir: it verifies and replays
+// the ledger, reconciles the keyring with it, writes genesis on a new data
+// directory and records policy changes.
+func Open(ctx context.Context, cfg Config) (*Service, error) {
+	if cfg.Sealer == nil {
+		return nil, errors.New("kms: no master key")
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.SnapshotEvery == 0 {
+		cfg.SnapshotEvery = 10000
+	}
+	if err := cfg.RotationPolicy.Validate(); err != nil {
+		return nil, err
+	}
+	st, err := store.Open(cfg.DataDir, store.Options{Sealer: cfg.Sealer, MaxBatch: cfg.MaxBatch})
+	if err != nil {
+		return nil, err
+	}
+	s := &Service{
+		cfg: cfg, now: cfg.Now, log: cfg.Logger, store: st,
+		wake: make(chan struct{}, 1), apply: make(chan struct{}),
+		priv: map[string][]byte{},
+	}
+	if err := s.replay(); err != nil {
+		st.Close()
+		return nil, err
+	}
+	s.keyring, err = keyring.Open(cfg.DataDir, cfg.Sealer)
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	st.Start(s.onCommit)
+	if err := s.reconcileKeyring(); err != nil {
+		s.Close()
+		return nil, err
+	}
+	if err := s.bootstrap(ctx); err != nil {
+		s.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// replay rebuilds the state from the latest snapshot and the entries after
+// it.
+func (s *Service) replay() error {
+	start := time.Now()
+	st := state.New()
+	snapSeq, data, err := s.store.LoadSnapshot()
+	if err != nil {
+		return err
+	}
+	if data != nil && snapSeq <= s.store.Last() {
+		if snap, err := state.Unmarshal(data); err == nil && snap.Seq == snapSeq {
+			st = snap
+		} else {
+			s.log.Warn("ignoring unreadable snapshot; replaying the whole ledger", "snapshot_seq", snapSeq, "err", err)
+			snapSeq = 0
+		}
+	} else {
+		snapSeq = 0
+	}
+	err = s.store.Scan(st.Seq+1, func(e *ledger.Entry) error {
+		if err := st.Apply(e); err != nil {
+			if errors.Is(err, state.ErrSequence) {
+				return err
+			}
+			s.log.Warn("ledger entry rejected by the state machine", "seq", e.Seq, "type", e.Type, "err", err)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("kms: replay: %w", err)
+	}
+	s.st = st
+	s.seq.Store(st.Seq)
+	s.snapSeq = snapSeq
+	s.log.Info("ledger replayed", "entries", st.Seq, "from_snapshot", snapSeq, "keys", len(st.Keys), "duration", time.Since(start))
+	return nil
+}
+
+// onCommit is the store's hook: it applies each durable batch, in order.
+func (s *Service) onCommit(entries []*ledger.Entry) {
+	s.mu.Lock()
+	for _, e := range entries {
+		if err := s.st.Apply(e); err != nil {
+			s.log.Error("ledger entry rejected by the state machine", "seq", e.Seq, "type", e.Type, "err", err)
+		}
+	}
+	seq := s.st.Seq
+	s.seq.Store(seq)
+	var snap *state.State
+	if seq-s.snapSeq >= s.cfg.SnapshotEvery {
+		snap = s.st.Clone()
+	}
+	close(s.apply)
+	s.apply = make(chan struct{})
+	s.mu.Unlock()
+	if snap != nil {
+		s.snapshot(snap)
+	}
+}
+
+// snapshot writes snap in the background, one at a time.
+func (s *Service) snapshot(snap *state.State) {
+	s.snapMu.Lock()
+	if s.snapRunning {
+		s.snapMu.Unlock()
+		return
+	}
+	s.snapRunning = true
+	s.snapSeq = snap.Seq
+	s.snapMu.Unlock()
+	go func() {
+		defer func() { s.snapMu.Lock(); s.snapRunning = false; s.snapMu.Unlock() }()
+		data, err := snap.Marshal()
+		if err == nil {
+			err = s.store.SaveSnapshot(snap.Seq, data)
+		}
+		if err != nil {
+			s.log.Warn("snapshot failed", "seq", snap.Seq, "err", err)
+			return
+		}
+		s.log.Debug("snapshot saved", "seq", snap.Seq, "bytes", len(data))
+	}()
+}
+
+// Snapshot writes a snapshot of the current state now, synchronously.
+func (s *Service) Snapshot() error {
+	s.mu.RLock()
+	snap := s.st.Clone()
+	s.mu.RUnlock()
+	data, err := snap.Marshal()
+	if err != nil {
+		return err
+	}
+	return s.store.SaveSnapshot(snap.Seq, data)
+}
+
+// reconcileKeyring removes data keys that no live key needs: those of
+// destroyed keys (a crash may have come between the destroy entry and the
+// keyring update) and orphans (a crash between the keyring update and the
+// key.created entry).
+func (s *Service) reconcileKeyring() error {
+	var drop []string
+	s.mu.RLock()
+	for _, kid := range s.keyring.Kids() {
+		if k := s.st.Key(kid); k == nil || k.DestroyedSeq != 0 {
+			drop = append(drop, kid)
+		}
+	}
+	s.mu.RUnlock()
+	if len(drop) > 0 {
+		s.log.Info("removing data keys not needed by any live key", "kids", drop)
+	}
+	return s.keyring.Delete(drop...)
+}
+
+// bootstrap writes genesis on an empty ledger and records policy changes.
+func (s *Service) bootstrap(ctx context.Context) error {
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
+	now := s.now()
+	var props []store.Proposal
+	var cur *state.State
+	s.Read(func(st *state.State) { cur = st.Clone() })
+	if cur.Genesis == nil {
+		g, _ := json.Marshal(state.Genesis{Service: s.cfg.ServiceName, Format: ledger.FormatVersion})
+		props = append(props, store.Proposal{Time: now, Type: ledger.TypeGenesis, Body: g})
+	}
+	if cur.Genesis == nil || cur.Rotation != s.cfg.RotationPolicy {
+		b, _ := json.Marshal(s.cfg.RotationPolicy)
+		props = append(props, store.Proposal{Time: now, Type: ledger.TypeKeyRotationPolicy, Body: b})
+	}
+	if cur.Genesis == nil || cur.Settings != s.cfg.Settings {
+		b, _ := json.Marshal(s.cfg.Settings)
+		props = append(props, store.Proposal{Time: now, Type: ledger.TypeSettingsPolicy, Body: b})
+	}
+	if len(props) == 0 {
+		return nil
+	}
+	if _, err := s.store.Append(ctx, props...); err != nil {
+		return err
+	}
+	for _, p := range props {
+		s.log.Info("ledger: recorded", "type", p.Type)
+	}
+	return nil
+}
+
+// Read calls fn with the current state, under a read lock. fn must not keep
+// st or anything in it after returning, nor call back into the Service's
+// writers.
+func (s *Service) Read(fn func(st *state.State)) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	fn(s.st)
+}
+
+// Changed returns a channel that is closed the next time the state changes.
+func (s *Service) Changed() <-chan struct{} {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.apply
+}
+
+// Seq returns the sequence number of the last applied entry.
+func (s *Service) Seq() uint64 { return s.seq.Load() }
+
+// Now returns the service clock's time.
+func (s *Service) Now() time.Time { return s.now() }
+
+// Close stops appends and closes the ledger. It does not stop Run; cancel
+// its context first.
+func (s *Service) Close() error {
+	err := s.store.Close()
+	s.privMu.Lock()
+	for kid, k := range s.priv {
+		clear(k)
+		delete(s.priv, kid)
+	}
+	s.privMu.Unlock()
+	return err
+}

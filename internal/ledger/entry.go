@@ -1,0 +1,187 @@
+// Package ledger defines the entries of the tkms ledger and their byte
+// encodings.
+//
+// The ledger is one ordered sequence of entries; the service state is what
+// replaying it yields (see package state). Each entry has a public part
+// (sequence number, time, type and a JSON body) and an optional sealed part
+// holding secret material encrypted under the master key. docs/ledger.md
+// describes the format; this package is its implementation.
+//
+// Two encodings exist:
+//
+//   - the record (MarshalRecord), as kept by storage: the whole entry,
+//     sealed part included, followed by a CRC-32C so that torn or corrupted
+//     records are detected on read;
+//   - the leaf (LeafBytes), the canonical public encoding, which a Merkle
+//     log commits to. It carries the SHA-256 of the sealed part instead of
+//     the sealed part itself, so the log binds secret material without
+//     revealing it.
+package ledger
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"time"
+)
+
+// FormatVersion is the version byte that starts every record and leaf
+// written by this code. A reader refuses versions it does not know.
+const FormatVersion = 1
+
+// MaxBodySize bounds the public body and the sealed part of one entry.
+const MaxBodySize = 4 << 20
+
+// Type names what an entry records. Types are stable strings: they appear in
+// the public log and in the associated data of sealed parts.
+type Type string
+
+// The entry types of format version 1.
+const (
+	TypeGenesis           Type = "genesis"             // a new service: its name and format
+	TypeKeyRotationPolicy Type = "policy.key_rotation" // the key rotation policy in force
+	TypeSettingsPolicy    Type = "policy.settings"     // the settings policy (/app/settingsPolicy)
+	TypeKeyCreated        Type = "key.created"         // a new HPKE key pair; sealed: private key
+	TypeKeyPublished      Type = "key.published"       // a key's publish time passed; it is advertised
+	TypeKeyRetired        Type = "key.retired"         // a key's not_after passed; no longer advertised
+	TypeKeyExpired        Type = "key.expired"         // a key's grace period ended; no longer released
+	TypeKeyDestroyed      Type = "key.destroyed"       // a key's private material was erased
+)
+
+// knownTypes lists every type this build understands. A ledger that holds
+// another type was written by a newer tkms and is refused.
+var knownTypes = map[Type]bool{
+	TypeGenesis: true, TypeKeyRotationPolicy: true, TypeSettingsPolicy: true,
+	TypeKeyCreated: true, TypeKeyPublished: true, TypeKeyRetired: true,
+	TypeKeyExpired: true, TypeKeyDestroyed: true,
+}
+
+// Known reports whether t is a type of this format version.
+func (t Type) Known() bool { return knownTypes[t] }
+
+// An Entry is one ledger entry.
+type Entry struct {
+	Seq    uint64    // position in the ledger, from 1
+	Time   time.Time // taken once by the writer; the only time apply may use
+	Type   Type
+	Body   []byte // public JSON body
+	Sealed []byte // optional secret part, sealed under the master key with SealAD
+}
+
+// Errors returned by the decoders.
+var (
+	ErrCorrupt     = errors.New("ledger: corrupt record")
+	ErrVersion     = errors.New("ledger: unknown format version")
+	ErrUnknownType = errors.New("ledger: unknown entry type")
+)
+
+// SealAD returns the associated data that binds a sealed part to its entry:
+// the format version, sequence number and type.
+func SealAD(seq uint64, typ Type) []byte {
+	ad := make([]byte, 0, 16+8+len(typ))
+	ad = append(ad, "tkms/entry/v1\x00"...)
+	ad = binary.BigEndian.AppendUint64(ad, seq)
+	return append(ad, typ...)
+}
+
+// MarshalRecord returns the storage encoding of e:
+//
+//	version(1) seq(8) time(8, Unix ns) len(type) type len(body) body len(sealed) sealed crc32c(4)
+//
+// where len is an unsigned varint and integers are big-endian.
+func MarshalRecord(e *Entry) []byte {
+	b := appendHeader(make([]byte, 0, 40+len(e.Type)+len(e.Body)+len(e.Sealed)), e)
+	b = binary.AppendUvarint(b, uint64(len(e.Sealed)))
+	b = append(b, e.Sealed...)
+	return binary.BigEndian.AppendUint32(b, crc32.Checksum(b, castagnoli))
+}
+
+// UnmarshalRecord decodes a record made by MarshalRecord, verifying its
+// checksum. The returned entry does not alias b.
+func UnmarshalRecord(b []byte) (*Entry, error) {
+	if len(b) < 1 {
+		return nil, fmt.Errorf("%w: empty", ErrCorrupt)
+	}
+	if b[0] != FormatVersion {
+		return nil, fmt.Errorf("%w %d (this build reads version %d; a newer tkms wrote this data)", ErrVersion, b[0], FormatVersion)
+	}
+	if len(b) < 4 {
+		return nil, fmt.Errorf("%w: truncated", ErrCorrupt)
+	}
+	payload, sum := b[:len(b)-4], binary.BigEndian.Uint32(b[len(b)-4:])
+	if crc32.Checksum(payload, castagnoli) != sum {
+		return nil, fmt.Errorf("%w: checksum mismatch", ErrCorrupt)
+	}
+	r := reader{b: payload[1:]}
+	e := &Entry{Seq: r.u64()}
+	e.Time = time.Unix(0, int64(r.u64())).UTC()
+	e.Type = Type(r.bytes())
+	e.Body = r.bytes()
+	e.Sealed = r.bytes()
+	if r.err != nil || len(r.b) != 0 {
+		return nil, fmt.Errorf("%w: bad framing", ErrCorrupt)
+	}
+	if !e.Type.Known() {
+		return nil, fmt.Errorf("%w %q at seq %d (a newer tkms wrote this data)", ErrUnknownType, e.Type, e.Seq)
+	}
+	if len(e.Sealed) == 0 {
+		e.Sealed = nil
+	}
+	return e, nil
+}
+
+// LeafBytes returns the canonical public encoding of e, the bytes a Merkle
+// log commits to:
+//
+//	version(1) seq(8) time(8) len(type) type len(body) body sealed_sha256(32, zero if none)
+func LeafBytes(e *Entry) []byte {
+	b := appendHeader(make([]byte, 0, 64+len(e.Type)+len(e.Body)), e)
+	var h [32]byte
+	if len(e.Sealed) > 0 {
+		h = sha256.Sum256(e.Sealed)
+	}
+	return append(b, h[:]...)
+}
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+func appendHeader(b []byte, e *Entry) []byte {
+	b = append(b, FormatVersion)
+	b = binary.BigEndian.AppendUint64(b, e.Seq)
+	b = binary.BigEndian.AppendUint64(b, uint64(e.Time.UnixNano()))
+	b = binary.AppendUvarint(b, uint64(len(e.Type)))
+	b = append(b, e.Type...)
+	b = binary.AppendUvarint(b, uint64(len(e.Body)))
+	return append(b, e.Body...)
+}
+
+type reader struct {
+	b   []byte
+	err error
+}
+
+func (r *reader) u64() uint64 {
+	if r.err != nil || len(r.b) < 8 {
+		r.err = ErrCorrupt
+		return 0
+	}
+	v := binary.BigEndian.Uint64(r.b)
+	r.b = r.b[8:]
+	return v
+}
+
+func (r *reader) bytes() []byte {
+	if r.err != nil {
+		return nil
+	}
+	n, k := binary.Uvarint(r.b)
+	if k <= 0 || n > MaxBodySize || n > uint64(len(r.b)-k) {
+		r.err = ErrCorrupt
+		return nil
+	}
+	v := append([]byte(nil), r.b[k:k+int(n)]...)
+	r.b = r.b[k+int(n):]
+	return v
+}

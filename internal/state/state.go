@@ -1,0 +1,369 @@
+// Package state is the tkms state machine: the service state is what
+// applying the ledger's entries in order yields.
+//
+// Apply is deterministic. It reads no clock and draws no randomness: every
+// time and every random value it needs comes in the entry, so replaying the
+// same ledger (after a restart, or on another replica) gives the same state.
+// An entry that is not valid in the state it meets is rejected by Apply
+// with an error and changes nothing; since the rejection depends only on the
+// state and the entry, every replica rejects it alike.
+//
+// The lifecycle of a key (docs/lifecycle.md) is decided when the key is
+// created: its key.created entry records when it is published, retired,
+// expired and destroyed. Later marker entries record that those moments
+// passed; Phase combines both, so a decision at time t never depends on
+// whether the marker has been written yet.
+package state
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/tkms-dev/tkms/internal/keys"
+	"github.com/tkms-dev/tkms/internal/ledger"
+)
+
+// Phase is a stage of a key's life.
+type Phase int
+
+// The phases, in order.
+const (
+	Created   Phase = iota // private key fetchable by services, not advertised
+	Published              // advertised to clients
+	Retired                // no longer advertised; still released during grace
+	Expired                // no longer released (410)
+	Destroyed              // private material erased
+)
+
+var phaseNames = [...]string{"created", "published", "retired", "expired", "destroyed"}
+
+func (p Phase) String() string {
+	if p < 0 || int(p) >= len(phaseNames) {
+		return fmt.Sprintf("phase(%d)", int(p))
+	}
+	return phaseNames[p]
+}
+
+// Genesis is the body of the first entry.
+type Genesis struct {
+	Service string `json:"service"` // a name for this tkms instance
+	Format  int    `json:"format"`  // ledger format version
+}
+
+// KeyCreated is the public body of a key.created entry. The sealed part of
+// the entry holds the private key, encrypted under the key's data key.
+type KeyCreated struct {
+	Number       uint64    `json:"number"` // 1-based; the N of the kid
+	Kid          string    `json:"kid"`
+	ID           int       `json:"id"` // 10..99
+	Suite        string    `json:"suite"`
+	KEM          uint16    `json:"kem_id"`
+	KDF          uint16    `json:"kdf_id"`
+	AEAD         uint16    `json:"aead_id"`
+	PublicKey    []byte    `json:"public_key"` // RFC 9180 SerializePublicKey, base64
+	NotBefore    time.Time `json:"not_before"` // published from
+	NotAfter     time.Time `json:"not_after"`  // retired from
+	ReleaseUntil time.Time `json:"release_until"`
+	DestroyAfter time.Time `json:"destroy_after"`
+	Reason       string    `json:"reason"` // "scheduled", "refresh"
+}
+
+// KeyEvent is the body of key.published, key.retired, key.expired and
+// key.destroyed entries.
+type KeyEvent struct {
+	Kid    string `json:"kid"`
+	Reason string `json:"reason,omitempty"`
+}
+
+// Key is a key as the state knows it.
+type Key struct {
+	KeyCreated
+	Created      time.Time `json:"created"`       // time of the key.created entry
+	Seq          uint64    `json:"seq"`           // sequence number of the key.created entry
+	PublishedSeq uint64    `json:"published_seq"` // marker entries, 0 until written
+	RetiredSeq   uint64    `json:"retired_seq"`
+	ExpiredSeq   uint64    `json:"expired_seq"`
+	DestroyedSeq uint64    `json:"destroyed_seq"`
+}
+
+// Phase returns the key's phase at time t.
+func (k *Key) Phase(t time.Time) Phase {
+	switch {
+	case k.DestroyedSeq != 0:
+		return Destroyed
+	case k.ExpiredSeq != 0 || !t.Before(k.ReleaseUntil):
+		return Expired
+	case k.RetiredSeq != 0 || !t.Before(k.NotAfter):
+		return Retired
+	case k.PublishedSeq != 0 || !t.Before(k.NotBefore):
+		return Published
+	}
+	return Created
+}
+
+// State is the service state.
+type State struct {
+	Seq      uint64         `json:"seq"` // last applied entry
+	Genesis  *Genesis       `json:"genesis,omitempty"`
+	Rotation RotationPolicy `json:"key_rotation_policy"`
+	Settings Settings       `json:"settings_policy"`
+	Keys     []*Key         `json:"keys"` // by number: Keys[i].Number == i+1
+}
+
+// New returns the empty state, before genesis.
+func New() *State { return &State{Rotation: DefaultRotationPolicy()} }
+
+// Errors from Apply.
+var (
+	ErrSequence = errors.New("state: entry out of sequence")
+	ErrInvalid  = errors.New("state: invalid entry")
+)
+
+// Apply applies e to the state. It returns an error, and changes nothing
+// but Seq, if e is not valid in this state.
+func (s *State) Apply(e *ledger.Entry) error {
+	if e.Seq != s.Seq+1 {
+		return fmt.Errorf("%w: at %d, got %d", ErrSequence, s.Seq, e.Seq)
+	}
+	s.Seq = e.Seq
+	if err := s.apply(e); err != nil {
+		return fmt.Errorf("%w: %s at seq %d: %w", ErrInvalid, e.Type, e.Seq, err)
+	}
+	return nil
+}
+
+func (s *State) apply(e *ledger.Entry) error {
+	if s.Genesis == nil && e.Type != ledger.TypeGenesis {
+		return errors.New("the ledger must start with genesis")
+	}
+	switch e.Type {
+	case ledger.TypeGenesis:
+		if s.Genesis != nil {
+			return errors.New("genesis twice")
+		}
+		var g Genesis
+		if err := decodeBody(e.Body, &g); err != nil {
+			return err
+		}
+		s.Genesis = &g
+	case ledger.TypeKeyRotationPolicy:
+		var p RotationPolicy
+		if err := decodeBody(e.Body, &p); err != nil {
+			return err
+		}
+		if err := p.Validate(); err != nil {
+			return err
+		}
+		s.Rotation = p
+	case ledger.TypeSettingsPolicy:
+		var p Settings
+		if err := decodeBody(e.Body, &p); err != nil {
+			return err
+		}
+		s.Settings = p
+	case ledger.TypeKeyCreated:
+		return s.applyKeyCreated(e)
+	case ledger.TypeKeyPublished, ledger.TypeKeyRetired, ledger.TypeKeyExpired, ledger.TypeKeyDestroyed:
+		return s.applyKeyEvent(e)
+	default:
+		return fmt.Errorf("no handler for type %q", e.Type)
+	}
+	return nil
+}
+
+func (s *State) applyKeyCreated(e *ledger.Entry) error {
+	var kc KeyCreated
+	if err := decodeBody(e.Body, &kc); err != nil {
+		return err
+	}
+	if kc.Number != uint64(len(s.Keys))+1 {
+		return fmt.Errorf("key number %d, want %d (a second key for one rotation)", kc.Number, len(s.Keys)+1)
+	}
+	suite, err := keys.ParseSuite(kc.Suite)
+	if err != nil {
+		return err
+	}
+	if suite.KEM != kc.KEM || suite.KDF != kc.KDF || suite.AEAD != kc.AEAD {
+		return fmt.Errorf("algorithm ids do not match suite %s", suite.Name)
+	}
+	pem, err := keys.PublicPEM(suite, kc.PublicKey)
+	if err != nil {
+		return err
+	}
+	if want := keys.KID(pem, kc.Number); kc.Kid != want {
+		return fmt.Errorf("kid %s does not match the public key (want %s)", kc.Kid, want)
+	}
+	if kc.ID < keys.MinID || kc.ID > keys.MaxID {
+		return fmt.Errorf("id %d out of range", kc.ID)
+	}
+	if holder := s.idHolder(kc.ID, e.Time); holder != nil {
+		return fmt.Errorf("id %d is held by unexpired key %s", kc.ID, holder.Kid)
+	}
+	if kc.NotBefore.Before(e.Time) || kc.NotAfter.Before(kc.NotBefore) || kc.ReleaseUntil.Before(kc.NotAfter) || kc.DestroyAfter.Before(kc.ReleaseUntil) {
+		return errors.New("lifecycle times out of order")
+	}
+	if len(e.Sealed) == 0 {
+		return errors.New("no sealed private key")
+	}
+	s.Keys = append(s.Keys, &Key{KeyCreated: kc, Created: e.Time, Seq: e.Seq})
+	return nil
+}
+
+func (s *State) applyKeyEvent(e *ledger.Entry) error {
+	var ev KeyEvent
+	if err := decodeBody(e.Body, &ev); err != nil {
+		return err
+	}
+	k := s.Key(ev.Kid)
+	if k == nil {
+		return fmt.Errorf("unknown kid %s", ev.Kid)
+	}
+	if k.DestroyedSeq != 0 {
+		return fmt.Errorf("key %s is destroyed", ev.Kid)
+	}
+	var mark *uint64
+	switch e.Type {
+	case ledger.TypeKeyPublished:
+		mark = &k.PublishedSeq
+	case ledger.TypeKeyRetired:
+		mark = &k.RetiredSeq
+	case ledger.TypeKeyExpired:
+		mark = &k.ExpiredSeq
+	case ledger.TypeKeyDestroyed:
+		mark = &k.DestroyedSeq
+	}
+	if *mark != 0 {
+		return fmt.Errorf("key %s: %s recorded twice", ev.Kid, e.Type)
+	}
+	*mark = e.Seq
+	return nil
+}
+
+// idHolder returns the key that holds numeric id at time t: one that is not
+// yet expired.
+func (s *State) idHolder(id int, t time.Time) *Key {
+	for _, k := range s.Keys {
+		if k.ID == id && k.Phase(t) < Expired {
+			return k
+		}
+	}
+	return nil
+}
+
+// IDHeld reports whether an unexpired key holds numeric id at time t.
+func (s *State) IDHeld(id int, t time.Time) bool { return s.idHolder(id, t) != nil }
+
+// Key returns the key with the given kid, or nil.
+func (s *State) Key(kid string) *Key {
+	n, ok := keys.ParseKIDNumber(kid)
+	if !ok || n > uint64(len(s.Keys)) {
+		return nil
+	}
+	if k := s.Keys[n-1]; k.Kid == kid {
+		return k
+	}
+	return nil
+}
+
+// Newest returns the most recently created key, or nil.
+func (s *State) Newest() *Key {
+	if len(s.Keys) == 0 {
+		return nil
+	}
+	return s.Keys[len(s.Keys)-1]
+}
+
+// Advertised returns the keys published and not retired at t, newest first.
+// The first is the primary key.
+func (s *State) Advertised(t time.Time) []*Key {
+	var out []*Key
+	for i := len(s.Keys) - 1; i >= 0; i-- {
+		if s.Keys[i].Phase(t) == Published {
+			out = append(out, s.Keys[i])
+		}
+	}
+	return out
+}
+
+// Primary returns the primary key at t: the newest advertised key, or nil.
+func (s *State) Primary(t time.Time) *Key {
+	for i := len(s.Keys) - 1; i >= 0; i-- {
+		if s.Keys[i].Phase(t) == Published {
+			return s.Keys[i]
+		}
+	}
+	return nil
+}
+
+// NextChange returns the first moment after t at which some key's phase
+// changes by time alone, or the zero time if none will.
+func (s *State) NextChange(t time.Time) time.Time {
+	var next time.Time
+	consider := func(x time.Time) {
+		if x.After(t) && (next.IsZero() || x.Before(next)) {
+			next = x
+		}
+	}
+	for _, k := range s.Keys {
+		if k.DestroyedSeq != 0 {
+			continue
+		}
+		consider(k.NotBefore)
+		consider(k.NotAfter)
+		consider(k.ReleaseUntil)
+		consider(k.DestroyAfter)
+	}
+	return next
+}
+
+// Live returns the keys that are not destroyed, oldest first.
+func (s *State) Live() []*Key {
+	var out []*Key
+	for _, k := range s.Keys {
+		if k.DestroyedSeq == 0 {
+			out = append(out, k)
+		}
+	}
+	return out
+}
+
+// Clone returns a deep copy of s, for snapshots and readers.
+func (s *State) Clone() *State {
+	c := *s
+	if s.Genesis != nil {
+		g := *s.Genesis
+		c.Genesis = &g
+	}
+	c.Keys = make([]*Key, len(s.Keys))
+	for i, k := range s.Keys {
+		kk := *k
+		c.Keys[i] = &kk
+	}
+	return &c
+}
+
+// Marshal encodes the state for a snapshot.
+func (s *State) Marshal() ([]byte, error) { return json.Marshal(s) }
+
+// Unmarshal decodes a snapshot made by Marshal and checks its invariants.
+func Unmarshal(b []byte) (*State, error) {
+	s := New()
+	if err := json.Unmarshal(b, s); err != nil {
+		return nil, fmt.Errorf("state: snapshot: %w", err)
+	}
+	for i, k := range s.Keys {
+		if k == nil || k.Number != uint64(i)+1 {
+			return nil, errors.New("state: snapshot: keys out of order")
+		}
+	}
+	return s, nil
+}
+
+func decodeBody(b []byte, v any) error {
+	if err := json.Unmarshal(b, v); err != nil {
+		return fmt.Errorf("body: %w", err)
+	}
+	return nil
+}

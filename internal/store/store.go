@@ -1,0 +1,425 @@
+// Package store keeps the ledger in one bbolt file, with group commit.
+//
+// Appends from many goroutines are collected by one committer goroutine and
+// written in a single bbolt transaction, so they share one fsync. Append
+// returns only after its entries are durable and after the OnCommit hook
+// (the state machine) has seen them, in sequence order.
+//
+// Every record carries a CRC-32C (see package ledger); Open verifies every
+// record and refuses a file with a corrupt or unknown one, never truncating
+// it. A snapshot of the derived state may be stored beside the entries so
+// that start-up does not have to replay the whole ledger.
+package store
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/tkms-dev/tkms/internal/ledger"
+	"github.com/tkms-dev/tkms/internal/seal"
+	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
+)
+
+// FileName is the name of the ledger file inside the data directory.
+const FileName = "ledger.db"
+
+var (
+	bucketMeta     = []byte("meta")
+	bucketEntries  = []byte("entries")
+	bucketSnapshot = []byte("snapshot")
+	keyFormat      = []byte("format")
+	keySnapshot    = []byte("latest")
+)
+
+// Errors.
+var (
+	ErrClosed = errors.New("store: closed")
+	ErrInUse  = errors.New("store: the data directory is in use by another tkms process")
+)
+
+// A Proposal is an entry before the store gives it a sequence number.
+type Proposal struct {
+	Time time.Time
+	Type ledger.Type
+	Body []byte
+	// Secret, if set, is sealed under the master key with the entry's
+	// sequence number and type as associated data, and stored as the
+	// entry's sealed part. Its bytes are zeroed once sealed.
+	Secret []byte
+}
+
+// Options configure Open.
+type Options struct {
+	// Sealer seals the secret parts of proposals. Required for writing.
+	Sealer seal.Sealer
+	// ReadOnly opens the file without taking the writer's lock, for
+	// inspection while no server runs. Append fails.
+	ReadOnly bool
+	// MaxBatch bounds the entries written in one transaction (default 1024).
+	MaxBatch int
+	// Timeout bounds the wait for the file lock (default 1s).
+	Timeout time.Duration
+}
+
+// Store is an open ledger file.
+type Store struct {
+	db       *bolt.DB
+	sealer   seal.Sealer
+	maxBatch int
+
+	reqs     chan *appendReq
+	done     chan struct{}
+	closeMu  sync.RWMutex
+	closed   bool
+	onCommit func([]*ledger.Entry)
+	running  bool
+
+	mu   sync.Mutex // guards last, err
+	last uint64
+	err  error // sticky write failure
+}
+
+type appendReq struct {
+	props   []Proposal
+	entries []*ledger.Entry
+	err     error
+	done    chan struct{}
+}
+
+// Open opens (creating if needed) the ledger file in dir and verifies every
+// record. It does not start accepting appends until Start is called, so the
+// caller can replay the ledger first.
+func Open(dir string, opts Options) (*Store, error) {
+	if opts.MaxBatch <= 0 {
+		opts.MaxBatch = 1024
+	}
+	if opts.Timeout <= 0 {
+		opts.Timeout = time.Second
+	}
+	if !opts.ReadOnly {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return nil, fmt.Errorf("store: %w", err)
+		}
+	}
+	path := filepath.Join(dir, FileName)
+	if opts.ReadOnly {
+		if _, err := os.Stat(path); err != nil {
+			return nil, fmt.Errorf("store: %w", err)
+		}
+	}
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: opts.Timeout, ReadOnly: opts.ReadOnly})
+	if errors.Is(err, bolterrors.ErrTimeout) {
+		return nil, fmt.Errorf("%w (%s)", ErrInUse, path)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("store: open %s: %w", path, err)
+	}
+	s := &Store{db: db, sealer: opts.Sealer, maxBatch: opts.MaxBatch, reqs: make(chan *appendReq, 4096), done: make(chan struct{})}
+	if err := s.init(opts.ReadOnly); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Store) init(readOnly bool) error {
+	if !readOnly {
+		err := s.db.Update(func(tx *bolt.Tx) error {
+			for _, name := range [][]byte{bucketMeta, bucketEntries, bucketSnapshot} {
+				if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+					return err
+				}
+			}
+			meta := tx.Bucket(bucketMeta)
+			if meta.Get(keyFormat) == nil {
+				return meta.Put(keyFormat, []byte{ledger.FormatVersion})
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("store: %w", err)
+		}
+	}
+	return s.db.View(func(tx *bolt.Tx) error {
+		meta := tx.Bucket(bucketMeta)
+		if meta == nil {
+			return fmt.Errorf("store: %s is not a tkms ledger (no meta bucket)", s.db.Path())
+		}
+		if f := meta.Get(keyFormat); len(f) != 1 || f[0] != ledger.FormatVersion {
+			return fmt.Errorf("store: %s has ledger format %v; this build reads format %d (was it written by a newer tkms?)", s.db.Path(), f, ledger.FormatVersion)
+		}
+		// Verify every record: framing, checksum, known type, and that the
+		// sequence numbers are dense from 1.
+		c := tx.Bucket(bucketEntries).Cursor()
+		var want uint64 = 1
+		for k, v := c.First(); k != nil; k, v = c.Next() {
+			if len(k) != 8 || binary.BigEndian.Uint64(k) != want {
+				return fmt.Errorf("store: %s: %w: expected entry %d, found key %x", s.db.Path(), ledger.ErrCorrupt, want, k)
+			}
+			if err := verifyRecord(v, want); err != nil {
+				return fmt.Errorf("store: %s: entry %d: %w", s.db.Path(), want, err)
+			}
+			want++
+		}
+		s.last = want - 1
+		return nil
+	})
+}
+
+// verifyRecord checks a record without copying its body: the checksum, the
+// version, the sequence number and the type.
+func verifyRecord(v []byte, seq uint64) error {
+	e, err := ledger.UnmarshalRecord(v)
+	if err != nil {
+		return err
+	}
+	if e.Seq != seq {
+		return fmt.Errorf("%w: record says seq %d", ledger.ErrCorrupt, e.Seq)
+	}
+	return nil
+}
+
+// Last returns the sequence number of the last durable entry (0 if empty).
+func (s *Store) Last() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.last
+}
+
+// Start begins accepting appends. onCommit, if not nil, is called by the
+// committer with each durable batch, in order, before the appends return.
+func (s *Store) Start(onCommit func([]*ledger.Entry)) {
+	s.onCommit = onCommit
+	s.running = true
+	go s.run()
+}
+
+// Append writes the proposals as consecutive entries and returns them with
+// their sequence numbers once they are durable. Proposals from concurrent
+// calls share a transaction and an fsync; the entries of one call are
+// consecutive. If ctx ends before the batch is written the append may still
+// happen; the caller cannot assume it did not.
+func (s *Store) Append(ctx context.Context, props ...Proposal) ([]*ledger.Entry, error) {
+	if s.sealer == nil {
+		return nil, errors.New("store: opened without a sealer; cannot append")
+	}
+	for _, p := range props {
+		if !p.Type.Known() {
+			return nil, fmt.Errorf("store: %w %q", ledger.ErrUnknownType, p.Type)
+		}
+		if len(p.Body) > ledger.MaxBodySize || len(p.Secret) > ledger.MaxBodySize/2 {
+			return nil, fmt.Errorf("store: entry of type %s is too large", p.Type)
+		}
+	}
+	req := &appendReq{props: props, done: make(chan struct{})}
+	s.closeMu.RLock()
+	if s.closed {
+		s.closeMu.RUnlock()
+		return nil, ErrClosed
+	}
+	if !s.running {
+		s.closeMu.RUnlock()
+		return nil, errors.New("store: append before Start")
+	}
+	select {
+	case s.reqs <- req:
+	case <-ctx.Done():
+		s.closeMu.RUnlock()
+		return nil, ctx.Err()
+	}
+	s.closeMu.RUnlock()
+	<-req.done // durability cannot be abandoned halfway: wait for the outcome
+	return req.entries, req.err
+}
+
+func (s *Store) run() {
+	defer close(s.done)
+	for req := range s.reqs {
+		batch := []*appendReq{req}
+		n := len(req.props)
+	drain:
+		for n < s.maxBatch {
+			select {
+			case r, ok := <-s.reqs:
+				if !ok {
+					break drain
+				}
+				batch = append(batch, r)
+				n += len(r.props)
+			default:
+				break drain
+			}
+		}
+		s.commit(batch)
+	}
+}
+
+func (s *Store) commit(batch []*appendReq) {
+	s.mu.Lock()
+	err, next := s.err, s.last+1
+	s.mu.Unlock()
+	var all []*ledger.Entry
+	if err == nil {
+		all, err = s.seal(batch, next)
+	}
+	if err == nil {
+		err = s.db.Update(func(tx *bolt.Tx) error {
+			b := tx.Bucket(bucketEntries)
+			b.FillPercent = 1 // append-only keys: pack pages full
+			var k [8]byte
+			for _, e := range all {
+				binary.BigEndian.PutUint64(k[:], e.Seq)
+				if err := b.Put(k[:], ledger.MarshalRecord(e)); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			// The outcome of a failed commit on disk is not known to
+			// us (a failed fsync may or may not have reached the
+			// platter), so refuse all further writes until restart,
+			// when Open re-reads what is really there.
+			err = fmt.Errorf("store: write failed, refusing further writes until restart: %w", err)
+			s.mu.Lock()
+			s.err = err
+			s.mu.Unlock()
+		}
+	}
+	if err == nil {
+		s.mu.Lock()
+		s.last = all[len(all)-1].Seq
+		s.mu.Unlock()
+		if s.onCommit != nil {
+			s.onCommit(all)
+		}
+	}
+	for _, r := range batch {
+		r.err = err
+		close(r.done)
+	}
+}
+
+// seal assigns sequence numbers from next and seals secrets.
+func (s *Store) seal(batch []*appendReq, next uint64) ([]*ledger.Entry, error) {
+	var all []*ledger.Entry
+	for _, r := range batch {
+		r.entries = make([]*ledger.Entry, len(r.props))
+		for i, p := range r.props {
+			e := &ledger.Entry{Seq: next, Time: p.Time.UTC(), Type: p.Type, Body: p.Body}
+			if len(p.Secret) > 0 {
+				sealed, err := s.sealer.Seal(p.Secret, ledger.SealAD(e.Seq, e.Type))
+				clear(p.Secret)
+				if err != nil {
+					return nil, fmt.Errorf("store: seal: %w", err)
+				}
+				e.Sealed = sealed
+			}
+			r.entries[i] = e
+			all = append(all, e)
+			next++
+		}
+	}
+	return all, nil
+}
+
+// Get returns the entry with sequence number seq.
+func (s *Store) Get(seq uint64) (*ledger.Entry, error) {
+	var e *ledger.Entry
+	err := s.db.View(func(tx *bolt.Tx) error {
+		var k [8]byte
+		binary.BigEndian.PutUint64(k[:], seq)
+		v := tx.Bucket(bucketEntries).Get(k[:])
+		if v == nil {
+			return fmt.Errorf("store: no entry %d", seq)
+		}
+		var err error
+		e, err = ledger.UnmarshalRecord(v)
+		return err
+	})
+	return e, err
+}
+
+// Unseal opens the sealed part of e with the store's sealer.
+func (s *Store) Unseal(e *ledger.Entry) ([]byte, error) {
+	if s.sealer == nil {
+		return nil, errors.New("store: opened without a sealer")
+	}
+	return s.sealer.Open(e.Sealed, ledger.SealAD(e.Seq, e.Type))
+}
+
+// Scan calls fn for every entry with sequence number >= from, in order.
+func (s *Store) Scan(from uint64, fn func(*ledger.Entry) error) error {
+	return s.db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketEntries).Cursor()
+		var k [8]byte
+		binary.BigEndian.PutUint64(k[:], from)
+		for key, v := c.Seek(k[:]); key != nil; key, v = c.Next() {
+			e, err := ledger.UnmarshalRecord(v)
+			if err != nil {
+				return fmt.Errorf("store: entry %x: %w", key, err)
+			}
+			if err := fn(e); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// SaveSnapshot stores data as the state after entry seq, replacing any
+// earlier snapshot. The bytes are checksummed.
+func (s *Store) SaveSnapshot(seq uint64, data []byte) error {
+	v := binary.BigEndian.AppendUint64(nil, seq)
+	v = append(v, data...)
+	v = binary.BigEndian.AppendUint32(v, crc32.Checksum(v, crc32.MakeTable(crc32.Castagnoli)))
+	return s.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketSnapshot).Put(keySnapshot, v)
+	})
+}
+
+// LoadSnapshot returns the latest snapshot, or seq 0 and nil data if there
+// is none. A snapshot that fails its checksum is an error.
+func (s *Store) LoadSnapshot() (seq uint64, data []byte, err error) {
+	err = s.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketSnapshot)
+		if b == nil {
+			return nil
+		}
+		v := b.Get(keySnapshot)
+		if v == nil {
+			return nil
+		}
+		if len(v) < 12 || crc32.Checksum(v[:len(v)-4], crc32.MakeTable(crc32.Castagnoli)) != binary.BigEndian.Uint32(v[len(v)-4:]) {
+			return fmt.Errorf("store: %s: snapshot: %w: checksum mismatch", s.db.Path(), ledger.ErrCorrupt)
+		}
+		seq = binary.BigEndian.Uint64(v)
+		data = append([]byte(nil), v[8:len(v)-4]...)
+		return nil
+	})
+	return seq, data, err
+}
+
+// Close stops accepting appends, waits for pending ones and closes the file.
+func (s *Store) Close() error {
+	s.closeMu.Lock()
+	if s.closed {
+		s.closeMu.Unlock()
+		return nil
+	}
+	s.closed = true
+	close(s.reqs)
+	s.closeMu.Unlock()
+	if s.running {
+		<-s.done
+	}
+	return s.db.Close()
+}
