@@ -82,6 +82,7 @@ type V1Key struct {
 	NotAfter     time.Time `json:"not_after"`
 	ReleaseUntil time.Time `json:"release_until"`
 	DestroyAfter time.Time `json:"destroy_after"`
+	Reason       string    `json:"reason"` // why it was created: scheduled or refresh
 	State        string    `json:"state"`
 }
 
@@ -158,7 +159,7 @@ func v1Key(k *state.Key, phase string) V1Key {
 		KEM: k.KEM, KDF: k.KDF, AEAD: k.AEAD,
 		PublicKey: base64.StdEncoding.EncodeToString(k.PublicKey),
 		Created:   k.Created, NotBefore: k.NotBefore, NotAfter: k.NotAfter,
-		ReleaseUntil: k.ReleaseUntil, DestroyAfter: k.DestroyAfter, State: phase,
+		ReleaseUntil: k.ReleaseUntil, DestroyAfter: k.DestroyAfter, Reason: k.Reason, State: phase,
 	}
 }
 
