@@ -24,7 +24,10 @@ type view struct {
 	seq        uint64
 	built      time.Time
 	validUntil time.Time // next phase change; zero if none is scheduled
-	cacheUntil time.Time // what max-age may promise
+	// maxCache bounds max-age from any request time: the publish delay
+	// while a key is advertised (a key created by a forced rotation is
+	// advertised one publish delay after it is created), or emptyMaxAge.
+	maxCache time.Duration
 
 	listPubKeys []byte // /app/listpubkeys
 	v1Keys      []byte // /v1/keys
@@ -58,12 +61,14 @@ func (v *view) fresh(seq uint64, now time.Time) bool {
 	return v.seq == seq && !now.Before(v.built) && (v.validUntil.IsZero() || now.Before(v.validUntil))
 }
 
-// maxAge returns the cache-control max-age in whole seconds at now.
+// maxAge returns the cache-control max-age in whole seconds at now: until
+// the next phase change, and no longer than maxCache.
 func (v *view) maxAge(now time.Time) string {
-	d := v.cacheUntil.Sub(now)
-	if d < 0 {
-		d = 0
+	d := v.maxCache
+	if !v.validUntil.IsZero() {
+		d = min(d, v.validUntil.Sub(now))
 	}
+	d = max(d, 0)
 	return strconv.FormatInt(int64(d/time.Second), 10)
 }
 
@@ -116,15 +121,9 @@ func (c *viewCache) build(now time.Time) *view {
 			adv = append(adv, &kk)
 		}
 	})
-	// A cache may keep the list until the next phase change, and never
-	// longer than a publish delay: a key created now (by a forced
-	// rotation) is advertised one publish delay from now.
-	v.cacheUntil = now.Add(publishDelay)
+	v.maxCache = publishDelay
 	if len(adv) == 0 {
-		v.cacheUntil = now.Add(emptyMaxAge)
-	}
-	if !v.validUntil.IsZero() && v.validUntil.Before(v.cacheUntil) {
-		v.cacheUntil = v.validUntil
+		v.maxCache = emptyMaxAge
 	}
 
 	lp := ListPubKeys{Keys: []ListPubKey{}}
