@@ -89,7 +89,7 @@ func runServer(ctx context.Context, cfg *Config, sealer seal.Sealer, operatorTok
 			return err
 		}
 	}
-	srv := httpapi.NewHTTPServer(addr, httpapi.New(svc, httpapi.Options{OperatorToken: operatorToken, Logger: log}), log)
+	srv := httpapi.NewHTTPServer(addr, httpapi.New(svc, httpapi.Options{OperatorToken: operatorToken, Logger: log}), log, httpapi.DefaultLimits())
 
 	var wg sync.WaitGroup
 	runCtx, cancel := context.WithCancel(ctx)

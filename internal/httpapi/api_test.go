@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"regexp"
@@ -417,10 +418,63 @@ func TestBodyTooLarge(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	// refresh ignores its body; the cap still bounds what a client can
-	// make the server read.
-	if resp.StatusCode != 200 && resp.StatusCode != http.StatusRequestEntityTooLarge {
-		t.Fatalf("oversized body: %d", resp.StatusCode)
+	wantError(t, resp, body, http.StatusRequestEntityTooLarge, CodeBodyTooLarge)
+	var n int
+	e.svc.Read(func(st *state.State) { n = len(st.Keys) })
+	if n != 1 {
+		t.Fatalf("an oversized request created a key")
+	}
+}
+
+// TestSlowClientCutOff: a client that never finishes its headers is
+// disconnected by the server, which keeps serving others.
+func TestSlowClientCutOff(t *testing.T) {
+	e := newEnv(t, nil, false)
+	lim := DefaultLimits()
+	lim.ReadHeaderTimeout = 100 * time.Millisecond
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := NewHTTPServer(ln.Addr().String(), New(e.svc, Options{Logger: slog.New(slog.DiscardHandler)}), slog.New(slog.DiscardHandler), lim)
+	go srv.Serve(ln)
+	defer srv.Close()
+
+	conn, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	io.WriteString(conn, "GET /app/heartbeat HTTP/1.1\r\nHost: x\r\n") // and never the blank line
+	conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+	if _, err := io.ReadAll(conn); err != nil {
+		t.Fatalf("slow client was not disconnected: %v", err)
+	}
+	resp, err := http.Get("http://" + ln.Addr().String() + "/app/heartbeat")
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("server stopped serving: %v", err)
+	}
+	resp.Body.Close()
+}
+
+// TestHeaderTooLarge: oversized headers are refused with 431.
+func TestHeaderTooLarge(t *testing.T) {
+	e := newEnv(t, nil, false)
+	lim := DefaultLimits()
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	srv := NewHTTPServer(ln.Addr().String(), New(e.svc, Options{Logger: slog.New(slog.DiscardHandler)}), slog.New(slog.DiscardHandler), lim)
+	go srv.Serve(ln)
+	defer srv.Close()
+	req, _ := http.NewRequest(http.MethodGet, "http://"+ln.Addr().String()+"/app/heartbeat", nil)
+	req.Header.Set("X-Big", strings.Repeat("a", 2*lim.MaxHeaderBytes))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
+		t.Fatalf("oversized header: %d", resp.StatusCode)
 	}
 }

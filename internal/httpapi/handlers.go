@@ -113,6 +113,10 @@ func (s *Server) refresh(w http.ResponseWriter, r *http.Request) {
 	if !s.operator(w, r) {
 		return
 	}
+	// The body is ignored, as by the originals, but read within the cap.
+	if _, ok := s.readBody(w, r); !ok {
+		return
+	}
 	k, err := s.svc.Rotate(r.Context(), kms.ReasonRefresh)
 	if err != nil {
 		s.log.Error("refresh failed", "err", err)

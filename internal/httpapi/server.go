@@ -14,6 +14,8 @@ import (
 	"crypto/subtle"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
+	"io"
 	"log/slog"
 	"net/http"
 	"strconv"
@@ -35,6 +37,7 @@ const (
 	CodeNotFound            = "NOT_FOUND"
 	CodeMethodNotAllowed    = "METHOD_NOT_ALLOWED"
 	CodeBodyTooLarge        = "REQUEST_TOO_LARGE"
+	CodeBadRequest          = "BAD_REQUEST"
 	CodeInternal            = "INTERNAL_ERROR"
 	CodeUnavailable         = "SERVICE_UNAVAILABLE"
 )
@@ -195,6 +198,22 @@ func (s *Server) writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Write(body)
 }
 
+// readBody reads the request body within the size cap. An oversized body
+// is answered with 413 and false.
+func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
+	b, err := io.ReadAll(r.Body)
+	var tooBig *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooBig):
+		s.fail(w, r, http.StatusRequestEntityTooLarge, CodeBodyTooLarge, "request body exceeds "+strconv.FormatInt(tooBig.Limit, 10)+" bytes")
+		return nil, false
+	case err != nil:
+		s.fail(w, r, http.StatusBadRequest, CodeBadRequest, "cannot read request body")
+		return nil, false
+	}
+	return b, true
+}
+
 // operator checks the operator bearer token in constant time.
 func (s *Server) operator(w http.ResponseWriter, r *http.Request) bool {
 	if !s.opSet {
@@ -216,18 +235,38 @@ func (s *Server) operator(w http.ResponseWriter, r *http.Request) bool {
 	return true
 }
 
-// NewHTTPServer returns an http.Server for h with tkms's limits: header
-// and body read timeouts that cut off slow clients, a write timeout, an
-// idle timeout and a header size cap.
-func NewHTTPServer(addr string, h http.Handler, errLog *slog.Logger) *http.Server {
-	return &http.Server{
-		Addr:              addr,
-		Handler:           h,
+// Limits bound what one client can hold of the server: slow or idle
+// connections and oversized headers. Bodies are capped per request by
+// Options.MaxBodyBytes.
+type Limits struct {
+	ReadHeaderTimeout time.Duration // a client that trickles its headers is cut off
+	ReadTimeout       time.Duration // whole request, body included
+	WriteTimeout      time.Duration
+	IdleTimeout       time.Duration // keep-alive connections
+	MaxHeaderBytes    int
+}
+
+// DefaultLimits are the limits of tkms serve and tkms dev.
+func DefaultLimits() Limits {
+	return Limits{
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       15 * time.Second,
 		WriteTimeout:      30 * time.Second,
 		IdleTimeout:       120 * time.Second,
 		MaxHeaderBytes:    64 << 10,
+	}
+}
+
+// NewHTTPServer returns an http.Server for h with the given limits.
+func NewHTTPServer(addr string, h http.Handler, errLog *slog.Logger, l Limits) *http.Server {
+	return &http.Server{
+		Addr:              addr,
+		Handler:           h,
+		ReadHeaderTimeout: l.ReadHeaderTimeout,
+		ReadTimeout:       l.ReadTimeout,
+		WriteTimeout:      l.WriteTimeout,
+		IdleTimeout:       l.IdleTimeout,
+		MaxHeaderBytes:    l.MaxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(errLog.Handler(), slog.LevelWarn),
 	}
 }
