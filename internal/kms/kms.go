@@ -71,6 +71,8 @@ type Service struct {
 	snapMu      sync.Mutex
 	snapSeq     uint64
 	snapRunning bool
+	snapClosed  bool           // set by Close: no new snapshot starts
+	snapWG      sync.WaitGroup // the background snapshot writer, waited for by Close
 }
 
 // Open opens or creates the service in cfg.DataDir: it verifies and replays
@@ -185,14 +187,16 @@ func (s *Service) onCommit(entries []*ledger.Entry) {
 // snapshot writes snap in the background, one at a time.
 func (s *Service) snapshot(snap *state.State) {
 	s.snapMu.Lock()
-	if s.snapRunning {
+	if s.snapRunning || s.snapClosed {
 		s.snapMu.Unlock()
 		return
 	}
 	s.snapRunning = true
 	s.snapSeq = snap.Seq
+	s.snapWG.Add(1)
 	s.snapMu.Unlock()
 	go func() {
+		defer s.snapWG.Done()
 		defer func() { s.snapMu.Lock(); s.snapRunning = false; s.snapMu.Unlock() }()
 		data, err := snap.Marshal()
 		if err == nil {
@@ -294,6 +298,10 @@ func (s *Service) Now() time.Time { return s.now() }
 // Close stops appends and closes the ledger. It does not stop Run; cancel
 // its context first.
 func (s *Service) Close() error {
+	s.snapMu.Lock()
+	s.snapClosed = true
+	s.snapMu.Unlock()
+	s.snapWG.Wait()
 	err := s.store.Close()
 	s.privMu.Lock()
 	for kid, k := range s.priv {
