@@ -543,3 +543,24 @@ func TestConcurrentRotations(t *testing.T) {
 		}
 	}
 }
+
+// TestAutomaticSnapshots: with a small SnapshotEvery the service writes
+// snapshots by itself, and a restart starts from one.
+func TestAutomaticSnapshots(t *testing.T) {
+	f := newFixture(t)
+	f.svc.cfg.SnapshotEvery = 3
+	for d := time.Duration(0); d < 40*day; d += day {
+		f.at(d)
+	}
+	f.reopen()
+	seq, data, err := f.svc.store.LoadSnapshot()
+	if err != nil || seq == 0 || data == nil {
+		t.Fatalf("no automatic snapshot: seq %d, %v", seq, err)
+	}
+	if f.svc.snapSeq != seq {
+		t.Fatalf("restart did not start from the snapshot at %d (started from %d)", seq, f.svc.snapSeq)
+	}
+	if len(f.keys()) < 4 {
+		t.Fatalf("state after snapshot restart has %d keys", len(f.keys()))
+	}
+}
