@@ -41,6 +41,9 @@ func PublicItem(s Suite, pub []byte, kid string, id int, timestampMs, expiryMs i
 		}
 		it.Kty, it.Crv, it.X, it.Y = "EC", "P-256", b64(pub[1:33]), b64(pub[33:])
 	case KEMMLKEM768X25519:
+		if _, err := s.PublicKey(pub); err != nil {
+			return Item{}, fmt.Errorf("keys: %s public key: %w", s.Name, err)
+		}
 		it.Kty, it.Alg, it.Pub = "AKP", "MLKEM768-X25519", b64(pub)
 	default:
 		return Item{}, fmt.Errorf("%w: KEM 0x%04x", ErrUnknownSuite, s.KEM)

@@ -163,14 +163,23 @@ func KID(publicPEM []byte, n uint64) string {
 	return base64.RawURLEncoding.EncodeToString(h[:]) + "_" + strconv.FormatUint(n, 10)
 }
 
-// ParseKIDNumber returns the key number at the end of a kid.
+// ParseKIDNumber returns the key number at the end of a kid: the decimal
+// digits after its last "_", written as KID writes them (no sign, no leading
+// zero), so that one number has one spelling.
 func ParseKIDNumber(kid string) (uint64, bool) {
 	i := strings.LastIndexByte(kid, '_')
-	if i < 0 || len(kid)-i-1 == 0 {
+	if i < 0 {
 		return 0, false
 	}
-	n, err := strconv.ParseUint(kid[i+1:], 10, 64)
-	return n, err == nil && n > 0
+	digits := kid[i+1:]
+	if digits == "" || digits[0] < '1' || digits[0] > '9' {
+		return 0, false
+	}
+	n, err := strconv.ParseUint(digits, 10, 64)
+	if err != nil {
+		return 0, false
+	}
+	return n, true
 }
 
 // Numeric ids are 10..99: two decimal digits that DEPA services read as the
@@ -198,7 +207,9 @@ func AssignID(n uint64, held func(id int) bool) (int, error) {
 }
 
 // OHTTPKeyID returns the OHTTP key id byte for a numeric id: its two decimal
-// characters read as hex ("42" -> 0x42), as DEPA services do.
+// characters read as hex ("42" -> 0x42), as DEPA services do. id must be in
+// MinID..MaxID (AssignID and the ledger ensure it); other ids have no key id
+// byte and give a meaningless result.
 func OHTTPKeyID(id int) byte {
 	v, _ := strconv.ParseUint(strconv.Itoa(id), 16, 8)
 	return byte(v)
