@@ -67,6 +67,9 @@ func Open(dir string, sealer seal.Sealer) (*Keyring, error) {
 	if err := json.Unmarshal(pt, &k.deks); err != nil {
 		return nil, fmt.Errorf("keyring %s: %w", k.path, err)
 	}
+	if k.deks == nil { // the file held JSON null
+		k.deks = map[string][]byte{}
+	}
 	for kid, dek := range k.deks {
 		if len(dek) != DEKSize {
 			return nil, fmt.Errorf("keyring %s: data key for %s has %d bytes", k.path, kid, len(dek))

@@ -99,7 +99,9 @@ func MarshalRecord(e *Entry) []byte {
 }
 
 // UnmarshalRecord decodes a record made by MarshalRecord, verifying its
-// checksum. The returned entry does not alias b.
+// checksum. The returned entry does not alias b. Decoding is strict: a
+// record that decodes is byte for byte what MarshalRecord makes of the
+// result.
 func UnmarshalRecord(b []byte) (*Entry, error) {
 	if len(b) < 1 {
 		return nil, fmt.Errorf("%w: empty", ErrCorrupt)
@@ -177,7 +179,9 @@ func (r *reader) bytes() []byte {
 		return nil
 	}
 	n, k := binary.Uvarint(r.b)
-	if k <= 0 || n > MaxBodySize || n > uint64(len(r.b)-k) {
+	// A length must be minimally encoded (a final byte of zero is padding),
+	// so that every entry has exactly one record encoding.
+	if k <= 0 || (k > 1 && r.b[k-1] == 0) || n > MaxBodySize || n > uint64(len(r.b)-k) {
 		r.err = ErrCorrupt
 		return nil
 	}

@@ -12,6 +12,7 @@
 package seal
 
 import (
+	"bytes"
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/rand"
@@ -21,7 +22,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"strings"
 )
 
 // KeySize is the size in bytes of a master key.
@@ -109,13 +109,19 @@ func LoadFile(path string) (*AESGCM, error) {
 	if err != nil {
 		return nil, fmt.Errorf("master key: %w", err)
 	}
-	key, err := hex.DecodeString(strings.TrimSpace(string(raw)))
-	clear(raw)
-	if err != nil || len(key) != KeySize {
+	defer clear(raw)
+	// Decode in place rather than through a string, which could not be
+	// cleared afterwards.
+	text := bytes.TrimSpace(raw)
+	var key [KeySize]byte
+	defer clear(key[:])
+	if len(text) != 2*KeySize {
 		return nil, fmt.Errorf("master key %s: want %d hex characters", path, 2*KeySize)
 	}
-	defer clear(key)
-	return New(key)
+	if _, err := hex.Decode(key[:], text); err != nil {
+		return nil, fmt.Errorf("master key %s: want %d hex characters", path, 2*KeySize)
+	}
+	return New(key[:])
 }
 
 // CreateFile writes a new random master key to path with mode 0600 and
@@ -130,8 +136,10 @@ func CreateFile(path string) (*AESGCM, error) {
 	if err != nil {
 		return nil, fmt.Errorf("master key: %w", err)
 	}
-	text := []byte(hex.EncodeToString(key) + "\n")
+	text := make([]byte, hex.EncodedLen(len(key))+1)
 	defer clear(text)
+	hex.Encode(text, key)
+	text[len(text)-1] = '\n'
 	if _, err := f.Write(text); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("master key: %w", err)
@@ -141,6 +149,11 @@ func CreateFile(path string) (*AESGCM, error) {
 		return nil, fmt.Errorf("master key: %w", err)
 	}
 	if err := f.Close(); err != nil {
+		return nil, fmt.Errorf("master key: %w", err)
+	}
+	// Make the new directory entry durable too: data sealed under this key
+	// may be written as soon as we return.
+	if err := syncDir(filepath.Dir(path)); err != nil {
 		return nil, fmt.Errorf("master key: %w", err)
 	}
 	return New(key)
@@ -156,4 +169,13 @@ func LoadOrCreateFile(path string) (s *AESGCM, created bool, err error) {
 	}
 	s, err = LoadFile(path)
 	return s, false, err
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
 }

@@ -41,8 +41,9 @@ var (
 
 // Errors.
 var (
-	ErrClosed = errors.New("store: closed")
-	ErrInUse  = errors.New("store: the data directory is in use by another tkms process")
+	ErrClosed   = errors.New("store: closed")
+	ErrInUse    = errors.New("store: the data directory is in use by another tkms process")
+	ErrReadOnly = errors.New("store: opened read-only")
 )
 
 // A Proposal is an entry before the store gives it a sequence number.
@@ -60,8 +61,9 @@ type Proposal struct {
 type Options struct {
 	// Sealer seals the secret parts of proposals. Required for writing.
 	Sealer seal.Sealer
-	// ReadOnly opens the file without taking the writer's lock, for
-	// inspection while no server runs. Append fails.
+	// ReadOnly opens the file for inspection while no server runs. It takes
+	// a shared lock, so it fails with ErrInUse while a writer has the file
+	// open. Append fails with ErrReadOnly.
 	ReadOnly bool
 	// MaxBatch bounds the entries written in one transaction (default 1024).
 	MaxBatch int
@@ -74,6 +76,7 @@ type Store struct {
 	db       *bolt.DB
 	sealer   seal.Sealer
 	maxBatch int
+	readOnly bool
 
 	reqs     chan *appendReq
 	done     chan struct{}
@@ -122,60 +125,76 @@ func Open(dir string, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("store: open %s: %w", path, err)
 	}
-	s := &Store{db: db, sealer: opts.Sealer, maxBatch: opts.MaxBatch, reqs: make(chan *appendReq, 4096), done: make(chan struct{})}
-	if err := s.init(opts.ReadOnly); err != nil {
+	s := &Store{db: db, sealer: opts.Sealer, maxBatch: opts.MaxBatch, readOnly: opts.ReadOnly, reqs: make(chan *appendReq, 4096), done: make(chan struct{})}
+	if err := s.init(); err != nil {
 		db.Close()
 		return nil, err
 	}
 	return s, nil
 }
 
-func (s *Store) init(readOnly bool) error {
-	if !readOnly {
-		err := s.db.Update(func(tx *bolt.Tx) error {
-			for _, name := range [][]byte{bucketMeta, bucketEntries, bucketSnapshot} {
-				if _, err := tx.CreateBucketIfNotExists(name); err != nil {
-					return err
-				}
-			}
-			meta := tx.Bucket(bucketMeta)
-			if meta.Get(keyFormat) == nil {
-				return meta.Put(keyFormat, []byte{ledger.FormatVersion})
-			}
+// init verifies the file, or sets up a new, empty one. It writes nothing
+// to a file it refuses.
+func (s *Store) init() error {
+	var empty bool
+	err := s.db.View(func(tx *bolt.Tx) error {
+		if k, _ := tx.Cursor().First(); k == nil {
+			empty = true
 			return nil
-		})
-		if err != nil {
-			return fmt.Errorf("store: %w", err)
 		}
-	}
-	return s.db.View(func(tx *bolt.Tx) error {
-		meta := tx.Bucket(bucketMeta)
-		if meta == nil {
-			return fmt.Errorf("store: %s is not a tkms ledger (no meta bucket)", s.db.Path())
-		}
-		if f := meta.Get(keyFormat); len(f) != 1 || f[0] != ledger.FormatVersion {
-			return fmt.Errorf("store: %s has ledger format %v; this build reads format %d (was it written by a newer tkms?)", s.db.Path(), f, ledger.FormatVersion)
-		}
-		// Verify every record: framing, checksum, known type, and that the
-		// sequence numbers are dense from 1.
-		c := tx.Bucket(bucketEntries).Cursor()
-		var want uint64 = 1
-		for k, v := c.First(); k != nil; k, v = c.Next() {
-			if len(k) != 8 || binary.BigEndian.Uint64(k) != want {
-				return fmt.Errorf("store: %s: %w: expected entry %d, found key %x", s.db.Path(), ledger.ErrCorrupt, want, k)
-			}
-			if err := verifyRecord(v, want); err != nil {
-				return fmt.Errorf("store: %s: entry %d: %w", s.db.Path(), want, err)
-			}
-			want++
-		}
-		s.last = want - 1
-		return nil
+		return s.verify(tx)
 	})
+	if err != nil || !empty {
+		return err
+	}
+	if s.readOnly {
+		return fmt.Errorf("store: %s is not a tkms ledger (no meta bucket)", s.db.Path())
+	}
+	err = s.db.Update(func(tx *bolt.Tx) error {
+		for _, name := range [][]byte{bucketMeta, bucketEntries, bucketSnapshot} {
+			if _, err := tx.CreateBucket(name); err != nil {
+				return err
+			}
+		}
+		return tx.Bucket(bucketMeta).Put(keyFormat, []byte{ledger.FormatVersion})
+	})
+	if err != nil {
+		return fmt.Errorf("store: %s: %w", s.db.Path(), err)
+	}
+	return nil
 }
 
-// verifyRecord checks a record without copying its body: the checksum, the
-// version, the sequence number and the type.
+// verify checks the format marker and every record: framing, checksum,
+// version, known type, and that the sequence numbers are dense from 1.
+func (s *Store) verify(tx *bolt.Tx) error {
+	for _, name := range [][]byte{bucketMeta, bucketEntries, bucketSnapshot} {
+		if tx.Bucket(name) == nil {
+			return fmt.Errorf("store: %s is not a tkms ledger (no %s bucket)", s.db.Path(), name)
+		}
+	}
+	switch f := tx.Bucket(bucketMeta).Get(keyFormat); {
+	case len(f) != 1:
+		return fmt.Errorf("store: %s: %w: format marker %x", s.db.Path(), ledger.ErrCorrupt, f)
+	case f[0] != ledger.FormatVersion:
+		return fmt.Errorf("store: %s has ledger format %d; this build reads format %d (a newer tkms wrote this data)", s.db.Path(), f[0], ledger.FormatVersion)
+	}
+	c := tx.Bucket(bucketEntries).Cursor()
+	var want uint64 = 1
+	for k, v := c.First(); k != nil; k, v = c.Next() {
+		if len(k) != 8 || binary.BigEndian.Uint64(k) != want {
+			return fmt.Errorf("store: %s: %w: expected entry %d, found key %x", s.db.Path(), ledger.ErrCorrupt, want, k)
+		}
+		if err := verifyRecord(v, want); err != nil {
+			return fmt.Errorf("store: %s: entry %d: %w", s.db.Path(), want, err)
+		}
+		want++
+	}
+	s.last = want - 1
+	return nil
+}
+
+// verifyRecord checks a record: the checksum, the version, the type and
+// that it holds entry seq.
 func verifyRecord(v []byte, seq uint64) error {
 	e, err := ledger.UnmarshalRecord(v)
 	if err != nil {
@@ -196,7 +215,13 @@ func (s *Store) Last() uint64 {
 
 // Start begins accepting appends. onCommit, if not nil, is called by the
 // committer with each durable batch, in order, before the appends return.
+// Start may be called once; onCommit must not call Append.
 func (s *Store) Start(onCommit func([]*ledger.Entry)) {
+	s.closeMu.Lock()
+	defer s.closeMu.Unlock()
+	if s.running || s.closed {
+		return
+	}
 	s.onCommit = onCommit
 	s.running = true
 	go s.run()
@@ -206,14 +231,26 @@ func (s *Store) Start(onCommit func([]*ledger.Entry)) {
 // their sequence numbers once they are durable. Proposals from concurrent
 // calls share a transaction and an fsync; the entries of one call are
 // consecutive. If ctx ends before the batch is written the append may still
-// happen; the caller cannot assume it did not.
+// happen; the caller cannot assume it did not. Appending no proposals does
+// nothing.
 func (s *Store) Append(ctx context.Context, props ...Proposal) ([]*ledger.Entry, error) {
+	if s.readOnly {
+		return nil, ErrReadOnly
+	}
 	if s.sealer == nil {
 		return nil, errors.New("store: opened without a sealer; cannot append")
+	}
+	if len(props) == 0 {
+		return nil, nil
 	}
 	for _, p := range props {
 		if !p.Type.Known() {
 			return nil, fmt.Errorf("store: %w %q", ledger.ErrUnknownType, p.Type)
+		}
+		// The record keeps Unix nanoseconds: refuse a time (such as the
+		// zero Time) that would come back as another one.
+		if !time.Unix(0, p.Time.UnixNano()).Equal(p.Time) {
+			return nil, fmt.Errorf("store: entry of type %s: time %v cannot be recorded", p.Type, p.Time)
 		}
 		if len(p.Body) > ledger.MaxBodySize || len(p.Secret) > ledger.MaxBodySize/2 {
 			return nil, fmt.Errorf("store: entry of type %s is too large", p.Type)
@@ -303,6 +340,9 @@ func (s *Store) commit(batch []*appendReq) {
 		}
 	}
 	for _, r := range batch {
+		if err != nil {
+			r.entries = nil
+		}
 		r.err = err
 		close(r.done)
 	}
@@ -375,12 +415,14 @@ func (s *Store) Scan(from uint64, fn func(*ledger.Entry) error) error {
 	})
 }
 
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
 // SaveSnapshot stores data as the state after entry seq, replacing any
 // earlier snapshot. The bytes are checksummed.
 func (s *Store) SaveSnapshot(seq uint64, data []byte) error {
 	v := binary.BigEndian.AppendUint64(nil, seq)
 	v = append(v, data...)
-	v = binary.BigEndian.AppendUint32(v, crc32.Checksum(v, crc32.MakeTable(crc32.Castagnoli)))
+	v = binary.BigEndian.AppendUint32(v, crc32.Checksum(v, castagnoli))
 	return s.db.Update(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketSnapshot).Put(keySnapshot, v)
 	})
@@ -398,11 +440,11 @@ func (s *Store) LoadSnapshot() (seq uint64, data []byte, err error) {
 		if v == nil {
 			return nil
 		}
-		if len(v) < 12 || crc32.Checksum(v[:len(v)-4], crc32.MakeTable(crc32.Castagnoli)) != binary.BigEndian.Uint32(v[len(v)-4:]) {
+		if len(v) < 12 || crc32.Checksum(v[:len(v)-4], castagnoli) != binary.BigEndian.Uint32(v[len(v)-4:]) {
 			return fmt.Errorf("store: %s: snapshot: %w: checksum mismatch", s.db.Path(), ledger.ErrCorrupt)
 		}
 		seq = binary.BigEndian.Uint64(v)
-		data = append([]byte(nil), v[8:len(v)-4]...)
+		data = append([]byte{}, v[8:len(v)-4]...)
 		return nil
 	})
 	return seq, data, err
