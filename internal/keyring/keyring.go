@@ -52,6 +52,13 @@ type Keyring struct {
 // does not exist yet.
 func Open(dir string, sealer seal.Sealer) (*Keyring, error) {
 	k := &Keyring{path: filepath.Join(dir, FileName), sealer: sealer, deks: map[string][]byte{}}
+	// A crash during a rewrite leaves its temporary file behind; the
+	// rename never happened, so the file in place is the current one.
+	if stale, err := filepath.Glob(filepath.Join(dir, FileName+".tmp*")); err == nil {
+		for _, f := range stale {
+			os.Remove(f)
+		}
+	}
 	raw, err := os.ReadFile(k.path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return k, nil

@@ -226,3 +226,31 @@ func TestOpenRefusesModifiedFile(t *testing.T) {
 		}
 	}
 }
+
+// TestStaleTempFilesRemoved: temporary files left by a crash during a
+// rewrite are removed at open, and the keyring in place is kept.
+func TestStaleTempFilesRemoved(t *testing.T) {
+	dir := t.TempDir()
+	sealer, _ := seal.New(seal.NewKey())
+	k, err := keyring.Open(dir, sealer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := k.Add("a_1"); err != nil {
+		t.Fatal(err)
+	}
+	stale := filepath.Join(dir, keyring.FileName+".tmp12345")
+	if err := os.WriteFile(stale, []byte("half written"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	k, err = keyring.Open(dir, sealer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(stale); !os.IsNotExist(err) {
+		t.Fatalf("stale temporary file still there: %v", err)
+	}
+	if _, err := k.Get("a_1"); err != nil {
+		t.Fatalf("keyring lost a data key: %v", err)
+	}
+}

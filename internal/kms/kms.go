@@ -131,7 +131,9 @@ func (s *Service) replay() error {
 	st := state.New()
 	snapSeq, data, err := s.store.LoadSnapshot()
 	if err != nil {
-		return err
+		// A snapshot is only a shortcut: the ledger is the state.
+		s.log.Warn("ignoring corrupt snapshot; replaying the whole ledger", "err", err)
+		snapSeq, data = 0, nil
 	}
 	if data != nil && snapSeq <= s.store.Last() {
 		if snap, err := state.Unmarshal(data); err == nil && snap.Seq == snapSeq {

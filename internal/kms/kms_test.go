@@ -18,6 +18,7 @@ import (
 	"github.com/tkms-dev/tkms/internal/seal"
 	"github.com/tkms-dev/tkms/internal/state"
 	"github.com/tkms-dev/tkms/internal/store"
+	bolt "go.etcd.io/bbolt"
 )
 
 // clock is an injected clock that only moves when told to.
@@ -562,5 +563,38 @@ func TestAutomaticSnapshots(t *testing.T) {
 	}
 	if len(f.keys()) < 4 {
 		t.Fatalf("state after snapshot restart has %d keys", len(f.keys()))
+	}
+}
+
+// TestCorruptSnapshotIgnored: a snapshot that fails its checksum is only a
+// lost shortcut: the service replays the whole ledger and starts.
+func TestCorruptSnapshotIgnored(t *testing.T) {
+	f := newFixture(t)
+	f.at(0)
+	f.at(8 * day)
+	if err := f.svc.Snapshot(); err != nil {
+		t.Fatal(err)
+	}
+	want := f.keys()
+	if err := f.svc.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db, err := bolt.Open(filepath.Join(f.dir, store.FileName), 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket([]byte("snapshot"))
+		v := bytes.Clone(b.Get([]byte("latest")))
+		v[len(v)/2] ^= 0xff
+		return b.Put([]byte("latest"), v)
+	})
+	db.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.open()
+	if got := f.keys(); len(got) != len(want) || got[1].Kid != want[1].Kid || f.svc.snapSeq != 0 {
+		t.Fatalf("after a corrupt snapshot: %d keys (want %d), started from %d", len(got), len(want), f.svc.snapSeq)
 	}
 }
