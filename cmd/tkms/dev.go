@@ -72,6 +72,14 @@ func cmdDev(args []string, stdout, stderr io.Writer) error {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return err
 	}
+	// Temporary files of a write interrupted by a crash; the files they
+	// were to replace are intact.
+	for _, name := range []string{"dev.json", "operator.token"} {
+		stale, _ := filepath.Glob(filepath.Join(cfg.DataDir, name+".tmp*"))
+		for _, f := range stale {
+			os.Remove(f)
+		}
+	}
 	sealer, created, err := seal.LoadOrCreateFile(cfg.MasterKeyFile)
 	if err != nil {
 		return err

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	iofs "io/fs"
 	"log/slog"
 	"net"
 	"net/http"
@@ -40,8 +41,11 @@ func cmdServe(args []string, stdout, stderr io.Writer) error {
 	// data directory or a lost key, and a fresh key would silently start
 	// a new, empty service.
 	sealer, err := seal.LoadFile(cfg.MasterKeyFile)
-	if err != nil {
+	if errors.Is(err, iofs.ErrNotExist) {
 		return fmt.Errorf("%w (serve requires an existing master key; 'tkms dev' creates one for development)", err)
+	}
+	if err != nil {
+		return err
 	}
 	token, err := cfg.operatorToken()
 	if err != nil {
@@ -74,9 +78,10 @@ func runServer(ctx context.Context, cfg *Config, sealer seal.Sealer, operatorTok
 	}
 	defer svc.Close()
 
-	// The first key exists before the server answers.
+	// The first key exists before the server answers. A failed tick is
+	// no reason not to serve the keys that exist: the scheduler retries.
 	if _, err := svc.Tick(ctx); err != nil {
-		return err
+		log.Error("key scheduler", "err", err)
 	}
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {

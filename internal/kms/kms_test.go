@@ -448,8 +448,9 @@ func TestKeyringReconciled(t *testing.T) {
 	}
 }
 
-// TestIDsNeverReusedWhileUnexpired: 90 keys alive at once take all 90 ids;
-// the 91st creation is refused rather than handing out a held id.
+// TestIDsNeverReusedWhileUnexpired: forced rotations stop when only the
+// reserved ids are free; scheduled ones take the rest; with all 90 ids held
+// creation is refused rather than handing out a held id.
 func TestIDsNeverReusedWhileUnexpired(t *testing.T) {
 	f := newFixture(t)
 	f.at(0)
@@ -457,22 +458,37 @@ func TestIDsNeverReusedWhileUnexpired(t *testing.T) {
 	for _, k := range f.keys() {
 		seen[k.ID] = k.Kid
 	}
-	for len(seen) < 90 {
-		k, err := f.svc.Rotate(context.Background(), ReasonRefresh)
+	add := func(reason string) error {
+		k, err := f.svc.Rotate(context.Background(), reason)
 		if err != nil {
-			t.Fatalf("after %d keys: %v", len(seen), err)
+			return err
 		}
 		if prev, ok := seen[k.ID]; ok {
 			t.Fatalf("id %d handed to %s while %s holds it", k.ID, k.Kid, prev)
 		}
 		seen[k.ID] = k.Kid
+		return nil
 	}
-	if _, err := f.svc.Rotate(context.Background(), ReasonRefresh); !errors.Is(err, keys.ErrNoFreeID) {
+	for len(seen) < 90-ReservedIDs {
+		if err := add(ReasonRefresh); err != nil {
+			t.Fatalf("after %d keys: %v", len(seen), err)
+		}
+	}
+	if err := add(ReasonRefresh); !errors.Is(err, ErrKeyLimit) {
+		t.Fatalf("refresh into the reserve: %v, want ErrKeyLimit", err)
+	}
+	for len(seen) < 90 {
+		if err := add(ReasonScheduled); err != nil {
+			t.Fatalf("scheduled rotation with %d ids held: %v", len(seen), err)
+		}
+	}
+	if err := add(ReasonScheduled); !errors.Is(err, keys.ErrNoFreeID) {
 		t.Fatalf("91st unexpired key: %v, want ErrNoFreeID", err)
 	}
 	// Once the early keys expire their ids come free again.
 	f.at(100 * day)
-	if _, err := f.svc.Rotate(context.Background(), ReasonRefresh); err != nil {
+	clear(seen)
+	if err := add(ReasonRefresh); err != nil {
 		t.Fatalf("after expiry: %v", err)
 	}
 }

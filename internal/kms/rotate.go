@@ -27,12 +27,34 @@ var (
 	ErrKeyDestroyed = errors.New("kms: key destroyed")
 )
 
+// ReservedIDs is how many numeric ids forced rotations leave free for the
+// scheduler, so that a burst of refreshes cannot stop scheduled rotation.
+const ReservedIDs = 10
+
+// ErrKeyLimit is returned by Rotate when a forced rotation would take one
+// of the ids reserved for scheduled rotations.
+var ErrKeyLimit = fmt.Errorf("kms: %d of the 90 numeric ids are held by unexpired keys; the rest are reserved for scheduled rotation", 90-ReservedIDs)
+
 // Rotate creates a new key now, whatever the schedule says, and returns it.
 // reason is recorded in the ledger.
 func (s *Service) Rotate(ctx context.Context, reason string) (*state.Key, error) {
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
-	k, err := s.createKeyLocked(ctx, s.now(), reason)
+	now := s.now()
+	if reason != ReasonScheduled {
+		free := 0
+		s.Read(func(st *state.State) {
+			for id := keys.MinID; id <= keys.MaxID; id++ {
+				if !st.IDHeld(id, now) {
+					free++
+				}
+			}
+		})
+		if free <= ReservedIDs {
+			return nil, ErrKeyLimit
+		}
+	}
+	k, err := s.createKeyLocked(ctx, now, reason)
 	if err == nil {
 		s.poke()
 	}

@@ -67,6 +67,9 @@ func DefaultRotationPolicy() RotationPolicy {
 	}
 }
 
+// MaxOverlap bounds publish delay plus grace period in rotation intervals.
+const MaxOverlap = 40
+
 // Validate checks the policy.
 func (p RotationPolicy) Validate() error {
 	var errs []error
@@ -75,6 +78,12 @@ func (p RotationPolicy) Validate() error {
 	}
 	if p.GracePeriod < 0 || p.PublishDelay < 0 || p.Retention < 0 {
 		errs = append(errs, errors.New("grace_period_seconds, publish_delay_seconds and retention_seconds must not be negative"))
+	}
+	// Every key holds one of the 90 numeric ids until it expires, so the
+	// keys alive at once, about (publish delay + interval + grace) /
+	// interval, must leave room: forced rotations and a margin use the rest.
+	if p.RotationInterval > 0 && p.PublishDelay+p.GracePeriod > MaxOverlap*p.RotationInterval {
+		errs = append(errs, fmt.Errorf("publish_delay_seconds + grace_period_seconds must be at most %d rotation intervals (the 90 numeric ids must suffice)", MaxOverlap))
 	}
 	if _, err := keys.ParseSuite(p.Suite); err != nil {
 		errs = append(errs, err)

@@ -215,6 +215,29 @@ func TestSnapshotRoundTrip(t *testing.T) {
 	}
 }
 
+func TestRotationPolicyValidate(t *testing.T) {
+	ok := DefaultRotationPolicy()
+	if err := ok.Validate(); err != nil {
+		t.Fatalf("default policy: %v", err)
+	}
+	for _, tc := range []struct {
+		name   string
+		mutate func(p *RotationPolicy)
+		want   string
+	}{
+		{"zero interval", func(p *RotationPolicy) { p.RotationInterval = 0 }, "must be positive"},
+		{"negative grace", func(p *RotationPolicy) { p.GracePeriod = -1 }, "must not be negative"},
+		{"unknown suite", func(p *RotationPolicy) { p.Suite = "rsa" }, "unknown suite"},
+		{"ids cannot suffice", func(p *RotationPolicy) { p.GracePeriod = 41 * p.RotationInterval }, "rotation intervals"},
+	} {
+		p := ok
+		tc.mutate(&p)
+		if err := p.Validate(); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: Validate() = %v, want %q", tc.name, err, tc.want)
+		}
+	}
+}
+
 func TestSecondsJSON(t *testing.T) {
 	for _, tc := range []struct {
 		in   string
