@@ -478,3 +478,24 @@ func TestHeaderTooLarge(t *testing.T) {
 		t.Fatalf("oversized header: %d", resp.StatusCode)
 	}
 }
+
+// TestRefreshKeyLimit: forced rotations stop short of the ids reserved for
+// the scheduler, with a precise error, and the server keeps serving.
+func TestRefreshKeyLimit(t *testing.T) {
+	e := newEnv(t, nil, false)
+	auth := map[string]string{"Authorization": "Bearer " + operatorToken}
+	for i := 0; ; i++ {
+		resp, body := e.do(http.MethodPost, "/app/refresh", auth)
+		if resp.StatusCode == http.StatusOK {
+			continue
+		}
+		wantError(t, resp, body, http.StatusConflict, CodeKeyLimit)
+		if held := i + 1; held != 90-kms.ReservedIDs {
+			t.Fatalf("refresh refused with %d keys held, want %d", held, 90-kms.ReservedIDs)
+		}
+		break
+	}
+	if resp, _ := e.get("/app/listpubkeys"); resp.StatusCode != 200 {
+		t.Fatalf("listpubkeys after the limit: %d", resp.StatusCode)
+	}
+}

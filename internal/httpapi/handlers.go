@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"encoding/json"
+	"errors"
 	"net/http"
 	"time"
 
@@ -17,20 +18,30 @@ func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request) {
 	w.Write(heartbeatBody)
 }
 
+// Header values the pre-serialised responses share; net/http copies a
+// handler's header before writing it, so sharing is safe as long as no one
+// modifies them.
+var (
+	contentTypeJSON  = []string{"application/json"}
+	contentTypeOHTTP = []string{"application/ohttp-keys"}
+)
+
 // cacheHeaders sets date and cache-control, both required by the DEPA
-// data-plane key fetcher.
-func cacheHeaders(w http.ResponseWriter, v *view, now time.Time) {
-	h := w.Header()
-	h.Set("Date", now.UTC().Format(http.TimeFormat))
-	h.Set("Cache-Control", "public, max-age="+v.maxAge(now))
+// data-plane key fetcher. The values are formatted once a second
+// (viewCache.stamp); the keys are canonical, as Header.Set would make them.
+func (s *Server) cacheHeaders(h http.Header, v *view, now time.Time) {
+	st := s.views.stamp(v, now)
+	h["Date"] = st.date
+	h["Cache-Control"] = st.cacheControl
 }
 
 // listPubKeys serves GET /app/listpubkeys: the primary key, pre-serialised.
 func (s *Server) listPubKeys(w http.ResponseWriter, r *http.Request) {
 	now := s.svc.Now()
 	v := s.views.get(now)
-	cacheHeaders(w, v, now)
-	w.Header().Set("Content-Type", "application/json")
+	h := w.Header()
+	s.cacheHeaders(h, v, now)
+	h["Content-Type"] = contentTypeJSON
 	w.Write(v.listPubKeys)
 }
 
@@ -86,7 +97,7 @@ func (s *Server) pubKey(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, http.StatusGone, CodeKeyExpired, "key "+k.Kid+" has expired")
 		return
 	}
-	cacheHeaders(w, s.views.get(now), now)
+	s.cacheHeaders(w.Header(), s.views.get(now), now)
 	if f == "tink" {
 		s.writeJSON(w, http.StatusOK, keys.TinkPublic(k.PublicKey, k.ID))
 		return
@@ -118,6 +129,10 @@ func (s *Server) refresh(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	k, err := s.svc.Rotate(r.Context(), kms.ReasonRefresh)
+	if errors.Is(err, kms.ErrKeyLimit) {
+		s.fail(w, r, http.StatusConflict, CodeKeyLimit, "too many unexpired keys: the remaining numeric ids are reserved for scheduled rotation; wait for keys to expire")
+		return
+	}
 	if err != nil {
 		s.log.Error("refresh failed", "err", err)
 		s.fail(w, r, http.StatusServiceUnavailable, CodeUnavailable, "the key could not be created and recorded; see the server log")
@@ -157,14 +172,14 @@ func (s *Server) v1Keys(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	v := s.views.get(now)
-	cacheHeaders(w, v, now)
 	h := w.Header()
-	h.Set("ETag", v.v1ETag)
-	if inm := r.Header.Get("If-None-Match"); inm != "" && etagMatch(inm, v.v1ETag) {
+	s.cacheHeaders(h, v, now)
+	h["Etag"] = v.v1ETag
+	if inm := r.Header["If-None-Match"]; len(inm) > 0 && inm[0] != "" && etagMatch(inm[0], v.v1ETag[0]) {
 		w.WriteHeader(http.StatusNotModified)
 		return
 	}
-	h.Set("Content-Type", "application/json")
+	h["Content-Type"] = contentTypeJSON
 	w.Write(v.v1Keys)
 }
 
@@ -173,8 +188,9 @@ func (s *Server) v1Keys(w http.ResponseWriter, r *http.Request) {
 func (s *Server) v1OHTTPKeys(w http.ResponseWriter, r *http.Request) {
 	now := s.svc.Now()
 	v := s.views.get(now)
-	cacheHeaders(w, v, now)
-	w.Header().Set("Content-Type", "application/ohttp-keys")
+	h := w.Header()
+	s.cacheHeaders(h, v, now)
+	h["Content-Type"] = contentTypeOHTTP
 	w.Write(v.ohttp)
 }
 

@@ -34,6 +34,7 @@ const (
 	CodeUnauthorized        = "UNAUTHORIZED"
 	CodeForbidden           = "FORBIDDEN"
 	CodeRefreshDisabled     = "REFRESH_DISABLED"
+	CodeKeyLimit            = "KEY_LIMIT_REACHED"
 	CodeNotFound            = "NOT_FOUND"
 	CodeMethodNotAllowed    = "METHOD_NOT_ALLOWED"
 	CodeBodyTooLarge        = "REQUEST_TOO_LARGE"
@@ -60,6 +61,7 @@ type Server struct {
 	opSet    bool
 	maxBody  int64
 	mux      *http.ServeMux
+	exact    map[string]http.HandlerFunc // path -> handler, for every route registered by handle
 	views    viewCache
 	reqIDPre string
 	reqIDSeq atomic.Uint64
@@ -75,7 +77,7 @@ func New(svc *kms.Service, opts Options) *Server {
 	}
 	var pre [6]byte
 	rand.Read(pre[:])
-	s := &Server{svc: svc, log: opts.Logger, maxBody: opts.MaxBodyBytes, mux: http.NewServeMux(), reqIDPre: hex.EncodeToString(pre[:]) + "-"}
+	s := &Server{svc: svc, log: opts.Logger, maxBody: opts.MaxBodyBytes, mux: http.NewServeMux(), exact: map[string]http.HandlerFunc{}, reqIDPre: hex.EncodeToString(pre[:]) + "-"}
 	if opts.OperatorToken != "" {
 		s.opToken, s.opSet = sha256.Sum256([]byte(opts.OperatorToken)), true
 	}
@@ -101,37 +103,70 @@ func (s *Server) routes() {
 // handle registers h for path, answering 405 with the JSON error shape for
 // other methods. GET handlers also answer HEAD.
 func (s *Server) handle(path, method string, h http.HandlerFunc) {
-	s.mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
+	f := func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != method && !(method == http.MethodGet && r.Method == http.MethodHead) {
 			w.Header().Set("Allow", method)
 			s.fail(w, r, http.StatusMethodNotAllowed, CodeMethodNotAllowed, r.Method+" is not allowed on "+path+"; use "+method)
 			return
 		}
 		h(w, r)
-	})
+	}
+	s.mux.HandleFunc(path, f)
+	s.exact[path] = f
 }
 
 // ServeHTTP implements http.Handler: it sets the request id and the body
 // limit, then dispatches.
+//
+// The public-key endpoints are the hot path (BENCHMARKS.md), so headers
+// are set by their canonical keys, which spares the per-request
+// canonicalisation that Header.Get and Header.Set do, and a request
+// without a body (net/http gives it http.NoBody) is not wrapped.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	w.Header().Set("x-ms-kms-request-id", s.requestID(r))
-	if r.Body != nil {
+	w.Header()[hdrRequestID] = []string{s.requestID(r)}
+	if r.Body != nil && r.Body != http.NoBody {
 		r.Body = http.MaxBytesReader(w, r.Body, s.maxBody)
+	}
+	// Every route is an exact path without wildcards. A request for one,
+	// spelt as registered (no escapes, nothing to clean), is one the mux
+	// would hand to that route's handler, setting r.Pattern to the path;
+	// it goes there directly. Everything else (unknown, unclean or escaped
+	// paths, CONNECT) goes through the mux.
+	if h, ok := s.exact[r.URL.Path]; ok && r.URL.RawPath == "" && r.Method != http.MethodConnect {
+		r.Pattern = r.URL.Path
+		h(w, r)
+		return
 	}
 	s.mux.ServeHTTP(w, r)
 }
 
-var requestIDHeaders = []string{"x-ms-kms-request-id", "x-ms-request-id", "x-request-id", "request-id", "requestid"}
+// hdrRequestID is x-ms-kms-request-id in canonical form.
+var hdrRequestID = http.CanonicalHeaderKey("x-ms-kms-request-id")
+
+// requestIDHeaders are the headers a caller may send its request id in,
+// in order of preference and in canonical form (net/http canonicalises
+// the keys of incoming headers).
+var requestIDHeaders = canonicalKeys("x-ms-kms-request-id", "x-ms-request-id", "x-request-id", "request-id", "requestid")
+
+func canonicalKeys(keys ...string) []string {
+	for i, k := range keys {
+		keys[i] = http.CanonicalHeaderKey(k)
+	}
+	return keys
+}
 
 // requestID returns the first request id header the caller sent (within
 // reason: printable and at most 128 bytes), else a generated id.
 func (s *Server) requestID(r *http.Request) string {
 	for _, h := range requestIDHeaders {
-		if v := r.Header.Get(h); v != "" && len(v) <= 128 && printable(v) {
-			return v
+		if vs := r.Header[h]; len(vs) > 0 {
+			if v := vs[0]; v != "" && len(v) <= 128 && printable(v) {
+				return v
+			}
 		}
 	}
-	return s.reqIDPre + strconv.FormatUint(s.reqIDSeq.Add(1), 10)
+	var buf [48]byte
+	return string(strconv.AppendUint(append(buf[:0], s.reqIDPre...), s.reqIDSeq.Add(1), 10))
 }
 
 func printable(v string) bool {

@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
+	"net/http"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -29,10 +30,10 @@ type view struct {
 	// advertised one publish delay after it is created), or emptyMaxAge.
 	maxCache time.Duration
 
-	listPubKeys []byte // /app/listpubkeys
-	v1Keys      []byte // /v1/keys
-	v1ETag      string
-	ohttp       []byte // /v1/keys/ohttp
+	listPubKeys []byte   // /app/listpubkeys
+	v1Keys      []byte   // /v1/keys
+	v1ETag      []string // the ETag header value, shared: do not modify
+	ohttp       []byte   // /v1/keys/ohttp
 }
 
 // viewCache rebuilds the view when the ledger moves or the clock passes a
@@ -41,6 +42,8 @@ type viewCache struct {
 	svc *kms.Service
 	cur atomic.Pointer[view]
 	mu  sync.Mutex // one rebuild at a time
+
+	stamps atomic.Pointer[cacheStamp] // the last one built
 }
 
 func (c *viewCache) get(now time.Time) *view {
@@ -63,13 +66,43 @@ func (v *view) fresh(seq uint64, now time.Time) bool {
 
 // maxAge returns the cache-control max-age in whole seconds at now: until
 // the next phase change, and no longer than maxCache.
-func (v *view) maxAge(now time.Time) string {
+func (v *view) maxAge(now time.Time) int64 {
 	d := v.maxCache
 	if !v.validUntil.IsZero() {
 		d = min(d, v.validUntil.Sub(now))
 	}
 	d = max(d, 0)
-	return strconv.FormatInt(int64(d/time.Second), 10)
+	return int64(d / time.Second)
+}
+
+// cacheStamp holds the Date and Cache-Control header values of the
+// public-key responses for one second of the clock and one max-age, so
+// that they are formatted once and not per request. Its slices are shared
+// by every response that uses them and must not be modified (net/http
+// copies a handler's header before it writes it).
+type cacheStamp struct {
+	unix         int64 // the second of date
+	maxAge       int64
+	date         []string
+	cacheControl []string
+}
+
+// stamp returns the cache headers for v at now. The values are exactly
+// those formatted from now: Date depends only on now's second and
+// Cache-Control only on v.maxAge(now), and both are compared.
+func (c *viewCache) stamp(v *view, now time.Time) *cacheStamp {
+	sec, age := now.Unix(), v.maxAge(now)
+	if st := c.stamps.Load(); st != nil && st.unix == sec && st.maxAge == age {
+		return st
+	}
+	st := &cacheStamp{
+		unix:         sec,
+		maxAge:       age,
+		date:         []string{now.UTC().Format(http.TimeFormat)},
+		cacheControl: []string{"public, max-age=" + strconv.FormatInt(age, 10)},
+	}
+	c.stamps.Store(st)
+	return st
 }
 
 // V1Key is one key of GET /v1/keys.
@@ -147,7 +180,7 @@ func (c *viewCache) build(now time.Time) *view {
 	}
 	v.v1Keys, _ = json.Marshal(vk)
 	sum := sha256.Sum256(v.v1Keys)
-	v.v1ETag = `"` + base64.RawURLEncoding.EncodeToString(sum[:18]) + `"`
+	v.v1ETag = []string{`"` + base64.RawURLEncoding.EncodeToString(sum[:18]) + `"`}
 	v.ohttp = keys.OHTTPConfigList(configs...)
 	return v
 }
