@@ -11,6 +11,9 @@
 #                   summary gives medians over rounds
 #   TKMS_PORT [18080]  NGINX_PORT [18081]   loopback ports, must be free
 #   KEEP [0]        1 keeps the temporary directory (logs, configs)
+#   PIN [1]         1 pins the server under test to CPU 1 and wrk to CPU 0
+#                   (taskset), so that the two do not fight over cores and
+#                   rounds repeat; 0 lets the scheduler place them
 #
 # Everything listens on 127.0.0.1 only. Both servers are started by this
 # script and stopped on exit, also on error or Ctrl-C.
@@ -24,6 +27,11 @@ ROUNDS=${ROUNDS:-3}
 TKMS_PORT=${TKMS_PORT:-18080}
 NGINX_PORT=${NGINX_PORT:-18081}
 KEEP=${KEEP:-0}
+PIN=${PIN:-1}
+server_cpu=() wrk_cpu=() nginx_workers=auto
+if [ "$PIN" = 1 ] && [ "$(nproc)" -ge 2 ]; then
+	server_cpu=(taskset -c 1) wrk_cpu=(taskset -c 0) nginx_workers=1
+fi
 
 say() { printf 'bench-pubkeys: %s\n' "$*"; }
 die() { printf 'bench-pubkeys: error: %s\n' "$*" >&2; exit 1; }
@@ -118,7 +126,7 @@ wait_http() {
 say "building tkms"
 (cd "$repo" && go build -o "$tmp/tkms" ./cmd/tkms) || die "go build ./cmd/tkms failed"
 printf '{"log_level":"warn"}\n' >"$tmp/tkms.json"
-"$tmp/tkms" dev --listen "127.0.0.1:$TKMS_PORT" --data "$tmp/data" --config "$tmp/tkms.json" \
+"${server_cpu[@]}" "$tmp/tkms" dev --listen "127.0.0.1:$TKMS_PORT" --data "$tmp/data" --config "$tmp/tkms.json" \
 	>"$tmp/tkms.log" 2>&1 &
 tkms_pid=$!
 tkms_url="http://127.0.0.1:$TKMS_PORT"
@@ -137,7 +145,7 @@ chmod 644 "$tmp/www/app/listpubkeys"
 
 # nginx: its own config, prefix and temp paths; nothing of /etc/nginx.
 cat >"$tmp/nginx.conf" <<EOF
-worker_processes auto;
+worker_processes $nginx_workers;
 daemon off;
 pid $tmp/nginx.pid;
 error_log $tmp/nginx-error.log warn;
@@ -166,7 +174,7 @@ EOF
 	cat "$tmp/nginx-test.log" >&2
 	die "nginx rejected $tmp/nginx.conf"
 }
-"$NGINX" -p "$tmp" -e "$tmp/nginx-error.log" -c "$tmp/nginx.conf" >"$tmp/nginx.out" 2>&1 &
+"${server_cpu[@]}" "$NGINX" -p "$tmp" -e "$tmp/nginx-error.log" -c "$tmp/nginx.conf" >"$tmp/nginx.out" 2>&1 &
 nginx_pid=$!
 nginx_url="http://127.0.0.1:$NGINX_PORT"
 wait_http "$nginx_url/app/listpubkeys" "$nginx_pid" nginx "$tmp/nginx-error.log"
@@ -178,9 +186,9 @@ cmp -s "$tmp/www/app/listpubkeys" <(curl -sS --max-time 5 "$nginx_url/app/listpu
 # run_wrk NAME URL: a warm-up, then a measured run; prints requests/s.
 run_wrk() {
 	local name=$1 url=$2 out
-	timeout --foreground 120 wrk -t"$THREADS" -c"$CONNS" -d"$WARMUP" "$url" >/dev/null ||
+	timeout --foreground 120 "${wrk_cpu[@]}" wrk -t"$THREADS" -c"$CONNS" -d"$WARMUP" "$url" >/dev/null ||
 		die "wrk warm-up against $name failed"
-	out=$(timeout --foreground $((duration_s + 60)) wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency "$url") ||
+	out=$(timeout --foreground $((duration_s + 60)) "${wrk_cpu[@]}" wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency "$url") ||
 		die "wrk against $name failed: $out"
 	printf '%s\n' "$out" >>"$tmp/wrk.log"
 	if ! kill -0 "$tkms_pid" 2>/dev/null || ! kill -0 "$nginx_pid" 2>/dev/null; then
@@ -197,6 +205,9 @@ median() { sort -g | awk '{ a[NR] = $1 } END { if (NR % 2) print a[(NR + 1) / 2]
 
 say "machine: $(nproc) CPUs, $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo), $(go version | awk '{ print $3 }'), $("$NGINX" -v 2>&1 | sed 's/.*: //'), $(wrk -v 2>&1 | awk 'NR == 1 { print $1, $2 }')"
 say "wrk -t$THREADS -c$CONNS -d$DURATION (after a $WARMUP warm-up), $ROUNDS round(s), loopback only"
+if [ ${#server_cpu[@]} -gt 0 ]; then
+	say "pinned: servers on CPU 1 (nginx: 1 worker; tkms: GOMAXPROCS follows the affinity), wrk on CPU 0"
+fi
 say "note: wrk and the server under test share the same $(nproc) CPUs, so each server gets what wrk leaves;"
 say "      the ratio tkms/nginx is the figure to compare, not the absolute requests/s"
 
