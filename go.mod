@@ -2,6 +2,21 @@ module github.com/tkms-dev/tkms
 
 go 1.26
 
-require go.etcd.io/bbolt v1.4.3
+require (
+	github.com/go-jose/go-jose/v4 v4.1.3
+	github.com/google/go-sev-guest v0.15.0
+	github.com/tink-crypto/tink-go/v2 v2.9.0
+	github.com/veraison/go-cose v1.3.0
+	go.etcd.io/bbolt v1.4.3
+	google.golang.org/protobuf v1.36.11
+)
 
-require golang.org/x/sys v0.29.0 // indirect
+require (
+	github.com/fxamacker/cbor/v2 v2.5.0 // indirect
+	github.com/google/logger v1.1.1 // indirect
+	github.com/google/uuid v1.6.0 // indirect
+	github.com/x448/float16 v0.8.4 // indirect
+	go.uber.org/multierr v1.11.0 // indirect
+	golang.org/x/crypto v0.53.0 // indirect
+	golang.org/x/sys v0.46.0 // indirect
+)
