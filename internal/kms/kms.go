@@ -9,6 +9,7 @@
 package kms
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -20,6 +21,7 @@ import (
 
 	"github.com/tkms-dev/tkms/internal/keyring"
 	"github.com/tkms-dev/tkms/internal/ledger"
+	"github.com/tkms-dev/tkms/internal/policy"
 	"github.com/tkms-dev/tkms/internal/seal"
 	"github.com/tkms-dev/tkms/internal/state"
 	"github.com/tkms-dev/tkms/internal/store"
@@ -38,6 +40,10 @@ type Config struct {
 	// an entry records the change. (Governance replaces this later.)
 	RotationPolicy state.RotationPolicy
 	Settings       state.Settings
+	// ReleasePolicy (JSON of either grammar of internal/policy) and JWT,
+	// if set, are recorded the same way. Unset leaves the ledger's.
+	ReleasePolicy []byte
+	JWT           *state.JWTPolicy
 	// Now is the clock. Defaults to time.Now.
 	Now func() time.Time
 	// Logger defaults to slog.Default().
@@ -263,6 +269,27 @@ func (s *Service) bootstrap(ctx context.Context) error {
 		b, _ := json.Marshal(s.cfg.Settings)
 		props = append(props, store.Proposal{Time: now, Type: ledger.TypeSettingsPolicy, Body: b})
 	}
+	if s.cfg.ReleasePolicy != nil {
+		p, err := policy.Parse(s.cfg.ReleasePolicy)
+		if err != nil {
+			return fmt.Errorf("key release policy: %w", err)
+		}
+		if b := policy.Marshal(p); !bytes.Equal(b, cur.ReleasePolicy) {
+			props = append(props, store.Proposal{Time: now, Type: ledger.TypeKeyReleasePolicy, Body: b})
+		}
+	}
+	if s.cfg.JWT != nil {
+		if err := s.cfg.JWT.Validate(); err != nil {
+			return fmt.Errorf("jwt policy: %w", err)
+		}
+		b, err := json.Marshal(s.cfg.JWT)
+		if err != nil {
+			return fmt.Errorf("jwt policy: %w", err)
+		}
+		if old, _ := json.Marshal(cur.JWT); cur.JWT == nil || !bytes.Equal(b, old) {
+			props = append(props, store.Proposal{Time: now, Type: ledger.TypeJWTPolicy, Body: b})
+		}
+	}
 	if len(props) == 0 {
 		return nil
 	}
@@ -274,6 +301,23 @@ func (s *Service) bootstrap(ctx context.Context) error {
 	}
 	return nil
 }
+
+// RecordRelease appends a key.released entry and returns once it is
+// durable: a release is never answered before it is in the ledger.
+func (s *Service) RecordRelease(ctx context.Context, r state.KeyReleased) (*ledger.Entry, error) {
+	body, err := json.Marshal(r)
+	if err != nil {
+		return nil, err
+	}
+	es, err := s.store.Append(ctx, store.Proposal{Time: s.now(), Type: ledger.TypeKeyReleased, Body: body})
+	if err != nil {
+		return nil, fmt.Errorf("kms: record release: %w", err)
+	}
+	return es[0], nil
+}
+
+// Entry returns the ledger entry with sequence number seq.
+func (s *Service) Entry(seq uint64) (*ledger.Entry, error) { return s.store.Get(seq) }
 
 // Read calls fn with the current state, under a read lock. fn must not keep
 // st or anything in it after returning, nor call back into the Service's

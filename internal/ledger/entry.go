@@ -48,6 +48,9 @@ const (
 	TypeKeyRetired        Type = "key.retired"         // a key's not_after passed; no longer advertised
 	TypeKeyExpired        Type = "key.expired"         // a key's grace period ended; no longer released
 	TypeKeyDestroyed      Type = "key.destroyed"       // a key's private material was erased
+	TypeKeyReleasePolicy  Type = "policy.key_release"  // the key release policy in force
+	TypeJWTPolicy         Type = "policy.jwt"          // trusted JWT issuers and their claim policies
+	TypeKeyReleased       Type = "key.released"        // private keys wrapped to an attested caller
 )
 
 // knownTypes lists every type this build understands. A ledger that holds
@@ -56,6 +59,7 @@ var knownTypes = map[Type]bool{
 	TypeGenesis: true, TypeKeyRotationPolicy: true, TypeSettingsPolicy: true,
 	TypeKeyCreated: true, TypeKeyPublished: true, TypeKeyRetired: true,
 	TypeKeyExpired: true, TypeKeyDestroyed: true,
+	TypeKeyReleasePolicy: true, TypeJWTPolicy: true, TypeKeyReleased: true,
 }
 
 // Known reports whether t is a type of this format version.

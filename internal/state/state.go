@@ -23,6 +23,7 @@ import (
 
 	"github.com/tkms-dev/tkms/internal/keys"
 	"github.com/tkms-dev/tkms/internal/ledger"
+	"github.com/tkms-dev/tkms/internal/policy"
 )
 
 // Phase is a stage of a key's life.
@@ -110,6 +111,54 @@ type State struct {
 	Rotation RotationPolicy `json:"key_rotation_policy"`
 	Settings Settings       `json:"settings_policy"`
 	Keys     []*Key         `json:"keys"` // by number: Keys[i].Number == i+1
+
+	// ReleasePolicy is the canonical JSON of the key release policy in
+	// force (internal/policy), set by the entry at ReleasePolicySeq; nil
+	// means unset, and an unset policy denies every release.
+	ReleasePolicy    json.RawMessage `json:"key_release_policy,omitempty"`
+	ReleasePolicySeq uint64          `json:"key_release_policy_seq,omitempty"`
+	// JWT is the trusted issuers and their claim policies, set by the
+	// entry at JWTSeq.
+	JWT      *JWTPolicy `json:"jwt_policy,omitempty"`
+	JWTSeq   uint64     `json:"jwt_policy_seq,omitempty"`
+	Releases uint64     `json:"releases"` // key.released entries applied
+}
+
+// JWTPolicy is the body of a policy.jwt entry: which token issuers are
+// trusted, how their keys are found, and which claims each must carry
+// (spec/azure-compat.md "JWT validation policy").
+type JWTPolicy struct {
+	Issuers []JWTIssuer               `json:"issuers"`
+	Claims  map[string]map[string]any `json:"claims"` // issuer -> claim -> value or [values]
+}
+
+// JWTIssuer is one trusted token issuer. Exactly one key source is set.
+type JWTIssuer struct {
+	Issuer       string          `json:"issuer"`
+	Audiences    []string        `json:"audiences"`
+	DiscoveryURL string          `json:"discovery_url,omitempty"`
+	JWKSURL      string          `json:"jwks_url,omitempty"`
+	JWKS         json.RawMessage `json:"jwks,omitempty"`
+	Algorithms   []string        `json:"algorithms,omitempty"`
+}
+
+// KeyReleased is the public body of a key.released entry: what was
+// released to whom, on which evidence, under which policy. It holds hashes
+// and identities, never key material or tokens.
+type KeyReleased struct {
+	Kids              []string `json:"kids"`
+	API               string   `json:"api"`              // e.g. "app/unwrapKey"
+	Format            string   `json:"format,omitempty"` // jwk or tink for /app
+	Issuer            string   `json:"iss"`
+	Identity          string   `json:"oid"` // oid, or sub when there is none
+	EvidenceType      string   `json:"evidence_type"`
+	Simulated         bool     `json:"simulated"` // evidence chained to the simulated TEE
+	Measurement       string   `json:"measurement"`
+	HostData          string   `json:"host_data"`
+	ReportSHA256      string   `json:"report_sha256"`
+	WrappingKeySHA256 string   `json:"wrapping_key_sha256"`
+	PolicySeq         uint64   `json:"policy_seq"`
+	PolicySHA256      string   `json:"policy_sha256"`
 }
 
 // New returns the empty state, before genesis.
@@ -165,6 +214,35 @@ func (s *State) apply(e *ledger.Entry) error {
 		s.Settings = p
 	case ledger.TypeKeyCreated:
 		return s.applyKeyCreated(e)
+	case ledger.TypeKeyReleasePolicy:
+		p, err := policy.Parse(e.Body)
+		if err != nil {
+			return err
+		}
+		s.ReleasePolicy, s.ReleasePolicySeq = policy.Marshal(p), e.Seq
+	case ledger.TypeJWTPolicy:
+		var p JWTPolicy
+		if err := decodeBody(e.Body, &p); err != nil {
+			return err
+		}
+		if err := p.Validate(); err != nil {
+			return err
+		}
+		s.JWT, s.JWTSeq = &p, e.Seq
+	case ledger.TypeKeyReleased:
+		var r KeyReleased
+		if err := decodeBody(e.Body, &r); err != nil {
+			return err
+		}
+		if len(r.Kids) == 0 {
+			return errors.New("release of no key")
+		}
+		for _, kid := range r.Kids {
+			if s.Key(kid) == nil {
+				return fmt.Errorf("release of unknown key %s", kid)
+			}
+		}
+		s.Releases++
 	case ledger.TypeKeyPublished, ledger.TypeKeyRetired, ledger.TypeKeyExpired, ledger.TypeKeyDestroyed:
 		return s.applyKeyEvent(e)
 	default:
@@ -254,6 +332,41 @@ func (s *State) idHolder(id int, t time.Time) *Key {
 
 // IDHeld reports whether an unexpired key holds numeric id at time t.
 func (s *State) IDHeld(id int, t time.Time) bool { return s.idHolder(id, t) != nil }
+
+// Validate checks the JWT policy's shape: issuers named once, with
+// audiences and exactly one key source, and claim policies only for
+// configured issuers.
+func (p *JWTPolicy) Validate() error {
+	var errs []error
+	seen := map[string]bool{}
+	for i, is := range p.Issuers {
+		if is.Issuer == "" {
+			errs = append(errs, fmt.Errorf("issuers[%d]: no issuer", i))
+		}
+		if seen[is.Issuer] {
+			errs = append(errs, fmt.Errorf("issuer %q listed twice", is.Issuer))
+		}
+		seen[is.Issuer] = true
+		if len(is.Audiences) == 0 {
+			errs = append(errs, fmt.Errorf("issuer %q: no audiences", is.Issuer))
+		}
+		n := 0
+		for _, set := range []bool{is.DiscoveryURL != "", is.JWKSURL != "", len(is.JWKS) > 0} {
+			if set {
+				n++
+			}
+		}
+		if n != 1 {
+			errs = append(errs, fmt.Errorf("issuer %q: want exactly one of discovery_url, jwks_url, jwks", is.Issuer))
+		}
+	}
+	for iss := range p.Claims {
+		if !seen[iss] {
+			errs = append(errs, fmt.Errorf("claims for issuer %q, which is not configured", iss))
+		}
+	}
+	return errors.Join(errs...)
+}
 
 // Key returns the key with the given kid, or nil.
 func (s *State) Key(kid string) *Key {

@@ -1,0 +1,216 @@
+// Package release orchestrates attested key release (DESIGN.md §1 steps
+// 6-10): authenticate the caller's token, verify its evidence, decide under
+// the key release policy in force, check that the evidence binds the
+// wrapping key, wrap the private key to it, and record the release in the
+// ledger before answering.
+//
+// Each step lives in its own package (jwtauth, attest/snp, attest/uvm,
+// policy, wrap); this package only puts them in the order of
+// docs/spec/azure-compat.md and turns every failure into an Error with the
+// HTTP status and code the caller sees.
+package release
+
+import (
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+
+	"log/slog"
+	"net/http"
+
+	"github.com/tkms-dev/tkms/internal/attest/snp"
+	"github.com/tkms-dev/tkms/internal/attest/uvm"
+	"github.com/tkms-dev/tkms/internal/jwtauth"
+	"github.com/tkms-dev/tkms/internal/kms"
+	"github.com/tkms-dev/tkms/internal/policy"
+	"github.com/tkms-dev/tkms/internal/state"
+)
+
+// Error codes of this package (the verifiers' own codes travel in the
+// message of ATTESTATION_VALIDATION_FAILED).
+const (
+	CodeInvalidRequest        = "INVALID_REQUEST"
+	CodeMissingWrappedKid     = "MISSING_WRAPPED_KID"
+	CodeInvalidPEMFormat      = "INVALID_PEM_FORMAT"
+	CodeWrappingKeyError      = "WRAPPING_KEY_ERROR"
+	CodeInvalidFmtParameter   = "INVALID_FMT_PARAMETER"
+	CodeAttestationFailed     = "ATTESTATION_VALIDATION_FAILED"
+	CodePolicyDenied          = "POLICY_DENIED"
+	CodePolicyUnset           = "POLICY_UNSET"
+	CodeWrappingKeyMismatch   = "WRAPPING_KEY_HASH_MISMATCH"
+	CodeKeyNotFound           = "KEY_NOT_FOUND"
+	CodeKeyExpired            = "KEY_EXPIRED"
+	CodeWrapKeyException      = "WRAP_KEY_EXCEPTION"
+	CodeUnavailable           = "SERVICE_UNAVAILABLE"
+	CodeSimulatedNotPermitted = "SIMULATED_TEE_NOT_TRUSTED"
+)
+
+// Error is a failed release: the status and code for the caller, a message
+// safe to show it, and the cause for the log.
+type Error struct {
+	Status  int
+	Code    string
+	Message string
+	Err     error
+}
+
+func (e *Error) Error() string { return e.Code + ": " + e.Message }
+func (e *Error) Unwrap() error { return e.Err }
+
+func fail(status int, code, msg string, err error) *Error {
+	return &Error{Status: status, Code: code, Message: msg, Err: err}
+}
+
+// Config wires a Service.
+type Config struct {
+	KMS  *kms.Service
+	Auth *jwtauth.Authenticator
+	SNP  *snp.Verifier
+	UVM  *uvm.Verifier
+	// Simulated permits evidence that chains to the simulated TEE's roots
+	// (which SNP must then trust); such releases are marked in the ledger.
+	// Only ever set when the operator asked for it explicitly.
+	Simulated bool
+	Logger    *slog.Logger
+}
+
+// Service releases keys.
+type Service struct {
+	cfg Config
+	log *slog.Logger
+}
+
+// New returns a Service.
+func New(cfg Config) (*Service, error) {
+	if cfg.KMS == nil || cfg.Auth == nil || cfg.SNP == nil || cfg.UVM == nil {
+		return nil, errors.New("release: KMS, Auth, SNP and UVM are required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return &Service{cfg: cfg, log: cfg.Logger}, nil
+}
+
+// Authenticate validates the Authorization header's bearer token.
+func (s *Service) Authenticate(ctx context.Context, authorization string) (*jwtauth.Identity, error) {
+	id, err := s.cfg.Auth.Authenticate(ctx, authorization)
+	if err != nil {
+		return nil, fail(http.StatusUnauthorized, jwtauth.Code(err), err.Error(), err)
+	}
+	return id, nil
+}
+
+// Evidence is verified evidence: its claims, and the fields a release
+// records.
+type Evidence struct {
+	Type         string // "snp-aci"
+	Simulated    bool
+	Claims       map[string]any
+	ReportData   []byte
+	Measurement  []byte
+	HostData     []byte
+	ReportSHA256 [32]byte
+}
+
+// VerifyEvidence verifies an ACI attestation object (spec/attestation.md):
+// the SNP report against the pinned AMD roots, then the UVM endorsement
+// against the report's measurement. It does not apply the release policy.
+func (s *Service) VerifyEvidence(ctx context.Context, attestation []byte) (*Evidence, error) {
+	bundle, err := snp.DecodeACI(attestation)
+	if err != nil {
+		return nil, attestationFailed(snp.Code(err), err)
+	}
+	res, err := s.cfg.SNP.VerifyACI(ctx, bundle)
+	if err != nil {
+		return nil, attestationFailed(snp.Code(err), err)
+	}
+	if !res.Pinned && !s.cfg.Simulated {
+		return nil, fail(http.StatusBadRequest, CodeSimulatedNotPermitted, "the evidence chains to a simulated TEE, which this server does not trust", nil)
+	}
+	ur, err := s.cfg.UVM.Verify(bundle.UVMEndorsements, res.Measurement)
+	if err != nil {
+		return nil, attestationFailed(uvm.Code(err), err)
+	}
+	claims := make(map[string]any, len(res.Claims)+4)
+	for k, v := range res.Claims {
+		claims[k] = v
+	}
+	for k, v := range ur.Claims() {
+		claims[k] = v
+	}
+	return &Evidence{
+		Type: "snp-aci", Simulated: !res.Pinned, Claims: claims,
+		ReportData: res.ReportData, Measurement: res.Measurement, HostData: res.HostData, ReportSHA256: res.ReportSHA256,
+	}, nil
+}
+
+func attestationFailed(code string, err error) *Error {
+	return fail(http.StatusBadRequest, CodeAttestationFailed, code+": "+err.Error(), err)
+}
+
+// decision is the policy in force and its verdict.
+type decision struct {
+	seq  uint64
+	hash [32]byte
+}
+
+// Decide evaluates the key release policy in force against the claims.
+func (s *Service) Decide(ev *Evidence) (decision, error) {
+	var raw []byte
+	var d decision
+	s.cfg.KMS.Read(func(st *state.State) { raw, d.seq = st.ReleasePolicy, st.ReleasePolicySeq })
+	if raw == nil {
+		return d, fail(http.StatusBadRequest, CodePolicyUnset, "no key release policy is set: every release is denied", policy.ErrUnset)
+	}
+	p, err := policy.Parse(raw)
+	if err != nil {
+		return d, fail(http.StatusInternalServerError, CodeUnavailable, "the key release policy in force cannot be read", err)
+	}
+	d.hash = policy.Hash(p)
+	if err := policy.Evaluate(p, ev.Claims); err != nil {
+		if errors.Is(err, policy.ErrUnset) {
+			return d, fail(http.StatusBadRequest, CodePolicyUnset, err.Error(), err)
+		}
+		return d, fail(http.StatusBadRequest, CodePolicyDenied, err.Error(), err)
+	}
+	return d, nil
+}
+
+// attestationField extracts the attestation object of a request body. It
+// may be an object or a string holding one.
+func attestationField(raw json.RawMessage) ([]byte, error) {
+	if len(raw) == 0 || string(raw) == "null" {
+		return nil, errors.New("no attestation")
+	}
+	if raw[0] == '"' {
+		var s string
+		if err := json.Unmarshal(raw, &s); err != nil {
+			return nil, err
+		}
+		if s == "" {
+			return nil, errors.New("empty attestation")
+		}
+		return []byte(s), nil
+	}
+	return raw, nil
+}
+
+// record appends the release to the ledger; only then may the caller be
+// answered.
+func (s *Service) record(ctx context.Context, kids []string, api, format string, id *jwtauth.Identity, ev *Evidence, wrappingKeyHash [32]byte, d decision) error {
+	r := state.KeyReleased{
+		Kids: kids, API: api, Format: format, Issuer: id.Issuer, Identity: id.OID,
+		EvidenceType: ev.Type, Simulated: ev.Simulated,
+		Measurement: hex.EncodeToString(ev.Measurement), HostData: hex.EncodeToString(ev.HostData),
+		ReportSHA256: hex.EncodeToString(ev.ReportSHA256[:]), WrappingKeySHA256: hex.EncodeToString(wrappingKeyHash[:]),
+		PolicySeq: d.seq, PolicySHA256: hex.EncodeToString(d.hash[:]),
+	}
+	e, err := s.cfg.KMS.RecordRelease(ctx, r)
+	if err != nil {
+		return fail(http.StatusServiceUnavailable, CodeUnavailable, "the release could not be recorded; nothing was released", err)
+	}
+	s.log.Info("key released", "kids", kids, "api", api, "iss", id.Issuer, "oid", id.OID, "seq", e.Seq,
+		"simulated", ev.Simulated, "host_data", r.HostData)
+	return nil
+}

@@ -1,0 +1,402 @@
+package release
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"log/slog"
+	"net/http/httptest"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tkms-dev/tkms/internal/attest/snp"
+	"github.com/tkms-dev/tkms/internal/attest/uvm"
+	"github.com/tkms-dev/tkms/internal/jwtauth"
+	"github.com/tkms-dev/tkms/internal/keys"
+	"github.com/tkms-dev/tkms/internal/kms"
+	"github.com/tkms-dev/tkms/internal/ledger"
+	"github.com/tkms-dev/tkms/internal/oidcissuer"
+	"github.com/tkms-dev/tkms/internal/seal"
+	"github.com/tkms-dev/tkms/internal/state"
+	"google.golang.org/protobuf/proto"
+
+	hpkepb "github.com/tink-crypto/tink-go/v2/proto/hpke_go_proto"
+	tinkpb "github.com/tink-crypto/tink-go/v2/proto/tink_go_proto"
+)
+
+// The real ACI evidence (a production ACI report, AMD-signed, with its
+// Microsoft-signed UVM endorsement) and the RSA-4096 wrapping key pair whose
+// public PEM's SHA-256 is its REPORT_DATA[0:32]. See the PROVENANCE.md files
+// beside them.
+const (
+	aciSample      = "../attest/snp/testdata/aci_snp.json"
+	wrapPublicPEM  = "../wrap/testdata/publicWrapKey.pem"
+	wrapPrivatePEM = "../wrap/testdata/privateWrapKey.pem"
+	aciHostData    = "73973b78d70cc68353426de188db5dfc57e5b766e399935fb73a61127ea26d20"
+	audience       = "api://tkms-test"
+	principal      = "11111111-2222-3333-4444-555555555555"
+)
+
+func depaPolicy(hostData ...string) []byte {
+	b, _ := json.Marshal(map[string]any{"claims": map[string]any{
+		"x-ms-ver": []string{"2", "3"}, "x-ms-sevsnpvm-smt-allowed": true,
+		"x-ms-sevsnpvm-is-debuggable": false, "x-ms-sevsnpvm-hostdata": hostData,
+	}})
+	return b
+}
+
+type env struct {
+	t        *testing.T
+	issuer   *oidcissuer.Issuer
+	kms      *kms.Service
+	rel      *Service
+	evidence []byte
+	pubPEM   string
+	priv     *rsa.PrivateKey
+}
+
+func newEnv(t *testing.T, releasePolicy []byte) *env { return newEnvAt(t, releasePolicy, nil) }
+
+// newEnvAt is newEnv with the KMS on an injected clock (nil: time.Now).
+func newEnvAt(t *testing.T, releasePolicy []byte, now func() time.Time) *env {
+	t.Helper()
+	e := &env{t: t}
+	var err error
+	e.issuer, err = oidcissuer.New(t.TempDir(), oidcissuer.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(e.issuer.Handler())
+	t.Cleanup(srv.Close)
+	if err := e.issuer.SetURL(srv.URL); err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.DiscardHandler)
+	sealer, _ := seal.New(seal.NewKey())
+	e.kms, err = kms.Open(context.Background(), kms.Config{
+		DataDir: t.TempDir(), Sealer: sealer, RotationPolicy: state.DefaultRotationPolicy(), Logger: log, ReleasePolicy: releasePolicy, Now: now,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.kms.Close() })
+	if _, err := e.kms.Tick(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	auth, err := jwtauth.New(context.Background(), jwtauth.Config{
+		Issuers: []jwtauth.IssuerConfig{{Issuer: srv.URL, Audiences: []string{audience}, DiscoveryURL: e.issuer.DiscoveryURL()}},
+		Policy:  jwtauth.Policy{srv.URL: {"idtyp": "app"}},
+		Logger:  log,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(auth.Close)
+	sv, err := snp.New(snp.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	uv, err := uvm.New(uvm.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.rel, err = New(Config{KMS: e.kms, Auth: auth, SNP: sv, UVM: uv, Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.evidence, err = os.ReadFile(aciSample); err != nil {
+		t.Fatal(err)
+	}
+	pub, err := os.ReadFile(wrapPublicPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.pubPEM = string(pub)
+	privPEM, _ := os.ReadFile(wrapPrivatePEM)
+	blk, _ := pem.Decode(privPEM)
+	k, err := x509.ParsePKCS8PrivateKey(blk.Bytes)
+	if err != nil {
+		rk, err2 := x509.ParsePKCS1PrivateKey(blk.Bytes)
+		if err2 != nil {
+			t.Fatal(err)
+		}
+		k = rk
+	}
+	e.priv = k.(*rsa.PrivateKey)
+	return e
+}
+
+func (e *env) token(mutate func(map[string]any)) string {
+	e.t.Helper()
+	c := e.issuer.ManagedIdentityClaims(oidcissuer.ManagedIdentity{Audience: audience, PrincipalID: principal, TenantID: "t"})
+	if mutate != nil {
+		mutate(c)
+	}
+	tok, err := e.issuer.Mint(c)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return "Bearer " + tok
+}
+
+func (e *env) body(mutate func(map[string]any)) []byte {
+	b := map[string]any{"attestation": json.RawMessage(e.evidence), "wrappingKey": e.pubPEM, "wrappedKid": e.kid(), "wrapped": ""}
+	if mutate != nil {
+		mutate(b)
+	}
+	out, _ := json.Marshal(b)
+	return out
+}
+
+func (e *env) kid() string {
+	var kid string
+	e.kms.Read(func(st *state.State) { kid = st.Keys[0].Kid })
+	return kid
+}
+
+func (e *env) unwrap(wrapped string) []byte {
+	e.t.Helper()
+	ct, err := base64.StdEncoding.DecodeString(wrapped)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	pt, err := rsa.DecryptOAEP(sha256.New(), nil, e.priv, ct, nil)
+	if err != nil {
+		e.t.Fatalf("unwrap with the test's private key: %v", err)
+	}
+	return pt
+}
+
+// TestAppUnwrapRealEvidence releases the first key to the real ACI evidence,
+// in both formats, and checks that what the service unwraps is the private
+// key of the published public key, and that each release is in the ledger.
+func TestAppUnwrapRealEvidence(t *testing.T) {
+	e := newEnv(t, depaPolicy(aciHostData))
+	var k state.Key
+	e.kms.Read(func(st *state.State) { k = *st.Keys[0] })
+
+	resp, err := e.rel.AppUnwrap(context.Background(), e.token(nil), e.body(nil), "jwk")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var item keys.Item
+	if err := json.Unmarshal(e.unwrap(resp.Wrapped), &item); err != nil {
+		t.Fatal(err)
+	}
+	d, _ := base64.RawURLEncoding.DecodeString(item.D)
+	sk, err := keys.X25519.PrivateKey(d)
+	if err != nil || !bytes.Equal(sk.PublicKey().Bytes(), k.PublicKey) || item.Kid != k.Kid {
+		t.Fatalf("released jwk does not hold the key's private key (%v)", err)
+	}
+
+	resp, err = e.rel.AppUnwrap(context.Background(), e.token(nil), e.body(nil), "tink")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ks tinkpb.Keyset
+	if err := proto.Unmarshal(e.unwrap(resp.Wrapped), &ks); err != nil {
+		t.Fatal(err)
+	}
+	var hk hpkepb.HpkePrivateKey
+	if err := proto.Unmarshal(ks.GetKey()[0].GetKeyData().GetValue(), &hk); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(hk.GetPrivateKey(), d) || !bytes.Equal(hk.GetPublicKey().GetPublicKey(), k.PublicKey) {
+		t.Fatal("tink keyset does not hold the key pair")
+	}
+
+	var n uint64
+	e.kms.Read(func(st *state.State) { n = st.Releases })
+	if n != 2 {
+		t.Fatalf("%d releases in the ledger, want 2", n)
+	}
+
+	// The newest entry records the tink release: who, on what evidence,
+	// under which policy, and no key material.
+	last, err := e.kms.Entry(e.kms.Seq())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r state.KeyReleased
+	if err := json.Unmarshal(last.Body, &r); err != nil || last.Type != ledger.TypeKeyReleased {
+		t.Fatalf("newest entry %s: %v", last.Type, err)
+	}
+	bind := sha256.Sum256([]byte(e.pubPEM))
+	if len(r.Kids) != 1 || r.Kids[0] != k.Kid || r.API != "app/unwrapKey" || r.Format != "tink" ||
+		r.Identity != principal || r.EvidenceType != "snp-aci" || r.Simulated || r.HostData != aciHostData ||
+		r.WrappingKeySHA256 != hex.EncodeToString(bind[:]) || r.PolicySeq == 0 || len(r.PolicySHA256) != 64 || len(r.ReportSHA256) != 64 {
+		t.Fatalf("release record %+v", r)
+	}
+	if bytes.Contains(last.Body, d) || bytes.Contains(last.Body, []byte(item.D)) || last.Sealed != nil {
+		t.Fatal("the release record holds key material")
+	}
+}
+
+// TestAppUnwrapDenials: each failure a caller can cause has its status and
+// code, nothing is released, and the service goes on serving.
+func TestAppUnwrapDenials(t *testing.T) {
+	e := newEnv(t, depaPolicy(aciHostData))
+	small, _ := rsa.GenerateKey(rand.Reader, 1024)
+	der, _ := x509.MarshalPKIXPublicKey(&small.PublicKey)
+	smallPEM := string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}))
+
+	var evidence map[string]string
+	json.Unmarshal(e.evidence, &evidence)
+	tamper := func(field string, f func([]byte)) json.RawMessage {
+		c := map[string]string{}
+		for k, v := range evidence {
+			c[k] = v
+		}
+		raw, _ := base64.StdEncoding.DecodeString(c[field])
+		f(raw)
+		c[field] = base64.StdEncoding.EncodeToString(raw)
+		out, _ := json.Marshal(c)
+		return out
+	}
+	now := time.Now()
+	for _, tc := range []struct {
+		name   string
+		auth   string
+		body   []byte
+		format string
+		status int
+		code   string
+	}{
+		{"not json", e.token(nil), []byte("{"), "", 400, CodeInvalidRequest},
+		{"no attestation", e.token(nil), e.body(func(b map[string]any) { delete(b, "attestation") }), "", 400, CodeInvalidRequest},
+		{"no token", "", e.body(nil), "", 401, "JWT_MISSING"},
+		{"expired token", e.token(func(c map[string]any) {
+			c["exp"] = now.Add(-time.Hour).Unix()
+			c["nbf"] = now.Add(-2 * time.Hour).Unix()
+		}), e.body(nil), "", 401, "JWT_EXPIRED"},
+		{"wrong audience", e.token(func(c map[string]any) { c["aud"] = "api://other" }), e.body(nil), "", 401, "JWT_AUDIENCE"},
+		{"jwt policy mismatch", e.token(func(c map[string]any) { c["idtyp"] = "user" }), e.body(nil), "", 401, "JWT_POLICY_MISMATCH"},
+		{"no wrappedKid", e.token(nil), e.body(func(b map[string]any) { delete(b, "wrappedKid") }), "", 400, CodeMissingWrappedKid},
+		{"no wrappingKey", e.token(nil), e.body(func(b map[string]any) { delete(b, "wrappingKey") }), "", 400, CodeInvalidPEMFormat},
+		{"wrappingKey not PEM", e.token(nil), e.body(func(b map[string]any) { b["wrappingKey"] = "hello" }), "", 400, CodeInvalidPEMFormat},
+		{"wrappingKey too small", e.token(nil), e.body(func(b map[string]any) { b["wrappingKey"] = smallPEM }), "", 400, CodeWrappingKeyError},
+		{"bad fmt", e.token(nil), e.body(nil), "pem", 400, CodeInvalidFmtParameter},
+		{"report signature flipped", e.token(nil), e.body(func(b map[string]any) {
+			b["attestation"] = tamper("evidence", func(r []byte) { r[0x2A0+5] ^= 1 })
+		}), "", 400, CodeAttestationFailed},
+		{"measurement flipped", e.token(nil), e.body(func(b map[string]any) {
+			b["attestation"] = tamper("evidence", func(r []byte) { r[0x90] ^= 1 })
+		}), "", 400, CodeAttestationFailed},
+		{"report truncated", e.token(nil), e.body(func(b map[string]any) {
+			b["attestation"] = tamper("evidence", func(r []byte) {})
+			var m map[string]string
+			json.Unmarshal(b["attestation"].(json.RawMessage), &m)
+			m["evidence"] = m["evidence"][:100]
+			b["attestation"], _ = json.Marshal(m)
+		}), "", 400, CodeAttestationFailed},
+		{"uvm endorsement flipped", e.token(nil), e.body(func(b map[string]any) {
+			b["attestation"] = tamper("uvm_endorsements", func(r []byte) { r[len(r)-10] ^= 1 })
+		}), "", 400, CodeAttestationFailed},
+		{"endorsed_tcb mismatch", e.token(nil), e.body(func(b map[string]any) {
+			c := map[string]string{}
+			for k, v := range evidence {
+				c[k] = v
+			}
+			c["endorsed_tcb"] = "0000000000000000"
+			b["attestation"], _ = json.Marshal(c)
+		}), "", 400, CodeAttestationFailed},
+		{"binding: PEM without trailing newline", e.token(nil), e.body(func(b map[string]any) {
+			b["wrappingKey"] = strings.TrimSuffix(e.pubPEM, "\n")
+		}), "", 400, CodeWrappingKeyMismatch},
+		{"unknown kid", e.token(nil), e.body(func(b map[string]any) { b["wrappedKid"] = "AAAA_42" }), "", 404, CodeKeyNotFound},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := e.rel.AppUnwrap(context.Background(), tc.auth, tc.body, tc.format)
+			var re *Error
+			if !errors.As(err, &re) || re.Status != tc.status || re.Code != tc.code {
+				t.Fatalf("got %v, want %d %s", err, tc.status, tc.code)
+			}
+		})
+	}
+	var n uint64
+	e.kms.Read(func(st *state.State) { n = st.Releases })
+	if n != 0 {
+		t.Fatalf("%d releases after denials", n)
+	}
+	if _, err := e.rel.AppUnwrap(context.Background(), e.token(nil), e.body(nil), ""); err != nil {
+		t.Fatalf("service stopped serving after denials: %v", err)
+	}
+}
+
+func TestPolicyDenialAndUnset(t *testing.T) {
+	e := newEnv(t, depaPolicy("00"+aciHostData[2:]))
+	_, err := e.rel.AppUnwrap(context.Background(), e.token(nil), e.body(nil), "")
+	var re *Error
+	if !errors.As(err, &re) || re.Code != CodePolicyDenied || !strings.Contains(re.Message, "x-ms-sevsnpvm-hostdata") {
+		t.Fatalf("policy naming another host_data: %v", err)
+	}
+	e = newEnv(t, nil)
+	_, err = e.rel.AppUnwrap(context.Background(), e.token(nil), e.body(nil), "")
+	if !errors.As(err, &re) || re.Code != CodePolicyUnset {
+		t.Fatalf("unset policy: %v", err)
+	}
+}
+
+func TestAppKeyTinkAll(t *testing.T) {
+	e := newEnv(t, depaPolicy(aciHostData))
+	if _, err := e.kms.Rotate(context.Background(), kms.ReasonRefresh); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := e.rel.AppKey(context.Background(), e.token(nil), e.body(nil), "", "tink", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tk tinkKeys
+	if err := json.Unmarshal([]byte(resp.Wrapped), &tk); err != nil || len(tk.Keys) != 2 {
+		t.Fatalf("all=true tink: %s (%v)", resp.Wrapped, err)
+	}
+	uri := tk.Keys[0].KeyData[0].KeyEncryptionKeyURI
+	if !strings.HasPrefix(uri, "azu-kms://") || uri[10:] != e.kid() {
+		t.Fatalf("keyEncryptionKeyUri %q", uri)
+	}
+	resp, err = e.rel.AppKey(context.Background(), e.token(nil), e.body(nil), "", "jwk", false)
+	if err != nil || resp.Wrapped != "" || resp.WrappedKid != e.kid() {
+		t.Fatalf("jwk: %+v %v", resp, err)
+	}
+	if _, err := e.rel.AppKey(context.Background(), e.token(nil), e.body(nil), "nope_9", "jwk", false); err == nil {
+		t.Fatal("unknown kid accepted")
+	}
+}
+
+// TestGraceAndExpiry: a retired key is released until the end of its grace
+// period, then answered 410.
+func TestGraceAndExpiry(t *testing.T) {
+	var mu sync.Mutex
+	clock := time.Now()
+	now := func() time.Time { mu.Lock(); defer mu.Unlock(); return clock }
+	e := newEnvAt(t, depaPolicy(aciHostData), now)
+	kid := e.kid()
+	var k state.Key
+	e.kms.Read(func(st *state.State) { k = *st.Keys[0] })
+
+	mu.Lock()
+	clock = k.NotAfter.Add(time.Hour) // retired, in grace
+	mu.Unlock()
+	if _, err := e.rel.AppUnwrap(context.Background(), e.token(nil), e.body(nil), ""); err != nil {
+		t.Fatalf("key in grace: %v", err)
+	}
+	mu.Lock()
+	clock = k.ReleaseUntil // grace over
+	mu.Unlock()
+	_, err := e.rel.AppUnwrap(context.Background(), e.token(nil), e.body(func(b map[string]any) { b["wrappedKid"] = kid }), "")
+	var re *Error
+	if !errors.As(err, &re) || re.Status != 410 || re.Code != CodeKeyExpired {
+		t.Fatalf("expired key: %v", err)
+	}
+}
