@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/tkms-dev/tkms/internal/kms"
+	"github.com/tkms-dev/tkms/internal/release"
 )
 
 // Error codes beyond those of the Azure-compatible API.
@@ -51,6 +52,9 @@ type Options struct {
 	Logger *slog.Logger
 	// MaxBodyBytes caps request bodies (default 1 MiB).
 	MaxBodyBytes int64
+	// Release serves attested key release; nil answers those endpoints
+	// with 503 RELEASE_NOT_CONFIGURED.
+	Release *release.Service
 }
 
 // Server is the HTTP handler of tkms.
@@ -59,6 +63,7 @@ type Server struct {
 	log      *slog.Logger
 	opToken  [32]byte // SHA-256 of the operator token, compared in constant time
 	opSet    bool
+	release  *release.Service
 	maxBody  int64
 	mux      *http.ServeMux
 	exact    map[string]http.HandlerFunc // path -> handler, for every route registered by handle
@@ -82,6 +87,7 @@ func New(svc *kms.Service, opts Options) *Server {
 		s.opToken, s.opSet = sha256.Sum256([]byte(opts.OperatorToken)), true
 	}
 	s.views.svc = svc
+	s.release = opts.Release
 	s.routes()
 	return s
 }
@@ -93,6 +99,11 @@ func (s *Server) routes() {
 	s.handle("/app/refresh", http.MethodPost, s.refresh)
 	s.handle("/app/keyRotationPolicy", http.MethodGet, s.keyRotationPolicy)
 	s.handle("/app/settingsPolicy", http.MethodGet, s.settingsPolicy)
+	s.handle("/app/key", http.MethodPost, s.appKey)
+	s.handle("/app/unwrapKey", http.MethodPost, s.appUnwrapKey)
+	s.handle("/app/keyReleasePolicy", http.MethodGet, s.keyReleasePolicy)
+	s.handle("/app/jwtValidationPolicy", http.MethodGet, s.jwtValidationPolicy)
+	s.handle("/app/auth", http.MethodGet, s.auth)
 	s.handle("/v1/keys", http.MethodGet, s.v1Keys)
 	s.handle("/v1/keys/ohttp", http.MethodGet, s.v1OHTTPKeys)
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {

@@ -1,0 +1,125 @@
+package httpapi
+
+import (
+	"encoding/json"
+	"errors"
+	"net/http"
+
+	"github.com/tkms-dev/tkms/internal/release"
+	"github.com/tkms-dev/tkms/internal/state"
+)
+
+// CodeReleaseNotConfigured answers release endpoints of a server started
+// without key release (no trusted token issuer).
+const CodeReleaseNotConfigured = "RELEASE_NOT_CONFIGURED"
+
+// releaseReady answers 503 when key release is not configured.
+func (s *Server) releaseReady(w http.ResponseWriter, r *http.Request) bool {
+	if s.release == nil {
+		s.fail(w, r, http.StatusServiceUnavailable, CodeReleaseNotConfigured, "key release is not configured on this server: no trusted token issuer")
+		return false
+	}
+	return true
+}
+
+// releaseFailed maps a release error to its response. Causes go to the log
+// only; the caller sees the safe message.
+func (s *Server) releaseFailed(w http.ResponseWriter, r *http.Request, err error) {
+	var re *release.Error
+	if !errors.As(err, &re) {
+		s.log.Error("release failed", "err", err)
+		s.fail(w, r, http.StatusInternalServerError, CodeInternal, "internal error; see the server log")
+		return
+	}
+	if re.Status >= 500 && re.Err != nil {
+		s.log.Error("release failed", "code", re.Code, "err", re.Err)
+	}
+	s.fail(w, r, re.Status, re.Code, re.Message)
+}
+
+// appUnwrapKey serves POST /app/unwrapKey?fmt=.
+func (s *Server) appUnwrapKey(w http.ResponseWriter, r *http.Request) {
+	if !s.releaseReady(w, r) {
+		return
+	}
+	body, ok := s.readBody(w, r)
+	if !ok {
+		return
+	}
+	resp, err := s.release.AppUnwrap(r.Context(), r.Header.Get("Authorization"), body, r.URL.Query().Get("fmt"))
+	if err != nil {
+		s.releaseFailed(w, r, err)
+		return
+	}
+	s.writeJSON(w, http.StatusOK, resp)
+}
+
+// appKey serves POST /app/key?kid=&fmt=&all=.
+func (s *Server) appKey(w http.ResponseWriter, r *http.Request) {
+	if !s.releaseReady(w, r) {
+		return
+	}
+	body, ok := s.readBody(w, r)
+	if !ok {
+		return
+	}
+	q := r.URL.Query()
+	resp, err := s.release.AppKey(r.Context(), r.Header.Get("Authorization"), body, q.Get("kid"), q.Get("fmt"), q.Get("all") == "true")
+	if err != nil {
+		s.releaseFailed(w, r, err)
+		return
+	}
+	s.writeJSON(w, http.StatusOK, resp)
+}
+
+// keyReleasePolicy serves GET /app/keyReleasePolicy: the policy in force,
+// in the originals' shape ("type":"add" first) for the claims grammar.
+func (s *Server) keyReleasePolicy(w http.ResponseWriter, r *http.Request) {
+	var raw json.RawMessage
+	s.svc.Read(func(st *state.State) { raw = st.ReleasePolicy })
+	if raw == nil {
+		s.fail(w, r, http.StatusNotFound, "POLICY_UNSET", "no key release policy is set: every release is denied")
+		return
+	}
+	var m map[string]json.RawMessage
+	if json.Unmarshal(raw, &m) == nil {
+		if _, skr := m["anyOf"]; !skr {
+			if _, ok := m["type"]; !ok {
+				raw = append([]byte(`{"type":"add",`), raw[1:]...)
+			}
+		}
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Write(raw)
+}
+
+// jwtValidationPolicy serves GET /app/jwtValidationPolicy:
+// {"<issuer>":{"<claim>": value or [values]}}.
+func (s *Server) jwtValidationPolicy(w http.ResponseWriter, r *http.Request) {
+	out := map[string]map[string]any{}
+	s.svc.Read(func(st *state.State) {
+		if st.JWT == nil {
+			return
+		}
+		for _, is := range st.JWT.Issuers {
+			out[is.Issuer] = map[string]any{}
+		}
+		for iss, c := range st.JWT.Claims {
+			out[iss] = c
+		}
+	})
+	s.writeJSON(w, http.StatusOK, out)
+}
+
+// auth serves GET /app/auth: the caller identity of a valid token.
+func (s *Server) auth(w http.ResponseWriter, r *http.Request) {
+	if !s.releaseReady(w, r) {
+		return
+	}
+	id, err := s.release.Authenticate(r.Context(), r.Header.Get("Authorization"))
+	if err != nil {
+		s.releaseFailed(w, r, err)
+		return
+	}
+	s.writeJSON(w, http.StatusOK, map[string]any{"auth": map[string]string{"iss": id.Issuer, "oid": id.OID, "sub": id.Subject, "tid": id.TenantID}})
+}

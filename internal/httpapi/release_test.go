@@ -1,0 +1,162 @@
+package httpapi
+
+import (
+	"bytes"
+	"context"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
+	"encoding/pem"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"testing"
+
+	"github.com/tkms-dev/tkms/internal/attest/snp"
+	"github.com/tkms-dev/tkms/internal/attest/uvm"
+	"github.com/tkms-dev/tkms/internal/jwtauth"
+	"github.com/tkms-dev/tkms/internal/keys"
+	"github.com/tkms-dev/tkms/internal/kms"
+	"github.com/tkms-dev/tkms/internal/oidcissuer"
+	"github.com/tkms-dev/tkms/internal/release"
+	"github.com/tkms-dev/tkms/internal/seal"
+	"github.com/tkms-dev/tkms/internal/state"
+)
+
+// TestAppUnwrapKeyOverHTTP: the real ACI evidence and its RSA-4096 wrapping
+// key through POST /app/unwrapKey on a loopback server, as a DEPA service
+// sends them; the test unwraps with the sample's private key and finds the
+// private key of the published public key. Then the policy endpoints, and a
+// denial that leaves the server serving.
+func TestAppUnwrapKeyOverHTTP(t *testing.T) {
+	log := slog.New(slog.DiscardHandler)
+	iss, err := oidcissuer.New(t.TempDir(), oidcissuer.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	idp := httptest.NewServer(iss.Handler())
+	defer idp.Close()
+	iss.SetURL(idp.URL)
+
+	hostData := "73973b78d70cc68353426de188db5dfc57e5b766e399935fb73a61127ea26d20"
+	pol, _ := json.Marshal(map[string]any{"claims": map[string]any{"x-ms-sevsnpvm-hostdata": []string{hostData}, "x-ms-sevsnpvm-is-debuggable": false}})
+	jwtPol := &state.JWTPolicy{Issuers: []state.JWTIssuer{{Issuer: idp.URL, Audiences: []string{"api://t"}, DiscoveryURL: iss.DiscoveryURL()}},
+		Claims: map[string]map[string]any{idp.URL: {"idtyp": "app"}}}
+	sealer, _ := seal.New(seal.NewKey())
+	svc, err := kms.Open(context.Background(), kms.Config{DataDir: t.TempDir(), Sealer: sealer, RotationPolicy: state.DefaultRotationPolicy(),
+		Logger: log, ReleasePolicy: pol, JWT: jwtPol})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer svc.Close()
+	svc.Tick(context.Background())
+	auth, err := jwtauth.New(context.Background(), jwtauth.Config{
+		Issuers: []jwtauth.IssuerConfig{{Issuer: idp.URL, Audiences: []string{"api://t"}, DiscoveryURL: iss.DiscoveryURL()}},
+		Policy:  jwtauth.Policy{idp.URL: {"idtyp": "app"}}, Logger: log,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer auth.Close()
+	sv, _ := snp.New(snp.Options{})
+	uv, _ := uvm.New(uvm.Options{})
+	rel, err := release.New(release.Config{KMS: svc, Auth: auth, SNP: sv, UVM: uv, Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(New(svc, Options{Logger: log, Release: rel}))
+	defer srv.Close()
+
+	evidence, _ := os.ReadFile("../attest/snp/testdata/aci_snp.json")
+	pubPEM, _ := os.ReadFile("../wrap/testdata/publicWrapKey.pem")
+	privPEM, _ := os.ReadFile("../wrap/testdata/privateWrapKey.pem")
+	var k state.Key
+	svc.Read(func(st *state.State) { k = *st.Keys[0] })
+	tok, _ := iss.MintManagedIdentity(oidcissuer.ManagedIdentity{Audience: "api://t", PrincipalID: "p1", TenantID: "t1"})
+
+	post := func(path string, body []byte, token string) (*http.Response, []byte) {
+		req, _ := http.NewRequest(http.MethodPost, srv.URL+path, bytes.NewReader(body))
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := srv.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp, b
+	}
+	body, _ := json.Marshal(map[string]any{"attestation": json.RawMessage(evidence), "wrappingKey": string(pubPEM), "wrappedKid": k.Kid, "wrapped": ""})
+	resp, out := post("/app/unwrapKey?fmt=jwk", body, tok)
+	if resp.StatusCode != 200 {
+		t.Fatalf("unwrapKey: %d %s", resp.StatusCode, out)
+	}
+	var ur struct{ Wrapped, Receipt string }
+	json.Unmarshal(out, &ur)
+	ct, _ := base64.StdEncoding.DecodeString(ur.Wrapped)
+	blk, _ := pem.Decode(privPEM)
+	anyKey, err := x509.ParsePKCS8PrivateKey(blk.Bytes)
+	if err != nil {
+		rk, err2 := x509.ParsePKCS1PrivateKey(blk.Bytes)
+		if err2 != nil {
+			t.Fatal(err)
+		}
+		anyKey = rk
+	}
+	pt, err := rsa.DecryptOAEP(sha256.New(), nil, anyKey.(*rsa.PrivateKey), ct, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var item keys.Item
+	json.Unmarshal(pt, &item)
+	d, _ := base64.RawURLEncoding.DecodeString(item.D)
+	sk, err := keys.X25519.PrivateKey(d)
+	if err != nil || !bytes.Equal(sk.PublicKey().Bytes(), k.PublicKey) {
+		t.Fatal("released key does not match the published public key")
+	}
+
+	resp, out = post("/app/unwrapKey", body, "")
+	if resp.StatusCode != 401 || resp.Header.Get("x-ms-kms-error-code") != "JWT_MISSING" {
+		t.Fatalf("no token: %d %s", resp.StatusCode, out)
+	}
+	resp, out = post("/app/key?fmt=tink", body, tok)
+	if resp.StatusCode != 200 || !bytes.Contains(out, []byte(`azu-kms://`+k.Kid)) {
+		t.Fatalf("/app/key: %d %s", resp.StatusCode, out)
+	}
+	for path, want := range map[string]string{
+		"/app/keyReleasePolicy":    `{"type":"add",`,
+		"/app/jwtValidationPolicy": `"idtyp":"app"`,
+	} {
+		r, err := srv.Client().Get(srv.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(r.Body)
+		r.Body.Close()
+		if r.StatusCode != 200 || !bytes.Contains(b, []byte(want)) {
+			t.Fatalf("%s: %d %s", path, r.StatusCode, b)
+		}
+	}
+	req, _ := http.NewRequest(http.MethodGet, srv.URL+"/app/auth", nil)
+	req.Header.Set("Authorization", "Bearer "+tok)
+	r, err := srv.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(r.Body)
+	r.Body.Close()
+	if r.StatusCode != 200 || !bytes.Contains(b, []byte(`"oid":"p1"`)) {
+		t.Fatalf("/app/auth: %d %s", r.StatusCode, b)
+	}
+}
+
+func TestReleaseNotConfigured(t *testing.T) {
+	e := newEnv(t, nil, false)
+	resp, body := e.do(http.MethodPost, "/app/unwrapKey", nil)
+	wantError(t, resp, body, http.StatusServiceUnavailable, CodeReleaseNotConfigured)
+}
