@@ -106,6 +106,9 @@ func (s *Server) routes() {
 	s.handle("/app/auth", http.MethodGet, s.auth)
 	s.handle("/v1/keys", http.MethodGet, s.v1Keys)
 	s.handle("/v1/keys/ohttp", http.MethodGet, s.v1OHTTPKeys)
+	s.handle("/v1/nonce", http.MethodGet, s.v1Nonce)
+	s.handle("/v1/release", http.MethodPost, s.v1ReleaseBatch)
+	s.handlePattern("/v1/keys/{kid}/release", http.MethodPost, s.v1ReleaseKey)
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, http.StatusNotFound, CodeNotFound, "no such endpoint: "+r.URL.Path)
 	})

@@ -72,7 +72,11 @@ type Config struct {
 	// (which SNP must then trust); such releases are marked in the ledger.
 	// Only ever set when the operator asked for it explicitly.
 	Simulated bool
-	Logger    *slog.Logger
+	// RequireNonce makes /v1 releases require fresh evidence: a nonce from
+	// GET /v1/nonce, unexpired, in the request and in REPORT_DATA[32:64].
+	// (A stand-in until the key release policy can ask for freshness.)
+	RequireNonce bool
+	Logger       *slog.Logger
 }
 
 // Service releases keys.
