@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/tkms-dev/tkms/internal/attest/uvm"
 	"github.com/tkms-dev/tkms/internal/state"
 )
 
@@ -42,6 +43,31 @@ type Config struct {
 	// SnapshotEvery is the number of ledger entries between state
 	// snapshots (default 10000).
 	SnapshotEvery uint64 `json:"snapshot_every"`
+
+	// JWTIssuers are the token issuers trusted for key release (Entra ID
+	// v1/v2, or any OIDC issuer): issuer, audiences and one key source
+	// (discovery_url, jwks_url or a static jwks). Without issuers the
+	// release endpoints answer 503 RELEASE_NOT_CONFIGURED.
+	JWTIssuers []state.JWTIssuer `json:"jwt_issuers"`
+	// JWTValidationPolicy is, per issuer, the claims its tokens must carry
+	// (a value or a list of values).
+	JWTValidationPolicy map[string]map[string]any `json:"jwt_validation_policy"`
+	// KeyReleasePolicy is the key release policy, in the Azure-compatible
+	// {claims, gte, gt} grammar or the Azure SKR grammar. Unset denies
+	// every release.
+	KeyReleasePolicy json.RawMessage `json:"key_release_policy"`
+	// UVMTrusted lists the UVM endorsers (did:x509 and feed) trusted for
+	// ACI evidence; empty means Microsoft's ACI and Confidential AKS feeds.
+	UVMTrusted []uvm.Endorser `json:"uvm_trusted"`
+	// UVMMinSVN is the least UVM endorsement SVN accepted.
+	UVMMinSVN uint64 `json:"uvm_min_svn"`
+	// MaxVMPL is the highest VMPL accepted in SNP reports (default 0).
+	MaxVMPL int `json:"max_vmpl"`
+	// InsecureSimulatedTEE trusts the simulated TEE of the data directory
+	// (internal/attest/simsnp) besides real AMD hardware. For development
+	// only: anyone with the data directory can forge evidence. Every
+	// release under it is marked simulated in the ledger.
+	InsecureSimulatedTEE bool `json:"insecure_simulated_tee"`
 }
 
 // loadConfig reads a config file. Unknown fields are errors: a typo must not
@@ -108,10 +134,26 @@ func (c *Config) Validate() error {
 	if _, err := parseLevel(c.LogLevel); err != nil {
 		errs = append(errs, err)
 	}
+	if c.MaxVMPL < 0 || c.MaxVMPL > 3 {
+		errs = append(errs, fmt.Errorf("max_vmpl %d: want 0..3", c.MaxVMPL))
+	}
+	if len(c.JWTIssuers) > 0 {
+		if err := c.jwtPolicy().Validate(); err != nil {
+			errs = append(errs, fmt.Errorf("jwt_issuers: %w", err))
+		}
+	}
 	if c.LogFormat != "json" && c.LogFormat != "text" {
 		errs = append(errs, fmt.Errorf("log_format %q: want json or text", c.LogFormat))
 	}
 	return errors.Join(errs...)
+}
+
+// jwtPolicy is the JWT policy the configuration asks for, or nil.
+func (c *Config) jwtPolicy() *state.JWTPolicy {
+	if len(c.JWTIssuers) == 0 {
+		return nil
+	}
+	return &state.JWTPolicy{Issuers: c.JWTIssuers, Claims: c.JWTValidationPolicy}
 }
 
 func parseLevel(s string) (slog.Level, error) {

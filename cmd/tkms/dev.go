@@ -10,12 +10,17 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
+	"time"
 
+	"github.com/tkms-dev/tkms/internal/oidcissuer"
 	"github.com/tkms-dev/tkms/internal/seal"
+	"github.com/tkms-dev/tkms/internal/state"
 )
 
 // DevInfo is what `tkms dev` writes to DATA_DIR/dev.json, for people and
@@ -25,13 +30,66 @@ type DevInfo struct {
 	OperatorToken string `json:"operator_token"`
 	DataDir       string `json:"data_dir"`
 	PID           int    `json:"pid"`
+	// IssuerURL is the built-in OIDC issuer, KMSURL + devOIDCPath: its
+	// discovery document and JWK Set are served on the same listener.
+	IssuerURL string `json:"issuer_url"`
+	// Audience is the aud of the tokens the dev issuer mints.
+	Audience string `json:"audience"`
+	// WorkloadToken is a token of the default dev workload identity,
+	// minted at start and valid for devWorkloadTTL.
+	WorkloadToken string `json:"workload_token"`
 }
 
-const devBanner = `tkms dev: DEVELOPMENT MODE. The master key and operator token are kept in plain files in %s.
+// The dev OIDC issuer and the identity of its default workload. Its tokens
+// are shaped like the ones Entra ID issues to a managed identity.
+const (
+	devOIDCPath    = "/dev/oidc"
+	devAudience    = "api://tkms-dev"
+	devWorkloadID  = "tkms-dev-workload"
+	devTenantID    = "tkms-dev-tenant"
+	devWorkloadTTL = 24 * time.Hour
+)
+
+// apiHandlerWrap, when set, wraps the API handler that runServer serves.
+// tkms dev sets it to mount its OIDC issuer on the same listener
+// (devHandler); tkms serve never does.
+var apiHandlerWrap func(http.Handler) http.Handler
+
+// devHandler serves the dev OIDC issuer's documents below devOIDCPath and
+// everything else with api. It is a prefix test rather than an
+// http.ServeMux so that api keeps seeing requests exactly as sent (a
+// ServeMux would redirect unclean paths before api could answer them).
+func devHandler(iss *oidcissuer.Issuer, api http.Handler) http.Handler {
+	oidc := iss.Handler()
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.URL.Path, devOIDCPath+"/") {
+			oidc.ServeHTTP(w, r)
+			return
+		}
+		api.ServeHTTP(w, r)
+	})
+}
+
+// mintWorkloadToken mints a token for the dev workload identity sub (the
+// sub and oid claims) and audience aud, valid for ttl.
+func mintWorkloadToken(iss *oidcissuer.Issuer, sub, aud string, ttl time.Duration) (string, error) {
+	return iss.MintManagedIdentity(oidcissuer.ManagedIdentity{
+		Audience:    aud,
+		PrincipalID: sub,
+		TenantID:    devTenantID,
+		TTL:         ttl,
+	})
+}
+
+const devBanner = `tkms dev: DEVELOPMENT MODE. The master key and operator token are kept in plain files in %[1]s.
+tkms dev: INSECURE: it trusts its own OIDC issuer and the SIMULATED TEE of %[1]s (not a TEE: anyone with the directory forges evidence).
 tkms dev: never use this data directory for real keys; run 'tkms serve' in production.
 `
 
 func cmdDev(args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == "token" {
+		return cmdDevToken(args[1:], stdout, stderr)
+	}
 	fs := newFlagSet("dev", stderr)
 	listen := fs.String("listen", "127.0.0.1:8000", "`address` to listen on (127.0.0.1:0 picks a free port)")
 	dataDir := fs.String("data", "tkms-dev", "data `directory`")
@@ -91,6 +149,16 @@ func cmdDev(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("operator token: %w", err)
 	}
+	// The issuer's signing key lives in the data directory, so tokens
+	// minted before a restart still verify after it.
+	issuer, err := oidcissuer.New(cfg.DataDir, oidcissuer.Options{})
+	if err != nil {
+		return err
+	}
+	apiHandlerWrap = func(api http.Handler) http.Handler { return devHandler(issuer, api) }
+	// tkms dev trusts the simulated TEE of its data directory, the chain
+	// `tkms attest simulate --data DIR` signs with.
+	cfg.InsecureSimulatedTEE = true
 	fmt.Fprintf(stderr, devBanner, cfg.DataDir)
 	if created {
 		fmt.Fprintf(stderr, "tkms dev: created a new master key in %s\n", cfg.MasterKeyFile)
@@ -100,12 +168,33 @@ func cmdDev(args []string, stdout, stderr io.Writer) error {
 	defer stop()
 	infoPath := filepath.Join(cfg.DataDir, "dev.json")
 	return runServer(ctx, cfg, sealer, token, log, func(addr string) error {
-		info := DevInfo{KMSURL: "http://" + addr, OperatorToken: token, DataDir: cfg.DataDir, PID: os.Getpid()}
+		info := DevInfo{KMSURL: "http://" + addr, OperatorToken: token, DataDir: cfg.DataDir, PID: os.Getpid(), Audience: devAudience}
+		info.IssuerURL = info.KMSURL + devOIDCPath
+		if err := issuer.SetURL(info.IssuerURL); err != nil {
+			return err
+		}
+		wt, err := mintWorkloadToken(issuer, devWorkloadID, devAudience, devWorkloadTTL)
+		if err != nil {
+			return err
+		}
+		info.WorkloadToken = wt
+		// Trust the issuer with its key set as a static JWKS: the key is
+		// in the data directory, and nothing is served yet to discover.
+		cfg.JWTIssuers = append(cfg.JWTIssuers, state.JWTIssuer{
+			Issuer: info.IssuerURL, Audiences: []string{devAudience}, JWKS: issuer.JWKS(),
+		})
+		if err := cfg.Validate(); err != nil {
+			return err
+		}
 		b, _ := json.MarshalIndent(info, "", "  ")
 		if err := writeFileAtomic(infoPath, append(b, '\n'), 0o600); err != nil {
 			return err
 		}
-		fmt.Fprintf(stdout, "tkms dev: listening on %s\ntkms dev: wrote %s (kms_url, operator_token)\ntkms dev: try: curl %s/app/listpubkeys\n", info.KMSURL, infoPath, info.KMSURL)
+		fmt.Fprintf(stdout, "tkms dev: listening on %s\n"+
+			"tkms dev: OIDC issuer %s (audience %s; more tokens: tkms dev token --data %s)\n"+
+			"tkms dev: wrote %s (kms_url, operator_token, issuer_url, audience, workload_token)\n"+
+			"tkms dev: try: curl %s/app/listpubkeys\n",
+			info.KMSURL, info.IssuerURL, info.Audience, cfg.DataDir, infoPath, info.KMSURL)
 		return nil
 	})
 }

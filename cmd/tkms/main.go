@@ -4,9 +4,15 @@
 // Usage:
 //
 //	tkms dev   [--listen ADDR] [--data DIR] [--config FILE]   a local, self-contained instance
+//	tkms dev token [--data DIR] [--sub S] [--ttl D] [--aud A]  a token from the dev OIDC issuer
 //	tkms serve --config FILE                                 the production server
 //	tkms keys list   (--url URL | --data DIR) [--json]        list keys, states and times
 //	tkms keys rotate --url URL [--token-file FILE]            rotate now (operator)
+//	tkms attest simulate [--data DIR] [--report-data HEX | --wrapping-key-pem FILE]
+//	                     [--measurement HEX] [--host-data HEX] [--debug]
+//	                                                         simulated ACI evidence (NOT a TEE)
+//	tkms attest inspect [--data DIR] [--json] [--now RFC3339] [--max-vmpl N] FILE
+//	                                                         verify evidence offline, print its claims
 //	tkms version
 //
 // See README.md for configuration and the API.
@@ -27,9 +33,15 @@ const usage = `tkms: a confidential, transparent key management service for DEPA
 
 usage:
   tkms dev   [--listen ADDR] [--data DIR] [--config FILE]   run a local instance on embedded defaults
+  tkms dev token [--data DIR] [--sub S] [--ttl D] [--aud A]  print a token from the dev OIDC issuer
   tkms serve --config FILE                                 run the server
   tkms keys list   (--url URL | --data DIR) [--json]        list keys, states and times
   tkms keys rotate --url URL [--token-file FILE]            create a new key now (operator)
+  tkms attest simulate [--data DIR] [--report-data HEX | --wrapping-key-pem FILE]
+                       [--measurement HEX] [--host-data HEX] [--debug]
+                                                           print simulated ACI evidence (NOT a TEE)
+  tkms attest inspect [--data DIR] [--json] [--now RFC3339] [--max-vmpl N] FILE
+                                                           verify evidence offline, print its claims
   tkms version                                             print the version
 
 Run 'tkms COMMAND -h' for the flags of a command.
@@ -55,6 +67,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdServe(args[1:], stdout, stderr)
 	case "keys":
 		err = cmdKeys(args[1:], stdout, stderr)
+	case "attest":
+		err = cmdAttest(args[1:], stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "tkms", version)
 	case "help", "-h", "--help":

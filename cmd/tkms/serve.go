@@ -15,9 +15,15 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/tkms-dev/tkms/internal/attest/simsnp"
+	"github.com/tkms-dev/tkms/internal/attest/snp"
+	"github.com/tkms-dev/tkms/internal/attest/uvm"
 	"github.com/tkms-dev/tkms/internal/httpapi"
+	"github.com/tkms-dev/tkms/internal/jwtauth"
 	"github.com/tkms-dev/tkms/internal/kms"
+	"github.com/tkms-dev/tkms/internal/release"
 	"github.com/tkms-dev/tkms/internal/seal"
+	"github.com/tkms-dev/tkms/internal/state"
 )
 
 func cmdServe(args []string, stdout, stderr io.Writer) error {
@@ -64,12 +70,27 @@ func cmdServe(args []string, stdout, stderr io.Writer) error {
 // and runs until ctx ends; then it shuts down cleanly. onListening, if set,
 // is called with the bound address before serving.
 func runServer(ctx context.Context, cfg *Config, sealer seal.Sealer, operatorToken string, log *slog.Logger, onListening func(addr string) error) error {
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return err
+	}
+	defer ln.Close()
+	addr := ln.Addr().String()
+	// The hook runs before the service opens: tkms dev completes the
+	// configuration with the address (its issuer's URL) here.
+	if onListening != nil {
+		if err := onListening(addr); err != nil {
+			return err
+		}
+	}
 	svc, err := kms.Open(ctx, kms.Config{
 		DataDir:        cfg.DataDir,
 		Sealer:         sealer,
 		ServiceName:    cfg.ServiceName,
 		RotationPolicy: *cfg.KeyRotationPolicy,
 		Settings:       *cfg.SettingsPolicy,
+		ReleasePolicy:  cfg.KeyReleasePolicy,
+		JWT:            cfg.jwtPolicy(),
 		Logger:         log,
 		SnapshotEvery:  cfg.SnapshotEvery,
 	})
@@ -83,18 +104,16 @@ func runServer(ctx context.Context, cfg *Config, sealer seal.Sealer, operatorTok
 	if _, err := svc.Tick(ctx); err != nil {
 		log.Error("key scheduler", "err", err)
 	}
-	ln, err := net.Listen("tcp", cfg.Listen)
+	rel, closeRelease, err := newRelease(ctx, svc, cfg, log)
 	if err != nil {
 		return err
 	}
-	addr := ln.Addr().String()
-	if onListening != nil {
-		if err := onListening(addr); err != nil {
-			ln.Close()
-			return err
-		}
+	defer closeRelease()
+	var h http.Handler = httpapi.New(svc, httpapi.Options{OperatorToken: operatorToken, Logger: log, Release: rel})
+	if apiHandlerWrap != nil {
+		h = apiHandlerWrap(h)
 	}
-	srv := httpapi.NewHTTPServer(addr, httpapi.New(svc, httpapi.Options{OperatorToken: operatorToken, Logger: log}), log, httpapi.DefaultLimits())
+	srv := httpapi.NewHTTPServer(addr, h, log, httpapi.DefaultLimits())
 
 	var wg sync.WaitGroup
 	runCtx, cancel := context.WithCancel(ctx)
@@ -120,4 +139,66 @@ func runServer(ctx context.Context, cfg *Config, sealer seal.Sealer, operatorTok
 		err = nil
 	}
 	return err
+}
+
+// newRelease builds the attested release service from the JWT policy in the
+// ledger (which the configuration may just have changed) and the
+// attestation settings. Without trusted issuers there is no release
+// service, and the release endpoints answer 503.
+func newRelease(ctx context.Context, svc *kms.Service, cfg *Config, log *slog.Logger) (*release.Service, func(), error) {
+	var jp *state.JWTPolicy
+	svc.Read(func(st *state.State) { jp = st.JWT })
+	if jp == nil || len(jp.Issuers) == 0 {
+		log.Warn("no trusted token issuer: key release is disabled (set jwt_issuers)")
+		return nil, func() {}, nil
+	}
+	ac := jwtauth.Config{Policy: jwtauth.Policy{}, Logger: log}
+	for _, is := range jp.Issuers {
+		ac.Issuers = append(ac.Issuers, jwtauth.IssuerConfig{
+			Issuer: is.Issuer, Audiences: is.Audiences, DiscoveryURL: is.DiscoveryURL, JWKSURL: is.JWKSURL,
+			JWKS: is.JWKS, Algorithms: is.Algorithms,
+		})
+		ac.Policy[is.Issuer] = jp.Claims[is.Issuer]
+		if ac.Policy[is.Issuer] == nil {
+			ac.Policy[is.Issuer] = map[string]any{}
+		}
+	}
+	auth, err := jwtauth.New(ctx, ac)
+	if err != nil {
+		return nil, nil, fmt.Errorf("jwt issuers: %w", err)
+	}
+	so := snp.Options{MaxVMPL: cfg.MaxVMPL}
+	uo := uvm.Options{Trusted: cfg.UVMTrusted, MinSVN: cfg.UVMMinSVN}
+	if cfg.InsecureSimulatedTEE {
+		chain, err := simsnp.LoadOrCreate(cfg.DataDir)
+		if err != nil {
+			auth.Close()
+			return nil, nil, fmt.Errorf("simulated TEE: %w", err)
+		}
+		ark, ask := chain.Roots()
+		so.Roots = []snp.Root{{ProductLine: simsnp.ProductLine, ARK: ark, ASK: ask}}
+		if len(uo.Trusted) == 0 {
+			uo.Trusted = uvm.DefaultTrusted()
+		}
+		did, feed := chain.UVMTrust()
+		uo.Trusted = append(uo.Trusted, uvm.Endorser{DID: did, Feed: feed})
+		log.Warn("INSECURE: the simulated TEE of the data directory is trusted; releases under it are marked simulated in the ledger", "did", did, "feed", feed)
+	}
+	sv, err := snp.New(so)
+	if err != nil {
+		auth.Close()
+		return nil, nil, err
+	}
+	uv, err := uvm.New(uo)
+	if err != nil {
+		auth.Close()
+		return nil, nil, err
+	}
+	rel, err := release.New(release.Config{KMS: svc, Auth: auth, SNP: sv, UVM: uv, Simulated: cfg.InsecureSimulatedTEE, Logger: log})
+	if err != nil {
+		auth.Close()
+		return nil, nil, err
+	}
+	log.Info("key release enabled", "issuers", len(jp.Issuers), "simulated_tee", cfg.InsecureSimulatedTEE)
+	return rel, auth.Close, nil
 }

@@ -1,0 +1,304 @@
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	iofs "io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"time"
+
+	"github.com/tkms-dev/tkms/internal/attest/simsnp"
+	"github.com/tkms-dev/tkms/internal/attest/snp"
+	"github.com/tkms-dev/tkms/internal/attest/uvm"
+)
+
+func cmdAttest(args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		return fmt.Errorf("%w: want 'attest simulate' or 'attest inspect'", errUsage)
+	}
+	switch args[0] {
+	case "simulate":
+		return cmdAttestSimulate(args[1:], stdout, stderr)
+	case "inspect":
+		return cmdAttestInspect(args[1:], stdout, stderr)
+	}
+	return fmt.Errorf("%w: unknown subcommand %q; want simulate or inspect", errUsage, args[0])
+}
+
+// cmdAttestSimulate implements `tkms attest simulate`: an ACI attestation
+// object (docs/spec/azure-compat.md, "The attestation object") signed by the
+// simulated SEV-SNP chain of a data directory (internal/attest/simsnp). It
+// is evidence only for a verifier told to trust that directory's chain.
+func cmdAttestSimulate(args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("attest simulate", stderr)
+	dataDir := fs.String("data", "tkms-dev", "data `directory` whose simulated chain signs (created on first use)")
+	reportData := fs.String("report-data", "", "REPORT_DATA as `hex`, at most 64 bytes, zero-padded")
+	measurement := fs.String("measurement", "", "MEASUREMENT as `hex`, 48 bytes (default: a recognisable SIMULATED value)")
+	hostData := fs.String("host-data", "", "HOST_DATA as `hex`, 32 bytes (default: zeros)")
+	debug := fs.Bool("debug", false, "set the guest policy's DEBUG bit (verifiers must reject it)")
+	wrapPEM := fs.String("wrapping-key-pem", "", "bind this wrapping key `file`: REPORT_DATA[0:32] = SHA-256 of its exact bytes (as /app/key expects)")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	var opts simsnp.ReportOptions
+	var err error
+	if *reportData != "" && *wrapPEM != "" {
+		return fmt.Errorf("%w: give at most one of --report-data and --wrapping-key-pem", errUsage)
+	}
+	if opts.ReportData, err = hexFlag("report-data", *reportData, 0, 64); err != nil {
+		return err
+	}
+	if *wrapPEM != "" {
+		b, err := os.ReadFile(*wrapPEM)
+		if err != nil {
+			return err
+		}
+		h := sha256.Sum256(b)
+		opts.ReportData = h[:]
+	}
+	if opts.Measurement, err = hexFlag("measurement", *measurement, 48, 48); err != nil {
+		return err
+	}
+	if opts.HostData, err = hexFlag("host-data", *hostData, 32, 32); err != nil {
+		return err
+	}
+	opts.Debug = *debug
+	chain, err := simsnp.LoadOrCreate(*dataDir)
+	if err != nil {
+		return err
+	}
+	bundle, err := chain.ACIBundle(simsnp.ACIBundleOptions{Report: opts})
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(stdout, "%s\n", bundle)
+	return err
+}
+
+// hexFlag decodes the hex value of --name, which must be between min and
+// max bytes long. An empty value is nil.
+func hexFlag(name, v string, min, max int) ([]byte, error) {
+	if v == "" {
+		return nil, nil
+	}
+	b, err := hex.DecodeString(v)
+	if err != nil {
+		return nil, fmt.Errorf("%w: --%s: %v", errUsage, name, err)
+	}
+	if len(b) < min || len(b) > max {
+		want := fmt.Sprintf("%d", max)
+		if min != max {
+			want = fmt.Sprintf("%d to %d", min, max)
+		}
+		return nil, fmt.Errorf("%w: --%s: %d bytes, want %s", errUsage, name, len(b), want)
+	}
+	return b, nil
+}
+
+// errNotVerified is returned by `tkms attest inspect` for evidence that
+// does not verify, after it has printed why.
+var errNotVerified = errors.New("evidence not verified")
+
+// inspection is the verdict of `tkms attest inspect`, as --json prints it.
+type inspection struct {
+	Verified bool `json:"verified"`
+	// Code and Message say why the evidence did not verify.
+	Code    string `json:"code,omitempty"`
+	Message string `json:"message,omitempty"`
+	// Simulated is true when the evidence chains to the simulated roots
+	// or UVM endorser given with --data: it comes from no TEE at all.
+	Simulated    bool           `json:"simulated"`
+	Evidence     string         `json:"evidence"`
+	Signer       string         `json:"signer,omitempty"`
+	ProductLine  string         `json:"product_line,omitempty"`
+	ReportSHA256 string         `json:"report_sha256,omitempty"`
+	UVMSigned    *time.Time     `json:"uvm_signing_time,omitempty"`
+	Claims       map[string]any `json:"claims,omitempty"`
+}
+
+// cmdAttestInspect implements `tkms attest inspect`: it verifies an ACI
+// attestation object fully offline, with the verifiers the server uses
+// (internal/attest/snp for the report and its VCEK, internal/attest/uvm for
+// the UVM endorsement against the MEASUREMENT), and prints every claim a
+// release policy could name. It is the tool to reach for when a release is
+// denied.
+func cmdAttestInspect(args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("attest inspect", stderr)
+	dataDir := fs.String("data", "", "also trust the simulated chain and UVM endorser of this data `directory` (INSECURE: simulated evidence comes from no TEE)")
+	asJSON := fs.Bool("json", false, "print JSON instead of text")
+	nowFlag := fs.String("now", "", "verify certificates at this `time` (RFC 3339) instead of now, for captured evidence whose certificates have expired")
+	maxVMPL := fs.Int("max-vmpl", 0, "highest VMPL accepted (`0..3`; ACI reports are VMPL 0)")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: tkms attest inspect [--data DIR] [--json] [--now RFC3339] [--max-vmpl N] FILE")
+		fs.PrintDefaults()
+	}
+	files, err := parseInterspersed(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(files) != 1 {
+		return fmt.Errorf("%w: want exactly one FILE (an ACI attestation object, JSON)", errUsage)
+	}
+	if *maxVMPL < 0 || *maxVMPL > 3 {
+		return fmt.Errorf("%w: --max-vmpl %d: want 0..3", errUsage, *maxVMPL)
+	}
+	snpOpts := snp.Options{MaxVMPL: *maxVMPL, CacheSize: -1}
+	if *nowFlag != "" {
+		at, err := time.Parse(time.RFC3339, *nowFlag)
+		if err != nil {
+			return fmt.Errorf("%w: --now: %v", errUsage, err)
+		}
+		snpOpts.Now = func() time.Time { return at }
+	}
+	trusted := uvm.DefaultTrusted()
+	var simDID string
+	if *dataDir != "" {
+		// LoadOrCreate would make a new chain that signed nothing: refuse.
+		if _, err := os.Stat(filepath.Join(*dataDir, simsnp.ChainFile)); errors.Is(err, iofs.ErrNotExist) {
+			return fmt.Errorf("%w: %s holds no simulated chain (%s); 'tkms attest simulate --data %s' makes one", errUsage, *dataDir, simsnp.ChainFile, *dataDir)
+		}
+		chain, err := simsnp.LoadOrCreate(*dataDir)
+		if err != nil {
+			return err
+		}
+		ark, ask := chain.Roots()
+		snpOpts.Roots = []snp.Root{{ProductLine: simsnp.ProductLine, ARK: ark, ASK: ask}}
+		did, feed := chain.UVMTrust()
+		simDID = did
+		trusted = append(trusted, uvm.Endorser{DID: did, Feed: feed})
+	}
+	raw, err := os.ReadFile(files[0])
+	if err != nil {
+		return err
+	}
+	res := inspectACI(raw, snpOpts, trusted, simDID)
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(res); err != nil {
+			return err
+		}
+	} else {
+		printInspection(stdout, res, *dataDir)
+	}
+	if !res.Verified {
+		return fmt.Errorf("%w: %s: %s", errNotVerified, res.Code, res.Message)
+	}
+	return nil
+}
+
+// inspectACI verifies an ACI attestation object: report and VCEK chain,
+// then the UVM endorsement against the report's MEASUREMENT.
+func inspectACI(raw []byte, snpOpts snp.Options, trusted []uvm.Endorser, simDID string) *inspection {
+	out := &inspection{Evidence: "snp-aci"}
+	fail := func(code string, err error) *inspection {
+		out.Verified, out.Code, out.Message = false, code, err.Error()
+		return out
+	}
+	b, err := snp.DecodeACI(raw)
+	if err != nil {
+		return fail(snp.Code(err), err)
+	}
+	sv, err := snp.New(snpOpts)
+	if err != nil {
+		return fail(snp.CodeInternal, err)
+	}
+	r, err := sv.VerifyACI(context.Background(), b)
+	if err != nil {
+		return fail(snp.Code(err), err)
+	}
+	out.Signer, out.ProductLine = r.Signer, r.ProductLine
+	out.ReportSHA256 = hex.EncodeToString(r.ReportSHA256[:])
+	out.Simulated = !r.Pinned
+	out.Claims = map[string]any{}
+	for k, v := range r.Claims {
+		out.Claims[k] = v
+	}
+	if len(b.UVMEndorsements) == 0 {
+		return fail("UVM_MALFORMED", errors.New("uvm: the attestation object has no uvm_endorsements"))
+	}
+	uv, err := uvm.New(uvm.Options{Trusted: trusted})
+	if err != nil {
+		return fail(snp.CodeInternal, err)
+	}
+	u, err := uv.Verify(b.UVMEndorsements, r.Measurement)
+	if err != nil {
+		code := uvm.Code(err)
+		if code == "" {
+			code = snp.CodeInternal
+		}
+		return fail(code, err)
+	}
+	if simDID != "" && u.DID == simDID {
+		out.Simulated = true
+	}
+	t := u.SigningTime.UTC()
+	out.UVMSigned = &t
+	for k, v := range u.Claims() {
+		out.Claims[k] = v
+	}
+	out.Verified = true
+	return out
+}
+
+const simulatedBanner = "SIMULATED: not a TEE. This evidence chains to the simulated roots of %s; anybody with that directory can forge it.\n"
+
+func printInspection(w io.Writer, r *inspection, dataDir string) {
+	if !r.Verified {
+		fmt.Fprintf(w, "verdict: NOT VERIFIED\ncode: %s\nmessage: %s\n", r.Code, r.Message)
+		if len(r.Claims) == 0 {
+			return
+		}
+		fmt.Fprintln(w, "claims of the report (its SNP part verified; do not rely on them):")
+	} else {
+		if r.Simulated {
+			fmt.Fprintf(w, simulatedBanner, dataDir)
+		}
+		root := "AMD root (pinned)"
+		if r.Simulated {
+			root = "SIMULATED root"
+		}
+		fmt.Fprintf(w, "verdict: VERIFIED\nevidence: %s, %s-signed, %s, %s\nreport_sha256: %s\nuvm_signing_time: %s\nclaims:\n",
+			r.Evidence, r.Signer, r.ProductLine, root, r.ReportSHA256, r.UVMSigned.Format(time.RFC3339))
+	}
+	names := make([]string, 0, len(r.Claims))
+	for k := range r.Claims {
+		names = append(names, k)
+	}
+	slices.Sort(names)
+	for _, k := range names {
+		fmt.Fprintf(w, "  %s: %v\n", k, r.Claims[k])
+	}
+	if r.Verified && r.Simulated {
+		fmt.Fprintf(w, simulatedBanner, dataDir)
+	}
+}
+
+// parseInterspersed parses flags that may come before or after the
+// positional arguments (`inspect FILE --data DIR`), which flag.Parse alone
+// does not allow, and returns the positional arguments.
+func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return nil, err
+			}
+			return nil, fmt.Errorf("%w: %v", errUsage, err)
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			return pos, nil
+		}
+		pos = append(pos, args[0])
+		args = args[1:]
+	}
+}

@@ -1,0 +1,113 @@
+package main
+
+import (
+	"bytes"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
+	"encoding/pem"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"syscall"
+	"testing"
+
+	"github.com/tkms-dev/tkms/internal/keys"
+	"github.com/tkms-dev/tkms/internal/oidcissuer"
+	"github.com/tkms-dev/tkms/internal/seal"
+)
+
+// TestServeReleasesToRealEvidence: `tkms serve` configured as an SRO would
+// (a trusted issuer with a static JWKS for air-gapped operation, the DEPA
+// release policy naming the service's host_data) releases a key to the real
+// ACI evidence; the test unwraps it with the sample's RSA-4096 key, checks
+// it against the published key, and then that `keys list --data` sees the
+// release recorded in the ledger after the server stops.
+func TestServeReleasesToRealEvidence(t *testing.T) {
+	dir := t.TempDir()
+	data := filepath.Join(dir, "data")
+	if _, err := seal.CreateFile(filepath.Join(data, "master.key")); err != nil {
+		t.Fatal(err)
+	}
+	iss, err := oidcissuer.New(filepath.Join(dir, "idp"), oidcissuer.Options{URL: "https://login.microsoftonline.com/tenant-1/v2.0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const aud = "api://sro-kms"
+	cfgPath := filepath.Join(dir, "tkms.json")
+	writeJSONFile(t, cfgPath, map[string]any{
+		"listen": "127.0.0.1:0", "data_dir": data,
+		"jwt_issuers":           []map[string]any{{"issuer": iss.URL(), "audiences": []string{aud}, "jwks": json.RawMessage(iss.JWKS())}},
+		"jwt_validation_policy": map[string]any{iss.URL(): map[string]any{"idtyp": "app", "tid": "tenant-1"}},
+		"key_release_policy": map[string]any{"claims": map[string]any{
+			"x-ms-ver": []string{"2", "3"}, "x-ms-sevsnpvm-smt-allowed": true, "x-ms-sevsnpvm-is-debuggable": false,
+			"x-ms-sevsnpvm-hostdata": []string{"73973b78d70cc68353426de188db5dfc57e5b766e399935fb73a61127ea26d20"},
+		}},
+	})
+	p := startServe(t, cfgPath)
+
+	evidence := readFile(t, "../../internal/attest/snp/testdata/aci_snp.json")
+	pubPEM := readFile(t, "../../internal/wrap/testdata/publicWrapKey.pem")
+	keyList := allKeys(t, p.URL)
+	body, _ := json.Marshal(map[string]any{"attestation": json.RawMessage(evidence), "wrappingKey": string(pubPEM), "wrappedKid": keyList[0].Kid})
+	tok, err := iss.MintManagedIdentity(oidcissuer.ManagedIdentity{Audience: aud, PrincipalID: "svc-1", TenantID: "tenant-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, _ := http.NewRequest(http.MethodPost, p.URL+"/app/unwrapKey?fmt=jwk", bytes.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+tok)
+	resp, err := httpClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("unwrapKey: %d %s", resp.StatusCode, out)
+	}
+	var ur struct{ Wrapped string }
+	json.Unmarshal(out, &ur)
+	ct, _ := base64.StdEncoding.DecodeString(ur.Wrapped)
+	blk, _ := pem.Decode(readFile(t, "../../internal/wrap/testdata/privateWrapKey.pem"))
+	k, err := x509.ParsePKCS8PrivateKey(blk.Bytes)
+	if err != nil {
+		if k, err = x509.ParsePKCS1PrivateKey(blk.Bytes); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pt, err := rsa.DecryptOAEP(sha256.New(), nil, k.(*rsa.PrivateKey), ct, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var item keys.Item
+	json.Unmarshal(pt, &item)
+	d, _ := base64.RawURLEncoding.DecodeString(item.D)
+	sk, err := keys.X25519.PrivateKey(d)
+	if err != nil || !bytes.Equal(sk.PublicKey().Bytes(), keyList[0].PublicKey) {
+		t.Fatal("released key does not match the published public key")
+	}
+	// The private key appears nowhere in the server's output.
+	for _, enc := range []string{item.D, base64.StdEncoding.EncodeToString(d)} {
+		if bytes.Contains([]byte(p.stderr.String()+p.stdout.String()), []byte(enc)) {
+			t.Fatal("private key in the server's logs")
+		}
+	}
+	p.stopClean(syscall.SIGTERM)
+
+	raw, err := os.ReadFile(filepath.Join(data, "ledger.db"))
+	if err != nil || !bytes.Contains(raw, []byte(`"api":"app/unwrapKey"`)) || !bytes.Contains(raw, []byte(`"oid":"svc-1"`)) {
+		t.Fatalf("the release is not in the ledger (%v)", err)
+	}
+}
+
+func readFile(t *testing.T, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
