@@ -18,9 +18,11 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/tkms-dev/tkms/internal/attest/simsnp"
 	"github.com/tkms-dev/tkms/internal/oidcissuer"
 	"github.com/tkms-dev/tkms/internal/seal"
 	"github.com/tkms-dev/tkms/internal/state"
+	"github.com/tkms-dev/tkms/internal/store"
 )
 
 // DevInfo is what `tkms dev` writes to DATA_DIR/dev.json, for people and
@@ -94,6 +96,8 @@ func cmdDev(args []string, stdout, stderr io.Writer) error {
 	listen := fs.String("listen", "127.0.0.1:8000", "`address` to listen on (127.0.0.1:0 picks a free port)")
 	dataDir := fs.String("data", "tkms-dev", "data `directory`")
 	configPath := fs.String("config", "", "optional configuration `file`; --listen and --data override it")
+	releasePolicy := fs.String("release-policy", "", "key release policy `file` (JSON, either grammar); default on a new data directory: the simulated TEE's measurement, no debug")
+	jwtPolicy := fs.String("jwt-policy", "", "`file` with the claims (JSON object) tokens of the dev issuer must carry; default {\"idtyp\":\"app\"}")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -117,6 +121,27 @@ func cmdDev(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	cfg.DataDir = abs
+	if *releasePolicy != "" {
+		b, err := os.ReadFile(*releasePolicy)
+		if err != nil {
+			return fmt.Errorf("release policy: %w", err)
+		}
+		cfg.KeyReleasePolicy = b
+	} else if cfg.KeyReleasePolicy == nil {
+		if _, err := os.Stat(filepath.Join(cfg.DataDir, store.FileName)); errors.Is(err, os.ErrNotExist) {
+			cfg.KeyReleasePolicy = devReleasePolicy()
+		}
+	}
+	devClaims := map[string]any{"idtyp": "app"}
+	if *jwtPolicy != "" {
+		b, err := os.ReadFile(*jwtPolicy)
+		if err != nil {
+			return fmt.Errorf("jwt policy: %w", err)
+		}
+		if err := json.Unmarshal(b, &devClaims); err != nil {
+			return fmt.Errorf("jwt policy %s: want a JSON object of claims: %w", *jwtPolicy, err)
+		}
+	}
 	if cfg.ServiceName == "" {
 		cfg.ServiceName = "tkms-dev"
 	}
@@ -183,6 +208,10 @@ func cmdDev(args []string, stdout, stderr io.Writer) error {
 		cfg.JWTIssuers = append(cfg.JWTIssuers, state.JWTIssuer{
 			Issuer: info.IssuerURL, Audiences: []string{devAudience}, JWKS: issuer.JWKS(),
 		})
+		if cfg.JWTValidationPolicy == nil {
+			cfg.JWTValidationPolicy = map[string]map[string]any{}
+		}
+		cfg.JWTValidationPolicy[info.IssuerURL] = devClaims
 		if err := cfg.Validate(); err != nil {
 			return err
 		}
@@ -197,6 +226,16 @@ func cmdDev(args []string, stdout, stderr io.Writer) error {
 			info.KMSURL, info.IssuerURL, info.Audience, cfg.DataDir, infoPath, info.KMSURL)
 		return nil
 	})
+}
+
+// devReleasePolicy is the key release policy of a new dev data directory:
+// evidence of the simulated TEE with its default measurement, debug off.
+func devReleasePolicy() []byte {
+	b, _ := json.Marshal(map[string]any{"claims": map[string]any{
+		"x-ms-sevsnpvm-is-debuggable":     false,
+		"x-ms-sevsnpvm-launchmeasurement": []string{hex.EncodeToString([]byte(simsnp.DefaultMeasurement))},
+	}})
+	return b
 }
 
 // loadOrCreateToken returns the token in path, creating a random one first

@@ -2,12 +2,17 @@ package main
 
 import (
 	"bufio"
+	"bytes"
+	"encoding/base64"
+	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/tkms-dev/tkms/internal/keys"
 )
 
 // readmeCurlLines returns the curl commands of README.md's section "The API,
@@ -66,6 +71,66 @@ func TestReadmeCurl(t *testing.T) {
 	}
 	if fi, err := os.Stat(filepath.Join(wd, "ohttp-keys.bin")); err != nil || fi.Size() < 43 {
 		t.Errorf("README's ohttp-keys.bin: %v", err)
+	}
+	p.stopClean(syscall.SIGINT)
+}
+
+// readmeBlock returns the first sh block of the README section titled title.
+func readmeBlock(t *testing.T, title string) string {
+	t.Helper()
+	raw, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(string(raw), "\n## "+title+"\n")
+	if !ok {
+		t.Fatalf("README has no section %q", title)
+	}
+	_, rest, ok = strings.Cut(rest, "```sh\n")
+	if !ok {
+		t.Fatalf("README section %q has no sh block", title)
+	}
+	block, _, ok := strings.Cut(rest, "```")
+	if !ok {
+		t.Fatal("unterminated sh block")
+	}
+	return block
+}
+
+// TestReadmeReleaseSession runs the README's release session, as written,
+// against a real `tkms dev`: it must print the released key item, whose
+// private key belongs to the key the server published.
+func TestReadmeReleaseSession(t *testing.T) {
+	for _, tool := range []string{"curl", "jq", "openssl", "base64"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			if os.Getenv("CI") != "" {
+				t.Fatalf("%s is not installed; .ci/run installs it", tool)
+			}
+			t.Skipf("%s is not installed", tool)
+		}
+	}
+	block := readmeBlock(t, "Release a key, as a service in a TEE would (dev)")
+	wd := t.TempDir()
+	p := startDev(t, filepath.Join(wd, "tkms-dev"))
+	script := strings.ReplaceAll(block, "http://127.0.0.1:8000", p.URL)
+	script = strings.ReplaceAll(script, `TKMS="go run ./cmd/tkms"`, "TKMS="+tkmsBin)
+	cmd := exec.Command("sh", "-e", "-c", script)
+	cmd.Dir = wd
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("README session: %v\n%s\n%s", err, out, stderr.String())
+	}
+	var item keys.Item
+	if err := json.Unmarshal(out, &item); err != nil || item.D == "" {
+		t.Fatalf("README session printed %q, want a key item with d", out)
+	}
+	d, _ := base64.RawURLEncoding.DecodeString(item.D)
+	sk, err := keys.X25519.PrivateKey(d)
+	pub := allKeys(t, p.URL)[0].PublicKey
+	if err != nil || !bytes.Equal(sk.PublicKey().Bytes(), pub) {
+		t.Fatal("the README session's key does not match the published public key")
 	}
 	p.stopClean(syscall.SIGINT)
 }
