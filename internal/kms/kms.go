@@ -316,6 +316,16 @@ func (s *Service) RecordRelease(ctx context.Context, r state.KeyReleased) (*ledg
 	return es[0], nil
 }
 
+// RecordDenial appends a release.denied entry.
+func (s *Service) RecordDenial(ctx context.Context, d state.ReleaseDenied) error {
+	body, err := json.Marshal(d)
+	if err != nil {
+		return err
+	}
+	_, err = s.store.Append(ctx, store.Proposal{Time: s.now(), Type: ledger.TypeReleaseDenied, Body: body})
+	return err
+}
+
 // Entry returns the ledger entry with sequence number seq.
 func (s *Service) Entry(seq uint64) (*ledger.Entry, error) { return s.store.Get(seq) }
 

@@ -51,6 +51,7 @@ const (
 	TypeKeyReleasePolicy  Type = "policy.key_release"  // the key release policy in force
 	TypeJWTPolicy         Type = "policy.jwt"          // trusted JWT issuers and their claim policies
 	TypeKeyReleased       Type = "key.released"        // private keys wrapped to an attested caller
+	TypeReleaseDenied     Type = "release.denied"      // an authenticated caller was refused (rate-limited)
 )
 
 // knownTypes lists every type this build understands. A ledger that holds
@@ -59,7 +60,7 @@ var knownTypes = map[Type]bool{
 	TypeGenesis: true, TypeKeyRotationPolicy: true, TypeSettingsPolicy: true,
 	TypeKeyCreated: true, TypeKeyPublished: true, TypeKeyRetired: true,
 	TypeKeyExpired: true, TypeKeyDestroyed: true,
-	TypeKeyReleasePolicy: true, TypeJWTPolicy: true, TypeKeyReleased: true,
+	TypeKeyReleasePolicy: true, TypeJWTPolicy: true, TypeKeyReleased: true, TypeReleaseDenied: true,
 }
 
 // Known reports whether t is a type of this format version.

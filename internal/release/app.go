@@ -56,7 +56,7 @@ func checkFmt(f string) (string, error) {
 // the originals' order: body and attestation, token, wrappedKid, wrapping
 // key, fmt, evidence and policy, binding, kid, expiry; then it wraps,
 // records and answers.
-func (s *Service) AppUnwrap(ctx context.Context, authorization string, body []byte, format string) (*AppUnwrapResponse, error) {
+func (s *Service) AppUnwrap(ctx context.Context, authorization string, body []byte, format string) (_ *AppUnwrapResponse, err error) {
 	req, att, err := decodeApp(body)
 	if err != nil {
 		return nil, err
@@ -65,6 +65,7 @@ func (s *Service) AppUnwrap(ctx context.Context, authorization string, body []by
 	if err != nil {
 		return nil, err
 	}
+	defer func() { s.denied(ctx, id, "app/unwrapKey", err) }()
 	if req.WrappedKid == "" {
 		return nil, fail(http.StatusBadRequest, CodeMissingWrappedKid, "wrappedKid is required", nil)
 	}
@@ -200,14 +201,16 @@ type tinkKeyData struct {
 // material). Checks: body and attestation, token, kid (none: the primary
 // key; unknown: 404), fmt, evidence and policy. all=true answers with every
 // key that is still released.
-func (s *Service) AppKey(ctx context.Context, authorization string, body []byte, kid, format string, all bool) (*AppKeyResponse, error) {
+func (s *Service) AppKey(ctx context.Context, authorization string, body []byte, kid, format string, all bool) (_ *AppKeyResponse, err error) {
 	_, att, err := decodeApp(body)
 	if err != nil {
 		return nil, err
 	}
-	if _, err := s.Authenticate(ctx, authorization); err != nil {
+	id, err := s.Authenticate(ctx, authorization)
+	if err != nil {
 		return nil, err
 	}
+	defer func() { s.denied(ctx, id, "app/key", err) }()
 	now := s.cfg.KMS.Now()
 	var ks []state.Key
 	s.cfg.KMS.Read(func(st *state.State) {

@@ -81,8 +81,9 @@ type Config struct {
 
 // Service releases keys.
 type Service struct {
-	cfg Config
-	log *slog.Logger
+	cfg     Config
+	log     *slog.Logger
+	denials denials
 }
 
 // New returns a Service.

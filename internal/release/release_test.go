@@ -400,3 +400,55 @@ func TestGraceAndExpiry(t *testing.T) {
 		t.Fatalf("expired key: %v", err)
 	}
 }
+
+// TestDenialsRecordedRateLimited: refusals of an authenticated caller are in
+// the ledger, one entry per caller and code per DenialInterval with the
+// others counted; unauthenticated failures are not recorded.
+func TestDenialsRecordedRateLimited(t *testing.T) {
+	var mu sync.Mutex
+	clock := time.Now()
+	now := func() time.Time { mu.Lock(); defer mu.Unlock(); return clock }
+	e := newEnvAt(t, depaPolicy("00"+aciHostData[2:]), now) // denies the sample
+	entries := func(typ ledger.Type) []*ledger.Entry {
+		var out []*ledger.Entry
+		for seq := uint64(1); seq <= e.kms.Seq(); seq++ {
+			en, err := e.kms.Entry(seq)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if en.Type == typ {
+				out = append(out, en)
+			}
+		}
+		return out
+	}
+	for range 3 {
+		if _, err := e.rel.AppUnwrap(context.Background(), e.token(nil), e.body(nil), ""); err == nil {
+			t.Fatal("released under a policy that denies")
+		}
+	}
+	if _, err := e.rel.AppUnwrap(context.Background(), "", e.body(nil), ""); err == nil {
+		t.Fatal("released without a token")
+	}
+	if got := entries(ledger.TypeReleaseDenied); len(got) != 1 {
+		t.Fatalf("%d denial entries after 3 refusals in a minute, want 1", len(got))
+	}
+	mu.Lock()
+	clock = clock.Add(DenialInterval)
+	mu.Unlock()
+	e.rel.AppUnwrap(context.Background(), e.token(nil), e.body(nil), "")
+	got := entries(ledger.TypeReleaseDenied)
+	if len(got) != 2 {
+		t.Fatalf("%d denial entries, want 2", len(got))
+	}
+	var d state.ReleaseDenied
+	json.Unmarshal(got[1].Body, &d)
+	if d.Code != CodePolicyDenied || d.Identity != principal || d.API != "app/unwrapKey" || d.Suppressed != 2 {
+		t.Fatalf("denial record %+v", d)
+	}
+	var n uint64
+	e.kms.Read(func(st *state.State) { n = st.Denials })
+	if n != 4 {
+		t.Fatalf("state counts %d denials, want 4", n)
+	}
+}

@@ -254,7 +254,7 @@ func (s *Service) V1ReleaseBatch(ctx context.Context, authorization string, body
 	return s.v1Release(ctx, authorization, body, false, "")
 }
 
-func (s *Service) v1Release(ctx context.Context, authorization string, body []byte, single bool, pathKid string) (*V1ReleaseResponse, error) {
+func (s *Service) v1Release(ctx context.Context, authorization string, body []byte, single bool, pathKid string) (_ *V1ReleaseResponse, err error) {
 	req, att, err := decodeV1(body)
 	if err != nil {
 		return nil, err
@@ -263,6 +263,7 @@ func (s *Service) v1Release(ctx context.Context, authorization string, body []by
 	if err != nil {
 		return nil, err
 	}
+	defer func() { s.denied(ctx, id, "v1/release", err) }()
 	p, err := req.params(single, att)
 	if err != nil {
 		return nil, err

@@ -122,6 +122,18 @@ type State struct {
 	JWT      *JWTPolicy `json:"jwt_policy,omitempty"`
 	JWTSeq   uint64     `json:"jwt_policy_seq,omitempty"`
 	Releases uint64     `json:"releases"` // key.released entries applied
+	Denials  uint64     `json:"denials"`  // refusals of authenticated callers, suppressed ones included
+}
+
+// ReleaseDenied is the body of a release.denied entry: an authenticated
+// caller was refused. Entries are rate-limited per caller and code; the
+// refusals not written since the previous entry are counted in Suppressed.
+type ReleaseDenied struct {
+	Issuer     string `json:"iss"`
+	Identity   string `json:"oid"`
+	API        string `json:"api"`
+	Code       string `json:"code"`
+	Suppressed uint64 `json:"suppressed"`
 }
 
 // JWTPolicy is the body of a policy.jwt entry: which token issuers are
@@ -243,6 +255,15 @@ func (s *State) apply(e *ledger.Entry) error {
 			}
 		}
 		s.Releases++
+	case ledger.TypeReleaseDenied:
+		var d ReleaseDenied
+		if err := decodeBody(e.Body, &d); err != nil {
+			return err
+		}
+		if d.Code == "" {
+			return errors.New("denial without a code")
+		}
+		s.Denials += 1 + d.Suppressed
 	case ledger.TypeKeyPublished, ledger.TypeKeyRetired, ledger.TypeKeyExpired, ledger.TypeKeyDestroyed:
 		return s.applyKeyEvent(e)
 	default:
