@@ -118,10 +118,28 @@ type Evidence struct {
 	ReportSHA256 [32]byte
 }
 
-// VerifyEvidence verifies an ACI attestation object (spec/attestation.md):
-// the SNP report against the pinned AMD roots, then the UVM endorsement
-// against the report's measurement. It does not apply the release policy.
+// RawSNP is the attestation object of the raw "snp" evidence type: an SNP
+// report with the certificate of the key that signed it (VCEK or VLEK, DER
+// or PEM), or an extended report's certificate table.
+type RawSNP struct {
+	Type      string `json:"type"` // "snp"
+	Report    []byte `json:"report"`
+	VCEK      []byte `json:"vcek,omitempty"`
+	CertTable []byte `json:"cert_table,omitempty"`
+}
+
+// VerifyEvidence verifies an attestation object (spec/attestation.md): the
+// ACI bundle ("snp-aci": the SNP report against the pinned AMD roots, then
+// the UVM endorsement against the report's measurement), or a raw SNP
+// report with its VCEK/VLEK ({"type":"snp",...}: no UVM endorsement, so no
+// uvm_* claims). It does not apply the release policy.
 func (s *Service) VerifyEvidence(ctx context.Context, attestation []byte) (*Evidence, error) {
+	var probe struct {
+		Type string `json:"type"`
+	}
+	if json.Unmarshal(attestation, &probe) == nil && probe.Type == "snp" {
+		return s.verifyRawSNP(ctx, attestation)
+	}
 	bundle, err := snp.DecodeACI(attestation)
 	if err != nil {
 		return nil, attestationFailed(snp.Code(err), err)
@@ -130,24 +148,61 @@ func (s *Service) VerifyEvidence(ctx context.Context, attestation []byte) (*Evid
 	if err != nil {
 		return nil, attestationFailed(snp.Code(err), err)
 	}
-	if !res.Pinned && !s.cfg.Simulated {
-		return nil, fail(http.StatusBadRequest, CodeSimulatedNotPermitted, "the evidence chains to a simulated TEE, which this server does not trust", nil)
+	if err := s.checkSimulated(res); err != nil {
+		return nil, err
 	}
 	ur, err := s.cfg.UVM.Verify(bundle.UVMEndorsements, res.Measurement)
 	if err != nil {
 		return nil, attestationFailed(uvm.Code(err), err)
 	}
+	ev := evidence("snp-aci", res)
+	for k, v := range ur.Claims() {
+		ev.Claims[k] = v
+	}
+	return ev, nil
+}
+
+func (s *Service) verifyRawSNP(ctx context.Context, attestation []byte) (*Evidence, error) {
+	var raw RawSNP
+	if err := json.Unmarshal(attestation, &raw); err != nil {
+		return nil, attestationFailed(snp.CodeReportMalformed, err)
+	}
+	var res *snp.Result
+	var err error
+	switch {
+	case len(raw.VCEK) > 0 && len(raw.CertTable) == 0:
+		res, err = s.cfg.SNP.VerifyReport(ctx, raw.Report, raw.VCEK)
+	case len(raw.CertTable) > 0 && len(raw.VCEK) == 0:
+		res, err = s.cfg.SNP.VerifyExtendedReport(ctx, raw.Report, raw.CertTable)
+	default:
+		err = errors.New("snp evidence needs exactly one of vcek and cert_table")
+		return nil, attestationFailed(snp.CodeReportMalformed, err)
+	}
+	if err != nil {
+		return nil, attestationFailed(snp.Code(err), err)
+	}
+	if err := s.checkSimulated(res); err != nil {
+		return nil, err
+	}
+	return evidence("snp", res), nil
+}
+
+func (s *Service) checkSimulated(res *snp.Result) error {
+	if !res.Pinned && !s.cfg.Simulated {
+		return fail(http.StatusBadRequest, CodeSimulatedNotPermitted, "the evidence chains to a simulated TEE, which this server does not trust", nil)
+	}
+	return nil
+}
+
+func evidence(typ string, res *snp.Result) *Evidence {
 	claims := make(map[string]any, len(res.Claims)+4)
 	for k, v := range res.Claims {
 		claims[k] = v
 	}
-	for k, v := range ur.Claims() {
-		claims[k] = v
-	}
 	return &Evidence{
-		Type: "snp-aci", Simulated: !res.Pinned, Claims: claims,
+		Type: typ, Simulated: !res.Pinned, Claims: claims,
 		ReportData: res.ReportData, Measurement: res.Measurement, HostData: res.HostData, ReportSHA256: res.ReportSHA256,
-	}, nil
+	}
 }
 
 func attestationFailed(code string, err error) *Error {

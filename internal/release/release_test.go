@@ -452,3 +452,41 @@ func TestDenialsRecordedRateLimited(t *testing.T) {
 		t.Fatalf("state counts %d denials, want 4", n)
 	}
 }
+
+// TestRawSNPEvidence: a raw SNP report with its VCEK ({"type":"snp"}) goes
+// through the same verifier; a real bare-metal report passes evidence and
+// policy and then fails only the binding (its REPORT_DATA is not our
+// wrapping key's hash), and the go-sev-guest sample with the DEBUG policy is
+// refused.
+func TestRawSNPEvidence(t *testing.T) {
+	report, _ := os.ReadFile("../attest/snp/testdata/trustee_test-report.bin")
+	vcek, _ := os.ReadFile("../attest/snp/testdata/trustee_test-vcek.der")
+	raw, _ := json.Marshal(RawSNP{Type: "snp", Report: report, VCEK: vcek})
+	e := newEnv(t, nil)
+	ev, err := e.rel.VerifyEvidence(context.Background(), raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ev.Type != "snp" || ev.Claims["x-ms-attestation-type"] != "sevsnpvm" || ev.Claims["uvm_endorsements-feed"] != nil {
+		t.Fatalf("raw evidence: %+v", ev)
+	}
+	mpol, _ := json.Marshal(map[string]any{"claims": map[string]any{"x-ms-sevsnpvm-launchmeasurement": []string{hex.EncodeToString(ev.Measurement)}}})
+	e = newEnv(t, mpol)
+	_, err = e.rel.AppUnwrap(context.Background(), e.token(nil), e.body(func(b map[string]any) { b["attestation"] = json.RawMessage(raw) }), "")
+	var re *Error
+	if !errors.As(err, &re) || re.Code != CodeWrappingKeyMismatch {
+		t.Fatalf("raw evidence under a policy naming its measurement: %v, want WRAPPING_KEY_HASH_MISMATCH", err)
+	}
+
+	dbgReport, _ := os.ReadFile("../attest/snp/testdata/gosevguest_attestation.bin")
+	dbgVCEK, _ := os.ReadFile("../attest/snp/testdata/gosevguest_vcek.testcer")
+	dbg, _ := json.Marshal(RawSNP{Type: "snp", Report: dbgReport[:1184], VCEK: dbgVCEK})
+	_, err = e.rel.VerifyEvidence(context.Background(), dbg)
+	if !errors.As(err, &re) || re.Code != CodeAttestationFailed || !strings.Contains(re.Message, "POLICY_DEBUG") {
+		t.Fatalf("debug report: %v", err)
+	}
+	bad, _ := json.Marshal(RawSNP{Type: "snp", Report: report})
+	if _, err = e.rel.VerifyEvidence(context.Background(), bad); !errors.As(err, &re) || !strings.Contains(re.Message, "REPORT_MALFORMED") {
+		t.Fatalf("raw evidence without a certificate: %v", err)
+	}
+}
