@@ -153,6 +153,23 @@ func TestAppUnwrapKeyOverHTTP(t *testing.T) {
 	if r.StatusCode != 200 || !bytes.Contains(b, []byte(`"oid":"p1"`)) {
 		t.Fatalf("/app/auth: %d %s", r.StatusCode, b)
 	}
+
+	// Metrics count the release, the unauthenticated failure and the
+	// tokens, and carry no token.
+	r, err = srv.Client().Get(srv.URL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ = io.ReadAll(r.Body)
+	r.Body.Close()
+	for _, want := range []string{"tkms_releases_total 1\n", `tkms_http_errors_total{code="JWT_MISSING"} 1`, "tkms_jwt_accepted_total 3\n", `tkms_keys{phase="published"} 1`} {
+		if !bytes.Contains(b, []byte(want)) {
+			t.Errorf("/metrics lacks %q:\n%s", want, b)
+		}
+	}
+	if bytes.Contains(b, []byte(tok[:20])) {
+		t.Error("/metrics holds a token")
+	}
 }
 
 func TestReleaseNotConfigured(t *testing.T) {

@@ -64,6 +64,7 @@ type Server struct {
 	opToken  [32]byte // SHA-256 of the operator token, compared in constant time
 	opSet    bool
 	release  *release.Service
+	errors   codeCounter // error responses by code, for /metrics
 	maxBody  int64
 	mux      *http.ServeMux
 	exact    map[string]http.HandlerFunc // path -> handler, for every route registered by handle
@@ -104,6 +105,7 @@ func (s *Server) routes() {
 	s.handle("/app/keyReleasePolicy", http.MethodGet, s.keyReleasePolicy)
 	s.handle("/app/jwtValidationPolicy", http.MethodGet, s.jwtValidationPolicy)
 	s.handle("/app/auth", http.MethodGet, s.auth)
+	s.handle("/metrics", http.MethodGet, s.metrics)
 	s.handle("/v1/keys", http.MethodGet, s.v1Keys)
 	s.handle("/v1/keys/ohttp", http.MethodGet, s.v1OHTTPKeys)
 	s.handle("/v1/nonce", http.MethodGet, s.v1Nonce)
@@ -203,6 +205,7 @@ type errorBody struct {
 // fail writes an error response. message must be safe to show the caller:
 // no secrets, no internal paths.
 func (s *Server) fail(w http.ResponseWriter, r *http.Request, status int, code, message string) {
+	s.errors.add(code)
 	var b errorBody
 	b.Error.Code, b.Error.Message = code, message
 	body, _ := json.Marshal(b)

@@ -97,6 +97,9 @@ func New(cfg Config) (*Service, error) {
 	return &Service{cfg: cfg, log: cfg.Logger}, nil
 }
 
+// AuthStats returns the token authenticator's counters.
+func (s *Service) AuthStats() jwtauth.Stats { return s.cfg.Auth.Stats() }
+
 // Authenticate validates the Authorization header's bearer token.
 func (s *Service) Authenticate(ctx context.Context, authorization string) (*jwtauth.Identity, error) {
 	id, err := s.cfg.Auth.Authenticate(ctx, authorization)
