@@ -780,6 +780,7 @@ func TestAppReleaseNegativeSimulated(t *testing.T) {
 		{name: "debug policy", body: bundle(func(o *simsnp.ACIBundleOptions) { o.Report.Debug = true }), status: 400, code: attFailed, inner: snp.CodePolicyDebug},
 		{name: "/app/key debug policy", path: "/app/key", body: bundle(func(o *simsnp.ACIBundleOptions) { o.Report.Debug = true }), status: 400, code: attFailed, inner: snp.CodePolicyDebug},
 		{name: "TCB lower than the VCEK's", body: bundle(func(o *simsnp.ACIBundleOptions) { o.Report.ReportedTCB = &lower }), status: 400, code: attFailed, inner: snp.CodeTCBMismatch},
+		{name: "VMPL too high", body: bundle(func(o *simsnp.ACIBundleOptions) { o.Report.VMPL = 1 }), status: 400, code: attFailed, inner: snp.CodeVMPLTooHigh},
 		{name: "launch measurement of another UVM", body: bundle(func(o *simsnp.ACIBundleOptions) { o.UVMMeasurement = otherUVM }), status: 400, code: attFailed, inner: "UVM_MEASUREMENT_MISMATCH"},
 		{name: "UVM SVN below minimum", body: bundle(func(o *simsnp.ACIBundleOptions) { o.UVMSVN = "49" }), status: 400, code: attFailed, inner: "UVM_SVN_TOO_LOW"},
 		{name: "UVM SVN at minimum (released)", body: bundle(func(o *simsnp.ACIBundleOptions) { o.UVMSVN = "50" }), status: 200},

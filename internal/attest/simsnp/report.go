@@ -57,13 +57,18 @@ type ReportOptions struct {
 	// report whose TCB differs from its VCEK's. CURRENT_TCB, COMMITTED_TCB
 	// and LAUNCH_TCB stay the VCEK's.
 	ReportedTCB *uint64
+	// VMPL is the VMPL field (0x030): the Virtual Machine Privilege Level
+	// the report was requested from, 0 (ACI's) to 3; a report from any
+	// VMPL above 0 lets tests check that verifiers enforce their maximum.
+	VMPL uint32
 }
 
 // Report returns a signed SEV-SNP ATTESTATION_REPORT, version 2, 1184 bytes
 // (AMD SEV-SNP firmware ABI specification 56860, ATTESTATION_REPORT
-// structure; go-sev-guest's abi package lays it out): VMPL 0, guest policy [PolicyACI] (with
-// DEBUG if opts.Debug), GUEST_SVN [GuestSVN], REPORTED_TCB, CURRENT_TCB,
-// COMMITTED_TCB and LAUNCH_TCB the VCEK's TCB, CHIP_ID the VCEK's HWID,
+// structure; go-sev-guest's abi package lays it out): VMPL opts.VMPL (0
+// unless set), guest policy [PolicyACI] (with DEBUG if opts.Debug),
+// GUEST_SVN [GuestSVN], REPORTED_TCB, CURRENT_TCB, COMMITTED_TCB and
+// LAUNCH_TCB the VCEK's TCB, CHIP_ID the VCEK's HWID,
 // SIGNER_INFO "VCEK", and the ECDSA P-384 SHA-384 signature by the VCEK over
 // bytes 0x000-0x29F, R and S little-endian, 72 bytes each.
 func (c *Chain) Report(opts ReportOptions) ([]byte, error) {
@@ -111,6 +116,9 @@ func (c *Chain) reportProto(opts ReportOptions) (*spb.Report, error) {
 		}
 		copy(hostData, opts.HostData)
 	}
+	if opts.VMPL > 3 {
+		return nil, fmt.Errorf("simsnp: VMPL is %d, must be 0 to 3", opts.VMPL)
+	}
 	policy := uint64(PolicyACI)
 	if opts.Debug {
 		policy |= policyDebug
@@ -144,7 +152,7 @@ func (c *Chain) reportProto(opts ReportOptions) (*spb.Report, error) {
 		Policy:          policy,
 		FamilyId:        familyID,
 		ImageId:         imageID,
-		Vmpl:            0,
+		Vmpl:            opts.VMPL,
 		SignatureAlgo:   abi.SignEcdsaP384Sha384,
 		CurrentTcb:      c.tcb,
 		PlatformInfo:    platformInfo,

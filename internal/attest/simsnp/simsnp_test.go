@@ -366,6 +366,13 @@ func TestReportLayout(t *testing.T) {
 		}
 	}
 
+	checkVCEKSignature(t, report)
+}
+
+// checkVCEKSignature verifies report's signature with crypto/ecdsa and the
+// VCEK key of testChain, without go-sev-guest.
+func checkVCEKSignature(t *testing.T, report []byte) {
+	t.Helper()
 	// AMD's signature layout: R then S, 72 bytes each, little-endian.
 	rev := func(b []byte) *big.Int {
 		b = bytes.Clone(b)
@@ -382,6 +389,27 @@ func TestReportLayout(t *testing.T) {
 	pub := testChain.VCEK().PublicKey.(*ecdsa.PublicKey)
 	if !ecdsa.VerifyASN1(pub, digest[:], der) {
 		t.Error("the R||S little-endian signature does not verify with the VCEK key")
+	}
+}
+
+// TestReportVMPL: ReportOptions.VMPL lands in the VMPL field (0x030,
+// little-endian) of a report whose signature covers it.
+func TestReportVMPL(t *testing.T) {
+	for _, vmpl := range []uint32{0, 1, 3} {
+		t.Run(fmt.Sprint(vmpl), func(t *testing.T) {
+			report, err := testChain.Report(ReportOptions{VMPL: vmpl})
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := binary.LittleEndian.AppendUint32(nil, vmpl)
+			if got := report[0x30:0x34]; !bytes.Equal(got, want) {
+				t.Errorf("VMPL bytes = %x, want %x", got, want)
+			}
+			checkVCEKSignature(t, report)
+			if err := verify.SnpReportSignature(report, testChain.VCEK()); err != nil {
+				t.Errorf("verify.SnpReportSignature: %v", err)
+			}
+		})
 	}
 }
 
@@ -404,6 +432,7 @@ func TestReportOptionErrors(t *testing.T) {
 		"measurement 32 bytes": {Measurement: make([]byte, 32)},
 		"measurement empty":    {Measurement: []byte{}},
 		"host data 48 bytes":   {HostData: make([]byte, 48)},
+		"VMPL 4":               {VMPL: 4},
 	} {
 		if _, err := testChain.Report(opts); err == nil {
 			t.Errorf("%s: no error", name)
