@@ -112,6 +112,9 @@ func TestReadmeReleaseSession(t *testing.T) {
 	block := readmeBlock(t, "Release a key, as a service in a TEE would (dev)")
 	wd := t.TempDir()
 	p := startDev(t, filepath.Join(wd, "tkms-dev"))
+	if resp, b := do(t, "GET", p.URL+"/v1/attestation", nil); resp.StatusCode != 200 || !bytes.Contains(b, []byte(`"simulated_tee_trusted":true`)) {
+		t.Fatalf("/v1/attestation of dev: %d %s", resp.StatusCode, b)
+	}
 	script := strings.ReplaceAll(block, "http://127.0.0.1:8000", p.URL)
 	script = strings.ReplaceAll(script, `TKMS="go run ./cmd/tkms"`, "TKMS="+tkmsBin)
 	cmd := exec.Command("sh", "-e", "-c", script)

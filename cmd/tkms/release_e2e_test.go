@@ -48,6 +48,9 @@ func TestServeReleasesToRealEvidence(t *testing.T) {
 		}},
 	})
 	p := startServe(t, cfgPath)
+	if resp, b := do(t, "GET", p.URL+"/v1/attestation", nil); resp.StatusCode != 200 || !bytes.Contains(b, []byte(`"simulated_tee_trusted":false`)) {
+		t.Fatalf("/v1/attestation of serve: %d %s", resp.StatusCode, b)
+	}
 
 	evidence := readFile(t, "../../internal/attest/snp/testdata/aci_snp.json")
 	pubPEM := readFile(t, "../../internal/wrap/testdata/publicWrapKey.pem")

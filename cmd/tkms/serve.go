@@ -194,7 +194,11 @@ func newRelease(ctx context.Context, svc *kms.Service, cfg *Config, log *slog.Lo
 		auth.Close()
 		return nil, nil, err
 	}
-	rel, err := release.New(release.Config{KMS: svc, Auth: auth, SNP: sv, UVM: uv, Simulated: cfg.InsecureSimulatedTEE, Logger: log})
+	trusted := uo.Trusted
+	if len(trusted) == 0 {
+		trusted = uvm.DefaultTrusted()
+	}
+	rel, err := release.New(release.Config{KMS: svc, Auth: auth, SNP: sv, UVM: uv, Simulated: cfg.InsecureSimulatedTEE, UVMTrusted: trusted, Logger: log})
 	if err != nil {
 		auth.Close()
 		return nil, nil, err

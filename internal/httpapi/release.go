@@ -123,3 +123,13 @@ func (s *Server) auth(w http.ResponseWriter, r *http.Request) {
 	}
 	s.writeJSON(w, http.StatusOK, map[string]any{"auth": map[string]string{"iss": id.Issuer, "oid": id.OID, "sub": id.Subject, "tid": id.TenantID}})
 }
+
+// attestation serves GET /v1/attestation: what this KMS accepts as
+// evidence, and whether it trusts a simulated TEE. (The KMS's own
+// attestation joins it when tkms runs in a TEE.)
+func (s *Server) attestation(w http.ResponseWriter, r *http.Request) {
+	if !s.releaseReady(w, r) {
+		return
+	}
+	s.writeJSON(w, http.StatusOK, map[string]any{"release": s.release.Trust()})
+}

@@ -177,3 +177,11 @@ func TestReleaseNotConfigured(t *testing.T) {
 	resp, body := e.do(http.MethodPost, "/app/unwrapKey", nil)
 	wantError(t, resp, body, http.StatusServiceUnavailable, CodeReleaseNotConfigured)
 }
+
+// TestV1AttestationSaysSimulated: GET /v1/attestation tells whether the
+// simulated TEE is trusted.
+func TestV1AttestationSaysSimulated(t *testing.T) {
+	e := newEnv(t, nil, false)
+	resp, body := e.get("/v1/attestation")
+	wantError(t, resp, body, http.StatusServiceUnavailable, CodeReleaseNotConfigured)
+}

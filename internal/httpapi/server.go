@@ -106,6 +106,7 @@ func (s *Server) routes() {
 	s.handle("/app/jwtValidationPolicy", http.MethodGet, s.jwtValidationPolicy)
 	s.handle("/app/auth", http.MethodGet, s.auth)
 	s.handle("/metrics", http.MethodGet, s.metrics)
+	s.handle("/v1/attestation", http.MethodGet, s.attestation)
 	s.handle("/v1/keys", http.MethodGet, s.v1Keys)
 	s.handle("/v1/keys/ohttp", http.MethodGet, s.v1OHTTPKeys)
 	s.handle("/v1/nonce", http.MethodGet, s.v1Nonce)

@@ -76,7 +76,9 @@ type Config struct {
 	// GET /v1/nonce, unexpired, in the request and in REPORT_DATA[32:64].
 	// (A stand-in until the key release policy can ask for freshness.)
 	RequireNonce bool
-	Logger       *slog.Logger
+	// UVMTrusted is what UVM trusts, for GET /v1/attestation only.
+	UVMTrusted []uvm.Endorser
+	Logger     *slog.Logger
 }
 
 // Service releases keys.
@@ -95,6 +97,26 @@ func New(cfg Config) (*Service, error) {
 		cfg.Logger = slog.Default()
 	}
 	return &Service{cfg: cfg, log: cfg.Logger}, nil
+}
+
+// Trust describes what this service accepts as evidence, for
+// GET /v1/attestation: an auditor or operator checks there whether a
+// simulated TEE is trusted.
+type Trust struct {
+	EvidenceTypes []string       `json:"evidence_types"`
+	AMDRoots      []string       `json:"amd_roots"` // pinned product lines
+	SimulatedTEE  bool           `json:"simulated_tee_trusted"`
+	UVMEndorsers  []uvm.Endorser `json:"uvm_endorsers"`
+}
+
+// Trust returns what the service accepts.
+func (s *Service) Trust() Trust {
+	return Trust{
+		EvidenceTypes: []string{"snp-aci", "snp"},
+		AMDRoots:      []string{"Milan", "Genoa", "Turin"},
+		SimulatedTEE:  s.cfg.Simulated,
+		UVMEndorsers:  s.cfg.UVMTrusted,
+	}
 }
 
 // AuthStats returns the token authenticator's counters.
