@@ -18,6 +18,7 @@ import (
 	"github.com/tkms-dev/tkms/internal/attest/simsnp"
 	"github.com/tkms-dev/tkms/internal/attest/snp"
 	"github.com/tkms-dev/tkms/internal/attest/uvm"
+	"github.com/tkms-dev/tkms/internal/release"
 )
 
 func cmdAttest(args []string, stdout, stderr io.Writer) error {
@@ -124,28 +125,41 @@ type inspection struct {
 	Claims       map[string]any `json:"claims,omitempty"`
 }
 
-// cmdAttestInspect implements `tkms attest inspect`: it verifies an ACI
-// attestation object fully offline, with the verifiers the server uses
-// (internal/attest/snp for the report and its VCEK, internal/attest/uvm for
-// the UVM endorsement against the MEASUREMENT), and prints every claim a
-// release policy could name. It is the tool to reach for when a release is
-// denied.
+// cmdAttestInspect implements `tkms attest inspect`: it verifies evidence
+// fully offline, with the verifiers the server uses, and prints every claim
+// a release policy could name. It is the tool to reach for when a release is
+// denied. The evidence is an attestation object in FILE, as a release
+// request carries it: an ACI bundle (internal/attest/snp for the report and
+// its VCEK, internal/attest/uvm for the UVM endorsement against the
+// MEASUREMENT) or a raw SEV-SNP one ({"type":"snp",...}, release.RawSNP: the
+// report and its VCEK/VLEK or certificate table, no UVM endorsement); or a
+// raw report and its VCEK/VLEK given as files with --report and --vcek.
 func cmdAttestInspect(args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("attest inspect", stderr)
 	dataDir := fs.String("data", "", "also trust the simulated chain and UVM endorser of this data `directory` (INSECURE: simulated evidence comes from no TEE)")
 	asJSON := fs.Bool("json", false, "print JSON instead of text")
 	nowFlag := fs.String("now", "", "verify certificates at this `time` (RFC 3339) instead of now, for captured evidence whose certificates have expired")
 	maxVMPL := fs.Int("max-vmpl", 0, "highest VMPL accepted (`0..3`; ACI reports are VMPL 0)")
+	reportFile := fs.String("report", "", "verify the raw SEV-SNP report (1184 bytes, binary) in this `file` instead of an attestation object FILE; needs --vcek")
+	vcekFile := fs.String("vcek", "", "the VCEK or VLEK certificate `file` (DER or PEM) that signed --report")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: tkms attest inspect [--data DIR] [--json] [--now RFC3339] [--max-vmpl N] FILE")
+		fmt.Fprintln(stderr, "       tkms attest inspect [--data DIR] [--json] [--now RFC3339] [--max-vmpl N] --report FILE --vcek FILE")
+		fmt.Fprintln(stderr, "FILE is an attestation object (JSON): an ACI bundle or {\"type\":\"snp\",\"report\":...,\"vcek\"|\"cert_table\":...}.")
 		fs.PrintDefaults()
 	}
 	files, err := parseInterspersed(fs, args)
 	if err != nil {
 		return err
 	}
-	if len(files) != 1 {
-		return fmt.Errorf("%w: want exactly one FILE (an ACI attestation object, JSON)", errUsage)
+	rawFlags := *reportFile != "" || *vcekFile != ""
+	switch {
+	case rawFlags && len(files) > 0:
+		return fmt.Errorf("%w: give either FILE or --report and --vcek, not both", errUsage)
+	case rawFlags && (*reportFile == "" || *vcekFile == ""):
+		return fmt.Errorf("%w: --report and --vcek go together", errUsage)
+	case !rawFlags && len(files) != 1:
+		return fmt.Errorf("%w: want exactly one FILE (an attestation object, JSON) or --report and --vcek", errUsage)
 	}
 	if *maxVMPL < 0 || *maxVMPL > 3 {
 		return fmt.Errorf("%w: --max-vmpl %d: want 0..3", errUsage, *maxVMPL)
@@ -175,11 +189,37 @@ func cmdAttestInspect(args []string, stdout, stderr io.Writer) error {
 		simDID = did
 		trusted = append(trusted, uvm.Endorser{DID: did, Feed: feed})
 	}
-	raw, err := os.ReadFile(files[0])
-	if err != nil {
-		return err
+	var res *inspection
+	if rawFlags {
+		report, err := os.ReadFile(*reportFile)
+		if err != nil {
+			return err
+		}
+		vcek, err := os.ReadFile(*vcekFile)
+		if err != nil {
+			return err
+		}
+		res = inspectRawSNP(&release.RawSNP{Type: "snp", Report: report, VCEK: vcek}, snpOpts)
+	} else {
+		raw, err := os.ReadFile(files[0])
+		if err != nil {
+			return err
+		}
+		// Told apart as the release service tells them apart.
+		var probe struct {
+			Type string `json:"type"`
+		}
+		if json.Unmarshal(raw, &probe) == nil && probe.Type == "snp" {
+			var obj release.RawSNP
+			if err := json.Unmarshal(raw, &obj); err != nil {
+				res = &inspection{Evidence: "snp", Code: snp.CodeReportMalformed, Message: err.Error()}
+			} else {
+				res = inspectRawSNP(&obj, snpOpts)
+			}
+		} else {
+			res = inspectACI(raw, snpOpts, trusted, simDID)
+		}
 	}
-	res := inspectACI(raw, snpOpts, trusted, simDID)
 	if *asJSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
@@ -193,6 +233,43 @@ func cmdAttestInspect(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("%w: %s: %s", errNotVerified, res.Code, res.Message)
 	}
 	return nil
+}
+
+// inspectRawSNP verifies raw SEV-SNP evidence as the release service does
+// (release.Service.VerifyEvidence): the report against its VCEK/VLEK or
+// certificate table, chained to the trusted roots. There is no UVM
+// endorsement, hence no uvm_* claims.
+func inspectRawSNP(obj *release.RawSNP, snpOpts snp.Options) *inspection {
+	out := &inspection{Evidence: "snp"}
+	fail := func(code string, err error) *inspection {
+		out.Verified, out.Code, out.Message = false, code, err.Error()
+		return out
+	}
+	sv, err := snp.New(snpOpts)
+	if err != nil {
+		return fail(snp.CodeInternal, err)
+	}
+	var r *snp.Result
+	switch {
+	case len(obj.VCEK) > 0 && len(obj.CertTable) == 0:
+		r, err = sv.VerifyReport(context.Background(), obj.Report, obj.VCEK)
+	case len(obj.CertTable) > 0 && len(obj.VCEK) == 0:
+		r, err = sv.VerifyExtendedReport(context.Background(), obj.Report, obj.CertTable)
+	default:
+		return fail(snp.CodeReportMalformed, errors.New("snp evidence needs exactly one of vcek and cert_table"))
+	}
+	if err != nil {
+		return fail(snp.Code(err), err)
+	}
+	out.Signer, out.ProductLine = r.Signer, r.ProductLine
+	out.ReportSHA256 = hex.EncodeToString(r.ReportSHA256[:])
+	out.Simulated = !r.Pinned
+	out.Claims = map[string]any{}
+	for k, v := range r.Claims {
+		out.Claims[k] = v
+	}
+	out.Verified = true
+	return out
 }
 
 // inspectACI verifies an ACI attestation object: report and VCEK chain,
@@ -266,8 +343,12 @@ func printInspection(w io.Writer, r *inspection, dataDir string) {
 		if r.Simulated {
 			root = "SIMULATED root"
 		}
-		fmt.Fprintf(w, "verdict: VERIFIED\nevidence: %s, %s-signed, %s, %s\nreport_sha256: %s\nuvm_signing_time: %s\nclaims:\n",
-			r.Evidence, r.Signer, r.ProductLine, root, r.ReportSHA256, r.UVMSigned.Format(time.RFC3339))
+		fmt.Fprintf(w, "verdict: VERIFIED\nevidence: %s, %s-signed, %s, %s\nreport_sha256: %s\n",
+			r.Evidence, r.Signer, r.ProductLine, root, r.ReportSHA256)
+		if r.UVMSigned != nil { // raw SNP evidence has no UVM endorsement
+			fmt.Fprintf(w, "uvm_signing_time: %s\n", r.UVMSigned.Format(time.RFC3339))
+		}
+		fmt.Fprintln(w, "claims:")
 	}
 	names := make([]string, 0, len(r.Claims))
 	for k := range r.Claims {
