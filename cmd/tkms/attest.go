@@ -249,18 +249,17 @@ func inspectRawSNP(obj *release.RawSNP, snpOpts snp.Options) *inspection {
 	if err != nil {
 		return fail(snp.CodeInternal, err)
 	}
-	var r *snp.Result
-	switch {
-	case len(obj.VCEK) > 0 && len(obj.CertTable) == 0:
-		r, err = sv.VerifyReport(context.Background(), obj.Report, obj.VCEK)
-	case len(obj.CertTable) > 0 && len(obj.VCEK) == 0:
-		r, err = sv.VerifyExtendedReport(context.Background(), obj.Report, obj.CertTable)
-	default:
-		return fail(snp.CodeReportMalformed, errors.New("snp evidence needs exactly one of vcek and cert_table"))
-	}
+	r, err := sv.VerifyRaw(context.Background(), obj.Report, obj.VCEK, obj.CertTable)
 	if err != nil {
 		return fail(snp.Code(err), err)
 	}
+	out.setReport(r)
+	out.Verified = true
+	return out
+}
+
+// setReport takes the verified report's fields and claims.
+func (out *inspection) setReport(r *snp.Result) {
 	out.Signer, out.ProductLine = r.Signer, r.ProductLine
 	out.ReportSHA256 = hex.EncodeToString(r.ReportSHA256[:])
 	out.Simulated = !r.Pinned
@@ -268,8 +267,6 @@ func inspectRawSNP(obj *release.RawSNP, snpOpts snp.Options) *inspection {
 	for k, v := range r.Claims {
 		out.Claims[k] = v
 	}
-	out.Verified = true
-	return out
 }
 
 // inspectACI verifies an ACI attestation object: report and VCEK chain,
@@ -292,13 +289,7 @@ func inspectACI(raw []byte, snpOpts snp.Options, trusted []uvm.Endorser, simDID 
 	if err != nil {
 		return fail(snp.Code(err), err)
 	}
-	out.Signer, out.ProductLine = r.Signer, r.ProductLine
-	out.ReportSHA256 = hex.EncodeToString(r.ReportSHA256[:])
-	out.Simulated = !r.Pinned
-	out.Claims = map[string]any{}
-	for k, v := range r.Claims {
-		out.Claims[k] = v
-	}
+	out.setReport(r)
 	if len(b.UVMEndorsements) == 0 {
 		return fail("UVM_MALFORMED", errors.New("uvm: the attestation object has no uvm_endorsements"))
 	}

@@ -192,17 +192,7 @@ func (s *Service) verifyRawSNP(ctx context.Context, attestation []byte) (*Eviden
 	if err := json.Unmarshal(attestation, &raw); err != nil {
 		return nil, attestationFailed(snp.CodeReportMalformed, err)
 	}
-	var res *snp.Result
-	var err error
-	switch {
-	case len(raw.VCEK) > 0 && len(raw.CertTable) == 0:
-		res, err = s.cfg.SNP.VerifyReport(ctx, raw.Report, raw.VCEK)
-	case len(raw.CertTable) > 0 && len(raw.VCEK) == 0:
-		res, err = s.cfg.SNP.VerifyExtendedReport(ctx, raw.Report, raw.CertTable)
-	default:
-		err = errors.New("snp evidence needs exactly one of vcek and cert_table")
-		return nil, attestationFailed(snp.CodeReportMalformed, err)
-	}
+	res, err := s.cfg.SNP.VerifyRaw(ctx, raw.Report, raw.VCEK, raw.CertTable)
 	if err != nil {
 		return nil, attestationFailed(snp.Code(err), err)
 	}

@@ -110,6 +110,19 @@ func (v *Verifier) VerifyReport(ctx context.Context, report, endorsementKey []by
 	return v.verify(ctx, report, endorsementKey, nil, "")
 }
 
+// VerifyRaw verifies the raw "snp" evidence form: a report with exactly one
+// of its VCEK/VLEK certificate (DER or PEM) and an extended report's
+// certificate table.
+func (v *Verifier) VerifyRaw(ctx context.Context, report, endorsementKey, certTable []byte) (*Result, error) {
+	switch {
+	case len(endorsementKey) > 0 && len(certTable) == 0:
+		return v.VerifyReport(ctx, report, endorsementKey)
+	case len(certTable) > 0 && len(endorsementKey) == 0:
+		return v.VerifyExtendedReport(ctx, report, certTable)
+	}
+	return nil, &Error{Code: CodeReportMalformed, Msg: "snp evidence needs exactly one of a VCEK/VLEK certificate and a certificate table"}
+}
+
 // VerifyExtendedReport verifies a report together with the GUID certificate table of the
 // SNP_GET_EXT_REPORT ABI, which must hold the VCEK or VLEK. Other entries (ASK, ARK, ...) are
 // ignored.
