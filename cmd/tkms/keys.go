@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/tkms-dev/tkms/internal/httpapi"
-	"github.com/tkms-dev/tkms/internal/ledger"
 	"github.com/tkms-dev/tkms/internal/state"
 	"github.com/tkms-dev/tkms/internal/store"
 )
@@ -99,13 +98,7 @@ func readKeys(dir string) (httpapi.V1Keys, error) {
 	}
 	defer s.Close()
 	st := state.New()
-	err = s.Scan(1, func(e *ledger.Entry) error {
-		if err := st.Apply(e); errors.Is(err, state.ErrSequence) {
-			return err
-		}
-		return nil
-	})
-	if err != nil {
+	if err := st.Replay(s.Scan, nil); err != nil {
 		return httpapi.V1Keys{}, err
 	}
 	return httpapi.AllKeys(st, time.Now()), nil

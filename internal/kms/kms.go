@@ -151,14 +151,8 @@ func (s *Service) replay() error {
 	} else {
 		snapSeq = 0
 	}
-	err = s.store.Scan(st.Seq+1, func(e *ledger.Entry) error {
-		if err := st.Apply(e); err != nil {
-			if errors.Is(err, state.ErrSequence) {
-				return err
-			}
-			s.log.Warn("ledger entry rejected by the state machine", "seq", e.Seq, "type", e.Type, "err", err)
-		}
-		return nil
+	err = st.Replay(s.store.Scan, func(e *ledger.Entry, err error) {
+		s.log.Warn("ledger entry rejected by the state machine", "seq", e.Seq, "type", e.Type, "err", err)
 	})
 	if err != nil {
 		return fmt.Errorf("kms: replay: %w", err)

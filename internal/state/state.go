@@ -354,6 +354,22 @@ func (s *State) idHolder(id int, t time.Time) *Key {
 // IDHeld reports whether an unexpired key holds numeric id at time t.
 func (s *State) IDHeld(id int, t time.Time) bool { return s.idHolder(id, t) != nil }
 
+// Replay applies the entries that scan yields from st.Seq+1 on, in order.
+// An entry the state machine rejects is passed to rejected (if not nil)
+// and skipped, as a live apply would; only a sequence gap stops the replay.
+func (s *State) Replay(scan func(from uint64, fn func(*ledger.Entry) error) error, rejected func(*ledger.Entry, error)) error {
+	return scan(s.Seq+1, func(e *ledger.Entry) error {
+		err := s.Apply(e)
+		if errors.Is(err, ErrSequence) {
+			return err
+		}
+		if err != nil && rejected != nil {
+			rejected(e, err)
+		}
+		return nil
+	})
+}
+
 // Validate checks the JWT policy's shape: issuers named once, with
 // audiences and exactly one key source, and claim policies only for
 // configured issuers.
