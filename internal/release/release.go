@@ -18,6 +18,7 @@ import (
 
 	"log/slog"
 	"net/http"
+	"sync/atomic"
 
 	"github.com/tkms-dev/tkms/internal/attest/snp"
 	"github.com/tkms-dev/tkms/internal/attest/uvm"
@@ -86,6 +87,14 @@ type Service struct {
 	cfg     Config
 	log     *slog.Logger
 	denials denials
+	policy  atomic.Pointer[parsedPolicy] // the policy in force, parsed once per version
+}
+
+// parsedPolicy is a release policy version, parsed and hashed.
+type parsedPolicy struct {
+	seq  uint64
+	p    policy.Policy
+	hash [32]byte
 }
 
 // New returns a Service.
@@ -238,12 +247,17 @@ func (s *Service) Decide(ev *Evidence) (decision, error) {
 	if raw == nil {
 		return d, fail(http.StatusBadRequest, CodePolicyUnset, "no key release policy is set: every release is denied", policy.ErrUnset)
 	}
-	p, err := policy.Parse(raw)
-	if err != nil {
-		return d, fail(http.StatusInternalServerError, CodeUnavailable, "the key release policy in force cannot be read", err)
+	pp := s.policy.Load()
+	if pp == nil || pp.seq != d.seq {
+		p, err := policy.Parse(raw)
+		if err != nil {
+			return d, fail(http.StatusInternalServerError, CodeUnavailable, "the key release policy in force cannot be read", err)
+		}
+		pp = &parsedPolicy{seq: d.seq, p: p, hash: policy.Hash(p)}
+		s.policy.Store(pp)
 	}
-	d.hash = policy.Hash(p)
-	if err := policy.Evaluate(p, ev.Claims); err != nil {
+	d.hash = pp.hash
+	if err := policy.Evaluate(pp.p, ev.Claims); err != nil {
 		if errors.Is(err, policy.ErrUnset) {
 			return d, fail(http.StatusBadRequest, CodePolicyUnset, err.Error(), err)
 		}
