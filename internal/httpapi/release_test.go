@@ -2,7 +2,6 @@ package httpapi
 
 import (
 	"bytes"
-	"context"
 	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/x509"
@@ -18,12 +17,11 @@ import (
 
 	"github.com/tkms-dev/tkms/internal/attest/snp"
 	"github.com/tkms-dev/tkms/internal/attest/uvm"
-	"github.com/tkms-dev/tkms/internal/jwtauth"
 	"github.com/tkms-dev/tkms/internal/keys"
 	"github.com/tkms-dev/tkms/internal/kms"
 	"github.com/tkms-dev/tkms/internal/oidcissuer"
 	"github.com/tkms-dev/tkms/internal/release"
-	"github.com/tkms-dev/tkms/internal/seal"
+	"github.com/tkms-dev/tkms/internal/release/releasetest"
 	"github.com/tkms-dev/tkms/internal/state"
 )
 
@@ -34,34 +32,14 @@ import (
 // denial that leaves the server serving.
 func TestAppUnwrapKeyOverHTTP(t *testing.T) {
 	log := slog.New(slog.DiscardHandler)
-	iss, err := oidcissuer.New(t.TempDir(), oidcissuer.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	idp := httptest.NewServer(iss.Handler())
-	defer idp.Close()
-	iss.SetURL(idp.URL)
+	iss := releasetest.Issuer(t)
 
 	hostData := "73973b78d70cc68353426de188db5dfc57e5b766e399935fb73a61127ea26d20"
 	pol, _ := json.Marshal(map[string]any{"claims": map[string]any{"x-ms-sevsnpvm-hostdata": []string{hostData}, "x-ms-sevsnpvm-is-debuggable": false}})
-	jwtPol := &state.JWTPolicy{Issuers: []state.JWTIssuer{{Issuer: idp.URL, Audiences: []string{"api://t"}, DiscoveryURL: iss.DiscoveryURL()}},
-		Claims: map[string]map[string]any{idp.URL: {"idtyp": "app"}}}
-	sealer, _ := seal.New(seal.NewKey())
-	svc, err := kms.Open(context.Background(), kms.Config{DataDir: t.TempDir(), Sealer: sealer, RotationPolicy: state.DefaultRotationPolicy(),
-		Logger: log, ReleasePolicy: pol, JWT: jwtPol})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer svc.Close()
-	svc.Tick(context.Background())
-	auth, err := jwtauth.New(context.Background(), jwtauth.Config{
-		Issuers: []jwtauth.IssuerConfig{{Issuer: idp.URL, Audiences: []string{"api://t"}, DiscoveryURL: iss.DiscoveryURL()}},
-		Policy:  jwtauth.Policy{idp.URL: {"idtyp": "app"}}, Logger: log,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer auth.Close()
+	jwtPol := &state.JWTPolicy{Issuers: []state.JWTIssuer{{Issuer: iss.URL(), Audiences: []string{"api://t"}, DiscoveryURL: iss.DiscoveryURL()}},
+		Claims: map[string]map[string]any{iss.URL(): {"idtyp": "app"}}}
+	svc := releasetest.KMS(t, kms.Config{ReleasePolicy: pol, JWT: jwtPol})
+	auth := releasetest.Auth(t, iss, "api://t")
 	sv, _ := snp.New(snp.Options{})
 	uv, _ := uvm.New(uvm.Options{})
 	rel, err := release.New(release.Config{KMS: svc, Auth: auth, SNP: sv, UVM: uv, Logger: log})

@@ -20,12 +20,11 @@ import (
 	"github.com/tkms-dev/tkms/internal/attest/simsnp"
 	"github.com/tkms-dev/tkms/internal/attest/snp"
 	"github.com/tkms-dev/tkms/internal/attest/uvm"
-	"github.com/tkms-dev/tkms/internal/jwtauth"
 	"github.com/tkms-dev/tkms/internal/keys"
 	"github.com/tkms-dev/tkms/internal/kms"
 	"github.com/tkms-dev/tkms/internal/oidcissuer"
 	"github.com/tkms-dev/tkms/internal/release"
-	"github.com/tkms-dev/tkms/internal/seal"
+	"github.com/tkms-dev/tkms/internal/release/releasetest"
 	"github.com/tkms-dev/tkms/internal/state"
 	"github.com/tkms-dev/tkms/internal/wrap"
 )
@@ -47,15 +46,7 @@ func newV1Env(t testing.TB, requireNonce bool) *v1Env {
 	t.Helper()
 	e := &v1Env{t: t}
 	log := slog.New(slog.DiscardHandler)
-	iss, err := oidcissuer.New(t.TempDir(), oidcissuer.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	idp := httptest.NewServer(iss.Handler())
-	t.Cleanup(idp.Close)
-	if err := iss.SetURL(idp.URL); err != nil {
-		t.Fatal(err)
-	}
+	iss := releasetest.Issuer(t)
 
 	fixture, err := os.ReadFile("../attest/simsnp/testdata/" + simsnp.ChainFile)
 	if err != nil {
@@ -71,25 +62,8 @@ func newV1Env(t testing.TB, requireNonce bool) *v1Env {
 	e.at = e.chain.VCEK().NotBefore.Add(24 * time.Hour)
 
 	pol, _ := json.Marshal(map[string]any{"claims": map[string]any{"x-ms-sevsnpvm-hostdata": []string{hex.EncodeToString(v1HostData)}}})
-	sealer, _ := seal.New(seal.NewKey())
-	e.svc, err = kms.Open(context.Background(), kms.Config{DataDir: t.TempDir(), Sealer: sealer, RotationPolicy: state.DefaultRotationPolicy(),
-		Logger: log, ReleasePolicy: pol})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { e.svc.Close() })
-	if _, err := e.svc.Tick(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	auth, err := jwtauth.New(context.Background(), jwtauth.Config{
-		Issuers: []jwtauth.IssuerConfig{{Issuer: idp.URL, Audiences: []string{"api://t"}, DiscoveryURL: iss.DiscoveryURL()}},
-		Policy:  jwtauth.Policy{idp.URL: {"idtyp": "app"}},
-		Logger:  log,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(auth.Close)
+	e.svc = releasetest.KMS(t, kms.Config{ReleasePolicy: pol})
+	auth := releasetest.Auth(t, iss, "api://t")
 	ark, ask := e.chain.Roots()
 	sv, err := snp.New(snp.Options{Now: func() time.Time { return e.at }, Roots: []snp.Root{{ProductLine: simsnp.ProductLine, ARK: ark, ASK: ask}}})
 	if err != nil {

@@ -26,11 +26,10 @@ import (
 	"github.com/tkms-dev/tkms/internal/attest/snp"
 	"github.com/tkms-dev/tkms/internal/attest/uvm"
 	"github.com/tkms-dev/tkms/internal/httpapi"
-	"github.com/tkms-dev/tkms/internal/jwtauth"
 	"github.com/tkms-dev/tkms/internal/kms"
 	"github.com/tkms-dev/tkms/internal/oidcissuer"
 	"github.com/tkms-dev/tkms/internal/release"
-	"github.com/tkms-dev/tkms/internal/seal"
+	"github.com/tkms-dev/tkms/internal/release/releasetest"
 	"github.com/tkms-dev/tkms/internal/state"
 	"github.com/tkms-dev/tkms/internal/wrap"
 )
@@ -60,35 +59,12 @@ func newHarness(tb testing.TB) *harness {
 	h := &harness{}
 	log := slog.New(slog.DiscardHandler)
 	var err error
-	if h.issuer, err = oidcissuer.New(tb.TempDir(), oidcissuer.Options{}); err != nil {
-		tb.Fatal(err)
-	}
-	idp := httptest.NewServer(h.issuer.Handler())
-	tb.Cleanup(idp.Close)
-	if err := h.issuer.SetURL(idp.URL); err != nil {
-		tb.Fatal(err)
-	}
+	h.issuer = releasetest.Issuer(tb)
 	pol, _ := json.Marshal(map[string]any{"claims": map[string]any{
 		"x-ms-sevsnpvm-hostdata": []string{aciHostData}, "x-ms-sevsnpvm-is-debuggable": false,
 	}})
-	sealer, _ := seal.New(seal.NewKey())
-	h.kms, err = kms.Open(context.Background(), kms.Config{DataDir: tb.TempDir(), Sealer: sealer,
-		RotationPolicy: state.DefaultRotationPolicy(), Logger: log, ReleasePolicy: pol})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { h.kms.Close() })
-	if _, err := h.kms.Tick(context.Background()); err != nil {
-		tb.Fatal(err)
-	}
-	auth, err := jwtauth.New(context.Background(), jwtauth.Config{
-		Issuers: []jwtauth.IssuerConfig{{Issuer: idp.URL, Audiences: []string{benchAudience}, DiscoveryURL: h.issuer.DiscoveryURL()}},
-		Policy:  jwtauth.Policy{idp.URL: {"idtyp": "app"}}, Logger: log,
-	})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(auth.Close)
+	h.kms = releasetest.KMS(tb, kms.Config{ReleasePolicy: pol})
+	auth := releasetest.Auth(tb, h.issuer, benchAudience)
 	sv, err := snp.New(snp.Options{})
 	if err != nil {
 		tb.Fatal(err)

@@ -13,7 +13,6 @@ import (
 	"encoding/pem"
 	"errors"
 	"log/slog"
-	"net/http/httptest"
 	"os"
 	"strings"
 	"sync"
@@ -22,12 +21,11 @@ import (
 
 	"github.com/tkms-dev/tkms/internal/attest/snp"
 	"github.com/tkms-dev/tkms/internal/attest/uvm"
-	"github.com/tkms-dev/tkms/internal/jwtauth"
 	"github.com/tkms-dev/tkms/internal/keys"
 	"github.com/tkms-dev/tkms/internal/kms"
 	"github.com/tkms-dev/tkms/internal/ledger"
 	"github.com/tkms-dev/tkms/internal/oidcissuer"
-	"github.com/tkms-dev/tkms/internal/seal"
+	"github.com/tkms-dev/tkms/internal/release/releasetest"
 	"github.com/tkms-dev/tkms/internal/state"
 	"google.golang.org/protobuf/proto"
 
@@ -73,36 +71,10 @@ func newEnvAt(t *testing.T, releasePolicy []byte, now func() time.Time) *env {
 	t.Helper()
 	e := &env{t: t}
 	var err error
-	e.issuer, err = oidcissuer.New(t.TempDir(), oidcissuer.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(e.issuer.Handler())
-	t.Cleanup(srv.Close)
-	if err := e.issuer.SetURL(srv.URL); err != nil {
-		t.Fatal(err)
-	}
+	e.issuer = releasetest.Issuer(t)
 	log := slog.New(slog.DiscardHandler)
-	sealer, _ := seal.New(seal.NewKey())
-	e.kms, err = kms.Open(context.Background(), kms.Config{
-		DataDir: t.TempDir(), Sealer: sealer, RotationPolicy: state.DefaultRotationPolicy(), Logger: log, ReleasePolicy: releasePolicy, Now: now,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { e.kms.Close() })
-	if _, err := e.kms.Tick(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	auth, err := jwtauth.New(context.Background(), jwtauth.Config{
-		Issuers: []jwtauth.IssuerConfig{{Issuer: srv.URL, Audiences: []string{audience}, DiscoveryURL: e.issuer.DiscoveryURL()}},
-		Policy:  jwtauth.Policy{srv.URL: {"idtyp": "app"}},
-		Logger:  log,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(auth.Close)
+	e.kms = releasetest.KMS(t, kms.Config{ReleasePolicy: releasePolicy, Now: now})
+	auth := releasetest.Auth(t, e.issuer, audience)
 	sv, err := snp.New(snp.Options{})
 	if err != nil {
 		t.Fatal(err)

@@ -14,7 +14,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
@@ -25,12 +24,10 @@ import (
 	"github.com/tkms-dev/tkms/internal/attest/simsnp"
 	"github.com/tkms-dev/tkms/internal/attest/snp"
 	"github.com/tkms-dev/tkms/internal/attest/uvm"
-	"github.com/tkms-dev/tkms/internal/jwtauth"
 	"github.com/tkms-dev/tkms/internal/keys"
 	"github.com/tkms-dev/tkms/internal/kms"
 	"github.com/tkms-dev/tkms/internal/ledger"
-	"github.com/tkms-dev/tkms/internal/oidcissuer"
-	"github.com/tkms-dev/tkms/internal/seal"
+	"github.com/tkms-dev/tkms/internal/release/releasetest"
 	"github.com/tkms-dev/tkms/internal/state"
 	"github.com/tkms-dev/tkms/internal/wrap"
 )
@@ -89,40 +86,13 @@ func newSimEnv(t *testing.T, configure func(*Config)) *simEnv {
 	e := &simEnv{env: &env{t: t}, chain: loadSimChain(t), clock: &testClock{t: time.Now()}}
 	e.at = e.chain.VCEK().NotBefore.Add(24 * time.Hour)
 	var err error
-	e.issuer, err = oidcissuer.New(t.TempDir(), oidcissuer.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(e.issuer.Handler())
-	t.Cleanup(srv.Close)
-	if err := e.issuer.SetURL(srv.URL); err != nil {
-		t.Fatal(err)
-	}
+	e.issuer = releasetest.Issuer(t)
 	log := slog.New(slog.DiscardHandler)
-	sealer, _ := seal.New(seal.NewKey())
 	pol, _ := json.Marshal(map[string]any{"claims": map[string]any{
 		"x-ms-sevsnpvm-hostdata": []string{hex.EncodeToString(simHostData)}, "x-ms-sevsnpvm-is-debuggable": false,
 	}})
-	e.kms, err = kms.Open(context.Background(), kms.Config{
-		DataDir: t.TempDir(), Sealer: sealer, RotationPolicy: state.DefaultRotationPolicy(), Logger: log,
-		ReleasePolicy: pol, Now: e.clock.Now,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { e.kms.Close() })
-	if _, err := e.kms.Tick(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	auth, err := jwtauth.New(context.Background(), jwtauth.Config{
-		Issuers: []jwtauth.IssuerConfig{{Issuer: srv.URL, Audiences: []string{audience}, DiscoveryURL: e.issuer.DiscoveryURL()}},
-		Policy:  jwtauth.Policy{srv.URL: {"idtyp": "app"}},
-		Logger:  log,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(auth.Close)
+	e.kms = releasetest.KMS(t, kms.Config{ReleasePolicy: pol, Now: e.clock.Now})
+	auth := releasetest.Auth(t, e.issuer, audience)
 	ark, ask := e.chain.Roots()
 	sv, err := snp.New(snp.Options{Now: func() time.Time { return e.at }, Roots: []snp.Root{{ProductLine: simsnp.ProductLine, ARK: ark, ASK: ask}}})
 	if err != nil {
