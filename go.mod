@@ -1,13 +1,15 @@
 module github.com/tkms-dev/tkms
 
-go 1.26
+go 1.26.0
 
 require (
 	github.com/go-jose/go-jose/v4 v4.1.3
 	github.com/google/go-sev-guest v0.15.0
 	github.com/tink-crypto/tink-go/v2 v2.9.0
+	github.com/transparency-dev/formats v0.1.1
 	github.com/veraison/go-cose v1.3.0
 	go.etcd.io/bbolt v1.4.3
+	golang.org/x/mod v0.43.0
 	google.golang.org/protobuf v1.36.11
 )
 

@@ -34,6 +34,11 @@ const FormatVersion = 1
 // MaxBodySize bounds the public body and the sealed part of one entry.
 const MaxBodySize = 4 << 20
 
+// MaxLeafSize bounds the leaf encoding of one entry (LeafBytes). The log's
+// entry bundles (C2SP tlog-tiles) prefix each leaf with a 16-bit length, so
+// an entry whose leaf is longer cannot be logged and is refused on append.
+const MaxLeafSize = 1<<16 - 1
+
 // Type names what an entry records. Types are stable strings: they appear in
 // the public log and in the associated data of sealed parts.
 type Type string
@@ -52,6 +57,7 @@ const (
 	TypeJWTPolicy         Type = "policy.jwt"          // trusted JWT issuers and their claim policies
 	TypeKeyReleased       Type = "key.released"        // private keys wrapped to an attested caller
 	TypeReleaseDenied     Type = "release.denied"      // an authenticated caller was refused (rate-limited)
+	TypeLogKey            Type = "log.key"             // the transparency log's origin and verifier key; sealed: signing key
 )
 
 // knownTypes lists every type this build understands. A ledger that holds
@@ -61,6 +67,7 @@ var knownTypes = map[Type]bool{
 	TypeKeyCreated: true, TypeKeyPublished: true, TypeKeyRetired: true,
 	TypeKeyExpired: true, TypeKeyDestroyed: true,
 	TypeKeyReleasePolicy: true, TypeJWTPolicy: true, TypeKeyReleased: true, TypeReleaseDenied: true,
+	TypeLogKey: true,
 }
 
 // Known reports whether t is a type of this format version.
@@ -150,6 +157,55 @@ func LeafBytes(e *Entry) []byte {
 		h = sha256.Sum256(e.Sealed)
 	}
 	return append(b, h[:]...)
+}
+
+// LeafSize returns len(LeafBytes(e)) without building it.
+func LeafSize(typ Type, body []byte) int {
+	return 1 + 8 + 8 + uvarintLen(len(typ)) + len(typ) + uvarintLen(len(body)) + len(body) + sha256.Size
+}
+
+func uvarintLen(n int) int {
+	var b [binary.MaxVarintLen64]byte
+	return binary.PutUvarint(b[:], uint64(n))
+}
+
+// A Leaf is an entry as the public log holds it: the sealed part is known
+// only by its SHA-256.
+type Leaf struct {
+	Seq          uint64
+	Time         time.Time
+	Type         Type
+	Body         []byte
+	SealedSHA256 [32]byte // zero when the entry has no sealed part
+}
+
+// HasSealed reports whether the entry had a sealed part.
+func (l *Leaf) HasSealed() bool { return l.SealedSHA256 != [32]byte{} }
+
+// UnmarshalLeaf decodes a leaf made by LeafBytes. Decoding is strict: a leaf
+// that decodes is byte for byte what LeafBytes makes of the entry. It does
+// not check that the type is known (an auditor reports unknown types
+// itself) and the returned leaf does not alias b.
+func UnmarshalLeaf(b []byte) (*Leaf, error) {
+	if len(b) < 1 {
+		return nil, fmt.Errorf("%w: empty leaf", ErrCorrupt)
+	}
+	if b[0] != FormatVersion {
+		return nil, fmt.Errorf("%w %d in leaf (this build reads version %d)", ErrVersion, b[0], FormatVersion)
+	}
+	if len(b) > MaxLeafSize {
+		return nil, fmt.Errorf("%w: leaf of %d bytes", ErrCorrupt, len(b))
+	}
+	r := reader{b: b[1:]}
+	l := &Leaf{Seq: r.u64()}
+	l.Time = time.Unix(0, int64(r.u64())).UTC()
+	l.Type = Type(r.bytes())
+	l.Body = r.bytes()
+	if r.err != nil || len(r.b) != sha256.Size {
+		return nil, fmt.Errorf("%w: bad leaf framing", ErrCorrupt)
+	}
+	copy(l.SealedSHA256[:], r.b)
+	return l, nil
 }
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)

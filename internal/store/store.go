@@ -9,6 +9,11 @@
 // record and refuses a file with a corrupt or unknown one, never truncating
 // it. A snapshot of the derived state may be stored beside the entries so
 // that start-up does not have to replay the whole ledger.
+//
+// The store also keeps the transparency log's Merkle tree (see package
+// translog): in the transaction that writes entries it writes the RFC 6962
+// hashes that golang.org/x/mod/sumdb/tlog stores for them, so the tree head
+// of every durable batch is known at once and proofs never need a rebuild.
 package store
 
 import (
@@ -26,6 +31,7 @@ import (
 	"github.com/tkms-dev/tkms/internal/seal"
 	bolt "go.etcd.io/bbolt"
 	bolterrors "go.etcd.io/bbolt/errors"
+	"golang.org/x/mod/sumdb/tlog"
 )
 
 // FileName is the name of the ledger file inside the data directory.
@@ -35,8 +41,10 @@ var (
 	bucketMeta     = []byte("meta")
 	bucketEntries  = []byte("entries")
 	bucketSnapshot = []byte("snapshot")
+	bucketHashes   = []byte("hashes") // tlog stored hash index (8 bytes BE) -> hash
 	keyFormat      = []byte("format")
 	keySnapshot    = []byte("latest")
+	keyTreeSize    = []byte("tree_size") // in meta: leaves whose hashes are stored
 )
 
 // Errors.
@@ -44,6 +52,9 @@ var (
 	ErrClosed   = errors.New("store: closed")
 	ErrInUse    = errors.New("store: the data directory is in use by another tkms process")
 	ErrReadOnly = errors.New("store: opened read-only")
+	// ErrTooLarge: the entry's public part would not fit in one log leaf
+	// (ledger.MaxLeafSize).
+	ErrTooLarge = errors.New("its public part exceeds the log's leaf size limit")
 )
 
 // A Proposal is an entry before the store gives it a sequence number.
@@ -82,12 +93,22 @@ type Store struct {
 	done     chan struct{}
 	closeMu  sync.RWMutex
 	closed   bool
-	onCommit func([]*ledger.Entry)
+	onCommit func(Batch)
 	running  bool
 
-	mu   sync.Mutex // guards last, err
+	mu   sync.Mutex // guards last, err, tree, root
 	last uint64
 	err  error // sticky write failure
+	tree int64 // leaves whose hashes are stored (== last once Open returns, unless read-only)
+	root tlog.Hash
+}
+
+// A Batch is what the committer hands to the OnCommit hook: the entries
+// that just became durable, in order, and the log's tree head after them.
+type Batch struct {
+	Entries  []*ledger.Entry
+	TreeSize int64     // == the last entry's seq
+	Root     tlog.Hash // RFC 6962 root of the tree of TreeSize leaves
 }
 
 type appendReq struct {
@@ -130,7 +151,166 @@ func Open(dir string, opts Options) (*Store, error) {
 		db.Close()
 		return nil, err
 	}
+	if err := s.initLog(); err != nil {
+		db.Close()
+		return nil, err
+	}
 	return s, nil
+}
+
+// initLog reads the log's tree head, first storing the hashes of entries
+// written before the store kept them (a ledger of an earlier tkms, or the
+// tail of one; read-only stores skip this and serve the hashed prefix).
+func (s *Store) initLog() error {
+	if err := s.db.View(func(tx *bolt.Tx) error {
+		var err error
+		s.tree, err = treeSize(tx)
+		return err
+	}); err != nil {
+		return err
+	}
+	if s.tree > int64(s.last) {
+		return fmt.Errorf("store: %s: %w: the log holds %d leaves but the ledger %d entries", s.db.Path(), ledger.ErrCorrupt, s.tree, s.last)
+	}
+	if !s.readOnly && s.tree < int64(s.last) {
+		for s.tree < int64(s.last) {
+			end := min(s.tree+4096, int64(s.last))
+			err := s.db.Update(func(tx *bolt.Tx) error {
+				if _, err := tx.CreateBucketIfNotExists(bucketHashes); err != nil {
+					return err
+				}
+				var entries []*ledger.Entry
+				if err := scanTx(tx, uint64(s.tree)+1, func(e *ledger.Entry) error {
+					if int64(e.Seq) > end {
+						return errStopScan
+					}
+					entries = append(entries, e)
+					return nil
+				}); err != nil && err != errStopScan {
+					return err
+				}
+				return storeHashes(tx, entries)
+			})
+			if err != nil {
+				return fmt.Errorf("store: %s: storing the log's hashes: %w", s.db.Path(), err)
+			}
+			s.tree = end
+		}
+	}
+	return s.db.View(func(tx *bolt.Tx) error {
+		var err error
+		s.root, err = tlog.TreeHash(s.tree, txHashes(tx))
+		return err
+	})
+}
+
+var errStopScan = errors.New("stop")
+
+// treeSize reads the number of leaves whose hashes are stored.
+func treeSize(tx *bolt.Tx) (int64, error) {
+	v := tx.Bucket(bucketMeta).Get(keyTreeSize)
+	if v == nil {
+		return 0, nil
+	}
+	if len(v) != 8 || tx.Bucket(bucketHashes) == nil {
+		return 0, fmt.Errorf("store: %w: log tree size %x", ledger.ErrCorrupt, v)
+	}
+	return int64(binary.BigEndian.Uint64(v)), nil
+}
+
+// storeHashes stores the log hashes of entries, which must directly follow
+// the leaves already hashed, and the new tree size. It returns nothing but
+// an error: the root is computed by the caller when needed.
+func storeHashes(tx *bolt.Tx, entries []*ledger.Entry) error {
+	if len(entries) == 0 {
+		return nil
+	}
+	b := tx.Bucket(bucketHashes)
+	b.FillPercent = 1 // append-only keys
+	r := txHashes(tx)
+	var k [8]byte
+	for _, e := range entries {
+		n := int64(e.Seq) - 1
+		hs, err := tlog.StoredHashesForRecordHash(n, tlog.RecordHash(ledger.LeafBytes(e)), r)
+		if err != nil {
+			return fmt.Errorf("hashes of leaf %d: %w", n, err)
+		}
+		idx := tlog.StoredHashIndex(0, n)
+		for i, h := range hs {
+			binary.BigEndian.PutUint64(k[:], uint64(idx+int64(i)))
+			if err := b.Put(k[:], h[:]); err != nil {
+				return err
+			}
+		}
+	}
+	return tx.Bucket(bucketMeta).Put(keyTreeSize, binary.BigEndian.AppendUint64(nil, entries[len(entries)-1].Seq))
+}
+
+// txHashes reads stored hashes within tx.
+func txHashes(tx *bolt.Tx) tlog.HashReader {
+	return tlog.HashReaderFunc(func(indexes []int64) ([]tlog.Hash, error) {
+		b := tx.Bucket(bucketHashes)
+		out := make([]tlog.Hash, len(indexes))
+		var k [8]byte
+		for i, idx := range indexes {
+			var v []byte
+			if b != nil && idx >= 0 {
+				binary.BigEndian.PutUint64(k[:], uint64(idx))
+				v = b.Get(k[:])
+			}
+			if len(v) != tlog.HashSize {
+				return nil, fmt.Errorf("store: log hash %d: %w", idx, errNoHash)
+			}
+			copy(out[i][:], v)
+		}
+		return out, nil
+	})
+}
+
+var errNoHash = errors.New("not stored")
+
+// TreeHead returns the log's tree size and root hash: those of the last
+// durable entry.
+func (s *Store) TreeHead() (int64, tlog.Hash) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.tree, s.root
+}
+
+// ReadHashes implements tlog.HashReader over the stored hashes.
+func (s *Store) ReadHashes(indexes []int64) ([]tlog.Hash, error) {
+	var out []tlog.Hash
+	err := s.db.View(func(tx *bolt.Tx) error {
+		var err error
+		out, err = txHashes(tx).ReadHashes(indexes)
+		return err
+	})
+	return out, err
+}
+
+// ReadLeaves returns the log leaves (ledger.LeafBytes) start to start+n-1,
+// that is the entries with sequence numbers start+1 to start+n.
+func (s *Store) ReadLeaves(start, n int64) ([][]byte, error) {
+	if start < 0 || n < 0 || start+n > int64(s.Last()) {
+		return nil, fmt.Errorf("store: leaves %d+%d: beyond the ledger", start, n)
+	}
+	out := make([][]byte, 0, n)
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return scanTx(tx, uint64(start)+1, func(e *ledger.Entry) error {
+			if int64(len(out)) == n {
+				return errStopScan
+			}
+			out = append(out, ledger.LeafBytes(e))
+			return nil
+		})
+	})
+	if err != nil && err != errStopScan {
+		return nil, err
+	}
+	if int64(len(out)) != n {
+		return nil, fmt.Errorf("store: leaves %d+%d: found %d", start, n, len(out))
+	}
+	return out, nil
 }
 
 // init verifies the file, or sets up a new, empty one. It writes nothing
@@ -151,7 +331,7 @@ func (s *Store) init() error {
 		return fmt.Errorf("store: %s is not a tkms ledger (no meta bucket)", s.db.Path())
 	}
 	err = s.db.Update(func(tx *bolt.Tx) error {
-		for _, name := range [][]byte{bucketMeta, bucketEntries, bucketSnapshot} {
+		for _, name := range [][]byte{bucketMeta, bucketEntries, bucketSnapshot, bucketHashes} {
 			if _, err := tx.CreateBucket(name); err != nil {
 				return err
 			}
@@ -216,7 +396,7 @@ func (s *Store) Last() uint64 {
 // Start begins accepting appends. onCommit, if not nil, is called by the
 // committer with each durable batch, in order, before the appends return.
 // Start may be called once; onCommit must not call Append.
-func (s *Store) Start(onCommit func([]*ledger.Entry)) {
+func (s *Store) Start(onCommit func(Batch)) {
 	s.closeMu.Lock()
 	defer s.closeMu.Unlock()
 	if s.running || s.closed {
@@ -252,8 +432,8 @@ func (s *Store) Append(ctx context.Context, props ...Proposal) ([]*ledger.Entry,
 		if !time.Unix(0, p.Time.UnixNano()).Equal(p.Time) {
 			return nil, fmt.Errorf("store: entry of type %s: time %v cannot be recorded", p.Type, p.Time)
 		}
-		if len(p.Body) > ledger.MaxBodySize || len(p.Secret) > ledger.MaxBodySize/2 {
-			return nil, fmt.Errorf("store: entry of type %s is too large", p.Type)
+		if len(p.Body) > ledger.MaxBodySize || len(p.Secret) > ledger.MaxBodySize/2 || ledger.LeafSize(p.Type, p.Body) > ledger.MaxLeafSize {
+			return nil, fmt.Errorf("store: entry of type %s is too large (%w)", p.Type, ErrTooLarge)
 		}
 	}
 	req := &appendReq{props: props, done: make(chan struct{})}
@@ -307,6 +487,7 @@ func (s *Store) commit(batch []*appendReq) {
 	if err == nil {
 		all, err = s.seal(batch, next)
 	}
+	var root tlog.Hash
 	if err == nil {
 		err = s.db.Update(func(tx *bolt.Tx) error {
 			b := tx.Bucket(bucketEntries)
@@ -318,7 +499,12 @@ func (s *Store) commit(batch []*appendReq) {
 					return err
 				}
 			}
-			return nil
+			if err := storeHashes(tx, all); err != nil {
+				return err
+			}
+			var err error
+			root, err = tlog.TreeHash(int64(all[len(all)-1].Seq), txHashes(tx))
+			return err
 		})
 		if err != nil {
 			// The outcome of a failed commit on disk is not known to
@@ -334,9 +520,10 @@ func (s *Store) commit(batch []*appendReq) {
 	if err == nil {
 		s.mu.Lock()
 		s.last = all[len(all)-1].Seq
+		s.tree, s.root = int64(s.last), root
 		s.mu.Unlock()
 		if s.onCommit != nil {
-			s.onCommit(all)
+			s.onCommit(Batch{Entries: all, TreeSize: int64(s.last), Root: root})
 		}
 	}
 	for _, r := range batch {
@@ -398,21 +585,23 @@ func (s *Store) Unseal(e *ledger.Entry) ([]byte, error) {
 
 // Scan calls fn for every entry with sequence number >= from, in order.
 func (s *Store) Scan(from uint64, fn func(*ledger.Entry) error) error {
-	return s.db.View(func(tx *bolt.Tx) error {
-		c := tx.Bucket(bucketEntries).Cursor()
-		var k [8]byte
-		binary.BigEndian.PutUint64(k[:], from)
-		for key, v := c.Seek(k[:]); key != nil; key, v = c.Next() {
-			e, err := ledger.UnmarshalRecord(v)
-			if err != nil {
-				return fmt.Errorf("store: entry %x: %w", key, err)
-			}
-			if err := fn(e); err != nil {
-				return err
-			}
+	return s.db.View(func(tx *bolt.Tx) error { return scanTx(tx, from, fn) })
+}
+
+func scanTx(tx *bolt.Tx, from uint64, fn func(*ledger.Entry) error) error {
+	c := tx.Bucket(bucketEntries).Cursor()
+	var k [8]byte
+	binary.BigEndian.PutUint64(k[:], from)
+	for key, v := c.Seek(k[:]); key != nil; key, v = c.Next() {
+		e, err := ledger.UnmarshalRecord(v)
+		if err != nil {
+			return fmt.Errorf("store: entry %x: %w", key, err)
 		}
-		return nil
-	})
+		if err := fn(e); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)

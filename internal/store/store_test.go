@@ -54,7 +54,11 @@ func openStore(t testing.TB, dir string, sealer seal.Sealer, onCommit func([]*le
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Close() })
-	s.Start(onCommit)
+	if onCommit == nil {
+		s.Start(nil)
+	} else {
+		s.Start(func(b store.Batch) { onCommit(b.Entries) })
+	}
 	return s
 }
 

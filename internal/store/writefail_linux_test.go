@@ -82,8 +82,12 @@ func writeFailureChild(t *testing.T, dir string) {
 	}
 
 	ctx := context.Background()
-	big := store.Proposal{Time: t0, Type: ledger.TypeSettingsPolicy, Body: bytes.Repeat([]byte("x"), 1<<20)}
-	es, err := s.Append(ctx, big)
+	// About 1 MiB in entries that each fit a log leaf.
+	var big []store.Proposal
+	for range 20 {
+		big = append(big, store.Proposal{Time: t0, Type: ledger.TypeSettingsPolicy, Body: bytes.Repeat([]byte("x"), 60000)})
+	}
+	es, err := s.Append(ctx, big...)
 	if err == nil || es != nil {
 		t.Fatalf("append past the file size limit = (%v, %v), want an error and no entries", es, err)
 	}
