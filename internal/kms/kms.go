@@ -25,6 +25,8 @@ import (
 	"github.com/tkms-dev/tkms/internal/seal"
 	"github.com/tkms-dev/tkms/internal/state"
 	"github.com/tkms-dev/tkms/internal/store"
+	"github.com/tkms-dev/tkms/internal/translog"
+	"golang.org/x/mod/sumdb/note"
 )
 
 // Config configures a Service.
@@ -53,6 +55,10 @@ type Config struct {
 	SnapshotEvery uint64
 	// MaxBatch bounds entries per store transaction (default 1024).
 	MaxBatch int
+	// LogOrigin names the transparency log in its checkpoints (C2SP
+	// tlog-checkpoint origin line), e.g. "kms.sro.example/depa". It is
+	// fixed at genesis; by default "tkms/<service name>/<8 random hex>".
+	LogOrigin string
 }
 
 // Service is an open tkms instance.
@@ -73,6 +79,10 @@ type Service struct {
 
 	privMu sync.Mutex
 	priv   map[string][]byte // kid -> private key, cache of unsealed keys
+
+	logMu     sync.Mutex  // serialises checkpoint signing
+	logSigner note.Signer // nil until the log key is known
+	cp        atomic.Pointer[translog.Signed]
 
 	snapMu      sync.Mutex
 	snapSeq     uint64
@@ -115,6 +125,10 @@ func Open(ctx context.Context, cfg Config) (*Service, error) {
 	}
 	s.keyring, err = keyring.Open(cfg.DataDir, cfg.Sealer)
 	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	if err := s.loadLogKey(); err != nil {
 		st.Close()
 		return nil, err
 	}
@@ -164,8 +178,10 @@ func (s *Service) replay() error {
 	return nil
 }
 
-// onCommit is the store's hook: it applies each durable batch, in order.
-func (s *Service) onCommit(entries []*ledger.Entry) {
+// onCommit is the store's hook: it applies each durable batch, in order,
+// and signs the log's new checkpoint, both before the appends return.
+func (s *Service) onCommit(b store.Batch) {
+	entries := b.Entries
 	s.mu.Lock()
 	for _, e := range entries {
 		if err := s.st.Apply(e); err != nil {
@@ -178,9 +194,11 @@ func (s *Service) onCommit(entries []*ledger.Entry) {
 	if seq-s.snapSeq >= s.cfg.SnapshotEvery {
 		snap = s.st.Clone()
 	}
+	logKey := s.st.LogKey
 	close(s.apply)
 	s.apply = make(chan struct{})
 	s.mu.Unlock()
+	s.signCheckpoint(logKey, b.TreeSize, b.Root)
 	if snap != nil {
 		s.snapshot(snap)
 	}
@@ -254,6 +272,15 @@ func (s *Service) bootstrap(ctx context.Context) error {
 	if cur.Genesis == nil {
 		g, _ := json.Marshal(state.Genesis{Service: s.cfg.ServiceName, Format: ledger.FormatVersion})
 		props = append(props, store.Proposal{Time: now, Type: ledger.TypeGenesis, Body: g})
+	}
+	if cur.LogKey == nil {
+		p, err := s.newLogKey()
+		if err != nil {
+			return err
+		}
+		props = append(props, p)
+	} else if s.cfg.LogOrigin != "" && s.cfg.LogOrigin != cur.LogKey.Origin {
+		return fmt.Errorf("kms: log_origin %q: the log's origin was fixed at genesis as %q", s.cfg.LogOrigin, cur.LogKey.Origin)
 	}
 	if cur.Genesis == nil || cur.Rotation != s.cfg.RotationPolicy {
 		b, _ := json.Marshal(s.cfg.RotationPolicy)

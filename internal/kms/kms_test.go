@@ -201,7 +201,7 @@ func TestLifecycle(t *testing.T) {
 		types = append(types, e.Type)
 	}
 	want := []ledger.Type{
-		ledger.TypeGenesis, ledger.TypeKeyRotationPolicy, ledger.TypeSettingsPolicy,
+		ledger.TypeGenesis, ledger.TypeLogKey, ledger.TypeKeyRotationPolicy, ledger.TypeSettingsPolicy,
 		ledger.TypeKeyCreated, ledger.TypeKeyPublished, // k1 at 0
 		ledger.TypeKeyCreated,                          // k2 at 8d
 		ledger.TypeKeyRetired, ledger.TypeKeyPublished, // k1, k2 at 10d

@@ -294,6 +294,7 @@ func (s *Service) record(ctx context.Context, kids []string, api, format string,
 		Measurement: hex.EncodeToString(ev.Measurement), HostData: hex.EncodeToString(ev.HostData),
 		ReportSHA256: hex.EncodeToString(ev.ReportSHA256[:]), WrappingKeySHA256: hex.EncodeToString(wrappingKeyHash[:]),
 		PolicySeq: d.seq, PolicySHA256: hex.EncodeToString(d.hash[:]),
+		Claims: ev.Claims,
 	}
 	e, err := s.cfg.KMS.RecordRelease(ctx, r)
 	if err != nil {

@@ -24,6 +24,7 @@ import (
 	"github.com/tkms-dev/tkms/internal/keys"
 	"github.com/tkms-dev/tkms/internal/ledger"
 	"github.com/tkms-dev/tkms/internal/policy"
+	"golang.org/x/mod/sumdb/note"
 )
 
 // Phase is a stage of a key's life.
@@ -119,10 +120,22 @@ type State struct {
 	ReleasePolicySeq uint64          `json:"key_release_policy_seq,omitempty"`
 	// JWT is the trusted issuers and their claim policies, set by the
 	// entry at JWTSeq.
-	JWT      *JWTPolicy `json:"jwt_policy,omitempty"`
-	JWTSeq   uint64     `json:"jwt_policy_seq,omitempty"`
-	Releases uint64     `json:"releases"` // key.released entries applied
-	Denials  uint64     `json:"denials"`  // refusals of authenticated callers, suppressed ones included
+	JWT    *JWTPolicy `json:"jwt_policy,omitempty"`
+	JWTSeq uint64     `json:"jwt_policy_seq,omitempty"`
+	// LogKey names the transparency log and its verifier key, set once by
+	// the log.key entry at LogKeySeq.
+	LogKey    *LogKey `json:"log_key,omitempty"`
+	LogKeySeq uint64  `json:"log_key_seq,omitempty"`
+	Releases  uint64  `json:"releases"` // key.released entries applied
+	Denials   uint64  `json:"denials"`  // refusals of authenticated callers, suppressed ones included
+}
+
+// LogKey is the body of the log.key entry: the origin line of the log's
+// checkpoints and the note verifier key that checks their signatures. The
+// entry's sealed part is the signing key.
+type LogKey struct {
+	Origin      string `json:"origin"`
+	VerifierKey string `json:"verifier_key"`
 }
 
 // ReleaseDenied is the body of a release.denied entry: an authenticated
@@ -171,6 +184,11 @@ type KeyReleased struct {
 	WrappingKeySHA256 string   `json:"wrapping_key_sha256"`
 	PolicySeq         uint64   `json:"policy_seq"`
 	PolicySHA256      string   `json:"policy_sha256"`
+	// Claims are the claims the key release policy was evaluated on (the
+	// verified evidence's x-ms-* claims), so that an auditor can evaluate
+	// the policy in force again. Absent in entries of tkms before the
+	// transparency log.
+	Claims map[string]any `json:"claims,omitempty"`
 }
 
 // New returns the empty state, before genesis.
@@ -266,6 +284,25 @@ func (s *State) apply(e *ledger.Entry) error {
 		s.Denials += 1 + d.Suppressed
 	case ledger.TypeKeyPublished, ledger.TypeKeyRetired, ledger.TypeKeyExpired, ledger.TypeKeyDestroyed:
 		return s.applyKeyEvent(e)
+	case ledger.TypeLogKey:
+		if s.LogKey != nil {
+			return fmt.Errorf("the log key is already set at seq %d", s.LogKeySeq)
+		}
+		var k LogKey
+		if err := decodeBody(e.Body, &k); err != nil {
+			return err
+		}
+		v, err := note.NewVerifier(k.VerifierKey)
+		if err != nil {
+			return fmt.Errorf("verifier key: %w", err)
+		}
+		if v.Name() != k.Origin {
+			return fmt.Errorf("verifier key is named %q, not the origin %q", v.Name(), k.Origin)
+		}
+		if len(e.Sealed) == 0 {
+			return errors.New("no sealed signing key")
+		}
+		s.LogKey, s.LogKeySeq = &k, e.Seq
 	default:
 		return fmt.Errorf("no handler for type %q", e.Type)
 	}

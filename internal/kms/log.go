@@ -1,0 +1,166 @@
+package kms
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/tkms-dev/tkms/internal/ledger"
+	"github.com/tkms-dev/tkms/internal/state"
+	"github.com/tkms-dev/tkms/internal/store"
+	"github.com/tkms-dev/tkms/internal/translog"
+	"golang.org/x/mod/sumdb/note"
+	"golang.org/x/mod/sumdb/tlog"
+)
+
+// The transparency log: the store keeps the Merkle tree of the ledger's
+// leaves; the service holds the log's signing key (sealed in the log.key
+// entry, generated at genesis) and signs a checkpoint for every durable
+// batch, before the batch's appends return. So a writer that has appended
+// an entry can answer with its receipt at once, without a 202 loop.
+
+// newLogKey generates the log's signing key and returns the log.key entry
+// that records it. The signer is installed at once: the checkpoint of the
+// batch that makes the entry durable is the first one signed.
+func (s *Service) newLogKey() (store.Proposal, error) {
+	origin := s.cfg.LogOrigin
+	if origin == "" {
+		var r [4]byte
+		rand.Read(r[:])
+		name := strings.Map(func(c rune) rune {
+			if c == '+' || c == '/' || c <= ' ' || c == 0x7f {
+				return '-'
+			}
+			return c
+		}, s.cfg.ServiceName)
+		if name == "" {
+			name = "kms"
+		}
+		origin = "tkms/" + name + "/" + hex.EncodeToString(r[:])
+	}
+	skey, vkey, err := translog.GenerateKey(origin)
+	if err != nil {
+		return store.Proposal{}, fmt.Errorf("kms: log key: %w", err)
+	}
+	signer, err := note.NewSigner(skey)
+	if err != nil {
+		return store.Proposal{}, fmt.Errorf("kms: log key: %w", err)
+	}
+	body, _ := json.Marshal(state.LogKey{Origin: origin, VerifierKey: vkey})
+	s.logMu.Lock()
+	s.logSigner = signer
+	s.logMu.Unlock()
+	return store.Proposal{Time: s.now(), Type: ledger.TypeLogKey, Body: body, Secret: []byte(skey)}, nil
+}
+
+// loadLogKey unseals the log's signing key recorded in the ledger, if any,
+// and signs the checkpoint of the ledger as it is.
+func (s *Service) loadLogKey() error {
+	var lk *state.LogKey
+	var seq uint64
+	s.Read(func(st *state.State) { lk, seq = st.LogKey, st.LogKeySeq })
+	if lk == nil {
+		return nil // written by bootstrap
+	}
+	e, err := s.store.Get(seq)
+	if err != nil {
+		return fmt.Errorf("kms: log key: %w", err)
+	}
+	skey, err := s.store.Unseal(e)
+	if err != nil {
+		return fmt.Errorf("kms: log key at seq %d: %w", seq, err)
+	}
+	defer clear(skey)
+	signer, err := note.NewSigner(string(skey))
+	if err != nil {
+		return fmt.Errorf("kms: log key at seq %d: %w", seq, err)
+	}
+	v, err := note.NewVerifier(lk.VerifierKey)
+	if err != nil || v.Name() != signer.Name() || v.KeyHash() != signer.KeyHash() {
+		return fmt.Errorf("kms: the log signing key at seq %d does not match its verifier key", seq)
+	}
+	s.logMu.Lock()
+	s.logSigner = signer
+	s.logMu.Unlock()
+	size, root := s.store.TreeHead()
+	s.signCheckpoint(lk, size, root)
+	if s.cp.Load() == nil {
+		return errors.New("kms: cannot sign the log's checkpoint")
+	}
+	return nil
+}
+
+// signCheckpoint signs the tree head once the log key is in the state.
+func (s *Service) signCheckpoint(lk *state.LogKey, size int64, root tlog.Hash) {
+	if lk == nil {
+		return
+	}
+	s.logMu.Lock()
+	defer s.logMu.Unlock()
+	if s.logSigner == nil || s.logSigner.Name() != lk.Origin {
+		return
+	}
+	if cur := s.cp.Load(); cur != nil && cur.Size >= size {
+		return
+	}
+	cp, err := translog.Sign(translog.Checkpoint{Origin: lk.Origin, Size: size, Root: root}, s.logSigner)
+	if err != nil {
+		s.log.Error("cannot sign the log's checkpoint", "size", size, "err", err)
+		return
+	}
+	s.cp.Store(&cp)
+}
+
+// Checkpoint returns the latest signed checkpoint of the log. It covers
+// every entry whose append has returned.
+func (s *Service) Checkpoint() translog.Signed {
+	if cp := s.cp.Load(); cp != nil {
+		return *cp
+	}
+	return translog.Signed{}
+}
+
+// LogOrigin returns the log's origin line.
+func (s *Service) LogOrigin() string {
+	var o string
+	s.Read(func(st *state.State) {
+		if st.LogKey != nil {
+			o = st.LogKey.Origin
+		}
+	})
+	return o
+}
+
+// LogVerifierKey returns the note verifier key of the log's checkpoints.
+func (s *Service) LogVerifierKey() string {
+	var v string
+	s.Read(func(st *state.State) {
+		if st.LogKey != nil {
+			v = st.LogKey.VerifierKey
+		}
+	})
+	return v
+}
+
+// LogHashes reads the log's stored hashes.
+func (s *Service) LogHashes() tlog.HashReader { return s.store }
+
+// ReadLeaves returns the log leaves start to start+n-1 (entries start+1
+// to start+n). It implements translog.LeafReader.
+func (s *Service) ReadLeaves(start, n int64) ([][]byte, error) { return s.store.ReadLeaves(start, n) }
+
+// Receipt returns the receipt of entry seq against the latest checkpoint.
+func (s *Service) Receipt(seq uint64) (*translog.Receipt, error) {
+	cp := s.Checkpoint()
+	if seq == 0 || int64(seq) > cp.Size {
+		return nil, fmt.Errorf("kms: receipt of entry %d: %w (checkpoint size %d)", seq, translog.ErrNotFound, cp.Size)
+	}
+	e, err := s.store.Get(seq)
+	if err != nil {
+		return nil, err
+	}
+	return translog.NewReceipt(int64(seq)-1, ledger.LeafBytes(e), cp, s.store)
+}
