@@ -21,8 +21,10 @@ import (
 
 	"github.com/tkms-dev/tkms/internal/keys"
 	"github.com/tkms-dev/tkms/internal/kms"
+	"github.com/tkms-dev/tkms/internal/ledger"
 	"github.com/tkms-dev/tkms/internal/seal"
 	"github.com/tkms-dev/tkms/internal/state"
+	"github.com/tkms-dev/tkms/internal/translog"
 )
 
 const operatorToken = "test-operator-token"
@@ -232,9 +234,36 @@ func TestPubKey(t *testing.T) {
 	maxAge(t, resp)
 	want := `{"kty":"OKP","crv":"X25519","x":"` + base64.RawURLEncoding.EncodeToString(k.PublicKey) + `","kid":"` + k.Kid +
 		`","timestamp":` + strconv.FormatInt(k.Created.UnixMilli(), 10) + `,"expiry":` + strconv.FormatInt(k.NotAfter.UnixMilli(), 10) +
-		`,"id":` + strconv.Itoa(k.ID) + `,"receipt":""}`
-	if string(body) != want {
-		t.Fatalf("pubkey jwk\n got %s\nwant %s", body, want)
+		`,"id":` + strconv.Itoa(k.ID) + `,"receipt":`
+	if !strings.HasPrefix(string(body), want) {
+		t.Fatalf("pubkey jwk\n got %s\nwant %s...", body, want)
+	}
+	// The receipt proves that the key.created entry binding this kid and
+	// public key is in the log.
+	var item struct {
+		Receipt string `json:"receipt"`
+	}
+	if err := json.Unmarshal(body, &item); err != nil {
+		t.Fatal(err)
+	}
+	rc, err := translog.ParseReceipt([]byte(item.Receipt))
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := translog.NewVerifier(e.svc.LogVerifierKey())
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, _, err := rc.Verify(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kc state.KeyCreated
+	if err := json.Unmarshal(leaf.Body, &kc); err != nil {
+		t.Fatal(err)
+	}
+	if leaf.Type != ledger.TypeKeyCreated || leaf.Seq != k.Seq || kc.Kid != k.Kid || !bytes.Equal(kc.PublicKey, k.PublicKey) {
+		t.Fatalf("receipt of %s at seq %d holds %s seq %d kid %s", k.Kid, k.Seq, leaf.Type, leaf.Seq, kc.Kid)
 	}
 	_, noKid := e.get("/app/pubkey")
 	if !bytes.Equal(noKid, body) {

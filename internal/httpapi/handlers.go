@@ -58,11 +58,25 @@ func (s *Server) fmtParam(w http.ResponseWriter, r *http.Request) (string, bool)
 	return "", false
 }
 
-// pubKeyItem is the jwk answer of GET /app/pubkey: the key item plus the
-// receipt of the key's creation (empty until the transparency log exists).
+// pubKeyItem is the jwk answer of GET /app/pubkey and POST /app/refresh:
+// the key item plus the log receipt (translog.Receipt JSON, as a string) of
+// the key's key.created entry, which binds kid, id and public key to a log
+// position: a client can prove that the key it encrypts to was made inside
+// tkms.
 type pubKeyItem struct {
 	keys.Item
 	Receipt string `json:"receipt"`
+}
+
+// receipt returns the JSON receipt of ledger entry seq as a string, or ""
+// (logged) if it cannot be built.
+func (s *Server) receipt(seq uint64) string {
+	r, err := s.svc.Receipt(seq)
+	if err != nil {
+		s.log.Error("cannot build a log receipt", "seq", seq, "err", err)
+		return ""
+	}
+	return string(r.Marshal())
 }
 
 // pubKey serves GET /app/pubkey?kid=&fmt=.
@@ -107,7 +121,7 @@ func (s *Server) pubKey(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, http.StatusInternalServerError, CodeInternal, "cannot encode key")
 		return
 	}
-	s.writeJSON(w, http.StatusOK, pubKeyItem{Item: item})
+	s.writeJSON(w, http.StatusOK, pubKeyItem{Item: item, Receipt: s.receipt(k.Seq)})
 }
 
 func keyItem(k *state.Key) (keys.Item, error) {
@@ -143,7 +157,7 @@ func (s *Server) refresh(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, http.StatusInternalServerError, CodeInternal, "cannot encode key")
 		return
 	}
-	s.writeJSON(w, http.StatusOK, item)
+	s.writeJSON(w, http.StatusOK, pubKeyItem{Item: item, Receipt: s.receipt(k.Seq)})
 }
 
 func (s *Server) keyRotationPolicy(w http.ResponseWriter, r *http.Request) {

@@ -25,6 +25,8 @@ type AppRequest struct {
 // AppUnwrapResponse is the answer of POST /app/unwrapKey.
 type AppUnwrapResponse struct {
 	Wrapped string `json:"wrapped"` // standard base64 of RSA-OAEP-256(payload)
+	// Receipt is the log receipt (translog.Receipt JSON, as a string) of
+	// the key.released entry that records this release.
 	Receipt string `json:"receipt"`
 }
 
@@ -125,10 +127,11 @@ func (s *Service) AppUnwrap(ctx context.Context, authorization string, body []by
 	if err != nil {
 		return nil, fail(http.StatusBadRequest, CodeWrapKeyException, "the key does not fit RSA-OAEP under this wrapping key; use a larger RSA key", err)
 	}
-	if err := s.record(ctx, []string{k.Kid}, "app/unwrapKey", format, id, ev, bind, d); err != nil {
+	receipt, err := s.record(ctx, []string{k.Kid}, "app/unwrapKey", format, id, ev, bind, d)
+	if err != nil {
 		return nil, err
 	}
-	return &AppUnwrapResponse{Wrapped: base64.StdEncoding.EncodeToString(wrapped)}, nil
+	return &AppUnwrapResponse{Wrapped: base64.StdEncoding.EncodeToString(wrapped), Receipt: string(receipt)}, nil
 }
 
 // releasable returns a key that may be released now: known (404), not
@@ -173,7 +176,10 @@ func wrapError(err error) *Error {
 type AppKeyResponse struct {
 	WrappedKid string `json:"wrappedKid"`
 	Wrapped    string `json:"wrapped"`
-	Receipt    string `json:"receipt"`
+	// Receipt is the log receipt (translog.Receipt JSON, as a string) of
+	// the key.created entry of WrappedKid: no key is released by this
+	// call, and the receipt proves which public key the kid names.
+	Receipt string `json:"receipt"`
 }
 
 // tinkKeys is the fmt=tink "wrapped" string of /app/key.
@@ -247,7 +253,8 @@ func (s *Service) AppKey(ctx context.Context, authorization string, body []byte,
 	if _, err := s.Decide(ev); err != nil {
 		return nil, err
 	}
-	resp := &AppKeyResponse{WrappedKid: ks[len(ks)-1].Kid}
+	last := ks[len(ks)-1]
+	resp := &AppKeyResponse{WrappedKid: last.Kid, Receipt: string(s.receipt(last.Seq))}
 	if format == "tink" {
 		var tk tinkKeys
 		for _, k := range ks {

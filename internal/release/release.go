@@ -286,8 +286,8 @@ func attestationField(raw json.RawMessage) ([]byte, error) {
 }
 
 // record appends the release to the ledger; only then may the caller be
-// answered.
-func (s *Service) record(ctx context.Context, kids []string, api, format string, id *jwtauth.Identity, ev *Evidence, wrappingKeyHash [32]byte, d decision) error {
+// answered. It returns the receipt of the key.released entry.
+func (s *Service) record(ctx context.Context, kids []string, api, format string, id *jwtauth.Identity, ev *Evidence, wrappingKeyHash [32]byte, d decision) ([]byte, error) {
 	r := state.KeyReleased{
 		Kids: kids, API: api, Format: format, Issuer: id.Issuer, Identity: id.OID,
 		EvidenceType: ev.Type, Simulated: ev.Simulated,
@@ -298,9 +298,22 @@ func (s *Service) record(ctx context.Context, kids []string, api, format string,
 	}
 	e, err := s.cfg.KMS.RecordRelease(ctx, r)
 	if err != nil {
-		return fail(http.StatusServiceUnavailable, CodeUnavailable, "the release could not be recorded; nothing was released", err)
+		return nil, fail(http.StatusServiceUnavailable, CodeUnavailable, "the release could not be recorded; nothing was released", err)
 	}
 	s.log.Info("key released", "kids", kids, "api", api, "iss", id.Issuer, "oid", id.OID, "seq", e.Seq,
 		"simulated", ev.Simulated, "host_data", r.HostData)
-	return nil
+	return s.receipt(e.Seq), nil
+}
+
+// receipt returns the JSON receipt of ledger entry seq. The entry is
+// durable and in the latest checkpoint, so this cannot fail short of a
+// storage error, which is logged: the answer then goes without a receipt
+// rather than withholding what the ledger already recorded.
+func (s *Service) receipt(seq uint64) []byte {
+	r, err := s.cfg.KMS.Receipt(seq)
+	if err != nil {
+		s.log.Error("cannot build a log receipt", "seq", seq, "err", err)
+		return nil
+	}
+	return r.Marshal()
 }

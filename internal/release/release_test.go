@@ -25,8 +25,10 @@ import (
 	"github.com/tkms-dev/tkms/internal/kms"
 	"github.com/tkms-dev/tkms/internal/ledger"
 	"github.com/tkms-dev/tkms/internal/oidcissuer"
+	"github.com/tkms-dev/tkms/internal/policy"
 	"github.com/tkms-dev/tkms/internal/release/releasetest"
 	"github.com/tkms-dev/tkms/internal/state"
+	"github.com/tkms-dev/tkms/internal/translog"
 	"google.golang.org/protobuf/proto"
 
 	hpkepb "github.com/tink-crypto/tink-go/v2/proto/hpke_go_proto"
@@ -212,6 +214,43 @@ func TestAppUnwrapRealEvidence(t *testing.T) {
 	}
 	if bytes.Contains(last.Body, d) || bytes.Contains(last.Body, []byte(item.D)) || last.Sealed != nil {
 		t.Fatal("the release record holds key material")
+	}
+	// It carries the claims the policy was evaluated on, and the policy
+	// in force still allows them: what an auditor re-checks.
+	if r.Claims["x-ms-sevsnpvm-hostdata"] != aciHostData {
+		t.Fatalf("recorded claims %v lack the host data", r.Claims)
+	}
+	var pol []byte
+	e.kms.Read(func(st *state.State) { pol = st.ReleasePolicy })
+	p, err := policy.Parse(pol)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := policy.Evaluate(p, r.Claims); err != nil {
+		t.Fatalf("the policy denies the recorded claims: %v", err)
+	}
+	// The answer's receipt proves that very entry is in the log.
+	checkReceipt(t, e.kms, resp.Receipt, last)
+}
+
+// checkReceipt verifies a receipt against the service's log key and that
+// it is the receipt of entry want.
+func checkReceipt(t *testing.T, svc *kms.Service, receipt string, want *ledger.Entry) {
+	t.Helper()
+	rc, err := translog.ParseReceipt([]byte(receipt))
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := translog.NewVerifier(svc.LogVerifierKey())
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, _, err := rc.Verify(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if leaf.Seq != want.Seq || leaf.Type != want.Type || !bytes.Equal(leaf.Body, want.Body) {
+		t.Fatalf("receipt of seq %d %s, want seq %d %s", leaf.Seq, leaf.Type, want.Seq, want.Type)
 	}
 }
 

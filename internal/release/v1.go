@@ -77,8 +77,10 @@ type V1ReleasedKey struct {
 
 // V1ReleaseResponse is the answer of a /v1 release.
 type V1ReleaseResponse struct {
-	Keys    []V1ReleasedKey `json:"keys"`
-	Receipt string          `json:"receipt"`
+	Keys []V1ReleasedKey `json:"keys"`
+	// Receipt is the log receipt (translog.Receipt) of the key.released
+	// entry that records this release.
+	Receipt json.RawMessage `json:"receipt,omitempty"`
 }
 
 // v1Params is a decoded and checked V1Request.
@@ -327,8 +329,10 @@ func (s *Service) v1Release(ctx context.Context, authorization string, body []by
 			Wrapped: base64.StdEncoding.EncodeToString(wrapped),
 		})
 	}
-	if err := s.record(ctx, kids, "v1/release", "", id, ev, bind, d); err != nil {
+	receipt, err := s.record(ctx, kids, "v1/release", "", id, ev, bind, d)
+	if err != nil {
 		return nil, err
 	}
+	resp.Receipt = receipt
 	return resp, nil
 }

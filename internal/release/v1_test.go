@@ -294,6 +294,11 @@ func TestV1ReleaseSingle(t *testing.T) {
 				r.WrappingKeySHA256 != hex.EncodeToString(bind[:]) || r.PolicySeq == 0 {
 				t.Fatalf("release record %+v", r)
 			}
+			last, err := e.kms.Entry(e.kms.Seq())
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkReceipt(t, e.kms, string(resp.Receipt), last)
 		})
 	}
 }
