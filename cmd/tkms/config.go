@@ -14,6 +14,7 @@ import (
 
 	"github.com/tkms-dev/tkms/internal/attest/uvm"
 	"github.com/tkms-dev/tkms/internal/state"
+	"github.com/tkms-dev/tkms/internal/translog"
 )
 
 // Config is the configuration file of `tkms serve` (and, optionally,
@@ -32,6 +33,11 @@ type Config struct {
 	OperatorTokenFile string `json:"operator_token_file"`
 	// ServiceName names this instance in the ledger's genesis entry.
 	ServiceName string `json:"service_name"`
+	// LogOrigin names the transparency log in its checkpoints, e.g.
+	// "kms.sro.example/depa" (C2SP tlog-checkpoint origin line; no spaces
+	// or '+'). It is fixed when the ledger is created; the default is
+	// "tkms/<service_name>/<8 random hex>".
+	LogOrigin string `json:"log_origin"`
 	// KeyRotationPolicy defaults to DEPA's (31 days, 7 days grace).
 	KeyRotationPolicy *state.RotationPolicy `json:"key_rotation_policy"`
 	// SettingsPolicy is served at /app/settingsPolicy.
@@ -125,6 +131,11 @@ func (c *Config) Validate() error {
 	}
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
 		errs = append(errs, fmt.Errorf("listen %q: %w", c.Listen, err))
+	}
+	if c.LogOrigin != "" {
+		if err := translog.ValidOrigin(c.LogOrigin); err != nil {
+			errs = append(errs, fmt.Errorf("log_origin: %w", err))
+		}
 	}
 	if c.KeyRotationPolicy != nil {
 		if err := c.KeyRotationPolicy.Validate(); err != nil {

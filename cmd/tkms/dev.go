@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/tkms-dev/tkms/internal/attest/simsnp"
+	"github.com/tkms-dev/tkms/internal/kms"
 	"github.com/tkms-dev/tkms/internal/oidcissuer"
 	"github.com/tkms-dev/tkms/internal/seal"
 	"github.com/tkms-dev/tkms/internal/state"
@@ -40,6 +41,9 @@ type DevInfo struct {
 	// WorkloadToken is a token of the default dev workload identity,
 	// minted at start and valid for devWorkloadTTL.
 	WorkloadToken string `json:"workload_token"`
+	// LogPublicKey is the verifier key of the transparency log's
+	// checkpoints (also served at /v1/log/key), for tkms audit --log-key.
+	LogPublicKey string `json:"log_public_key"`
 }
 
 // The dev OIDC issuer and the identity of its default workload. Its tokens
@@ -192,8 +196,9 @@ func cmdDev(args []string, stdout, stderr io.Writer) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	infoPath := filepath.Join(cfg.DataDir, "dev.json")
+	var info DevInfo
 	return runServer(ctx, cfg, sealer, token, log, func(addr string) error {
-		info := DevInfo{KMSURL: "http://" + addr, OperatorToken: token, DataDir: cfg.DataDir, PID: os.Getpid(), Audience: devAudience}
+		info = DevInfo{KMSURL: "http://" + addr, OperatorToken: token, DataDir: cfg.DataDir, PID: os.Getpid(), Audience: devAudience}
 		info.IssuerURL = info.KMSURL + devOIDCPath
 		if err := issuer.SetURL(info.IssuerURL); err != nil {
 			return err
@@ -212,18 +217,20 @@ func cmdDev(args []string, stdout, stderr io.Writer) error {
 			cfg.JWTValidationPolicy = map[string]map[string]any{}
 		}
 		cfg.JWTValidationPolicy[info.IssuerURL] = devClaims
-		if err := cfg.Validate(); err != nil {
-			return err
-		}
+		return cfg.Validate()
+	}, func(svc *kms.Service) error {
+		info.LogPublicKey = svc.LogVerifierKey()
 		b, _ := json.MarshalIndent(info, "", "  ")
 		if err := writeFileAtomic(infoPath, append(b, '\n'), 0o600); err != nil {
 			return err
 		}
 		fmt.Fprintf(stdout, "tkms dev: listening on %s\n"+
 			"tkms dev: OIDC issuer %s (audience %s; more tokens: tkms dev token --data %s)\n"+
-			"tkms dev: wrote %s (kms_url, operator_token, issuer_url, audience, workload_token)\n"+
-			"tkms dev: try: curl %s/app/listpubkeys\n",
-			info.KMSURL, info.IssuerURL, info.Audience, cfg.DataDir, infoPath, info.KMSURL)
+			"tkms dev: transparency log key %s\n"+
+			"tkms dev: wrote %s (kms_url, operator_token, issuer_url, audience, workload_token, log_public_key)\n"+
+			"tkms dev: try: curl %s/app/listpubkeys\n"+
+			"tkms dev: audit: tkms audit --kms %s --log-key %s\n",
+			info.KMSURL, info.IssuerURL, info.Audience, cfg.DataDir, info.LogPublicKey, infoPath, info.KMSURL, info.KMSURL, info.LogPublicKey)
 		return nil
 	})
 }

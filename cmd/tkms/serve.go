@@ -63,13 +63,14 @@ func cmdServe(args []string, stdout, stderr io.Writer) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	return runServer(ctx, cfg, sealer, token, log, nil)
+	return runServer(ctx, cfg, sealer, token, log, nil, nil)
 }
 
 // runServer opens the service, starts the scheduler and the HTTP server,
 // and runs until ctx ends; then it shuts down cleanly. onListening, if set,
-// is called with the bound address before serving.
-func runServer(ctx context.Context, cfg *Config, sealer seal.Sealer, operatorToken string, log *slog.Logger, onListening func(addr string) error) error {
+// is called with the bound address before the service opens; onOpen, if
+// set, once it is open, before serving.
+func runServer(ctx context.Context, cfg *Config, sealer seal.Sealer, operatorToken string, log *slog.Logger, onListening func(addr string) error, onOpen func(*kms.Service) error) error {
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return err
@@ -93,11 +94,13 @@ func runServer(ctx context.Context, cfg *Config, sealer seal.Sealer, operatorTok
 		JWT:            cfg.jwtPolicy(),
 		Logger:         log,
 		SnapshotEvery:  cfg.SnapshotEvery,
+		LogOrigin:      cfg.LogOrigin,
 	})
 	if err != nil {
 		return err
 	}
 	defer svc.Close()
+	log.Info("transparency log", "origin", svc.LogOrigin(), "size", svc.Checkpoint().Size, "log_key", svc.LogVerifierKey())
 
 	// The first key exists before the server answers. A failed tick is
 	// no reason not to serve the keys that exist: the scheduler retries.
@@ -109,6 +112,11 @@ func runServer(ctx context.Context, cfg *Config, sealer seal.Sealer, operatorTok
 		return err
 	}
 	defer closeRelease()
+	if onOpen != nil {
+		if err := onOpen(svc); err != nil {
+			return err
+		}
+	}
 	var h http.Handler = httpapi.New(svc, httpapi.Options{OperatorToken: operatorToken, Logger: log, Release: rel})
 	if apiHandlerWrap != nil {
 		h = apiHandlerWrap(h)
