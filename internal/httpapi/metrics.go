@@ -54,6 +54,8 @@ func (s *Server) metrics(w http.ResponseWriter, r *http.Request) {
 	})
 	metric("tkms_ledger_entries", "gauge", "Entries in the ledger.")
 	fmt.Fprintf(&b, "tkms_ledger_entries %d\n", seq)
+	metric("tkms_log_checkpoint_size", "gauge", "Tree size of the latest signed checkpoint of the transparency log.")
+	fmt.Fprintf(&b, "tkms_log_checkpoint_size %d\n", s.svc.Checkpoint().Size)
 	metric("tkms_keys", "gauge", "Keys by lifecycle phase.")
 	for _, p := range []string{"created", "published", "retired", "expired", "destroyed"} {
 		fmt.Fprintf(&b, "tkms_keys{phase=%q} %d\n", p, phases[p])

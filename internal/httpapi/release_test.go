@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"encoding/pem"
 	"io"
 	"log/slog"
@@ -140,7 +141,8 @@ func TestAppUnwrapKeyOverHTTP(t *testing.T) {
 	}
 	b, _ = io.ReadAll(r.Body)
 	r.Body.Close()
-	for _, want := range []string{"tkms_releases_total 1\n", `tkms_http_errors_total{code="JWT_MISSING"} 1`, "tkms_jwt_accepted_total 3\n", `tkms_keys{phase="published"} 1`} {
+	logSize := fmt.Sprintf("tkms_log_checkpoint_size %d\n", svc.Seq())
+	for _, want := range []string{"tkms_releases_total 1\n", `tkms_http_errors_total{code="JWT_MISSING"} 1`, "tkms_jwt_accepted_total 3\n", `tkms_keys{phase="published"} 1`, logSize} {
 		if !bytes.Contains(b, []byte(want)) {
 			t.Errorf("/metrics lacks %q:\n%s", want, b)
 		}
