@@ -112,6 +112,7 @@ func (s *Server) routes() {
 	s.handle("/v1/nonce", http.MethodGet, s.v1Nonce)
 	s.handle("/v1/release", http.MethodPost, s.v1ReleaseBatch)
 	s.handlePattern("/v1/keys/{kid}/release", http.MethodPost, s.v1ReleaseKey)
+	s.logRoutes()
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, http.StatusNotFound, CodeNotFound, "no such endpoint: "+r.URL.Path)
 	})
