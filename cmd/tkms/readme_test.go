@@ -78,37 +78,14 @@ func TestReadmeCurl(t *testing.T) {
 // readmeBlock returns the first sh block of the README section titled title.
 func readmeBlock(t *testing.T, title string) string {
 	t.Helper()
-	raw, err := os.ReadFile("../../README.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, rest, ok := strings.Cut(string(raw), "\n## "+title+"\n")
-	if !ok {
-		t.Fatalf("README has no section %q", title)
-	}
-	_, rest, ok = strings.Cut(rest, "```sh\n")
-	if !ok {
-		t.Fatalf("README section %q has no sh block", title)
-	}
-	block, _, ok := strings.Cut(rest, "```")
-	if !ok {
-		t.Fatal("unterminated sh block")
-	}
-	return block
+	return docBlock(t, "../../README.md", "## "+title)
 }
 
 // TestReadmeReleaseSession runs the README's release session, as written,
 // against a real `tkms dev`: it must print the released key item, whose
 // private key belongs to the key the server published.
 func TestReadmeReleaseSession(t *testing.T) {
-	for _, tool := range []string{"curl", "jq", "openssl", "base64"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			if os.Getenv("CI") != "" {
-				t.Fatalf("%s is not installed; .ci/run installs it", tool)
-			}
-			t.Skipf("%s is not installed", tool)
-		}
-	}
+	needTools(t, "curl", "jq", "openssl", "base64")
 	block := readmeBlock(t, "Release a key, as a service in a TEE would (dev)")
 	wd := t.TempDir()
 	p := startDev(t, filepath.Join(wd, "tkms-dev"))
