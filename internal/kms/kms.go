@@ -75,7 +75,11 @@ type Service struct {
 	wake  chan struct{}
 	apply chan struct{} // closed and replaced whenever the state changes
 
-	writeMu sync.Mutex // serialises lifecycle writers (rotation, markers)
+	// writeMu serialises lifecycle and policy writers (rotation, markers,
+	// policies: Lock) against release records (RLock): a release is
+	// checked and stamped under the read lock, so no marker or policy
+	// change can land between the check and the record.
+	writeMu sync.RWMutex
 
 	privMu sync.Mutex
 	priv   map[string][]byte // kid -> private key, cache of unsealed keys
@@ -274,7 +278,7 @@ func (s *Service) bootstrap(ctx context.Context) error {
 		props = append(props, store.Proposal{Time: now, Type: ledger.TypeGenesis, Body: g})
 	}
 	if cur.LogKey == nil {
-		p, err := s.newLogKey()
+		p, err := s.newLogKey(now)
 		if err != nil {
 			return err
 		}
@@ -323,14 +327,46 @@ func (s *Service) bootstrap(ctx context.Context) error {
 	return nil
 }
 
+// Errors of RecordRelease: the release was decided, but by the time it is
+// recorded it is no longer allowed; nothing may be released.
+var (
+	ErrNotReleasable = errors.New("kms: the key is no longer released")
+	ErrPolicyChanged = errors.New("kms: the key release policy changed while the release was decided")
+)
+
 // RecordRelease appends a key.released entry and returns once it is
 // durable: a release is never answered before it is in the ledger.
+//
+// The record is checked and stamped atomically with respect to lifecycle
+// markers and policy changes: every kid must still be released at the
+// entry's time (not expired or destroyed) and r.PolicySeq must still be
+// the policy in force, or it fails with ErrNotReleasable or
+// ErrPolicyChanged and writes nothing. So an auditor replaying the log
+// finds every release allowed at the position and time it was recorded.
 func (s *Service) RecordRelease(ctx context.Context, r state.KeyReleased) (*ledger.Entry, error) {
 	body, err := json.Marshal(r)
 	if err != nil {
 		return nil, err
 	}
-	es, err := s.store.Append(ctx, store.Proposal{Time: s.now(), Type: ledger.TypeKeyReleased, Body: body})
+	s.writeMu.RLock()
+	defer s.writeMu.RUnlock()
+	now := s.now()
+	s.Read(func(st *state.State) {
+		if st.ReleasePolicySeq != r.PolicySeq {
+			err = ErrPolicyChanged
+			return
+		}
+		for _, kid := range r.Kids {
+			if k := st.Key(kid); k == nil || k.Phase(now) >= state.Expired {
+				err = fmt.Errorf("%w: %s", ErrNotReleasable, kid)
+				return
+			}
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	es, err := s.store.Append(ctx, store.Proposal{Time: now, Type: ledger.TypeKeyReleased, Body: body})
 	if err != nil {
 		return nil, fmt.Errorf("kms: record release: %w", err)
 	}

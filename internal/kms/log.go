@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/tkms-dev/tkms/internal/ledger"
 	"github.com/tkms-dev/tkms/internal/state"
@@ -25,7 +26,7 @@ import (
 // newLogKey generates the log's signing key and returns the log.key entry
 // that records it. The signer is installed at once: the checkpoint of the
 // batch that makes the entry durable is the first one signed.
-func (s *Service) newLogKey() (store.Proposal, error) {
+func (s *Service) newLogKey(now time.Time) (store.Proposal, error) {
 	origin := s.cfg.LogOrigin
 	if origin == "" {
 		var r [4]byte
@@ -53,7 +54,7 @@ func (s *Service) newLogKey() (store.Proposal, error) {
 	s.logMu.Lock()
 	s.logSigner = signer
 	s.logMu.Unlock()
-	return store.Proposal{Time: s.now(), Type: ledger.TypeLogKey, Body: body, Secret: []byte(skey)}, nil
+	return store.Proposal{Time: now, Type: ledger.TypeLogKey, Body: body, Secret: []byte(skey)}, nil
 }
 
 // loadLogKey unseals the log's signing key recorded in the ledger, if any,

@@ -2,10 +2,12 @@ package kms
 
 import (
 	"context"
+	"errors"
 	"path/filepath"
 	"testing"
 
 	"github.com/tkms-dev/tkms/internal/ledger"
+	"github.com/tkms-dev/tkms/internal/state"
 	"github.com/tkms-dev/tkms/internal/store"
 	"github.com/tkms-dev/tkms/internal/translog"
 	bolt "go.etcd.io/bbolt"
@@ -141,4 +143,42 @@ func rootOf(t *testing.T, leaves [][]byte) tlog.Hash {
 		t.Fatal(err)
 	}
 	return h
+}
+
+// TestRecordReleaseRechecks: a release is recorded only if, at the time the
+// entry is stamped, every kid is still released and the policy it was
+// decided under is still in force; otherwise nothing is written. An
+// auditor replaying the log then finds every release allowed where it is.
+func TestRecordReleaseRechecks(t *testing.T) {
+	f := newFixture(t)
+	f.at(0)
+	k := f.keys()[0]
+	rel := state.KeyReleased{Kids: []string{k.Kid}, API: "v1/release", Issuer: "https://issuer", Identity: "w", EvidenceType: "snp"}
+	e, err := f.svc.RecordRelease(context.Background(), rel)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !e.Time.Equal(f.clock.Now()) {
+		t.Fatalf("release stamped %v, clock at %v", e.Time, f.clock.Now())
+	}
+	seq := f.svc.Seq()
+
+	changed := rel
+	changed.PolicySeq = 99
+	if _, err := f.svc.RecordRelease(context.Background(), changed); !errors.Is(err, ErrPolicyChanged) {
+		t.Fatalf("release under a policy no longer in force: %v, want ErrPolicyChanged", err)
+	}
+	unknown := rel
+	unknown.Kids = []string{k.Kid, "nope_9"}
+	if _, err := f.svc.RecordRelease(context.Background(), unknown); !errors.Is(err, ErrNotReleasable) {
+		t.Fatalf("release of an unknown kid: %v, want ErrNotReleasable", err)
+	}
+	// At release_until the key is expired, marker or not.
+	f.clock.Set(k.ReleaseUntil)
+	if _, err := f.svc.RecordRelease(context.Background(), rel); !errors.Is(err, ErrNotReleasable) {
+		t.Fatalf("release at release_until: %v, want ErrNotReleasable", err)
+	}
+	if f.svc.Seq() != seq {
+		t.Fatalf("refused releases wrote %d entries", f.svc.Seq()-seq)
+	}
 }

@@ -297,7 +297,12 @@ func (s *Service) record(ctx context.Context, kids []string, api, format string,
 		Claims: ev.Claims,
 	}
 	e, err := s.cfg.KMS.RecordRelease(ctx, r)
-	if err != nil {
+	switch {
+	case errors.Is(err, kms.ErrNotReleasable):
+		return nil, fail(http.StatusGone, CodeKeyExpired, "the key expired while the release was decided; nothing was released", err)
+	case errors.Is(err, kms.ErrPolicyChanged):
+		return nil, fail(http.StatusServiceUnavailable, CodeUnavailable, "the key release policy changed while the release was decided; nothing was released; retry", err)
+	case err != nil:
 		return nil, fail(http.StatusServiceUnavailable, CodeUnavailable, "the release could not be recorded; nothing was released", err)
 	}
 	s.log.Info("key released", "kids", kids, "api", api, "iss", id.Issuer, "oid", id.OID, "seq", e.Seq,
