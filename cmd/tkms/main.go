@@ -42,6 +42,8 @@ usage:
                                                            print simulated ACI evidence (NOT a TEE)
   tkms attest inspect [--data DIR] [--json] [--now RFC3339] [--max-vmpl N] FILE
                                                            verify evidence offline, print its claims
+  tkms audit (--kms URL | --tiles DIR) --log-key VKEY [--state FILE] [--mirror DIR] [--json] [--quiet]
+                                                           check the transparency log without trusting the operator
   tkms version                                             print the version
 
 Run 'tkms COMMAND -h' for the flags of a command.
@@ -69,6 +71,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdKeys(args[1:], stdout, stderr)
 	case "attest":
 		err = cmdAttest(args[1:], stdout, stderr)
+	case "audit":
+		return cmdAudit(args[1:], stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "tkms", version)
 	case "help", "-h", "--help":
