@@ -82,3 +82,27 @@ func TestTransparencyByHand(t *testing.T) {
 	}
 	p.stopClean(syscall.SIGINT)
 }
+
+// TestReadmeAudit runs the README's audit command against a real `tkms dev`
+// started as the README says: it passes and remembers the checkpoint.
+func TestReadmeAudit(t *testing.T) {
+	needTools(t, "jq")
+	block := readmeBlock(t, "Command line")
+	if !strings.HasPrefix(block, "tkms audit ") {
+		t.Fatalf("the README's first command-line example is no longer the audit:\n%s", block)
+	}
+	wd := t.TempDir()
+	p := startDev(t, filepath.Join(wd, "tkms-dev"))
+	script := strings.ReplaceAll(block, "http://127.0.0.1:8000", p.URL)
+	script = tkmsBin + strings.TrimPrefix(script, "tkms")
+	cmd := exec.Command("sh", "-e", "-c", script)
+	cmd.Dir = wd
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("README audit: %v\n%s", err, out)
+	}
+	if _, err := os.Stat(filepath.Join(wd, "audit.json")); err != nil {
+		t.Fatalf("the audit saved no state: %v\n%s", err, out)
+	}
+	p.stopClean(syscall.SIGINT)
+}
