@@ -84,9 +84,10 @@ type Service struct {
 	privMu sync.Mutex
 	priv   map[string][]byte // kid -> private key, cache of unsealed keys
 
-	logMu     sync.Mutex  // serialises checkpoint signing
-	logSigner note.Signer // nil until the log key is known
-	cp        atomic.Pointer[translog.Signed]
+	logMu     sync.Mutex                      // serialises checkpoint signing
+	logSigner note.Signer                     // nil until the log key is known
+	head      atomic.Pointer[treeHead]        // the log's latest durable tree head
+	cp        atomic.Pointer[translog.Signed] // the latest signed checkpoint
 
 	snapMu      sync.Mutex
 	snapSeq     uint64
@@ -202,7 +203,7 @@ func (s *Service) onCommit(b store.Batch) {
 	close(s.apply)
 	s.apply = make(chan struct{})
 	s.mu.Unlock()
-	s.signCheckpoint(logKey, b.TreeSize, b.Root)
+	s.setHead(logKey, b.TreeSize, b.Root)
 	if snap != nil {
 		s.snapshot(snap)
 	}
