@@ -420,9 +420,10 @@ func keysListData(t testing.TB, dir string) []wireKey {
 
 // refreshed is the answer of a successful POST /app/refresh.
 type refreshed struct {
-	Kid string `json:"kid"`
-	ID  int    `json:"id"`
-	X   string `json:"x"` // base64url raw public key (X25519)
+	Kid     string `json:"kid"`
+	ID      int    `json:"id"`
+	X       string `json:"x"`       // base64url raw public key (X25519)
+	Receipt string `json:"receipt"` // log receipt of the key.created entry
 }
 
 // refresh calls POST /app/refresh with the operator token and returns the

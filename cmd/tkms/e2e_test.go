@@ -31,7 +31,9 @@ import (
 	"github.com/tkms-dev/tkms/internal/keys"
 	"github.com/tkms-dev/tkms/internal/ledger"
 	"github.com/tkms-dev/tkms/internal/seal"
+	"github.com/tkms-dev/tkms/internal/translog"
 	bolt "go.etcd.io/bbolt"
+	"golang.org/x/mod/sumdb/tlog"
 )
 
 // kidPattern is the Azure-compatible kid: base64url (no padding) of a
@@ -494,12 +496,21 @@ func TestKillNineRecovery(t *testing.T) {
 	}
 
 	busyCycles := 0
+	// After every restart the log must audit clean and be consistent with
+	// the checkpoint the audit verified before the crash (the state file),
+	// with the log key pinned at the first start.
+	auditState := filepath.Join(dir, "audit.json")
+	var logKey string
 	for c := range cycles {
 		p := startDev(t, data, "--config", cfgPath)
 		checkLedger(t, fmt.Sprintf("restart %d", c), allKeys(t, p.URL), snapshotAcked(), pol)
 		if t.Failed() {
 			t.Fatalf("invariants broken after restart %d; stderr of this run:\n%s", c, p.stderr)
 		}
+		if logKey == "" {
+			logKey = logKeyArg(t, p.URL)
+		}
+		runAudit(t, 0, "--kms", p.URL, "--log-key", logKey, "--state", auditState, "--quiet")
 
 		ctx, cancel := context.WithCancel(context.Background())
 		tr := &http.Transport{}
@@ -570,6 +581,8 @@ func TestKillNineRecovery(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	checkLedger(t, "final", list, final, pol)
+	runAudit(t, 0, "--kms", p.URL, "--log-key", logKey, "--state", auditState, "--quiet")
+	checkReceipts(t, p.URL, logKey, final)
 	p.stopClean(syscall.SIGINT)
 
 	offline := keysListData(t, data)
@@ -663,6 +676,62 @@ func loadSealer(t *testing.T, dir string) *seal.AESGCM {
 		t.Fatal(err)
 	}
 	return s
+}
+
+// checkReceipts verifies the receipt of every acknowledged refresh against
+// the log key, that it proves the key.created entry of that kid and public
+// key, and that the log now served is consistent with the checkpoint each
+// receipt was given under: an acknowledged key was never rolled back, even
+// across kill -9.
+func checkReceipts(t *testing.T, base, logKey string, acked map[string]refreshed) {
+	t.Helper()
+	vkey, err := os.ReadFile(strings.TrimPrefix(logKey, "@"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := translog.NewVerifier(string(vkey))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, body := do(t, http.MethodGet, base+"/log/checkpoint", nil)
+	now, err := translog.Verify(body, v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checked := map[int64]bool{}
+	for kid, a := range acked {
+		r, err := translog.ParseReceipt([]byte(a.Receipt))
+		if err != nil {
+			t.Fatalf("refresh of %s: %v", kid, err)
+		}
+		leaf, cp, err := r.Verify(v)
+		if err != nil {
+			t.Fatalf("refresh of %s: %v", kid, err)
+		}
+		var kc struct {
+			Kid       string `json:"kid"`
+			PublicKey []byte `json:"public_key"`
+		}
+		if err := json.Unmarshal(leaf.Body, &kc); err != nil || leaf.Type != ledger.TypeKeyCreated || kc.Kid != kid ||
+			base64.RawURLEncoding.EncodeToString(kc.PublicKey) != a.X {
+			t.Fatalf("receipt of the refresh of %s proves %s %s (%v)", kid, leaf.Type, kc.Kid, err)
+		}
+		if checked[cp.Size] {
+			continue
+		}
+		checked[cp.Size] = true
+		var proof struct {
+			Proof tlog.TreeProof `json:"proof"`
+		}
+		resp, body := do(t, http.MethodGet, fmt.Sprintf("%s/v1/log/proof/consistency?from=%d&to=%d", base, cp.Size, now.Size), nil)
+		if resp.StatusCode != http.StatusOK || json.Unmarshal(body, &proof) != nil {
+			t.Fatalf("consistency proof from %d to %d: %s %s", cp.Size, now.Size, resp.Status, body)
+		}
+		if err := tlog.CheckTree(proof.Proof, now.Size, now.Root, cp.Size, cp.Root); err != nil {
+			t.Fatalf("the log of size %d is not consistent with the checkpoint of size %d a refresh was acknowledged under: %v", now.Size, cp.Size, err)
+		}
+	}
+	t.Logf("%d receipts verified; the final log (%d entries) is consistent with the %d checkpoints they were given under", len(acked), now.Size, len(checked))
 }
 
 func TestServeRequiresMasterKey(t *testing.T) {
