@@ -837,8 +837,13 @@ func TestBackgroundRefresh(t *testing.T) {
 	}
 	a.Close()
 	a.Close() // idempotent
-	n := p.jwksFetches.Load()
+	// A fetch cancelled by Close may still reach the server's handler a
+	// moment later (the client gave up, the server had the request): let
+	// that settle, then no fetch may come at all (the refresh interval
+	// is 5 ms, so a surviving refresher would fetch several times).
 	time.Sleep(20 * time.Millisecond)
+	n := p.jwksFetches.Load()
+	time.Sleep(50 * time.Millisecond)
 	if p.jwksFetches.Load() != n {
 		t.Error("refreshes continue after Close")
 	}
