@@ -1,0 +1,48 @@
+// Package client is what a Go inference service imports to obtain private
+// keys from tkms (DESIGN.md §1, steps 2-5 and 11): it produces attestation
+// evidence binding a fresh wrapping key (Attester), obtains a token for its
+// identity (TokenSource), calls the KMS, unwraps the released keys, checks
+// them against the published public keys and keeps them in a cache that
+// prefetches and refreshes (Keys). Package ohttp then decrypts requests
+// with the cached keys.
+//
+// The wire formats are those of tkms's /app (Azure-compatible) and /v1
+// APIs (docs/spec/azure-compat.md, docs/release.md).
+package client
+
+import (
+	"context"
+	"encoding/json"
+)
+
+// Evidence types, as the KMS names them.
+const (
+	EvidenceACI = "snp-aci" // the ACI attestation object {evidence, endorsements, uvm_endorsements, endorsed_tcb}
+	EvidenceSNP = "snp"     // a raw SEV-SNP report with its VCEK or certificate table
+)
+
+// Evidence is attestation evidence in the form the KMS accepts in a
+// release request's "attestation" field.
+type Evidence struct {
+	Type string // EvidenceACI or EvidenceSNP
+	// Attestation is the attestation object, sent as is: for EvidenceACI
+	// the ACI bundle, for EvidenceSNP {"type":"snp","report":...,"vcek"|"cert_table":...}.
+	Attestation json.RawMessage
+	// Simulated is true when the evidence comes from tkms's simulated TEE
+	// (development only; a KMS trusts it only when told to).
+	Simulated bool
+}
+
+// An Attester produces evidence whose SEV-SNP REPORT_DATA is reportData.
+// The client puts the SHA-256 of its fresh wrapping key in reportData[0:32]
+// and, when the KMS asks for freshness, a server nonce in reportData[32:64].
+type Attester interface {
+	Attest(ctx context.Context, reportData [64]byte) (*Evidence, error)
+}
+
+// A TokenSource returns a bearer token for the KMS (the JWT alone, without
+// "Bearer "). Implementations cache tokens until shortly before they
+// expire.
+type TokenSource interface {
+	Token(ctx context.Context) (string, error)
+}
