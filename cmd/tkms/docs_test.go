@@ -106,3 +106,46 @@ func TestReadmeAudit(t *testing.T) {
 	}
 	p.stopClean(syscall.SIGINT)
 }
+
+// TestReadmeGoSnippet compiles the README's Go client snippet (its
+// variables declared around it), so the documented API stays the real one.
+func TestReadmeGoSnippet(t *testing.T) {
+	raw, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(string(raw), "\n## The Go client package and `tkms fetch`\n")
+	if !ok {
+		t.Fatal("README has no section on the Go client package")
+	}
+	_, rest, ok = strings.Cut(rest, "```go\n")
+	if !ok {
+		t.Fatal("the README's client section has no go block")
+	}
+	snippet, _, _ := strings.Cut(rest, "```")
+	src := `package main
+
+import (
+	"context"
+
+	"github.com/tkms-dev/tkms/client"
+	"github.com/tkms-dev/tkms/ohttp"
+)
+
+func main() {
+	ctx := context.Background()
+	var kmsURL, logKey string
+	var body, response []byte
+` + snippet + `	_, _, _ = plaintext, reply, err
+}
+`
+	file := filepath.Join(t.TempDir(), "main.go")
+	if err := os.WriteFile(file, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("go", "vet", file)
+	cmd.Dir = "."
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("the README's Go snippet does not compile: %v\n%s\n%s", err, out, src)
+	}
+}

@@ -44,6 +44,11 @@ usage:
                                                            verify evidence offline, print its claims
   tkms audit (--kms URL | --tiles DIR) --log-key VKEY [--state FILE] [--mirror DIR] [--json] [--quiet]
                                                            check the transparency log without trusting the operator
+  tkms sidecar [--kms URL --log-key VKEY|@FILE] [flags]    attestation and decryption for a local service
+  tkms fetch [--kms URL] [--attester aci|snp|simulated] [--token-source imds|file|static|dev]
+             [--kid KID | --ohttp-id HEX | --all] [--out FILE]
+                                                           obtain keys as a service in a TEE does, step by step
+  tkms demo [--keep DIR]                                   the 11 steps of the protocol, end to end, narrated
   tkms version                                             print the version
 
 Run 'tkms COMMAND -h' for the flags of a command.
@@ -73,6 +78,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdAttest(args[1:], stdout, stderr)
 	case "audit":
 		return cmdAudit(args[1:], stdout, stderr)
+	case "sidecar":
+		err = cmdSidecar(args[1:], stdout, stderr)
+	case "fetch":
+		err = cmdFetch(args[1:], stdout, stderr)
+	case "demo":
+		err = cmdDemo(args[1:], stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "tkms", version)
 	case "help", "-h", "--help":

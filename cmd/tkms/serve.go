@@ -129,10 +129,22 @@ func runServer(ctx context.Context, cfg *Config, sealer seal.Sealer, operatorTok
 	wg.Add(1)
 	go func() { defer wg.Done(); svc.Run(runCtx) }()
 
+	err = serveUntil(ctx, srv, ln, log, func() {
+		log.Info("tkms listening", "addr", addr, "data_dir", cfg.DataDir, "seq", svc.Seq())
+	})
+	cancel()
+	wg.Wait()
+	return err
+}
+
+// serveUntil serves on ln until the server fails or ctx ends, then shuts
+// the server down gracefully (10 s for requests in flight). listening is
+// called once serving has begun. A clean shutdown returns nil.
+func serveUntil(ctx context.Context, srv *http.Server, ln net.Listener, log *slog.Logger, listening func()) error {
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
-	log.Info("tkms listening", "addr", addr, "data_dir", cfg.DataDir, "seq", svc.Seq())
-
+	listening()
+	var err error
 	select {
 	case err = <-errc:
 	case <-ctx.Done():
@@ -141,8 +153,6 @@ func runServer(ctx context.Context, cfg *Config, sealer seal.Sealer, operatorTok
 		err = srv.Shutdown(shCtx)
 		shCancel()
 	}
-	cancel()
-	wg.Wait()
 	if errors.Is(err, http.ErrServerClosed) {
 		err = nil
 	}
