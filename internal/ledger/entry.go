@@ -58,6 +58,10 @@ const (
 	TypeKeyReleased       Type = "key.released"        // private keys wrapped to an attested caller
 	TypeReleaseDenied     Type = "release.denied"      // an authenticated caller was refused (rate-limited)
 	TypeLogKey            Type = "log.key"             // the transparency log's origin and verifier key; sealed: signing key
+	TypeGovInit           Type = "gov.init"            // the first members and constitution: the ledger is governed
+	TypeGovProposal       Type = "gov.proposal"        // a member's signed proposal (docs/governance.md)
+	TypeGovBallot         Type = "gov.ballot"          // a member's signed vote on a proposal
+	TypeGovWithdrawal     Type = "gov.withdrawal"      // the proposer's signed withdrawal of a proposal
 )
 
 // knownTypes lists every type this build understands. A ledger that holds
@@ -67,7 +71,7 @@ var knownTypes = map[Type]bool{
 	TypeKeyCreated: true, TypeKeyPublished: true, TypeKeyRetired: true,
 	TypeKeyExpired: true, TypeKeyDestroyed: true,
 	TypeKeyReleasePolicy: true, TypeJWTPolicy: true, TypeKeyReleased: true, TypeReleaseDenied: true,
-	TypeLogKey: true,
+	TypeLogKey: true, TypeGovInit: true, TypeGovProposal: true, TypeGovBallot: true, TypeGovWithdrawal: true,
 }
 
 // Known reports whether t is a type of this format version.

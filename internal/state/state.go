@@ -13,6 +13,13 @@
 // expired and destroyed. Later marker entries record that those moments
 // passed; Phase combines both, so a decision at time t never depends on
 // whether the marker has been written yet.
+//
+// Governance (docs/governance.md, gov.go): from its gov.init entry on, a
+// ledger is governed. Proposals, ballots and withdrawals are entries that
+// carry the members' COSE_Sign1 messages; Apply verifies each against the
+// member keys and the constitution in force at that entry, decides, and
+// applies an accepted proposal's actions in the entry that decides it. The
+// policy.* entries are then refused: policies change only by proposals.
 package state
 
 import (
@@ -21,6 +28,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/tkms-dev/tkms/internal/gov"
 	"github.com/tkms-dev/tkms/internal/keys"
 	"github.com/tkms-dev/tkms/internal/ledger"
 	"github.com/tkms-dev/tkms/internal/policy"
@@ -128,6 +136,21 @@ type State struct {
 	LogKeySeq uint64  `json:"log_key_seq,omitempty"`
 	Releases  uint64  `json:"releases"` // key.released entries applied
 	Denials   uint64  `json:"denials"`  // refusals of authenticated callers, suppressed ones included
+
+	// Governance (docs/governance.md, gov.go). GovSeq is the gov.init
+	// entry; 0 means the ledger is not governed.
+	GovSeq          uint64               `json:"gov_init_seq,omitempty"`
+	Members         []*Member            `json:"members,omitempty"` // every member ever added, in order
+	Constitution    *gov.Constitution    `json:"constitution,omitempty"`
+	ConstitutionSeq uint64               `json:"constitution_seq,omitempty"`
+	Proposals       map[string]*Proposal `json:"proposals,omitempty"` // by id
+	// NodePolicy is the node policy set by set_node_policy (stored and
+	// served, not used yet), compact JSON.
+	NodePolicy    json.RawMessage `json:"node_policy,omitempty"`
+	NodePolicySeq uint64          `json:"node_policy_seq,omitempty"`
+	// PendingEffects are the forced key operations of accepted proposals
+	// that the kms has yet to record, oldest first.
+	PendingEffects []Effect `json:"pending_effects,omitempty"`
 }
 
 // LogKey is the body of the log.key entry: the origin line of the log's
@@ -218,6 +241,12 @@ func (s *State) apply(e *ledger.Entry) error {
 		return errors.New("the ledger must start with genesis")
 	}
 	switch e.Type {
+	case ledger.TypeKeyRotationPolicy, ledger.TypeSettingsPolicy, ledger.TypeKeyReleasePolicy, ledger.TypeJWTPolicy:
+		if s.Governed() {
+			return fmt.Errorf("%w: the ledger is governed since seq %d: policies change only by accepted proposals", ErrForbidden, s.GovSeq)
+		}
+	}
+	switch e.Type {
 	case ledger.TypeGenesis:
 		if s.Genesis != nil {
 			return errors.New("genesis twice")
@@ -284,6 +313,8 @@ func (s *State) apply(e *ledger.Entry) error {
 		s.Denials += 1 + d.Suppressed
 	case ledger.TypeKeyPublished, ledger.TypeKeyRetired, ledger.TypeKeyExpired, ledger.TypeKeyDestroyed:
 		return s.applyKeyEvent(e)
+	case ledger.TypeGovInit, ledger.TypeGovProposal, ledger.TypeGovBallot, ledger.TypeGovWithdrawal:
+		return s.applyGov(e)
 	case ledger.TypeLogKey:
 		if s.LogKey != nil {
 			return fmt.Errorf("the log key is already set at seq %d", s.LogKeySeq)
@@ -343,6 +374,9 @@ func (s *State) applyKeyCreated(e *ledger.Entry) error {
 	if len(e.Sealed) == 0 {
 		return errors.New("no sealed private key")
 	}
+	if err := s.governanceEffect(kc.Reason, gov.ActRotateKeyNow, ""); err != nil {
+		return err
+	}
 	s.Keys = append(s.Keys, &Key{KeyCreated: kc, Created: e.Time, Seq: e.Seq})
 	return nil
 }
@@ -372,6 +406,12 @@ func (s *State) applyKeyEvent(e *ledger.Entry) error {
 	}
 	if *mark != 0 {
 		return fmt.Errorf("key %s: %s recorded twice", ev.Kid, e.Type)
+	}
+	if e.Type == ledger.TypeKeyDestroyed {
+		if err := s.governanceEffect(ev.Reason, gov.ActDestroyKey, ev.Kid); err != nil {
+			return err
+		}
+		s.dropDestroyEffects(ev.Kid)
 	}
 	*mark = e.Seq
 	return nil
@@ -516,7 +556,9 @@ func (s *State) Live() []*Key {
 	return out
 }
 
-// Clone returns a deep copy of s, for snapshots and readers.
+// Clone returns a deep copy of s, for snapshots, readers and trial
+// applies. (Values that Apply replaces rather than modifies, such as the
+// JWT policy and the key release policy, are shared.)
 func (s *State) Clone() *State {
 	c := *s
 	if s.Genesis != nil {
@@ -528,6 +570,7 @@ func (s *State) Clone() *State {
 		kk := *k
 		c.Keys[i] = &kk
 	}
+	s.cloneGov(&c)
 	return &c
 }
 
@@ -544,6 +587,9 @@ func Unmarshal(b []byte) (*State, error) {
 		if k == nil || k.Number != uint64(i)+1 {
 			return nil, errors.New("state: snapshot: keys out of order")
 		}
+	}
+	if err := s.checkGov(); err != nil {
+		return nil, fmt.Errorf("state: snapshot: %w", err)
 	}
 	return s, nil
 }

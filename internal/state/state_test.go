@@ -268,8 +268,10 @@ func FuzzApply(f *testing.F) {
 	f.Add(uint8(3), []byte(`{"number":2,"kid":"a_2","id":12}`))
 	f.Add(uint8(4), []byte(`{"kid":"a_1"}`))
 	f.Add(uint8(1), []byte(`{"rotation_interval_seconds":1,"suite":"x25519"}`))
+	f.Add(uint8(9), []byte(`{"id":"00","proposer":"00","cose":"2IRDoQEmoFhAYQ=="}`))
 	types := []ledger.Type{ledger.TypeGenesis, ledger.TypeKeyRotationPolicy, ledger.TypeSettingsPolicy, ledger.TypeKeyCreated,
-		ledger.TypeKeyPublished, ledger.TypeKeyRetired, ledger.TypeKeyExpired, ledger.TypeKeyDestroyed}
+		ledger.TypeKeyPublished, ledger.TypeKeyRetired, ledger.TypeKeyExpired, ledger.TypeKeyDestroyed,
+		ledger.TypeGovInit, ledger.TypeGovProposal, ledger.TypeGovBallot, ledger.TypeGovWithdrawal}
 	f.Fuzz(func(t *testing.T, typ uint8, body []byte) {
 		b := newBuilder(t)
 		b.must(ledger.TypeKeyCreated, t0, b.keyCreated(t0, 11), []byte("s"))
