@@ -39,13 +39,18 @@ type Config struct {
 	ServiceName string
 	// RotationPolicy and Settings are the policies to put in force. At
 	// genesis they are recorded; later, if they differ from the ledger's,
-	// an entry records the change. (Governance replaces this later.)
+	// an entry records the change, unless the ledger is governed: then a
+	// difference is logged and ignored (it must be proposed).
 	RotationPolicy state.RotationPolicy
 	Settings       state.Settings
 	// ReleasePolicy (JSON of either grammar of internal/policy) and JWT,
 	// if set, are recorded the same way. Unset leaves the ledger's.
 	ReleasePolicy []byte
 	JWT           *state.JWTPolicy
+	// Governance, if set, makes a ledger that is not yet governed
+	// governed: its gov.init entry follows the initial policies (at
+	// genesis) or the policy changes. On a governed ledger it is ignored.
+	Governance *GovInit
 	// Now is the clock. Defaults to time.Now.
 	Now func() time.Time
 	// Logger defaults to slog.Default().
@@ -267,6 +272,8 @@ func (s *Service) reconcileKeyring() error {
 }
 
 // bootstrap writes genesis on an empty ledger and records policy changes.
+// On a governed ledger, a policy of the configuration that differs from the
+// ledger's is reported and ignored: only an accepted proposal changes it.
 func (s *Service) bootstrap(ctx context.Context) error {
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
@@ -287,13 +294,21 @@ func (s *Service) bootstrap(ctx context.Context) error {
 	} else if s.cfg.LogOrigin != "" && s.cfg.LogOrigin != cur.LogKey.Origin {
 		return fmt.Errorf("kms: log_origin %q: the log's origin was fixed at genesis as %q", s.cfg.LogOrigin, cur.LogKey.Origin)
 	}
+	governed := cur.Governed()
+	change := func(what string, typ ledger.Type, body []byte) {
+		if governed {
+			s.log.Warn("the configuration's "+what+" differs from the ledger's and is ignored: the ledger is governed; propose it (tkms gov propose)", "type", typ)
+			return
+		}
+		props = append(props, store.Proposal{Time: now, Type: typ, Body: body})
+	}
 	if cur.Genesis == nil || cur.Rotation != s.cfg.RotationPolicy {
 		b, _ := json.Marshal(s.cfg.RotationPolicy)
-		props = append(props, store.Proposal{Time: now, Type: ledger.TypeKeyRotationPolicy, Body: b})
+		change("key rotation policy", ledger.TypeKeyRotationPolicy, b)
 	}
 	if cur.Genesis == nil || cur.Settings != s.cfg.Settings {
 		b, _ := json.Marshal(s.cfg.Settings)
-		props = append(props, store.Proposal{Time: now, Type: ledger.TypeSettingsPolicy, Body: b})
+		change("settings policy", ledger.TypeSettingsPolicy, b)
 	}
 	if s.cfg.ReleasePolicy != nil {
 		p, err := policy.Parse(s.cfg.ReleasePolicy)
@@ -301,7 +316,7 @@ func (s *Service) bootstrap(ctx context.Context) error {
 			return fmt.Errorf("key release policy: %w", err)
 		}
 		if b := policy.Marshal(p); !bytes.Equal(b, cur.ReleasePolicy) {
-			props = append(props, store.Proposal{Time: now, Type: ledger.TypeKeyReleasePolicy, Body: b})
+			change("key release policy", ledger.TypeKeyReleasePolicy, b)
 		}
 	}
 	if s.cfg.JWT != nil {
@@ -313,11 +328,27 @@ func (s *Service) bootstrap(ctx context.Context) error {
 			return fmt.Errorf("jwt policy: %w", err)
 		}
 		if old, _ := json.Marshal(cur.JWT); cur.JWT == nil || !bytes.Equal(b, old) {
-			props = append(props, store.Proposal{Time: now, Type: ledger.TypeJWTPolicy, Body: b})
+			change("jwt policy (issuers and claims)", ledger.TypeJWTPolicy, b)
 		}
+	}
+	if g := s.cfg.Governance; g != nil && !governed {
+		b, err := json.Marshal(state.GovInit{Members: g.Members, Constitution: g.Constitution})
+		if err != nil {
+			return fmt.Errorf("kms: governance: %w", err)
+		}
+		props = append(props, store.Proposal{Time: now, Type: ledger.TypeGovInit, Body: b})
+	} else if g != nil {
+		s.log.Info("the ledger is governed since seq " + fmt.Sprint(cur.GovSeq) + ": the configured members and constitution are ignored")
 	}
 	if len(props) == 0 {
 		return nil
+	}
+	// What the state machine would refuse is never written.
+	for i, p := range props {
+		e := &ledger.Entry{Seq: cur.Seq + 1, Time: p.Time, Type: p.Type, Body: p.Body, Sealed: p.Secret}
+		if err := cur.Apply(e); err != nil {
+			return fmt.Errorf("kms: start: entry %d of %d: %w", i+1, len(props), err)
+		}
 	}
 	if _, err := s.store.Append(ctx, props...); err != nil {
 		return err

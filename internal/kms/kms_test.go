@@ -45,17 +45,29 @@ func testPolicy() state.RotationPolicy {
 }
 
 type fixture struct {
-	t      *testing.T
-	dir    string
-	key    []byte
-	clock  *clock
-	policy state.RotationPolicy
-	svc    *Service
+	t       *testing.T
+	dir     string
+	key     []byte
+	clock   *clock
+	policy  state.RotationPolicy
+	release []byte   // Config.ReleasePolicy
+	gov     *GovInit // Config.Governance
+	svc     *Service
 }
 
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
+	return newFixtureWith(t, nil)
+}
+
+// newFixtureWith returns a fixture; setup, if not nil, adjusts it before
+// the service first opens.
+func newFixtureWith(t *testing.T, setup func(*fixture)) *fixture {
+	t.Helper()
 	f := &fixture{t: t, dir: t.TempDir(), key: seal.NewKey(), clock: &clock{t: t0}, policy: testPolicy()}
+	if setup != nil {
+		setup(f)
+	}
 	f.open()
 	t.Cleanup(func() {
 		if f.svc != nil {
@@ -73,8 +85,9 @@ func (f *fixture) open() {
 	}
 	f.svc, err = Open(context.Background(), Config{
 		DataDir: f.dir, Sealer: sealer, ServiceName: "test", RotationPolicy: f.policy,
-		Settings: state.Settings{Service: state.ServiceSettings{Name: "test"}},
-		Now:      f.clock.Now, SnapshotEvery: 1 << 40, Logger: slog.New(slog.DiscardHandler),
+		Settings:      state.Settings{Service: state.ServiceSettings{Name: "test"}},
+		ReleasePolicy: f.release, Governance: f.gov,
+		Now: f.clock.Now, SnapshotEvery: 1 << 40, Logger: slog.New(slog.DiscardHandler),
 	})
 	if err != nil {
 		f.t.Fatal(err)

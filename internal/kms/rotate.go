@@ -40,19 +40,38 @@ var ErrKeyLimit = fmt.Errorf("kms: %d of the 90 numeric ids are held by unexpire
 func (s *Service) Rotate(ctx context.Context, reason string) (*state.Key, error) {
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
-	now := s.now()
-	if reason != ReasonScheduled {
-		free := 0
-		s.Read(func(st *state.State) {
-			for id := keys.MinID; id <= keys.MaxID; id++ {
-				if !st.IDHeld(id, now) {
-					free++
-				}
+	return s.rotateLocked(ctx, s.now(), reason)
+}
+
+// CheckForcedRotation returns ErrKeyLimit if a forced rotation (Rotate, or
+// the rotate_key_now of an accepted proposal) would be refused now because
+// only the ids reserved for scheduled rotation are free. It is a hint for
+// callers that would rather not propose a rotation that must wait: the
+// rotation itself checks again.
+func (s *Service) CheckForcedRotation() error {
+	if s.freeIDs(s.now()) <= ReservedIDs {
+		return ErrKeyLimit
+	}
+	return nil
+}
+
+// freeIDs returns how many numeric ids no unexpired key holds at now.
+func (s *Service) freeIDs(now time.Time) int {
+	free := 0
+	s.Read(func(st *state.State) {
+		for id := keys.MinID; id <= keys.MaxID; id++ {
+			if !st.IDHeld(id, now) {
+				free++
 			}
-		})
-		if free <= ReservedIDs {
-			return nil, ErrKeyLimit
 		}
+	})
+	return free
+}
+
+// rotateLocked is Rotate for a caller that holds writeMu.
+func (s *Service) rotateLocked(ctx context.Context, now time.Time, reason string) (*state.Key, error) {
+	if reason != ReasonScheduled && s.freeIDs(now) <= ReservedIDs {
+		return nil, ErrKeyLimit
 	}
 	k, err := s.createKeyLocked(ctx, now, reason)
 	if err == nil {
@@ -158,13 +177,15 @@ func (s *Service) createKeyLocked(ctx context.Context, now time.Time, reason str
 	return k, nil
 }
 
-// Tick does the lifecycle work due at the clock's current time: a scheduled
-// rotation, then marker entries for phases that have passed, then the
-// destruction of keys past retention. It returns the time of the next work.
+// Tick does the lifecycle work due at the clock's current time: the pending
+// effects of accepted governance proposals, a scheduled rotation, then
+// marker entries for phases that have passed, then the destruction of keys
+// past retention. It returns the time of the next work.
 func (s *Service) Tick(ctx context.Context) (next time.Time, err error) {
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
 	now := s.now()
+	s.runEffectsLocked(ctx, now)
 
 	var due bool
 	s.Read(func(st *state.State) { due = dueLocked(st, now) })

@@ -18,6 +18,7 @@ import (
 
 	"log/slog"
 	"net/http"
+	"sync"
 	"sync/atomic"
 
 	"github.com/tkms-dev/tkms/internal/attest/snp"
@@ -65,10 +66,18 @@ func fail(status int, code, msg string, err error) *Error {
 
 // Config wires a Service.
 type Config struct {
-	KMS  *kms.Service
-	Auth *jwtauth.Authenticator
-	SNP  *snp.Verifier
-	UVM  *uvm.Verifier
+	KMS *kms.Service
+	// Auth authenticates tokens under the JWT policy of the ledger entry
+	// AuthSeq (state.JWTSeq). It may be nil if no issuer is trusted then.
+	Auth    *jwtauth.Authenticator
+	AuthSeq uint64
+	// NewAuth, if set, builds an authenticator when the JWT policy
+	// changes (a governance decision): the service then follows the
+	// ledger's JWT policy without a restart. Without it, Auth is used
+	// whatever the ledger says.
+	NewAuth func(ctx context.Context, cfg jwtauth.Config) (*jwtauth.Authenticator, error)
+	SNP     *snp.Verifier
+	UVM     *uvm.Verifier
 	// Simulated permits evidence that chains to the simulated TEE's roots
 	// (which SNP must then trust); such releases are marked in the ledger.
 	// Only ever set when the operator asked for it explicitly.
@@ -88,6 +97,8 @@ type Service struct {
 	log     *slog.Logger
 	denials denials
 	policy  atomic.Pointer[parsedPolicy] // the policy in force, parsed once per version
+	auth    atomic.Pointer[authState]    // the token authenticator in use
+	authMu  sync.Mutex                   // serialises authenticator changes
 }
 
 // parsedPolicy is a release policy version, parsed and hashed.
@@ -99,13 +110,26 @@ type parsedPolicy struct {
 
 // New returns a Service.
 func New(cfg Config) (*Service, error) {
-	if cfg.KMS == nil || cfg.Auth == nil || cfg.SNP == nil || cfg.UVM == nil {
-		return nil, errors.New("release: KMS, Auth, SNP and UVM are required")
+	if cfg.KMS == nil || (cfg.Auth == nil && cfg.NewAuth == nil) || cfg.SNP == nil || cfg.UVM == nil {
+		return nil, errors.New("release: KMS, Auth (or NewAuth), SNP and UVM are required")
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Service{cfg: cfg, log: cfg.Logger}, nil
+	s := &Service{cfg: cfg, log: cfg.Logger}
+	as := &authState{seq: cfg.AuthSeq, a: cfg.Auth}
+	if cfg.Auth == nil {
+		as.err = errNoIssuer
+	}
+	if cfg.NewAuth != nil {
+		cfg.KMS.Read(func(st *state.State) {
+			if st.JWTSeq == cfg.AuthSeq {
+				as.issuers, _ = json.Marshal(AuthConfig(st.JWT).Issuers)
+			}
+		})
+	}
+	s.auth.Store(as)
+	return s, nil
 }
 
 // Trust describes what this service accepts as evidence, for
@@ -126,18 +150,6 @@ func (s *Service) Trust() Trust {
 		SimulatedTEE:  s.cfg.Simulated,
 		UVMEndorsers:  s.cfg.UVMTrusted,
 	}
-}
-
-// AuthStats returns the token authenticator's counters.
-func (s *Service) AuthStats() jwtauth.Stats { return s.cfg.Auth.Stats() }
-
-// Authenticate validates the Authorization header's bearer token.
-func (s *Service) Authenticate(ctx context.Context, authorization string) (*jwtauth.Identity, error) {
-	id, err := s.cfg.Auth.Authenticate(ctx, authorization)
-	if err != nil {
-		return nil, fail(http.StatusUnauthorized, jwtauth.Code(err), err.Error(), err)
-	}
-	return id, nil
 }
 
 // Evidence is verified evidence: its claims, and the fields a release
