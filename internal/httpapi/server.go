@@ -97,7 +97,7 @@ func (s *Server) routes() {
 	s.handle("/app/heartbeat", http.MethodGet, s.heartbeat)
 	s.handle("/app/listpubkeys", http.MethodGet, s.listPubKeys)
 	s.handle("/app/pubkey", http.MethodGet, s.pubKey)
-	s.handle("/app/refresh", http.MethodPost, s.refresh)
+	s.handle("/app/refresh", http.MethodPost, s.appRefresh) // s.refresh unless governed (gov.go)
 	s.handle("/app/keyRotationPolicy", http.MethodGet, s.keyRotationPolicy)
 	s.handle("/app/settingsPolicy", http.MethodGet, s.settingsPolicy)
 	s.handle("/app/key", http.MethodPost, s.appKey)
@@ -113,6 +113,7 @@ func (s *Server) routes() {
 	s.handle("/v1/release", http.MethodPost, s.v1ReleaseBatch)
 	s.handlePattern("/v1/keys/{kid}/release", http.MethodPost, s.v1ReleaseKey)
 	s.logRoutes()
+	s.govRoutes()
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, http.StatusNotFound, CodeNotFound, "no such endpoint: "+r.URL.Path)
 	})
