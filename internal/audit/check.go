@@ -10,6 +10,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/tkms-dev/tkms/internal/gov"
 	"github.com/tkms-dev/tkms/internal/ledger"
 	"github.com/tkms-dev/tkms/internal/policy"
 	"github.com/tkms-dev/tkms/internal/state"
@@ -150,10 +151,14 @@ func (c *checker) entry(l *ledger.Leaf) {
 		}
 	}
 
+	before := policySeqs(c.st)
 	if err := c.st.Apply(e); err != nil {
 		c.violation(l.Seq, l.Type, "rejected by the state machine: %v", innermost(err))
 		c.covered(l)
 		return
+	}
+	if l.Type == ledger.TypeGovProposal || l.Type == ledger.TypeGovBallot {
+		c.govPolicyVersions(l, before)
 	}
 
 	// Accepted: record what the report lists.
@@ -403,7 +408,74 @@ func (c *checker) finish() {
 		}
 		return cmp.Or(cmp.Compare(a.Issuer, b.Issuer), cmp.Compare(a.Identity, b.Identity))
 	})
-	c.r.Notes = append(c.r.Notes, "policy changes are listed but not checked against governance decisions: tkms has no governance yet")
+	if !c.st.Governed() {
+		c.r.Notes = append(c.r.Notes, "this ledger is not governed (no gov.init): its policy changes came from the operator's configuration and are listed, not checked against governance decisions")
+		return
+	}
+	c.r.Notes = append(c.r.Notes, fmt.Sprintf("governed since seq %d: every governance message's signature was recomputed against the member's key in force and its ballots counted against the constitution in force, by the state machine's own replay; a policy entry outside an accepted proposal would be a violation", c.st.GovSeq))
+	g := &Governance{Since: c.st.GovSeq, ConstitutionSeq: c.st.ConstitutionSeq}
+	for _, m := range c.st.Members {
+		g.Members = append(g.Members, GovMember{ID: m.ID, Name: m.Name, Active: m.Active, AddedSeq: m.AddedSeq, RemovedSeq: m.RemovedSeq})
+	}
+	slices.SortFunc(g.Members, func(a, b GovMember) int { return cmp.Or(cmp.Compare(a.AddedSeq, b.AddedSeq), cmp.Compare(a.ID, b.ID)) })
+	for _, p := range c.st.ProposalList() {
+		gp := GovProposal{ID: p.ID, Proposer: p.Proposer, State: string(p.State(c.last)), Approvals: len(p.Approvals),
+			Rejections: len(p.Rejections), Needed: p.Needed, Seq: p.Seq, DecidedSeq: p.DecidedSeq}
+		for _, a := range p.Actions {
+			gp.Actions = append(gp.Actions, gov.DescribeAction(a))
+		}
+		g.Proposals = append(g.Proposals, gp)
+	}
+	c.r.Governance = g
+}
+
+// policySeqs is what says which policies a governance entry changed.
+type policyMarks struct {
+	release, jwt uint64
+	rotation     state.RotationPolicy
+	settings     state.Settings
+}
+
+func policySeqs(st *state.State) policyMarks {
+	return policyMarks{release: st.ReleasePolicySeq, jwt: st.JWTSeq, rotation: st.Rotation, settings: st.Settings}
+}
+
+// govPolicyVersions lists the policies an accepted proposal changed in
+// entry l as new versions, naming the proposal.
+func (c *checker) govPolicyVersions(l *ledger.Leaf, before policyMarks) {
+	var id string
+	for _, p := range c.st.Proposals {
+		if p.DecidedSeq == l.Seq {
+			id = p.ID
+		}
+	}
+	if id == "" {
+		return
+	}
+	add := func(typ ledger.Type, sum string) {
+		c.r.Policies = append(c.r.Policies, Policy{Seq: l.Seq, Time: l.Time, Type: typ, SHA256: sum, Proposal: id})
+	}
+	if c.st.ReleasePolicySeq != before.release {
+		sum := ""
+		if pp := c.releasePolicy(); pp != nil {
+			sum = pp.hash
+		}
+		add(ledger.TypeKeyReleasePolicy, sum)
+	}
+	hash := func(v any) string {
+		b, _ := json.Marshal(v)
+		h := sha256.Sum256(b)
+		return hex.EncodeToString(h[:])
+	}
+	if c.st.JWTSeq != before.jwt {
+		add(ledger.TypeJWTPolicy, hash(c.st.JWT))
+	}
+	if c.st.Rotation != before.rotation {
+		add(ledger.TypeKeyRotationPolicy, hash(c.st.Rotation))
+	}
+	if c.st.Settings != before.settings {
+		add(ledger.TypeSettingsPolicy, hash(c.st.Settings))
+	}
 }
 
 // sortFindings orders the violations and warnings: the log as a whole

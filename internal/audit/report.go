@@ -25,6 +25,9 @@ type Report struct {
 	Policies []Policy         `json:"policies"`
 	Releases Releases         `json:"releases"`
 	Denials  Denials          `json:"denials"`
+	// Governance is the consortium and its decisions; nil for a ledger
+	// that is not governed.
+	Governance *Governance `json:"governance,omitempty"`
 
 	Notes      []string  `json:"notes"`
 	Warnings   []Finding `json:"warnings"`
@@ -83,6 +86,39 @@ type Policy struct {
 	// (policy.Hash of the parsed policy); for other policies the SHA-256
 	// of the entry's body. Hex.
 	SHA256 string `json:"sha256"`
+	// Proposal is the accepted governance proposal that set this
+	// version, if one did.
+	Proposal string `json:"proposal,omitempty"`
+}
+
+// Governance is what the log says of the consortium.
+type Governance struct {
+	Since           uint64        `json:"since"` // the gov.init entry
+	ConstitutionSeq uint64        `json:"constitution_seq"`
+	Members         []GovMember   `json:"members"`
+	Proposals       []GovProposal `json:"proposals"`
+}
+
+// GovMember is a member, active or removed.
+type GovMember struct {
+	ID         string `json:"id"`
+	Name       string `json:"name"`
+	Active     bool   `json:"active"`
+	AddedSeq   uint64 `json:"added_seq"`
+	RemovedSeq uint64 `json:"removed_seq,omitempty"`
+}
+
+// GovProposal is a proposal and its outcome.
+type GovProposal struct {
+	ID         string   `json:"id"`
+	Proposer   string   `json:"proposer"`
+	State      string   `json:"state"` // at the log's last entry
+	Approvals  int      `json:"approvals"`
+	Rejections int      `json:"rejections"`
+	Needed     int      `json:"needed"`
+	Seq        uint64   `json:"seq"`
+	DecidedSeq uint64   `json:"decided_seq,omitempty"`
+	Actions    []string `json:"actions"` // in plain language
 }
 
 // Releases summarises the key.released entries.
@@ -174,9 +210,40 @@ func (r *Report) WriteText(w io.Writer) error {
 		tw.Flush()
 	}
 
-	fmt.Fprintf(&b, "\npolicy versions (%d; listed, not checked against governance decisions, which tkms does not have yet):\n", len(r.Policies))
+	fmt.Fprintf(&b, "\npolicy versions (%d):\n", len(r.Policies))
 	for _, p := range r.Policies {
-		fmt.Fprintf(&b, "  seq %-8d %-20s %s  sha256 %s\n", p.Seq, p.Type, stamp(p.Time), p.SHA256)
+		by := "configuration"
+		if p.Proposal != "" {
+			by = "proposal " + shortID(p.Proposal)
+		}
+		fmt.Fprintf(&b, "  seq %-8d %-20s %s  sha256 %s  (%s)\n", p.Seq, p.Type, stamp(p.Time), p.SHA256, by)
+	}
+	if g := r.Governance; g != nil {
+		active := 0
+		for _, m := range g.Members {
+			if m.Active {
+				active++
+			}
+		}
+		fmt.Fprintf(&b, "\ngovernance (since seq %d; %d active members, constitution of seq %d):\n", g.Since, active, g.ConstitutionSeq)
+		for _, m := range g.Members {
+			st := "active"
+			if !m.Active {
+				st = fmt.Sprintf("removed at seq %d", m.RemovedSeq)
+			}
+			fmt.Fprintf(&b, "  member %s %-16s added at seq %d, %s\n", shortID(m.ID), m.Name, m.AddedSeq, st)
+		}
+		for _, p := range g.Proposals {
+			decided := ""
+			if p.DecidedSeq != 0 {
+				decided = fmt.Sprintf(", decided at seq %d", p.DecidedSeq)
+			}
+			fmt.Fprintf(&b, "  proposal %s by %s at seq %d: %s, %d of %d approvals, %d rejections%s\n",
+				shortID(p.ID), shortID(p.Proposer), p.Seq, p.State, p.Approvals, p.Needed, p.Rejections, decided)
+			for _, a := range p.Actions {
+				fmt.Fprintf(&b, "      %s\n", a)
+			}
+		}
 	}
 
 	rel := r.Releases
@@ -242,3 +309,10 @@ func event(e *Event) string {
 }
 
 func stamp(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05Z") }
+
+func shortID(id string) string {
+	if len(id) > 12 {
+		return id[:12]
+	}
+	return id
+}
