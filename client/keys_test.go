@@ -446,7 +446,7 @@ func TestKeysRejects(t *testing.T) {
 		{name: "receipt of another entry", want: "proves a key.created entry", edit: func(req, resp map[string]any) {
 			resp["receipt"] = json.RawMessage(created.Marshal())
 		}},
-		{name: "receipt with a bad signature", want: "invalid signature", edit: func(req, resp map[string]any) {
+		{name: "receipt with a bad signature", want: "checkpoint does not verify", edit: func(req, resp map[string]any) {
 			r := resp["receipt"].(map[string]any)
 			cp := []byte(r["checkpoint"].(string))
 			cp[len(cp)-3] ^= 1

@@ -116,7 +116,8 @@ func editLeaves(t *testing.T, name string, edit func(leaves [][]byte) [][]byte) 
 }
 
 // refreshKeyIndex returns the index of the first leaf recording a key
-// created by /app/refresh, and the offset in it of the reason's last byte.
+// created by /app/refresh (on governed tkms dev: reason governance:<id>),
+// and the offset in it of the last byte of "governance".
 func refreshKeyIndex(t *testing.T, leaves [][]byte) (int, int) {
 	t.Helper()
 	for i, lb := range leaves {
@@ -125,12 +126,12 @@ func refreshKeyIndex(t *testing.T, leaves [][]byte) (int, int) {
 			t.Fatal(err)
 		}
 		if l.Type == ledger.TypeKeyCreated {
-			if j := bytes.Index(lb, []byte(`"reason":"refresh"`)); j >= 0 {
-				return i, j + len(`"reason":"refresh`) - 1
+			if j := bytes.Index(lb, []byte(`"reason":"governance:`)); j >= 0 {
+				return i, j + len(`"reason":"governance`) - 1
 			}
 		}
 	}
-	t.Fatal("no key.created entry with reason refresh")
+	t.Fatal("no key.created entry with reason governance:<id>")
 	return 0, 0
 }
 
@@ -230,7 +231,7 @@ func TestAuditDev(t *testing.T) {
 	}{
 		{"modified", func(ls [][]byte) [][]byte {
 			i, j := refreshKeyIndex(t, ls)
-			ls[i][j] = 'i' // "refresi"
+			ls[i][j] = 'i' // "governanci"
 			return ls
 		}, func(ls [][]byte) []string {
 			i, _ := refreshKeyIndex(t, ls)
@@ -377,14 +378,14 @@ func TestAuditModifiedLedger(t *testing.T) {
 			if err != nil {
 				return err
 			}
-			if e.Type != ledger.TypeKeyCreated || !bytes.Contains(e.Body, []byte(`"reason":"refresh"`)) {
+			if e.Type != ledger.TypeKeyCreated || !bytes.Contains(e.Body, []byte(`"reason":"governance:`)) {
 				continue
 			}
-			e.Body = bytes.Replace(e.Body, []byte(`"reason":"refresh"`), []byte(`"reason":"refresi"`), 1)
+			e.Body = bytes.Replace(e.Body, []byte(`"reason":"governance:`), []byte(`"reason":"governanci:`), 1)
 			seq = binary.BigEndian.Uint64(k)
 			return b.Put(bytes.Clone(k), ledger.MarshalRecord(e))
 		}
-		return fmt.Errorf("no key.created entry with reason refresh")
+		return fmt.Errorf("no key.created entry with reason governance:<id>")
 	})
 
 	p = startDev(t, data)

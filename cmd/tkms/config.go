@@ -13,6 +13,7 @@ import (
 	"strings"
 
 	"github.com/tkms-dev/tkms/internal/attest/uvm"
+	"github.com/tkms-dev/tkms/internal/kms"
 	"github.com/tkms-dev/tkms/internal/state"
 	"github.com/tkms-dev/tkms/internal/translog"
 )
@@ -74,6 +75,10 @@ type Config struct {
 	// only: anyone with the data directory can forge evidence. Every
 	// release under it is marked simulated in the ledger.
 	InsecureSimulatedTEE bool `json:"insecure_simulated_tee"`
+
+	// governance, set by tkms dev on a new data directory, makes the new
+	// ledger governed (never read from the file).
+	governance *kms.GovInit
 }
 
 // loadConfig reads a config file. Unknown fields are errors: a typo must not

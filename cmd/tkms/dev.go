@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -10,15 +11,18 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"log/slog"
 	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/tkms-dev/tkms/internal/attest/simsnp"
+	"github.com/tkms-dev/tkms/internal/gov"
 	"github.com/tkms-dev/tkms/internal/kms"
 	"github.com/tkms-dev/tkms/internal/oidcissuer"
 	"github.com/tkms-dev/tkms/internal/seal"
@@ -44,7 +48,18 @@ type DevInfo struct {
 	// LogPublicKey is the verifier key of the transparency log's
 	// checkpoints (also served at /v1/log/key), for tkms audit --log-key.
 	LogPublicKey string `json:"log_public_key"`
+	// MemberKey is the private key file of the dev member, the one member
+	// of a dev directory's governance, and MemberID its member id. Empty
+	// in a directory created before governance.
+	MemberKey string `json:"member_key,omitempty"`
+	MemberID  string `json:"member_id,omitempty"`
 }
+
+// The dev member's key files in the data directory.
+const (
+	devMemberKeyFile = "member.key"
+	devMemberPubFile = "member.pub"
+)
 
 // The dev OIDC issuer and the identity of its default workload. Its tokens
 // are shaped like the ones Entra ID issues to a managed identity.
@@ -125,16 +140,16 @@ func cmdDev(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	cfg.DataDir = abs
+	_, err = os.Stat(filepath.Join(cfg.DataDir, store.FileName))
+	newDir := errors.Is(err, os.ErrNotExist)
 	if *releasePolicy != "" {
 		b, err := os.ReadFile(*releasePolicy)
 		if err != nil {
 			return fmt.Errorf("release policy: %w", err)
 		}
 		cfg.KeyReleasePolicy = b
-	} else if cfg.KeyReleasePolicy == nil {
-		if _, err := os.Stat(filepath.Join(cfg.DataDir, store.FileName)); errors.Is(err, os.ErrNotExist) {
-			cfg.KeyReleasePolicy = devReleasePolicy()
-		}
+	} else if cfg.KeyReleasePolicy == nil && newDir {
+		cfg.KeyReleasePolicy = devReleasePolicy()
 	}
 	devClaims := map[string]any{"idtyp": "app"}
 	if *jwtPolicy != "" {
@@ -178,6 +193,15 @@ func cmdDev(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("operator token: %w", err)
 	}
+	// A new directory is governed by one dev member whose key is kept in
+	// it; a directory created before governance stays ungoverned.
+	member, err := devMember(cfg.DataDir, newDir)
+	if err != nil {
+		return fmt.Errorf("dev member: %w", err)
+	}
+	if newDir {
+		cfg.governance = &kms.GovInit{Members: []gov.Member{member.Member}, Constitution: gov.DevConstitution()}
+	}
 	// The issuer's signing key lives in the data directory, so tokens
 	// minted before a restart still verify after it.
 	issuer, err := oidcissuer.New(cfg.DataDir, oidcissuer.Options{})
@@ -199,6 +223,9 @@ func cmdDev(args []string, stdout, stderr io.Writer) error {
 	var info DevInfo
 	return runServer(ctx, cfg, sealer, token, log, func(addr string) error {
 		info = DevInfo{KMSURL: "http://" + addr, OperatorToken: token, DataDir: cfg.DataDir, PID: os.Getpid(), Audience: devAudience}
+		if member != nil {
+			info.MemberKey, info.MemberID = member.keyFile, member.ID
+		}
 		info.IssuerURL = info.KMSURL + devOIDCPath
 		if err := issuer.SetURL(info.IssuerURL); err != nil {
 			return err
@@ -210,15 +237,26 @@ func cmdDev(args []string, stdout, stderr io.Writer) error {
 		info.WorkloadToken = wt
 		// Trust the issuer with its key set as a static JWKS: the key is
 		// in the data directory, and nothing is served yet to discover.
-		cfg.JWTIssuers = append(cfg.JWTIssuers, state.JWTIssuer{
-			Issuer: info.IssuerURL, Audiences: []string{devAudience}, JWKS: issuer.JWKS(),
-		})
+		cfg.JWTIssuers = append(cfg.JWTIssuers, devIssuerEntry(info.IssuerURL, issuer.JWKS()))
 		if cfg.JWTValidationPolicy == nil {
 			cfg.JWTValidationPolicy = map[string]map[string]any{}
 		}
 		cfg.JWTValidationPolicy[info.IssuerURL] = devClaims
 		return cfg.Validate()
 	}, func(svc *kms.Service) error {
+		if svc.Governed() && !newDir {
+			// The configuration no longer changes a governed ledger's
+			// policies; the dev issuer's own entry, whose URL changes with
+			// the port, is proposed by the dev member.
+			for _, f := range []string{"release-policy", "jwt-policy"} {
+				if set[f] {
+					return fmt.Errorf("--%s: the data directory %s is governed: policies change by proposals; propose it (tkms gov propose --data %s ACTIONS.json)", f, cfg.DataDir, cfg.DataDir)
+				}
+			}
+			if err := syncDevIssuer(ctx, svc, member, devIssuerEntry(info.IssuerURL, issuer.JWKS()), devClaims, log); err != nil {
+				return err
+			}
+		}
 		info.LogPublicKey = svc.LogVerifierKey()
 		b, _ := json.MarshalIndent(info, "", "  ")
 		if err := writeFileAtomic(infoPath, append(b, '\n'), 0o600); err != nil {
@@ -231,6 +269,10 @@ func cmdDev(args []string, stdout, stderr io.Writer) error {
 			"tkms dev: try: curl %s/app/listpubkeys\n"+
 			"tkms dev: audit: tkms audit --kms %s --log-key %s\n",
 			info.KMSURL, info.IssuerURL, info.Audience, cfg.DataDir, info.LogPublicKey, infoPath, info.KMSURL, info.KMSURL, info.LogPublicKey)
+		if member != nil && svc.Governed() {
+			fmt.Fprintf(stdout, "tkms dev: governed by the dev member %s (key %s); change policies with: tkms gov propose --data %s ACTIONS.json\n",
+				member.ID, member.keyFile, cfg.DataDir)
+		}
 		return nil
 	})
 }
@@ -281,4 +323,134 @@ func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
 		return err
 	}
 	return os.Rename(tmp.Name(), path)
+}
+
+// devIssuerEntry is the trusted issuer entry of the dev OIDC issuer at url.
+func devIssuerEntry(url string, jwks []byte) state.JWTIssuer {
+	return state.JWTIssuer{Issuer: url, Audiences: []string{devAudience}, JWKS: jwks}
+}
+
+// A devMemberKey is the dev member and its signer.
+type devMemberKey struct {
+	gov.Member
+	keyFile string
+	signer  *gov.Signer
+}
+
+// devMember returns the dev member of dataDir: on a new directory it
+// creates its key (member.key, 0600, and member.pub) unless a start that
+// did not get as far as the ledger left one. On an existing directory it
+// returns nil if there is no member key (a directory of a tkms before
+// governance).
+func devMember(dataDir string, newDir bool) (*devMemberKey, error) {
+	keyFile := filepath.Join(dataDir, devMemberKeyFile)
+	pubFile := filepath.Join(dataDir, devMemberPubFile)
+	_, err := os.Stat(keyFile)
+	switch {
+	case errors.Is(err, fs.ErrNotExist) && !newDir:
+		return nil, nil
+	case errors.Is(err, fs.ErrNotExist):
+		priv, pub, err := gov.GenerateDevKey()
+		if err != nil {
+			return nil, err
+		}
+		if err := writeFileAtomic(pubFile, pub, 0o644); err != nil {
+			return nil, err
+		}
+		if err := writeFileAtomic(keyFile, priv, 0o600); err != nil {
+			return nil, err
+		}
+	case err != nil:
+		return nil, err
+	}
+	signer, err := loadMemberKey(keyFile)
+	if err != nil {
+		return nil, err
+	}
+	pub, err := os.ReadFile(pubFile)
+	if err != nil {
+		return nil, err
+	}
+	m, err := gov.NewMember("dev", string(pub), "")
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", pubFile, err)
+	}
+	if m.ID != signer.MemberID() {
+		return nil, fmt.Errorf("%s is not the public key of %s", pubFile, keyFile)
+	}
+	return &devMemberKey{Member: m, keyFile: keyFile, signer: signer}, nil
+}
+
+// syncDevIssuer makes the governed ledger trust the dev issuer at its
+// current URL (which changes with the port): if the ledger's entry for it
+// differs, the dev member proposes to trust it, with the claims the ledger
+// required of the dev issuer's earlier URL (or claims, if none), and to
+// stop trusting the earlier URLs of the same key set. Under the dev
+// constitution the proposal applies at once.
+func syncDevIssuer(ctx context.Context, svc *kms.Service, member *devMemberKey, want state.JWTIssuer, claims map[string]any, log *slog.Logger) error {
+	var actions []gov.Action
+	add := func(name string, args any) {
+		b, _ := json.Marshal(args)
+		actions = append(actions, gov.Action{Name: name, Args: b})
+	}
+	svc.Read(func(st *state.State) {
+		var issuers []state.JWTIssuer
+		var required map[string]map[string]any
+		if st.JWT != nil {
+			issuers, required = st.JWT.Issuers, st.JWT.Claims
+		}
+		var old []string
+		for _, is := range issuers {
+			if !sameJSONBytes(is.JWKS, want.JWKS) {
+				continue
+			}
+			if is.Issuer == want.Issuer {
+				if slices.Equal(is.Audiences, want.Audiences) {
+					return // in force
+				}
+				continue
+			}
+			if old == nil {
+				claims = required[is.Issuer] // what governance required of the dev issuer
+			}
+			old = append(old, is.Issuer)
+		}
+		add(gov.ActSetJWTIssuer, map[string]any{"issuer": want.Issuer, "audiences": want.Audiences, "jwks": want.JWKS})
+		if len(claims) > 0 {
+			add(gov.ActSetJWTValidationPolicy, map[string]any{"issuer": want.Issuer, "claims": claims})
+		}
+		for _, iss := range old {
+			add(gov.ActSetJWTIssuer, map[string]any{"issuer": iss, "remove": true})
+		}
+	})
+	if len(actions) == 0 {
+		return nil
+	}
+	if member == nil {
+		log.Warn("the dev issuer is not trusted at its current URL and this data directory has no dev member to propose it: key release will refuse its tokens", "issuer", want.Issuer)
+		return nil
+	}
+	raw, err := member.signer.SignProposal(actions, svc.Now())
+	if err != nil {
+		return fmt.Errorf("dev issuer proposal: %w", err)
+	}
+	p, _, err := svc.Propose(ctx, raw, false)
+	if err != nil {
+		return fmt.Errorf("dev issuer proposal: %w", err)
+	}
+	if p.Status != state.ProposalAccepted {
+		log.Warn("the dev member proposed to trust the dev issuer at its new URL; the proposal needs more approvals", "proposal", p.ID, "issuer", want.Issuer, "approvals", len(p.Approvals), "needed", p.Needed)
+		return nil
+	}
+	log.Info("the dev member's proposal to trust the dev issuer at its new URL was accepted", "proposal", p.ID, "issuer", want.Issuer)
+	return nil
+}
+
+// sameJSONBytes reports whether two JSON texts are equal once compacted.
+func sameJSONBytes(a, b []byte) bool {
+	var x, y bytes.Buffer
+	if json.Compact(&x, a) != nil || json.Compact(&y, b) != nil {
+		return bytes.Equal(a, b)
+	}
+	return bytes.Equal(x.Bytes(), y.Bytes())
 }

@@ -19,9 +19,12 @@ import (
 	"runtime/debug"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/tkms-dev/tkms/internal/gov"
 )
 
 // tkmsBin is the path of the binary built by TestMain.
@@ -133,6 +136,7 @@ type proc struct {
 
 	URL      string    // base URL, once listening
 	Token    string    // operator token (dev only)
+	Member   string    // the dev member's private key file (dev only)
 	Listened time.Time // when the listening line was seen
 }
 
@@ -190,6 +194,7 @@ func startDev(t testing.TB, dataDir string, extra ...string) *proc {
 		OperatorToken string `json:"operator_token"`
 		DataDir       string `json:"data_dir"`
 		PID           int    `json:"pid"`
+		MemberKey     string `json:"member_key"`
 	}
 	raw, err := os.ReadFile(filepath.Join(dataDir, "dev.json"))
 	if err != nil {
@@ -202,7 +207,84 @@ func startDev(t testing.TB, dataDir string, extra ...string) *proc {
 		t.Fatalf("dev.json = %s; want kms_url %s, pid %d and an operator token", raw, p.URL, p.cmd.Process.Pid)
 	}
 	p.Token = info.OperatorToken
+	if info.MemberKey != "" {
+		p.Member = info.MemberKey
+		pem, err := os.ReadFile(info.MemberKey)
+		if err != nil {
+			t.Fatalf("dev member key: %v", err)
+		}
+		s, err := gov.NewFileSigner(pem)
+		if err != nil {
+			t.Fatalf("dev member key: %v", err)
+		}
+		devMembers.Store(p.URL, s)
+	}
 	return p
+}
+
+// devMembers maps the URL of every tkms dev started by startDev to the
+// signer of its member, with which refresh signs rotations.
+var devMembers sync.Map // string -> *gov.Signer
+
+// rotateProposal returns a proposal of rotate_key_now signed by the member
+// of the tkms dev at base. Each is distinct (its reason is unique), so
+// none is refused as the replay of another.
+func rotateProposal(t testing.TB, base string) []byte {
+	t.Helper()
+	v, ok := devMembers.Load(base)
+	if !ok {
+		t.Fatalf("no dev member known for %s", base)
+	}
+	return signRotate(t, v.(*gov.Signer))
+}
+
+var rotations atomic.Int64
+
+// rotateMsg returns a proposal of rotate_key_now signed by s, with a
+// reason no other has.
+func rotateMsg(s *gov.Signer) ([]byte, error) {
+	args, _ := json.Marshal(map[string]string{"reason": fmt.Sprintf("e2e rotation %d", rotations.Add(1))})
+	return s.SignProposal([]gov.Action{{Name: "rotate_key_now", Args: args}}, time.Now())
+}
+
+func signRotate(t testing.TB, s *gov.Signer) []byte {
+	t.Helper()
+	msg, err := rotateMsg(s)
+	if err != nil {
+		t.Fatalf("signing rotate_key_now: %v", err)
+	}
+	return msg
+}
+
+// devSigner returns the signer of the member of the tkms dev p.
+func devSigner(t testing.TB, p *proc) *gov.Signer {
+	t.Helper()
+	v, ok := devMembers.Load(p.URL)
+	if !ok {
+		t.Fatalf("no dev member known for %s", p.URL)
+	}
+	return v.(*gov.Signer)
+}
+
+// newTestMember returns the signer and public key (PEM) of a new member
+// key.
+func newTestMember(t testing.TB) (*gov.Signer, []byte) {
+	t.Helper()
+	priv, pub, err := gov.GenerateDevKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := gov.NewFileSigner(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, pub
+}
+
+// postCOSETest posts a governance message to url.
+func postCOSETest(t testing.TB, url string, msg []byte) (*http.Response, []byte) {
+	t.Helper()
+	return doBody(t, http.MethodPost, url, http.Header{"Content-Type": {"application/cose"}}, msg)
 }
 
 var serveListening = regexp.MustCompile(`"msg":"tkms listening","addr":"([^"]+)"`)
@@ -323,7 +405,17 @@ var httpClient = &http.Client{Timeout: 20 * time.Second}
 // do sends a request and returns the response with its body read.
 func do(t testing.TB, method, url string, header http.Header) (*http.Response, []byte) {
 	t.Helper()
-	req, err := http.NewRequest(method, url, nil)
+	return doBody(t, method, url, header, nil)
+}
+
+// doBody is do with a request body.
+func doBody(t testing.TB, method, url string, header http.Header, body []byte) (*http.Response, []byte) {
+	t.Helper()
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequest(method, url, rd)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -335,11 +427,11 @@ func do(t testing.TB, method, url string, header http.Header) (*http.Response, [
 		t.Fatalf("%s %s: %v", method, url, err)
 	}
 	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
+	b, err := io.ReadAll(resp.Body)
 	if err != nil {
 		t.Fatalf("%s %s: reading body: %v", method, url, err)
 	}
-	return resp, body
+	return resp, b
 }
 
 // wireKey is one key of GET /v1/keys and `tkms keys list --json`, as a
@@ -426,11 +518,18 @@ type refreshed struct {
 	Receipt string `json:"receipt"` // log receipt of the key.created entry
 }
 
-// refresh calls POST /app/refresh with the operator token and returns the
-// new key.
+// refresh calls POST /app/refresh and returns the new key: on a tkms dev
+// (governed, one member) with a rotate_key_now proposal signed by its
+// member, elsewhere with the operator token.
 func refresh(t testing.TB, base, token string) refreshed {
 	t.Helper()
-	resp, body := do(t, http.MethodPost, base+"/app/refresh", http.Header{"Authorization": {"Bearer " + token}})
+	var resp *http.Response
+	var body []byte
+	if _, ok := devMembers.Load(base); ok {
+		resp, body = postCOSETest(t, base+"/app/refresh", rotateProposal(t, base))
+	} else {
+		resp, body = do(t, http.MethodPost, base+"/app/refresh", http.Header{"Authorization": {"Bearer " + token}})
+	}
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("POST /app/refresh: %s: %s", resp.Status, body)
 	}

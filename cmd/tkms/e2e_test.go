@@ -27,6 +27,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tkms-dev/tkms/internal/gov"
 	"github.com/tkms-dev/tkms/internal/keyring"
 	"github.com/tkms-dev/tkms/internal/keys"
 	"github.com/tkms-dev/tkms/internal/ledger"
@@ -253,11 +254,15 @@ func TestDevStartsAndServes(t *testing.T) {
 	resp, body = do(t, "GET", p.URL+"/app/pubkey?kid="+k.Kid+"&fmt=bad", nil)
 	wantError(t, "fmt=bad", resp, body, http.StatusBadRequest, "INVALID_FMT_PARAMETER")
 
-	// POST /app/refresh: only for the operator.
+	// POST /app/refresh: tkms dev is governed, so only a member's signed
+	// proposal rotates; the operator token no longer does.
 	resp, body = do(t, "POST", p.URL+"/app/refresh", nil)
-	wantError(t, "refresh without token", resp, body, http.StatusUnauthorized, "UNAUTHORIZED")
-	resp, body = do(t, "POST", p.URL+"/app/refresh", http.Header{"Authorization": {"Bearer " + p.Token + "0"}})
-	wantError(t, "refresh with a wrong token", resp, body, http.StatusForbidden, "FORBIDDEN")
+	wantError(t, "refresh without a proposal", resp, body, http.StatusForbidden, "GOV_REQUIRED")
+	resp, body = do(t, "POST", p.URL+"/app/refresh", http.Header{"Authorization": {"Bearer " + p.Token}})
+	wantError(t, "refresh with the operator token", resp, body, http.StatusForbidden, "GOV_REQUIRED")
+	stranger, _ := newTestMember(t)
+	resp, body = postCOSETest(t, p.URL+"/app/refresh", signRotate(t, stranger))
+	wantError(t, "refresh proposed by a non-member", resp, body, http.StatusUnauthorized, "GOV_NOT_A_MEMBER")
 	if n := len(allKeys(t, p.URL)); n != 1 {
 		t.Fatalf("refused refreshes created keys: %d keys", n)
 	}
@@ -266,7 +271,7 @@ func TestDevStartsAndServes(t *testing.T) {
 		t.Errorf("refresh created kid %s, want number 2", r.Kid)
 	}
 	all := allKeys(t, p.URL)
-	if len(all) != 2 || all[1].Kid != r.Kid || all[1].Reason != "refresh" || all[1].ID != r.ID || all[1].ID == all[0].ID {
+	if len(all) != 2 || all[1].Kid != r.Kid || !forcedReason(all[1].Reason) || all[1].ID != r.ID || all[1].ID == all[0].ID {
 		t.Errorf("after refresh: %+v", all)
 	}
 
@@ -278,7 +283,13 @@ func TestRestartKeepsKeys(t *testing.T) {
 	p := startDev(t, data)
 	r1 := refresh(t, p.URL, p.Token)
 	r2 := refresh(t, p.URL, p.Token)
+	// tkms dev is governed: the operator token no longer rotates, its
+	// member's key does.
 	out, errOut, code := runTkms(t, "keys", "rotate", "--url", p.URL, "--token-file", filepath.Join(data, "operator.token"))
+	if code == 0 || !strings.Contains(errOut, "GOV_REQUIRED") || !strings.Contains(errOut, "--key") {
+		t.Fatalf("tkms keys rotate --token-file on a governed KMS: exit %d: %s%s; want a refusal that says to sign with --key", code, out, errOut)
+	}
+	out, errOut, code = runTkms(t, "keys", "rotate", "--url", p.URL, "--key", filepath.Join(data, "member.key"))
 	if code != 0 || !strings.HasPrefix(out, "created key ") {
 		t.Fatalf("tkms keys rotate: exit %d: %s%s", code, out, errOut)
 	}
@@ -287,11 +298,11 @@ func TestRestartKeepsKeys(t *testing.T) {
 		t.Fatalf("%d keys, want 4: %+v", len(before), before)
 	}
 	for i, k := range before {
-		want := "refresh"
+		want := "governance:<proposal id>"
 		if i == 0 {
 			want = "scheduled"
 		}
-		if n, _ := kidNumber(k.Kid); n != i+1 || k.Reason != want {
+		if n, _ := kidNumber(k.Kid); n != i+1 || (i == 0 && k.Reason != want) || (i > 0 && !forcedReason(k.Reason)) {
 			t.Errorf("key %d: kid %s reason %s, want number %d, reason %s", i+1, k.Kid, k.Reason, i+1, want)
 		}
 	}
@@ -360,6 +371,17 @@ func (r rotation) config() map[string]any {
 
 var knownStates = map[string]bool{"created": true, "published": true, "primary": true, "retired": true, "expired": true, "destroyed": true}
 
+// forcedReason reports whether a key.created reason is that of a forced
+// rotation: refresh (a KMS without governance, with the operator token) or
+// governance:<proposal id> (a member's accepted rotate_key_now, as
+// POST /app/refresh on tkms dev makes it).
+func forcedReason(reason string) bool {
+	if id, ok := strings.CutPrefix(reason, "governance:"); ok {
+		return len(id) == 64 && strings.Trim(id, "0123456789abcdef") == ""
+	}
+	return reason == "refresh"
+}
+
 // checkLedger checks the invariants that must hold after any crash:
 // nothing acknowledged is lost, key numbers are dense, numeric ids are not
 // shared by keys alive at once, and no rotation slot got two scheduled
@@ -375,7 +397,7 @@ func checkLedger(t *testing.T, what string, list []wireKey, acked map[string]ref
 			t.Errorf("%s: kid %s twice", what, k.Kid)
 		}
 		byKid[k.Kid] = k
-		if k.Reason != "scheduled" && k.Reason != "refresh" {
+		if k.Reason != "scheduled" && !forcedReason(k.Reason) {
 			t.Errorf("%s: key %s has reason %q", what, k.Kid, k.Reason)
 		}
 		if !knownStates[k.State] {
@@ -457,6 +479,7 @@ func TestKillNineRecovery(t *testing.T) {
 	// between them; calm loops 300-900 ms, which leaves the newest key a
 	// rotation interval old now and then, so that the scheduler also
 	// creates keys (and gets killed doing so).
+	var member *gov.Signer // the dev member, who signs the rotations
 	refreshLoop := func(ctx context.Context, client *http.Client, p *proc, r *rand.Rand, busy bool) {
 		for {
 			pause := time.Duration(20+r.IntN(40)) * time.Millisecond
@@ -468,8 +491,13 @@ func TestKillNineRecovery(t *testing.T) {
 				return
 			case <-time.After(pause):
 			}
-			req, _ := http.NewRequestWithContext(ctx, http.MethodPost, p.URL+"/app/refresh", nil)
-			req.Header.Set("Authorization", "Bearer "+p.Token)
+			msg, err := rotateMsg(member)
+			if err != nil {
+				badBodies.Add(1) // reported at the end, from the test's goroutine
+				continue
+			}
+			req, _ := http.NewRequestWithContext(ctx, http.MethodPost, p.URL+"/app/refresh", bytes.NewReader(msg))
+			req.Header.Set("Content-Type", "application/cose")
 			resp, err := client.Do(req)
 			if err != nil {
 				transport.Add(1)
@@ -509,6 +537,7 @@ func TestKillNineRecovery(t *testing.T) {
 		}
 		if logKey == "" {
 			logKey = logKeyArg(t, p.URL)
+			member = devSigner(t, p)
 		}
 		runAudit(t, 0, "--kms", p.URL, "--log-key", logKey, "--state", auditState, "--quiet")
 
@@ -596,7 +625,11 @@ func TestKillNineRecovery(t *testing.T) {
 	reasons := map[string]int{}
 	for _, k := range offline {
 		states[k.State]++
-		reasons[k.Reason]++
+		reason := k.Reason
+		if forcedReason(reason) {
+			reason = "forced"
+		}
+		reasons[reason]++
 	}
 	if states["destroyed"] == 0 || reasons["scheduled"] < 2 {
 		t.Errorf("the fast policy did not run the whole lifecycle: states %v, reasons %v", states, reasons)
@@ -604,7 +637,7 @@ func TestKillNineRecovery(t *testing.T) {
 	mu.Lock()
 	t.Logf("summary: %d kill -9 cycles (%d busy), %d acknowledged refreshes, %d keys in total (%d scheduled, %d refresh; %d destroyed); "+
 		"refresh answers without 200: %v, without an answer: %d",
-		cycles, busyCycles, len(final), len(offline), reasons["scheduled"], reasons["refresh"], states["destroyed"], statuses, transport.Load())
+		cycles, busyCycles, len(final), len(offline), reasons["scheduled"], reasons["forced"], states["destroyed"], statuses, transport.Load())
 	if n := badBodies.Load(); n > 0 {
 		t.Errorf("%d refresh answers had status 200 and no key item", n)
 	}
@@ -924,7 +957,7 @@ func TestSecretsNotLogged(t *testing.T) {
 	// A near miss of the token must not be logged either: it would carry
 	// the real token as a prefix.
 	resp, body := do(t, "POST", p.URL+"/app/refresh", http.Header{"Authorization": {"Bearer " + p.Token + "x"}})
-	wantError(t, "refresh with a wrong token", resp, body, http.StatusForbidden, "FORBIDDEN")
+	wantError(t, "refresh with a wrong token", resp, body, http.StatusForbidden, "GOV_REQUIRED")
 	do(t, "GET", p.URL+"/app/listpubkeys", nil)
 	do(t, "GET", p.URL+"/app/pubkey?kid=nosuchkey_9", nil)
 	p.stopClean(syscall.SIGINT)
@@ -1073,7 +1106,7 @@ func TestNumericIDsUnderPressure(t *testing.T) {
 	var resp *http.Response
 	var body []byte
 	for range 100 {
-		resp, body = do(t, "POST", p.URL+"/app/refresh", http.Header{"Authorization": {"Bearer " + p.Token}})
+		resp, body = postCOSETest(t, p.URL+"/app/refresh", rotateProposal(t, p.URL))
 		if resp.StatusCode != http.StatusOK {
 			break
 		}

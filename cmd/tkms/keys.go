@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -12,6 +13,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/tkms-dev/tkms/internal/gov"
 	"github.com/tkms-dev/tkms/internal/httpapi"
 	"github.com/tkms-dev/tkms/internal/state"
 	"github.com/tkms-dev/tkms/internal/store"
@@ -119,39 +121,90 @@ func printKeys(w io.Writer, list httpapi.V1Keys) {
 
 func cmdKeysRotate(args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("keys rotate", stderr)
-	url := fs.String("url", "", "`URL` of a running tkms")
-	tokenFile := fs.String("token-file", "", "`file` holding the operator token (or set TKMS_OPERATOR_TOKEN)")
+	url := fs.String("url", "", "`URL` of a running tkms (default with --data: dev.json's kms_url)")
+	tokenFile := fs.String("token-file", "", "`file` holding the operator token (or set TKMS_OPERATOR_TOKEN); for a KMS without governance")
+	var g govFlags
+	g.register(fs, true)
+	fs.Lookup("kms").Usage = "same as --url"
+	reason := fs.String("reason", "", "with a member key: the `reason` recorded with the proposal")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	if *url == "" {
-		return fmt.Errorf("%w: --url is required", errUsage)
-	}
-	token := os.Getenv("TKMS_OPERATOR_TOKEN")
-	if *tokenFile != "" {
-		var err error
-		if token, err = readSecretFile(*tokenFile); err != nil {
-			return err
+	if *url != "" {
+		if g.kms != "" && g.kms != *url {
+			return fmt.Errorf("%w: give one of --url and --kms", errUsage)
 		}
+		g.kms = *url
 	}
-	if token == "" {
-		return fmt.Errorf("%w: no operator token: give --token-file or set TKMS_OPERATOR_TOKEN", errUsage)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimRight(*url, "/")+"/app/refresh", nil)
+	base, err := g.kmsURL()
 	if err != nil {
 		return err
 	}
-	req.Header.Set("Authorization", "Bearer "+token)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+"/app/refresh", nil)
+	if err != nil {
+		return err
+	}
+	member := g.key != "" || g.signCommand != "" || (g.data != "" && *tokenFile == "")
+	devToken := ""
+	if member && g.key == "" && g.signCommand == "" {
+		// A tkms dev directory from before governance has no member:
+		// its operator token rotates.
+		if info, err := readDevInfo(g.data); err == nil && info.MemberKey == "" {
+			member, devToken = false, info.OperatorToken
+		}
+	}
+	var signer *gov.Signer
+	if member {
+		// A governed KMS rotates on a proposal of rotate_key_now, signed
+		// by a member, that the constitution accepts.
+		if signer, err = g.signer(); err != nil {
+			return err
+		}
+		args := []byte("{}")
+		if *reason != "" {
+			args, _ = json.Marshal(gov.RotateArgs{Reason: *reason})
+		}
+		msg, err := signer.SignProposal([]gov.Action{{Name: "rotate_key_now", Args: args}}, time.Now())
+		if err != nil {
+			return fmt.Errorf("signing the proposal: %w", err)
+		}
+		req.Body = io.NopCloser(bytes.NewReader(msg))
+		req.ContentLength = int64(len(msg))
+		req.Header.Set("Content-Type", "application/cose")
+	} else {
+		token := os.Getenv("TKMS_OPERATOR_TOKEN")
+		if devToken != "" {
+			token = devToken
+		}
+		if *tokenFile != "" {
+			if token, err = readSecretFile(*tokenFile); err != nil {
+				return err
+			}
+		}
+		if token == "" {
+			return fmt.Errorf("%w: give a member's key (--key FILE) for a governed KMS, or the operator token (--token-file FILE or TKMS_OPERATOR_TOKEN) for one without governance", errUsage)
+		}
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return err
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("POST /app/refresh: %s: %s", resp.Status, strings.TrimSpace(string(body)))
+	switch {
+	case resp.StatusCode == http.StatusAccepted && member:
+		var st govStatus
+		if err := json.Unmarshal(body, &st); err != nil {
+			return fmt.Errorf("POST /app/refresh: %w", err)
+		}
+		printStatus(stdout, st)
+		fmt.Fprintf(stdout, "no key yet: the rotation waits for more approvals: tkms gov vote --kms %s --key MEMBER.pem %s approve\n", base, st.ID)
+		return nil
+	case resp.StatusCode != http.StatusOK:
+		return apiError("POST /app/refresh", resp, body)
 	}
 	var item struct {
 		Kid string `json:"kid"`

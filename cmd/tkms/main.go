@@ -7,7 +7,11 @@
 //	tkms dev token [--data DIR] [--sub S] [--ttl D] [--aud A]  a token from the dev OIDC issuer
 //	tkms serve --config FILE                                 the production server
 //	tkms keys list   (--url URL | --data DIR) [--json]        list keys, states and times
-//	tkms keys rotate --url URL [--token-file FILE]            rotate now (operator)
+//	tkms keys rotate (--url URL | --data DIR) [--key FILE | --token-file FILE]
+//	                                                         rotate now (a member; operator if ungoverned)
+//	tkms init --members FILE [--constitution FILE] [--policies DIR] --data DIR
+//	                                                         create a new governed service
+//	tkms gov propose|vote|withdraw|list|show ...            governance: proposals and ballots of members
 //	tkms attest simulate [--data DIR] [--report-data HEX | --wrapping-key-pem FILE]
 //	                     [--measurement HEX] [--host-data HEX] [--debug]
 //	                                                         simulated ACI evidence (NOT a TEE)
@@ -36,7 +40,15 @@ usage:
   tkms dev token [--data DIR] [--sub S] [--ttl D] [--aud A]  print a token from the dev OIDC issuer
   tkms serve --config FILE                                 run the server
   tkms keys list   (--url URL | --data DIR) [--json]        list keys, states and times
-  tkms keys rotate --url URL [--token-file FILE]            create a new key now (operator)
+  tkms keys rotate (--url URL | --data DIR) [--key FILE | --token-file FILE]
+                                                           create a new key now (a member signs; operator token if ungoverned)
+  tkms init --members FILE [--constitution FILE] [--policies DIR] --data DIR
+            [--master-key-file F] [--service-name N] [--log-origin O]
+                                                           create a new governed service for tkms serve
+  tkms gov propose [--kms URL] (--key FILE | --sign-command CMD --public-key FILE) [--compat] ACTIONS.json
+  tkms gov vote    [--kms URL] --key FILE ID approve|reject
+  tkms gov withdraw [--kms URL] --key FILE ID
+  tkms gov list|show [--kms URL] [ID]                      propose changes, vote, list proposals (--data DIR: a tkms dev's)
   tkms attest simulate [--data DIR] [--report-data HEX | --wrapping-key-pem FILE]
                        [--measurement HEX] [--host-data HEX] [--debug]
                                                            print simulated ACI evidence (NOT a TEE)
@@ -74,6 +86,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdServe(args[1:], stdout, stderr)
 	case "keys":
 		err = cmdKeys(args[1:], stdout, stderr)
+	case "init":
+		err = cmdInit(args[1:], stdout, stderr)
+	case "gov":
+		err = cmdGov(args[1:], stdout, stderr)
 	case "attest":
 		err = cmdAttest(args[1:], stdout, stderr)
 	case "audit":

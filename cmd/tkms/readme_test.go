@@ -15,8 +15,8 @@ import (
 	"github.com/tkms-dev/tkms/internal/keys"
 )
 
-// readmeCurlLines returns the curl commands of README.md's section "The API,
-// with curl".
+// readmeCurlLines returns the commands of README.md's section "The API,
+// with curl": the curl lines, and the tkms lines (go run ./cmd/tkms ...).
 func readmeCurlLines(t *testing.T) []string {
 	t.Helper()
 	f, err := os.Open("../../README.md")
@@ -34,7 +34,7 @@ func readmeCurlLines(t *testing.T) []string {
 			inSection = line == "## The API, with curl"
 		case inSection && strings.HasPrefix(line, "```"):
 			inBlock = !inBlock
-		case inSection && inBlock && strings.HasPrefix(line, "curl "):
+		case inSection && inBlock && (strings.HasPrefix(line, "curl ") || strings.HasPrefix(line, "go run ./cmd/tkms ")):
 			lines = append(lines, line)
 		}
 	}
@@ -58,6 +58,9 @@ func TestReadmeCurl(t *testing.T) {
 	p := startDev(t, filepath.Join(wd, "tkms-dev"))
 	for _, line := range lines {
 		cmdline := strings.ReplaceAll(line, "http://127.0.0.1:8000", p.URL) + " --fail --show-error"
+		if tkms, ok := strings.CutPrefix(line, "go run ./cmd/tkms "); ok {
+			cmdline = tkmsBin + " " + tkms
+		}
 		cmd := exec.Command("sh", "-c", cmdline)
 		cmd.Dir = wd
 		out, err := cmd.CombinedOutput()

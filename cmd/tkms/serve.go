@@ -95,6 +95,7 @@ func runServer(ctx context.Context, cfg *Config, sealer seal.Sealer, operatorTok
 		Logger:         log,
 		SnapshotEvery:  cfg.SnapshotEvery,
 		LogOrigin:      cfg.LogOrigin,
+		Governance:     cfg.governance,
 	})
 	if err != nil {
 		return err
@@ -161,36 +162,45 @@ func serveUntil(ctx context.Context, srv *http.Server, ln net.Listener, log *slo
 
 // newRelease builds the attested release service from the JWT policy in the
 // ledger (which the configuration may just have changed) and the
-// attestation settings. Without trusted issuers there is no release
-// service, and the release endpoints answer 503.
+// attestation settings. The service follows later changes of the JWT
+// policy (governance decisions) without a restart. Without trusted issuers
+// on an ungoverned ledger there is no release service, and the release
+// endpoints answer 503; a governed ledger may gain issuers by a proposal.
 func newRelease(ctx context.Context, svc *kms.Service, cfg *Config, log *slog.Logger) (*release.Service, func(), error) {
-	var jp *state.JWTPolicy
-	svc.Read(func(st *state.State) { jp = st.JWT })
-	if jp == nil || len(jp.Issuers) == 0 {
+	var (
+		ac       jwtauth.Config
+		jwtSeq   uint64
+		governed bool
+	)
+	svc.Read(func(st *state.State) { ac, jwtSeq, governed = release.AuthConfig(st.JWT), st.JWTSeq, st.Governed() })
+	if len(ac.Issuers) == 0 && !governed {
 		log.Warn("no trusted token issuer: key release is disabled (set jwt_issuers)")
 		return nil, func() {}, nil
 	}
-	ac := jwtauth.Config{Policy: jwtauth.Policy{}, Logger: log}
-	for _, is := range jp.Issuers {
-		ac.Issuers = append(ac.Issuers, jwtauth.IssuerConfig{
-			Issuer: is.Issuer, Audiences: is.Audiences, DiscoveryURL: is.DiscoveryURL, JWKSURL: is.JWKSURL,
-			JWKS: is.JWKS, Algorithms: is.Algorithms,
-		})
-		ac.Policy[is.Issuer] = jp.Claims[is.Issuer]
-		if ac.Policy[is.Issuer] == nil {
-			ac.Policy[is.Issuer] = map[string]any{}
-		}
+	newAuth := func(ctx context.Context, ac jwtauth.Config) (*jwtauth.Authenticator, error) {
+		ac.Logger = log
+		return jwtauth.New(ctx, ac)
 	}
-	auth, err := jwtauth.New(ctx, ac)
-	if err != nil {
-		return nil, nil, fmt.Errorf("jwt issuers: %w", err)
+	var auth *jwtauth.Authenticator
+	if len(ac.Issuers) > 0 {
+		var err error
+		if auth, err = newAuth(ctx, ac); err != nil {
+			return nil, nil, fmt.Errorf("jwt issuers: %w", err)
+		}
+	} else {
+		log.Warn("no trusted token issuer: key release refuses every token until a proposal sets one (set_jwt_issuer)")
+	}
+	closeAuth := func() {
+		if auth != nil {
+			auth.Close()
+		}
 	}
 	so := snp.Options{MaxVMPL: cfg.MaxVMPL}
 	uo := uvm.Options{Trusted: cfg.UVMTrusted, MinSVN: cfg.UVMMinSVN}
 	if cfg.InsecureSimulatedTEE {
 		chain, err := simsnp.LoadOrCreate(cfg.DataDir)
 		if err != nil {
-			auth.Close()
+			closeAuth()
 			return nil, nil, fmt.Errorf("simulated TEE: %w", err)
 		}
 		ark, ask := chain.Roots()
@@ -204,23 +214,26 @@ func newRelease(ctx context.Context, svc *kms.Service, cfg *Config, log *slog.Lo
 	}
 	sv, err := snp.New(so)
 	if err != nil {
-		auth.Close()
+		closeAuth()
 		return nil, nil, err
 	}
 	uv, err := uvm.New(uo)
 	if err != nil {
-		auth.Close()
+		closeAuth()
 		return nil, nil, err
 	}
 	trusted := uo.Trusted
 	if len(trusted) == 0 {
 		trusted = uvm.DefaultTrusted()
 	}
-	rel, err := release.New(release.Config{KMS: svc, Auth: auth, SNP: sv, UVM: uv, Simulated: cfg.InsecureSimulatedTEE, UVMTrusted: trusted, Logger: log})
+	rel, err := release.New(release.Config{
+		KMS: svc, Auth: auth, AuthSeq: jwtSeq, NewAuth: newAuth,
+		SNP: sv, UVM: uv, Simulated: cfg.InsecureSimulatedTEE, UVMTrusted: trusted, Logger: log,
+	})
 	if err != nil {
-		auth.Close()
+		closeAuth()
 		return nil, nil, err
 	}
-	log.Info("key release enabled", "issuers", len(jp.Issuers), "simulated_tee", cfg.InsecureSimulatedTEE)
-	return rel, auth.Close, nil
+	log.Info("key release enabled", "issuers", len(ac.Issuers), "simulated_tee", cfg.InsecureSimulatedTEE)
+	return rel, rel.Close, nil
 }

@@ -1,0 +1,617 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/tkms-dev/tkms/internal/gov"
+	"github.com/tkms-dev/tkms/internal/policy"
+)
+
+const govUsage = `usage:
+  tkms gov propose [--kms URL] (--key FILE | --sign-command "CMD ARGS" --public-key FILE) [--data DIR] [--compat] ACTIONS.json
+  tkms gov vote    [--kms URL] (--key FILE | --sign-command ...) [--data DIR] ID approve|reject
+  tkms gov withdraw [--kms URL] (--key FILE | --sign-command ...) [--data DIR] ID
+  tkms gov list    [--kms URL] [--data DIR] [--json]
+  tkms gov show    [--kms URL] [--data DIR] [--json] ID
+
+Members of a governed tkms propose changes, vote on proposals and withdraw
+their own (docs/governance.md). ACTIONS.json holds {"actions":[...]} or one
+action {"name":"...","args":{...}}. With --data DIR (a tkms dev directory),
+--kms and --key default to its dev.json's kms_url and member_key.
+`
+
+func cmdGov(args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, govUsage)
+		return fmt.Errorf("%w: want propose, vote, withdraw, list or show", errUsage)
+	}
+	switch args[0] {
+	case "propose":
+		return cmdGovPropose(args[1:], stdout, stderr)
+	case "vote":
+		return cmdGovVote(args[1:], stdout, stderr)
+	case "withdraw":
+		return cmdGovWithdraw(args[1:], stdout, stderr)
+	case "list":
+		return cmdGovList(args[1:], stdout, stderr)
+	case "show":
+		return cmdGovShow(args[1:], stdout, stderr)
+	case "-h", "--help", "help":
+		fmt.Fprint(stdout, govUsage)
+		return nil
+	}
+	return fmt.Errorf("%w: unknown subcommand %q; want propose, vote, withdraw, list or show", errUsage, args[0])
+}
+
+// govFlags are the flags that say where the KMS is and who signs.
+type govFlags struct {
+	kms, key, signCommand, publicKey, data string
+}
+
+func (g *govFlags) register(fs *flag.FlagSet, signs bool) {
+	fs.StringVar(&g.kms, "kms", "", "base `URL` of the KMS (default with --data: dev.json's kms_url)")
+	fs.StringVar(&g.data, "data", "", "`directory` of a tkms dev instance, whose dev.json gives --kms and --key")
+	if signs {
+		fs.StringVar(&g.key, "key", "", "the member's private signing key, a PEM `file` (mode 0600; default with --data: dev.json's member_key)")
+		fs.StringVar(&g.signCommand, "sign-command", "", "sign with an external `command` instead of --key (an HSM or cloud KMS client; split at spaces, no shell quoting): it reads the bytes to sign (COSE ToBeSigned) on stdin and writes the signature on stdout, as 'openssl dgst -sha256 -sign KEY' does")
+		fs.StringVar(&g.publicKey, "public-key", "", "with --sign-command: the member's public key, a PEM `file`")
+	}
+}
+
+// kmsURL returns the KMS base URL the flags name.
+func (g *govFlags) kmsURL() (string, error) {
+	if g.kms != "" {
+		return strings.TrimRight(g.kms, "/"), nil
+	}
+	if g.data != "" {
+		info, err := readDevInfo(g.data)
+		if err != nil {
+			return "", fmt.Errorf("--data: %w", err)
+		}
+		return strings.TrimRight(info.KMSURL, "/"), nil
+	}
+	return "", fmt.Errorf("%w: give --kms URL (or --data DIR of a running tkms dev)", errUsage)
+}
+
+// signer returns the member's signer the flags name.
+func (g *govFlags) signer() (*gov.Signer, error) {
+	switch {
+	case g.key != "" && g.signCommand != "":
+		return nil, fmt.Errorf("%w: give one of --key and --sign-command", errUsage)
+	case g.signCommand != "":
+		if g.publicKey == "" {
+			return nil, fmt.Errorf("%w: --sign-command needs --public-key FILE, the member's public key", errUsage)
+		}
+		pub, err := os.ReadFile(g.publicKey)
+		if err != nil {
+			return nil, fmt.Errorf("--public-key: %w", err)
+		}
+		argv := strings.Fields(g.signCommand)
+		return gov.NewCommandSigner(argv, pub)
+	case g.key != "":
+		return loadMemberKey(g.key)
+	case g.data != "":
+		info, err := readDevInfo(g.data)
+		if err != nil {
+			return nil, fmt.Errorf("--data: %w", err)
+		}
+		if info.MemberKey == "" {
+			return nil, fmt.Errorf("%s/dev.json names no member_key (a data directory of a tkms before governance?); give --key", g.data)
+		}
+		return loadMemberKey(info.MemberKey)
+	}
+	return nil, fmt.Errorf("%w: give the member's key: --key FILE, or --sign-command CMD with --public-key FILE (or --data DIR of a tkms dev)", errUsage)
+}
+
+// loadMemberKey reads a member's private key from a file only its owner
+// may read.
+func loadMemberKey(path string) (*gov.Signer, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil, fmt.Errorf("member key: %w", err)
+	}
+	if fi.Mode().Perm()&0o077 != 0 {
+		return nil, fmt.Errorf("member key %s: permissions %v are too open; run chmod 600 %s", path, fi.Mode().Perm(), path)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("member key: %w", err)
+	}
+	s, err := gov.NewFileSigner(b)
+	if err != nil {
+		return nil, fmt.Errorf("member key %s: %w", path, err)
+	}
+	return s, nil
+}
+
+// parseWithArgs parses flags that may come before, between or after the
+// positional arguments, and returns the positional arguments.
+func parseWithArgs(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return nil, err
+			}
+			return nil, fmt.Errorf("%w: %v", errUsage, err)
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			return pos, nil
+		}
+		pos = append(pos, args[0])
+		args = args[1:]
+	}
+}
+
+// govStatus is the answer of the governance API to a proposal, ballot or
+// withdrawal (docs/governance.md "API").
+type govStatus struct {
+	ID         string `json:"id"`
+	State      string `json:"state"`
+	Approvals  int    `json:"approvals"`
+	Rejections int    `json:"rejections"`
+	Needed     int    `json:"needed"`
+}
+
+func printStatus(w io.Writer, s govStatus) {
+	fmt.Fprintf(w, "proposal %s\nstate %s, approvals %d/%d, rejections %d\n", s.ID, s.State, s.Approvals, s.Needed, s.Rejections)
+}
+
+func cmdGovPropose(args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("gov propose", stderr)
+	var g govFlags
+	g.register(fs, true)
+	compat := fs.Bool("compat", false, "submit through the originals' POST /app/proposals instead of POST /v1/gov/proposals")
+	pos, err := parseWithArgs(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return fmt.Errorf("%w: want one ACTIONS.json file", errUsage)
+	}
+	raw, err := os.ReadFile(pos[0])
+	if err != nil {
+		return err
+	}
+	actions, err := parseActionsFile(raw)
+	if err != nil {
+		return fmt.Errorf("%s: %w", pos[0], err)
+	}
+	if err := gov.ValidateActions(actions); err != nil {
+		return fmt.Errorf("%s: %w", pos[0], err)
+	}
+	base, err := g.kmsURL()
+	if err != nil {
+		return err
+	}
+	signer, err := g.signer()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := describeProposal(ctx, stdout, base, actions); err != nil {
+		return err
+	}
+	msg, err := signer.SignProposal(actions, time.Now())
+	if err != nil {
+		return fmt.Errorf("signing the proposal: %w", err)
+	}
+	path := "/v1/gov/proposals"
+	if *compat {
+		path = "/app/proposals"
+	}
+	var st govStatus
+	if err := postCOSE(ctx, base+path, msg, &st); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "submitted by member %s\n", signer.MemberID())
+	printStatus(stdout, st)
+	if st.State == "open" {
+		fmt.Fprintf(stdout, "other members approve with: tkms gov vote --kms %s --key MEMBER.pem %s approve\n", base, st.ID)
+	}
+	return nil
+}
+
+// parseActionsFile parses {"actions":[...]} or a single action object.
+func parseActionsFile(raw []byte) ([]gov.Action, error) {
+	var probe map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &probe); err != nil {
+		return nil, fmt.Errorf("want {\"actions\":[...]} or one action {\"name\",\"args\"}: %w", err)
+	}
+	if _, ok := probe["actions"]; ok {
+		var f struct {
+			Actions []gov.Action `json:"actions"`
+		}
+		if err := decodeStrictJSON(raw, &f); err != nil {
+			return nil, fmt.Errorf("want {\"actions\":[...]}: %w", err)
+		}
+		return f.Actions, nil
+	}
+	var a gov.Action
+	if err := decodeStrictJSON(raw, &a); err != nil {
+		return nil, fmt.Errorf("want {\"actions\":[...]} or one action {\"name\",\"args\"}: %w", err)
+	}
+	return []gov.Action{a}, nil
+}
+
+// describeProposal prints, in plain language, what the actions change, and
+// for key release policy changes the difference between the policy in
+// force and the result.
+func describeProposal(ctx context.Context, w io.Writer, base string, actions []gov.Action) error {
+	fmt.Fprintf(w, "this proposal, once accepted, will:\n")
+	for i, a := range actions {
+		fmt.Fprintf(w, "  %d. %s\n", i+1, gov.DescribeAction(a))
+	}
+	var cur *policy.Policy
+	for _, a := range actions {
+		if a.Name != "set_key_release_policy" {
+			continue
+		}
+		if cur == nil {
+			p, err := releasePolicyInForce(ctx, base)
+			if err != nil {
+				return err
+			}
+			cur = &p
+		}
+		next, err := applyReleaseArgs(*cur, a.Args)
+		if err != nil {
+			return fmt.Errorf("set_key_release_policy: %w", err)
+		}
+		fmt.Fprintf(w, "key release policy, in force (-) and after this action (+):\n")
+		writeDiff(w, policyLines(*cur), policyLines(next))
+		cur = &next
+	}
+	return nil
+}
+
+// releasePolicyInForce reads GET /app/keyReleasePolicy; unset is the zero
+// policy.
+func releasePolicyInForce(ctx context.Context, base string) (policy.Policy, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/app/keyReleasePolicy", nil)
+	if err != nil {
+		return policy.Policy{}, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return policy.Policy{}, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+	if err != nil {
+		return policy.Policy{}, err
+	}
+	switch resp.StatusCode {
+	case http.StatusOK:
+		p, err := policy.Parse(body)
+		if err != nil {
+			return policy.Policy{}, fmt.Errorf("GET /app/keyReleasePolicy: %w", err)
+		}
+		return p, nil
+	case http.StatusNotFound:
+		return policy.Policy{}, nil
+	}
+	return policy.Policy{}, apiError("GET /app/keyReleasePolicy", resp, body)
+}
+
+// applyReleaseArgs computes the policy that set_key_release_policy's
+// arguments make of p: a replacement ({"policy": ...}) or a change.
+func applyReleaseArgs(p policy.Policy, args json.RawMessage) (policy.Policy, error) {
+	ra, err := gov.DecodeReleasePolicyArgs(args)
+	if err != nil {
+		return policy.Policy{}, err
+	}
+	if ra.Replace != nil {
+		return policy.Parse(ra.Replace)
+	}
+	c, err := policy.ParseChange(ra.Change)
+	if err != nil {
+		return policy.Policy{}, err
+	}
+	return policy.Apply(p, c)
+}
+
+// policyLines is the canonical form of p, indented, one line per member.
+func policyLines(p policy.Policy) []string {
+	b := policy.Marshal(p)
+	if len(b) == 0 || string(b) == "null" {
+		return []string{"(unset: every release is denied)"}
+	}
+	var out bytes.Buffer
+	if err := json.Indent(&out, b, "", "  "); err != nil {
+		return []string{string(b)}
+	}
+	return strings.Split(out.String(), "\n")
+}
+
+// writeDiff writes the lines of a and b as one listing: common lines
+// indented, removed ones after "- ", added ones after "+ " (longest common
+// subsequence; policies are small). A line that only gained or lost its
+// trailing comma is common.
+func writeDiff(w io.Writer, a, b []string) {
+	same := func(i, j int) bool { return strings.TrimSuffix(a[i], ",") == strings.TrimSuffix(b[j], ",") }
+	n, m := len(a), len(b)
+	lcs := make([][]int, n+1)
+	for i := range lcs {
+		lcs[i] = make([]int, m+1)
+	}
+	for i := n - 1; i >= 0; i-- {
+		for j := m - 1; j >= 0; j-- {
+			if same(i, j) {
+				lcs[i][j] = lcs[i+1][j+1] + 1
+			} else {
+				lcs[i][j] = max(lcs[i+1][j], lcs[i][j+1])
+			}
+		}
+	}
+	i, j := 0, 0
+	for i < n || j < m {
+		switch {
+		case i < n && j < m && same(i, j):
+			fmt.Fprintf(w, "    %s\n", b[j])
+			i++
+			j++
+		case j < m && (i == n || lcs[i][j+1] >= lcs[i+1][j]):
+			fmt.Fprintf(w, "  + %s\n", b[j])
+			j++
+		default:
+			fmt.Fprintf(w, "  - %s\n", a[i])
+			i++
+		}
+	}
+}
+
+func cmdGovVote(args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("gov vote", stderr)
+	var g govFlags
+	g.register(fs, true)
+	pos, err := parseWithArgs(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 2 || (pos[1] != "approve" && pos[1] != "reject") {
+		return fmt.Errorf("%w: want ID approve|reject", errUsage)
+	}
+	id, approve := pos[0], pos[1] == "approve"
+	base, err := g.kmsURL()
+	if err != nil {
+		return err
+	}
+	signer, err := g.signer()
+	if err != nil {
+		return err
+	}
+	msg, err := signer.SignBallot(id, approve, time.Now())
+	if err != nil {
+		return fmt.Errorf("signing the ballot: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var st govStatus
+	if err := postCOSE(ctx, base+"/v1/gov/proposals/"+id+"/ballots", msg, &st); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "member %s voted %s\n", signer.MemberID(), pos[1])
+	if st.ID == "" {
+		st.ID = id
+	}
+	printStatus(stdout, st)
+	return nil
+}
+
+func cmdGovWithdraw(args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("gov withdraw", stderr)
+	var g govFlags
+	g.register(fs, true)
+	pos, err := parseWithArgs(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return fmt.Errorf("%w: want the proposal ID", errUsage)
+	}
+	base, err := g.kmsURL()
+	if err != nil {
+		return err
+	}
+	signer, err := g.signer()
+	if err != nil {
+		return err
+	}
+	msg, err := signer.SignWithdrawal(pos[0], time.Now())
+	if err != nil {
+		return fmt.Errorf("signing the withdrawal: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var st govStatus
+	if err := postCOSE(ctx, base+"/v1/gov/proposals/"+pos[0]+"/withdraw", msg, &st); err != nil {
+		return err
+	}
+	if st.ID == "" {
+		st.ID = pos[0]
+	}
+	printStatus(stdout, st)
+	return nil
+}
+
+// govProposal is a proposal as GET /v1/gov/proposals[/ID] shows it.
+type govProposal struct {
+	govStatus
+	Proposer  string `json:"proposer"`
+	CreatedAt int64  `json:"created_at"`
+	Actions   []struct {
+		gov.Action
+		Description string `json:"description"`
+	} `json:"actions"`
+	Ballots []struct {
+		Member string `json:"member"`
+		Vote   string `json:"vote"`
+	} `json:"ballots"`
+}
+
+func cmdGovList(args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("gov list", stderr)
+	var g govFlags
+	g.register(fs, false)
+	asJSON := fs.Bool("json", false, "print the API's JSON")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	base, err := g.kmsURL()
+	if err != nil {
+		return err
+	}
+	raw, err := getJSON(base + "/v1/gov/proposals")
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		_, err := stdout.Write(append(raw, '\n'))
+		return err
+	}
+	var list struct {
+		Proposals []govProposal `json:"proposals"`
+	}
+	if err := json.Unmarshal(raw, &list); err != nil {
+		return fmt.Errorf("GET /v1/gov/proposals: %w", err)
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tSTATE\tAPPROVALS\tPROPOSER\tACTIONS")
+	for _, p := range list.Proposals {
+		var names []string
+		for _, a := range p.Actions {
+			names = append(names, a.Name)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d/%d\t%s\t%s\n", p.ID, p.State, p.Approvals, p.Needed, shortID(p.Proposer), strings.Join(names, ","))
+	}
+	tw.Flush()
+	if len(list.Proposals) == 0 {
+		fmt.Fprintln(stdout, "(no proposals)")
+	}
+	return nil
+}
+
+func cmdGovShow(args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("gov show", stderr)
+	var g govFlags
+	g.register(fs, false)
+	asJSON := fs.Bool("json", false, "print the API's JSON")
+	pos, err := parseWithArgs(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return fmt.Errorf("%w: want the proposal ID", errUsage)
+	}
+	base, err := g.kmsURL()
+	if err != nil {
+		return err
+	}
+	raw, err := getJSON(base + "/v1/gov/proposals/" + pos[0])
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		_, err := stdout.Write(append(raw, '\n'))
+		return err
+	}
+	var p govProposal
+	if err := json.Unmarshal(raw, &p); err != nil {
+		return fmt.Errorf("GET /v1/gov/proposals/%s: %w", pos[0], err)
+	}
+	printStatus(stdout, p.govStatus)
+	fmt.Fprintf(stdout, "proposer %s, created %s\n", p.Proposer, time.Unix(p.CreatedAt, 0).UTC().Format(time.RFC3339))
+	for i, a := range p.Actions {
+		d := a.Description
+		if d == "" {
+			d = gov.DescribeAction(a.Action)
+		}
+		fmt.Fprintf(stdout, "  %d. %s\n", i+1, d)
+	}
+	for _, b := range p.Ballots {
+		fmt.Fprintf(stdout, "ballot: %s %s\n", b.Member, b.Vote)
+	}
+	return nil
+}
+
+func shortID(id string) string {
+	if len(id) > 16 {
+		return id[:16]
+	}
+	return id
+}
+
+// postCOSE posts a signed governance message and decodes the answer into
+// out.
+func postCOSE(ctx context.Context, url string, msg []byte, out any) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(msg))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/cose")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+	if err != nil {
+		return err
+	}
+	what := "POST " + req.URL.Path
+	if resp.StatusCode/100 != 2 {
+		return apiError(what, resp, body)
+	}
+	if err := json.Unmarshal(body, out); err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	return nil
+}
+
+func getJSON(url string) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, apiError("GET "+req.URL.Path, resp, body)
+	}
+	return body, nil
+}
+
+// apiError is the error of a refused API call: its status, and the code
+// and message of tkms's error body when it has one.
+func apiError(what string, resp *http.Response, body []byte) error {
+	var e struct {
+		Error struct{ Code, Message string } `json:"error"`
+	}
+	if json.Unmarshal(body, &e) == nil && e.Error.Code != "" {
+		return fmt.Errorf("%s: %s: %s: %s", what, resp.Status, e.Error.Code, e.Error.Message)
+	}
+	return fmt.Errorf("%s: %s: %s", what, resp.Status, strings.TrimSpace(string(body)))
+}
