@@ -142,6 +142,12 @@ func Open(ctx context.Context, cfg Config) (*Service, error) {
 		st.Close()
 		return nil, err
 	}
+	// Start-up read every record (verification, replay): let those pages
+	// go from the resident set before serving. Nothing writes yet, so
+	// the file's mapping is stable.
+	if err := st.ReleaseMemory(); err != nil {
+		s.log.Warn("cannot release the ledger's pages after start-up", "err", err)
+	}
 	st.Start(s.onCommit)
 	if err := s.reconcileKeyring(); err != nil {
 		s.Close()

@@ -762,3 +762,29 @@ func TestCloseDuringAppends(t *testing.T) {
 		t.Fatalf("%d appends acknowledged, %d entries in the file", acked.Load(), n)
 	}
 }
+
+// TestReleaseMemory: dropping the pages start-up read from the resident
+// set changes nothing the store reads or writes afterwards.
+func TestReleaseMemory(t *testing.T) {
+	dir := t.TempDir()
+	sealer := newSealer(t)
+	s := openStore(t, dir, sealer, nil)
+	for i := range 50 {
+		mustAppend(t, s, published(i+1))
+	}
+	if err := s.ReleaseMemory(); err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	if err := s.Scan(1, func(e *ledger.Entry) error { n++; return nil }); err != nil || n != 50 {
+		t.Fatalf("scan after ReleaseMemory: %d entries, %v", n, err)
+	}
+	mustAppend(t, s, published(51))
+	if _, err := s.ReadLeaves(0, 51); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	if err := s.ReleaseMemory(); !errors.Is(err, store.ErrClosed) {
+		t.Fatalf("ReleaseMemory after Close: %v", err)
+	}
+}
