@@ -61,6 +61,8 @@ usage:
              [--kid KID | --ohttp-id HEX | --all] [--out FILE]
                                                            obtain keys as a service in a TEE does, step by step
   tkms demo [--keep DIR]                                   the 11 steps of the protocol, end to end, narrated
+  tkms bench [--url URL | --dev] [--scenario S] [--workers N] [--rate R] [--duration D] [--json]
+                                                           load test with latency percentiles and the crypto floor
   tkms version                                             print the version
 
 Run 'tkms COMMAND -h' for the flags of a command.
@@ -100,6 +102,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdFetch(args[1:], stdout, stderr)
 	case "demo":
 		err = cmdDemo(args[1:], stdout, stderr)
+	case "bench":
+		err = cmdBench(args[1:], stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "tkms", version)
 	case "help", "-h", "--help":
