@@ -146,7 +146,9 @@ func (c *checker) entry(l *ledger.Leaf) {
 		rel = new(state.KeyReleased)
 		d := json.NewDecoder(bytes.NewReader(l.Body))
 		d.UseNumber() // claims as recorded, numbers exact
-		if d.Decode(rel) == nil {
+		if err := d.Decode(rel); err != nil {
+			c.violation(l.Seq, l.Type, "the release record does not decode: %v", err)
+		} else {
 			c.checkRelease(l, rel)
 		}
 	}
