@@ -265,7 +265,7 @@ func cmdDev(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stdout, "tkms dev: listening on %s\n"+
 			"tkms dev: OIDC issuer %s (audience %s; more tokens: tkms dev token --data %s)\n"+
 			"tkms dev: transparency log key %s\n"+
-			"tkms dev: wrote %s (kms_url, operator_token, issuer_url, audience, workload_token, log_public_key)\n"+
+			"tkms dev: wrote %s (kms_url, operator_token, issuer_url, audience, workload_token, log_public_key, member_key, member_id)\n"+
 			"tkms dev: try: curl %s/app/listpubkeys\n"+
 			"tkms dev: audit: tkms audit --kms %s --log-key %s\n",
 			info.KMSURL, info.IssuerURL, info.Audience, cfg.DataDir, info.LogPublicKey, infoPath, info.KMSURL, info.KMSURL, info.LogPublicKey)
