@@ -7,13 +7,12 @@ import (
 	"fmt"
 	"maps"
 	"math"
-	"net"
-	"net/url"
 	"slices"
 	"strconv"
 	"strings"
 	"unicode/utf8"
 
+	"github.com/tkms-dev/tkms/internal/jwtauth"
 	"github.com/tkms-dev/tkms/internal/keys"
 	"github.com/tkms-dev/tkms/internal/policy"
 )
@@ -283,33 +282,13 @@ func DecodeJWTIssuerArgs(args json.RawMessage) (JWTIssuerArgs, error) {
 	return a, nil
 }
 
-// checkURL accepts absolute https URLs, and http ones only to loopback
-// hosts (tests and `tkms dev`), as internal/jwtauth does.
+// checkURL accepts the URLs internal/jwtauth will fetch: https, or http
+// to loopback hosts only (tests and `tkms dev`).
 func checkURL(u string) error {
 	if u == "" {
 		return errors.New("empty")
 	}
-	p, err := url.Parse(u)
-	if err != nil {
-		return err
-	}
-	if p.Host == "" {
-		return fmt.Errorf("%q is not an absolute URL", u)
-	}
-	switch p.Scheme {
-	case "https":
-		return nil
-	case "http":
-		h := p.Hostname()
-		if h == "localhost" {
-			return nil
-		}
-		if ip := net.ParseIP(h); ip != nil && ip.IsLoopback() {
-			return nil
-		}
-		return fmt.Errorf("%q: plain http is allowed only to loopback", u)
-	}
-	return fmt.Errorf("%q: scheme must be https", u)
+	return jwtauth.CheckFetchURL(u)
 }
 
 // rotationArgs mirrors the JSON of state.RotationPolicy (which gov cannot

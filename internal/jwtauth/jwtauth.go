@@ -158,7 +158,7 @@ func (c *Config) Validate() error {
 			if u == "" {
 				continue
 			}
-			if err := checkFetchURL(u); err != nil {
+			if err := CheckFetchURL(u); err != nil {
 				return fmt.Errorf("jwtauth: issuer %q: %w", ic.Issuer, err)
 			}
 		}

@@ -204,7 +204,7 @@ func (a *Authenticator) fetchKeys(ctx context.Context, ti *trustedIssuer) error 
 		if err := json.Unmarshal(body, &doc); err != nil {
 			return fmt.Errorf("openid configuration %s: %w", ti.cfg.DiscoveryURL, err)
 		}
-		if err := checkFetchURL(doc.JWKSURI); err != nil {
+		if err := CheckFetchURL(doc.JWKSURI); err != nil {
 			return fmt.Errorf("openid configuration %s: jwks_uri: %w", ti.cfg.DiscoveryURL, err)
 		}
 		jwksURL = doc.JWKSURI
@@ -259,9 +259,10 @@ func (a *Authenticator) get(ctx context.Context, u string) ([]byte, error) {
 	return body, nil
 }
 
-// checkFetchURL accepts https URLs, and http ones only to loopback hosts
-// (tests and `tkms dev`).
-func checkFetchURL(u string) error {
+// CheckFetchURL accepts https URLs, and http ones only to loopback hosts
+// (tests and `tkms dev`): the issuer and key set URLs an Authenticator
+// fetches. Governance checks proposed issuers with it.
+func CheckFetchURL(u string) error {
 	p, err := url.Parse(u)
 	if err != nil {
 		return err
