@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -222,12 +223,9 @@ func (s *Server) logInclusionProof(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	cp := s.svc.Checkpoint()
-	size, explicit := cp.Size, q.Has("size")
-	if explicit {
-		if size, ok = parseCount(q.Get("size")); !ok || size < 1 {
-			s.fail(w, r, http.StatusBadRequest, CodeInvalidSize, "size must be a tree size: a decimal number without sign or leading zeros, from 1")
-			return
-		}
+	size, explicit, ok := s.treeSizeParam(w, r, q, "size", cp.Size)
+	if !ok {
+		return
 	}
 	switch {
 	case size > cp.Size:
@@ -280,6 +278,21 @@ type LogConsistencyProof struct {
 	Proof    []tlog.Hash `json:"proof"`
 }
 
+// treeSizeParam reads the optional tree size parameter name, which
+// defaults to size (the latest checkpoint's); explicit says it was given.
+// It answers 400 itself for a malformed one.
+func (s *Server) treeSizeParam(w http.ResponseWriter, r *http.Request, q url.Values, name string, size int64) (_ int64, explicit, ok bool) {
+	if !q.Has(name) {
+		return size, false, true
+	}
+	n, ok := parseCount(q.Get(name))
+	if !ok || n < 1 {
+		s.fail(w, r, http.StatusBadRequest, CodeInvalidSize, name+" must be a tree size: a decimal number without sign or leading zeros, from 1")
+		return 0, true, false
+	}
+	return n, true, true
+}
+
 // logConsistencyProof serves GET /v1/log/proof/consistency?from=&to=; to
 // defaults to the latest checkpoint's size.
 func (s *Server) logConsistencyProof(w http.ResponseWriter, r *http.Request) {
@@ -290,12 +303,9 @@ func (s *Server) logConsistencyProof(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	cp := s.svc.Checkpoint()
-	to, explicit := cp.Size, q.Has("to")
-	if explicit {
-		if to, ok = parseCount(q.Get("to")); !ok || to < 1 {
-			s.fail(w, r, http.StatusBadRequest, CodeInvalidSize, "to must be a tree size: a decimal number without sign or leading zeros, from 1")
-			return
-		}
+	to, explicit, ok := s.treeSizeParam(w, r, q, "to", cp.Size)
+	if !ok {
+		return
 	}
 	switch {
 	case to > cp.Size:
