@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -8,8 +9,9 @@ import (
 	iofs "io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 
-	"github.com/tkms-dev/tkms/internal/oidcissuer"
+	"github.com/tkms-dev/tkms/client"
 )
 
 // cmdDevToken implements `tkms dev token`: it mints a token with the
@@ -31,19 +33,14 @@ func cmdDevToken(args []string, stdout, stderr io.Writer) error {
 	if *sub == "" || *aud == "" {
 		return fmt.Errorf("%w: --sub and --aud must not be empty", errUsage)
 	}
-	info, err := readDevInfo(*dataDir)
+	// The client package's dev token source is what services use: it
+	// refuses a directory without an issuer key rather than create one
+	// that nobody trusts.
+	src, err := client.NewDevTokenSource(*dataDir, client.DevTokenOptions{Subject: *sub, Audience: *aud, TTL: *ttl})
 	if err != nil {
-		return err
+		return errors.New(strings.TrimPrefix(err.Error(), "client: "))
 	}
-	// oidcissuer.New would create a key that nobody trusts: refuse instead.
-	if _, err := os.Stat(filepath.Join(*dataDir, oidcissuer.KeyFile)); err != nil {
-		return fmt.Errorf("%w; start 'tkms dev --data %s' once to create the issuer key", err, *dataDir)
-	}
-	iss, err := oidcissuer.New(*dataDir, oidcissuer.Options{URL: info.IssuerURL})
-	if err != nil {
-		return err
-	}
-	tok, err := mintWorkloadToken(iss, *sub, *aud, *ttl)
+	tok, err := src.Token(context.Background())
 	if err != nil {
 		return err
 	}
