@@ -8,6 +8,12 @@
 //
 // The wire formats are those of tkms's /app (Azure-compatible) and /v1
 // APIs (docs/spec/azure-compat.md, docs/release.md).
+//
+// A production KMS is reached over HTTPS (tkms serve with TLS 1.2 or
+// later). Keys makes every request through KeysConfig.HTTPClient, so TLS
+// is configured there: a KMS certificate from a private CA needs a client
+// whose transport trusts that CA (see ExampleKeysConfig_privateCA); the
+// `tkms fetch` and `tkms sidecar` commands do the same with --kms-ca FILE.
 package client
 
 import (

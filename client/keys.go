@@ -51,7 +51,10 @@ const (
 type KeysConfig struct {
 	// KMS is the base URL of the KMS, e.g. "https://kms.sro.example".
 	KMS string
-	// HTTPClient defaults to a client with a 30 s timeout.
+	// HTTPClient defaults to a client with a 30 s timeout. To reach a KMS
+	// whose TLS certificate comes from a private CA, give a client whose
+	// transport's TLSClientConfig.RootCAs holds that CA
+	// (ExampleKeysConfig_privateCA).
 	HTTPClient *http.Client
 	// Attester produces the evidence that binds each fresh wrapping key.
 	Attester Attester

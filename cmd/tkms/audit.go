@@ -6,7 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"os/signal"
 	"strings"
@@ -17,7 +16,7 @@ import (
 	"github.com/tkms-dev/tkms/internal/translog"
 )
 
-const auditUsage = `usage: tkms audit (--kms URL | --tiles DIR) --log-key VKEY [--state FILE] [--mirror DIR] [--json] [--quiet]
+const auditUsage = `usage: tkms audit (--kms URL [--kms-ca FILE] | --tiles DIR) --log-key VKEY [--state FILE] [--mirror DIR] [--json] [--quiet]
 
 Checks a tkms transparency log without trusting its operator: the signed
 checkpoint, every entry against the Merkle tree, rollbacks and forks against
@@ -36,6 +35,8 @@ func cmdAudit(args []string, stdout, stderr io.Writer) int {
 		fs.PrintDefaults()
 	}
 	kmsURL := fs.String("kms", "", "base `URL` of the tkms whose log to audit (reads URL/log/)")
+	var kmsCA string
+	registerKMSCA(fs, &kmsCA)
 	tiles := fs.String("tiles", "", "read an offline mirror in `DIR` instead of --kms (as --mirror writes it)")
 	logKey := fs.String("log-key", "", "the log's verifier key `VKEY` (as served at URL/v1/log/key and confirmed out of band), or @FILE to read it from FILE")
 	stateFile := fs.String("state", "", "`FILE` remembering the last verified checkpoint, to detect rollbacks and forks; written when the audit passes")
@@ -74,7 +75,11 @@ func cmdAudit(args []string, stdout, stderr io.Writer) int {
 	var src audit.Source
 	where := ""
 	if *kmsURL != "" {
-		s, err := audit.NewHTTPSource(*kmsURL, &http.Client{Timeout: 2 * time.Minute})
+		hc, err := kmsHTTPClient(*kmsURL, kmsCA, 2*time.Minute)
+		if err != nil {
+			return fail("%v", strings.TrimPrefix(err.Error(), "usage: "))
+		}
+		s, err := audit.NewHTTPSource(*kmsURL, hc)
 		if err != nil {
 			return fail("--kms: %v", strings.TrimPrefix(err.Error(), "audit: "))
 		}

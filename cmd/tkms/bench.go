@@ -20,6 +20,7 @@ import (
 
 const benchUsage = `usage: tkms bench [--url URL | --dev] [--scenario S] [--workers N] [--rate R]
                   [--duration D] [--warmup D] [--json] [--data DIR] [--server-pid PID]
+                  [--flood-workers F] [--limits L]
 
 Drives a KMS with one scenario and reports throughput, latency percentiles
 (p50, p90, p99, p99.9, max), failures by x-ms-kms-error-code, and the
@@ -34,6 +35,11 @@ Scenarios:
   release-v1     POST /v1/keys/{kid}/release, HPKE X25519 wrapping
   release-batch  POST /v1/release {"all_valid":true}; the KMS is rotated to 4 keys first
   mixed          99 % pubkeys, 1 % release-app
+  flood          pubkeys (give --rate) while --flood-workers goroutines send
+                 invalid releases as fast as they are answered: valid dev token,
+                 simulated evidence that verifies but binds another wrapping key
+                 (400 after the full verification), from several loopback
+                 addresses; reports the flood's answers by status and code
 
 By default (--dev) it starts its own 'tkms dev' on a temporary directory (or
 --data DIR), with log level warn. With --url it targets a running tkms dev;
@@ -43,6 +49,12 @@ a request as soon as their last one is answered (closed loop); with --rate,
 operations start at that fixed rate whatever the server does, at most
 --workers at a time, and latency counts from when each was due (open loop).
 
+--limits sets the admission control of the tkms dev it starts (README
+"Limits"): default (the defaults of tkms serve), no-rates (the rate limits
+off, the verification pool on; what every scenario but flood uses, so that
+one client's rate is not limited), no-pool (rate limits on, pool off), or
+off (neither).
+
 `
 
 // cmdBench implements `tkms bench`.
@@ -50,6 +62,8 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("bench", stderr)
 	fs.Usage = func() { fmt.Fprint(stderr, benchUsage); fs.PrintDefaults() }
 	url := fs.String("url", "", "base `URL` of a running tkms dev (default: start one, --dev)")
+	var kmsCA string
+	registerKMSCA(fs, &kmsCA)
 	dev := fs.Bool("dev", false, "start a tkms dev on a temporary directory (or --data) and benchmark it (the default without --url)")
 	scenario := fs.String("scenario", bench.ScenarioPubKeys, "`scenario`: "+strings.Join(bench.Scenarios, ", "))
 	workers := fs.Int("workers", 0, "concurrent operations: closed-loop workers (default 8), or the open loop's maximum in flight (default 64)")
@@ -60,11 +74,17 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 	data := fs.String("data", "", "tkms dev data `directory`: with --dev, use it instead of a temporary one; with --url, the running instance's")
 	floorIter := fs.Int("floor-iterations", 200, "minimum `calls` of each floor measurement (each also runs at least 500 ms)")
 	serverPID := fs.Int("server-pid", 0, "with --url: the server's process `id`, for its CPU and RSS (Linux /proc)")
+	floodWorkers := fs.Int("flood-workers", bench.DefaultFloodWorkers, "flood scenario: goroutines sending invalid releases (`F`)")
+	limits := fs.String("limits", "", "admission control of the tkms dev started: `L` is default, no-rates, no-pool or off (default: default for flood, no-rates otherwise)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if *url != "" && *dev {
 		return fmt.Errorf("%w: give one of --url and --dev", errUsage)
+	}
+	tlsConf, err := kmsTLSConfig(*url, kmsCA)
+	if err != nil {
+		return err
 	}
 	if *workers < 0 || *rate < 0 || *duration <= 0 || *warmup < 0 || *floorIter <= 0 {
 		return fmt.Errorf("%w: --workers, --rate and --warmup must not be negative, --duration and --floor-iterations must be positive", errUsage)
@@ -75,6 +95,16 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 	if *url != "" && *data == "" && *scenario != bench.ScenarioPubKeys {
 		return fmt.Errorf("%w: --scenario %s against --url needs --data DIR, the data directory of that tkms dev (its simulated TEE and token issuer)", errUsage, *scenario)
 	}
+	if *limits == "" {
+		*limits = "no-rates"
+		if *scenario == bench.ScenarioFlood {
+			*limits = "default"
+		}
+	}
+	devLimits, ok := benchLimits[*limits]
+	if !ok || *floodWorkers <= 0 {
+		return fmt.Errorf("%w: --limits %q: want default, no-rates, no-pool or off; --flood-workers must be positive", errUsage, *limits)
+	}
 	if *workers == 0 {
 		*workers = 8
 		if *rate > 0 {
@@ -84,13 +114,13 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 	cfg := bench.Config{
 		URL: *url, Scenario: *scenario, Workers: *workers, Rate: *rate,
 		Duration: *duration, Warmup: *warmup, DataDir: *data, ServerPID: *serverPID, Progress: stderr,
-		FloorIterations: *floorIter,
+		FloorIterations: *floorIter, TLS: tlsConf, FloodWorkers: *floodWorkers,
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
 	if *url == "" {
-		kms, err := startBenchDev(ctx, *data)
+		kms, err := startBenchDev(ctx, *data, devLimits)
 		if kms != nil {
 			defer kms.stop()
 		}
@@ -142,10 +172,19 @@ type benchDev struct {
 	exited chan struct{}
 }
 
+// benchLimits are the "limits" objects of --limits for the tkms dev that
+// bench starts.
+var benchLimits = map[string]string{
+	"default":  `{}`,
+	"no-rates": `{"per_address_rate":0,"per_identity_rate":0}`,
+	"no-pool":  `{"verify_concurrency":0}`,
+	"off":      `{"per_address_rate":0,"per_identity_rate":0,"verify_concurrency":0}`,
+}
+
 // startBenchDev starts `tkms dev --listen 127.0.0.1:0` on dataDir (a new
-// temporary directory if "") with log level warn, and waits until it
-// listens.
-func startBenchDev(ctx context.Context, dataDir string) (*benchDev, error) {
+// temporary directory if "") with log level warn and the "limits" object
+// limits (JSON), and waits until it listens.
+func startBenchDev(ctx context.Context, dataDir, limits string) (*benchDev, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, err
@@ -162,11 +201,11 @@ func startBenchDev(ctx context.Context, dataDir string) (*benchDev, error) {
 		return d, err
 	}
 	config := filepath.Join(tmp, "tkms.json")
-	if err := os.WriteFile(config, []byte(`{"log_level":"warn"}`+"\n"), 0o600); err != nil {
+	if err := os.WriteFile(config, []byte(`{"log_level":"warn","limits":`+limits+`}`+"\n"), 0o600); err != nil {
 		return d, err
 	}
 	// The server's log goes to a file, shown if it fails to start.
-	if d.stderr, err = os.Create(filepath.Join(tmp, "tkms-dev.log")); err != nil {
+	if d.stderr, err = os.OpenFile(filepath.Join(tmp, "tkms-dev.log"), os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600); err != nil {
 		return d, err
 	}
 	d.cmd = exec.Command(exe, "dev", "--listen", "127.0.0.1:0", "--data", dataDir, "--config", config)

@@ -34,6 +34,17 @@ type benchReport struct {
 		Due        int64   `json:"due"`
 		Started    int64   `json:"started"`
 	} `json:"open_loop"`
+	Flood *struct {
+		Workers     int               `json:"workers"`
+		SourceAddrs []string          `json:"source_addrs"`
+		Offered     uint64            `json:"offered"`
+		Answered    uint64            `json:"answered"`
+		ByStatus    map[string]uint64 `json:"by_status"`
+		ByCode      map[string]uint64 `json:"by_code"`
+		OK          uint64            `json:"ok"`
+		BadShape    uint64            `json:"bad_shape"`
+		FirstBad    string            `json:"first_bad"`
+	} `json:"flood"`
 }
 
 func (r *benchReport) UnmarshalJSON(b []byte) error {
@@ -126,6 +137,39 @@ func TestBenchSmoke(t *testing.T) {
 			}
 		})
 	}
+	// The flood scenario, with the default limits: the public keys are
+	// served without error while every flood request is refused with a
+	// 4xx or 503 in the JSON error shape (429 and 503 with Retry-After),
+	// and none is granted.
+	t.Run("flood", func(t *testing.T) {
+		t.Parallel()
+		r := runBench(t, "--scenario", "flood", "--rate", "200", "--workers", "4", "--flood-workers", "4")
+		f := r.Flood
+		if r.Scenario != "flood" || r.Mode != "open" || f == nil {
+			t.Fatalf("scenario %q mode %q flood %+v", r.Scenario, r.Mode, f)
+		}
+		if f.Workers != 4 || f.Answered == 0 || f.Offered < f.Answered {
+			t.Errorf("flood: %d workers, %d offered, %d answered", f.Workers, f.Offered, f.Answered)
+		}
+		if f.OK != 0 || f.BadShape != 0 {
+			t.Errorf("flood: %d granted, %d answers of the wrong shape (first: %s)", f.OK, f.BadShape, f.FirstBad)
+		}
+		var n uint64
+		for status, c := range f.ByStatus {
+			if status != "400" && status != "429" && status != "503" {
+				t.Errorf("flood: %d answers of status %s", c, status)
+			}
+			n += c
+		}
+		if n != f.Answered {
+			t.Errorf("flood: %d answers by status, %d answered", n, f.Answered)
+		}
+		for code := range f.ByCode {
+			if code != "WRAPPING_KEY_HASH_MISMATCH" && code != "RATE_LIMITED" && code != "SERVER_BUSY" {
+				t.Errorf("flood: answers with code %s: %v", code, f.ByCode)
+			}
+		}
+	})
 	t.Run("open-loop", func(t *testing.T) {
 		t.Parallel()
 		r := runBench(t, "--scenario", "release-v1", "--rate", "20", "--workers", "4")

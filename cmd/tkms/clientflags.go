@@ -1,12 +1,17 @@
 package main
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
+	"net/http"
+	"net/url"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/tkms-dev/tkms/client"
 )
@@ -15,7 +20,7 @@ import (
 // choose how the client package attests and authenticates. Secrets never
 // come in flag values: a static token is read from TKMS_TOKEN.
 type clientFlags struct {
-	kms, api, wrapping, logKey                        string
+	kms, kmsCA, api, wrapping, logKey                 string
 	attester, data, securityContext, vcek             string
 	measurement, hostData                             string
 	debug                                             bool
@@ -24,6 +29,7 @@ type clientFlags struct {
 
 func (c *clientFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.kms, "kms", "", "base `URL` of the KMS (default: kms_url of --data's dev.json)")
+	registerKMSCA(fs, &c.kmsCA)
 	fs.StringVar(&c.api, "api", "v1", "release API: v1 (HPKE or RSA wrapping) or app (Azure-compatible, RSA-4096)")
 	fs.StringVar(&c.wrapping, "wrapping", "", "wrapping key: x25519 (v1 default), mlkem768-x25519, rsa-4096 (app)")
 	fs.StringVar(&c.logKey, "log-key", "", "the KMS log's verifier `key` (or @FILE); receipts are then verified (default with --data: dev.json's log_public_key)")
@@ -59,6 +65,13 @@ func (c *clientFlags) config() (client.KeysConfig, error) {
 			return cfg, fmt.Errorf("%w: give --kms URL (or --data DIR of a running tkms dev)", errUsage)
 		}
 		cfg.KMS = info.KMSURL
+	}
+	if c.kmsCA != "" {
+		hc, err := kmsHTTPClient(cfg.KMS, c.kmsCA, 30*time.Second)
+		if err != nil {
+			return cfg, err
+		}
+		cfg.HTTPClient = hc
 	}
 	switch key := c.logKey; {
 	case strings.HasPrefix(key, "@"):
@@ -130,6 +143,49 @@ func (c *clientFlags) newTokens() (client.TokenSource, error) {
 		return client.StaticTokenSource(t), nil
 	}
 	return nil, fmt.Errorf("%w: --token-source %q: want imds, file, static or dev", errUsage, c.tokenSource)
+}
+
+// registerKMSCA registers --kms-ca, shared by every command that talks to
+// a KMS over HTTPS.
+func registerKMSCA(fs *flag.FlagSet, p *string) {
+	fs.StringVar(p, "kms-ca", "", "PEM `file` of CA certificates trusted for an https:// KMS URL, besides the system's (a private CA)")
+}
+
+// kmsHTTPClient returns the HTTP client for the KMS at kmsURL with the
+// given request timeout: with caFile (--kms-ca), one that also trusts the
+// CA certificates in that PEM file; without, Go's default transport.
+func kmsHTTPClient(kmsURL, caFile string, timeout time.Duration) (*http.Client, error) {
+	tc, err := kmsTLSConfig(kmsURL, caFile)
+	if err != nil || tc == nil {
+		return &http.Client{Timeout: timeout}, err
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = tc
+	return &http.Client{Transport: tr, Timeout: timeout}, nil
+}
+
+// kmsTLSConfig is the client TLS configuration for the KMS at kmsURL that
+// trusts the system's roots and the CA certificates of the PEM file
+// caFile, or nil if caFile is "".
+func kmsTLSConfig(kmsURL, caFile string) (*tls.Config, error) {
+	if caFile == "" {
+		return nil, nil
+	}
+	if u, err := url.Parse(kmsURL); err != nil || u.Scheme != "https" {
+		return nil, fmt.Errorf("%w: --kms-ca applies to an https:// KMS URL, not %q", errUsage, kmsURL)
+	}
+	b, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, fmt.Errorf("--kms-ca: %w", err)
+	}
+	pool, err := x509.SystemCertPool()
+	if err != nil {
+		pool = x509.NewCertPool()
+	}
+	if !pool.AppendCertsFromPEM(b) {
+		return nil, fmt.Errorf("--kms-ca %s: no PEM CERTIFICATE block in the file; give the CA certificate(s) of the KMS's TLS certificate", caFile)
+	}
+	return &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: pool}, nil
 }
 
 // parseOHTTPID parses an OHTTP key id as hex ("11" is 0x11).

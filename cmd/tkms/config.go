@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/tkms-dev/tkms/internal/attest/uvm"
 	"github.com/tkms-dev/tkms/internal/kms"
@@ -22,7 +23,19 @@ import (
 // `tkms dev`). Secrets are never in it: it names files holding them.
 type Config struct {
 	// Listen is the address to serve HTTP on (default 127.0.0.1:8000).
+	// Without TLS it must be loopback unless PlainHTTP is set.
 	Listen string `json:"listen"`
+	// TLSCertFile and TLSKeyFile are the server's certificate chain (PEM,
+	// leaf first) and private key (PEM); both or neither. With them tkms
+	// serves HTTPS only (TLS 1.2 or later) and reloads the pair when the
+	// files change (tls.go).
+	TLSCertFile string `json:"tls_cert_file"`
+	TLSKeyFile  string `json:"tls_key_file"`
+	// PlainHTTP allows plain HTTP on an address that is not loopback: only
+	// behind a TLS-terminating proxy on the same host or on a trusted
+	// network. tkms dev does not honour it: without TLS it listens on
+	// loopback only.
+	PlainHTTP bool `json:"plain_http"`
 	// DataDir holds the ledger and keyring (required for serve).
 	DataDir string `json:"data_dir"`
 	// MasterKeyFile holds the 256-bit master key as hex, mode 0600
@@ -75,6 +88,9 @@ type Config struct {
 	// only: anyone with the data directory can forge evidence. Every
 	// release under it is marked simulated in the ledger.
 	InsecureSimulatedTEE bool `json:"insecure_simulated_tee"`
+	// Limits is admission control: rate limits, the verification pool,
+	// trusted proxies and body caps (limits.go; unset: the defaults).
+	Limits *LimitsConfig `json:"limits"`
 
 	// governance, set by tkms dev on a new data directory, makes the new
 	// ledger governed (never read from the file).
@@ -137,6 +153,7 @@ func (c *Config) Validate() error {
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
 		errs = append(errs, fmt.Errorf("listen %q: %w", c.Listen, err))
 	}
+	errs = append(errs, c.validateTLS(time.Now())...)
 	if c.LogOrigin != "" {
 		if err := translog.ValidOrigin(c.LogOrigin); err != nil {
 			errs = append(errs, fmt.Errorf("log_origin: %w", err))
@@ -160,6 +177,9 @@ func (c *Config) Validate() error {
 	}
 	if c.LogFormat != "json" && c.LogFormat != "text" {
 		errs = append(errs, fmt.Errorf("log_format %q: want json or text", c.LogFormat))
+	}
+	if err := c.Limits.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }
@@ -216,6 +236,7 @@ func readSecretFile(path string) (string, error) {
 		return "", err
 	}
 	t := strings.TrimSpace(string(b))
+	clear(b) // the secret lives on in t, a string, which cannot be cleared
 	if t == "" {
 		return "", fmt.Errorf("%s is empty", path)
 	}

@@ -168,6 +168,9 @@ func cmdDev(args []string, stdout, stderr io.Writer) error {
 	if cfg.SettingsPolicy != nil {
 		cfg.SettingsPolicy.Service.Debug = true
 	}
+	if err := checkDevListen(cfg); err != nil {
+		return err
+	}
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
@@ -222,7 +225,11 @@ func cmdDev(args []string, stdout, stderr io.Writer) error {
 	infoPath := filepath.Join(cfg.DataDir, "dev.json")
 	var info DevInfo
 	return runServer(ctx, cfg, sealer, token, log, func(addr string) error {
-		info = DevInfo{KMSURL: "http://" + addr, OperatorToken: token, DataDir: cfg.DataDir, PID: os.Getpid(), Audience: devAudience}
+		scheme := "http://"
+		if cfg.tlsEnabled() {
+			scheme = "https://"
+		}
+		info = DevInfo{KMSURL: scheme + addr, OperatorToken: token, DataDir: cfg.DataDir, PID: os.Getpid(), Audience: devAudience}
 		if member != nil {
 			info.MemberKey, info.MemberID = member.keyFile, member.ID
 		}
@@ -354,7 +361,8 @@ func devMember(dataDir string, newDir bool) (*devMemberKey, error) {
 		if err != nil {
 			return nil, err
 		}
-		if err := writeFileAtomic(pubFile, pub, 0o644); err != nil {
+		// Public, but a file of the data directory: 0600 like all of them.
+		if err := writeFileAtomic(pubFile, pub, 0o600); err != nil {
 			return nil, err
 		}
 		if err := writeFileAtomic(keyFile, priv, 0o600); err != nil {

@@ -29,6 +29,7 @@ Members of a governed tkms propose changes, vote on proposals and withdraw
 their own (docs/governance.md). ACTIONS.json holds {"actions":[...]} or one
 action {"name":"...","args":{...}}. With --data DIR (a tkms dev directory),
 --kms and --key default to its dev.json's kms_url and member_key.
+--kms-ca FILE trusts the CA certificates in FILE for an https:// KMS.
 `
 
 func cmdGov(args []string, stdout, stderr io.Writer) error {
@@ -56,12 +57,13 @@ func cmdGov(args []string, stdout, stderr io.Writer) error {
 
 // govFlags are the flags that say where the KMS is and who signs.
 type govFlags struct {
-	kms, key, signCommand, publicKey, data string
+	kms, kmsCA, key, signCommand, publicKey, data string
 }
 
 func (g *govFlags) register(fs *flag.FlagSet, signs bool) {
 	fs.StringVar(&g.kms, "kms", "", "base `URL` of the KMS (default with --data: dev.json's kms_url)")
 	fs.StringVar(&g.data, "data", "", "`directory` of a tkms dev instance, whose dev.json gives --kms and --key")
+	registerKMSCA(fs, &g.kmsCA)
 	if signs {
 		fs.StringVar(&g.key, "key", "", "the member's private signing key, a PEM `file` (mode 0600; default with --data: dev.json's member_key)")
 		fs.StringVar(&g.signCommand, "sign-command", "", "sign with an external `command` instead of --key (an HSM or cloud KMS client; split at spaces, no shell quoting): it reads the bytes to sign (COSE ToBeSigned) on stdin and writes the signature on stdout, as 'openssl dgst -sha256 -sign KEY' does")
@@ -82,6 +84,11 @@ func (g *govFlags) kmsURL() (string, error) {
 		return strings.TrimRight(info.KMSURL, "/"), nil
 	}
 	return "", fmt.Errorf("%w: give --kms URL (or --data DIR of a running tkms dev)", errUsage)
+}
+
+// client returns the HTTP client for the KMS at base (--kms-ca).
+func (g *govFlags) client(base string) (*http.Client, error) {
+	return kmsHTTPClient(base, g.kmsCA, 0) // the commands' contexts bound the requests
 }
 
 // signer returns the member's signer the flags name.
@@ -129,6 +136,7 @@ func loadMemberKey(path string) (*gov.Signer, error) {
 		return nil, fmt.Errorf("member key: %w", err)
 	}
 	s, err := gov.NewFileSigner(b)
+	clear(b) // the PEM text; the parsed key is in s
 	if err != nil {
 		return nil, fmt.Errorf("member key %s: %w", path, err)
 	}
@@ -200,9 +208,13 @@ func cmdGovPropose(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	hc, err := g.client(base)
+	if err != nil {
+		return err
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	if err := describeProposal(ctx, stdout, base, actions); err != nil {
+	if err := describeProposal(ctx, hc, stdout, base, actions); err != nil {
 		return err
 	}
 	msg, err := signer.SignProposal(actions, time.Now())
@@ -214,7 +226,7 @@ func cmdGovPropose(args []string, stdout, stderr io.Writer) error {
 		path = "/app/proposals"
 	}
 	var st govStatus
-	if err := postCOSE(ctx, base+path, msg, &st); err != nil {
+	if err := postCOSE(ctx, hc, base+path, msg, &st); err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "submitted by member %s\n", signer.MemberID())
@@ -250,7 +262,7 @@ func parseActionsFile(raw []byte) ([]gov.Action, error) {
 // describeProposal prints, in plain language, what the actions change, and
 // for key release policy changes the difference between the policy in
 // force and the result.
-func describeProposal(ctx context.Context, w io.Writer, base string, actions []gov.Action) error {
+func describeProposal(ctx context.Context, hc *http.Client, w io.Writer, base string, actions []gov.Action) error {
 	fmt.Fprintf(w, "this proposal, once accepted, will:\n")
 	for i, a := range actions {
 		fmt.Fprintf(w, "  %d. %s\n", i+1, gov.DescribeAction(a))
@@ -261,7 +273,7 @@ func describeProposal(ctx context.Context, w io.Writer, base string, actions []g
 			continue
 		}
 		if cur == nil {
-			p, err := releasePolicyInForce(ctx, base)
+			p, err := releasePolicyInForce(ctx, hc, base)
 			if err != nil {
 				return err
 			}
@@ -280,12 +292,12 @@ func describeProposal(ctx context.Context, w io.Writer, base string, actions []g
 
 // releasePolicyInForce reads GET /app/keyReleasePolicy; unset is the zero
 // policy.
-func releasePolicyInForce(ctx context.Context, base string) (policy.Policy, error) {
+func releasePolicyInForce(ctx context.Context, hc *http.Client, base string) (policy.Policy, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/app/keyReleasePolicy", nil)
 	if err != nil {
 		return policy.Policy{}, err
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := hc.Do(req)
 	if err != nil {
 		return policy.Policy{}, err
 	}
@@ -398,10 +410,14 @@ func cmdGovVote(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("signing the ballot: %w", err)
 	}
+	hc, err := g.client(base)
+	if err != nil {
+		return err
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	var st govStatus
-	if err := postCOSE(ctx, base+"/v1/gov/proposals/"+id+"/ballots", msg, &st); err != nil {
+	if err := postCOSE(ctx, hc, base+"/v1/gov/proposals/"+id+"/ballots", msg, &st); err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "member %s voted %s\n", signer.MemberID(), pos[1])
@@ -435,10 +451,14 @@ func cmdGovWithdraw(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("signing the withdrawal: %w", err)
 	}
+	hc, err := g.client(base)
+	if err != nil {
+		return err
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	var st govStatus
-	if err := postCOSE(ctx, base+"/v1/gov/proposals/"+pos[0]+"/withdraw", msg, &st); err != nil {
+	if err := postCOSE(ctx, hc, base+"/v1/gov/proposals/"+pos[0]+"/withdraw", msg, &st); err != nil {
 		return err
 	}
 	if st.ID == "" {
@@ -475,7 +495,11 @@ func cmdGovList(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	raw, err := getJSON(base + "/v1/gov/proposals")
+	hc, err := g.client(base)
+	if err != nil {
+		return err
+	}
+	raw, err := getJSON(hc, base+"/v1/gov/proposals")
 	if err != nil {
 		return err
 	}
@@ -521,7 +545,11 @@ func cmdGovShow(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	raw, err := getJSON(base + "/v1/gov/proposals/" + pos[0])
+	hc, err := g.client(base)
+	if err != nil {
+		return err
+	}
+	raw, err := getJSON(hc, base+"/v1/gov/proposals/"+pos[0])
 	if err != nil {
 		return err
 	}
@@ -557,13 +585,13 @@ func shortID(id string) string {
 
 // postCOSE posts a signed governance message and decodes the answer into
 // out.
-func postCOSE(ctx context.Context, url string, msg []byte, out any) error {
+func postCOSE(ctx context.Context, hc *http.Client, url string, msg []byte, out any) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(msg))
 	if err != nil {
 		return err
 	}
 	req.Header.Set("Content-Type", "application/cose")
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := hc.Do(req)
 	if err != nil {
 		return err
 	}
@@ -582,14 +610,14 @@ func postCOSE(ctx context.Context, url string, msg []byte, out any) error {
 	return nil
 }
 
-func getJSON(url string) ([]byte, error) {
+func getJSON(hc *http.Client, url string) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return nil, err
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := hc.Do(req)
 	if err != nil {
 		return nil, err
 	}

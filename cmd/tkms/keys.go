@@ -37,6 +37,8 @@ func cmdKeysList(args []string, stdout, stderr io.Writer) error {
 	url := fs.String("url", "", "`URL` of a running tkms (reads GET /v1/keys?all=true)")
 	dataDir := fs.String("data", "", "data `directory` of a stopped tkms (reads the ledger directly)")
 	asJSON := fs.Bool("json", false, "print JSON instead of a table")
+	var kmsCA string
+	registerKMSCA(fs, &kmsCA)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -46,7 +48,7 @@ func cmdKeysList(args []string, stdout, stderr io.Writer) error {
 	var list httpapi.V1Keys
 	var err error
 	if *url != "" {
-		list, err = fetchKeys(*url)
+		list, err = fetchKeys(*url, kmsCA)
 	} else {
 		list, err = readKeys(*dataDir)
 	}
@@ -62,15 +64,19 @@ func cmdKeysList(args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
-func fetchKeys(base string) (httpapi.V1Keys, error) {
+func fetchKeys(base, kmsCA string) (httpapi.V1Keys, error) {
 	var list httpapi.V1Keys
+	client, err := kmsHTTPClient(base, kmsCA, 0) // ctx bounds the request
+	if err != nil {
+		return list, err
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(base, "/")+"/v1/keys?all=true", nil)
 	if err != nil {
 		return list, err
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		return list, err
 	}
@@ -188,7 +194,11 @@ func cmdKeysRotate(args []string, stdout, stderr io.Writer) error {
 		}
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	client, err := g.client(base)
+	if err != nil {
+		return err
+	}
+	resp, err := client.Do(req)
 	if err != nil {
 		return err
 	}

@@ -71,11 +71,18 @@ func cmdServe(args []string, stdout, stderr io.Writer) error {
 // is called with the bound address before the service opens; onOpen, if
 // set, once it is open, before serving.
 func runServer(ctx context.Context, cfg *Config, sealer seal.Sealer, operatorToken string, log *slog.Logger, onListening func(addr string) error, onOpen func(*kms.Service) error) error {
+	tlsConf, err := newServerTLS(cfg, log) // nil: plain HTTP
+	if err != nil {
+		return err
+	}
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return err
 	}
 	defer ln.Close()
+	if err := checkPlainListen(cfg, ln.Addr()); err != nil {
+		return err
+	}
 	addr := ln.Addr().String()
 	// The hook runs before the service opens: tkms dev completes the
 	// configuration with the address (its issuer's URL) here.
@@ -84,6 +91,7 @@ func runServer(ctx context.Context, cfg *Config, sealer seal.Sealer, operatorTok
 			return err
 		}
 	}
+	warnOpenDataDir(log, cfg.DataDir)
 	svc, err := kms.Open(ctx, kms.Config{
 		DataDir:        cfg.DataDir,
 		Sealer:         sealer,
@@ -108,7 +116,11 @@ func runServer(ctx context.Context, cfg *Config, sealer seal.Sealer, operatorTok
 	if _, err := svc.Tick(ctx); err != nil {
 		log.Error("key scheduler", "err", err)
 	}
-	rel, closeRelease, err := newRelease(ctx, svc, cfg, log)
+	adm, err := cfg.Limits.admission()
+	if err != nil {
+		return err
+	}
+	rel, closeRelease, err := newRelease(ctx, svc, cfg, log, adm)
 	if err != nil {
 		return err
 	}
@@ -118,11 +130,13 @@ func runServer(ctx context.Context, cfg *Config, sealer seal.Sealer, operatorTok
 			return err
 		}
 	}
-	var h http.Handler = httpapi.New(svc, httpapi.Options{OperatorToken: operatorToken, Logger: log, Release: rel})
+	var h http.Handler = httpapi.New(svc, httpapi.Options{OperatorToken: operatorToken, Logger: log, Release: rel,
+		Bodies: adm.bodies, PerAddress: adm.perAddress, TrustedProxies: adm.trustedProxies})
 	if apiHandlerWrap != nil {
 		h = apiHandlerWrap(h)
 	}
 	srv := httpapi.NewHTTPServer(addr, h, log, httpapi.DefaultLimits())
+	srv.TLSConfig = tlsConf
 
 	var wg sync.WaitGroup
 	runCtx, cancel := context.WithCancel(ctx)
@@ -131,7 +145,7 @@ func runServer(ctx context.Context, cfg *Config, sealer seal.Sealer, operatorTok
 	go func() { defer wg.Done(); svc.Run(runCtx) }()
 
 	err = serveUntil(ctx, srv, ln, log, func() {
-		log.Info("tkms listening", "addr", addr, "data_dir", cfg.DataDir, "seq", svc.Seq())
+		log.Info("tkms listening", "addr", addr, "tls", tlsConf != nil, "data_dir", cfg.DataDir, "seq", svc.Seq())
 	})
 	cancel()
 	wg.Wait()
@@ -139,11 +153,18 @@ func runServer(ctx context.Context, cfg *Config, sealer seal.Sealer, operatorTok
 }
 
 // serveUntil serves on ln until the server fails or ctx ends, then shuts
-// the server down gracefully (10 s for requests in flight). listening is
-// called once serving has begun. A clean shutdown returns nil.
+// the server down gracefully (10 s for requests in flight). With
+// srv.TLSConfig it serves HTTPS (and HTTP/2) only. listening is called
+// once serving has begun. A clean shutdown returns nil.
 func serveUntil(ctx context.Context, srv *http.Server, ln net.Listener, log *slog.Logger, listening func()) error {
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
+	go func() {
+		if srv.TLSConfig != nil {
+			errc <- srv.ServeTLS(ln, "", "")
+			return
+		}
+		errc <- srv.Serve(ln)
+	}()
 	listening()
 	var err error
 	select {
@@ -166,7 +187,7 @@ func serveUntil(ctx context.Context, srv *http.Server, ln net.Listener, log *slo
 // policy (governance decisions) without a restart. Without trusted issuers
 // on an ungoverned ledger there is no release service, and the release
 // endpoints answer 503; a governed ledger may gain issuers by a proposal.
-func newRelease(ctx context.Context, svc *kms.Service, cfg *Config, log *slog.Logger) (*release.Service, func(), error) {
+func newRelease(ctx context.Context, svc *kms.Service, cfg *Config, log *slog.Logger, adm *admission) (*release.Service, func(), error) {
 	var (
 		ac       jwtauth.Config
 		jwtSeq   uint64
@@ -229,6 +250,7 @@ func newRelease(ctx context.Context, svc *kms.Service, cfg *Config, log *slog.Lo
 	rel, err := release.New(release.Config{
 		KMS: svc, Auth: auth, AuthSeq: jwtSeq, NewAuth: newAuth,
 		SNP: sv, UVM: uv, Simulated: cfg.InsecureSimulatedTEE, UVMTrusted: trusted, Logger: log,
+		IdentityLimit: adm.perIdentity, Verify: adm.verify,
 	})
 	if err != nil {
 		closeAuth()

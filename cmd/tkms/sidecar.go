@@ -214,6 +214,7 @@ func privateItem(k *client.Key) (keys.Item, error) {
 		return keys.Item{}, err
 	}
 	item.D = base64.RawURLEncoding.EncodeToString(d)
+	clear(d) // a copy; item.D, a string, cannot be cleared
 	return item, nil
 }
 

@@ -164,7 +164,7 @@ func (m *mirror) Fetch(ctx context.Context, path string) ([]byte, error) {
 		m.checkpoint = b
 		return b, nil
 	}
-	if err := writeFileAtomic(filepath.Join(m.dir, filepath.FromSlash(path)), b, 0o644); err != nil {
+	if err := writeFileAtomic(filepath.Join(m.dir, filepath.FromSlash(path)), b, fileMode); err != nil {
 		return nil, fmt.Errorf("mirror: %w", err)
 	}
 	return b, nil
@@ -175,17 +175,26 @@ func (m *mirror) commit() error {
 	if m.checkpoint == nil {
 		return nil
 	}
-	if err := writeFileAtomic(filepath.Join(m.dir, "checkpoint"), m.checkpoint, 0o644); err != nil {
+	if err := writeFileAtomic(filepath.Join(m.dir, "checkpoint"), m.checkpoint, fileMode); err != nil {
 		return fmt.Errorf("mirror: %w", err)
 	}
 	return nil
 }
 
+// The modes of what the audit writes (mirror and state): like every file
+// tkms writes, its owner's alone. The mirror's tiles are public, but a
+// mirror is the auditor's evidence, and nobody else should be able to
+// change it or see which log it follows.
+const (
+	fileMode = 0o600
+	dirMode  = 0o700
+)
+
 // writeFileAtomic writes b to name through a temporary file and a rename,
 // creating the parent directories.
 func writeFileAtomic(name string, b []byte, perm os.FileMode) error {
 	dir := filepath.Dir(name)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := os.MkdirAll(dir, dirMode); err != nil {
 		return err
 	}
 	f, err := os.CreateTemp(dir, "."+filepath.Base(name)+".tmp*")

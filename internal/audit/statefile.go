@@ -56,7 +56,7 @@ func writeState(path string, s *savedState) error {
 	if err != nil {
 		return err
 	}
-	if err := writeFileAtomic(path, append(b, '\n'), 0o600); err != nil {
+	if err := writeFileAtomic(path, append(b, '\n'), fileMode); err != nil {
 		return fmt.Errorf("%w: %w", ErrStateFile, err)
 	}
 	return nil

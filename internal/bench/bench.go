@@ -1,6 +1,7 @@
 // Package bench is the load generator of `tkms bench` (issue 7): it drives
 // a running KMS with one scenario — public keys, the two-step /app
-// release, the /v1 release, the /v1 batch release, or a mix — in a closed
+// release, the /v1 release, the /v1 batch release, a mix, or public keys
+// under a flood of invalid releases (flood.go) — in a closed
 // loop (N workers, each starting a request when its last one ends) or an
 // open loop (a fixed arrival rate; latency counted from each arrival's due
 // time, so a slow server cannot hide its queue: no coordinated omission).
@@ -18,6 +19,7 @@ package bench
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -41,7 +43,7 @@ const (
 )
 
 // Scenarios lists the scenario names.
-var Scenarios = []string{ScenarioPubKeys, ScenarioReleaseApp, ScenarioReleaseV1, ScenarioReleaseBatch, ScenarioMixed}
+var Scenarios = []string{ScenarioPubKeys, ScenarioReleaseApp, ScenarioReleaseV1, ScenarioReleaseBatch, ScenarioMixed, ScenarioFlood}
 
 // BatchKeys is how many valid keys release-batch makes sure the KMS has.
 const BatchKeys = 4
@@ -77,10 +79,16 @@ type Config struct {
 	Progress io.Writer
 	// Timeout bounds one HTTP request (default 30 s).
 	Timeout time.Duration
+	// TLS, if set, is the client TLS configuration for an https:// URL
+	// (a private CA's roots).
+	TLS *tls.Config
 	// FloorTime is the minimum time spent measuring each primitive of the
 	// floor (default 500 ms); FloorIterations the minimum calls (200).
 	FloorTime       time.Duration
 	FloorIterations int
+	// FloodWorkers is the flood's goroutines (ScenarioFlood; default
+	// DefaultFloodWorkers).
+	FloodWorkers int
 }
 
 // Latency summarises a histogram, in milliseconds.
@@ -166,6 +174,10 @@ type Report struct {
 	GOMAXPROCS       int     `json:"gomaxprocs"`
 	NumCPU           int     `json:"num_cpu"`
 	GoVersion        string  `json:"go_version"`
+
+	// Flood is the flood of invalid releases of ScenarioFlood, beside
+	// the public-key reads that the rest of the report measures.
+	Flood *FloodReport `json:"flood,omitempty"`
 }
 
 // errAnswer marks an answer that is 200 but not what it must be.
@@ -234,6 +246,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		MaxIdleConnsPerHost: cfg.Workers + 16,
 		IdleConnTimeout:     90 * time.Second,
 		DisableCompression:  true,
+		TLSClientConfig:     cfg.TLS,
 	}
 	defer tr.CloseIdleConnections()
 	r := &runner{cfg: cfg, hc: &http.Client{Transport: tr, Timeout: cfg.Timeout}}
@@ -302,6 +315,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		wk.ops.Record(done.Sub(intended))
 		r.liveOps.Add(1)
 	}
+	if sc.flood != nil {
+		sc.flood.start(ctx, r, w)
+	}
 	var open *openStats
 	var sched *schedule
 	if cfg.Rate > 0 {
@@ -324,6 +340,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	rep.Seconds = elapsed.Seconds()
 	rep.Warmup = cfg.Warmup.Seconds()
+	if sc.flood != nil {
+		rep.Flood = sc.flood.stop(min(elapsed, cfg.Duration).Seconds())
+	}
 	all := NewHistogram()
 	eps := map[string]*Histogram{}
 	for _, wk := range r.workers {

@@ -36,6 +36,28 @@ func (r *Report) WriteText(w io.Writer) error {
 		}
 		fmt.Fprintf(&b, "errors       %d: %s\n", r.Errors, strings.Join(parts, ", "))
 	}
+	if f := r.Flood; f != nil {
+		from := "one address"
+		if len(f.SourceAddrs) > 0 {
+			from = fmt.Sprintf("%d addresses (%s-%s)", len(f.SourceAddrs), f.SourceAddrs[0], f.SourceAddrs[len(f.SourceAddrs)-1])
+		}
+		fmt.Fprintf(&b, "flood        %d workers from %s: %s with valid token, evidence binding another key\n", f.Workers, from, f.Request)
+		fmt.Fprintf(&b, "               offered %.0f req/s, answered %.0f req/s (%d, %d); latency p50 %s p99 %s max %s ms\n",
+			f.OfferedPerSec, f.AnsweredPerSec, f.Offered, f.Answered, ms(f.Latency.P50), ms(f.Latency.P99), ms(f.Latency.Max))
+		var parts []string
+		for _, s := range slices.Sorted(maps.Keys(f.ByStatus)) {
+			parts = append(parts, fmt.Sprintf("%s %d", s, f.ByStatus[s]))
+		}
+		var codes []string
+		for _, c := range sortedCodes(f.ByCode) {
+			codes = append(codes, fmt.Sprintf("%s %d", c, f.ByCode[c]))
+		}
+		fmt.Fprintf(&b, "               by status: %s; by code: %s\n", strings.Join(parts, ", "), strings.Join(codes, ", "))
+		fmt.Fprintf(&b, "               200 OK %d, wrong shape %d, transport errors %d\n", f.OK, f.BadShape, f.Transport)
+		if f.FirstBad != "" {
+			fmt.Fprintf(&b, "               first wrong answer: %s\n", f.FirstBad)
+		}
+	}
 	if r.Verified > 0 {
 		fmt.Fprintf(&b, "verified     %d answers unwrapped and checked against the published keys\n", r.Verified)
 	}

@@ -74,6 +74,7 @@ type scenario struct {
 	seq           atomic.Uint64 // mixed: operation counter
 
 	verified  int // answers verified in setup
+	flood     *flood
 	floor     *floorInputs
 	floorPlan floorPlan
 }
@@ -93,10 +94,13 @@ func setup(ctx context.Context, r *runner, cfg Config) (*scenario, error) {
 		}
 		sc.verifier = v
 	}
-	if cfg.Scenario == ScenarioPubKeys {
+	if cfg.Scenario == ScenarioPubKeys || cfg.Scenario == ScenarioFlood {
 		w := newWorker()
 		if err := sc.pubkeys(ctx, r, w, 0, false); err != nil {
 			return nil, fmt.Errorf("bench: sample request: %w", err)
+		}
+		if cfg.Scenario == ScenarioFlood {
+			return sc, setupFlood(ctx, r, cfg, sc)
 		}
 		return sc, nil
 	}
@@ -224,7 +228,7 @@ func setup(ctx context.Context, r *runner, cfg Config) (*scenario, error) {
 // do performs one operation of the scenario.
 func (sc *scenario) do(ctx context.Context, r *runner, w *worker, measured bool) error {
 	switch sc.name {
-	case ScenarioPubKeys:
+	case ScenarioPubKeys, ScenarioFlood:
 		return sc.pubkeys(ctx, r, w, sc.seq.Add(1), measured)
 	case ScenarioReleaseApp:
 		return sc.releaseApp(ctx, r, w, measured)

@@ -54,6 +54,7 @@ func NewFileSigner(privateKeyPEM []byte) (*Signer, error) {
 		default:
 			return nil, fmt.Errorf("PEM type %q: want PRIVATE KEY or EC PRIVATE KEY", block.Type)
 		}
+		clear(block.Bytes) // the DER decoded from the PEM: a copy of the key
 		if err != nil {
 			return nil, fmt.Errorf("private key: %w", err)
 		}

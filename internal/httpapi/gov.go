@@ -171,6 +171,9 @@ func (s *Server) govFail(w http.ResponseWriter, r *http.Request, err error) {
 		return
 	}
 	s.log.ErrorContext(r.Context(), "governance: cannot record the message", "path", r.URL.Path, "err", err)
+	if s.storageFailed(w, r, err) {
+		return
+	}
 	s.fail(w, r, http.StatusServiceUnavailable, CodeUnavailable, "the message could not be recorded; see the server log")
 }
 
@@ -501,6 +504,9 @@ func (s *Server) appRefresh(w http.ResponseWriter, r *http.Request) {
 	})
 	if k == nil {
 		s.log.ErrorContext(r.Context(), "refresh: the proposal was accepted but no key was created yet", "proposal", p.ID, "seq", e.Seq)
+		if s.storageFailed(w, r, s.svc.WriteErr()) {
+			return
+		}
 		s.fail(w, r, http.StatusServiceUnavailable, CodeUnavailable, "the rotation was accepted as proposal "+p.ID+" but the key could not be created yet (see the server log); the scheduler retries it")
 		return
 	}

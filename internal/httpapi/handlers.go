@@ -14,6 +14,9 @@ import (
 var heartbeatBody = []byte(`{"status":"Service is running"}`)
 
 func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request) {
+	if s.storageHeartbeat(w) {
+		return
+	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Write(heartbeatBody)
 }
@@ -149,6 +152,9 @@ func (s *Server) refresh(w http.ResponseWriter, r *http.Request) {
 	}
 	if err != nil {
 		s.log.Error("refresh failed", "err", err)
+		if s.storageFailed(w, r, err) {
+			return
+		}
 		s.fail(w, r, http.StatusServiceUnavailable, CodeUnavailable, "the key could not be created and recorded; see the server log")
 		return
 	}

@@ -52,6 +52,8 @@ func (s *Server) metrics(w http.ResponseWriter, r *http.Request) {
 			phases[k.Phase(now).String()]++
 		}
 	})
+	metric("tkms_store_write_failed", "gauge", "1 once a write to the data directory has failed: every write is refused until restart (docs/operations.md).")
+	fmt.Fprintf(&b, "tkms_store_write_failed %d\n", boolGauge(s.svc.WriteErr() != nil))
 	metric("tkms_ledger_entries", "gauge", "Entries in the ledger.")
 	fmt.Fprintf(&b, "tkms_ledger_entries %d\n", seq)
 	metric("tkms_log_checkpoint_size", "gauge", "Tree size of the latest signed checkpoint of the transparency log.")
@@ -85,8 +87,16 @@ func (s *Server) metrics(w http.ResponseWriter, r *http.Request) {
 			fmt.Fprintf(&b, "tkms_jwks_fetch_failures_total{issuer=%q} %d\n", is.Issuer, is.FetchFailures)
 		}
 	}
+	s.limitMetrics(&b, metric)
 	w.Header().Set("Content-Type", "text/plain; version=0.0.4")
 	w.Write([]byte(b.String()))
+}
+
+func boolGauge(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 type kv struct {

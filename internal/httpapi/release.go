@@ -4,7 +4,9 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"strconv"
 
+	"github.com/tkms-dev/tkms/internal/limit"
 	"github.com/tkms-dev/tkms/internal/release"
 	"github.com/tkms-dev/tkms/internal/state"
 )
@@ -25,14 +27,20 @@ func (s *Server) releaseReady(w http.ResponseWriter, r *http.Request) bool {
 // releaseFailed maps a release error to its response. Causes go to the log
 // only; the caller sees the safe message.
 func (s *Server) releaseFailed(w http.ResponseWriter, r *http.Request, err error) {
+	if s.storageFailed(w, r, err) {
+		return
+	}
 	var re *release.Error
 	if !errors.As(err, &re) {
 		s.log.Error("release failed", "err", err)
 		s.fail(w, r, http.StatusInternalServerError, CodeInternal, "internal error; see the server log")
 		return
 	}
-	if re.Status >= 500 && re.Err != nil {
+	if re.Status >= 500 && re.Err != nil && re.Code != release.CodeServerBusy {
 		s.log.Error("release failed", "code", re.Code, "err", re.Err)
+	}
+	if re.RetryAfter > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(limit.RetryAfterSeconds(re.RetryAfter)))
 	}
 	s.fail(w, r, re.Status, re.Code, re.Message)
 }

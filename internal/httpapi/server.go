@@ -18,12 +18,14 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/tkms-dev/tkms/internal/kms"
+	"github.com/tkms-dev/tkms/internal/limit"
 	"github.com/tkms-dev/tkms/internal/release"
 )
 
@@ -50,8 +52,14 @@ type Options struct {
 	OperatorToken string
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
-	// MaxBodyBytes caps request bodies (default 1 MiB).
-	MaxBodyBytes int64
+	// Bodies caps request bodies by endpoint (unset caps: DefaultBodyLimits).
+	Bodies BodyLimits
+	// PerAddress, if set, limits the costly requests (every POST, and
+	// GET /app/auth) per client address: 429 RATE_LIMITED past it.
+	PerAddress *limit.Keyed
+	// TrustedProxies are the reverse proxies whose X-Forwarded-For names
+	// the client (limits.go); without them the peer is the client.
+	TrustedProxies []netip.Prefix
 	// Release serves attested key release; nil answers those endpoints
 	// with 503 RELEASE_NOT_CONFIGURED.
 	Release *release.Service
@@ -65,12 +73,16 @@ type Server struct {
 	opSet    bool
 	release  *release.Service
 	errors   codeCounter // error responses by code, for /metrics
-	maxBody  int64
+	bodies   BodyLimits
 	mux      *http.ServeMux
 	exact    map[string]http.HandlerFunc // path -> handler, for every route registered by handle
 	views    viewCache
 	reqIDPre string
 	reqIDSeq atomic.Uint64
+
+	// admission control (limits.go)
+	perAddress     *limit.Keyed
+	trustedProxies []netip.Prefix
 }
 
 // New returns the handler for svc.
@@ -78,12 +90,9 @@ func New(svc *kms.Service, opts Options) *Server {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	if opts.MaxBodyBytes <= 0 {
-		opts.MaxBodyBytes = 1 << 20
-	}
 	var pre [6]byte
 	rand.Read(pre[:])
-	s := &Server{svc: svc, log: opts.Logger, maxBody: opts.MaxBodyBytes, mux: http.NewServeMux(), exact: map[string]http.HandlerFunc{}, reqIDPre: hex.EncodeToString(pre[:]) + "-"}
+	s := &Server{svc: svc, log: opts.Logger, bodies: opts.Bodies.withDefaults(), perAddress: opts.PerAddress, trustedProxies: opts.TrustedProxies, mux: http.NewServeMux(), exact: map[string]http.HandlerFunc{}, reqIDPre: hex.EncodeToString(pre[:]) + "-"}
 	if opts.OperatorToken != "" {
 		s.opToken, s.opSet = sha256.Sum256([]byte(opts.OperatorToken)), true
 	}
@@ -135,7 +144,8 @@ func (s *Server) handle(path, method string, h http.HandlerFunc) {
 }
 
 // ServeHTTP implements http.Handler: it sets the request id and the body
-// limit, then dispatches.
+// limit of the endpoint, applies the per-address limit to costly requests
+// (limits.go), then dispatches.
 //
 // The public-key endpoints are the hot path (BENCHMARKS.md), so headers
 // are set by their canonical keys, which spares the per-request
@@ -144,7 +154,11 @@ func (s *Server) handle(path, method string, h http.HandlerFunc) {
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header()[hdrRequestID] = []string{s.requestID(r)}
 	if r.Body != nil && r.Body != http.NoBody {
-		r.Body = http.MaxBytesReader(w, r.Body, s.maxBody)
+		n, _ := s.bodyCap(r)
+		r.Body = http.MaxBytesReader(w, r.Body, n)
+	}
+	if costly(r) && !s.admitAddress(w, r) {
+		return
 	}
 	// Every route is an exact path without wildcards. A request for one,
 	// spelt as registered (no escapes, nothing to clean), is one the mux
@@ -220,7 +234,11 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, status int, code, 
 	w.WriteHeader(status)
 	w.Write(body)
 	level := slog.LevelInfo
-	if status >= 500 {
+	switch {
+	case code == CodeRateLimited || code == CodeServerBusy:
+		// Counted in /metrics; a line each would let a flood fill the log.
+		level = slog.LevelDebug
+	case status >= 500:
 		level = slog.LevelError
 	}
 	s.log.Log(r.Context(), level, "request failed", "method", r.Method, "path", r.URL.Path, "status", status, "code", code,
@@ -260,7 +278,8 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool)
 	var tooBig *http.MaxBytesError
 	switch {
 	case errors.As(err, &tooBig):
-		s.fail(w, r, http.StatusRequestEntityTooLarge, CodeBodyTooLarge, "request body exceeds "+strconv.FormatInt(tooBig.Limit, 10)+" bytes")
+		_, class := s.bodyCap(r)
+		s.fail(w, r, http.StatusRequestEntityTooLarge, CodeBodyTooLarge, "request body exceeds "+strconv.FormatInt(tooBig.Limit, 10)+" bytes, the cap of "+class+" requests")
 		return nil, false
 	case err != nil:
 		s.fail(w, r, http.StatusBadRequest, CodeBadRequest, "cannot read request body")
@@ -291,8 +310,8 @@ func (s *Server) operator(w http.ResponseWriter, r *http.Request) bool {
 }
 
 // Limits bound what one client can hold of the server: slow or idle
-// connections and oversized headers. Bodies are capped per request by
-// Options.MaxBodyBytes.
+// connections and oversized headers. Bodies are capped per endpoint by
+// Options.Bodies.
 type Limits struct {
 	ReadHeaderTimeout time.Duration // a client that trickles its headers is cut off
 	ReadTimeout       time.Duration // whole request, body included

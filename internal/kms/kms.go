@@ -120,7 +120,16 @@ func Open(ctx context.Context, cfg Config) (*Service, error) {
 	if err := cfg.RotationPolicy.Validate(); err != nil {
 		return nil, err
 	}
-	st, err := store.Open(cfg.DataDir, store.Options{Sealer: cfg.Sealer, MaxBatch: cfg.MaxBatch})
+	if err := checkWritable(cfg.DataDir); err != nil {
+		return nil, err
+	}
+	if err := checkLedgerPresent(cfg.DataDir); err != nil {
+		return nil, err
+	}
+	st, err := store.Open(cfg.DataDir, store.Options{Sealer: cfg.Sealer, MaxBatch: cfg.MaxBatch, OnWriteFailure: storageFailed(cfg.Logger, cfg.DataDir), Logger: cfg.Logger})
+	if errors.Is(err, ledger.ErrCorrupt) {
+		return nil, fmt.Errorf("%w; restore the data directory from a backup (keep this copy for analysis) and check it with tkms audit", err)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -133,14 +142,19 @@ func Open(ctx context.Context, cfg Config) (*Service, error) {
 		st.Close()
 		return nil, err
 	}
-	s.keyring, err = keyring.Open(cfg.DataDir, cfg.Sealer)
-	if err != nil {
-		st.Close()
-		return nil, err
-	}
+	// The log key first: it is the first sealed entry, so a wrong master
+	// key is reported as such rather than as an unreadable keyring.
 	if err := s.loadLogKey(); err != nil {
 		st.Close()
 		return nil, err
+	}
+	s.keyring, err = keyring.Open(cfg.DataDir, cfg.Sealer)
+	if err == nil {
+		err = s.checkKeyring()
+	}
+	if err != nil {
+		st.Close()
+		return nil, fmt.Errorf("%w; restore the keyring that goes with this ledger from a backup (check the result with tkms audit)", err)
 	}
 	// Start-up read every record (verification, replay): let those pages
 	// go from the resident set before serving. Nothing writes yet, so

@@ -85,7 +85,8 @@ func (s *Service) loadLogKey() error {
 	}
 	skey, err := s.store.Unseal(e)
 	if err != nil {
-		return fmt.Errorf("kms: log key at seq %d: %w", seq, err)
+		return fmt.Errorf("kms: the master key does not open the ledger's sealed entries (the log key at seq %d: %w): "+
+			"it is not the master key this ledger was made with, or its file is damaged; start with that master key (restore it from a backup)", seq, err)
 	}
 	defer clear(skey)
 	signer, err := note.NewSigner(string(skey))

@@ -147,7 +147,7 @@ func (s *Service) createKeyLocked(ctx context.Context, now time.Time, reason str
 	// between leaves an orphan data key, removed at the next start.
 	dek, err := s.keyring.Add(kc.Kid)
 	if err != nil {
-		return nil, fmt.Errorf("kms: create key: %w", err)
+		return nil, fmt.Errorf("kms: create key: %w", s.store.Fail(err))
 	}
 	inner, err := sealWithDEK(dek, kc.Kid, priv)
 	clear(dek)
@@ -185,6 +185,11 @@ func (s *Service) Tick(ctx context.Context) (next time.Time, err error) {
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
 	now := s.now()
+	// Nothing can be recorded: check again in a minute (each failed tick
+	// is logged by Run, a reminder rather than a flood).
+	if err := s.store.WriteErr(); err != nil {
+		return now.Add(time.Minute), err
+	}
 	s.runEffectsLocked(ctx, now)
 
 	var due bool
@@ -253,7 +258,7 @@ func (s *Service) eraseLocked(kids []string) error {
 	}
 	s.privMu.Unlock()
 	if err := s.keyring.Delete(kids...); err != nil {
-		return fmt.Errorf("kms: erase data keys: %w", err)
+		return fmt.Errorf("kms: erase data keys: %w", s.store.Fail(err))
 	}
 	for _, kid := range kids {
 		s.log.Info("key destroyed", "kid", kid)

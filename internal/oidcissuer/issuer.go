@@ -161,10 +161,12 @@ func load(path string, alg jose.SignatureAlgorithm) (signingKey, error) {
 	if err != nil {
 		return signingKey{}, fmt.Errorf("oidcissuer: %w", err)
 	}
+	defer clear(data)
 	block, _ := pem.Decode(data)
 	if block == nil || block.Type != "PRIVATE KEY" {
 		return signingKey{}, fmt.Errorf("oidcissuer: %s does not hold a PEM PRIVATE KEY", path)
 	}
+	defer clear(block.Bytes) // the DER decoded from the PEM: a copy of the key
 	k, err := x509.ParsePKCS8PrivateKey(block.Bytes)
 	if err != nil {
 		return signingKey{}, fmt.Errorf("oidcissuer: parsing %s: %w", path, err)
@@ -197,6 +199,7 @@ func store(path string, priv crypto.Signer, replace bool) error {
 	if err != nil {
 		return fmt.Errorf("oidcissuer: %w", err)
 	}
+	defer clear(der)
 	f, err := os.CreateTemp(filepath.Dir(path), ".oidc-signing-key-*")
 	if err != nil {
 		return fmt.Errorf("oidcissuer: %w", err)

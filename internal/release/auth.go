@@ -5,10 +5,12 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"slices"
 
 	"github.com/tkms-dev/tkms/internal/jwtauth"
+	"github.com/tkms-dev/tkms/internal/limit"
 	"github.com/tkms-dev/tkms/internal/state"
 )
 
@@ -126,5 +128,21 @@ func (s *Service) Authenticate(ctx context.Context, authorization string) (*jwta
 	if err != nil {
 		return nil, fail(http.StatusUnauthorized, jwtauth.Code(err), err.Error(), err)
 	}
+	if d := s.cfg.IdentityLimit.Allow(identityKey(id)); !d.Allowed {
+		r, b := s.cfg.IdentityLimit.Rate()
+		e := fail(http.StatusTooManyRequests, CodeRateLimited,
+			fmt.Sprintf("too many requests for this identity: at most %g a second (bursts of %d); retry after %d s", r, b, limit.RetryAfterSeconds(d.RetryAfter)), nil)
+		e.RetryAfter = d.RetryAfter
+		return nil, e
+	}
 	return id, nil
+}
+
+// identityKey is the key of a caller's bucket in Config.IdentityLimit:
+// its issuer and oid, or its subject for a token without an oid.
+func identityKey(id *jwtauth.Identity) string {
+	if id.OID != "" {
+		return id.Issuer + "\x00oid\x00" + id.OID
+	}
+	return id.Issuer + "\x00sub\x00" + id.Subject
 }

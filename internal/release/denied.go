@@ -44,8 +44,8 @@ func (s *Service) denied(ctx context.Context, id *jwtauth.Identity, api string, 
 	if errors.As(err, &re) {
 		code = re.Code
 	}
-	if code == CodeUnavailable {
-		return // our failure, not the caller's
+	if code == CodeUnavailable || code == CodeServerBusy {
+		return // our failure (or load), not the caller's
 	}
 	k := denialKey{id.Issuer, id.OID, api, code}
 	now := s.cfg.KMS.Now()

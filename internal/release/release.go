@@ -15,16 +15,18 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
-
+	"fmt"
 	"log/slog"
 	"net/http"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/tkms-dev/tkms/internal/attest/snp"
 	"github.com/tkms-dev/tkms/internal/attest/uvm"
 	"github.com/tkms-dev/tkms/internal/jwtauth"
 	"github.com/tkms-dev/tkms/internal/kms"
+	"github.com/tkms-dev/tkms/internal/limit"
 	"github.com/tkms-dev/tkms/internal/policy"
 	"github.com/tkms-dev/tkms/internal/state"
 )
@@ -46,15 +48,19 @@ const (
 	CodeWrapKeyException      = "WRAP_KEY_EXCEPTION"
 	CodeUnavailable           = "SERVICE_UNAVAILABLE"
 	CodeSimulatedNotPermitted = "SIMULATED_TEE_NOT_TRUSTED"
+	CodeRateLimited           = "RATE_LIMITED" // 429: the caller's identity is over its rate (Config.IdentityLimit)
+	CodeServerBusy            = "SERVER_BUSY"  // 503: too many verifications in progress (Config.Verify)
 )
 
 // Error is a failed release: the status and code for the caller, a message
-// safe to show it, and the cause for the log.
+// safe to show it, and the cause for the log. RetryAfter, if positive, is
+// when the caller may try again (the Retry-After header of a 429 or 503).
 type Error struct {
-	Status  int
-	Code    string
-	Message string
-	Err     error
+	Status     int
+	Code       string
+	Message    string
+	Err        error
+	RetryAfter time.Duration
 }
 
 func (e *Error) Error() string { return e.Code + ": " + e.Message }
@@ -89,6 +95,12 @@ type Config struct {
 	// UVMTrusted is what UVM trusts, for GET /v1/attestation only.
 	UVMTrusted []uvm.Endorser
 	Logger     *slog.Logger
+	// IdentityLimit, if set, limits requests per authenticated caller
+	// (issuer and oid, or sub without an oid): past it, 429 RATE_LIMITED.
+	IdentityLimit *limit.Keyed
+	// Verify, if set, bounds the evidence verifications in progress:
+	// past it, 503 SERVER_BUSY.
+	Verify *limit.Pool
 }
 
 // Service releases keys.
@@ -180,6 +192,11 @@ type RawSNP struct {
 // report with its VCEK/VLEK ({"type":"snp",...}: no UVM endorsement, so no
 // uvm_* claims). It does not apply the release policy.
 func (s *Service) VerifyEvidence(ctx context.Context, attestation []byte) (*Evidence, error) {
+	done, err := s.cfg.Verify.Acquire(ctx)
+	if err != nil {
+		return nil, s.busy(err)
+	}
+	defer done()
 	var probe struct {
 		Type string `json:"type"`
 	}
@@ -206,6 +223,26 @@ func (s *Service) VerifyEvidence(ctx context.Context, attestation []byte) (*Evid
 		ev.Claims[k] = v
 	}
 	return ev, nil
+}
+
+// busy is the answer when the verification pool refuses, or the caller
+// went away while waiting for it (no one reads that answer; it is counted
+// as busy rather than logged as a failure of the server).
+func (s *Service) busy(err error) *Error {
+	ra := s.cfg.Verify.RetryAfter()
+	msg := fmt.Sprintf("too many attestations are being verified; retry after %d s", limit.RetryAfterSeconds(ra))
+	if !errors.Is(err, limit.ErrBusy) {
+		msg = "the request ended while waiting to be verified"
+	}
+	e := fail(http.StatusServiceUnavailable, CodeServerBusy, msg, err)
+	e.RetryAfter = ra
+	return e
+}
+
+// Admission returns the per-identity limit and the verification pool
+// (nil when off), for metrics.
+func (s *Service) Admission() (*limit.Keyed, *limit.Pool) {
+	return s.cfg.IdentityLimit, s.cfg.Verify
 }
 
 func (s *Service) verifyRawSNP(ctx context.Context, attestation []byte) (*Evidence, error) {

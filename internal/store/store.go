@@ -22,8 +22,10 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"sync"
 	"time"
 
@@ -55,6 +57,12 @@ var (
 	// ErrTooLarge: the entry's public part would not fit in one log leaf
 	// (ledger.MaxLeafSize).
 	ErrTooLarge = errors.New("its public part exceeds the log's leaf size limit")
+	// ErrWriteFailed: a write transaction on the ledger file failed (disk
+	// full, file system turned read-only, I/O error), or the caller
+	// reported with Fail that a write beside it did. What reached the
+	// disk is unknown, so the store refuses every later write until it is
+	// reopened, when Open re-reads what is really there. Reads go on.
+	ErrWriteFailed = errors.New("store: write failed, refusing further writes until restart")
 )
 
 // A Proposal is an entry before the store gives it a sequence number.
@@ -80,6 +88,12 @@ type Options struct {
 	MaxBatch int
 	// Timeout bounds the wait for the file lock (default 1s).
 	Timeout time.Duration
+	// OnWriteFailure, if set, is called once, with the error, when the
+	// store starts refusing writes (see ErrWriteFailed).
+	OnWriteFailure func(error)
+	// Logger receives warnings about a damaged file that Open recovers
+	// from. Defaults to slog.Default().
+	Logger *slog.Logger
 }
 
 // Store is an open ledger file.
@@ -95,10 +109,11 @@ type Store struct {
 	closed   bool
 	onCommit func(Batch)
 	running  bool
+	onFail   func(error)
 
 	mu   sync.Mutex // guards last, err, tree, root
 	last uint64
-	err  error // sticky write failure
+	err  error // sticky write failure, wraps ErrWriteFailed
 	tree int64 // leaves whose hashes are stored (== last once Open returns, unless read-only)
 	root tlog.Hash
 }
@@ -121,7 +136,7 @@ type appendReq struct {
 // Open opens (creating if needed) the ledger file in dir and verifies every
 // record. It does not start accepting appends until Start is called, so the
 // caller can replay the ledger first.
-func Open(dir string, opts Options) (*Store, error) {
+func Open(dir string, opts Options) (s *Store, err error) {
 	if opts.MaxBatch <= 0 {
 		opts.MaxBatch = 1024
 	}
@@ -139,20 +154,42 @@ func Open(dir string, opts Options) (*Store, error) {
 			return nil, fmt.Errorf("store: %w", err)
 		}
 	}
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: opts.Timeout, ReadOnly: opts.ReadOnly})
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	meta := readMeta(path)
+	if err := meta.short(path); err != nil {
+		return nil, err
+	}
+	// A file cut short faults when bbolt reads its mapping past the end:
+	// make that a panic, recovered below, rather than a crash.
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	var db *bolt.DB
+	defer func() {
+		recoverCorrupt(path, &err, recover())
+		if err != nil && db != nil {
+			defer func() { recover() }() // closing a damaged file
+			db.Close()
+		}
+	}()
+	db, err = bolt.Open(path, 0o600, &bolt.Options{Timeout: opts.Timeout, ReadOnly: opts.ReadOnly})
 	if errors.Is(err, bolterrors.ErrTimeout) {
 		return nil, fmt.Errorf("%w (%s)", ErrInUse, path)
+	}
+	if errors.Is(err, bolterrors.ErrInvalid) || errors.Is(err, bolterrors.ErrChecksum) {
+		return nil, fmt.Errorf("store: %s: %w: both of its meta pages are damaged (%w)", path, ledger.ErrCorrupt, err)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("store: open %s: %w", path, err)
 	}
-	s := &Store{db: db, sealer: opts.Sealer, maxBatch: opts.MaxBatch, readOnly: opts.ReadOnly, reqs: make(chan *appendReq, 4096), done: make(chan struct{})}
+	if d := meta.damage(path); d != "" {
+		opts.Logger.Warn("ledger file damaged: "+d, "file", path)
+	}
+	s = &Store{db: db, sealer: opts.Sealer, maxBatch: opts.MaxBatch, readOnly: opts.ReadOnly, reqs: make(chan *appendReq, 4096), done: make(chan struct{}), onFail: opts.OnWriteFailure}
 	if err := s.init(); err != nil {
-		db.Close()
 		return nil, err
 	}
 	if err := s.initLog(); err != nil {
-		db.Close()
 		return nil, err
 	}
 	return s, nil
@@ -511,10 +548,7 @@ func (s *Store) commit(batch []*appendReq) {
 			// us (a failed fsync may or may not have reached the
 			// platter), so refuse all further writes until restart,
 			// when Open re-reads what is really there.
-			err = fmt.Errorf("store: write failed, refusing further writes until restart: %w", err)
-			s.mu.Lock()
-			s.err = err
-			s.mu.Unlock()
+			err = s.Fail(err)
 		}
 	}
 	if err == nil {
@@ -533,6 +567,35 @@ func (s *Store) commit(batch []*appendReq) {
 		r.err = err
 		close(r.done)
 	}
+}
+
+// Fail makes the store refuse every later write, as after a failed commit:
+// the caller reports a failed write to a file that goes with the ledger
+// (such as the keyring), after which the data directory's state on disk is
+// no longer known. It returns the sticky error, which wraps ErrWriteFailed
+// and the first failure reported.
+func (s *Store) Fail(cause error) error {
+	s.mu.Lock()
+	if s.err != nil {
+		err := s.err
+		s.mu.Unlock()
+		return err
+	}
+	s.err = fmt.Errorf("%w: %w", ErrWriteFailed, cause)
+	err := s.err
+	s.mu.Unlock()
+	if s.onFail != nil {
+		s.onFail(err)
+	}
+	return err
+}
+
+// WriteErr returns the error that makes the store refuse writes (wrapping
+// ErrWriteFailed), or nil while it accepts them.
+func (s *Store) WriteErr() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.err
 }
 
 // seal assigns sequence numbers from next and seals secrets.
@@ -607,19 +670,30 @@ func scanTx(tx *bolt.Tx, from uint64, fn func(*ledger.Entry) error) error {
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // SaveSnapshot stores data as the state after entry seq, replacing any
-// earlier snapshot. The bytes are checksummed.
+// earlier snapshot. The bytes are checksummed. It is a write like any
+// other: refused after a write failure, and a failure of its own makes
+// the store refuse writes.
 func (s *Store) SaveSnapshot(seq uint64, data []byte) error {
+	if err := s.WriteErr(); err != nil {
+		return err
+	}
 	v := binary.BigEndian.AppendUint64(nil, seq)
 	v = append(v, data...)
 	v = binary.BigEndian.AppendUint32(v, crc32.Checksum(v, castagnoli))
-	return s.db.Update(func(tx *bolt.Tx) error {
+	err := s.db.Update(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketSnapshot).Put(keySnapshot, v)
 	})
+	if err != nil {
+		return s.Fail(fmt.Errorf("snapshot: %w", err))
+	}
+	return nil
 }
 
 // LoadSnapshot returns the latest snapshot, or seq 0 and nil data if there
 // is none. A snapshot that fails its checksum is an error.
 func (s *Store) LoadSnapshot() (seq uint64, data []byte, err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() { recoverCorrupt(s.db.Path(), &err, recover()) }()
 	err = s.db.View(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketSnapshot)
 		if b == nil {

@@ -20,7 +20,9 @@ func JWKPayload(item keys.Item) ([]byte, error) {
 	if item.D == "" {
 		return nil, fmt.Errorf("%w: key item has no private key", ErrWrap)
 	}
-	if d, err := base64.RawURLEncoding.DecodeString(item.D); err != nil || len(d) == 0 {
+	d, err := base64.RawURLEncoding.DecodeString(item.D)
+	clear(d) // decoded only to check it
+	if err != nil || len(d) == 0 {
 		return nil, fmt.Errorf("%w: key item's d is not unpadded base64url", ErrWrap)
 	}
 	b, err := json.Marshal(item)
@@ -80,6 +82,8 @@ func TinkKeyset(suite keys.Suite, priv, pub []byte) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrWrap, err)
 	}
+	// value holds the private key; the keyset copies it.
+	defer clear(value)
 	ks, err := det.Marshal(&tinkpb.Keyset{
 		PrimaryKeyId: TinkKeyID,
 		Key: []*tinkpb.Keyset_Key{{
