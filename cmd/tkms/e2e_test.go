@@ -32,9 +32,7 @@ import (
 	"github.com/tkms-dev/tkms/internal/keys"
 	"github.com/tkms-dev/tkms/internal/ledger"
 	"github.com/tkms-dev/tkms/internal/seal"
-	"github.com/tkms-dev/tkms/internal/translog"
 	bolt "go.etcd.io/bbolt"
-	"golang.org/x/mod/sumdb/tlog"
 )
 
 // kidPattern is the Azure-compatible kid: base64url (no padding) of a
@@ -438,12 +436,22 @@ func checkLedger(t *testing.T, what string, list []wireKey, acked map[string]ref
 	}
 }
 
+// TestKillNineRecovery kills a loaded tkms dev with SIGKILL at random
+// moments, restarts it and checks, after every restart and at the end:
+// every refresh and every release whose answer arrived is in the log under
+// its receipt, and the log extends the checkpoints they were given under
+// (crash_release_test.go); no acknowledged key is lost and no slot has two
+// keys (checkLedger); `tkms audit` passes, consistent with what it saw
+// before the kill (its state file); destroyed keys leave no data key.
 func TestKillNineRecovery(t *testing.T) {
 	cycles := 20
 	if testing.Short() {
 		cycles = 6
 	}
-	const refreshers = 3
+	// Per cycle: governed rotations, two-step /app releases, /v1 releases
+	// (single, batch, all_valid), and the scheduler.
+	const refreshers, appReleasers, v1Releasers = 3, 1, 2
+	start := time.Now()
 	pol := rotation{Interval: 250 * time.Millisecond, PublishDelay: 100 * time.Millisecond, Grace: 150 * time.Millisecond, Retention: 200 * time.Millisecond}
 	seed := uint64(time.Now().UnixNano())
 	if s := os.Getenv("TKMS_E2E_SEED"); s != "" {
@@ -465,6 +473,9 @@ func TestKillNineRecovery(t *testing.T) {
 		statuses  = map[int]int{} // non-200 answers to refresh
 		transport atomic.Int64    // requests that got no answer (the kill)
 		badBodies atomic.Int64
+		acks      ackLog // refreshes and releases acknowledged with a receipt
+		rel       *releaser
+		receipts  *receiptChecker
 	)
 	snapshotAcked := func() map[string]refreshed {
 		mu.Lock()
@@ -519,6 +530,7 @@ func TestKillNineRecovery(t *testing.T) {
 				mu.Lock()
 				acked[a.Kid] = a
 				mu.Unlock()
+				acks.add(refreshAck(a))
 			}
 		}
 	}
@@ -531,15 +543,22 @@ func TestKillNineRecovery(t *testing.T) {
 	var logKey string
 	for c := range cycles {
 		p := startDev(t, data, "--config", cfgPath)
-		checkLedger(t, fmt.Sprintf("restart %d", c), allKeys(t, p.URL), snapshotAcked(), pol)
-		if t.Failed() {
-			t.Fatalf("invariants broken after restart %d; stderr of this run:\n%s", c, p.stderr)
-		}
+		what := fmt.Sprintf("restart %d", c)
+		list := allKeys(t, p.URL)
+		checkLedger(t, what, list, snapshotAcked(), pol)
 		if logKey == "" {
 			logKey = logKeyArg(t, p.URL)
 			member = devSigner(t, p)
+			rel = newReleaser(t, data, &acks)
+			receipts = newReceiptChecker(t, logKey)
 		}
+		rel.checkKeys(t, what, list)
+		if t.Failed() {
+			t.Fatalf("invariants broken after restart %d; stderr of this run:\n%s", c, p.stderr)
+		}
+		receipts.checkNew(t, what, p.URL, acks.all())
 		runAudit(t, 0, "--kms", p.URL, "--log-key", logKey, "--state", auditState, "--quiet")
+		token := readDevJSON(t, data).WorkloadToken
 
 		ctx, cancel := context.WithCancel(context.Background())
 		tr := &http.Transport{}
@@ -556,8 +575,23 @@ func TestKillNineRecovery(t *testing.T) {
 				refreshLoop(ctx, client, p, rand.New(rand.NewPCG(seed, uint64(c*refreshers+g+1))), busy)
 			}()
 		}
-		delay := 50*time.Millisecond + time.Duration(rng.Int64N(int64(350*time.Millisecond)))
-		time.Sleep(time.Until(p.Listened.Add(delay)))
+		for g := range appReleasers + v1Releasers {
+			api := "app"
+			if g >= appReleasers {
+				api = "v1"
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				rel.loop(ctx, client, p.URL, token, rand.New(rand.NewPCG(seed, uint64(1000+c*(appReleasers+v1Releasers)+g))), busy, api)
+			}()
+		}
+		// The kill comes 100-600 ms into the load (not after the start:
+		// the checks above take longer than that under -race, which left
+		// the loops almost no time).
+		loaded := time.Now()
+		delay := 100*time.Millisecond + time.Duration(rng.Int64N(int64(500*time.Millisecond)))
+		time.Sleep(time.Until(loaded.Add(delay)))
 		select {
 		case <-p.exited:
 			t.Fatalf("cycle %d: tkms exited by itself with code %d\nstderr:\n%s", c, p.code, p.stderr)
@@ -568,6 +602,10 @@ func TestKillNineRecovery(t *testing.T) {
 		wg.Wait()
 		tr.CloseIdleConnections()
 		p.checkLogs()
+		rel.report(t, fmt.Sprintf("cycle %d", c))
+		if t.Failed() {
+			t.Fatalf("cycle %d failed; stderr of this run:\n%s", c, p.stderr)
+		}
 	}
 
 	// A last restart: the invariants hold, the lifecycle catches up with
@@ -609,9 +647,26 @@ func TestKillNineRecovery(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+	token := readDevJSON(t, data).WorkloadToken
+	rel.releaseOnce(t, p.URL, token, "app")
+	rel.releaseOnce(t, p.URL, token, "v1")
+	rel.report(t, "after the last restart")
+	list = allKeys(t, p.URL)
 	checkLedger(t, "final", list, final, pol)
-	runAudit(t, 0, "--kms", p.URL, "--log-key", logKey, "--state", auditState, "--quiet")
-	checkReceipts(t, p.URL, logKey, final)
+	rel.checkKeys(t, "final", list)
+	out, _ := runAudit(t, 0, "--kms", p.URL, "--log-key", logKey, "--state", auditState, "--json")
+	var report struct {
+		Releases struct {
+			Total     int64 `json:"total"`
+			Simulated int64 `json:"simulated"`
+		} `json:"releases"`
+	}
+	if err := json.Unmarshal([]byte(out), &report); err != nil {
+		t.Fatalf("tkms audit --json: %v\n%s", err, out)
+	}
+	// Every ack, checked once more against the final log.
+	allAcks := acks.all()
+	receipts.check(t, "final", p.URL, allAcks)
 	p.stopClean(syscall.SIGINT)
 
 	offline := keysListData(t, data)
@@ -635,9 +690,21 @@ func TestKillNineRecovery(t *testing.T) {
 		t.Errorf("the fast policy did not run the whole lifecycle: states %v, reasons %v", states, reasons)
 	}
 	mu.Lock()
-	t.Logf("summary: %d kill -9 cycles (%d busy), %d acknowledged refreshes, %d keys in total (%d scheduled, %d refresh; %d destroyed); "+
-		"refresh answers without 200: %v, without an answer: %d",
-		cycles, busyCycles, len(final), len(offline), reasons["scheduled"], reasons["forced"], states["destroyed"], statuses, transport.Load())
+	rel.mu.Lock()
+	releases := rel.acked["app"] + rel.acked["v1"]
+	t.Logf("summary: %d kill -9 cycles (%d busy) in %v; acknowledged: %d refreshes, %d releases (%d app, %d v1; %d keys unwrapped and checked), "+
+		"%d receipts verified after every restart and at the end; %d keys in total (%d scheduled, %d refresh; %d destroyed); "+
+		"the audit counts %d releases (%d simulated); refresh answers without 200: %v; release answers: %v; requests without an answer: %d refreshes, %d releases",
+		cycles, busyCycles, time.Since(start).Round(time.Second), len(final), releases, rel.acked["app"], rel.acked["v1"], rel.checked,
+		len(allAcks), len(offline), reasons["scheduled"], reasons["forced"], states["destroyed"],
+		report.Releases.Total, report.Releases.Simulated, statuses, rel.statuses, transport.Load(), rel.noAnswer.Load())
+	if report.Releases.Total < int64(releases) || report.Releases.Simulated < int64(releases) {
+		t.Errorf("tkms audit counts %d releases (%d simulated), fewer than the %d acknowledged", report.Releases.Total, report.Releases.Simulated, releases)
+	}
+	if releases == 0 || rel.acked["app"] == 0 || rel.acked["v1"] == 0 {
+		t.Errorf("acknowledged releases: %v; want some through each API", rel.acked)
+	}
+	rel.mu.Unlock()
 	if n := badBodies.Load(); n > 0 {
 		t.Errorf("%d refresh answers had status 200 and no key item", n)
 	}
@@ -709,62 +776,6 @@ func loadSealer(t *testing.T, dir string) *seal.AESGCM {
 		t.Fatal(err)
 	}
 	return s
-}
-
-// checkReceipts verifies the receipt of every acknowledged refresh against
-// the log key, that it proves the key.created entry of that kid and public
-// key, and that the log now served is consistent with the checkpoint each
-// receipt was given under: an acknowledged key was never rolled back, even
-// across kill -9.
-func checkReceipts(t *testing.T, base, logKey string, acked map[string]refreshed) {
-	t.Helper()
-	vkey, err := os.ReadFile(strings.TrimPrefix(logKey, "@"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	v, err := translog.NewVerifier(string(vkey))
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, body := do(t, http.MethodGet, base+"/log/checkpoint", nil)
-	now, err := translog.Verify(body, v)
-	if err != nil {
-		t.Fatal(err)
-	}
-	checked := map[int64]bool{}
-	for kid, a := range acked {
-		r, err := translog.ParseReceipt([]byte(a.Receipt))
-		if err != nil {
-			t.Fatalf("refresh of %s: %v", kid, err)
-		}
-		leaf, cp, err := r.Verify(v)
-		if err != nil {
-			t.Fatalf("refresh of %s: %v", kid, err)
-		}
-		var kc struct {
-			Kid       string `json:"kid"`
-			PublicKey []byte `json:"public_key"`
-		}
-		if err := json.Unmarshal(leaf.Body, &kc); err != nil || leaf.Type != ledger.TypeKeyCreated || kc.Kid != kid ||
-			base64.RawURLEncoding.EncodeToString(kc.PublicKey) != a.X {
-			t.Fatalf("receipt of the refresh of %s proves %s %s (%v)", kid, leaf.Type, kc.Kid, err)
-		}
-		if checked[cp.Size] {
-			continue
-		}
-		checked[cp.Size] = true
-		var proof struct {
-			Proof tlog.TreeProof `json:"proof"`
-		}
-		resp, body := do(t, http.MethodGet, fmt.Sprintf("%s/v1/log/proof/consistency?from=%d&to=%d", base, cp.Size, now.Size), nil)
-		if resp.StatusCode != http.StatusOK || json.Unmarshal(body, &proof) != nil {
-			t.Fatalf("consistency proof from %d to %d: %s %s", cp.Size, now.Size, resp.Status, body)
-		}
-		if err := tlog.CheckTree(proof.Proof, now.Size, now.Root, cp.Size, cp.Root); err != nil {
-			t.Fatalf("the log of size %d is not consistent with the checkpoint of size %d a refresh was acknowledged under: %v", now.Size, cp.Size, err)
-		}
-	}
-	t.Logf("%d receipts verified; the final log (%d entries) is consistent with the %d checkpoints they were given under", len(acked), now.Size, len(checked))
 }
 
 func TestServeRequiresMasterKey(t *testing.T) {
@@ -943,80 +954,6 @@ func TestNewerFormatRefused(t *testing.T) {
 			return nil
 		})
 	})
-}
-
-func TestSecretsNotLogged(t *testing.T) {
-	dir := t.TempDir()
-	data := filepath.Join(dir, "data")
-	cfgPath := filepath.Join(dir, "tkms.json")
-	writeJSONFile(t, cfgPath, map[string]any{"log_level": "debug", "snapshot_every": 2})
-	p := startDev(t, data, "--config", cfgPath)
-	for range 3 {
-		refresh(t, p.URL, p.Token)
-	}
-	// A near miss of the token must not be logged either: it would carry
-	// the real token as a prefix.
-	resp, body := do(t, "POST", p.URL+"/app/refresh", http.Header{"Authorization": {"Bearer " + p.Token + "x"}})
-	wantError(t, "refresh with a wrong token", resp, body, http.StatusForbidden, "GOV_REQUIRED")
-	do(t, "GET", p.URL+"/app/listpubkeys", nil)
-	do(t, "GET", p.URL+"/app/pubkey?kid=nosuchkey_9", nil)
-	p.stopClean(syscall.SIGINT)
-
-	mkHex, err := os.ReadFile(filepath.Join(data, "master.key"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	mk, err := hex.DecodeString(strings.TrimSpace(string(mkHex)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	secrets := map[string][]byte{
-		"operator token":    []byte(p.Token),
-		"master key (hex)":  []byte(strings.TrimSpace(string(mkHex))),
-		"master key (HEX)":  []byte(strings.ToUpper(strings.TrimSpace(string(mkHex)))),
-		"master key":        mk,
-		"master key (b64)":  []byte(base64.StdEncoding.EncodeToString(mk)),
-		"master key (b64u)": []byte(base64.RawURLEncoding.EncodeToString(mk)),
-	}
-	// The private keys, recovered the way only a holder of the master key
-	// can (which shows the files hold them), must not appear in clear.
-	privs := recoverPrivateKeys(t, data)
-	if len(privs) != 4 {
-		t.Fatalf("recovered %d private keys, want 4", len(privs))
-	}
-	for kid, priv := range privs {
-		secrets["private key "+kid] = priv
-		secrets["private key "+kid+" (hex)"] = []byte(hex.EncodeToString(priv))
-		secrets["private key "+kid+" (b64)"] = []byte(base64.StdEncoding.EncodeToString(priv))
-		secrets["private key "+kid+" (b64u)"] = []byte(base64.RawURLEncoding.EncodeToString(priv))
-	}
-
-	places := map[string][]byte{"stdout": []byte(p.stdout.String()), "stderr": []byte(p.stderr.String())}
-	ents, err := os.ReadDir(data)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, e := range ents {
-		switch e.Name() {
-		case "master.key", "keyring", "operator.token", "dev.json":
-			continue
-		}
-		b, err := os.ReadFile(filepath.Join(data, e.Name()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		places[e.Name()] = b
-	}
-	if _, ok := places["ledger.db"]; !ok {
-		t.Fatalf("no ledger.db in %s", data)
-	}
-	for where, hay := range places {
-		for what, needle := range secrets {
-			if bytes.Contains(hay, needle) {
-				t.Errorf("%s contains the %s", where, what)
-			}
-		}
-	}
 }
 
 // recoverPrivateKeys opens every key's private key from a stopped data
