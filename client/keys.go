@@ -90,7 +90,7 @@ type KeysConfig struct {
 	// failed request and between failed refreshes of Run (defaults 500 ms
 	// and 5 minutes). Each wait doubles, up to MaxBackoff, with jitter.
 	MinBackoff, MaxBackoff time.Duration
-	// MaxAttempts bounds the tries of one request on 202, 5xx and
+	// MaxAttempts bounds the tries of one request on 202, 429, 5xx and
 	// transport errors (default 5). Denials (other 4xx) are never retried.
 	MaxAttempts int
 	// FetchTimeout bounds one fetch, which callers asking for the same key
@@ -1141,9 +1141,10 @@ func distinct(a []string) bool {
 const maxAnswer = 8 << 20
 
 // do sends a request to the KMS and returns the body of a 200 answer. It
-// retries transport errors and 5xx answers with backoff, and 202 answers
-// after their retry-after (capped at MaxBackoff), MaxAttempts tries in all;
-// other answers are a *KMSError at once.
+// retries transport errors and 5xx answers with backoff, 202 answers after
+// their retry-after, and 429 and 503 answers after their retry-after or
+// the backoff, whichever is longer (waits capped at MaxBackoff),
+// MaxAttempts tries in all; other answers are a *KMSError at once.
 func (k *Keys) do(ctx context.Context, method, path string, body []byte, token string) ([]byte, error) {
 	var last error
 	for attempt := 0; ; attempt++ {
@@ -1203,14 +1204,34 @@ func (k *Keys) try(ctx context.Context, method, path string, body []byte, token 
 		return nil, backoff(k.cfg.MinBackoff, k.cfg.MaxBackoff, attempt), fmt.Errorf("%s %s: %w", method, path, err)
 	case resp.StatusCode == http.StatusAccepted:
 		wait := k.cfg.MinBackoff
-		if s, err := strconv.Atoi(strings.TrimSpace(resp.Header.Get("Retry-After"))); err == nil && s >= 0 {
-			wait = time.Duration(s) * time.Second
+		if s, ok := retryAfter(resp); ok {
+			wait = s
 		}
 		return nil, min(wait, k.cfg.MaxBackoff), kmsError(resp, b)
-	case resp.StatusCode >= 500:
-		return nil, backoff(k.cfg.MinBackoff, k.cfg.MaxBackoff, attempt), kmsError(resp, b)
+	case resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode >= 500:
+		// A rate limit (429 RATE_LIMITED) or a busy server (503
+		// SERVER_BUSY) says when to come back. The replicas of a fleet
+		// refused together would come back together, so the wait is
+		// spread over up to half as long again.
+		wait := backoff(k.cfg.MinBackoff, k.cfg.MaxBackoff, attempt)
+		if s, ok := retryAfter(resp); ok && s > 0 {
+			wait = max(wait, s+time.Duration(mrand.Int64N(int64(s)/2+1)))
+		} else if resp.StatusCode == http.StatusTooManyRequests {
+			wait = max(wait, time.Second)
+		}
+		return nil, min(wait, k.cfg.MaxBackoff), kmsError(resp, b)
 	}
 	return nil, -1, kmsError(resp, b)
+}
+
+// retryAfter reads the Retry-After header in seconds (tkms never sends the
+// HTTP-date form).
+func retryAfter(resp *http.Response) (time.Duration, bool) {
+	s, err := strconv.Atoi(strings.TrimSpace(resp.Header.Get("Retry-After")))
+	if err != nil || s < 0 {
+		return 0, false
+	}
+	return time.Duration(s) * time.Second, true
 }
 
 func kmsError(resp *http.Response, body []byte) *KMSError {

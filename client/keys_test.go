@@ -27,6 +27,7 @@ import (
 	"github.com/tkms-dev/tkms/internal/httpapi"
 	"github.com/tkms-dev/tkms/internal/keys"
 	"github.com/tkms-dev/tkms/internal/kms"
+	"github.com/tkms-dev/tkms/internal/limit"
 	"github.com/tkms-dev/tkms/internal/oidcissuer"
 	"github.com/tkms-dev/tkms/internal/release"
 	"github.com/tkms-dev/tkms/internal/release/releasetest"
@@ -60,8 +61,9 @@ type keysEnv struct {
 }
 
 type keysEnvOptions struct {
-	suite        string // KMS key suite; default x25519
-	requireNonce bool
+	suite         string // KMS key suite; default x25519
+	requireNonce  bool
+	identityLimit *limit.Keyed // the release service's per-identity rate limit
 }
 
 func newKeysEnv(t *testing.T, o keysEnvOptions) *keysEnv {
@@ -101,7 +103,7 @@ func newKeysEnv(t *testing.T, o keysEnvOptions) *keysEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rel, err := release.New(release.Config{KMS: e.svc, Auth: auth, SNP: sv, UVM: uv, Simulated: true, RequireNonce: o.requireNonce, Logger: log})
+	rel, err := release.New(release.Config{KMS: e.svc, Auth: auth, SNP: sv, UVM: uv, Simulated: true, RequireNonce: o.requireNonce, IdentityLimit: o.identityLimit, Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -696,6 +698,51 @@ func (b bindingBreaker) Attest(ctx context.Context, rd [64]byte) (*client.Eviden
 type staticToken string
 
 func (s staticToken) Token(context.Context) (string, error) { return string(s), nil }
+
+// A fleet's replicas that share one identity and restart together hit the
+// KMS's per-identity rate limit: the client waits as the 429's Retry-After
+// asks and its release then succeeds.
+func TestKeysRateLimitedRetried(t *testing.T) {
+	lim, err := limit.NewKeyed(limit.KeyedConfig{Rate: 1, Burst: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newKeysEnv(t, keysEnvOptions{identityLimit: lim})
+	p := e.primary()
+	first := e.newKeys(e.config("", ""))
+	if _, err := first.ByKID(t.Context(), p.Kid); err != nil {
+		t.Fatal(err)
+	}
+	// Another replica, at once: its release is refused with 429 and
+	// Retry-After: 1, and retried after it.
+	cfg := e.config("", "")
+	cfg.MaxBackoff = 5 * time.Second
+	second := e.newKeys(cfg)
+	start := time.Now()
+	key, err := second.ByKID(t.Context(), p.Kid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkDecrypts(t, p, key)
+	if d := time.Since(start); d < time.Second {
+		t.Errorf("answered after %v; the 429's Retry-After asked for 1s", d)
+	}
+	if st := second.State(); st.Retries < 1 {
+		t.Errorf("%d retries; want at least 1", st.Retries)
+	}
+	if st := lim.Stats(); st.Limited < 1 {
+		t.Errorf("limiter stats %+v: no request was limited", st)
+	}
+
+	// Without retries left, the 429 surfaces as a KMSError.
+	cfg.MaxAttempts = 1
+	third := e.newKeys(cfg)
+	_, err = third.ByKID(t.Context(), p.Kid)
+	var ke *client.KMSError
+	if !errors.As(err, &ke) || ke.Status != http.StatusTooManyRequests || ke.Code != "RATE_LIMITED" {
+		t.Fatalf("ByKID with one attempt = %v; want a 429 RATE_LIMITED KMSError", err)
+	}
+}
 
 func TestKeysSingleflight(t *testing.T) {
 	e := newKeysEnv(t, keysEnvOptions{})
