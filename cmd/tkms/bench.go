@@ -20,7 +20,7 @@ import (
 
 const benchUsage = `usage: tkms bench [--url URL | --dev] [--scenario S] [--workers N] [--rate R]
                   [--duration D] [--warmup D] [--json] [--data DIR] [--server-pid PID]
-                  [--flood-workers F] [--limits L]
+                  [--flood-workers F] [--flood-rate R] [--limits L]
 
 Drives a KMS with one scenario and reports throughput, latency percentiles
 (p50, p90, p99, p99.9, max), failures by x-ms-kms-error-code, and the
@@ -36,7 +36,8 @@ Scenarios:
   release-batch  POST /v1/release {"all_valid":true}; the KMS is rotated to 4 keys first
   mixed          99 % pubkeys, 1 % release-app
   flood          pubkeys (give --rate) while --flood-workers goroutines send
-                 invalid releases as fast as they are answered: valid dev token,
+                 invalid releases as fast as they are answered (or, with
+                 --flood-rate R, at R requests a second in all): valid dev token,
                  simulated evidence that verifies but binds another wrapping key
                  (400 after the full verification), from several loopback
                  addresses; reports the flood's answers by status and code
@@ -75,6 +76,7 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 	floorIter := fs.Int("floor-iterations", 200, "minimum `calls` of each floor measurement (each also runs at least 500 ms)")
 	serverPID := fs.Int("server-pid", 0, "with --url: the server's process `id`, for its CPU and RSS (Linux /proc)")
 	floodWorkers := fs.Int("flood-workers", bench.DefaultFloodWorkers, "flood scenario: goroutines sending invalid releases (`F`)")
+	floodRate := fs.Float64("flood-rate", 0, "flood scenario: pace the flood at `R` requests a second in all (0: each worker as fast as it is answered)")
 	limits := fs.String("limits", "", "admission control of the tkms dev started: `L` is default, no-rates, no-pool or off (default: default for flood, no-rates otherwise)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -102,8 +104,8 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	devLimits, ok := benchLimits[*limits]
-	if !ok || *floodWorkers <= 0 {
-		return fmt.Errorf("%w: --limits %q: want default, no-rates, no-pool or off; --flood-workers must be positive", errUsage, *limits)
+	if !ok || *floodWorkers <= 0 || *floodRate < 0 {
+		return fmt.Errorf("%w: --limits %q: want default, no-rates, no-pool or off; --flood-workers must be positive, --flood-rate not negative", errUsage, *limits)
 	}
 	if *workers == 0 {
 		*workers = 8
@@ -114,7 +116,7 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 	cfg := bench.Config{
 		URL: *url, Scenario: *scenario, Workers: *workers, Rate: *rate,
 		Duration: *duration, Warmup: *warmup, DataDir: *data, ServerPID: *serverPID, Progress: stderr,
-		FloorIterations: *floorIter, TLS: tlsConf, FloodWorkers: *floodWorkers,
+		FloorIterations: *floorIter, TLS: tlsConf, FloodWorkers: *floodWorkers, FloodRate: *floodRate,
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

@@ -89,6 +89,10 @@ type Config struct {
 	// FloodWorkers is the flood's goroutines (ScenarioFlood; default
 	// DefaultFloodWorkers).
 	FloodWorkers int
+	// FloodRate, if positive, paces the flood at this many requests a
+	// second in all (each worker at FloodRate/FloodWorkers, never more
+	// than one request in flight); 0 sends as fast as answers come.
+	FloodRate float64
 }
 
 // Latency summarises a histogram, in milliseconds.

@@ -40,8 +40,11 @@ const maxFloodAddrs = 8
 
 // FloodReport is what the flood saw in the measured time.
 type FloodReport struct {
-	Workers int    `json:"workers"`
-	Request string `json:"request"`
+	Workers int `json:"workers"`
+	// PacedPerSec is the flood rate asked for (Config.FloodRate); 0 if
+	// each worker sent as soon as its last request was answered.
+	PacedPerSec float64 `json:"paced_per_s,omitempty"`
+	Request     string  `json:"request"`
 	// SourceAddrs are the local addresses the flood came from (empty:
 	// the system's choice, one address).
 	SourceAddrs []string `json:"source_addrs"`
@@ -71,6 +74,7 @@ type FloodReport struct {
 // flood is the flood's state during a run.
 type flood struct {
 	workers int
+	every   time.Duration // each worker's interval between sends; 0: none
 	path    string
 	name    string
 	body    []byte
@@ -133,6 +137,9 @@ func setupFlood(ctx context.Context, r *runner, cfg Config, sc *scenario) error 
 	}
 	if f.workers <= 0 {
 		f.workers = DefaultFloodWorkers
+	}
+	if cfg.FloodRate > 0 {
+		f.every = time.Duration(float64(f.workers) / cfg.FloodRate * float64(time.Second))
 	}
 	f.addrs = floodAddrs(cfg.URL, f.workers)
 	if len(f.addrs) == 0 {
@@ -248,13 +255,30 @@ func (f *flood) start(ctx context.Context, r *runner, w window) {
 	ctx, f.cancel = context.WithDeadline(ctx, w.end)
 	f.measured = func(t time.Time) bool { return !t.Before(w.measureFrom) && t.Before(w.end) }
 	f.rep.Workers, f.rep.SourceAddrs, f.rep.Request = f.workers, f.addrs, f.name
+	if f.every > 0 {
+		f.rep.PacedPerSec = float64(f.workers) / f.every.Seconds()
+	}
 	for i := range f.workers {
 		c := f.clients[i%len(f.clients)]
 		f.wg.Go(func() {
 			hist := NewHistogram()
 			var rep FloodReport
 			rep.ByStatus, rep.ByCode = map[string]uint64{}, map[string]uint64{}
+			// A paced worker sends at its due times, spread over the
+			// interval by its index; one that fell behind (its answers
+			// took longer than the interval) sends at once.
+			due := time.Now().Add(f.every * time.Duration(i) / time.Duration(f.workers))
 			for ctx.Err() == nil {
+				if f.every > 0 {
+					if d := time.Until(due); d > 0 {
+						select {
+						case <-ctx.Done():
+							continue
+						case <-time.After(d):
+						}
+					}
+					due = due.Add(f.every)
+				}
 				start := time.Now()
 				status, code, bad, err := f.send(ctx, r, c)
 				if !f.measured(start) {

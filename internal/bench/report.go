@@ -41,7 +41,11 @@ func (r *Report) WriteText(w io.Writer) error {
 		if len(f.SourceAddrs) > 0 {
 			from = fmt.Sprintf("%d addresses (%s-%s)", len(f.SourceAddrs), f.SourceAddrs[0], f.SourceAddrs[len(f.SourceAddrs)-1])
 		}
-		fmt.Fprintf(&b, "flood        %d workers from %s: %s with valid token, evidence binding another key\n", f.Workers, from, f.Request)
+		paced := ""
+		if f.PacedPerSec > 0 {
+			paced = fmt.Sprintf(", paced at %.0f req/s", f.PacedPerSec)
+		}
+		fmt.Fprintf(&b, "flood        %d workers from %s%s: %s with valid token, evidence binding another key\n", f.Workers, from, paced, f.Request)
 		fmt.Fprintf(&b, "               offered %.0f req/s, answered %.0f req/s (%d, %d); latency p50 %s p99 %s max %s ms\n",
 			f.OfferedPerSec, f.AnsweredPerSec, f.Offered, f.Answered, ms(f.Latency.P50), ms(f.Latency.P99), ms(f.Latency.Max))
 		var parts []string
