@@ -219,20 +219,26 @@ type errorBody struct {
 	} `json:"error"`
 }
 
-// fail writes an error response. message must be safe to show the caller:
-// no secrets, no internal paths.
-func (s *Server) fail(w http.ResponseWriter, r *http.Request, status int, code, message string) {
-	s.errors.add(code)
-	var b errorBody
-	b.Error.Code, b.Error.Message = code, message
-	body, _ := json.Marshal(b)
+// writeError writes an error response: body (the JSON error shape, or a
+// superset of it) with the error headers.
+func writeError(w http.ResponseWriter, status int, code, message string, body any) {
+	b, _ := json.Marshal(body)
 	h := w.Header()
 	h.Set("Content-Type", "application/json")
 	h.Set("x-ms-kms-error-code", code)
 	h.Set("x-ms-kms-error-details", headerSafe(message))
 	h.Set("Cache-Control", "no-store")
 	w.WriteHeader(status)
-	w.Write(body)
+	w.Write(b)
+}
+
+// fail writes an error response. message must be safe to show the caller:
+// no secrets, no internal paths.
+func (s *Server) fail(w http.ResponseWriter, r *http.Request, status int, code, message string) {
+	s.errors.add(code)
+	var b errorBody
+	b.Error.Code, b.Error.Message = code, message
+	writeError(w, status, code, message, b)
 	level := slog.LevelInfo
 	switch {
 	case code == CodeRateLimited || code == CodeServerBusy:

@@ -1,7 +1,6 @@
 package httpapi
 
 import (
-	"encoding/json"
 	"errors"
 	"net/http"
 
@@ -51,13 +50,6 @@ func (s *Server) storageHeartbeat(w http.ResponseWriter) bool {
 	}
 	b.Status = "Storage failed: the service cannot record key releases or rotations; public keys are still served"
 	b.Error.Code, b.Error.Message = CodeStorageFailed, storageFailedMessage
-	body, _ := json.Marshal(b)
-	h := w.Header()
-	h.Set("Content-Type", "application/json")
-	h.Set("x-ms-kms-error-code", CodeStorageFailed)
-	h.Set("x-ms-kms-error-details", headerSafe(storageFailedMessage))
-	h.Set("Cache-Control", "no-store")
-	w.WriteHeader(http.StatusServiceUnavailable)
-	w.Write(body)
+	writeError(w, http.StatusServiceUnavailable, CodeStorageFailed, storageFailedMessage, b)
 	return true
 }
