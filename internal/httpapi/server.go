@@ -9,6 +9,7 @@
 package httpapi
 
 import (
+	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -347,6 +348,22 @@ func NewHTTPServer(addr string, h http.Handler, errLog *slog.Logger, l Limits) *
 		WriteTimeout:      l.WriteTimeout,
 		IdleTimeout:       l.IdleTimeout,
 		MaxHeaderBytes:    l.MaxHeaderBytes,
-		ErrorLog:          slog.NewLogLogger(errLog.Handler(), slog.LevelWarn),
+		ErrorLog:          slog.NewLogLogger(serverErrors{errLog.Handler()}, slog.LevelWarn),
 	}
+}
+
+// serverErrors passes net/http's own error log on at warning level, but
+// for failed TLS handshakes: every port scanner and load balancer health
+// check that opens a TCP connection makes one, so they go at debug level
+// instead of filling the log.
+type serverErrors struct{ slog.Handler }
+
+func (h serverErrors) Handle(ctx context.Context, r slog.Record) error {
+	if strings.HasPrefix(r.Message, "http: TLS handshake error") {
+		if !h.Enabled(ctx, slog.LevelDebug) {
+			return nil
+		}
+		r.Level = slog.LevelDebug
+	}
+	return h.Handler.Handle(ctx, r)
 }
