@@ -130,8 +130,8 @@ func (v *Verifier) VerifyExtendedReport(ctx context.Context, report, certTable [
 	if err := checkReportSize(report); err != nil {
 		return nil, err
 	}
-	var t abi.CertTable
-	if err := t.Unmarshal(certTable); err != nil {
+	t, err := ParseCertTable(certTable)
+	if err != nil {
 		return nil, errorf(CodeReportMalformed, err, "certificate table")
 	}
 	return v.verify(ctx, report, nil, t.Proto(), "")
