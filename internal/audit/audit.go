@@ -190,7 +190,8 @@ type tileData struct {
 	decoded    []*ledger.Leaf // nil where the leaf does not decode
 	decodeErr  []error
 	hashPath   string
-	hashTile   []byte // the log's level-0 hashes, w*32 bytes
+	hashTile   []byte // the log's level-0 hashes, w*32 bytes; nil if the tile has another size
+	hashLen    int    // the size of the hash tile fetched
 	err        error  // a fetch failed
 }
 
@@ -241,13 +242,15 @@ func fetchEntries(ctx context.Context, src Source, n int64, w int) *tileData {
 		return td
 	}
 	td.bundlePath = path
-	hdata, hpath, _, err := fetchTile(ctx, src, tlog.Tile{H: translog.TileHeight, L: 0, N: n, W: w})
+	hdata, hpath, hfull, err := fetchTile(ctx, src, tlog.Tile{H: translog.TileHeight, L: 0, N: n, W: w})
 	if err != nil {
 		td.err = fmt.Errorf("audit: hash tile: %w", err)
 		return td
 	}
-	td.hashPath = hpath
-	if len(hdata) >= w*tlog.HashSize {
+	td.hashPath, td.hashLen = hpath, len(hdata)
+	// A tile holds exactly its w hashes; only a full tile fetched in place
+	// of a partial one holds more.
+	if len(hdata) == w*tlog.HashSize || hfull && len(hdata) > w*tlog.HashSize {
 		td.hashTile = hdata[:w*tlog.HashSize]
 	}
 	td.leaves, td.splitErr = translog.SplitBundle(data)
@@ -278,7 +281,7 @@ func (s *scan) tile(td *tileData) {
 		c.violation(0, "", "entry bundle %s holds %d entries, want %d: %s", td.bundlePath, len(td.leaves), td.w, what)
 	}
 	if td.hashTile == nil {
-		c.violation(0, "", "hash tile %s is too short for %d hashes", td.hashPath, td.w)
+		c.violation(0, "", "hash tile %s holds %d bytes, want %d (%d hashes)", td.hashPath, td.hashLen, td.w*tlog.HashSize, td.w)
 	}
 	for k := 0; k < td.w; k++ {
 		index := td.n*translog.TileWidth + int64(k)
