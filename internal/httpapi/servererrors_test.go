@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"io"
 	"log/slog"
 	"math/big"
 	"net"
@@ -82,6 +83,58 @@ func TestTLSHandshakeErrorsAtDebug(t *testing.T) {
 			}
 			if level == slog.LevelDebug && !strings.Contains(out, "level=DEBUG") {
 				t.Errorf("at debug level the failed handshake is not logged:\n%s", out)
+			}
+		})
+	}
+}
+
+// A client that trickles its headers (slowloris) or sends a body slower
+// than the limits allow is cut off: the server closes the connection
+// instead of holding it open.
+func TestSlowClientsCutOff(t *testing.T) {
+	l := DefaultLimits()
+	l.ReadHeaderTimeout, l.ReadTimeout = 200*time.Millisecond, 400*time.Millisecond
+	srv := NewHTTPServer("127.0.0.1:0", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, err := io.ReadAll(r.Body); err != nil {
+			return // the body's read deadline passed
+		}
+		w.Write([]byte("ok"))
+	}), slog.New(slog.DiscardHandler), l)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	defer srv.Close()
+
+	for name, send := range map[string][]string{
+		"headers trickled": {"POST / HTTP/1.1\r\n", "Host: x\r\n", "X-A: 1\r\n", "X-B: 2\r\n", "X-C: 3\r\n", "X-D: 4\r\n"},
+		"body trickled":    {"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n", "a", "b", "c", "d", "e", "f"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			c, err := net.Dial("tcp", ln.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			closed := make(chan struct{})
+			go func() {
+				defer close(closed)
+				c.SetReadDeadline(time.Now().Add(30 * time.Second))
+				io.Copy(io.Discard, c) // returns when the server closes
+			}()
+			for _, part := range send {
+				select {
+				case <-closed:
+					return // cut off
+				case <-time.After(150 * time.Millisecond):
+				}
+				c.Write([]byte(part))
+			}
+			select {
+			case <-closed:
+			case <-time.After(30 * time.Second):
+				t.Fatal("the server still holds the connection of a client that trickles its request")
 			}
 		})
 	}
