@@ -465,7 +465,10 @@ func TestKillNineRecovery(t *testing.T) {
 	cfgPath := filepath.Join(dir, "tkms.json")
 	// Small snapshot_every, so that restarts also load snapshots written
 	// just before a kill.
-	writeJSONFile(t, cfgPath, map[string]any{"key_rotation_policy": pol.config(), "snapshot_every": 16})
+	// No rate limits: the loops send as fast as one address and one
+	// identity can, which is what this test is about, not admission.
+	writeJSONFile(t, cfgPath, map[string]any{"key_rotation_policy": pol.config(), "snapshot_every": 16,
+		"limits": map[string]any{"per_address_rate": 0, "per_identity_rate": 0}})
 
 	var (
 		mu        sync.Mutex

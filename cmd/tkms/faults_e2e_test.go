@@ -48,7 +48,7 @@ func TestStorageDiskFull(t *testing.T) {
 		dir, mode = t.TempDir(), "RLIMIT_FSIZE"
 	}
 	data := filepath.Join(dir, "data")
-	p := startDev(t, data)
+	p := startDev(t, data, "--config", noRateLimits(t))
 	if mode == "RLIMIT_FSIZE" {
 		fi, err := os.Stat(filepath.Join(data, store.FileName))
 		if err != nil {
@@ -102,7 +102,7 @@ func TestStorageReadOnlyWhileRunning(t *testing.T) {
 			}
 		}
 	}
-	p := startDev(t, data)
+	p := startDev(t, data, "--config", noRateLimits(t))
 	d := newWriteDriver(t, p, data)
 	d.run(4, 8, 10, 2000, 40, fault)
 	if m != nil {
@@ -531,4 +531,14 @@ func metaPages(t *testing.T, data string) (newest, older int) {
 		return 1, 0
 	}
 	return 0, 1
+}
+
+// noRateLimits writes a tkms dev configuration without rate limits: the
+// storage tests write as fast as one address and one identity can, which
+// the default limits would refuse (429) before the disk fills.
+func noRateLimits(t *testing.T) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "tkms.json")
+	writeJSONFile(t, path, map[string]any{"limits": map[string]any{"per_address_rate": 0, "per_identity_rate": 0}})
+	return path
 }
