@@ -66,27 +66,13 @@ func cmdKeysList(args []string, stdout, stderr io.Writer) error {
 
 func fetchKeys(base, kmsCA string) (httpapi.V1Keys, error) {
 	var list httpapi.V1Keys
-	client, err := kmsHTTPClient(base, kmsCA, 0) // ctx bounds the request
+	client, err := kmsHTTPClient(base, kmsCA, 0) // getJSON's context bounds the request
 	if err != nil {
 		return list, err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(base, "/")+"/v1/keys?all=true", nil)
+	body, err := getJSON(client, strings.TrimRight(base, "/")+"/v1/keys?all=true")
 	if err != nil {
 		return list, err
-	}
-	resp, err := client.Do(req)
-	if err != nil {
-		return list, err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
-	if err != nil {
-		return list, err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return list, fmt.Errorf("GET /v1/keys: %s: %s", resp.Status, strings.TrimSpace(string(body)))
 	}
 	if err := json.Unmarshal(body, &list); err != nil {
 		return list, fmt.Errorf("GET /v1/keys: %w", err)
