@@ -20,13 +20,15 @@ func (m mapSource) Fetch(ctx context.Context, path string) ([]byte, error) {
 	return nil, fs.ErrNotExist
 }
 
-// FuzzAuditBundle serves a log whose entry bundle is replaced by the fuzzed
-// bytes: the audit never panics, and passes only on the original bundle.
-func FuzzAuditBundle(f *testing.F) {
+// smallMirror returns the mirror of a small log (genesis, a key, one
+// release), by path, and its log key, for the tests that serve it with one
+// file changed.
+func smallMirror(tb testing.TB) (mapSource, string) {
+	tb.Helper()
 	b := newBuilder(testRotation())
 	b.advance(time.Minute)
 	b.release([]string{b.st.Keys[0].Kid}, goodClaims(), nil)
-	dir := f.TempDir()
+	dir := tb.TempDir()
 	b.mirror(dir, -1)
 	src := mapSource{}
 	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
@@ -39,12 +41,19 @@ func FuzzAuditBundle(f *testing.F) {
 		return err
 	})
 	if err != nil {
-		f.Fatal(err)
+		tb.Fatal(err)
 	}
+	return src, b.vkey
+}
+
+// FuzzAuditBundle serves a log whose entry bundle is replaced by the fuzzed
+// bytes: the audit never panics, and passes only on the original bundle.
+func FuzzAuditBundle(f *testing.F) {
+	src, logKey := smallMirror(f)
 	const bundle = "tile/entries/000.p/7"
 	orig := src[bundle]
 	if orig == nil {
-		f.Fatalf("no %s in %v", bundle, dir)
+		f.Fatalf("no %s in the mirror", bundle)
 	}
 	f.Add(orig)
 	f.Add(orig[:len(orig)-1])
@@ -55,7 +64,7 @@ func FuzzAuditBundle(f *testing.F) {
 			s[k] = v
 		}
 		s[bundle] = data
-		r, err := Run(context.Background(), Options{Source: s, LogKey: b.vkey})
+		r, err := Run(context.Background(), Options{Source: s, LogKey: logKey})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -3,12 +3,8 @@ package audit
 import (
 	"bytes"
 	"context"
-	"io/fs"
-	"os"
-	"path/filepath"
 	"slices"
 	"testing"
-	"time"
 )
 
 // FuzzAuditMirror serves a log mirror in which one file, other than the
@@ -18,31 +14,14 @@ import (
 // Nothing may panic; the audit either returns an error or a report; and
 // it passes only on the original file.
 func FuzzAuditMirror(f *testing.F) {
-	b := newBuilder(testRotation())
-	b.advance(time.Minute)
-	b.release([]string{b.st.Keys[0].Kid}, goodClaims(), nil)
-	dir := f.TempDir()
-	b.mirror(dir, -1)
-	src := mapSource{}
-	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
-		}
-		data, err := os.ReadFile(path)
-		rel, _ := filepath.Rel(dir, path)
-		src[filepath.ToSlash(rel)] = data
-		return err
-	})
-	if err != nil {
-		f.Fatal(err)
-	}
+	src, logKey := smallMirror(f)
 	passes := func(path string, data []byte) (bool, error) {
 		s := mapSource{}
 		for k, v := range src {
 			s[k] = v
 		}
 		s[path] = data
-		r, err := Run(context.Background(), Options{Source: s, LogKey: b.vkey})
+		r, err := Run(context.Background(), Options{Source: s, LogKey: logKey})
 		if err != nil {
 			return false, err
 		}

@@ -3,12 +3,8 @@ package audit
 import (
 	"bytes"
 	"context"
-	"io/fs"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 )
 
 // TestHashTileOfWrongSize is the regression test of FuzzAuditMirror's
@@ -17,24 +13,7 @@ import (
 // bytes. A tile holds exactly its hashes; only a full tile fetched in place
 // of a partial one may hold more.
 func TestHashTileOfWrongSize(t *testing.T) {
-	b := newBuilder(testRotation())
-	b.advance(time.Minute)
-	b.release([]string{b.st.Keys[0].Kid}, goodClaims(), nil)
-	dir := t.TempDir()
-	b.mirror(dir, -1)
-	src := mapSource{}
-	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
-		}
-		data, err := os.ReadFile(path)
-		rel, _ := filepath.Rel(dir, path)
-		src[filepath.ToSlash(rel)] = data
-		return err
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	src, logKey := smallMirror(t)
 	const tile = "tile/0/000.p/7"
 	orig := src[tile]
 	if len(orig) != 7*32 {
@@ -56,7 +35,7 @@ func TestHashTileOfWrongSize(t *testing.T) {
 				s[k] = v
 			}
 			s[tile] = tc.data
-			r, err := Run(context.Background(), Options{Source: s, LogKey: b.vkey})
+			r, err := Run(context.Background(), Options{Source: s, LogKey: logKey})
 			if err != nil {
 				t.Fatal(err)
 			}
