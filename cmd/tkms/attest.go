@@ -354,7 +354,7 @@ func printInspection(w io.Writer, r *inspection, dataDir string) {
 	}
 }
 
-// parseInterspersed parses flags that may come before or after the
+// parseInterspersed parses flags that may come before, between or after the
 // positional arguments (`inspect FILE --data DIR`), which flag.Parse alone
 // does not allow, and returns the positional arguments.
 func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -143,26 +142,6 @@ func loadMemberKey(path string) (*gov.Signer, error) {
 	return s, nil
 }
 
-// parseWithArgs parses flags that may come before, between or after the
-// positional arguments, and returns the positional arguments.
-func parseWithArgs(fs *flag.FlagSet, args []string) ([]string, error) {
-	var pos []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				return nil, err
-			}
-			return nil, fmt.Errorf("%w: %v", errUsage, err)
-		}
-		args = fs.Args()
-		if len(args) == 0 {
-			return pos, nil
-		}
-		pos = append(pos, args[0])
-		args = args[1:]
-	}
-}
-
 // govStatus is the answer of the governance API to a proposal, ballot or
 // withdrawal (docs/governance.md "API").
 type govStatus struct {
@@ -182,7 +161,7 @@ func cmdGovPropose(args []string, stdout, stderr io.Writer) error {
 	var g govFlags
 	g.register(fs, true)
 	compat := fs.Bool("compat", false, "submit through the originals' POST /app/proposals instead of POST /v1/gov/proposals")
-	pos, err := parseWithArgs(fs, args)
+	pos, err := parseInterspersed(fs, args)
 	if err != nil {
 		return err
 	}
@@ -390,7 +369,7 @@ func cmdGovVote(args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("gov vote", stderr)
 	var g govFlags
 	g.register(fs, true)
-	pos, err := parseWithArgs(fs, args)
+	pos, err := parseInterspersed(fs, args)
 	if err != nil {
 		return err
 	}
@@ -432,7 +411,7 @@ func cmdGovWithdraw(args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("gov withdraw", stderr)
 	var g govFlags
 	g.register(fs, true)
-	pos, err := parseWithArgs(fs, args)
+	pos, err := parseInterspersed(fs, args)
 	if err != nil {
 		return err
 	}
@@ -534,7 +513,7 @@ func cmdGovShow(args []string, stdout, stderr io.Writer) error {
 	var g govFlags
 	g.register(fs, false)
 	asJSON := fs.Bool("json", false, "print the API's JSON")
-	pos, err := parseWithArgs(fs, args)
+	pos, err := parseInterspersed(fs, args)
 	if err != nil {
 		return err
 	}
