@@ -20,6 +20,7 @@ import (
 	"github.com/google/go-sev-guest/abi"
 	cose "github.com/veraison/go-cose"
 
+	"github.com/tkms-dev/tkms/api"
 	"github.com/tkms-dev/tkms/internal/attest/simsnp"
 	"github.com/tkms-dev/tkms/internal/attest/snp"
 )
@@ -295,16 +296,6 @@ func newACIAttester(sc *SecurityContext, device ReportDevice) (*ACIAttester, err
 // SecurityContext returns the security context the attester read.
 func (a *ACIAttester) SecurityContext() *SecurityContext { return a.sc }
 
-// aciObject is the attestation object of docs/spec/azure-compat.md, in the
-// field order of the spec; the sidecar's CombinedAttestationData has the
-// same JSON names.
-type aciObject struct {
-	Evidence        string `json:"evidence"`
-	Endorsements    string `json:"endorsements"`
-	UVMEndorsements string `json:"uvm_endorsements"`
-	EndorsedTCB     string `json:"endorsed_tcb"`
-}
-
 // Attest obtains a report with REPORT_DATA reportData from the device and
 // returns the ACI attestation object that the ACI SKR sidecar's
 // /attest/combined endpoint returns (microsoft/confidential-sidecar-containers
@@ -340,7 +331,7 @@ func (a *ACIAttester) Attest(ctx context.Context, reportData [64]byte) (*Evidenc
 	if reported := binary.LittleEndian.Uint64(report[0x180:0x188]); reported != a.tcbm {
 		return nil, fmt.Errorf("client: the report's REPORTED_TCB %016x is not the TCB of the host's VCEK (tcbm %s): the host's THIM certificates are stale, and the KMS would refuse the evidence", reported, a.sc.HostAMDCert.TCBM)
 	}
-	b, err := json.Marshal(aciObject{
+	b, err := json.Marshal(api.ACI{
 		Evidence:        base64.StdEncoding.EncodeToString(report),
 		Endorsements:    a.endorsements,
 		UVMEndorsements: base64.StdEncoding.EncodeToString(a.sc.ReferenceInfo),
@@ -393,15 +384,6 @@ func NewSNPAttester(device ReportDevice, opts SNPOptions) *SNPAttester {
 	return &SNPAttester{device: device, vcek: bytes.Clone(opts.VCEK)}
 }
 
-// rawSNPObject is the raw "snp" attestation object, the JSON form of
-// internal/release's RawSNP: byte fields as standard base64.
-type rawSNPObject struct {
-	Type      string `json:"type"` // "snp"
-	Report    []byte `json:"report"`
-	VCEK      []byte `json:"vcek,omitempty"`
-	CertTable []byte `json:"cert_table,omitempty"`
-}
-
 // Attest returns {"type":"snp","report":...,"cert_table"|"vcek":...}
 // (docs/release.md, "Evidence types").
 func (a *SNPAttester) Attest(ctx context.Context, reportData [64]byte) (*Evidence, error) {
@@ -412,7 +394,7 @@ func (a *SNPAttester) Attest(ctx context.Context, reportData [64]byte) (*Evidenc
 	if err := checkReport(report, reportData); err != nil {
 		return nil, err
 	}
-	obj := rawSNPObject{Type: EvidenceSNP, Report: report}
+	obj := api.RawSNP{Type: EvidenceSNP, Report: report}
 	switch {
 	case len(a.vcek) > 0:
 		obj.VCEK = a.vcek

@@ -21,10 +21,10 @@ import (
 	spb "github.com/google/go-sev-guest/proto/sevsnp"
 	cose "github.com/veraison/go-cose"
 
+	"github.com/tkms-dev/tkms/api"
 	"github.com/tkms-dev/tkms/internal/attest/simsnp"
 	"github.com/tkms-dev/tkms/internal/attest/snp"
 	"github.com/tkms-dev/tkms/internal/attest/uvm"
-	"github.com/tkms-dev/tkms/internal/release"
 )
 
 // The shared security-context sample (testdata/PROVENANCE.md) as ACI
@@ -584,7 +584,7 @@ func TestSNPAttester(t *testing.T) {
 			if ev.Type != EvidenceSNP {
 				t.Errorf("type %q", ev.Type)
 			}
-			var raw release.RawSNP
+			var raw api.RawSNP
 			if err := json.Unmarshal(ev.Attestation, &raw); err != nil {
 				t.Fatal(err)
 			}

@@ -26,11 +26,13 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/mod/sumdb/note"
+
+	"github.com/tkms-dev/tkms/api"
 	"github.com/tkms-dev/tkms/internal/keys"
 	"github.com/tkms-dev/tkms/internal/ledger"
 	"github.com/tkms-dev/tkms/internal/translog"
 	"github.com/tkms-dev/tkms/internal/wrap"
-	"golang.org/x/mod/sumdb/note"
 )
 
 // The APIs Keys can release keys through.
@@ -247,7 +249,7 @@ type Keys struct {
 
 	mu      sync.Mutex
 	cache   map[string]*Key // by kid
-	listed  map[string]listedKey
+	listed  map[string]api.V1Key
 	lastErr error
 	lastErrAt, lastOKAt,
 	listedAt time.Time
@@ -262,7 +264,7 @@ func NewKeys(cfg KeysConfig) (*Keys, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
 	}
-	k := &Keys{cfg: cfg, log: cfg.Logger, cache: map[string]*Key{}, listed: map[string]listedKey{}}
+	k := &Keys{cfg: cfg, log: cfg.Logger, cache: map[string]*Key{}, listed: map[string]api.V1Key{}}
 	if cfg.LogKey != "" {
 		v, err := translog.NewVerifier(cfg.LogKey)
 		if err != nil {
@@ -292,7 +294,7 @@ func (k *Keys) ByOHTTPID(ctx context.Context, id byte) (*Key, error) {
 	if err != nil {
 		return nil, err
 	}
-	var best *listedKey
+	var best *api.V1Key
 	for _, l := range listed {
 		if l.OHTTPKeyID == int(id) && releasable(l.State) && (best == nil || l.NotBefore.After(best.NotBefore)) {
 			best = &l
@@ -567,22 +569,6 @@ func (k *Keys) fetchKID(ctx context.Context, kid string) (*Key, error) {
 	return v.(*Key), nil
 }
 
-// listedKey is one key of GET /v1/keys?all=true (httpapi.V1Key).
-type listedKey struct {
-	Kid          string    `json:"kid"`
-	ID           int       `json:"id"`
-	OHTTPKeyID   int       `json:"ohttp_key_id"`
-	Suite        string    `json:"suite"`
-	KEM          uint16    `json:"kem_id"`
-	KDF          uint16    `json:"kdf_id"`
-	AEAD         uint16    `json:"aead_id"`
-	PublicKey    []byte    `json:"public_key"`
-	NotBefore    time.Time `json:"not_before"`
-	NotAfter     time.Time `json:"not_after"`
-	ReleaseUntil time.Time `json:"release_until"`
-	State        string    `json:"state"`
-}
-
 // releasable reports whether the KMS releases a key in this listed state.
 func releasable(state string) bool {
 	switch state {
@@ -592,11 +578,11 @@ func releasable(state string) bool {
 	return false
 }
 
-// check checks that a listed key is self-consistent: a known suite with
+// checkListed checks that a listed key is self-consistent: a known suite with
 // its algorithm ids, a public key of that suite, a kid that names that
 // public key (kid = base64url(SHA-256(PEM)) + "_" + N) and a numeric id of
 // 10..99 with its OHTTP key id.
-func (l *listedKey) check() error {
+func checkListed(l *api.V1Key) error {
 	s, err := keys.ParseSuite(l.Suite)
 	if err != nil {
 		return err
@@ -620,7 +606,7 @@ func (l *listedKey) check() error {
 
 // list returns the KMS's key list, read again if kid-less or older than
 // a second (so a burst of unknown ids reads it once).
-func (k *Keys) list(ctx context.Context) (map[string]listedKey, error) {
+func (k *Keys) list(ctx context.Context) (map[string]api.V1Key, error) {
 	k.mu.Lock()
 	fresh := !k.listedAt.IsZero() && k.cfg.Now().Sub(k.listedAt) < time.Second
 	l := k.listed
@@ -632,24 +618,22 @@ func (k *Keys) list(ctx context.Context) (map[string]listedKey, error) {
 }
 
 // refreshList reads GET /v1/keys?all=true.
-func (k *Keys) refreshList(ctx context.Context) (map[string]listedKey, error) {
+func (k *Keys) refreshList(ctx context.Context) (map[string]api.V1Key, error) {
 	v, err := k.flights.do(ctx, "list", k.detached(ctx), func(ctx context.Context) (any, error) {
 		b, err := k.do(ctx, http.MethodGet, "/v1/keys?all=true", nil, "")
 		if err != nil {
 			return nil, fmt.Errorf("client: list keys: %w", err)
 		}
-		var body struct {
-			Keys []listedKey `json:"keys"`
-		}
+		var body api.V1Keys
 		if err := json.Unmarshal(b, &body); err != nil {
 			return nil, fmt.Errorf("client: list keys: %w", err)
 		}
-		m := make(map[string]listedKey, len(body.Keys))
+		m := make(map[string]api.V1Key, len(body.Keys))
 		for _, l := range body.Keys {
 			if !releasable(l.State) {
 				continue // expired or destroyed: of no use, and not checked
 			}
-			if err := l.check(); err != nil {
+			if err := checkListed(&l); err != nil {
 				return nil, fmt.Errorf("%w: GET /v1/keys: %w", ErrRejected, err)
 			}
 			m[l.Kid] = l
@@ -663,7 +647,7 @@ func (k *Keys) refreshList(ctx context.Context) (map[string]listedKey, error) {
 		k.failed(err)
 		return nil, err
 	}
-	return v.(map[string]listedKey), nil
+	return v.(map[string]api.V1Key), nil
 }
 
 // fetch releases kids (or, with all, every valid key), checks the answer
@@ -757,7 +741,7 @@ type released struct {
 
 // newKey checks a released private key against the listed public key and
 // returns the cached form.
-func newKey(l listedKey, r released, now time.Time) (*Key, error) {
+func newKey(l api.V1Key, r released, now time.Time) (*Key, error) {
 	if r.pub != nil && !bytes.Equal(r.pub, l.PublicKey) {
 		return nil, fmt.Errorf("%w: the release answer gives key %s another public key than the KMS lists", ErrRejected, l.Kid)
 	}
@@ -826,11 +810,11 @@ func (w *wrappingKey) v1Binding() [32]byte {
 }
 
 // v1JSON is the wrapping_key of a /v1 release request.
-func (w *wrappingKey) v1JSON() *v1WrappingKey {
+func (w *wrappingKey) v1JSON() *api.V1WrappingKey {
 	if w.rsa != nil {
-		return &v1WrappingKey{Type: "rsa", SPKI: base64.StdEncoding.EncodeToString(w.pub)}
+		return &api.V1WrappingKey{Type: "rsa", SPKI: base64.StdEncoding.EncodeToString(w.pub)}
 	}
-	return &v1WrappingKey{Type: "hpke", KEMID: w.kem, PublicKey: base64.StdEncoding.EncodeToString(w.pub)}
+	return &api.V1WrappingKey{Type: "hpke", KEMID: w.kem, PublicKey: base64.StdEncoding.EncodeToString(w.pub)}
 }
 
 // open unwraps a /v1 blob of key kid: HPKE base mode with info
@@ -865,34 +849,6 @@ func zeroInt(n *big.Int) {
 	}
 }
 
-// v1WrappingKey, v1Request, v1ReleasedKey and v1ReleaseResponse are the
-// /v1 wire types of docs/release.md (release.V1WrappingKey and friends).
-type v1WrappingKey struct {
-	Type      string `json:"type"`
-	SPKI      string `json:"spki,omitempty"`
-	KEMID     uint16 `json:"kem_id,omitempty"`
-	PublicKey string `json:"public_key,omitempty"`
-}
-
-type v1Request struct {
-	Kids        []string        `json:"kids,omitempty"`
-	AllValid    bool            `json:"all_valid,omitempty"`
-	Attestation json.RawMessage `json:"attestation"`
-	WrappingKey *v1WrappingKey  `json:"wrapping_key"`
-	Nonce       string          `json:"nonce,omitempty"`
-}
-
-type v1ReleasedKey struct {
-	Kid       string `json:"kid"`
-	PublicKey []byte `json:"public_key"`
-	Wrapped   []byte `json:"wrapped"`
-}
-
-type v1ReleaseResponse struct {
-	Keys    []v1ReleasedKey `json:"keys"`
-	Receipt json.RawMessage `json:"receipt"`
-}
-
 // attest returns evidence whose REPORT_DATA is bind || nonce.
 func (k *Keys) attest(ctx context.Context, bind [32]byte, nonce []byte) (*Evidence, string, error) {
 	var rd [64]byte
@@ -917,9 +873,7 @@ func (k *Keys) nonce(ctx context.Context) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("client: nonce: %w", err)
 	}
-	var body struct {
-		Nonce string `json:"nonce"`
-	}
+	var body api.NonceResponse
 	if err := json.Unmarshal(b, &body); err != nil {
 		return nil, fmt.Errorf("client: nonce: %w", err)
 	}
@@ -947,7 +901,7 @@ func (k *Keys) releaseV1(ctx context.Context, kids []string, all bool) ([]releas
 	if err != nil {
 		return nil, err
 	}
-	req := v1Request{Attestation: ev.Attestation, WrappingKey: wk.v1JSON(), Nonce: hex.EncodeToString(nonce)}
+	req := api.V1Request{Attestation: ev.Attestation, WrappingKey: wk.v1JSON(), Nonce: hex.EncodeToString(nonce)}
 	path := "/v1/release"
 	switch {
 	case all:
@@ -965,7 +919,7 @@ func (k *Keys) releaseV1(ctx context.Context, kids []string, all bool) ([]releas
 	if err != nil {
 		return nil, fmt.Errorf("client: release: %w", err)
 	}
-	var resp v1ReleaseResponse
+	var resp api.V1ReleaseResponse
 	if err := json.Unmarshal(b, &resp); err != nil {
 		return nil, fmt.Errorf("%w: release answer: %w", ErrRejected, err)
 	}
@@ -993,22 +947,9 @@ func (k *Keys) releaseV1(ctx context.Context, kids []string, all bool) ([]releas
 	return out, nil
 }
 
-// appKeyItem is the fmt=jwk payload of /app/unwrapKey: the key item with d
-// (keys.Item).
-type appKeyItem struct {
-	Kty string `json:"kty"`
-	Crv string `json:"crv"`
-	Alg string `json:"alg"`
-	X   string `json:"x"`
-	Y   string `json:"y"`
-	Pub string `json:"pub"`
-	D   string `json:"d"`
-	Kid string `json:"kid"`
-	ID  int    `json:"id"`
-}
-
-// publicKey returns the item's public key in SerializePublicKey form.
-func (it *appKeyItem) publicKey() ([]byte, error) {
+// itemPublicKey returns the public key of a key item (the fmt=jwk payload
+// of /app/unwrapKey) in SerializePublicKey form.
+func itemPublicKey(it *keys.Item) ([]byte, error) {
 	dec := base64.RawURLEncoding.DecodeString
 	switch {
 	case it.Kty == "OKP" && it.Crv == "X25519":
@@ -1042,7 +983,7 @@ func (k *Keys) releaseApp(ctx context.Context, kid string) ([]released, error) {
 	if err != nil {
 		return nil, err
 	}
-	body, err := json.Marshal(map[string]any{"attestation": ev.Attestation, "wrappingKey": wk.text, "wrappedKid": kid})
+	body, err := json.Marshal(api.AppRequest{Attestation: ev.Attestation, WrappingKey: wk.text, WrappedKid: kid})
 	if err != nil {
 		return nil, err
 	}
@@ -1050,29 +991,30 @@ func (k *Keys) releaseApp(ctx context.Context, kid string) ([]released, error) {
 	if err != nil {
 		return nil, fmt.Errorf("client: release: %w", err)
 	}
-	var resp struct {
-		Wrapped []byte          `json:"wrapped"`
-		Receipt json.RawMessage `json:"receipt"`
-	}
+	var resp api.AppUnwrapResponse
 	if err := json.Unmarshal(b, &resp); err != nil {
 		return nil, fmt.Errorf("%w: release answer: %w", ErrRejected, err)
 	}
-	if err := k.checkReceipt(resp.Receipt, []string{kid}, bind); err != nil {
+	if err := k.checkReceipt([]byte(resp.Receipt), []string{kid}, bind); err != nil {
 		return nil, err
 	}
-	payload, err := wk.open(kid, resp.Wrapped)
+	wrapped, err := base64.StdEncoding.DecodeString(resp.Wrapped)
+	if err != nil {
+		return nil, fmt.Errorf("%w: release answer: wrapped is not standard base64", ErrRejected)
+	}
+	payload, err := wk.open(kid, wrapped)
 	if err != nil {
 		return nil, fmt.Errorf("%w: the wrapped key %s does not decrypt", ErrRejected, kid)
 	}
 	defer clear(payload)
-	var it appKeyItem
+	var it keys.Item
 	if err := json.Unmarshal(payload, &it); err != nil {
 		return nil, fmt.Errorf("%w: the unwrapped key %s is not a JSON key item", ErrRejected, kid)
 	}
 	if it.Kid != kid {
 		return nil, fmt.Errorf("%w: asked for %s, the key item is %s", ErrRejected, kid, it.Kid)
 	}
-	pub, err := it.publicKey()
+	pub, err := itemPublicKey(&it)
 	if err != nil {
 		return nil, fmt.Errorf("%w: key item %s: %w", ErrRejected, kid, err)
 	}
@@ -1081,13 +1023,6 @@ func (k *Keys) releaseApp(ctx context.Context, kid string) ([]released, error) {
 		return nil, fmt.Errorf("%w: key item %s has no private key", ErrRejected, kid)
 	}
 	return []released{{kid: kid, pub: pub, priv: priv}}, nil
-}
-
-// keyReleased is the part of a key.released entry's body (state.KeyReleased)
-// that binds a receipt to one release.
-type keyReleased struct {
-	Kids              []string `json:"kids"`
-	WrappingKeySHA256 string   `json:"wrapping_key_sha256"`
 }
 
 // checkReceipt verifies a release's receipt when KeysConfig.LogKey is set: the
@@ -1112,7 +1047,7 @@ func (k *Keys) checkReceipt(raw json.RawMessage, kids []string, bind [32]byte) e
 	if leaf.Type != ledger.TypeKeyReleased {
 		return fmt.Errorf("%w: the receipt proves a %s entry, not %s", ErrRejected, leaf.Type, ledger.TypeKeyReleased)
 	}
-	var body keyReleased
+	var body api.KeyReleased
 	if err := json.Unmarshal(leaf.Body, &body); err != nil {
 		return fmt.Errorf("%w: the receipt's entry: %w", ErrRejected, err)
 	}

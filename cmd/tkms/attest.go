@@ -15,10 +15,10 @@ import (
 	"slices"
 	"time"
 
+	"github.com/tkms-dev/tkms/api"
 	"github.com/tkms-dev/tkms/internal/attest/simsnp"
 	"github.com/tkms-dev/tkms/internal/attest/snp"
 	"github.com/tkms-dev/tkms/internal/attest/uvm"
-	"github.com/tkms-dev/tkms/internal/release"
 )
 
 func cmdAttest(args []string, stdout, stderr io.Writer) error {
@@ -131,7 +131,7 @@ type inspection struct {
 // denied. The evidence is an attestation object in FILE, as a release
 // request carries it: an ACI bundle (internal/attest/snp for the report and
 // its VCEK, internal/attest/uvm for the UVM endorsement against the
-// MEASUREMENT) or a raw SEV-SNP one ({"type":"snp",...}, release.RawSNP: the
+// MEASUREMENT) or a raw SEV-SNP one ({"type":"snp",...}, api.RawSNP: the
 // report and its VCEK/VLEK or certificate table, no UVM endorsement); or a
 // raw report and its VCEK/VLEK given as files with --report and --vcek.
 func cmdAttestInspect(args []string, stdout, stderr io.Writer) error {
@@ -199,7 +199,7 @@ func cmdAttestInspect(args []string, stdout, stderr io.Writer) error {
 		if err != nil {
 			return err
 		}
-		res = inspectRawSNP(&release.RawSNP{Type: "snp", Report: report, VCEK: vcek}, snpOpts)
+		res = inspectRawSNP(&api.RawSNP{Type: "snp", Report: report, VCEK: vcek}, snpOpts)
 	} else {
 		raw, err := os.ReadFile(files[0])
 		if err != nil {
@@ -210,7 +210,7 @@ func cmdAttestInspect(args []string, stdout, stderr io.Writer) error {
 			Type string `json:"type"`
 		}
 		if json.Unmarshal(raw, &probe) == nil && probe.Type == "snp" {
-			var obj release.RawSNP
+			var obj api.RawSNP
 			if err := json.Unmarshal(raw, &obj); err != nil {
 				res = &inspection{Evidence: "snp", Code: snp.CodeReportMalformed, Message: err.Error()}
 			} else {
@@ -239,7 +239,7 @@ func cmdAttestInspect(args []string, stdout, stderr io.Writer) error {
 // (release.Service.VerifyEvidence): the report against its VCEK/VLEK or
 // certificate table, chained to the trusted roots. There is no UVM
 // endorsement, hence no uvm_* claims.
-func inspectRawSNP(obj *release.RawSNP, snpOpts snp.Options) *inspection {
+func inspectRawSNP(obj *api.RawSNP, snpOpts snp.Options) *inspection {
 	out := &inspection{Evidence: "snp"}
 	fail := func(code string, err error) *inspection {
 		out.Verified, out.Code, out.Message = false, code, err.Error()

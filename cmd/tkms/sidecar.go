@@ -22,11 +22,11 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/tkms-dev/tkms/api"
 	"github.com/tkms-dev/tkms/client"
 	"github.com/tkms-dev/tkms/internal/attest/snp"
 	"github.com/tkms-dev/tkms/internal/httpapi"
 	"github.com/tkms-dev/tkms/internal/keys"
-	"github.com/tkms-dev/tkms/internal/release"
 	"github.com/tkms-dev/tkms/internal/translog"
 	"github.com/tkms-dev/tkms/ohttp"
 )
@@ -485,7 +485,7 @@ func (s *sidecar) attestRaw(w http.ResponseWriter, r *http.Request) {
 		}
 		out = rawAttestation{Report: hex.EncodeToString(b.Report), VCEK: b.EndorsementKey}
 	default:
-		var raw release.RawSNP
+		var raw api.RawSNP
 		if err := json.Unmarshal(ev.Attestation, &raw); err != nil || len(raw.Report) == 0 {
 			s.log.Error("attester gave an unreadable SNP attestation", "type", ev.Type, "err", err)
 			s.fail(w, r, http.StatusInternalServerError, codeSidecarAttestation, "the TEE's evidence is unreadable; see the sidecar's log")

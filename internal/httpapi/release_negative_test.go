@@ -27,6 +27,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tkms-dev/tkms/api"
 	"github.com/tkms-dev/tkms/internal/attest/simsnp"
 	"github.com/tkms-dev/tkms/internal/attest/snp"
 	"github.com/tkms-dev/tkms/internal/attest/uvm"
@@ -262,7 +263,7 @@ func (s *relServer) checkRelease(resp *http.Response, out []byte, kid string) {
 	if resp.StatusCode != http.StatusOK {
 		s.t.Fatalf("release: %d %s %s", resp.StatusCode, resp.Header.Get("x-ms-kms-error-code"), out)
 	}
-	var ur release.AppUnwrapResponse
+	var ur api.AppUnwrapResponse
 	if err := json.Unmarshal(out, &ur); err != nil {
 		s.t.Fatal(err)
 	}

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tkms-dev/tkms/api"
 	"github.com/tkms-dev/tkms/internal/attest/simsnp"
 	"github.com/tkms-dev/tkms/internal/attest/snp"
 	"github.com/tkms-dev/tkms/internal/attest/uvm"
@@ -130,7 +131,7 @@ func (e *v1Env) body(kem uint16, pub, nonce []byte, extra map[string]any) []byte
 // public key.
 func (e *v1Env) checkKeys(out []byte, sk hpke.PrivateKey, wantKids ...string) {
 	e.t.Helper()
-	var resp release.V1ReleaseResponse
+	var resp api.V1ReleaseResponse
 	if err := json.Unmarshal(out, &resp); err != nil {
 		e.t.Fatal(err)
 	}
@@ -141,8 +142,7 @@ func (e *v1Env) checkKeys(out []byte, sk hpke.PrivateKey, wantKids ...string) {
 		if rk.Kid != wantKids[i] {
 			e.t.Fatalf("key %d is %s, want %s", i, rk.Kid, wantKids[i])
 		}
-		ct, _ := base64.StdEncoding.DecodeString(rk.Wrapped)
-		priv, err := hpke.Open(sk, hpke.HKDFSHA256(), hpke.AES256GCM(), wrap.ReleaseInfo(rk.Kid), ct)
+		priv, err := hpke.Open(sk, hpke.HKDFSHA256(), hpke.AES256GCM(), wrap.ReleaseInfo(rk.Kid), rk.Wrapped)
 		if err != nil {
 			e.t.Fatalf("unwrap %s: %v", rk.Kid, err)
 		}
@@ -153,7 +153,7 @@ func (e *v1Env) checkKeys(out []byte, sk hpke.PrivateKey, wantKids ...string) {
 		}
 		var pub []byte
 		e.svc.Read(func(st *state.State) { pub = st.Key(rk.Kid).PublicKey })
-		if !bytes.Equal(k.PublicKey().Bytes(), pub) || rk.PublicKey != base64.StdEncoding.EncodeToString(pub) {
+		if !bytes.Equal(k.PublicKey().Bytes(), pub) || !bytes.Equal(rk.PublicKey, pub) {
 			e.t.Fatalf("released %s is not the private key of its public key", rk.Kid)
 		}
 	}

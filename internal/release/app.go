@@ -8,32 +8,17 @@ import (
 	"net/http"
 	"strconv"
 
+	"github.com/tkms-dev/tkms/api"
 	"github.com/tkms-dev/tkms/internal/keys"
 	"github.com/tkms-dev/tkms/internal/kms"
 	"github.com/tkms-dev/tkms/internal/state"
 	"github.com/tkms-dev/tkms/internal/wrap"
 )
 
-// AppRequest is the body of POST /app/key and /app/unwrapKey.
-type AppRequest struct {
-	Attestation json.RawMessage `json:"attestation"`
-	WrappingKey string          `json:"wrappingKey"`
-	WrappedKid  string          `json:"wrappedKid"`
-	Wrapped     json.RawMessage `json:"wrapped"` // ignored, as by the originals
-}
-
-// AppUnwrapResponse is the answer of POST /app/unwrapKey.
-type AppUnwrapResponse struct {
-	Wrapped string `json:"wrapped"` // standard base64 of RSA-OAEP-256(payload)
-	// Receipt is the log receipt (translog.Receipt JSON, as a string) of
-	// the key.released entry that records this release.
-	Receipt string `json:"receipt"`
-}
-
 // decodeApp decodes an /app request body: a JSON object with an
 // attestation (400 INVALID_REQUEST otherwise).
-func decodeApp(body []byte) (*AppRequest, []byte, error) {
-	var req AppRequest
+func decodeApp(body []byte) (*api.AppRequest, []byte, error) {
+	var req api.AppRequest
 	if err := json.Unmarshal(body, &req); err != nil {
 		return nil, nil, fail(http.StatusBadRequest, CodeInvalidRequest, "the body is not a JSON object of the expected shape", err)
 	}
@@ -58,7 +43,7 @@ func checkFmt(f string) (string, error) {
 // the originals' order: body and attestation, token, wrappedKid, wrapping
 // key, fmt, evidence and policy, binding, kid, expiry; then it wraps,
 // records and answers.
-func (s *Service) AppUnwrap(ctx context.Context, authorization string, body []byte, format string) (_ *AppUnwrapResponse, err error) {
+func (s *Service) AppUnwrap(ctx context.Context, authorization string, body []byte, format string) (_ *api.AppUnwrapResponse, err error) {
 	req, att, err := decodeApp(body)
 	if err != nil {
 		return nil, err
@@ -131,7 +116,7 @@ func (s *Service) AppUnwrap(ctx context.Context, authorization string, body []by
 	if err != nil {
 		return nil, err
 	}
-	return &AppUnwrapResponse{Wrapped: base64.StdEncoding.EncodeToString(wrapped), Receipt: string(receipt)}, nil
+	return &api.AppUnwrapResponse{Wrapped: base64.StdEncoding.EncodeToString(wrapped), Receipt: string(receipt)}, nil
 }
 
 // releasable returns a key that may be released now: known (404), not
@@ -172,16 +157,6 @@ func wrapError(err error) *Error {
 	return fail(http.StatusBadRequest, CodeWrapKeyException, err.Error(), err)
 }
 
-// AppKeyResponse is the answer of POST /app/key.
-type AppKeyResponse struct {
-	WrappedKid string `json:"wrappedKid"`
-	Wrapped    string `json:"wrapped"`
-	// Receipt is the log receipt (translog.Receipt JSON, as a string) of
-	// the key.created entry of WrappedKid: no key is released by this
-	// call, and the receipt proves which public key the kid names.
-	Receipt string `json:"receipt"`
-}
-
 // tinkKeys is the fmt=tink "wrapped" string of /app/key.
 type tinkKeys struct {
 	Keys []tinkKey `json:"keys"`
@@ -207,7 +182,7 @@ type tinkKeyData struct {
 // material). Checks: body and attestation, token, kid (none: the primary
 // key; unknown: 404), fmt, evidence and policy. all=true answers with every
 // key that is still released.
-func (s *Service) AppKey(ctx context.Context, authorization string, body []byte, kid, format string, all bool) (_ *AppKeyResponse, err error) {
+func (s *Service) AppKey(ctx context.Context, authorization string, body []byte, kid, format string, all bool) (_ *api.AppKeyResponse, err error) {
 	_, att, err := decodeApp(body)
 	if err != nil {
 		return nil, err
@@ -254,7 +229,7 @@ func (s *Service) AppKey(ctx context.Context, authorization string, body []byte,
 		return nil, err
 	}
 	last := ks[len(ks)-1]
-	resp := &AppKeyResponse{WrappedKid: last.Kid, Receipt: string(s.receipt(last.Seq))}
+	resp := &api.AppKeyResponse{WrappedKid: last.Kid, Receipt: string(s.receipt(last.Seq))}
 	if format == "tink" {
 		var tk tinkKeys
 		for _, k := range ks {

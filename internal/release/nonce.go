@@ -10,6 +10,8 @@ import (
 	"net/http"
 	"sync"
 	"time"
+
+	"github.com/tkms-dev/tkms/api"
 )
 
 // Freshness nonces (GET /v1/nonce). A nonce is 32 bytes:
@@ -49,16 +51,10 @@ var processNonceKey = sync.OnceValue(func() []byte {
 	return k
 })
 
-// NonceResponse is the body of GET /v1/nonce.
-type NonceResponse struct {
-	Nonce   string `json:"nonce"`   // 64 hex digits
-	Expires string `json:"expires"` // RFC 3339, UTC
-}
-
 // Nonce returns a fresh nonce, valid for NonceTTL by the KMS clock.
-func (s *Service) Nonce() NonceResponse {
+func (s *Service) Nonce() api.NonceResponse {
 	n, exp := newNonce(processNonceKey(), s.cfg.KMS.Now())
-	return NonceResponse{Nonce: hex.EncodeToString(n), Expires: exp.UTC().Format(time.RFC3339)}
+	return api.NonceResponse{Nonce: hex.EncodeToString(n), Expires: exp.UTC().Format(time.RFC3339)}
 }
 
 // newNonce returns a nonce under key that expires NonceTTL after now

@@ -22,6 +22,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tkms-dev/tkms/api"
 	"github.com/tkms-dev/tkms/internal/attest/snp"
 	"github.com/tkms-dev/tkms/internal/attest/uvm"
 	"github.com/tkms-dev/tkms/internal/jwtauth"
@@ -176,16 +177,6 @@ type Evidence struct {
 	ReportSHA256 [32]byte
 }
 
-// RawSNP is the attestation object of the raw "snp" evidence type: an SNP
-// report with the certificate of the key that signed it (VCEK or VLEK, DER
-// or PEM), or an extended report's certificate table.
-type RawSNP struct {
-	Type      string `json:"type"` // "snp"
-	Report    []byte `json:"report"`
-	VCEK      []byte `json:"vcek,omitempty"`
-	CertTable []byte `json:"cert_table,omitempty"`
-}
-
 // VerifyEvidence verifies an attestation object (spec/attestation.md): the
 // ACI bundle ("snp-aci": the SNP report against the pinned AMD roots, then
 // the UVM endorsement against the report's measurement), or a raw SNP
@@ -246,7 +237,7 @@ func (s *Service) Admission() (*limit.Keyed, *limit.Pool) {
 }
 
 func (s *Service) verifyRawSNP(ctx context.Context, attestation []byte) (*Evidence, error) {
-	var raw RawSNP
+	var raw api.RawSNP
 	if err := json.Unmarshal(attestation, &raw); err != nil {
 		return nil, attestationFailed(snp.CodeReportMalformed, err)
 	}

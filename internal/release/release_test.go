@@ -19,6 +19,9 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/proto"
+
+	"github.com/tkms-dev/tkms/api"
 	"github.com/tkms-dev/tkms/internal/attest/snp"
 	"github.com/tkms-dev/tkms/internal/attest/uvm"
 	"github.com/tkms-dev/tkms/internal/keys"
@@ -29,7 +32,6 @@ import (
 	"github.com/tkms-dev/tkms/internal/release/releasetest"
 	"github.com/tkms-dev/tkms/internal/state"
 	"github.com/tkms-dev/tkms/internal/translog"
-	"google.golang.org/protobuf/proto"
 
 	hpkepb "github.com/tink-crypto/tink-go/v2/proto/hpke_go_proto"
 	tinkpb "github.com/tink-crypto/tink-go/v2/proto/tink_go_proto"
@@ -472,7 +474,7 @@ func TestDenialsRecordedRateLimited(t *testing.T) {
 func TestRawSNPEvidence(t *testing.T) {
 	report, _ := os.ReadFile("../attest/snp/testdata/trustee_test-report.bin")
 	vcek, _ := os.ReadFile("../attest/snp/testdata/trustee_test-vcek.der")
-	raw, _ := json.Marshal(RawSNP{Type: "snp", Report: report, VCEK: vcek})
+	raw, _ := json.Marshal(api.RawSNP{Type: "snp", Report: report, VCEK: vcek})
 	e := newEnv(t, nil)
 	ev, err := e.rel.VerifyEvidence(context.Background(), raw)
 	if err != nil {
@@ -491,12 +493,12 @@ func TestRawSNPEvidence(t *testing.T) {
 
 	dbgReport, _ := os.ReadFile("../attest/snp/testdata/gosevguest_attestation.bin")
 	dbgVCEK, _ := os.ReadFile("../attest/snp/testdata/gosevguest_vcek.testcer")
-	dbg, _ := json.Marshal(RawSNP{Type: "snp", Report: dbgReport[:1184], VCEK: dbgVCEK})
+	dbg, _ := json.Marshal(api.RawSNP{Type: "snp", Report: dbgReport[:1184], VCEK: dbgVCEK})
 	_, err = e.rel.VerifyEvidence(context.Background(), dbg)
 	if !errors.As(err, &re) || re.Code != CodeAttestationFailed || !strings.Contains(re.Message, "POLICY_DEBUG") {
 		t.Fatalf("debug report: %v", err)
 	}
-	bad, _ := json.Marshal(RawSNP{Type: "snp", Report: report})
+	bad, _ := json.Marshal(api.RawSNP{Type: "snp", Report: report})
 	if _, err = e.rel.VerifyEvidence(context.Background(), bad); !errors.As(err, &re) || !strings.Contains(re.Message, "REPORT_MALFORMED") {
 		t.Fatalf("raw evidence without a certificate: %v", err)
 	}

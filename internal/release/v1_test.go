@@ -21,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tkms-dev/tkms/api"
 	"github.com/tkms-dev/tkms/internal/attest/simsnp"
 	"github.com/tkms-dev/tkms/internal/attest/snp"
 	"github.com/tkms-dev/tkms/internal/attest/uvm"
@@ -230,7 +231,7 @@ func rsaWrappingKey(t testing.TB) *testWrappingKey {
 // checkReleased unwraps every released key with wk and checks that it is
 // the private key of the published public key, and that the keys are
 // exactly wantKids, in order.
-func (e *simEnv) checkReleased(resp *V1ReleaseResponse, wk *testWrappingKey, wantKids []string) {
+func (e *simEnv) checkReleased(resp *api.V1ReleaseResponse, wk *testWrappingKey, wantKids []string) {
 	e.t.Helper()
 	var got []string
 	for _, rk := range resp.Keys {
@@ -238,15 +239,11 @@ func (e *simEnv) checkReleased(resp *V1ReleaseResponse, wk *testWrappingKey, wan
 		var k state.Key
 		e.kms.Read(func(st *state.State) { k = *st.Key(rk.Kid) })
 		if rk.ID != k.ID || rk.Suite != k.Suite || rk.KEM != k.KEM || rk.KDF != k.KDF || rk.AEAD != k.AEAD ||
-			rk.PublicKey != base64.StdEncoding.EncodeToString(k.PublicKey) || !rk.NotAfter.Equal(k.NotAfter) ||
+			!bytes.Equal(rk.PublicKey, k.PublicKey) || !rk.NotAfter.Equal(k.NotAfter) ||
 			!rk.NotBefore.Equal(k.NotBefore) || !rk.ReleaseUntil.Equal(k.ReleaseUntil) {
 			e.t.Fatalf("released key %s: description %+v differs from the ledger's", rk.Kid, rk)
 		}
-		ct, err := base64.StdEncoding.DecodeString(rk.Wrapped)
-		if err != nil {
-			e.t.Fatal(err)
-		}
-		priv, err := wk.unwrap(rk.Kid, ct)
+		priv, err := wk.unwrap(rk.Kid, rk.Wrapped)
 		if err != nil {
 			e.t.Fatalf("unwrap %s with the %s wrapping key: %v", rk.Kid, wk.name, err)
 		}
@@ -574,7 +571,7 @@ func FuzzDecodeV1(f *testing.F) {
 			}
 			return
 		}
-		p, err := req.params(single, a)
+		p, err := params(req, single, a)
 		if err != nil {
 			var re *Error
 			if !errors.As(err, &re) || re.Status != 400 {
@@ -596,7 +593,7 @@ func FuzzDecodeV1(f *testing.F) {
 		if err != nil {
 			t.Fatalf("re-encoded request rejected: %v\n%s", err, again)
 		}
-		p2, err := req2.params(single, a2)
+		p2, err := params(req2, single, a2)
 		if err != nil {
 			t.Fatalf("re-encoded request rejected: %v\n%s", err, again)
 		}
