@@ -22,9 +22,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/tkms-dev/tkms/api"
 	"github.com/tkms-dev/tkms/client"
-	"github.com/tkms-dev/tkms/internal/attest/snp"
+	"github.com/tkms-dev/tkms/internal/attest"
 	"github.com/tkms-dev/tkms/internal/httpapi"
 	"github.com/tkms-dev/tkms/internal/keys"
 	"github.com/tkms-dev/tkms/internal/translog"
@@ -474,25 +473,13 @@ func (s *sidecar) attestRaw(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	var out rawAttestation
-	switch ev.Type {
-	case client.EvidenceACI:
-		b, err := snp.DecodeACI(ev.Attestation)
-		if err != nil {
-			s.log.Error("attester gave an unreadable ACI bundle", "err", err)
-			s.fail(w, r, http.StatusInternalServerError, codeSidecarAttestation, "the TEE's evidence is unreadable; see the sidecar's log")
-			return
-		}
-		out = rawAttestation{Report: hex.EncodeToString(b.Report), VCEK: b.EndorsementKey}
-	default:
-		var raw api.RawSNP
-		if err := json.Unmarshal(ev.Attestation, &raw); err != nil || len(raw.Report) == 0 {
-			s.log.Error("attester gave an unreadable SNP attestation", "type", ev.Type, "err", err)
-			s.fail(w, r, http.StatusInternalServerError, codeSidecarAttestation, "the TEE's evidence is unreadable; see the sidecar's log")
-			return
-		}
-		out = rawAttestation{Report: hex.EncodeToString(raw.Report), VCEK: raw.VCEK, CertTable: raw.CertTable}
+	u, err := attest.DecodeUnverified(ev.Attestation)
+	if err != nil {
+		s.log.Error("attester gave unreadable evidence", "type", ev.Type, "err", err)
+		s.fail(w, r, http.StatusInternalServerError, codeSidecarAttestation, "the TEE's evidence is unreadable; see the sidecar's log")
+		return
 	}
+	out := rawAttestation{Report: hex.EncodeToString(u.Report), VCEK: u.VCEK, CertTable: u.CertTable}
 	s.writeJSON(w, http.StatusOK, out)
 }
 

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/tkms-dev/tkms/api"
+	"github.com/tkms-dev/tkms/internal/attest"
 	"github.com/tkms-dev/tkms/internal/attest/simsnp"
 	"github.com/tkms-dev/tkms/internal/attest/snp"
 	"github.com/tkms-dev/tkms/internal/attest/uvm"
@@ -66,16 +67,12 @@ func newV1Env(t testing.TB, requireNonce bool) *v1Env {
 	e.svc = releasetest.KMS(t, kms.Config{ReleasePolicy: pol})
 	auth := releasetest.Auth(t, iss, "api://t")
 	ark, ask := e.chain.Roots()
-	sv, err := snp.New(snp.Options{Now: func() time.Time { return e.at }, Roots: []snp.Root{{ProductLine: simsnp.ProductLine, ARK: ark, ASK: ask}}})
-	if err != nil {
-		t.Fatal(err)
-	}
 	did, feed := e.chain.UVMTrust()
-	uv, err := uvm.New(uvm.Options{Trusted: []uvm.Endorser{{DID: did, Feed: feed}}})
+	av, err := attest.New(attest.Config{SNP: snp.Options{Now: func() time.Time { return e.at }, Roots: []snp.Root{{ProductLine: simsnp.ProductLine, ARK: ark, ASK: ask}}}, SimulatedEndorsers: []uvm.Endorser{{DID: did, Feed: feed}}, Simulated: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	rel, err := release.New(release.Config{KMS: e.svc, Auth: auth, SNP: sv, UVM: uv, Simulated: true, RequireNonce: requireNonce, Logger: log})
+	rel, err := release.New(release.Config{KMS: e.svc, Auth: auth, Attest: av, RequireNonce: requireNonce, Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,8 +8,7 @@ import (
 	"net/http"
 	"testing"
 
-	"github.com/tkms-dev/tkms/internal/attest/snp"
-	"github.com/tkms-dev/tkms/internal/attest/uvm"
+	"github.com/tkms-dev/tkms/internal/attest"
 	"github.com/tkms-dev/tkms/internal/gov"
 	"github.com/tkms-dev/tkms/internal/jwtauth"
 	"github.com/tkms-dev/tkms/internal/kms"
@@ -60,9 +59,8 @@ func TestAuthFollowsGovernance(t *testing.T) {
 		ac.Logger = log
 		return jwtauth.New(ctx, ac)
 	}
-	sv, _ := snp.New(snp.Options{})
-	uv, _ := uvm.New(uvm.Options{})
-	rel, err := New(Config{KMS: svc, Auth: auth, AuthSeq: seq, NewAuth: newAuth, SNP: sv, UVM: uv, Logger: log})
+	av, _ := attest.New(attest.Config{})
+	rel, err := New(Config{KMS: svc, Auth: auth, AuthSeq: seq, NewAuth: newAuth, Attest: av, Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,8 +4,8 @@
 // wrapping key, wrap the private key to it, and record the release in the
 // ledger before answering.
 //
-// Each step lives in its own package (jwtauth, attest/snp, attest/uvm,
-// policy, wrap); this package only puts them in the order of
+// Each step lives in its own package (jwtauth, attest, policy, wrap); this
+// package only puts them in the order of
 // docs/spec/azure-compat.md and turns every failure into an Error with the
 // HTTP status and code the caller sees.
 package release
@@ -22,9 +22,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/tkms-dev/tkms/api"
-	"github.com/tkms-dev/tkms/internal/attest/snp"
-	"github.com/tkms-dev/tkms/internal/attest/uvm"
+	"github.com/tkms-dev/tkms/internal/attest"
 	"github.com/tkms-dev/tkms/internal/jwtauth"
 	"github.com/tkms-dev/tkms/internal/kms"
 	"github.com/tkms-dev/tkms/internal/limit"
@@ -48,7 +46,7 @@ const (
 	CodeKeyExpired            = "KEY_EXPIRED"
 	CodeWrapKeyException      = "WRAP_KEY_EXCEPTION"
 	CodeUnavailable           = "SERVICE_UNAVAILABLE"
-	CodeSimulatedNotPermitted = "SIMULATED_TEE_NOT_TRUSTED"
+	CodeSimulatedNotPermitted = attest.CodeSimulatedNotTrusted
 	CodeRateLimited           = "RATE_LIMITED" // 429: the caller's identity is over its rate (Config.IdentityLimit)
 	CodeServerBusy            = "SERVER_BUSY"  // 503: too many verifications in progress (Config.Verify)
 )
@@ -83,19 +81,14 @@ type Config struct {
 	// ledger's JWT policy without a restart. Without it, Auth is used
 	// whatever the ledger says.
 	NewAuth func(ctx context.Context, cfg jwtauth.Config) (*jwtauth.Authenticator, error)
-	SNP     *snp.Verifier
-	UVM     *uvm.Verifier
-	// Simulated permits evidence that chains to the simulated TEE's roots
-	// (which SNP must then trust); such releases are marked in the ledger.
-	// Only ever set when the operator asked for it explicitly.
-	Simulated bool
+	// Attest verifies evidence. Releases on evidence of the simulated TEE
+	// (which it trusts only when told to) are marked in the ledger.
+	Attest *attest.Verifier
 	// RequireNonce makes /v1 releases require fresh evidence: a nonce from
 	// GET /v1/nonce, unexpired, in the request and in REPORT_DATA[32:64].
 	// (A stand-in until the key release policy can ask for freshness.)
 	RequireNonce bool
-	// UVMTrusted is what UVM trusts, for GET /v1/attestation only.
-	UVMTrusted []uvm.Endorser
-	Logger     *slog.Logger
+	Logger       *slog.Logger
 	// IdentityLimit, if set, limits requests per authenticated caller
 	// (issuer and oid, or sub without an oid): past it, 429 RATE_LIMITED.
 	IdentityLimit *limit.Keyed
@@ -123,8 +116,8 @@ type parsedPolicy struct {
 
 // New returns a Service.
 func New(cfg Config) (*Service, error) {
-	if cfg.KMS == nil || (cfg.Auth == nil && cfg.NewAuth == nil) || cfg.SNP == nil || cfg.UVM == nil {
-		return nil, errors.New("release: KMS, Auth (or NewAuth), SNP and UVM are required")
+	if cfg.KMS == nil || (cfg.Auth == nil && cfg.NewAuth == nil) || cfg.Attest == nil {
+		return nil, errors.New("release: KMS, Auth (or NewAuth) and Attest are required")
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -145,73 +138,22 @@ func New(cfg Config) (*Service, error) {
 	return s, nil
 }
 
-// Trust describes what this service accepts as evidence, for
-// GET /v1/attestation: an auditor or operator checks there whether a
-// simulated TEE is trusted.
-type Trust struct {
-	EvidenceTypes []string       `json:"evidence_types"`
-	AMDRoots      []string       `json:"amd_roots"` // pinned product lines
-	SimulatedTEE  bool           `json:"simulated_tee_trusted"`
-	UVMEndorsers  []uvm.Endorser `json:"uvm_endorsers"`
-}
+// Trust returns what the service accepts as evidence, for
+// GET /v1/attestation.
+func (s *Service) Trust() attest.Trust { return s.cfg.Attest.Trust() }
 
-// Trust returns what the service accepts.
-func (s *Service) Trust() Trust {
-	return Trust{
-		EvidenceTypes: []string{"snp-aci", "snp"},
-		AMDRoots:      []string{"Milan", "Genoa", "Turin"},
-		SimulatedTEE:  s.cfg.Simulated,
-		UVMEndorsers:  s.cfg.UVMTrusted,
-	}
-}
-
-// Evidence is verified evidence: its claims, and the fields a release
-// records.
-type Evidence struct {
-	Type         string // "snp-aci"
-	Simulated    bool
-	Claims       map[string]any
-	ReportData   []byte
-	Measurement  []byte
-	HostData     []byte
-	ReportSHA256 [32]byte
-}
-
-// VerifyEvidence verifies an attestation object (spec/attestation.md): the
-// ACI bundle ("snp-aci": the SNP report against the pinned AMD roots, then
-// the UVM endorsement against the report's measurement), or a raw SNP
-// report with its VCEK/VLEK ({"type":"snp",...}: no UVM endorsement, so no
-// uvm_* claims). It does not apply the release policy.
-func (s *Service) VerifyEvidence(ctx context.Context, attestation []byte) (*Evidence, error) {
+// VerifyEvidence verifies an attestation object (attest.Verifier.Verify)
+// within the verification pool's bound. It does not apply the release
+// policy.
+func (s *Service) VerifyEvidence(ctx context.Context, attestation []byte) (*attest.Evidence, error) {
 	done, err := s.cfg.Verify.Acquire(ctx)
 	if err != nil {
 		return nil, s.busy(err)
 	}
 	defer done()
-	var probe struct {
-		Type string `json:"type"`
-	}
-	if json.Unmarshal(attestation, &probe) == nil && probe.Type == "snp" {
-		return s.verifyRawSNP(ctx, attestation)
-	}
-	bundle, err := snp.DecodeACI(attestation)
+	ev, err := s.cfg.Attest.Verify(ctx, attestation)
 	if err != nil {
-		return nil, attestationFailed(snp.Code(err), err)
-	}
-	res, err := s.cfg.SNP.VerifyACI(ctx, bundle)
-	if err != nil {
-		return nil, attestationFailed(snp.Code(err), err)
-	}
-	if err := s.checkSimulated(res); err != nil {
-		return nil, err
-	}
-	ur, err := s.cfg.UVM.Verify(bundle.UVMEndorsements, res.Measurement)
-	if err != nil {
-		return nil, attestationFailed(uvm.Code(err), err)
-	}
-	ev := evidence("snp-aci", res)
-	for k, v := range ur.Claims() {
-		ev.Claims[k] = v
+		return nil, attestationFailed(err)
 	}
 	return ev, nil
 }
@@ -236,41 +178,14 @@ func (s *Service) Admission() (*limit.Keyed, *limit.Pool) {
 	return s.cfg.IdentityLimit, s.cfg.Verify
 }
 
-func (s *Service) verifyRawSNP(ctx context.Context, attestation []byte) (*Evidence, error) {
-	var raw api.RawSNP
-	if err := json.Unmarshal(attestation, &raw); err != nil {
-		return nil, attestationFailed(snp.CodeReportMalformed, err)
-	}
-	res, err := s.cfg.SNP.VerifyRaw(ctx, raw.Report, raw.VCEK, raw.CertTable)
-	if err != nil {
-		return nil, attestationFailed(snp.Code(err), err)
-	}
-	if err := s.checkSimulated(res); err != nil {
-		return nil, err
-	}
-	return evidence("snp", res), nil
-}
-
-func (s *Service) checkSimulated(res *snp.Result) error {
-	if !res.Pinned && !s.cfg.Simulated {
+// attestationFailed is the answer to evidence that did not verify: the
+// verifier's code travels in the message of ATTESTATION_VALIDATION_FAILED,
+// except for simulated evidence, which has its own code.
+func attestationFailed(err error) *Error {
+	if attest.Code(err) == attest.CodeSimulatedNotTrusted {
 		return fail(http.StatusBadRequest, CodeSimulatedNotPermitted, "the evidence chains to a simulated TEE, which this server does not trust", nil)
 	}
-	return nil
-}
-
-func evidence(typ string, res *snp.Result) *Evidence {
-	claims := make(map[string]any, len(res.Claims)+4)
-	for k, v := range res.Claims {
-		claims[k] = v
-	}
-	return &Evidence{
-		Type: typ, Simulated: !res.Pinned, Claims: claims,
-		ReportData: res.ReportData, Measurement: res.Measurement, HostData: res.HostData, ReportSHA256: res.ReportSHA256,
-	}
-}
-
-func attestationFailed(code string, err error) *Error {
-	return fail(http.StatusBadRequest, CodeAttestationFailed, code+": "+err.Error(), err)
+	return fail(http.StatusBadRequest, CodeAttestationFailed, err.Error(), err)
 }
 
 // decision is the policy in force and its verdict.
@@ -280,7 +195,7 @@ type decision struct {
 }
 
 // Decide evaluates the key release policy in force against the claims.
-func (s *Service) Decide(ev *Evidence) (decision, error) {
+func (s *Service) Decide(ev *attest.Evidence) (decision, error) {
 	var raw []byte
 	var d decision
 	s.cfg.KMS.Read(func(st *state.State) { raw, d.seq = st.ReleasePolicy, st.ReleasePolicySeq })
@@ -327,7 +242,7 @@ func attestationField(raw json.RawMessage) ([]byte, error) {
 
 // record appends the release to the ledger; only then may the caller be
 // answered. It returns the receipt of the key.released entry.
-func (s *Service) record(ctx context.Context, kids []string, api, format string, id *jwtauth.Identity, ev *Evidence, wrappingKeyHash [32]byte, d decision) ([]byte, error) {
+func (s *Service) record(ctx context.Context, kids []string, api, format string, id *jwtauth.Identity, ev *attest.Evidence, wrappingKeyHash [32]byte, d decision) ([]byte, error) {
 	r := state.KeyReleased{
 		Kids: kids, API: api, Format: format, Issuer: id.Issuer, Identity: id.OID,
 		EvidenceType: ev.Type, Simulated: ev.Simulated,

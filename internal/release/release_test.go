@@ -22,8 +22,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/tkms-dev/tkms/api"
-	"github.com/tkms-dev/tkms/internal/attest/snp"
-	"github.com/tkms-dev/tkms/internal/attest/uvm"
+	"github.com/tkms-dev/tkms/internal/attest"
 	"github.com/tkms-dev/tkms/internal/keys"
 	"github.com/tkms-dev/tkms/internal/kms"
 	"github.com/tkms-dev/tkms/internal/ledger"
@@ -79,15 +78,11 @@ func newEnvAt(t *testing.T, releasePolicy []byte, now func() time.Time) *env {
 	log := slog.New(slog.DiscardHandler)
 	e.kms = releasetest.KMS(t, kms.Config{ReleasePolicy: releasePolicy, Now: now})
 	auth := releasetest.Auth(t, e.issuer, audience)
-	sv, err := snp.New(snp.Options{})
+	av, err := attest.New(attest.Config{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	uv, err := uvm.New(uvm.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.rel, err = New(Config{KMS: e.kms, Auth: auth, SNP: sv, UVM: uv, Logger: log})
+	e.rel, err = New(Config{KMS: e.kms, Auth: auth, Attest: av, Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}

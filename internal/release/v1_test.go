@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/tkms-dev/tkms/api"
+	"github.com/tkms-dev/tkms/internal/attest"
 	"github.com/tkms-dev/tkms/internal/attest/simsnp"
 	"github.com/tkms-dev/tkms/internal/attest/snp"
 	"github.com/tkms-dev/tkms/internal/attest/uvm"
@@ -82,7 +83,7 @@ func loadSimChain(t testing.TB) *simsnp.Chain {
 	return c
 }
 
-func newSimEnv(t *testing.T, configure func(*Config)) *simEnv {
+func newSimEnv(t *testing.T, configure func(*Config, *attest.Config)) *simEnv {
 	t.Helper()
 	e := &simEnv{env: &env{t: t}, chain: loadSimChain(t), clock: &testClock{t: time.Now()}}
 	e.at = e.chain.VCEK().NotBefore.Add(24 * time.Hour)
@@ -95,18 +96,14 @@ func newSimEnv(t *testing.T, configure func(*Config)) *simEnv {
 	e.kms = releasetest.KMS(t, kms.Config{ReleasePolicy: pol, Now: e.clock.Now})
 	auth := releasetest.Auth(t, e.issuer, audience)
 	ark, ask := e.chain.Roots()
-	sv, err := snp.New(snp.Options{Now: func() time.Time { return e.at }, Roots: []snp.Root{{ProductLine: simsnp.ProductLine, ARK: ark, ASK: ask}}})
-	if err != nil {
-		t.Fatal(err)
-	}
 	did, feed := e.chain.UVMTrust()
-	uv, err := uvm.New(uvm.Options{Trusted: []uvm.Endorser{{DID: did, Feed: feed}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := Config{KMS: e.kms, Auth: auth, SNP: sv, UVM: uv, Simulated: true, Logger: log}
+	ac := attest.Config{SNP: snp.Options{Now: func() time.Time { return e.at }, Roots: []snp.Root{{ProductLine: simsnp.ProductLine, ARK: ark, ASK: ask}}}, SimulatedEndorsers: []uvm.Endorser{{DID: did, Feed: feed}}, Simulated: true}
+	cfg := Config{KMS: e.kms, Auth: auth, Logger: log}
 	if configure != nil {
-		configure(&cfg)
+		configure(&cfg, &ac)
+	}
+	if cfg.Attest, err = attest.New(ac); err != nil {
+		t.Fatal(err)
 	}
 	if e.rel, err = New(cfg); err != nil {
 		t.Fatal(err)
@@ -450,7 +447,7 @@ func TestV1ReleaseDenials(t *testing.T) {
 // verifier was given as roots, is still refused unless the release service
 // itself was told to trust simulated evidence.
 func TestV1SimulatedNotTrusted(t *testing.T) {
-	e := newSimEnv(t, func(c *Config) { c.Simulated = false })
+	e := newSimEnv(t, func(_ *Config, ac *attest.Config) { ac.Simulated = false })
 	_, err := e.rel.V1Release(context.Background(), e.token(nil), e.kids()[0], e.v1Body(hpkeWrappingKey(t, keys.KEMX25519HKDFSHA256), nil, nil))
 	wantErr(t, err, 400, CodeSimulatedNotPermitted)
 	if e.releases() != 0 {
@@ -461,7 +458,7 @@ func TestV1SimulatedNotTrusted(t *testing.T) {
 // TestV1Nonce: with RequireNonce, a release needs a nonce this server
 // issued, unexpired, and held in REPORT_DATA[32:64].
 func TestV1Nonce(t *testing.T) {
-	e := newSimEnv(t, func(c *Config) { c.RequireNonce = true })
+	e := newSimEnv(t, func(c *Config, _ *attest.Config) { c.RequireNonce = true })
 	kid := e.kids()[0]
 	wk := hpkeWrappingKey(t, keys.KEMX25519HKDFSHA256)
 	fresh := func() []byte {
