@@ -5,7 +5,6 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
-	"net/http"
 	"strconv"
 
 	"github.com/tkms-dev/tkms/api"
@@ -20,11 +19,11 @@ import (
 func decodeApp(body []byte) (*api.AppRequest, []byte, error) {
 	var req api.AppRequest
 	if err := json.Unmarshal(body, &req); err != nil {
-		return nil, nil, fail(http.StatusBadRequest, CodeInvalidRequest, "the body is not a JSON object of the expected shape", err)
+		return nil, nil, fail(KindRefused, CodeInvalidRequest, "the body is not a JSON object of the expected shape", err)
 	}
 	att, err := attestationField(req.Attestation)
 	if err != nil {
-		return nil, nil, fail(http.StatusBadRequest, CodeInvalidRequest, "the body has no attestation", err)
+		return nil, nil, fail(KindRefused, CodeInvalidRequest, "the body has no attestation", err)
 	}
 	return &req, att, nil
 }
@@ -36,7 +35,7 @@ func checkFmt(f string) (string, error) {
 	case "tink":
 		return "tink", nil
 	}
-	return "", fail(http.StatusBadRequest, CodeInvalidFmtParameter, `fmt must be "jwk" or "tink"`, nil)
+	return "", fail(KindRefused, CodeInvalidFmtParameter, `fmt must be "jwk" or "tink"`, nil)
 }
 
 // AppUnwrap serves POST /app/unwrapKey (spec/azure-compat.md), checking in
@@ -54,10 +53,10 @@ func (s *Service) AppUnwrap(ctx context.Context, authorization string, body []by
 	}
 	defer func() { s.denied(ctx, id, "app/unwrapKey", err) }()
 	if req.WrappedKid == "" {
-		return nil, fail(http.StatusBadRequest, CodeMissingWrappedKid, "wrappedKid is required", nil)
+		return nil, fail(KindRefused, CodeMissingWrappedKid, "wrappedKid is required", nil)
 	}
 	if req.WrappingKey == "" {
-		return nil, fail(http.StatusBadRequest, CodeInvalidPEMFormat, "wrappingKey is required", nil)
+		return nil, fail(KindRefused, CodeInvalidPEMFormat, "wrappingKey is required", nil)
 	}
 	pub, err := wrap.ParseAppWrappingKey(req.WrappingKey)
 	if err != nil {
@@ -80,7 +79,7 @@ func (s *Service) AppUnwrap(ctx context.Context, authorization string, body []by
 		if wrap.MissingTrailingNewline(req.WrappingKey) {
 			msg += " (the wrappingKey PEM lacks its trailing newline: the hash covers the exact text)"
 		}
-		return nil, fail(http.StatusBadRequest, CodeWrappingKeyMismatch, msg, err)
+		return nil, fail(KindRefused, CodeWrappingKeyMismatch, msg, err)
 	}
 	k, priv, err := s.releasable(req.WrappedKid)
 	if err != nil {
@@ -88,14 +87,14 @@ func (s *Service) AppUnwrap(ctx context.Context, authorization string, body []by
 	}
 	suite, err := keys.ParseSuite(k.Suite)
 	if err != nil {
-		return nil, fail(http.StatusInternalServerError, CodeUnavailable, "key of unknown suite", err)
+		return nil, fail(KindInternal, CodeUnavailable, "key of unknown suite", err)
 	}
 	var payload []byte
 	switch format {
 	case "jwk":
 		item, err := keys.PublicItem(suite, k.PublicKey, k.Kid, k.ID, k.Created.UnixMilli(), k.NotAfter.UnixMilli())
 		if err != nil {
-			return nil, fail(http.StatusInternalServerError, CodeUnavailable, "cannot encode key", err)
+			return nil, fail(KindInternal, CodeUnavailable, "cannot encode key", err)
 		}
 		item.D = base64.RawURLEncoding.EncodeToString(priv)
 		payload, err = wrap.JWKPayload(item)
@@ -104,13 +103,13 @@ func (s *Service) AppUnwrap(ctx context.Context, authorization string, body []by
 		}
 	case "tink":
 		if payload, err = wrap.TinkKeyset(suite, priv, k.PublicKey); err != nil {
-			return nil, fail(http.StatusBadRequest, CodeInvalidFmtParameter, "fmt=tink is available for x25519 keys only", err)
+			return nil, fail(KindRefused, CodeInvalidFmtParameter, "fmt=tink is available for x25519 keys only", err)
 		}
 	}
 	wrapped, err := wrap.RSAOAEP256(pub, payload)
 	clear(payload)
 	if err != nil {
-		return nil, fail(http.StatusBadRequest, CodeWrapKeyException, "the key does not fit RSA-OAEP under this wrapping key; use a larger RSA key", err)
+		return nil, fail(KindRefused, CodeWrapKeyException, "the key does not fit RSA-OAEP under this wrapping key; use a larger RSA key", err)
 	}
 	receipt, err := s.record(ctx, []string{k.Kid}, "app/unwrapKey", format, id, ev, bind, d)
 	if err != nil {
@@ -132,17 +131,17 @@ func (s *Service) releasable(kid string) (state.Key, []byte, error) {
 		}
 	})
 	if !found {
-		return k, nil, fail(http.StatusNotFound, CodeKeyNotFound, "no key with kid "+truncate(kid, 100), nil)
+		return k, nil, fail(KindNotFound, CodeKeyNotFound, "no key with kid "+truncate(kid, 100), nil)
 	}
 	if k.Phase(now) >= state.Expired {
-		return k, nil, fail(http.StatusGone, CodeKeyExpired, "key "+k.Kid+" has expired", nil)
+		return k, nil, fail(KindGone, CodeKeyExpired, "key "+k.Kid+" has expired", nil)
 	}
 	priv, err := s.cfg.KMS.PrivateKey(kid)
 	if errors.Is(err, kms.ErrKeyDestroyed) {
-		return k, nil, fail(http.StatusGone, CodeKeyExpired, "key "+k.Kid+" has been destroyed", err)
+		return k, nil, fail(KindGone, CodeKeyExpired, "key "+k.Kid+" has been destroyed", err)
 	}
 	if err != nil {
-		return k, nil, fail(http.StatusServiceUnavailable, CodeUnavailable, "the key cannot be read; see the server log", err)
+		return k, nil, fail(KindUnavailable, CodeUnavailable, "the key cannot be read; see the server log", err)
 	}
 	return k, priv, nil
 }
@@ -150,11 +149,11 @@ func (s *Service) releasable(kid string) (state.Key, []byte, error) {
 func wrapError(err error) *Error {
 	switch {
 	case errors.Is(err, wrap.ErrInvalidPEM):
-		return fail(http.StatusBadRequest, CodeInvalidPEMFormat, err.Error(), err)
+		return fail(KindRefused, CodeInvalidPEMFormat, err.Error(), err)
 	case errors.Is(err, wrap.ErrWrappingKey):
-		return fail(http.StatusBadRequest, CodeWrappingKeyError, err.Error(), err)
+		return fail(KindRefused, CodeWrappingKeyError, err.Error(), err)
 	}
-	return fail(http.StatusBadRequest, CodeWrapKeyException, err.Error(), err)
+	return fail(KindRefused, CodeWrapKeyException, err.Error(), err)
 }
 
 // tinkKeys is the fmt=tink "wrapped" string of /app/key.
@@ -214,9 +213,9 @@ func (s *Service) AppKey(ctx context.Context, authorization string, body []byte,
 	})
 	if len(ks) == 0 {
 		if kid == "" {
-			return nil, fail(http.StatusNotFound, CodeKeyNotFound, "no key is available", nil)
+			return nil, fail(KindNotFound, CodeKeyNotFound, "no key is available", nil)
 		}
-		return nil, fail(http.StatusNotFound, CodeKeyNotFound, "no key with kid "+truncate(kid, 100), nil)
+		return nil, fail(KindNotFound, CodeKeyNotFound, "no key with kid "+truncate(kid, 100), nil)
 	}
 	if format, err = checkFmt(format); err != nil {
 		return nil, err

@@ -7,7 +7,6 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
-	"net/http"
 	"sync"
 	"time"
 
@@ -96,7 +95,7 @@ func checkNonce(key, n []byte, now time.Time) error {
 func parseNonce(s string) ([]byte, error) {
 	n, err := hex.DecodeString(s)
 	if err != nil || len(n) != NonceSize {
-		return nil, fail(http.StatusBadRequest, CodeNonceInvalid, "nonce must be 64 hex digits, as GET /v1/nonce returns", ErrNonceInvalid)
+		return nil, fail(KindRefused, CodeNonceInvalid, "nonce must be 64 hex digits, as GET /v1/nonce returns", ErrNonceInvalid)
 	}
 	return n, nil
 }
@@ -106,9 +105,9 @@ func parseNonce(s string) ([]byte, error) {
 func (s *Service) verifyNonce(n []byte) error {
 	switch err := checkNonce(processNonceKey(), n, s.cfg.KMS.Now()); {
 	case errors.Is(err, ErrNonceExpired):
-		return fail(http.StatusBadRequest, CodeNonceExpired, "the nonce has expired; fetch a new one from GET /v1/nonce", err)
+		return fail(KindRefused, CodeNonceExpired, "the nonce has expired; fetch a new one from GET /v1/nonce", err)
 	case err != nil:
-		return fail(http.StatusBadRequest, CodeNonceInvalid, "the nonce was not issued by this server", err)
+		return fail(KindRefused, CodeNonceInvalid, "the nonce was not issued by this server", err)
 	}
 	return nil
 }

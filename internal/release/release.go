@@ -7,7 +7,7 @@
 // Each step lives in its own package (jwtauth, attest, policy, wrap); this
 // package only puts them in the order of
 // docs/spec/azure-compat.md and turns every failure into an Error with the
-// HTTP status and code the caller sees.
+// code the caller sees and its Kind, which httpapi maps to an HTTP status.
 package release
 
 import (
@@ -17,7 +17,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -51,11 +50,37 @@ const (
 	CodeServerBusy            = "SERVER_BUSY"  // 503: too many verifications in progress (Config.Verify)
 )
 
-// Error is a failed release: the status and code for the caller, a message
-// safe to show it, and the cause for the log. RetryAfter, if positive, is
-// when the caller may try again (the Retry-After header of a 429 or 503).
+// Kind says what kind of failure an Error is; the transport maps it to its
+// own terms (httpapi: to an HTTP status), and nothing in this package knows
+// those.
+type Kind uint8
+
+// The kinds of failure.
+const (
+	// KindRefused: the request, its wrapping key or its evidence is
+	// refused, or the policy denies it; the caller's to fix.
+	KindRefused Kind = iota
+	// KindUnauthenticated: the token is missing or refused.
+	KindUnauthenticated
+	// KindNotFound: no such key.
+	KindNotFound
+	// KindGone: the key expired or was destroyed.
+	KindGone
+	// KindRateLimited: the caller is over its rate; RetryAfter says when
+	// to try again.
+	KindRateLimited
+	// KindUnavailable: the service cannot serve the release now (no
+	// trusted issuer, storage, load); nothing was released.
+	KindUnavailable
+	// KindInternal: the service's own failure (state it cannot read).
+	KindInternal
+)
+
+// Error is a failed release: its kind and code, a message safe to show the
+// caller, and the cause for the log. RetryAfter, if positive, is when the
+// caller may try again.
 type Error struct {
-	Status     int
+	Kind       Kind
 	Code       string
 	Message    string
 	Err        error
@@ -65,8 +90,8 @@ type Error struct {
 func (e *Error) Error() string { return e.Code + ": " + e.Message }
 func (e *Error) Unwrap() error { return e.Err }
 
-func fail(status int, code, msg string, err error) *Error {
-	return &Error{Status: status, Code: code, Message: msg, Err: err}
+func fail(kind Kind, code, msg string, err error) *Error {
+	return &Error{Kind: kind, Code: code, Message: msg, Err: err}
 }
 
 // Config wires a Service.
@@ -167,7 +192,7 @@ func (s *Service) busy(err error) *Error {
 	if !errors.Is(err, limit.ErrBusy) {
 		msg = "the request ended while waiting to be verified"
 	}
-	e := fail(http.StatusServiceUnavailable, CodeServerBusy, msg, err)
+	e := fail(KindUnavailable, CodeServerBusy, msg, err)
 	e.RetryAfter = ra
 	return e
 }
@@ -183,9 +208,9 @@ func (s *Service) Admission() (*limit.Keyed, *limit.Pool) {
 // except for simulated evidence, which has its own code.
 func attestationFailed(err error) *Error {
 	if attest.Code(err) == attest.CodeSimulatedNotTrusted {
-		return fail(http.StatusBadRequest, CodeSimulatedNotPermitted, "the evidence chains to a simulated TEE, which this server does not trust", nil)
+		return fail(KindRefused, CodeSimulatedNotPermitted, "the evidence chains to a simulated TEE, which this server does not trust", nil)
 	}
-	return fail(http.StatusBadRequest, CodeAttestationFailed, err.Error(), err)
+	return fail(KindRefused, CodeAttestationFailed, err.Error(), err)
 }
 
 // decision is the policy in force and its verdict.
@@ -200,13 +225,13 @@ func (s *Service) Decide(ev *attest.Evidence) (decision, error) {
 	var d decision
 	s.cfg.KMS.Read(func(st *state.State) { raw, d.seq = st.ReleasePolicy, st.ReleasePolicySeq })
 	if raw == nil {
-		return d, fail(http.StatusBadRequest, CodePolicyUnset, "no key release policy is set: every release is denied", policy.ErrUnset)
+		return d, fail(KindRefused, CodePolicyUnset, "no key release policy is set: every release is denied", policy.ErrUnset)
 	}
 	pp := s.policy.Load()
 	if pp == nil || pp.seq != d.seq {
 		p, err := policy.Parse(raw)
 		if err != nil {
-			return d, fail(http.StatusInternalServerError, CodeUnavailable, "the key release policy in force cannot be read", err)
+			return d, fail(KindInternal, CodeUnavailable, "the key release policy in force cannot be read", err)
 		}
 		pp = &parsedPolicy{seq: d.seq, p: p, hash: policy.Hash(p)}
 		s.policy.Store(pp)
@@ -214,9 +239,9 @@ func (s *Service) Decide(ev *attest.Evidence) (decision, error) {
 	d.hash = pp.hash
 	if err := policy.Evaluate(pp.p, ev.Claims); err != nil {
 		if errors.Is(err, policy.ErrUnset) {
-			return d, fail(http.StatusBadRequest, CodePolicyUnset, err.Error(), err)
+			return d, fail(KindRefused, CodePolicyUnset, err.Error(), err)
 		}
-		return d, fail(http.StatusBadRequest, CodePolicyDenied, err.Error(), err)
+		return d, fail(KindRefused, CodePolicyDenied, err.Error(), err)
 	}
 	return d, nil
 }
@@ -254,11 +279,11 @@ func (s *Service) record(ctx context.Context, kids []string, api, format string,
 	e, err := s.cfg.KMS.RecordRelease(ctx, r)
 	switch {
 	case errors.Is(err, kms.ErrNotReleasable):
-		return nil, fail(http.StatusGone, CodeKeyExpired, "the key expired while the release was decided; nothing was released", err)
+		return nil, fail(KindGone, CodeKeyExpired, "the key expired while the release was decided; nothing was released", err)
 	case errors.Is(err, kms.ErrPolicyChanged):
-		return nil, fail(http.StatusServiceUnavailable, CodeUnavailable, "the key release policy changed while the release was decided; nothing was released; retry", err)
+		return nil, fail(KindUnavailable, CodeUnavailable, "the key release policy changed while the release was decided; nothing was released; retry", err)
 	case err != nil:
-		return nil, fail(http.StatusServiceUnavailable, CodeUnavailable, "the release could not be recorded; nothing was released", err)
+		return nil, fail(KindUnavailable, CodeUnavailable, "the release could not be recorded; nothing was released", err)
 	}
 	s.log.Info("key released", "kids", kids, "api", api, "iss", id.Issuer, "oid", id.OID, "seq", e.Seq,
 		"simulated", ev.Simulated, "host_data", r.HostData)

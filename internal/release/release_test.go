@@ -278,39 +278,39 @@ func TestAppUnwrapDenials(t *testing.T) {
 		auth   string
 		body   []byte
 		format string
-		status int
+		kind   Kind
 		code   string
 	}{
-		{"not json", e.token(nil), []byte("{"), "", 400, CodeInvalidRequest},
-		{"no attestation", e.token(nil), e.body(func(b map[string]any) { delete(b, "attestation") }), "", 400, CodeInvalidRequest},
-		{"no token", "", e.body(nil), "", 401, "JWT_MISSING"},
+		{"not json", e.token(nil), []byte("{"), "", KindRefused, CodeInvalidRequest},
+		{"no attestation", e.token(nil), e.body(func(b map[string]any) { delete(b, "attestation") }), "", KindRefused, CodeInvalidRequest},
+		{"no token", "", e.body(nil), "", KindUnauthenticated, "JWT_MISSING"},
 		{"expired token", e.token(func(c map[string]any) {
 			c["exp"] = now.Add(-time.Hour).Unix()
 			c["nbf"] = now.Add(-2 * time.Hour).Unix()
-		}), e.body(nil), "", 401, "JWT_EXPIRED"},
-		{"wrong audience", e.token(func(c map[string]any) { c["aud"] = "api://other" }), e.body(nil), "", 401, "JWT_AUDIENCE"},
-		{"jwt policy mismatch", e.token(func(c map[string]any) { c["idtyp"] = "user" }), e.body(nil), "", 401, "JWT_POLICY_MISMATCH"},
-		{"no wrappedKid", e.token(nil), e.body(func(b map[string]any) { delete(b, "wrappedKid") }), "", 400, CodeMissingWrappedKid},
-		{"no wrappingKey", e.token(nil), e.body(func(b map[string]any) { delete(b, "wrappingKey") }), "", 400, CodeInvalidPEMFormat},
-		{"wrappingKey not PEM", e.token(nil), e.body(func(b map[string]any) { b["wrappingKey"] = "hello" }), "", 400, CodeInvalidPEMFormat},
-		{"wrappingKey too small", e.token(nil), e.body(func(b map[string]any) { b["wrappingKey"] = smallPEM }), "", 400, CodeWrappingKeyError},
-		{"bad fmt", e.token(nil), e.body(nil), "pem", 400, CodeInvalidFmtParameter},
+		}), e.body(nil), "", KindUnauthenticated, "JWT_EXPIRED"},
+		{"wrong audience", e.token(func(c map[string]any) { c["aud"] = "api://other" }), e.body(nil), "", KindUnauthenticated, "JWT_AUDIENCE"},
+		{"jwt policy mismatch", e.token(func(c map[string]any) { c["idtyp"] = "user" }), e.body(nil), "", KindUnauthenticated, "JWT_POLICY_MISMATCH"},
+		{"no wrappedKid", e.token(nil), e.body(func(b map[string]any) { delete(b, "wrappedKid") }), "", KindRefused, CodeMissingWrappedKid},
+		{"no wrappingKey", e.token(nil), e.body(func(b map[string]any) { delete(b, "wrappingKey") }), "", KindRefused, CodeInvalidPEMFormat},
+		{"wrappingKey not PEM", e.token(nil), e.body(func(b map[string]any) { b["wrappingKey"] = "hello" }), "", KindRefused, CodeInvalidPEMFormat},
+		{"wrappingKey too small", e.token(nil), e.body(func(b map[string]any) { b["wrappingKey"] = smallPEM }), "", KindRefused, CodeWrappingKeyError},
+		{"bad fmt", e.token(nil), e.body(nil), "pem", KindRefused, CodeInvalidFmtParameter},
 		{"report signature flipped", e.token(nil), e.body(func(b map[string]any) {
 			b["attestation"] = tamper("evidence", func(r []byte) { r[0x2A0+5] ^= 1 })
-		}), "", 400, CodeAttestationFailed},
+		}), "", KindRefused, CodeAttestationFailed},
 		{"measurement flipped", e.token(nil), e.body(func(b map[string]any) {
 			b["attestation"] = tamper("evidence", func(r []byte) { r[0x90] ^= 1 })
-		}), "", 400, CodeAttestationFailed},
+		}), "", KindRefused, CodeAttestationFailed},
 		{"report truncated", e.token(nil), e.body(func(b map[string]any) {
 			b["attestation"] = tamper("evidence", func(r []byte) {})
 			var m map[string]string
 			json.Unmarshal(b["attestation"].(json.RawMessage), &m)
 			m["evidence"] = m["evidence"][:100]
 			b["attestation"], _ = json.Marshal(m)
-		}), "", 400, CodeAttestationFailed},
+		}), "", KindRefused, CodeAttestationFailed},
 		{"uvm endorsement flipped", e.token(nil), e.body(func(b map[string]any) {
 			b["attestation"] = tamper("uvm_endorsements", func(r []byte) { r[len(r)-10] ^= 1 })
-		}), "", 400, CodeAttestationFailed},
+		}), "", KindRefused, CodeAttestationFailed},
 		{"endorsed_tcb mismatch", e.token(nil), e.body(func(b map[string]any) {
 			c := map[string]string{}
 			for k, v := range evidence {
@@ -318,17 +318,17 @@ func TestAppUnwrapDenials(t *testing.T) {
 			}
 			c["endorsed_tcb"] = "0000000000000000"
 			b["attestation"], _ = json.Marshal(c)
-		}), "", 400, CodeAttestationFailed},
+		}), "", KindRefused, CodeAttestationFailed},
 		{"binding: PEM without trailing newline", e.token(nil), e.body(func(b map[string]any) {
 			b["wrappingKey"] = strings.TrimSuffix(e.pubPEM, "\n")
-		}), "", 400, CodeWrappingKeyMismatch},
-		{"unknown kid", e.token(nil), e.body(func(b map[string]any) { b["wrappedKid"] = "AAAA_42" }), "", 404, CodeKeyNotFound},
+		}), "", KindRefused, CodeWrappingKeyMismatch},
+		{"unknown kid", e.token(nil), e.body(func(b map[string]any) { b["wrappedKid"] = "AAAA_42" }), "", KindNotFound, CodeKeyNotFound},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := e.rel.AppUnwrap(context.Background(), tc.auth, tc.body, tc.format)
 			var re *Error
-			if !errors.As(err, &re) || re.Status != tc.status || re.Code != tc.code {
-				t.Fatalf("got %v, want %d %s", err, tc.status, tc.code)
+			if !errors.As(err, &re) || re.Kind != tc.kind || re.Code != tc.code {
+				t.Fatalf("got %v, want kind %d %s", err, tc.kind, tc.code)
 			}
 		})
 	}
@@ -404,7 +404,7 @@ func TestGraceAndExpiry(t *testing.T) {
 	mu.Unlock()
 	_, err := e.rel.AppUnwrap(context.Background(), e.token(nil), e.body(func(b map[string]any) { b["wrappedKid"] = kid }), "")
 	var re *Error
-	if !errors.As(err, &re) || re.Status != 410 || re.Code != CodeKeyExpired {
+	if !errors.As(err, &re) || re.Kind != KindGone || re.Code != CodeKeyExpired {
 		t.Fatalf("expired key: %v", err)
 	}
 }

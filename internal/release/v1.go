@@ -10,7 +10,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net/http"
 
 	"github.com/tkms-dev/tkms/api"
 	"github.com/tkms-dev/tkms/internal/keys"
@@ -61,14 +60,14 @@ func decodeV1(body []byte) (*api.V1Request, []byte, error) {
 	d := json.NewDecoder(bytes.NewReader(body))
 	d.DisallowUnknownFields()
 	if err := d.Decode(&req); err != nil {
-		return nil, nil, fail(http.StatusBadRequest, CodeInvalidRequest, "the body is not a JSON object of the expected shape: "+truncate(err.Error(), 200), err)
+		return nil, nil, fail(KindRefused, CodeInvalidRequest, "the body is not a JSON object of the expected shape: "+truncate(err.Error(), 200), err)
 	}
 	if _, err := d.Token(); err != io.EOF {
-		return nil, nil, fail(http.StatusBadRequest, CodeInvalidRequest, "the body holds data after the JSON object", err)
+		return nil, nil, fail(KindRefused, CodeInvalidRequest, "the body holds data after the JSON object", err)
 	}
 	att, err := attestationField(req.Attestation)
 	if err != nil {
-		return nil, nil, fail(http.StatusBadRequest, CodeInvalidRequest, "the body has no attestation", err)
+		return nil, nil, fail(KindRefused, CodeInvalidRequest, "the body has no attestation", err)
 	}
 	return &req, att, nil
 }
@@ -81,26 +80,26 @@ func params(req *api.V1Request, single bool, att []byte) (*v1Params, error) {
 	p := &v1Params{attestation: att, all: req.AllValid}
 	switch {
 	case single && (req.Kids != nil || req.AllValid):
-		return nil, fail(http.StatusBadRequest, CodeInvalidRequest, "kids and all_valid belong to POST /v1/release; this endpoint releases the kid in its path", nil)
+		return nil, fail(KindRefused, CodeInvalidRequest, "kids and all_valid belong to POST /v1/release; this endpoint releases the kid in its path", nil)
 	case single:
 	case req.AllValid && req.Kids != nil:
-		return nil, fail(http.StatusBadRequest, CodeInvalidRequest, "give kids or all_valid, not both", nil)
+		return nil, fail(KindRefused, CodeInvalidRequest, "give kids or all_valid, not both", nil)
 	case !req.AllValid && len(req.Kids) == 0:
-		return nil, fail(http.StatusBadRequest, CodeInvalidRequest, `give "kids":[...] (at least one) or "all_valid":true`, nil)
+		return nil, fail(KindRefused, CodeInvalidRequest, `give "kids":[...] (at least one) or "all_valid":true`, nil)
 	case len(req.Kids) > MaxV1Kids:
-		return nil, fail(http.StatusBadRequest, CodeInvalidRequest, fmt.Sprintf("at most %d kids per request", MaxV1Kids), nil)
+		return nil, fail(KindRefused, CodeInvalidRequest, fmt.Sprintf("at most %d kids per request", MaxV1Kids), nil)
 	default:
 		seen := make(map[string]bool, len(req.Kids))
 		for _, kid := range req.Kids {
 			if kid == "" || seen[kid] {
-				return nil, fail(http.StatusBadRequest, CodeInvalidRequest, "kids must be distinct and non-empty", nil)
+				return nil, fail(KindRefused, CodeInvalidRequest, "kids must be distinct and non-empty", nil)
 			}
 			seen[kid] = true
 		}
 		p.kids = req.Kids
 	}
 	if p.wk, err = parseV1WrappingKey(req.WrappingKey); err != nil {
-		return nil, fail(http.StatusBadRequest, CodeWrappingKeyError, err.Error(), err)
+		return nil, fail(KindRefused, CodeWrappingKeyError, err.Error(), err)
 	}
 	if req.Nonce != "" {
 		if p.nonce, err = parseNonce(req.Nonce); err != nil {
@@ -225,7 +224,7 @@ func (s *Service) v1Release(ctx context.Context, authorization string, body []by
 			return nil, err
 		}
 	case s.cfg.RequireNonce:
-		return nil, fail(http.StatusBadRequest, CodeNonceRequired, "this server requires fresh evidence: put a nonce from GET /v1/nonce in REPORT_DATA[32:64] and send it as \"nonce\"", nil)
+		return nil, fail(KindRefused, CodeNonceRequired, "this server requires fresh evidence: put a nonce from GET /v1/nonce in REPORT_DATA[32:64] and send it as \"nonce\"", nil)
 	}
 
 	ev, err := s.VerifyEvidence(ctx, p.attestation)
@@ -238,10 +237,10 @@ func (s *Service) v1Release(ctx context.Context, authorization string, body []by
 	}
 	bind := wrap.V1BindingHash(p.wk.canonical)
 	if err := wrap.CheckBinding(ev.ReportData, bind); err != nil {
-		return nil, fail(http.StatusBadRequest, CodeWrappingKeyMismatch, err.Error()+" (REPORT_DATA[0:32] must be SHA-256 of the canonical wrapping key)", err)
+		return nil, fail(KindRefused, CodeWrappingKeyMismatch, err.Error()+" (REPORT_DATA[0:32] must be SHA-256 of the canonical wrapping key)", err)
 	}
 	if p.nonce != nil && (len(ev.ReportData) < 64 || !bytes.Equal(ev.ReportData[32:64], p.nonce)) {
-		return nil, fail(http.StatusBadRequest, CodeNonceInvalid, "REPORT_DATA[32:64] does not hold the nonce", ErrNonceInvalid)
+		return nil, fail(KindRefused, CodeNonceInvalid, "REPORT_DATA[32:64] does not hold the nonce", ErrNonceInvalid)
 	}
 
 	kids := p.kids
@@ -255,7 +254,7 @@ func (s *Service) v1Release(ctx context.Context, authorization string, body []by
 			}
 		})
 		if len(kids) == 0 {
-			return nil, fail(http.StatusNotFound, CodeKeyNotFound, "no key is valid", nil)
+			return nil, fail(KindNotFound, CodeKeyNotFound, "no key is valid", nil)
 		}
 	}
 	resp := &api.V1ReleaseResponse{Keys: make([]api.V1ReleasedKey, 0, len(kids))}

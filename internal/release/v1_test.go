@@ -356,19 +356,19 @@ func TestV1ReleaseBatch(t *testing.T) {
 	}
 	e.checkReleased(resp, wk, want)
 	_, err = e.rel.V1ReleaseBatch(context.Background(), e.token(nil), e.v1Body(wk, nil, func(b map[string]any) { b["kids"] = kids }))
-	wantErr(t, err, 410, CodeKeyExpired)
+	wantErr(t, err, KindGone, CodeKeyExpired)
 	_, err = e.rel.V1Release(context.Background(), e.token(nil), kids[0], e.v1Body(wk, nil, nil))
-	wantErr(t, err, 410, CodeKeyExpired)
+	wantErr(t, err, KindGone, CodeKeyExpired)
 	if n := e.releases(); n != 3 {
 		t.Fatalf("%d releases, want 3", n)
 	}
 }
 
-func wantErr(t *testing.T, err error, status int, code string) {
+func wantErr(t *testing.T, err error, kind Kind, code string) {
 	t.Helper()
 	var re *Error
-	if !errors.As(err, &re) || re.Status != status || re.Code != code {
-		t.Fatalf("got %v, want %d %s", err, status, code)
+	if !errors.As(err, &re) || re.Kind != kind || re.Code != code {
+		t.Fatalf("got %v, want kind %d %s", err, kind, code)
 	}
 }
 
@@ -387,35 +387,35 @@ func TestV1ReleaseDenials(t *testing.T) {
 		return e.v1Body(x, nil, func(b map[string]any) { b["wrapping_key"] = wk })
 	}
 	for _, tc := range []struct {
-		name   string
-		auth   string
-		kid    string // "" for the batch endpoint
-		body   []byte
-		status int
-		code   string
+		name string
+		auth string
+		kid  string // "" for the batch endpoint
+		body []byte
+		kind Kind
+		code string
 	}{
-		{"not json", e.token(nil), kid, []byte("{"), 400, CodeInvalidRequest},
-		{"unknown field", e.token(nil), kid, e.v1Body(x, nil, func(b map[string]any) { b["wrappedKid"] = kid }), 400, CodeInvalidRequest},
-		{"trailing data", e.token(nil), kid, append(bytes.Clone(good), "{}"...), 400, CodeInvalidRequest},
-		{"no attestation", e.token(nil), kid, e.v1Body(x, nil, func(b map[string]any) { delete(b, "attestation") }), 400, CodeInvalidRequest},
-		{"no token", "", kid, good, 401, "JWT_MISSING"},
-		{"kids on the single endpoint", e.token(nil), kid, e.v1Body(x, nil, func(b map[string]any) { b["kids"] = []string{kid} }), 400, CodeInvalidRequest},
-		{"batch without kids", e.token(nil), "", good, 400, CodeInvalidRequest},
-		{"batch with kids and all_valid", e.token(nil), "", e.v1Body(x, nil, func(b map[string]any) { b["kids"] = []string{kid}; b["all_valid"] = true }), 400, CodeInvalidRequest},
-		{"batch with duplicate kids", e.token(nil), "", e.v1Body(x, nil, func(b map[string]any) { b["kids"] = []string{kid, kid} }), 400, CodeInvalidRequest},
-		{"no wrapping_key", e.token(nil), kid, e.v1Body(x, nil, func(b map[string]any) { delete(b, "wrapping_key") }), 400, CodeWrappingKeyError},
-		{"wrapping_key type unknown", e.token(nil), kid, withWK(map[string]any{"type": "ec", "public_key": x.json["public_key"]}), 400, CodeWrappingKeyError},
-		{"wrapping_key bad base64", e.token(nil), kid, withWK(map[string]any{"type": "hpke", "kem_id": 32, "public_key": "not base64!"}), 400, CodeWrappingKeyError},
-		{"wrapping_key spki bad base64", e.token(nil), kid, withWK(map[string]any{"type": "rsa", "spki": "@@@"}), 400, CodeWrappingKeyError},
-		{"wrapping_key spki not a key", e.token(nil), kid, withWK(map[string]any{"type": "rsa", "spki": "AAAA"}), 400, CodeWrappingKeyError},
-		{"wrapping_key RSA too small", e.token(nil), kid, withWK(map[string]any{"type": "rsa", "spki": base64.StdEncoding.EncodeToString(smallDER)}), 400, CodeWrappingKeyError},
-		{"wrapping_key unsupported kem", e.token(nil), kid, withWK(p256.json), 400, CodeWrappingKeyError},
-		{"wrapping_key wrong length", e.token(nil), kid, withWK(map[string]any{"type": "hpke", "kem_id": 32, "public_key": "AAAA"}), 400, CodeWrappingKeyError},
-		{"wrapping_key mixes types", e.token(nil), kid, withWK(map[string]any{"type": "hpke", "kem_id": 32, "public_key": x.json["public_key"], "spki": "AAAA"}), 400, CodeWrappingKeyError},
-		{"binding mismatch", e.token(nil), kid, e.v1Body(other, nil, func(b map[string]any) { b["wrapping_key"] = x.json }), 400, CodeWrappingKeyMismatch},
-		{"nonce not hex", e.token(nil), kid, e.v1Body(x, nil, func(b map[string]any) { b["nonce"] = "xyz" }), 400, CodeNonceInvalid},
-		{"unknown kid", e.token(nil), "AAAA_42", good, 404, CodeKeyNotFound},
-		{"batch with an unknown kid", e.token(nil), "", e.v1Body(x, nil, func(b map[string]any) { b["kids"] = []string{kid, "AAAA_42"} }), 404, CodeKeyNotFound},
+		{"not json", e.token(nil), kid, []byte("{"), KindRefused, CodeInvalidRequest},
+		{"unknown field", e.token(nil), kid, e.v1Body(x, nil, func(b map[string]any) { b["wrappedKid"] = kid }), KindRefused, CodeInvalidRequest},
+		{"trailing data", e.token(nil), kid, append(bytes.Clone(good), "{}"...), KindRefused, CodeInvalidRequest},
+		{"no attestation", e.token(nil), kid, e.v1Body(x, nil, func(b map[string]any) { delete(b, "attestation") }), KindRefused, CodeInvalidRequest},
+		{"no token", "", kid, good, KindUnauthenticated, "JWT_MISSING"},
+		{"kids on the single endpoint", e.token(nil), kid, e.v1Body(x, nil, func(b map[string]any) { b["kids"] = []string{kid} }), KindRefused, CodeInvalidRequest},
+		{"batch without kids", e.token(nil), "", good, KindRefused, CodeInvalidRequest},
+		{"batch with kids and all_valid", e.token(nil), "", e.v1Body(x, nil, func(b map[string]any) { b["kids"] = []string{kid}; b["all_valid"] = true }), KindRefused, CodeInvalidRequest},
+		{"batch with duplicate kids", e.token(nil), "", e.v1Body(x, nil, func(b map[string]any) { b["kids"] = []string{kid, kid} }), KindRefused, CodeInvalidRequest},
+		{"no wrapping_key", e.token(nil), kid, e.v1Body(x, nil, func(b map[string]any) { delete(b, "wrapping_key") }), KindRefused, CodeWrappingKeyError},
+		{"wrapping_key type unknown", e.token(nil), kid, withWK(map[string]any{"type": "ec", "public_key": x.json["public_key"]}), KindRefused, CodeWrappingKeyError},
+		{"wrapping_key bad base64", e.token(nil), kid, withWK(map[string]any{"type": "hpke", "kem_id": 32, "public_key": "not base64!"}), KindRefused, CodeWrappingKeyError},
+		{"wrapping_key spki bad base64", e.token(nil), kid, withWK(map[string]any{"type": "rsa", "spki": "@@@"}), KindRefused, CodeWrappingKeyError},
+		{"wrapping_key spki not a key", e.token(nil), kid, withWK(map[string]any{"type": "rsa", "spki": "AAAA"}), KindRefused, CodeWrappingKeyError},
+		{"wrapping_key RSA too small", e.token(nil), kid, withWK(map[string]any{"type": "rsa", "spki": base64.StdEncoding.EncodeToString(smallDER)}), KindRefused, CodeWrappingKeyError},
+		{"wrapping_key unsupported kem", e.token(nil), kid, withWK(p256.json), KindRefused, CodeWrappingKeyError},
+		{"wrapping_key wrong length", e.token(nil), kid, withWK(map[string]any{"type": "hpke", "kem_id": 32, "public_key": "AAAA"}), KindRefused, CodeWrappingKeyError},
+		{"wrapping_key mixes types", e.token(nil), kid, withWK(map[string]any{"type": "hpke", "kem_id": 32, "public_key": x.json["public_key"], "spki": "AAAA"}), KindRefused, CodeWrappingKeyError},
+		{"binding mismatch", e.token(nil), kid, e.v1Body(other, nil, func(b map[string]any) { b["wrapping_key"] = x.json }), KindRefused, CodeWrappingKeyMismatch},
+		{"nonce not hex", e.token(nil), kid, e.v1Body(x, nil, func(b map[string]any) { b["nonce"] = "xyz" }), KindRefused, CodeNonceInvalid},
+		{"unknown kid", e.token(nil), "AAAA_42", good, KindNotFound, CodeKeyNotFound},
+		{"batch with an unknown kid", e.token(nil), "", e.v1Body(x, nil, func(b map[string]any) { b["kids"] = []string{kid, "AAAA_42"} }), KindNotFound, CodeKeyNotFound},
 		{"attestation tampered", e.token(nil), kid, e.v1Body(x, nil, func(b map[string]any) {
 			var m map[string]string
 			json.Unmarshal(b["attestation"].(json.RawMessage), &m)
@@ -423,7 +423,7 @@ func TestV1ReleaseDenials(t *testing.T) {
 			r[0x50] ^= 1 // REPORT_DATA
 			m["evidence"] = base64.StdEncoding.EncodeToString(r)
 			b["attestation"], _ = json.Marshal(m)
-		}), 400, CodeAttestationFailed},
+		}), KindRefused, CodeAttestationFailed},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var err error
@@ -432,7 +432,7 @@ func TestV1ReleaseDenials(t *testing.T) {
 			} else {
 				_, err = e.rel.V1ReleaseBatch(context.Background(), tc.auth, tc.body)
 			}
-			wantErr(t, err, tc.status, tc.code)
+			wantErr(t, err, tc.kind, tc.code)
 		})
 	}
 	if n := e.releases(); n != 0 {
@@ -449,7 +449,7 @@ func TestV1ReleaseDenials(t *testing.T) {
 func TestV1SimulatedNotTrusted(t *testing.T) {
 	e := newSimEnv(t, func(_ *Config, ac *attest.Config) { ac.Simulated = false })
 	_, err := e.rel.V1Release(context.Background(), e.token(nil), e.kids()[0], e.v1Body(hpkeWrappingKey(t, keys.KEMX25519HKDFSHA256), nil, nil))
-	wantErr(t, err, 400, CodeSimulatedNotPermitted)
+	wantErr(t, err, KindRefused, CodeSimulatedNotPermitted)
 	if e.releases() != 0 {
 		t.Fatal("released to simulated evidence")
 	}
@@ -478,7 +478,7 @@ func TestV1Nonce(t *testing.T) {
 		return err
 	}
 
-	wantErr(t, release(e.v1Body(wk, nil, nil)), 400, CodeNonceRequired)
+	wantErr(t, release(e.v1Body(wk, nil, nil)), KindRefused, CodeNonceRequired)
 
 	n := fresh()
 	if err := release(e.v1Body(wk, n, nil)); err != nil {
@@ -487,14 +487,14 @@ func TestV1Nonce(t *testing.T) {
 
 	flipped := bytes.Clone(n)
 	flipped[NonceSize-1] ^= 1
-	wantErr(t, release(e.v1Body(wk, flipped, nil)), 400, CodeNonceInvalid)
+	wantErr(t, release(e.v1Body(wk, flipped, nil)), KindRefused, CodeNonceInvalid)
 
 	// The evidence holds another nonce than the request names.
 	n2 := fresh()
-	wantErr(t, release(e.v1Body(wk, n2, func(b map[string]any) { b["nonce"] = hex.EncodeToString(n) })), 400, CodeNonceInvalid)
+	wantErr(t, release(e.v1Body(wk, n2, func(b map[string]any) { b["nonce"] = hex.EncodeToString(n) })), KindRefused, CodeNonceInvalid)
 
 	e.clock.Add(NonceTTL + time.Second)
-	wantErr(t, release(e.v1Body(wk, n, nil)), 400, CodeNonceExpired)
+	wantErr(t, release(e.v1Body(wk, n, nil)), KindRefused, CodeNonceExpired)
 	if err := release(e.v1Body(wk, fresh(), nil)); err != nil {
 		t.Fatalf("new nonce after expiry: %v", err)
 	}
@@ -563,7 +563,7 @@ func FuzzDecodeV1(f *testing.F) {
 		req, a, err := decodeV1(body)
 		if err != nil {
 			var re *Error
-			if !errors.As(err, &re) || re.Status != 400 {
+			if !errors.As(err, &re) || re.Kind != KindRefused {
 				t.Fatalf("decode error %v", err)
 			}
 			return
@@ -571,7 +571,7 @@ func FuzzDecodeV1(f *testing.F) {
 		p, err := params(req, single, a)
 		if err != nil {
 			var re *Error
-			if !errors.As(err, &re) || re.Status != 400 {
+			if !errors.As(err, &re) || re.Kind != KindRefused {
 				t.Fatalf("params error %v", err)
 			}
 			return
