@@ -16,7 +16,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/tkms-dev/tkms/client"
+	"github.com/tkms-dev/tkms/client/devtee"
 	"github.com/tkms-dev/tkms/internal/keys"
 	"github.com/tkms-dev/tkms/internal/wrap"
 )
@@ -93,11 +93,11 @@ type flood struct {
 // setupFlood prepares the flood's request: the primary key's release, an
 // X25519 wrapping key, and simulated evidence binding another one.
 func setupFlood(ctx context.Context, r *runner, cfg Config, sc *scenario) error {
-	att, err := client.NewSimulatedAttester(cfg.DataDir, client.SimulatedOptions{})
+	att, err := devtee.NewAttester(cfg.DataDir, devtee.AttesterOptions{})
 	if err != nil {
 		return fmt.Errorf("bench: %w", err)
 	}
-	ts, err := client.NewDevTokenSource(cfg.DataDir, client.DevTokenOptions{})
+	ts, err := devtee.NewTokenSource(cfg.DataDir, devtee.TokenOptions{})
 	if err != nil {
 		return fmt.Errorf("bench: %w", err)
 	}

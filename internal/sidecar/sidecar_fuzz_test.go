@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/tkms-dev/tkms/client"
+	"github.com/tkms-dev/tkms/client/devtee"
 	"github.com/tkms-dev/tkms/internal/attest/simsnp"
 	"github.com/tkms-dev/tkms/internal/keys"
 	"github.com/tkms-dev/tkms/internal/wrap"
@@ -93,7 +94,7 @@ func FuzzSidecarRequest(f *testing.F) {
 	if err := os.WriteFile(filepath.Join(dir, simsnp.ChainFile), chain, 0o600); err != nil {
 		f.Fatal(err)
 	}
-	att, err := client.NewSimulatedAttester(dir, client.SimulatedOptions{})
+	att, err := devtee.NewAttester(dir, devtee.AttesterOptions{})
 	if err != nil {
 		f.Fatal(err)
 	}
