@@ -6,7 +6,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/netip"
 	"os"
 	"os/signal"
 	"strings"
@@ -65,10 +64,7 @@ func loopbackListen(addr string) error {
 	if err != nil {
 		return fmt.Errorf("%w: --listen %q: %v", errUsage, addr, err)
 	}
-	if host == "localhost" {
-		return nil
-	}
-	if ip, err := netip.ParseAddr(host); err == nil && ip.IsLoopback() {
+	if loopbackHost(host) {
 		return nil
 	}
 	return fmt.Errorf("%w: --listen %s is not a loopback address: the sidecar decrypts for whoever can reach it; listen on 127.0.0.1 or give --allow-remote", errUsage, addr)
