@@ -8,7 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -23,18 +23,6 @@ import (
 	"github.com/tkms-dev/tkms/internal/attest/uvm"
 	"github.com/tkms-dev/tkms/internal/oidcissuer"
 )
-
-type testClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *testClock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *testClock) Add(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
 
 // verifySim verifies simulated evidence as a KMS that trusts chain does.
 func verifySim(t *testing.T, chain *simsnp.Chain, attestation []byte) *attest.Evidence {
@@ -125,8 +113,10 @@ func devDir(t *testing.T) (dir string, iss *oidcissuer.Issuer) {
 
 func TestTokenSource(t *testing.T) {
 	dir, iss := devDir(t)
-	clock := &testClock{t: time.Now().Truncate(time.Second)}
-	ts, err := devtee.NewTokenSource(dir, devtee.TokenOptions{TTL: time.Hour, Now: clock.Now})
+	start := time.Now().Truncate(time.Second)
+	var elapsed atomic.Int64 // the test clock: start + elapsed
+	now := func() time.Time { return start.Add(time.Duration(elapsed.Load())) }
+	ts, err := devtee.NewTokenSource(dir, devtee.TokenOptions{TTL: time.Hour, Now: now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -152,13 +142,13 @@ func TestTokenSource(t *testing.T) {
 			t.Errorf("claim %s = %v, want %v", k, claims[k], v)
 		}
 	}
-	if exp := int64(claims["exp"].(float64)); exp != clock.Now().Add(time.Hour).Unix() {
+	if exp := int64(claims["exp"].(float64)); exp != now().Add(time.Hour).Unix() {
 		t.Errorf("exp %d", exp)
 	}
 	if again, _ := ts.Token(context.Background()); again != tok {
 		t.Error("not cached")
 	}
-	clock.Add(55 * time.Minute)
+	elapsed.Add(int64(55 * time.Minute))
 	if again, _ := ts.Token(context.Background()); again == tok {
 		t.Error("not refreshed 5 minutes before expiry")
 	}
