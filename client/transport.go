@@ -13,6 +13,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/tkms-dev/tkms/api"
 )
 
 // maxAnswer bounds the KMS's answers (a batch of 100 hybrid keys is about
@@ -118,12 +120,7 @@ func kmsError(resp *http.Response, body []byte) *KMSError {
 		Status: resp.StatusCode, Code: resp.Header.Get("x-ms-kms-error-code"),
 		Message: resp.Header.Get("x-ms-kms-error-details"), RequestID: resp.Header.Get("x-ms-kms-request-id"),
 	}
-	var eb struct {
-		Error struct {
-			Code    string `json:"code"`
-			Message string `json:"message"`
-		} `json:"error"`
-	}
+	var eb api.ErrorResponse
 	if json.Unmarshal(body, &eb) == nil {
 		if e.Code == "" {
 			e.Code = eb.Error.Code

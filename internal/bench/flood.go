@@ -16,6 +16,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/tkms-dev/tkms/api"
 	"github.com/tkms-dev/tkms/client/devtee"
 	"github.com/tkms-dev/tkms/internal/keys"
 	"github.com/tkms-dev/tkms/internal/wrap"
@@ -231,12 +232,7 @@ func (f *flood) send(ctx context.Context, r *runner, c *http.Client) (status int
 		return 0, "", "", err
 	}
 	status, code = resp.StatusCode, resp.Header.Get("x-ms-kms-error-code")
-	var eb struct {
-		Error struct {
-			Code    string `json:"code"`
-			Message string `json:"message"`
-		} `json:"error"`
-	}
+	var eb api.ErrorResponse
 	switch {
 	case status == http.StatusOK:
 		bad = "200 OK: the flood's invalid release was granted"

@@ -27,6 +27,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tkms-dev/tkms/api"
 	"github.com/tkms-dev/tkms/client"
 	"github.com/tkms-dev/tkms/internal/attest"
 	"github.com/tkms-dev/tkms/internal/keys"
@@ -173,14 +174,7 @@ func sidecarRequestID(r *http.Request) string {
 // fail writes tkms's error shape: {"error":{"code","message"}} and the
 // x-ms-kms-error-code header. message must be safe to show the caller.
 func (s *Server) fail(w http.ResponseWriter, r *http.Request, status int, code, message string) {
-	var b struct {
-		Error struct {
-			Code    string `json:"code"`
-			Message string `json:"message"`
-		} `json:"error"`
-	}
-	b.Error.Code, b.Error.Message = code, message
-	body, _ := json.Marshal(b)
+	body, _ := json.Marshal(api.ErrorResponse{Error: api.Error{Code: code, Message: message}})
 	h := w.Header()
 	h.Set("Content-Type", "application/json")
 	h.Set("x-ms-kms-error-code", code)
