@@ -130,7 +130,7 @@ func New(c *Config, cache *client.Keys, attester client.Attester, log *slog.Logg
 	s.handle("/keys", http.MethodGet, s.listKeys)
 	s.handle("/keys/{kid}/private", http.MethodGet, s.privateKey)
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		s.fail(w, r, http.StatusNotFound, CodeNotFound, "no such endpoint: "+r.URL.Path)
+		s.fail(w, r, CodeNotFound, "no such endpoint: "+r.URL.Path)
 	})
 	return s
 }
@@ -141,7 +141,7 @@ func (s *Server) handle(path, method string, h http.HandlerFunc) {
 	s.mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != method && !(method == http.MethodGet && r.Method == http.MethodHead) {
 			w.Header().Set("Allow", method)
-			s.fail(w, r, http.StatusMethodNotAllowed, CodeMethod, r.Method+" is not allowed here; use "+method)
+			s.fail(w, r, CodeMethod, r.Method+" is not allowed here; use "+method)
 			return
 		}
 		h(w, r)
@@ -171,9 +171,42 @@ func sidecarRequestID(r *http.Request) string {
 	return hex.EncodeToString(b[:])
 }
 
-// fail writes tkms's error shape: {"error":{"code","message"}} and the
-// x-ms-kms-error-code header. message must be safe to show the caller.
-func (s *Server) fail(w http.ResponseWriter, r *http.Request, status int, code, message string) {
+// statuses are the HTTP statuses of the sidecar's error codes: the one
+// place they are decided (a refusal of the KMS passes on with the KMS's
+// status and code).
+var statuses = map[string]int{
+	CodeBadRequest:  http.StatusBadRequest,
+	CodeTooLarge:    http.StatusRequestEntityTooLarge,
+	CodeMediaType:   http.StatusUnsupportedMediaType,
+	CodeNotFound:    http.StatusNotFound,
+	CodeMethod:      http.StatusMethodNotAllowed,
+	CodeMalformed:   http.StatusBadRequest,
+	CodeSuite:       http.StatusBadRequest,
+	CodeDecrypt:     http.StatusBadRequest,
+	CodeKeyNotFound: http.StatusNotFound,
+	CodeKeyExpired:  http.StatusGone,
+	CodeKMS:         http.StatusServiceUnavailable,
+	CodeRejected:    http.StatusBadGateway,
+	CodeHandle:      http.StatusNotFound,
+	CodeBusy:        http.StatusServiceUnavailable,
+	CodeExport:      http.StatusForbidden,
+	CodeAttestation: http.StatusInternalServerError,
+	CodeInternal:    http.StatusInternalServerError,
+}
+
+// fail answers with the error code (one of the Code constants) and its
+// status. message must be safe to show the caller.
+func (s *Server) fail(w http.ResponseWriter, r *http.Request, code, message string) {
+	status, ok := statuses[code]
+	if !ok {
+		status = http.StatusInternalServerError
+	}
+	s.write(w, r, status, code, message)
+}
+
+// write writes tkms's error shape: {"error":{"code","message"}} and the
+// x-ms-kms-error-code header.
+func (s *Server) write(w http.ResponseWriter, r *http.Request, status int, code, message string) {
 	body, _ := json.Marshal(api.ErrorResponse{Error: api.Error{Code: code, Message: message}})
 	h := w.Header()
 	h.Set("Content-Type", "application/json")
@@ -205,10 +238,10 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool)
 	if err != nil {
 		var tooLarge *http.MaxBytesError
 		if errors.As(err, &tooLarge) {
-			s.fail(w, r, http.StatusRequestEntityTooLarge, CodeTooLarge, fmt.Sprintf("the body is larger than %d bytes", tooLarge.Limit))
+			s.fail(w, r, CodeTooLarge, fmt.Sprintf("the body is larger than %d bytes", tooLarge.Limit))
 			return nil, false
 		}
-		s.fail(w, r, http.StatusBadRequest, CodeBadRequest, "reading the body: "+err.Error())
+		s.fail(w, r, CodeBadRequest, "reading the body: "+err.Error())
 		return nil, false
 	}
 	return b, true
@@ -221,7 +254,7 @@ func (s *Server) readJSON(w http.ResponseWriter, r *http.Request, v any) bool {
 		return false
 	}
 	if err := json.Unmarshal(b, v); err != nil {
-		s.fail(w, r, http.StatusBadRequest, CodeBadRequest, "the body is not the JSON object expected: "+err.Error())
+		s.fail(w, r, CodeBadRequest, "the body is not the JSON object expected: "+err.Error())
 		return false
 	}
 	return true
@@ -279,12 +312,12 @@ func (s *Server) evidence(w http.ResponseWriter, r *http.Request) (*client.Evide
 		return nil, false
 	}
 	if req.RuntimeData == nil {
-		s.fail(w, r, http.StatusBadRequest, CodeBadRequest, "runtime_data is required: base64 of the data whose SHA-256 the report binds")
+		s.fail(w, r, CodeBadRequest, "runtime_data is required: base64 of the data whose SHA-256 the report binds")
 		return nil, false
 	}
 	data, err := decodeBase64(*req.RuntimeData)
 	if err != nil {
-		s.fail(w, r, http.StatusBadRequest, CodeBadRequest, "runtime_data is not base64")
+		s.fail(w, r, CodeBadRequest, "runtime_data is not base64")
 		return nil, false
 	}
 	var rd [64]byte
@@ -293,7 +326,7 @@ func (s *Server) evidence(w http.ResponseWriter, r *http.Request) (*client.Evide
 	ev, err := s.attester.Attest(r.Context(), rd)
 	if err != nil {
 		s.log.Error("attestation failed", "err", err)
-		s.fail(w, r, http.StatusInternalServerError, CodeAttestation, "the TEE gave no evidence; see the sidecar's log")
+		s.fail(w, r, CodeAttestation, "the TEE gave no evidence; see the sidecar's log")
 		return nil, false
 	}
 	if ev.Simulated {
@@ -334,7 +367,7 @@ func (s *Server) attestRaw(w http.ResponseWriter, r *http.Request) {
 	u, err := attest.DecodeUnverified(ev.Attestation)
 	if err != nil {
 		s.log.Error("attester gave unreadable evidence", "type", ev.Type, "err", err)
-		s.fail(w, r, http.StatusInternalServerError, CodeAttestation, "the TEE's evidence is unreadable; see the sidecar's log")
+		s.fail(w, r, CodeAttestation, "the TEE's evidence is unreadable; see the sidecar's log")
 		return
 	}
 	out := rawAttestation{Report: hex.EncodeToString(u.Report), VCEK: u.VCEK, CertTable: u.CertTable}
@@ -359,7 +392,7 @@ func (s *Server) decrypt(w http.ResponseWriter, r *http.Request) {
 	}
 	v, ok := Variants[name]
 	if !ok {
-		s.fail(w, r, http.StatusBadRequest, CodeBadRequest, fmt.Sprintf("variant %q: want ohttp, ba or kv", name))
+		s.fail(w, r, CodeBadRequest, fmt.Sprintf("variant %q: want ohttp, ba or kv", name))
 		return
 	}
 	if ct := r.Header.Get("Content-Type"); ct != "" {
@@ -367,7 +400,7 @@ func (s *Server) decrypt(w http.ResponseWriter, r *http.Request) {
 		switch strings.TrimSpace(strings.ToLower(mt)) {
 		case "application/ohttp-req", "application/octet-stream", "message/ohttp-req":
 		default:
-			s.fail(w, r, http.StatusUnsupportedMediaType, CodeMediaType, "content type "+mt+": send the encapsulated request as application/ohttp-req or application/octet-stream")
+			s.fail(w, r, CodeMediaType, "content type "+mt+": send the encapsulated request as application/ohttp-req or application/octet-stream")
 			return
 		}
 	}
@@ -389,7 +422,7 @@ func (s *Server) decrypt(w http.ResponseWriter, r *http.Request) {
 	h, exp, err := s.handles.put(rc, name)
 	if err != nil {
 		w.Header().Set("Retry-After", "1")
-		s.fail(w, r, http.StatusServiceUnavailable, CodeBusy, err.Error())
+		s.fail(w, r, CodeBusy, err.Error())
 		return
 	}
 	s.writeJSON(w, http.StatusOK, decrypted{Plaintext: pt, Handle: h, Expires: exp.UTC(), OHTTPKeyID: int(keyID), Variant: name})
@@ -401,16 +434,16 @@ func (s *Server) decryptFailed(w http.ResponseWriter, r *http.Request, err error
 	case errors.Is(err, ohttp.ErrUnknownKeyID):
 		s.keyFailed(w, r, err)
 	case errors.Is(err, ohttp.ErrMalformed):
-		s.fail(w, r, http.StatusBadRequest, CodeMalformed, "the encapsulated request is malformed: "+strings.TrimPrefix(err.Error(), "ohttp: "))
+		s.fail(w, r, CodeMalformed, "the encapsulated request is malformed: "+strings.TrimPrefix(err.Error(), "ohttp: "))
 	case errors.Is(err, ohttp.ErrUnsupportedSuite):
-		s.fail(w, r, http.StatusBadRequest, CodeSuite, strings.TrimPrefix(err.Error(), "ohttp: "))
+		s.fail(w, r, CodeSuite, strings.TrimPrefix(err.Error(), "ohttp: "))
 	case errors.Is(err, ohttp.ErrDecrypt):
-		s.fail(w, r, http.StatusBadRequest, CodeDecrypt, "the request does not decrypt with its key")
+		s.fail(w, r, CodeDecrypt, "the request does not decrypt with its key")
 	case r.Context().Err() != nil:
-		s.fail(w, r, http.StatusServiceUnavailable, CodeKMS, "the request was cancelled")
+		s.fail(w, r, CodeKMS, "the request was cancelled")
 	default:
 		s.log.Error("decrypt", "err", err)
-		s.fail(w, r, http.StatusInternalServerError, CodeInternal, "decryption failed; see the sidecar's log")
+		s.fail(w, r, CodeInternal, "decryption failed; see the sidecar's log")
 	}
 }
 
@@ -425,21 +458,21 @@ func (s *Server) keyFailed(w http.ResponseWriter, r *http.Request, err error) {
 		if kmsErr.RequestID != "" {
 			msg += " (KMS request id " + kmsErr.RequestID + ")"
 		}
-		s.fail(w, r, kmsErr.Status, kmsErr.Code, msg)
+		s.write(w, r, kmsErr.Status, kmsErr.Code, msg)
 	case errors.Is(err, client.ErrKeyNotFound):
-		s.fail(w, r, http.StatusNotFound, CodeKeyNotFound, strings.TrimPrefix(err.Error(), "ohttp: "))
+		s.fail(w, r, CodeKeyNotFound, strings.TrimPrefix(err.Error(), "ohttp: "))
 	case errors.Is(err, client.ErrKeyExpired):
-		s.fail(w, r, http.StatusGone, CodeKeyExpired, strings.TrimPrefix(err.Error(), "ohttp: "))
+		s.fail(w, r, CodeKeyExpired, strings.TrimPrefix(err.Error(), "ohttp: "))
 	case errors.Is(err, client.ErrRejected):
 		s.log.Error("the KMS's answer failed a check", "err", err)
-		s.fail(w, r, http.StatusBadGateway, CodeRejected, "the KMS's answer failed a check of the sidecar; see its log")
+		s.fail(w, r, CodeRejected, "the KMS's answer failed a check of the sidecar; see its log")
 	case errors.Is(err, context.DeadlineExceeded) && r.Context().Err() == nil:
 		w.Header().Set("Retry-After", "5")
-		s.fail(w, r, http.StatusServiceUnavailable, CodeKMS, fmt.Sprintf("the key is not cached and the KMS has not released it within %v; the fetch goes on: retry later", s.cfg.FetchWait))
+		s.fail(w, r, CodeKMS, fmt.Sprintf("the key is not cached and the KMS has not released it within %v; the fetch goes on: retry later", s.cfg.FetchWait))
 	default:
 		s.log.Warn("key unavailable", "err", err)
 		w.Header().Set("Retry-After", "5")
-		s.fail(w, r, http.StatusServiceUnavailable, CodeKMS, "the key is not cached and the KMS did not release it: "+err.Error())
+		s.fail(w, r, CodeKMS, "the key is not cached and the KMS did not release it: "+err.Error())
 	}
 }
 
@@ -457,23 +490,23 @@ func (s *Server) encryptResponse(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if req.Handle == "" || req.Body == nil {
-		s.fail(w, r, http.StatusBadRequest, CodeBadRequest, `want {"handle": "<from /decrypt>", "body": "<base64>"}`)
+		s.fail(w, r, CodeBadRequest, `want {"handle": "<from /decrypt>", "body": "<base64>"}`)
 		return
 	}
 	body, err := decodeBase64(*req.Body)
 	if err != nil {
-		s.fail(w, r, http.StatusBadRequest, CodeBadRequest, "body is not base64")
+		s.fail(w, r, CodeBadRequest, "body is not base64")
 		return
 	}
 	e, ok := s.handles.take(req.Handle)
 	if !ok {
-		s.fail(w, r, http.StatusNotFound, CodeHandle, "no such handle: unknown, expired or already used")
+		s.fail(w, r, CodeHandle, "no such handle: unknown, expired or already used")
 		return
 	}
 	out, err := e.rc.EncapsulateResponse(body)
 	if err != nil {
 		s.log.Error("encapsulate response", "err", err)
-		s.fail(w, r, http.StatusInternalServerError, CodeInternal, "encapsulating the response failed; see the sidecar's log")
+		s.fail(w, r, CodeInternal, "encapsulating the response failed; see the sidecar's log")
 		return
 	}
 	ct := "application/ohttp-res"
@@ -496,7 +529,7 @@ func (s *Server) listKeys(w http.ResponseWriter, r *http.Request) {
 // the key item with its private key "d", as /app/unwrapKey releases it.
 func (s *Server) privateKey(w http.ResponseWriter, r *http.Request) {
 	if !s.cfg.AllowKeyExport {
-		s.fail(w, r, http.StatusForbidden, CodeExport, "key export is disabled; start the sidecar with --allow-key-export to allow it")
+		s.fail(w, r, CodeExport, "key export is disabled; start the sidecar with --allow-key-export to allow it")
 		return
 	}
 	kid := r.PathValue("kid")
@@ -510,7 +543,7 @@ func (s *Server) privateKey(w http.ResponseWriter, r *http.Request) {
 	item, err := privateItem(k)
 	if err != nil {
 		s.log.Error("key item", "kid", kid, "err", err)
-		s.fail(w, r, http.StatusInternalServerError, CodeInternal, "encoding the key failed; see the sidecar's log")
+		s.fail(w, r, CodeInternal, "encoding the key failed; see the sidecar's log")
 		return
 	}
 	s.log.Warn("private key exported", "kid", kid)
