@@ -294,6 +294,7 @@ func TestAppUnwrapDenials(t *testing.T) {
 		{"wrong audience", e.token(func(c map[string]any) { c["aud"] = "api://other" }), e.body(nil), "", 401, "JWT_AUDIENCE"},
 		{"jwt policy mismatch", e.token(func(c map[string]any) { c["idtyp"] = "user" }), e.body(nil), "", 401, "JWT_POLICY_MISMATCH"},
 		{"no wrappedKid", e.token(nil), e.body(func(b map[string]any) { delete(b, "wrappedKid") }), "", 400, CodeMissingWrappedKid},
+		{"empty wrappedKid", e.token(nil), e.body(func(b map[string]any) { b["wrappedKid"] = "" }), "", 404, CodeKeyNotFound},
 		{"no wrappingKey", e.token(nil), e.body(func(b map[string]any) { delete(b, "wrappingKey") }), "", 400, CodeInvalidPEMFormat},
 		{"wrappingKey not PEM", e.token(nil), e.body(func(b map[string]any) { b["wrappingKey"] = "hello" }), "", 400, CodeInvalidPEMFormat},
 		{"wrappingKey too small", e.token(nil), e.body(func(b map[string]any) { b["wrappingKey"] = smallPEM }), "", 400, CodeWrappingKeyError},
@@ -376,9 +377,19 @@ func TestAppKeyTinkAll(t *testing.T) {
 	if !strings.HasPrefix(uri, "azu-kms://") || uri[10:] != e.kid() {
 		t.Fatalf("keyEncryptionKeyUri %q", uri)
 	}
+	// Without a kid: the newest releasable key (the refreshed one, not yet
+	// advertised), and with fmt=tink the advertised primary before it.
+	var newest string
+	e.kms.Read(func(st *state.State) { newest = st.Newest().Kid })
 	resp, err = e.rel.AppKey(context.Background(), e.token(nil), e.body(nil), "", "jwk", false)
-	if err != nil || resp.Wrapped != "" || resp.WrappedKid != e.kid() {
-		t.Fatalf("jwk: %+v %v", resp, err)
+	if err != nil || resp.Wrapped != "" || resp.WrappedKid != newest || newest == e.kid() {
+		t.Fatalf("jwk: %+v %v; want the newest key %s", resp, err, newest)
+	}
+	resp, err = e.rel.AppKey(context.Background(), e.token(nil), e.body(nil), "", "tink", false)
+	tk = tinkKeys{}
+	if err != nil || json.Unmarshal([]byte(resp.Wrapped), &tk) != nil || len(tk.Keys) != 2 || resp.WrappedKid != newest ||
+		tk.Keys[0].KeyData[0].KeyEncryptionKeyURI != "azu-kms://"+e.kid() || tk.Keys[1].KeyData[0].KeyEncryptionKeyURI != "azu-kms://"+newest {
+		t.Fatalf("tink without kid: %+v %v; want the primary %s, then the newest %s", resp, err, e.kid(), newest)
 	}
 	if _, err := e.rel.AppKey(context.Background(), e.token(nil), e.body(nil), "nope_9", "jwk", false); err == nil {
 		t.Fatal("unknown kid accepted")
