@@ -169,9 +169,28 @@ func TestServeCCFMembersAndReaders(t *testing.T) {
 	if _, body := call(nil, http.MethodGet, "/app/settingsPolicy", "", nil); !strings.Contains(string(body), `"name":"azure-privacy-sandbox-kms"`) {
 		t.Fatalf("settings after the proposal: %s", body)
 	}
+	// The peer's proposal file as it is, through tkms gov propose --compat,
+	// signed with the member's key.
+	der, _ := x509.MarshalPKCS8PrivateKey(member.key)
+	keyFile := filepath.Join(dir, "member0_privk.pem")
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	rotation := filepath.Join(dir, "key-rotation-policy.json")
+	if err := os.WriteFile(rotation, []byte(`{"actions":[{"name":"set_key_rotation_policy","args":{"key_rotation_policy":{"rotation_interval_seconds":86400,"grace_period_seconds":3600}}}]}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out := govCLI(t, "gov", "propose", "--kms", base, "--kms-ca", f.caFile, "--key", keyFile, "--compat", rotation)
+	if !strings.Contains(out, "accepted") {
+		t.Fatalf("tkms gov propose --compat: %s", out)
+	}
+	if _, body := call(nil, http.MethodGet, "/app/keyRotationPolicy", "", nil); !strings.Contains(string(body), `"publish_delay_seconds":3600`) {
+		t.Fatalf("rotation policy after the peer's proposal file: %s", body)
+	}
+
 	var list []string
 	_, body = call(nil, http.MethodGet, "/app/proposals", "", nil)
-	if json.Unmarshal(body, &list) != nil || len(list) != 1 {
+	if json.Unmarshal(body, &list) != nil || len(list) != 2 {
 		t.Fatalf("GET /app/proposals: %s", body)
 	}
 
