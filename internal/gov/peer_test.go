@@ -102,12 +102,8 @@ func TestCCFSignerKid(t *testing.T) {
 	if _, err := x509.ParseCertificate(block.Bytes); err != nil {
 		t.Fatal(err)
 	}
-	prot := cose.ProtectedHeader{
-		cose.HeaderLabelAlgorithm: k.alg,
-		cose.HeaderLabelKeyID:     []byte(ccfKid),
-		HeaderType:                string(MsgProposal),
-		HeaderCreatedAt:           t0.Unix(),
-	}
+	prot := headers(t, k, MsgProposal, t0, "")
+	prot[cose.HeaderLabelKeyID] = []byte(ccfKid)
 	raw := signRaw(t, k, 0, prot, nil, []byte(`{"actions":[{"name":"set_key_rotation_policy","args":`+peerRotation+`}]}`))
 	m, err := ParseMessage(raw)
 	if err != nil {

@@ -73,7 +73,7 @@ func TestDeployedFetcherFlow(t *testing.T) {
 	wrapPriv := rsaKey(t, "../wrap/testdata/privateWrapKey.pem")
 	// The fetcher's request: Authorization, content-length and an activity
 	// id; no Content-Type.
-	post := func(path string, body []byte) []byte {
+	send := func(path string, body []byte) (*http.Response, []byte) {
 		t.Helper()
 		req, _ := http.NewRequest(http.MethodPost, srv.URL+path, bytes.NewReader(body))
 		req.Header.Set("Authorization", "Bearer "+tok)
@@ -84,6 +84,11 @@ func TestDeployedFetcherFlow(t *testing.T) {
 		}
 		defer resp.Body.Close()
 		b, _ := io.ReadAll(resp.Body)
+		return resp, b
+	}
+	post := func(path string, body []byte) []byte {
+		t.Helper()
+		resp, b := send(path, body)
 		if resp.ProtoMajor != 2 || resp.TLS == nil {
 			t.Fatalf("%s over %s, want HTTP/2 over TLS", path, resp.Proto)
 		}
@@ -175,14 +180,7 @@ func TestDeployedFetcherFlow(t *testing.T) {
 
 	// The deployed KMS answers 404 to an empty wrappedKid.
 	body, _ := json.Marshal(map[string]any{"wrapped": "", "wrappedKid": "", "attestation": json.RawMessage(evidence), "wrappingKey": string(wrapPub)})
-	req, _ := http.NewRequest(http.MethodPost, srv.URL+"/app/unwrapKey?fmt=tink", bytes.NewReader(body))
-	req.Header.Set("Authorization", "Bearer "+tok)
-	resp, err := srv.Client().Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
+	resp, b := send("/app/unwrapKey?fmt=tink", body)
 	wantError(t, resp, b, http.StatusNotFound, release.CodeKeyNotFound)
 }
 
