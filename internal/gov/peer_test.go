@@ -1,6 +1,8 @@
 package gov
 
 import (
+	"bytes"
+	"crypto/rand"
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
@@ -10,6 +12,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/fxamacker/cbor/v2"
 	"github.com/veraison/go-cose"
 )
 
@@ -160,4 +163,59 @@ func FuzzMapPeerActions(f *testing.F) {
 			t.Fatalf("error %v has code %q", err, Code(err))
 		}
 	})
+}
+
+// TestCCFHeaderOrder: CCF's signer (python cwt, deterministic headers)
+// may order the protected header's members otherwise than go-cose does;
+// the signed bytes are kept as they are, so the message still parses and
+// verifies.
+func TestCCFHeaderOrder(t *testing.T) {
+	k := genKey(t, "P-384")
+	m, err := NewMember("ccf-member", k.certPEM(t), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// {"ccf.gov.msg.type", "ccf.gov.msg.created_at", 4 (kid), 1 (alg)}:
+	// strings first, the reverse of go-cose's order.
+	var enc []byte
+	enc = append(enc, 0xa4)
+	for _, kv := range [][2]any{
+		{HeaderType, "proposal"}, {HeaderCreatedAt, t0.Unix()}, {int64(4), []byte(m.CertID())}, {int64(1), int64(cose.AlgorithmES384)},
+	} {
+		for _, x := range kv {
+			b, err := cbor.Marshal(x)
+			if err != nil {
+				t.Fatal(err)
+			}
+			enc = append(enc, b...)
+		}
+	}
+	rawProt, _ := cbor.Marshal(enc)
+	var prot cose.ProtectedHeader
+	if err := prot.UnmarshalCBOR(rawProt); err != nil {
+		t.Fatal(err)
+	}
+	signer, err := cose.NewSigner(cose.AlgorithmES384, k.priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := cose.Sign1Message{Headers: cose.Headers{Protected: prot, RawProtected: rawProt, Unprotected: cose.UnprotectedHeader{}},
+		Payload: []byte(`{"actions":[{"name":"set_settings_policy","args":` + peerSettings + `}]}`)}
+	if err := msg.Sign(rand.Reader, nil, signer); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := msg.MarshalCBOR()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(raw, enc) {
+		t.Fatal("the protected header was re-encoded")
+	}
+	p, err := ParseMessage(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Verify(m); err != nil {
+		t.Fatal(err)
+	}
 }
