@@ -9,13 +9,17 @@ package main
 // what to do instead.
 
 import (
+	"bytes"
+	"crypto/ecdh"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
@@ -29,7 +33,12 @@ import (
 	"testing"
 	"time"
 
+	hpkepb "github.com/tink-crypto/tink-go/v2/proto/hpke_go_proto"
+	tinkpb "github.com/tink-crypto/tink-go/v2/proto/tink_go_proto"
 	"github.com/veraison/go-cose"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/tkms-dev/tkms/internal/gov"
 )
 
 // ccfIdentity is a key and its self-signed certificate, as CCF's
@@ -198,6 +207,148 @@ func TestServeCCFMembersAndReaders(t *testing.T) {
 	resp, body = call(nil, http.MethodPost, "/app/refresh", "", nil)
 	if resp.StatusCode != http.StatusForbidden || !strings.Contains(string(body), "not needed") || !strings.Contains(string(body), "tkms keys rotate") {
 		t.Fatalf("the refresh cron's POST: %s: %s", resp.Status, body)
+	}
+	p.stopClean(syscall.SIGTERM)
+}
+
+// TestDevDeployedFetcher replays the deployed key fetchers against `tkms
+// dev` over HTTPS and HTTP/2, with their headers (Authorization, an
+// activity id, no Content-Type), right after a member's rotation: POST
+// /app/key?fmt=tink with {"attestation"} alone (REPORT_DATA zero), then
+// POST /app/unwrapKey?fmt=tink for every key of the list with a
+// wrapping key the evidence binds. The service ends up holding both the
+// advertised key and the newest one, each checked against the public key
+// tkms publishes for its kid.
+func TestDevDeployedFetcher(t *testing.T) {
+	f := newTLSFixture(t)
+	data := filepath.Join(t.TempDir(), "dev")
+	cfgPath := filepath.Join(t.TempDir(), "dev.json")
+	writeJSONFile(t, cfgPath, map[string]any{"tls_cert_file": f.certFile, "tls_key_file": f.keyFile})
+	p := startProc(t, "dev", "--listen", "127.0.0.1:0", "--data", data, "--config", cfgPath)
+	base := p.waitOutput(p.stdout, devListeningTLS)[1]
+	d := readDevJSON(t, data)
+	hc := f.httpsClient(0, 0, nil)
+	call := func(method, path, ctype string, body []byte) (*http.Response, []byte) {
+		t.Helper()
+		req, _ := http.NewRequest(method, base+path, strings.NewReader(string(body)))
+		if ctype != "" {
+			req.Header.Set("Content-Type", ctype)
+		}
+		if method == http.MethodPost && ctype == "" {
+			req.Header.Set("Authorization", "Bearer "+d.WorkloadToken)
+			req.Header.Set("x-ms-request-id", "fetcher-activity")
+		}
+		resp, err := hc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		if resp.ProtoMajor != 2 {
+			t.Fatalf("%s over %s, want HTTP/2", path, resp.Proto)
+		}
+		return resp, b
+	}
+
+	// A member rotates (tkms keys rotate): the new key awaits its publish
+	// delay while the first is advertised.
+	signer, err := gov.NewFileSigner(readFile(t, filepath.Join(data, "member.key")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp, body := call(http.MethodPost, "/app/refresh", "application/cose", signRotate(t, signer)); resp.StatusCode != 200 {
+		t.Fatalf("refresh: %s: %s", resp.Status, body)
+	}
+	_, body := call(http.MethodGet, "/v1/keys?all=true", "", nil)
+	var all wireKeys
+	if err := json.Unmarshal(body, &all); err != nil || len(all.Keys) != 2 {
+		t.Fatalf("GET /v1/keys?all=true: %s", body)
+	}
+	pub := map[string][]byte{}
+	var newest, advertised string
+	for _, k := range all.Keys {
+		pub[k.Kid] = k.PublicKey
+		if strings.HasPrefix(k.Reason, "governance:") {
+			newest = k.Kid
+		} else {
+			advertised = k.Kid
+		}
+	}
+
+	wrapPub, err := filepath.Abs("../../internal/wrap/testdata/publicWrapKey.pem")
+	if err != nil {
+		t.Fatal(err)
+	}
+	wrapPriv := readFile(t, "../../internal/wrap/testdata/privateWrapKey.pem")
+	blk, _ := pem.Decode(wrapPriv)
+	rsaKey, err := x509.ParsePKCS1PrivateKey(blk.Bytes)
+	if err != nil {
+		k8, err8 := x509.ParsePKCS8PrivateKey(blk.Bytes)
+		if err8 != nil {
+			t.Fatal(err)
+		}
+		rsaKey = k8.(*rsa.PrivateKey)
+	}
+	simulate := func(args ...string) json.RawMessage {
+		t.Helper()
+		out, errOut, code := runTkms(t, append([]string{"attest", "simulate", "--data", data}, args...)...)
+		if code != 0 || !json.Valid([]byte(out)) {
+			t.Fatalf("tkms attest simulate: exit %d: %s", code, errOut)
+		}
+		return json.RawMessage(out)
+	}
+	zeroEvidence, boundEvidence := simulate(), simulate("--wrapping-key-pem", wrapPub)
+	pemText := string(readFile(t, wrapPub))
+
+	keyBody, _ := json.Marshal(map[string]any{"attestation": zeroEvidence})
+	resp, body := call(http.MethodPost, "/app/key?fmt=tink", "", keyBody)
+	var kr struct {
+		WrappedKid string `json:"wrappedKid"`
+		Wrapped    string `json:"wrapped"`
+	}
+	if resp.StatusCode != 200 || json.Unmarshal(body, &kr) != nil || kr.WrappedKid != newest || newest == "" {
+		t.Fatalf("POST /app/key: %s: %s; want wrappedKid the newest key %s", resp.Status, body, newest)
+	}
+	var list struct {
+		Keys []struct {
+			KeyData []struct {
+				KeyEncryptionKeyURI string `json:"keyEncryptionKeyUri"`
+			} `json:"keyData"`
+		} `json:"keys"`
+	}
+	if err := json.Unmarshal([]byte(kr.Wrapped), &list); err != nil || len(list.Keys) != 2 {
+		t.Fatalf("wrapped %s: want two keys", kr.Wrapped)
+	}
+	held := map[string]bool{}
+	for i, ek := range list.Keys {
+		kid := ek.KeyData[0].KeyEncryptionKeyURI[10:]
+		if want := []string{advertised, newest}[i]; kid != want {
+			t.Fatalf("key %d of the list is %s, want %s (the advertised key, then the newest)", i, kid, want)
+		}
+		unwrapBody, _ := json.Marshal(map[string]any{"wrapped": "", "wrappedKid": kid, "attestation": boundEvidence, "wrappingKey": pemText})
+		resp, body := call(http.MethodPost, "/app/unwrapKey?fmt=tink", "", unwrapBody)
+		var ur struct{ Wrapped string }
+		if resp.StatusCode != 200 || json.Unmarshal(body, &ur) != nil {
+			t.Fatalf("POST /app/unwrapKey %s: %s: %s", kid, resp.Status, body)
+		}
+		ct, _ := base64.StdEncoding.DecodeString(ur.Wrapped)
+		pt, err := rsa.DecryptOAEP(sha256.New(), nil, rsaKey, ct, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ks tinkpb.Keyset
+		var hk hpkepb.HpkePrivateKey
+		if proto.Unmarshal(pt, &ks) != nil || len(ks.GetKey()) != 1 || proto.Unmarshal(ks.GetKey()[0].GetKeyData().GetValue(), &hk) != nil {
+			t.Fatalf("%s: not a one-key Tink keyset", kid)
+		}
+		sk, err := ecdh.X25519().NewPrivateKey(hk.GetPrivateKey())
+		if err != nil || !bytes.Equal(sk.PublicKey().Bytes(), pub[kid]) {
+			t.Fatalf("%s: the released private key is not that of the published public key", kid)
+		}
+		held[kid] = true
+	}
+	if len(held) != 2 {
+		t.Fatalf("the service holds %v; want both keys", held)
 	}
 	p.stopClean(syscall.SIGTERM)
 }
