@@ -279,16 +279,7 @@ func TestDevDeployedFetcher(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wrapPriv := readFile(t, "../../internal/wrap/testdata/privateWrapKey.pem")
-	blk, _ := pem.Decode(wrapPriv)
-	rsaKey, err := x509.ParsePKCS1PrivateKey(blk.Bytes)
-	if err != nil {
-		k8, err8 := x509.ParsePKCS8PrivateKey(blk.Bytes)
-		if err8 != nil {
-			t.Fatal(err)
-		}
-		rsaKey = k8.(*rsa.PrivateKey)
-	}
+	rsaKey := parseRSAPrivate(t, readFile(t, "../../internal/wrap/testdata/privateWrapKey.pem"))
 	simulate := func(args ...string) json.RawMessage {
 		t.Helper()
 		out, errOut, code := runTkms(t, append([]string{"attest", "simulate", "--data", data}, args...)...)
