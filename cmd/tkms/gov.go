@@ -166,6 +166,10 @@ func cmdGovPropose(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	actions, err := parseActionsFile(raw)
+	if err == nil {
+		// The DEPA KMS's proposal files work as they are.
+		actions, err = gov.MapPeerActions(actions)
+	}
 	if err != nil {
 		return fmt.Errorf("%s: %w", pos[0], err)
 	}

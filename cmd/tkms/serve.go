@@ -131,8 +131,12 @@ func runServer(ctx context.Context, cfg *Config, sealer seal.Sealer, operatorTok
 			return err
 		}
 	}
+	readers, err := cfg.loadReaders()
+	if err != nil {
+		return err
+	}
 	var h http.Handler = httpapi.New(svc, httpapi.Options{OperatorToken: operatorToken, Logger: log, Release: rel,
-		Bodies: adm.bodies, PerAddress: adm.perAddress, TrustedProxies: adm.trustedProxies})
+		Bodies: adm.bodies, PerAddress: adm.perAddress, TrustedProxies: adm.trustedProxies, Readers: readers})
 	if apiHandlerWrap != nil {
 		h = apiHandlerWrap(h)
 	}

@@ -60,7 +60,7 @@ func (s *Server) govRoutes() {
 	s.handle("/v1/gov/members", http.MethodGet, s.govMembers)
 	s.handle("/v1/gov/constitution", http.MethodGet, s.govConstitution)
 	s.handleMethods("/app/proposals", map[string]http.HandlerFunc{
-		http.MethodGet:  s.appListProposals,
+		http.MethodGet:  s.appProposalsCOSE,
 		http.MethodPost: s.appPropose,
 	})
 }
@@ -349,21 +349,6 @@ func (s *Server) appPropose(w http.ResponseWriter, r *http.Request) {
 	s.writeJSON(w, http.StatusOK, out)
 }
 
-// appListProposals serves GET /app/proposals: every proposal, newest
-// first, in the form of POST /app/proposals' answer.
-func (s *Server) appListProposals(w http.ResponseWriter, r *http.Request) {
-	now := s.svc.Now()
-	out := []AppProposal{}
-	s.svc.Read(func(st *state.State) {
-		ps := st.ProposalList()
-		for i := len(ps) - 1; i >= 0; i-- {
-			out = append(out, appProposal(ps[i], now))
-		}
-	})
-	w.Header().Set("Cache-Control", "no-store")
-	s.writeJSON(w, http.StatusOK, out)
-}
-
 // appRefresh serves POST /app/refresh. On a ledger that is not governed it
 // is refresh: the operator rotates with its token. On a governed ledger
 // the token no longer suffices: the body must be a member's proposal whose
@@ -384,7 +369,7 @@ func (s *Server) appRefresh(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if len(raw) == 0 {
-		s.fail(w, r, http.StatusForbidden, CodeGovRequired, "the ledger is governed: the operator token no longer rotates keys; sign a proposal whose only action is rotate_key_now as a member (tkms keys rotate --key MEMBER.pem, or tkms gov propose) and post it here with Content-Type application/cose")
+		s.fail(w, r, http.StatusForbidden, CodeGovRequired, rotationHint+". To rotate now, a member signs a proposal whose only action is rotate_key_now (tkms keys rotate --key MEMBER.pem, or tkms gov propose) and posts it here with Content-Type application/cose; on a governed ledger the operator token no longer rotates keys")
 		return
 	}
 	// Only a rotation goes through here: anything else is proposed at

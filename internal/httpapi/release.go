@@ -101,17 +101,9 @@ func (s *Server) appKey(w http.ResponseWriter, r *http.Request) {
 func (s *Server) keyReleasePolicy(w http.ResponseWriter, r *http.Request) {
 	var raw json.RawMessage
 	s.svc.Read(func(st *state.State) { raw = st.ReleasePolicy })
-	if raw == nil {
+	if raw = appReleasePolicy(raw); raw == nil {
 		s.fail(w, r, http.StatusNotFound, "POLICY_UNSET", "no key release policy is set: every release is denied")
 		return
-	}
-	var m map[string]json.RawMessage
-	if json.Unmarshal(raw, &m) == nil {
-		if _, skr := m["anyOf"]; !skr {
-			if _, ok := m["type"]; !ok {
-				raw = append([]byte(`{"type":"add",`), raw[1:]...)
-			}
-		}
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Write(raw)
@@ -133,19 +125,6 @@ func (s *Server) jwtValidationPolicy(w http.ResponseWriter, r *http.Request) {
 		}
 	})
 	s.writeJSON(w, http.StatusOK, out)
-}
-
-// auth serves GET /app/auth: the caller identity of a valid token.
-func (s *Server) auth(w http.ResponseWriter, r *http.Request) {
-	if !s.releaseReady(w, r) {
-		return
-	}
-	id, err := s.release.Authenticate(r.Context(), r.Header.Get("Authorization"))
-	if err != nil {
-		s.releaseFailed(w, r, err)
-		return
-	}
-	s.writeJSON(w, http.StatusOK, map[string]any{"auth": map[string]string{"iss": id.Issuer, "oid": id.OID, "sub": id.Subject, "tid": id.TenantID}})
 }
 
 // attestation serves GET /v1/attestation: what this KMS accepts as

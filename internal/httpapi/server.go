@@ -13,6 +13,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
+	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -65,6 +66,9 @@ type Options struct {
 	// Release serves attested key release; nil answers those endpoints
 	// with 503 RELEASE_NOT_CONFIGURED.
 	Release *release.Service
+	// Readers are the TLS client certificates that GET /app/auth reports
+	// as readers ("user_cert"), besides members' registered certificates.
+	Readers []*x509.Certificate
 }
 
 // Server is the HTTP handler of tkms.
@@ -74,7 +78,8 @@ type Server struct {
 	opToken  [32]byte // SHA-256 of the operator token, compared in constant time
 	opSet    bool
 	release  *release.Service
-	errors   codeCounter // error responses by code, for /metrics
+	readers  map[string]bool // CertID of Options.Readers
+	errors   codeCounter     // error responses by code, for /metrics
 	bodies   BodyLimits
 	mux      *http.ServeMux
 	exact    map[string]http.HandlerFunc // path -> handler, for every route registered by handle
@@ -100,6 +105,10 @@ func New(svc *kms.Service, opts Options) *Server {
 	}
 	s.views.svc = svc
 	s.release = opts.Release
+	s.readers = map[string]bool{}
+	for _, c := range opts.Readers {
+		s.readers[CertID(c)] = true
+	}
 	s.routes()
 	return s
 }
@@ -115,7 +124,7 @@ func (s *Server) routes() {
 	s.handle("/app/unwrapKey", http.MethodPost, s.appUnwrapKey)
 	s.handle("/app/keyReleasePolicy", http.MethodGet, s.keyReleasePolicy)
 	s.handle("/app/jwtValidationPolicy", http.MethodGet, s.jwtValidationPolicy)
-	s.handle("/app/auth", http.MethodGet, s.auth)
+	s.handle("/app/auth", http.MethodGet, s.appAuth)
 	s.handle("/metrics", http.MethodGet, s.metrics)
 	s.handle("/v1/attestation", http.MethodGet, s.attestation)
 	s.handle("/v1/keys", http.MethodGet, s.v1Keys)
@@ -289,14 +298,14 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool)
 // operator checks the operator bearer token in constant time.
 func (s *Server) operator(w http.ResponseWriter, r *http.Request) bool {
 	if !s.opSet {
-		s.fail(w, r, http.StatusForbidden, CodeRefreshDisabled, "no operator token is configured; set operator_token_file to enable this endpoint")
+		s.fail(w, r, http.StatusForbidden, CodeRefreshDisabled, rotationHint+"; to rotate now, set operator_token_file and post with that bearer token")
 		return false
 	}
 	auth := r.Header.Get("Authorization")
 	tok, ok := strings.CutPrefix(auth, "Bearer ")
 	if !ok || tok == "" {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="tkms"`)
-		s.fail(w, r, http.StatusUnauthorized, CodeUnauthorized, "an operator bearer token is required")
+		s.fail(w, r, http.StatusUnauthorized, CodeUnauthorized, "an operator bearer token is required; "+rotationHint)
 		return false
 	}
 	sum := sha256.Sum256([]byte(tok))

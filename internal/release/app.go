@@ -53,6 +53,10 @@ func (s *Service) AppUnwrap(ctx context.Context, authorization string, body []by
 	}
 	defer func() { s.denied(ctx, id, "app/unwrapKey", err) }()
 	if req.WrappedKid == "" {
+		if hasMember(body, "wrappedKid") {
+			// As the deployed DEPA KMS: an empty kid names no key.
+			return nil, fail(KindNotFound, CodeKeyNotFound, `no key with kid "": wrappedKid is empty`, nil)
+		}
 		return nil, fail(KindRefused, CodeMissingWrappedKid, "wrappedKid is required", nil)
 	}
 	if req.WrappingKey == "" {
@@ -178,9 +182,10 @@ type tinkKeyData struct {
 }
 
 // AppKey serves POST /app/key: key metadata after attestation (no key
-// material). Checks: body and attestation, token, kid (none: the primary
-// key; unknown: 404), fmt, evidence and policy. all=true answers with every
-// key that is still released.
+// material). Checks: body and attestation, token, kid (none: the newest
+// releasable key, and with fmt=tink the advertised keys too
+// (appDefaultKeys); unknown: 404), fmt, evidence and policy. all=true
+// answers with every key that is still released.
 func (s *Service) AppKey(ctx context.Context, authorization string, body []byte, kid, format string, all bool) (_ *api.AppKeyResponse, err error) {
 	_, att, err := decodeApp(body)
 	if err != nil {
@@ -202,9 +207,7 @@ func (s *Service) AppKey(ctx context.Context, authorization string, body []byte,
 				}
 			}
 		case kid == "":
-			if p := st.Primary(now); p != nil {
-				ks = append(ks, *p)
-			}
+			ks = appDefaultKeys(st, now, format == "tink")
 		default:
 			if k := st.Key(kid); k != nil {
 				ks = append(ks, *k)

@@ -291,6 +291,7 @@ func TestAppUnwrapDenials(t *testing.T) {
 		{"wrong audience", e.token(func(c map[string]any) { c["aud"] = "api://other" }), e.body(nil), "", KindUnauthenticated, "JWT_AUDIENCE"},
 		{"jwt policy mismatch", e.token(func(c map[string]any) { c["idtyp"] = "user" }), e.body(nil), "", KindUnauthenticated, "JWT_POLICY_MISMATCH"},
 		{"no wrappedKid", e.token(nil), e.body(func(b map[string]any) { delete(b, "wrappedKid") }), "", KindRefused, CodeMissingWrappedKid},
+		{"empty wrappedKid", e.token(nil), e.body(func(b map[string]any) { b["wrappedKid"] = "" }), "", KindNotFound, CodeKeyNotFound},
 		{"no wrappingKey", e.token(nil), e.body(func(b map[string]any) { delete(b, "wrappingKey") }), "", KindRefused, CodeInvalidPEMFormat},
 		{"wrappingKey not PEM", e.token(nil), e.body(func(b map[string]any) { b["wrappingKey"] = "hello" }), "", KindRefused, CodeInvalidPEMFormat},
 		{"wrappingKey too small", e.token(nil), e.body(func(b map[string]any) { b["wrappingKey"] = smallPEM }), "", KindRefused, CodeWrappingKeyError},
@@ -373,9 +374,19 @@ func TestAppKeyTinkAll(t *testing.T) {
 	if !strings.HasPrefix(uri, "azu-kms://") || uri[10:] != e.kid() {
 		t.Fatalf("keyEncryptionKeyUri %q", uri)
 	}
+	// Without a kid: the newest releasable key (the refreshed one, not yet
+	// advertised), and with fmt=tink the advertised primary before it.
+	var newest string
+	e.kms.Read(func(st *state.State) { newest = st.Newest().Kid })
 	resp, err = e.rel.AppKey(context.Background(), e.token(nil), e.body(nil), "", "jwk", false)
-	if err != nil || resp.Wrapped != "" || resp.WrappedKid != e.kid() {
-		t.Fatalf("jwk: %+v %v", resp, err)
+	if err != nil || resp.Wrapped != "" || resp.WrappedKid != newest || newest == e.kid() {
+		t.Fatalf("jwk: %+v %v; want the newest key %s", resp, err, newest)
+	}
+	resp, err = e.rel.AppKey(context.Background(), e.token(nil), e.body(nil), "", "tink", false)
+	tk = tinkKeys{}
+	if err != nil || json.Unmarshal([]byte(resp.Wrapped), &tk) != nil || len(tk.Keys) != 2 || resp.WrappedKid != newest ||
+		tk.Keys[0].KeyData[0].KeyEncryptionKeyURI != "azu-kms://"+e.kid() || tk.Keys[1].KeyData[0].KeyEncryptionKeyURI != "azu-kms://"+newest {
+		t.Fatalf("tink without kid: %+v %v; want the primary %s, then the newest %s", resp, err, e.kid(), newest)
 	}
 	if _, err := e.rel.AppKey(context.Background(), e.token(nil), e.body(nil), "nope_9", "jwk", false); err == nil {
 		t.Fatal("unknown kid accepted")

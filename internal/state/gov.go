@@ -288,7 +288,7 @@ func (s *State) message(e *ledger.Entry, raw []byte, typ gov.MessageType) (*gov.
 	if m.Type != typ {
 		return nil, nil, fmt.Errorf("%w: a %s message where a %s is expected", gov.ErrInvalidMessage, m.Type, typ)
 	}
-	mem := s.Member(m.Signer)
+	mem := s.MemberBySigner(m.Signer)
 	if mem == nil {
 		return nil, nil, fmt.Errorf("%w: %s is not a member", ErrNotMember, m.Signer)
 	}
@@ -554,7 +554,7 @@ func (s *State) applyAction(proposalID string, a gov.Action, seq uint64) error {
 			return err
 		}
 	case gov.ActSetKeyRotationPolicy:
-		var p RotationPolicy
+		p := RotationPolicy{Suite: s.Rotation.Suite} // a missing suite keeps the one in force
 		if err := decodeArgs(a.Args, &p); err != nil {
 			return err
 		}

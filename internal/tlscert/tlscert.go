@@ -259,11 +259,16 @@ func (r *Reloader) reload(now time.Time) {
 
 // ServerConfig is the server's TLS configuration with certificates from
 // get: TLS 1.2 at least, ECDHE with AEAD suites for TLS 1.2, TLS 1.3 as Go
-// chooses. http.Server.ServeTLS adds HTTP/2.
+// chooses. http.Server.ServeTLS adds HTTP/2. A client may present a
+// certificate, which only GET /app/auth reads (members' registered
+// certificates and the readers setting, as the deployed DEPA KMS's CCF
+// member_cert and user_cert): the handshake proves the client holds its
+// key, and no chain is required, as the certificate is matched exactly.
 func ServerConfig(get func(*tls.ClientHelloInfo) (*tls.Certificate, error)) *tls.Config {
 	return &tls.Config{
 		MinVersion:     tls.VersionTLS12,
 		CipherSuites:   slices.Clone(CipherSuites),
 		GetCertificate: get,
+		ClientAuth:     tls.RequestClientCert,
 	}
 }
