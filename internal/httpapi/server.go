@@ -25,6 +25,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tkms-dev/tkms/internal/explorer"
 	"github.com/tkms-dev/tkms/internal/kms"
 	"github.com/tkms-dev/tkms/internal/limit"
 	"github.com/tkms-dev/tkms/internal/release"
@@ -124,6 +125,7 @@ func (s *Server) routes() {
 	s.handlePattern("/v1/keys/{kid}/release", http.MethodPost, s.v1ReleaseKey)
 	s.logRoutes()
 	s.govRoutes()
+	s.mux.Handle(explorer.Prefix, explorer.Handler()) // the transparency explorer (docs/explorer.md)
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, http.StatusNotFound, CodeNotFound, "no such endpoint: "+r.URL.Path)
 	})
