@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -99,7 +100,8 @@ func (r *Requests) URLs() []string {
 }
 
 // Foreign returns the recorded requests to any origin other than
-// origin's (scheme, host and port); data: URLs count as foreign too.
+// origin's (scheme, host and port). data: URLs (the page's empty icon)
+// reach no origin and are not listed.
 func (r *Requests) Foreign(origin string) []string {
 	o, err := url.Parse(origin)
 	if err != nil {
@@ -107,6 +109,9 @@ func (r *Requests) Foreign(origin string) []string {
 	}
 	var out []string
 	for _, u := range r.URLs() {
+		if strings.HasPrefix(u, "data:") {
+			continue
+		}
 		p, err := url.Parse(u)
 		if err != nil || p.Scheme != o.Scheme || p.Host != o.Host {
 			out = append(out, u)

@@ -30,6 +30,7 @@ const st = {
   krp: null,
   serverKey: '',
   problems: new Map(), // id -> message
+  inflight: new Set(), // inclusion checks under way
   filter: { kid: '', who: '', code: '' },
 };
 window.tkmsExplorer = st; // for the curious, and for the tests
@@ -257,7 +258,7 @@ async function verifyEntries() {
 function checkInclusion(i) {
   if (st.incl.has(i) || !st.cp || st.sig.state !== 'ok' || !st.entries.has(i)) return Promise.resolve();
   st.incl.set(i, { state: 'pending', msg: 'checking inclusion…' });
-  return proofs(async () => {
+  const job = proofs(async () => {
     const ent = st.entries.get(i);
     let res;
     try {
@@ -271,6 +272,8 @@ function checkInclusion(i) {
     st.incl.set(i, res);
     updateBadges(i);
   });
+  st.inflight.add(job);
+  return job.finally(() => st.inflight.delete(job));
 }
 
 function status(i) {
@@ -280,7 +283,9 @@ function status(i) {
 }
 
 function badge(i) {
-  checkInclusion(i);
+  // While loading, verifyEntries decides how to check; afterwards an entry
+  // displayed for the first time is checked on its own.
+  if (document.body.dataset.state === 'ready') checkInclusion(i);
   const x = status(i);
   const label = { ok: 'verified', bad: 'FAILED', warn: 'unverified', pending: 'checking' }[x.state];
   return h('span', { class: 'badge ' + x.state, 'data-badge': i, title: x.msg }, label, h('span', { class: 'sr' }, ': ' + x.msg));
@@ -337,7 +342,7 @@ function render() {
   const [name, arg] = (location.hash.slice(1) || 'keys').split('/');
   const view = views[name] || viewKeys;
   const main = document.getElementById('main');
-  main.replaceChildren(...[view(arg)].flat());
+  main.replaceChildren(...[view(arg)].flat(Infinity));
   for (const a of document.querySelectorAll('nav a')) {
     if (a.getAttribute('href') === '#' + (views[name] ? name : 'keys')) a.setAttribute('aria-current', 'page');
     else a.removeAttribute('aria-current');
@@ -430,7 +435,8 @@ function viewReleases() {
   const out = [h('h2', { tabindex: -1 }, 'Releases and denials')];
   const all = releaseItems();
   if (all.length === 0) return [...out, loading()];
-  const codes = [...new Set(all.map((x) => x.code))].sort();
+  // Releases first (green), then each denial code.
+  const codes = [...new Set(all.map((x) => x.code))].sort((a, b) => (a === 'released' ? -1 : b === 'released' ? 1 : a < b ? -1 : 1));
   const list = h('div', { id: 'release-list' });
   const f = st.filter;
   const apply = () => {
@@ -624,6 +630,7 @@ function viewLog(arg) {
 function entryDetail(i) {
   if (!(i >= 0 && i < st.cp.size)) return h('p', { class: 'bad' }, 'index ' + i + ' is outside the tree of size ' + st.cp.size);
   const ent = st.entries.get(i);
+  if (!ent && document.body.dataset.state !== 'ready') return h('p', {}, 'Loading entry ' + i + '…');
   if (!ent) {
     loadBundle(Math.floor(i / 256)).then(render, (e) => problem('bundle' + i, 'Cannot read entry ' + i + ': ' + e.message));
     return h('p', {}, 'Loading entry ' + i + '…');
@@ -658,9 +665,9 @@ function viewPin() {
     }
     localStorage.setItem(PIN, val);
     location.hash = '#log';
-    location.reload();
+    await load();
   } }, h('label', { for: 'pin-key' }, 'verifier key'), input, h('button', { id: 'pin-save' }, 'Pin'),
-  st.vkeyStr ? h('button', { type: 'button', onclick: () => { localStorage.removeItem(PIN); location.reload(); } }, 'Unpin') : '',
+  st.vkeyStr ? h('button', { type: 'button', onclick: () => { localStorage.removeItem(PIN); load(); } }, 'Unpin') : '',
   h('p', { id: 'pin-error', class: 'bad', role: 'alert' }, st.vkErr)));
   if (st.serverKey) {
     out.push(h('p', {}, 'This server says its key is ', h('code', { id: 'server-key' }, st.serverKey),
@@ -671,8 +678,18 @@ function viewPin() {
 
 // ---- start ----
 
-async function main() {
-  addEventListener('hashchange', render);
+// load (re)reads everything from the server and verifies it against the
+// key pinned now.
+async function load() {
+  document.body.dataset.state = 'loading';
+  Object.assign(st, {
+    vkeyStr: localStorage.getItem(PIN) || '', cp: null, cpNote: '', cpErr: '',
+    sig: { state: 'warn', msg: 'not checked' }, cons: { state: 'warn', msg: 'not checked' },
+    keys: null, proposals: null, members: null, constitution: null, krp: null, serverKey: '',
+  });
+  st.entries.clear();
+  st.incl.clear();
+  st.problems.clear();
   render();
   await loadKey();
   try {
@@ -684,7 +701,7 @@ async function main() {
   const side = Promise.allSettled([
     get('/v1/keys?all=true').then((r) => { st.keys = r.keys; }),
     get('/v1/gov/proposals').then((r) => { st.proposals = r; }),
-    get('/v1/gov/members').then((r) => { st.members = r.members || r; }),
+    get('/v1/gov/members').then((r) => { st.members = r.members; }),
     get('/v1/gov/constitution').then((r) => { st.constitution = r; }),
     get('/app/keyReleasePolicy').then((r) => { st.krp = r; }),
     get('/v1/log/key', 'text').then((r) => { st.serverKey = r.trim(); }),
@@ -694,11 +711,13 @@ async function main() {
     await verifyEntries();
   }
   await side;
+  await Promise.all(st.inflight);
   document.body.dataset.state = 'ready';
   render();
 }
 
-main().catch((e) => {
+addEventListener('hashchange', render);
+load().catch((e) => {
   problem('fatal', 'The explorer failed: ' + e.message);
   document.body.dataset.state = 'ready';
 });
