@@ -373,9 +373,14 @@ func TestExplorer(t *testing.T) {
 		t.Errorf("governance view: %+v; want proposals %v all accepted, ballots %v, 2 members, a diff adding %s", govView, proposals, ballots, hostData2)
 	}
 
-	// Keyboard: Tab reaches the skip link, then the views.
+	// Keyboard: a new view takes the focus to its heading; from the skip
+	// link, Tab reaches the views.
 	var focus struct{ A, B string }
-	if err := chromedp.Do(ctx, chromedp.Evaluate[chromedp.Void](`document.activeElement.blur()`), chromedp.KeyEvent("\t"), chromedp.KeyEvent("\t")); err != nil {
+	eval(`({A: document.activeElement.tagName, B: document.activeElement.textContent})`, &focus)
+	if focus.A != "H2" || focus.B != "Governance" {
+		t.Errorf("after choosing a view the focus is on %+v; want its heading", focus)
+	}
+	if err := chromedp.Do(ctx, chromedp.Evaluate[chromedp.Void](`document.querySelector('.skip').focus()`), chromedp.KeyEvent("\t")); err != nil {
 		t.Fatal(err)
 	}
 	eval(`({A: document.activeElement.textContent, B: document.activeElement.getAttribute('href')})`, &focus)

@@ -549,8 +549,12 @@ function viewGovernance() {
     if (!ballots.has(id)) ballots.set(id, []);
     ballots.get(id).push(ent);
   }
-  for (const ent of ofType('gov.proposal', ...Object.keys(policyEntry))) {
+  for (const ent of ofType('gov.init', 'gov.proposal', ...Object.keys(policyEntry))) {
     const b = ent.e.json;
+    if (ent.e.type === 'gov.init') {
+      if (b.constitution) cur.set('set_constitution', json(b.constitution));
+      continue;
+    }
     if (policyEntry[ent.e.type]) {
       cur.set(policyEntry[ent.e.type], json(b));
       if (ent.e.type === 'policy.key_release') history.push(h('li', {}, fmtTime(ent.e.time), ' ', entryLink(ent.index), ' ', badge(ent.index), ' policy.key_release entry (before governance or at genesis)'));
@@ -578,7 +582,7 @@ function viewGovernance() {
     cards.push(item('article', ent.index, { class: 'card proposal state-' + (p.state || 'unknown'), 'data-proposal': b.id },
       h('h4', {}, 'Proposal ', h('code', { title: b.id }, short(b.id, 16)), ' — ', h('strong', { class: 'outcome' }, p.state || 'unknown'),
         p.state ? ' (' + p.approvals + ' approvals, ' + p.rejections + ' rejections, ' + p.needed + ' needed' + (p.decided_seq ? ', decided by entry #' + (p.decided_seq - 1) : '') + ')' : ''),
-      h('p', {}, 'Proposed by ', who(b.proposer), ' at ', fmtTime(new Date(b.created_at * 1000)), b.compat ? ' (through /app/proposals)' : '', ' — ', entryLink(ent.index), ' ', badge(ent.index)),
+      h('p', {}, 'Proposed by ', who(b.proposer), ' at ', fmtTime(new Date(typeof b.created_at === 'number' ? b.created_at * 1000 : b.created_at)), b.compat ? ' (through /app/proposals)' : '', ' — ', entryLink(ent.index), ' ', badge(ent.index)),
       h('ol', { class: 'actions' }, acts),
       h('p', {}, 'Ballots (the proposer\'s submission is its approval):'),
       bl.length ? h('ul', { class: 'ballots' }, bl) : h('p', { class: 'muted' }, 'none')));
@@ -716,7 +720,13 @@ async function load() {
   render();
 }
 
-addEventListener('hashchange', render);
+// A new view takes the focus to its heading, for keyboards and screen
+// readers; re-renders after data arrives leave the focus alone.
+addEventListener('hashchange', () => {
+  render();
+  const h2 = document.querySelector('main h2');
+  if (h2) h2.focus();
+});
 load().catch((e) => {
   problem('fatal', 'The explorer failed: ' + e.message);
   document.body.dataset.state = 'ready';
