@@ -248,7 +248,9 @@ func TestExplorer(t *testing.T) {
 	}
 	show := func(hash string) {
 		t.Helper()
-		if err := chromedp.Do(ctx, chromedp.Evaluate[chromedp.Void](`location.hash = `+strconv.Quote(hash)), chromedp.WaitReady(`h2`)); err != nil {
+		// hashchange is an event of its own: wait for the view it renders.
+		view := `main[data-view="` + strings.TrimPrefix(hash, "#") + `"]`
+		if err := chromedp.Do(ctx, chromedp.Evaluate[chromedp.Void](`location.hash = `+strconv.Quote(hash)), chromedp.WaitReady(view)); err != nil {
 			t.Fatal(err)
 		}
 	}

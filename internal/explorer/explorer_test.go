@@ -85,18 +85,9 @@ func TestHandler(t *testing.T) {
 // tkms itself uses: golang.org/x/mod/sumdb/note and /tlog, translog and
 // ledger.
 type vectors struct {
-	Vkey string `json:"vkey"`
-	Keys []struct {
-		Name string `json:"name"`
-		Vkey string `json:"vkey"`
-		OK   bool   `json:"ok"`
-	} `json:"keys"`
-	Notes []struct {
-		Name string `json:"name"`
-		Note string `json:"note"`
-		Text string `json:"text"`
-		OK   bool   `json:"ok"`
-	} `json:"notes"`
+	Vkey       string     `json:"vkey"`
+	Keys       []keyCase  `json:"keys"`
+	Notes      []noteCase `json:"notes"`
 	Checkpoint struct {
 		Note   string `json:"note"`
 		Origin string `json:"origin"`
@@ -109,25 +100,43 @@ type vectors struct {
 	Roots          []tlog.Hash `json:"roots"` // roots[k]: tree of size k+1
 	Inclusion      []proofCase `json:"inclusion"`
 	Consistency    []proofCase `json:"consistency"`
-	TkmsLeaves     []struct {
-		Leaf   []byte `json:"leaf"`
-		Seq    uint64 `json:"seq"`
-		TimeNs string `json:"timeNs"`
-		Type   string `json:"type"`
-		Body   string `json:"body"`
-		Sealed string `json:"sealed"`
-	} `json:"tkmsLeaves"`
-	BadLeaves [][]byte `json:"badLeaves"`
-	Bundle    struct {
+	TkmsLeaves     []leafCase  `json:"tkmsLeaves"`
+	BadLeaves      [][]byte    `json:"badLeaves"`
+	Bundle         struct {
 		Data   []byte   `json:"data"`
 		Leaves [][]byte `json:"leaves"`
 	} `json:"bundle"`
-	Tiles []struct {
-		Level string `json:"level"`
-		N     int64  `json:"n"`
-		W     int    `json:"w"`
-		Path  string `json:"path"`
-	} `json:"tiles"`
+	Tiles []tileCase `json:"tiles"`
+}
+
+type keyCase struct {
+	Name string `json:"name"`
+	Vkey string `json:"vkey"`
+	OK   bool   `json:"ok"`
+}
+
+type noteCase struct {
+	Name string `json:"name"`
+	Note string `json:"note"`
+	Text string `json:"text"`
+	OK   bool   `json:"ok"`
+}
+
+// leafCase is a tkms leaf and what it decodes to.
+type leafCase struct {
+	Leaf   []byte `json:"leaf"`
+	Seq    uint64 `json:"seq"`
+	TimeNs string `json:"timeNs"`
+	Type   string `json:"type"`
+	Body   string `json:"body"`
+	Sealed string `json:"sealed"`
+}
+
+type tileCase struct {
+	Level string `json:"level"`
+	N     int64  `json:"n"`
+	W     int    `json:"w"`
+	Path  string `json:"path"`
 }
 
 type proofCase struct {
@@ -162,13 +171,7 @@ func makeVectors(t *testing.T) vectors {
 	parts := strings.SplitN(vkey, "+", 3)
 	raw, _ := base64.StdEncoding.DecodeString(parts[2])
 	raw[0] = 2
-	add := func(name, k string, ok bool) {
-		v.Keys = append(v.Keys, struct {
-			Name string `json:"name"`
-			Vkey string `json:"vkey"`
-			OK   bool   `json:"ok"`
-		}{name, k, ok})
-	}
+	add := func(name, k string, ok bool) { v.Keys = append(v.Keys, keyCase{name, k, ok}) }
 	add("valid", vkey, true)
 	add("other valid", ovkey, true)
 	add("wrong hash", parts[0]+"+00000000+"+parts[2], false)
@@ -285,14 +288,7 @@ func makeVectors(t *testing.T) vectors {
 	sig, _ := base64.StdEncoding.DecodeString(strings.TrimSpace(string(cp.Note[sigAt:])))
 	sig[10] ^= 1
 	flipped := string(cp.Note[:sigAt]) + base64.StdEncoding.EncodeToString(sig) + "\n"
-	addNote := func(name, n, text string, ok bool) {
-		v.Notes = append(v.Notes, struct {
-			Name string `json:"name"`
-			Note string `json:"note"`
-			Text string `json:"text"`
-			OK   bool   `json:"ok"`
-		}{name, n, text, ok})
-	}
+	addNote := func(name, n, text string, ok bool) { v.Notes = append(v.Notes, noteCase{name, n, text, ok}) }
 	addNote("checkpoint", string(cp.Note), text, true)
 	addNote("two signatures", string(both), text, true)
 	addNote("signed by another key", string(byOther), "", false)
@@ -316,14 +312,7 @@ func makeVectors(t *testing.T) vectors {
 		if l.HasSealed() {
 			sealed = fmt.Sprintf("%x", l.SealedSHA256)
 		}
-		v.TkmsLeaves = append(v.TkmsLeaves, struct {
-			Leaf   []byte `json:"leaf"`
-			Seq    uint64 `json:"seq"`
-			TimeNs string `json:"timeNs"`
-			Type   string `json:"type"`
-			Body   string `json:"body"`
-			Sealed string `json:"sealed"`
-		}{leaf, l.Seq, fmt.Sprint(l.Time.UnixNano()), string(l.Type), string(l.Body), sealed})
+		v.TkmsLeaves = append(v.TkmsLeaves, leafCase{leaf, l.Seq, fmt.Sprint(l.Time.UnixNano()), string(l.Type), string(l.Body), sealed})
 		v.BadLeaves = append(v.BadLeaves, leaf[:len(leaf)-1], append([]byte{2}, leaf[1:]...))
 	}
 	bad := ledger.LeafBytes(&ledger.Entry{Seq: 1, Type: "genesis", Body: []byte{'"', 0xff, '"'}})
@@ -339,12 +328,7 @@ func makeVectors(t *testing.T) vectors {
 		if tile.L == -1 {
 			level = "entries"
 		}
-		v.Tiles = append(v.Tiles, struct {
-			Level string `json:"level"`
-			N     int64  `json:"n"`
-			W     int    `json:"w"`
-			Path  string `json:"path"`
-		}{level, tile.N, tile.W, translog.TilePath(tile)})
+		v.Tiles = append(v.Tiles, tileCase{level, tile.N, tile.W, translog.TilePath(tile)})
 	}
 	return v
 }

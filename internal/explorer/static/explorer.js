@@ -343,6 +343,7 @@ function render() {
   const view = views[name] || viewKeys;
   const main = document.getElementById('main');
   main.replaceChildren(...[view(arg)].flat(Infinity));
+  main.dataset.view = views[name] ? name + (arg !== undefined ? '/' + arg : '') : 'keys';
   for (const a of document.querySelectorAll('nav a')) {
     if (a.getAttribute('href') === '#' + (views[name] ? name : 'keys')) a.setAttribute('aria-current', 'page');
     else a.removeAttribute('aria-current');
