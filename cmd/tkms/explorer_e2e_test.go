@@ -190,6 +190,15 @@ func TestExplorer(t *testing.T) {
 		t.Fatalf("release to host data outside the policy: %d %s", code, out)
 	}
 
+	// tkms serves the page, and answers what is not in it in its own
+	// error shape.
+	if resp, body := do(t, http.MethodGet, p.URL+"/explorer", nil); resp.StatusCode != http.StatusOK || !strings.Contains(resp.Header.Get("Content-Security-Policy"), "connect-src 'self'") || !strings.Contains(string(body), "explorer.js") {
+		t.Errorf("GET /explorer: %s %v", resp.Status, resp.Header)
+	}
+	if resp, body := do(t, http.MethodGet, p.URL+"/explorer/nope.js", nil); resp.StatusCode != http.StatusNotFound || resp.Header.Get("x-ms-kms-error-code") != "NOT_FOUND" || !strings.Contains(string(body), `"code":"NOT_FOUND"`) {
+		t.Errorf("GET /explorer/nope.js: %s %v %s", resp.Status, resp.Header, body)
+	}
+
 	// What the ledger holds.
 	leaves := ledgerLeaves(t, p.URL)
 	var kids, denialCodes, proposals, ballots []string

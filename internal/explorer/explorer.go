@@ -15,6 +15,8 @@ import (
 	"embed"
 	"io/fs"
 	"net/http"
+	"strconv"
+	"strings"
 )
 
 //go:embed static
@@ -29,14 +31,15 @@ const Prefix = "/explorer/"
 const CSP = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; " +
 	"base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 
-// Handler serves the explorer's files below Prefix (GET and HEAD only).
-// Mount it at Prefix.
-func Handler() http.Handler {
-	sub, err := fs.Sub(static, "static")
+// Handler serves the explorer's files below Prefix (mount it at Prefix),
+// to GET and HEAD. Anything else — another method, a name that is not one
+// of its files — is handed to fail with the status to answer (405 or 404)
+// and a message, so that the server answers it in its own error shape.
+func Handler(fail func(w http.ResponseWriter, r *http.Request, status int, msg string)) http.Handler {
+	files, err := fs.Sub(static, "static")
 	if err != nil {
 		panic(err) // the embedded tree always has static/
 	}
-	files := http.StripPrefix(Prefix, http.FileServerFS(sub))
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h := w.Header()
 		h.Set("Content-Security-Policy", CSP)
@@ -44,14 +47,29 @@ func Handler() http.Handler {
 		h.Set("Referrer-Policy", "no-referrer")
 		h.Set("Cross-Origin-Opener-Policy", "same-origin")
 		h.Set("Cross-Origin-Resource-Policy", "same-origin")
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			h.Set("Allow", "GET, HEAD")
+			fail(w, r, http.StatusMethodNotAllowed, r.Method+" is not allowed on "+Prefix+"; use GET")
+			return
+		}
+		name, ok := strings.CutPrefix(r.URL.Path, Prefix)
+		if name == "" {
+			name = "index.html"
+		}
+		if fi, err := fs.Stat(files, name); !ok || r.URL.RawPath != "" || !fs.ValidPath(name) || err != nil || fi.IsDir() {
+			fail(w, r, http.StatusNotFound, "the explorer has no file "+strconv.Quote(truncate(r.URL.Path, 100))+"; open "+Prefix)
+			return
+		}
 		// The page changes only with the binary; revalidate so that an
 		// upgrade is seen at once.
 		h.Set("Cache-Control", "no-cache")
-		if r.Method != http.MethodGet && r.Method != http.MethodHead {
-			h.Set("Allow", "GET, HEAD")
-			http.Error(w, r.Method+" is not allowed on "+Prefix+"; use GET", http.StatusMethodNotAllowed)
-			return
-		}
-		files.ServeHTTP(w, r)
+		http.ServeFileFS(w, r, files, name)
 	})
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n] + "…"
+	}
+	return s
 }

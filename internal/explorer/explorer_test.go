@@ -23,9 +23,16 @@ import (
 	"golang.org/x/mod/sumdb/tlog"
 )
 
+// failJSON answers as tkms's API does, for the tests.
+func failJSON(w http.ResponseWriter, r *http.Request, status int, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(map[string]any{"error": map[string]any{"code": status, "message": msg}})
+}
+
 func TestHandler(t *testing.T) {
 	mux := http.NewServeMux()
-	mux.Handle(explorer.Prefix, explorer.Handler())
+	mux.Handle(explorer.Prefix, explorer.Handler(failJSON))
 	ts := httptest.NewServer(mux)
 	defer ts.Close()
 	for _, tc := range []struct {
@@ -39,11 +46,14 @@ func TestHandler(t *testing.T) {
 		{"GET", "/explorer/verify.js", 200, "text/javascript", "export async function verifyInclusion"},
 		{"GET", "/explorer/explorer.css", 200, "text/css", ":root"},
 		{"HEAD", "/explorer/verify.js", 200, "text/javascript", ""},
-		{"GET", "/explorer/nothing.js", 404, "", ""},
-		{"POST", "/explorer/", 405, "", ""},
+		{"GET", "/explorer/index.html", 301, "", ""},
+		{"GET", "/explorer/nothing.js", 404, "application/json", `"the explorer has no file \"/explorer/nothing.js\"; open /explorer/"`},
+		{"GET", "/explorer/%2e%2e/go.mod", 404, "application/json", "no file"},
+		{"GET", "/explorer/static/verify.js", 404, "application/json", "no file"},
+		{"POST", "/explorer/", 405, "application/json", "POST is not allowed on /explorer/; use GET"},
 	} {
 		req, _ := http.NewRequest(tc.method, ts.URL+tc.path, nil)
-		resp, err := http.DefaultClient.Do(req)
+		resp, err := http.DefaultTransport.RoundTrip(req) // no redirects followed
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -347,7 +357,7 @@ func TestVerifyVectors(t *testing.T) {
 		t.Fatal(err)
 	}
 	mux := http.NewServeMux()
-	mux.Handle(explorer.Prefix, explorer.Handler())
+	mux.Handle(explorer.Prefix, explorer.Handler(failJSON))
 	mux.HandleFunc("/vectors.json", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		w.Write(vec)
@@ -376,4 +386,26 @@ func TestVerifyVectors(t *testing.T) {
 		t.Errorf("only %d checks ran", res.N)
 	}
 	t.Logf("%d checks of verify.js against Go's note and tlog", res.N)
+}
+
+// Mount the explorer beside an API: the page then reads that API from its
+// own origin, as it does on every tkms.
+func ExampleHandler() {
+	mux := http.NewServeMux()
+	mux.Handle(explorer.Prefix, explorer.Handler(func(w http.ResponseWriter, r *http.Request, status int, msg string) {
+		http.Error(w, msg, status)
+	}))
+	ts := httptest.NewServer(mux)
+	defer ts.Close()
+	resp, err := http.Get(ts.URL + explorer.Prefix)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	resp.Body.Close()
+	fmt.Println(resp.Status, resp.Header.Get("Content-Type"))
+	fmt.Println(resp.Header.Get("Content-Security-Policy") == explorer.CSP)
+	// Output:
+	// 200 OK text/html; charset=utf-8
+	// true
 }
