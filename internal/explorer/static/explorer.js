@@ -191,6 +191,13 @@ async function checkConsistency() {
     }
     await v.verifyConsistency(prev.size, cp.size, proof, v.b64decode(prev.root), cp.root);
   } catch (e) {
+    if (e instanceof TypeError) {
+      // The network failed (fetch's TypeError): unknown, not failed. The
+      // saved checkpoint stays; the next visit checks again. A server
+      // that answers but will not prove consistency fails the check.
+      st.cons = { state: 'warn', msg: 'not checked: ' + e.message, prev };
+      return;
+    }
     const what = cp.size < prev.size ? 'rolled back' : 'forked';
     st.cons = { state: 'bad', msg: e.message + ' (this browser saw size ' + prev.size + ', root ' + prev.root + ')', prev };
     problem('cons', 'The log has been ' + what + ': ' + e.message + '. This browser saw a tree of size ' + prev.size +
