@@ -24,8 +24,20 @@ func (s *Server) releaseReady(w http.ResponseWriter, r *http.Request) bool {
 	return true
 }
 
-// releaseFailed maps a release error to its response. Causes go to the log
-// only; the caller sees the safe message.
+// releaseStatus is the HTTP status of each kind of release failure.
+var releaseStatus = map[release.Kind]int{
+	release.KindRefused:         http.StatusBadRequest,
+	release.KindUnauthenticated: http.StatusUnauthorized,
+	release.KindNotFound:        http.StatusNotFound,
+	release.KindGone:            http.StatusGone,
+	release.KindRateLimited:     http.StatusTooManyRequests,
+	release.KindUnavailable:     http.StatusServiceUnavailable,
+	release.KindInternal:        http.StatusInternalServerError,
+}
+
+// releaseFailed maps a release error to its response: the status of its
+// kind, its code and its message. Causes go to the log only; the caller
+// sees the safe message.
 func (s *Server) releaseFailed(w http.ResponseWriter, r *http.Request, err error) {
 	if s.storageFailed(w, r, err) {
 		return
@@ -36,13 +48,17 @@ func (s *Server) releaseFailed(w http.ResponseWriter, r *http.Request, err error
 		s.fail(w, r, http.StatusInternalServerError, CodeInternal, "internal error; see the server log")
 		return
 	}
-	if re.Status >= 500 && re.Err != nil && re.Code != release.CodeServerBusy {
+	status, ok := releaseStatus[re.Kind]
+	if !ok {
+		status = http.StatusInternalServerError
+	}
+	if status >= 500 && re.Err != nil && re.Code != release.CodeServerBusy {
 		s.log.Error("release failed", "code", re.Code, "err", re.Err)
 	}
 	if re.RetryAfter > 0 {
 		w.Header().Set("Retry-After", strconv.Itoa(limit.RetryAfterSeconds(re.RetryAfter)))
 	}
-	s.fail(w, r, re.Status, re.Code, re.Message)
+	s.fail(w, r, status, re.Code, re.Message)
 }
 
 // appUnwrapKey serves POST /app/unwrapKey?fmt=.

@@ -25,6 +25,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tkms-dev/tkms/api"
 	"github.com/tkms-dev/tkms/internal/explorer"
 	"github.com/tkms-dev/tkms/internal/kms"
 	"github.com/tkms-dev/tkms/internal/limit"
@@ -221,14 +222,6 @@ func printable(v string) bool {
 	return true
 }
 
-// errorBody is the JSON error shape.
-type errorBody struct {
-	Error struct {
-		Code    string `json:"code"`
-		Message string `json:"message"`
-	} `json:"error"`
-}
-
 // writeError writes an error response: body (the JSON error shape, or a
 // superset of it) with the error headers.
 func writeError(w http.ResponseWriter, status int, code, message string, body any) {
@@ -246,9 +239,7 @@ func writeError(w http.ResponseWriter, status int, code, message string, body an
 // no secrets, no internal paths.
 func (s *Server) fail(w http.ResponseWriter, r *http.Request, status int, code, message string) {
 	s.errors.add(code)
-	var b errorBody
-	b.Error.Code, b.Error.Message = code, message
-	writeError(w, status, code, message, b)
+	writeError(w, status, code, message, api.ErrorResponse{Error: api.Error{Code: code, Message: message}})
 	level := slog.LevelInfo
 	switch {
 	case code == CodeRateLimited || code == CodeServerBusy:

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tkms-dev/tkms/api"
 	"github.com/tkms-dev/tkms/internal/gov"
 	"github.com/tkms-dev/tkms/internal/ledger"
 	"github.com/tkms-dev/tkms/internal/policy"
@@ -49,17 +50,17 @@ type Member struct {
 	RemovedSeq uint64 `json:"removed_seq,omitempty"` // the entry that removed it, 0 while active
 }
 
-// ProposalState is the state of a proposal.
-type ProposalState string
+// ProposalState is the state of a proposal, as the governance API shows it.
+type ProposalState = api.ProposalState
 
 // The states of a proposal. Expired is never stored: an open proposal is
 // expired from its ExpiresAt on (Proposal.State).
 const (
-	ProposalOpen      ProposalState = "open"
-	ProposalAccepted  ProposalState = "accepted"
-	ProposalRejected  ProposalState = "rejected"
-	ProposalWithdrawn ProposalState = "withdrawn"
-	ProposalExpired   ProposalState = "expired"
+	ProposalOpen      = api.ProposalOpen
+	ProposalAccepted  = api.ProposalAccepted
+	ProposalRejected  = api.ProposalRejected
+	ProposalWithdrawn = api.ProposalWithdrawn
+	ProposalExpired   = api.ProposalExpired
 )
 
 // Proposal is a proposal as the state knows it.
