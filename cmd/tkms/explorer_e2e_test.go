@@ -441,10 +441,11 @@ func TestExplorer(t *testing.T) {
 	}
 
 	// A forged checkpoint.
+	evalCP := `({Item: document.getElementById('checkpoint').className, Sig: document.getElementById('cp-sig').className,
+		Banner: [...document.querySelectorAll('.banner.bad')].map(b => b.textContent).join(' | ')})`
 	px.mode.Store(proxyForge)
 	open("#log")
-	eval(`({Item: document.getElementById('checkpoint').className, Sig: document.getElementById('cp-sig').className,
-		Banner: [...document.querySelectorAll('.banner.bad')].map(b => b.textContent).join(' | ')})`, &bad)
+	eval(evalCP, &bad)
 	if !strings.Contains(bad.Item, "bad") || bad.Sig != "bad" || !strings.Contains(bad.Banner, "signature does not verify under the pinned log key") {
 		t.Errorf("forged checkpoint: %+v; want the checkpoint red and the banner", bad)
 	}
@@ -452,8 +453,7 @@ func TestExplorer(t *testing.T) {
 	// A rolled-back log: an older checkpoint, validly signed.
 	px.mode.Store(proxyRollback)
 	open("#log")
-	eval(`({Item: document.getElementById('checkpoint').className, Sig: document.getElementById('cp-sig').className,
-		Banner: [...document.querySelectorAll('.banner.bad')].map(b => b.textContent).join(' | ')})`, &bad)
+	eval(evalCP, &bad)
 	if !strings.Contains(bad.Item, "bad") || bad.Sig != "ok" || !strings.Contains(bad.Banner, "The log has been rolled back") {
 		t.Errorf("rolled-back log: %+v; want the checkpoint red for consistency and the banner", bad)
 	}
