@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/tkms-dev/tkms/api"
+	"github.com/tkms-dev/tkms/internal/explorer"
 	"github.com/tkms-dev/tkms/internal/kms"
 	"github.com/tkms-dev/tkms/internal/limit"
 	"github.com/tkms-dev/tkms/internal/release"
@@ -134,6 +135,14 @@ func (s *Server) routes() {
 	s.handlePattern("/v1/keys/{kid}/release", http.MethodPost, s.v1ReleaseKey)
 	s.logRoutes()
 	s.govRoutes()
+	// The transparency explorer (docs/explorer.md).
+	s.mux.Handle(explorer.Prefix, explorer.Handler(func(w http.ResponseWriter, r *http.Request, status int, msg string) {
+		code := CodeNotFound
+		if status == http.StatusMethodNotAllowed {
+			code = CodeMethodNotAllowed
+		}
+		s.fail(w, r, status, code, msg)
+	}))
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, http.StatusNotFound, CodeNotFound, "no such endpoint: "+r.URL.Path)
 	})
