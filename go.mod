@@ -5,6 +5,7 @@ go 1.26.0
 require (
 	github.com/go-jose/go-jose/v4 v4.1.3
 	github.com/google/go-sev-guest v0.15.0
+	github.com/google/go-tdx-guest v0.3.1
 	github.com/tink-crypto/tink-go/v2 v2.9.0
 	github.com/transparency-dev/formats v0.1.1
 	github.com/veraison/go-cose v1.3.0
@@ -13,6 +14,7 @@ require (
 	golang.org/x/time v0.16.0
 	google.golang.org/protobuf v1.36.11
 )
+
 
 require (
 	github.com/fxamacker/cbor/v2 v2.5.0

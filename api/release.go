@@ -102,6 +102,15 @@ type RawSNP struct {
 	CertTable []byte `json:"cert_table,omitempty"`
 }
 
+// TDX is the attestation object of the "tdx" evidence type: an Intel TDX
+// quote v4 as the quoting enclave returns it (configfs-tsm's outblob), with
+// its PCK certificate chain inside. REPORT_DATA binds the wrapping key and
+// the nonce exactly as an SNP report's does.
+type TDX struct {
+	Type  string `json:"type"` // "tdx"
+	Quote []byte `json:"quote"`
+}
+
 // KeyReleased is the public body of a key.released ledger entry: what was
 // released to whom, on which evidence, under which policy. It holds hashes
 // and identities, never key material or tokens. A client checks a

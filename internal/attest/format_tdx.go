@@ -1,0 +1,63 @@
+package attest
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+
+	"github.com/tkms-dev/tkms/api"
+	"github.com/tkms-dev/tkms/internal/attest/tdx"
+)
+
+// isTDX reports whether raw is a TDX attestation object: a JSON object
+// whose "type" is "tdx".
+func isTDX(raw []byte) bool { return typeField(raw) == TypeTDX }
+
+func tdxError(err error) *Error { return &Error{Code: tdx.Code(err), Err: err} }
+
+func decodeTDXObject(raw []byte) (*api.TDX, error) {
+	var obj api.TDX
+	if err := json.Unmarshal(raw, &obj); err != nil {
+		return nil, &Error{Code: tdx.CodeQuoteMalformed, Err: err}
+	}
+	if len(obj.Quote) == 0 {
+		return nil, &Error{Code: tdx.CodeQuoteMalformed, Err: errors.New("tdx: the attestation object has no quote")}
+	}
+	return &obj, nil
+}
+
+func decodeTDX(raw []byte) (*Unverified, error) {
+	obj, err := decodeTDXObject(raw)
+	if err != nil {
+		return nil, err
+	}
+	return &Unverified{Type: TypeTDX, Report: obj.Quote}, nil
+}
+
+// verifyTDX verifies a TDX object: the quote, its QE report and PCK chain
+// to the trusted roots; a debug TD is refused (its evidence is kept for
+// InspectUnpinned).
+func verifyTDX(_ context.Context, v *Verifier, raw []byte, ev *Evidence, inspect bool) error {
+	obj, err := decodeTDXObject(raw)
+	if err != nil {
+		return err
+	}
+	res, err := v.tdx.Verify(obj.Quote)
+	if res == nil {
+		return tdxError(err)
+	}
+	if perr := v.checkPinned(res.Pinned, inspect); perr != nil {
+		return perr
+	}
+	ev.Simulated = !res.Pinned
+	ev.Claims = make(map[string]any, len(res.Claims))
+	for k, c := range res.Claims {
+		ev.Claims[k] = c
+	}
+	ev.ReportData, ev.Measurement = res.ReportData, res.MRTD
+	ev.ReportSHA256, ev.Signer, ev.ProductLine = res.QuoteSHA256, "PCK", "TDX"
+	if err != nil {
+		return tdxError(err)
+	}
+	return nil
+}
