@@ -145,7 +145,8 @@ func cmdAttestInspect(args []string, stdout, stderr io.Writer) error {
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: tkms attest inspect [--data DIR] [--json] [--now RFC3339] [--max-vmpl N] FILE")
 		fmt.Fprintln(stderr, "       tkms attest inspect [--data DIR] [--json] [--now RFC3339] [--max-vmpl N] --report FILE --vcek FILE")
-		fmt.Fprintln(stderr, "FILE is an attestation object (JSON): an ACI bundle or {\"type\":\"snp\",\"report\":...,\"vcek\"|\"cert_table\":...}.")
+		fmt.Fprintln(stderr, "FILE is an attestation object (JSON): an ACI bundle, {\"type\":\"snp\",\"report\":...,\"vcek\"|\"cert_table\":...}")
+		fmt.Fprintln(stderr, "or {\"type\":\"tdx\",\"quote\":...}; or a bare Intel TDX quote file (binary, as configfs-tsm's outblob holds it).")
 		fs.PrintDefaults()
 	}
 	files, err := parseInterspersed(fs, args)
@@ -182,6 +183,9 @@ func cmdAttestInspect(args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 		trustSimulated(&cfg, chain)
+		if err := trustSimulatedTDX(&cfg, *dataDir, false); err != nil {
+			return err
+		}
 	}
 	v, err := attest.New(cfg)
 	if err != nil {
@@ -252,12 +256,15 @@ func printInspection(w io.Writer, r *inspection, dataDir string) {
 		if len(r.Claims) == 0 {
 			return
 		}
-		fmt.Fprintln(w, "claims of the report (its SNP part verified; do not rely on them):")
+		fmt.Fprintln(w, "claims of the report (its signature and chain verified; do not rely on them):")
 	} else {
 		if r.Simulated {
 			fmt.Fprintf(w, simulatedBanner, dataDir)
 		}
 		root := "AMD root (pinned)"
+		if r.Evidence == attest.TypeTDX {
+			root = "Intel SGX root (pinned)"
+		}
 		if r.Simulated {
 			root = "SIMULATED root"
 		}

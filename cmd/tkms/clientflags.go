@@ -34,13 +34,13 @@ func (c *clientFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.api, "api", "v1", "release API: v1 (HPKE or RSA wrapping) or app (Azure-compatible, RSA-4096)")
 	fs.StringVar(&c.wrapping, "wrapping", "", "wrapping key: x25519 (v1 default), mlkem768-x25519, rsa-4096 (app)")
 	fs.StringVar(&c.logKey, "log-key", "", "the KMS log's verifier `key` (or @FILE); receipts are then verified (default with --data: dev.json's log_public_key)")
-	fs.StringVar(&c.attester, "attester", "simulated", "evidence: aci (ACI security context + SEV-SNP device), snp (raw report from the device), simulated (a dev data directory's fake chain: NOT a TEE)")
+	fs.StringVar(&c.attester, "attester", "simulated", "evidence: aci (ACI security context + SEV-SNP device), snp (raw report from the device), tdx (TDX quote from configfs-tsm), simulated or simulated-tdx (a dev data directory's fake SEV-SNP or TDX chain: NOT a TEE)")
 	fs.StringVar(&c.data, "data", "tkms-dev", "`directory` of a tkms dev instance: its simulated chain, its token issuer, its dev.json")
 	fs.StringVar(&c.securityContext, "security-context-dir", "", "ACI security context `directory` (default $UVM_SECURITY_CONTEXT_DIR)")
 	fs.StringVar(&c.vcek, "vcek", "", "with --attester snp: send this VCEK/VLEK certificate `file` instead of the device's certificate table")
-	fs.StringVar(&c.measurement, "measurement", "", "with --attester simulated: MEASUREMENT as `hex` (48 bytes)")
+	fs.StringVar(&c.measurement, "measurement", "", "with --attester simulated: MEASUREMENT (simulated-tdx: MRTD) as `hex` (48 bytes)")
 	fs.StringVar(&c.hostData, "host-data", "", "with --attester simulated: HOST_DATA as `hex` (32 bytes)")
-	fs.BoolVar(&c.debug, "debug", false, "with --attester simulated: set the DEBUG policy bit (the KMS must refuse)")
+	fs.BoolVar(&c.debug, "debug", false, "with --attester simulated: set the DEBUG policy bit (simulated-tdx: TD_ATTRIBUTES.DEBUG; the KMS must refuse)")
 	fs.StringVar(&c.tokenSource, "token-source", "dev", "token: imds (Azure managed identity), file, static (from $TKMS_TOKEN), dev (--data's issuer)")
 	fs.StringVar(&c.imdsURL, "imds-url", "", "IMDS base `URL` (default http://169.254.169.254)")
 	fs.StringVar(&c.imdsResource, "imds-resource", "https://management.azure.com/", "the token's `resource` (audience) asked of IMDS")
@@ -109,6 +109,16 @@ func (c *clientFlags) newAttester() (client.Attester, error) {
 		}
 		opts.Debug = c.debug
 		return devtee.NewAttester(c.data, opts)
+	case "simulated-tdx":
+		var opts devtee.TDXAttesterOptions
+		var err error
+		if opts.MRTD, err = hexFlag("measurement", c.measurement, 48, 48); err != nil {
+			return nil, err
+		}
+		opts.Debug = c.debug
+		return devtee.NewTDXAttester(c.data, opts)
+	case "tdx":
+		return client.NewTDXAttester(nil), nil
 	case "aci":
 		return client.NewACIAttester(client.ACIOptions{SecurityContextDir: c.securityContext})
 	case "snp":
@@ -122,7 +132,7 @@ func (c *clientFlags) newAttester() (client.Attester, error) {
 		}
 		return client.NewSNPAttester(nil, opts), nil
 	}
-	return nil, fmt.Errorf("%w: --attester %q: want aci, snp or simulated", errUsage, c.attester)
+	return nil, fmt.Errorf("%w: --attester %q: want aci, snp, tdx, simulated or simulated-tdx", errUsage, c.attester)
 }
 
 func (c *clientFlags) newTokens() (client.TokenSource, error) {

@@ -82,6 +82,13 @@ func TestTDXThroughTheDoor(t *testing.T) {
 			t.Fatalf("decode %s: %v", raw, err)
 		}
 	}
+	bare := read(t, "tdx/testdata/az_td_quote.bin")
+	if ev, err := v.Verify(ctx, bare); attest.Type(bare) != attest.TypeTDX || err != nil || ev.Claims[tdx.ClaimFMSPC] != "00806f050000" {
+		t.Fatalf("a bare quote: %v", err)
+	}
+	if _, err := v.Verify(ctx, read(t, "tdx/testdata/tdx_quote_5.dat")); attest.Code(err) != tdx.CodeVersionUnsupported {
+		t.Fatalf("a bare v5 quote: %v", err)
+	}
 	if u, err := attest.DecodeUnverified(real); err != nil || u.Type != attest.TypeTDX || len(u.Report) != 5006 {
 		t.Fatalf("decode: %+v %v", u, err)
 	}

@@ -2,6 +2,7 @@ package attest
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 
@@ -10,12 +11,22 @@ import (
 )
 
 // isTDX reports whether raw is a TDX attestation object: a JSON object
-// whose "type" is "tdx".
-func isTDX(raw []byte) bool { return typeField(raw) == TypeTDX }
+// whose "type" is "tdx", or a bare quote as a quote file holds it (what
+// configfs-tsm's outblob returns), told by its header: version 4 or 5,
+// ECDSA-256 attestation key (2), TEE type TDX (0x81).
+func isTDX(raw []byte) bool { return isBareQuote(raw) || typeField(raw) == TypeTDX }
+
+func isBareQuote(raw []byte) bool {
+	return len(raw) >= 8 && (raw[0] == 4 || raw[0] == 5) && raw[1] == 0 &&
+		binary.LittleEndian.Uint16(raw[2:]) == 2 && binary.LittleEndian.Uint32(raw[4:]) == 0x81
+}
 
 func tdxError(err error) *Error { return &Error{Code: tdx.Code(err), Err: err} }
 
 func decodeTDXObject(raw []byte) (*api.TDX, error) {
+	if isBareQuote(raw) {
+		return &api.TDX{Type: TypeTDX, Quote: raw}, nil
+	}
 	var obj api.TDX
 	if err := json.Unmarshal(raw, &obj); err != nil {
 		return nil, &Error{Code: tdx.CodeQuoteMalformed, Err: err}
