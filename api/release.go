@@ -111,6 +111,15 @@ type TDX struct {
 	Quote []byte `json:"quote"`
 }
 
+// MAA is the attestation object of the "maa" evidence type: a Microsoft
+// Azure Attestation token (the compact JWT) of a trusted MAA instance,
+// whose x-ms-runtime.client-payload carries "tkms-report-data", the 64
+// bytes that bind the wrapping key as REPORT_DATA does.
+type MAA struct {
+	Type  string `json:"type"` // "maa"
+	Token string `json:"token"`
+}
+
 // KeyReleased is the public body of a key.released ledger entry: what was
 // released to whom, on which evidence, under which policy. It holds hashes
 // and identities, never key material or tokens. A client checks a

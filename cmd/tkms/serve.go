@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/tkms-dev/tkms/internal/attest"
+	"github.com/tkms-dev/tkms/internal/attest/maa"
+	"github.com/tkms-dev/tkms/internal/attest/simmaa"
 	"github.com/tkms-dev/tkms/internal/attest/simsnp"
 	"github.com/tkms-dev/tkms/internal/attest/simtdx"
 	"github.com/tkms-dev/tkms/internal/attest/snp"
@@ -247,6 +249,7 @@ func newRelease(ctx context.Context, svc *kms.Service, cfg *Config, log *slog.Lo
 		}
 	}
 	attCfg := attest.Config{SNP: snp.Options{MaxVMPL: cfg.MaxVMPL}, UVM: uvm.Options{Trusted: cfg.UVMTrusted, MinSVN: cfg.UVMMinSVN}, Simulated: cfg.InsecureSimulatedTEE}
+	attCfg.MAA = maa.Options{Instances: append([]maa.Instance(nil), cfg.MAAInstances...), Logger: log}
 	if cfg.InsecureSimulatedTEE {
 		chain, err := simsnp.LoadOrCreate(cfg.DataDir)
 		if err != nil {
@@ -258,6 +261,12 @@ func newRelease(ctx context.Context, svc *kms.Service, cfg *Config, log *slog.Lo
 			closeAuth()
 			return nil, nil, fmt.Errorf("simulated TEE: %w", err)
 		}
+		sim, err := simmaa.LoadOrCreate(cfg.DataDir)
+		if err != nil {
+			closeAuth()
+			return nil, nil, fmt.Errorf("simulated TEE: %w", err)
+		}
+		attCfg.MAA.Instances = append(attCfg.MAA.Instances, sim.Trusted())
 		log.Warn("INSECURE: the simulated TEE of the data directory is trusted; releases under it are marked simulated in the ledger", "did", did, "feed", feed)
 	}
 	av, err := attest.New(attCfg)
@@ -272,8 +281,9 @@ func newRelease(ctx context.Context, svc *kms.Service, cfg *Config, log *slog.Lo
 	})
 	if err != nil {
 		closeAuth()
+		av.Close()
 		return nil, nil, err
 	}
 	log.Info("key release enabled", "issuers", len(ac.Issuers), "simulated_tee", cfg.InsecureSimulatedTEE)
-	return rel, rel.Close, nil
+	return rel, func() { rel.Close(); av.Close() }, nil
 }

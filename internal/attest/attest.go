@@ -17,6 +17,8 @@
 //     report's MEASUREMENT.
 //   - "tdx": an Intel TDX quote v4 (api.TDX), verified by attest/tdx
 //     against the pinned Intel SGX root; a debug TD is refused.
+//   - "maa": a Microsoft Azure Attestation token (api.MAA), verified by
+//     attest/maa against the configured MAA instances' keys.
 //
 // Evidence of tkms's simulated TEE (attest/simsnp) is either format signed
 // by a chain the operator told the verifier to trust (Config.SNP.Roots,
@@ -36,6 +38,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/tkms-dev/tkms/internal/attest/maa"
 	"github.com/tkms-dev/tkms/internal/attest/snp"
 	"github.com/tkms-dev/tkms/internal/attest/tdx"
 	"github.com/tkms-dev/tkms/internal/attest/uvm"
@@ -46,6 +49,7 @@ const (
 	TypeSNP = "snp"     // a raw SEV-SNP report (api.RawSNP)
 	TypeACI = "snp-aci" // the ACI attestation object (api.ACI)
 	TypeTDX = "tdx"     // an Intel TDX quote (api.TDX)
+	TypeMAA = "maa"     // an Azure Attestation token (api.MAA)
 )
 
 // Error codes of this package. Every other failure carries the code of the
@@ -112,6 +116,9 @@ type Config struct {
 	// TDX configures the TDX quote verifier: roots trusted besides Intel's
 	// (the simulated TEE's). A nil TDX.Now means SNP.Now.
 	TDX tdx.Options
+	// MAA lists the trusted Azure Attestation instances (none: "maa"
+	// evidence is refused). A nil MAA.Now means SNP.Now.
+	MAA maa.Options
 	// Simulated permits evidence whose SNP chain ends at one of SNP.Roots
 	// (or whose PCK chain at one of TDX.Roots) rather than a pinned AMD
 	// (Intel) root. Only ever set when the operator asked for it explicitly.
@@ -123,6 +130,7 @@ type Verifier struct {
 	snp       *snp.Verifier
 	uvm       *uvm.Verifier
 	tdx       *tdx.Verifier
+	maa       *maa.Verifier
 	simTDX    bool // TDX roots besides Intel's are trusted
 	simulated bool
 	trusted   []uvm.Endorser // every UVM endorser trusted, for Trust
@@ -150,19 +158,38 @@ func New(cfg Config) (*Verifier, error) {
 	if len(trusted) == 0 {
 		trusted = uvm.DefaultTrusted()
 	}
-	to := cfg.TDX
+	to, mo := cfg.TDX, cfg.MAA
 	if to.Now == nil {
 		to.Now = cfg.SNP.Now
 	}
+	if mo.Now == nil {
+		mo.Now = cfg.SNP.Now
+	}
+	// Remote MAA key sets that cannot be fetched now are retried later.
+	mv, err := maa.New(context.Background(), mo)
+	if err != nil {
+		return nil, err
+	}
 	return &Verifier{
-		snp: sv, uvm: uv, tdx: tdx.New(to), simTDX: len(to.Roots) > 0, simulated: cfg.Simulated,
+		snp: sv, uvm: uv, tdx: tdx.New(to), maa: mv, simTDX: len(to.Roots) > 0, simulated: cfg.Simulated,
 		trusted: slices.Clone(trusted), simUVM: slices.Clone(cfg.SimulatedEndorsers),
 	}, nil
 }
 
+func (v *Verifier) maaRoots() []string {
+	var out []string
+	for _, iss := range v.maa.Issuers() {
+		out = append(out, "MAA instance "+iss)
+	}
+	return out
+}
+
+// Close stops the background refreshes of MAA instances' keys.
+func (v *Verifier) Close() { v.maa.Close() }
+
 // Evidence is verified evidence: its claims, and what a release records.
 type Evidence struct {
-	Type string // TypeSNP, TypeACI or TypeTDX
+	Type string // TypeSNP, TypeACI, TypeTDX or TypeMAA
 	// Simulated is true when the SNP chain ends at a root that is not a
 	// pinned AMD root (the simulated TEE's).
 	Simulated bool
@@ -178,8 +205,10 @@ type Evidence struct {
 	// ReportSHA256 is SHA-256 of the report (of the signed quote for
 	// TypeTDX).
 	ReportSHA256 [32]byte
-	Signer       string // "VCEK" or "VLEK"; "PCK" for TypeTDX
-	ProductLine  string // "Milan", "Genoa" or "Turin"; "TDX" for TypeTDX
+	// Signer is "VCEK" or "VLEK"; "PCK" for TypeTDX; the MAA instance
+	// (its issuer) for TypeMAA.
+	Signer      string
+	ProductLine string // "Milan", "Genoa" or "Turin"; "TDX" for TypeTDX; "MAA" for TypeMAA
 	// UVMSigningTime is the UVM endorsement's signing time (TypeACI only).
 	UVMSigningTime time.Time
 }
@@ -270,7 +299,7 @@ func (v *Verifier) Trust() Trust {
 	amd := []string{"AMD ARK Milan", "AMD ARK Genoa", "AMD ARK Turin"}
 	intel := tdx.IntelRoot()
 	return Trust{
-		EvidenceTypes: []string{TypeACI, TypeSNP, TypeTDX},
+		EvidenceTypes: []string{TypeACI, TypeSNP, TypeTDX, TypeMAA},
 		AMDRoots:      []string{"Milan", "Genoa", "Turin"},
 		SimulatedTEE:  v.simulated,
 		UVMEndorsers:  slices.Clone(v.trusted),
@@ -279,6 +308,7 @@ func (v *Verifier) Trust() Trust {
 			{Type: TypeSNP, Roots: amd, Simulated: v.simulated, Refused: []string{"debug guest policy", "migration agent"}},
 			{Type: TypeTDX, Roots: []string{fmt.Sprintf("%s (SHA-256 %x)", intel.Subject.CommonName, sha256.Sum256(intel.Raw))},
 				Simulated: v.simulated && v.simTDX, Refused: []string{"debug TD (TD_ATTRIBUTES bit 0)", "quote versions other than 4"}},
+			{Type: TypeMAA, Roots: v.maaRoots(), Simulated: v.simulated && v.maa.HasSimulated(), Refused: []string{"tokens of a debuggable TEE"}},
 		},
 	}
 }

@@ -24,6 +24,7 @@ type format struct {
 var formats = []format{
 	{typ: TypeSNP, match: isRawSNP, verify: verifyRawSNP, decode: decodeRawSNP},
 	{typ: TypeTDX, match: isTDX, verify: verifyTDX, decode: decodeTDX},
+	{typ: TypeMAA, match: isMAA, verify: verifyMAA, decode: decodeMAA},
 	{typ: TypeACI, match: func([]byte) bool { return true }, verify: verifyACI, decode: decodeACI},
 }
 

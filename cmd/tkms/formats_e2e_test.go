@@ -9,13 +9,15 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/tkms-dev/tkms/internal/attest/simmaa"
 	"github.com/tkms-dev/tkms/internal/attest/simsnp"
 	"github.com/tkms-dev/tkms/internal/attest/simtdx"
 )
 
 // anyFormatPolicy is an SKR policy that releases to the simulated TEE of
-// `tkms dev` in either format: SEV-SNP with its default measurement, or
-// TDX with its default MRTD; debug refused in both.
+// `tkms dev` in every format: SEV-SNP with its default measurement, TDX
+// with its default MRTD, or an Azure Attestation token of the simulated
+// instance with its default measurement; debug refused in all.
 func anyFormatPolicy() []byte {
 	b, _ := json.Marshal(map[string]any{"version": "1.0.0", "anyOf": []any{
 		map[string]any{"authority": "snp", "allOf": []any{
@@ -28,16 +30,22 @@ func anyFormatPolicy() []byte {
 			map[string]any{"claim": "tdx_td_attributes_debug", "equals": false},
 			map[string]any{"claim": "tdx_mrtd", "equals": hex.EncodeToString([]byte(simtdx.DefaultMRTD))},
 		}},
+		map[string]any{"authority": "maa", "allOf": []any{
+			map[string]any{"claim": "x-ms-isolation-tee.x-ms-compliance-status", "equals": "azure-compliant-cvm"},
+			map[string]any{"claim": "x-ms-isolation-tee.x-ms-sevsnpvm-is-debuggable", "equals": false},
+			map[string]any{"claim": "x-ms-isolation-tee.x-ms-sevsnpvm-launchmeasurement", "equals": simmaa.DefaultMeasurement},
+		}},
 	}})
 	return b
 }
 
-// TestFetchTDX: `tkms dev` with a policy naming both formats releases to
-// simulated TDX evidence (`tkms fetch --attester simulated-tdx`) as to
-// simulated SEV-SNP, refuses a debug TD with its code, lists the tdx format
-// in GET /v1/attestation, and `tkms attest inspect --data` reads both the
-// simulated and a real quote.
-func TestFetchTDX(t *testing.T) {
+// TestFetchEveryFormat: `tkms dev` with a policy naming every format
+// releases to simulated TDX evidence (`tkms fetch --attester
+// simulated-tdx`) and simulated Azure Attestation tokens
+// (`--attester simulated-maa`) as to simulated SEV-SNP, refuses a debug TD
+// or TEE with its code, lists the formats in GET /v1/attestation, and
+// `tkms attest inspect` reads real quotes and a real MAA token.
+func TestFetchEveryFormat(t *testing.T) {
 	dir := t.TempDir()
 	data := filepath.Join(dir, "tkms-dev")
 	policy := writeTemp(t, "policy.json", anyFormatPolicy())
@@ -46,7 +54,7 @@ func TestFetchTDX(t *testing.T) {
 	if resp, b := do(t, "GET", p.URL+"/v1/attestation", nil); resp.StatusCode != 200 || !bytes.Contains(b, []byte(`"type":"tdx"`)) || !bytes.Contains(b, []byte("Intel SGX Root CA")) {
 		t.Fatalf("/v1/attestation: %d %s", resp.StatusCode, b)
 	}
-	for _, attester := range []string{"simulated-tdx", "simulated"} {
+	for _, attester := range []string{"simulated-tdx", "simulated", "simulated-maa"} {
 		stdout, stderr, code := runTkms(t, "fetch", "--data", data, "--attester", attester)
 		if code != 0 || !strings.Contains(stdout, "release receipts verified against the log key: 1") {
 			t.Fatalf("fetch --attester %s: exit %d\n%s\n%s", attester, code, stdout, stderr)
@@ -59,6 +67,14 @@ func TestFetchTDX(t *testing.T) {
 	stdout, _, code = runTkms(t, "fetch", "--data", data, "--attester", "simulated-tdx", "--measurement", strings.Repeat("ee", 48))
 	if code == 0 || !strings.Contains(stdout, "POLICY_DENIED") {
 		t.Fatalf("fetch with another MRTD: exit %d\n%s", code, stdout)
+	}
+	stdout, _, code = runTkms(t, "fetch", "--data", data, "--attester", "simulated-maa", "--debug")
+	if code == 0 || !strings.Contains(stdout, "MAA_DEBUG") {
+		t.Fatalf("fetch with a debuggable MAA token: exit %d\n%s", code, stdout)
+	}
+	stdout, _, code = runTkms(t, "fetch", "--data", data, "--attester", "simulated-maa", "--measurement", strings.Repeat("ee", 48))
+	if code == 0 || !strings.Contains(stdout, "POLICY_DENIED") {
+		t.Fatalf("fetch with another MAA measurement: exit %d\n%s", code, stdout)
 	}
 	p.stopClean(syscall.SIGINT)
 
@@ -76,6 +92,17 @@ func TestFetchTDX(t *testing.T) {
 	stdout, _, code = runTkms(t, "attest", "inspect", "--now", "2025-01-01T00:00:00Z", vec("tdx_quote_4.dat"))
 	if code == 0 || !strings.Contains(stdout, "code: TDX_DEBUG") || !strings.Contains(stdout, "tdx_td_attributes_debug: true") {
 		t.Fatalf("inspect a debug TD: exit %d\n%s", code, stdout)
+	}
+	maaVec := func(name string) string {
+		p, err := filepath.Abs(filepath.Join("../../internal/attest/maa/testdata", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	stdout, stderr, code = runTkms(t, "attest", "inspect", "--now", "2023-03-30T12:00:00Z", "--maa-jwks", maaVec("maa-shared-rsa-keys.scrtlabs.jwks.json"), maaVec("sharedweu_L138.jwt"))
+	if code != 0 || !strings.Contains(stdout, "verdict: VERIFIED") || !strings.Contains(stdout, "x-ms-isolation-tee.x-ms-compliance-status: azure-compliant-cvm") {
+		t.Fatalf("inspect a real MAA token: exit %d\n%s\n%s", code, stdout, stderr)
 	}
 	stdout, _, code = runTkms(t, "attest", "inspect", "--json", vec("tdx_quote_5.dat"))
 	if code == 0 || !strings.Contains(stdout, `"code": "TDX_QUOTE_VERSION_UNSUPPORTED"`) {
