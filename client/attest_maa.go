@@ -62,3 +62,11 @@ func (a *MAAAttester) Attest(ctx context.Context, reportData [64]byte) (*Evidenc
 	}
 	return &Evidence{Type: EvidenceMAA, Attestation: b}, nil
 }
+
+// Evidence types of Azure confidential VMs (vTPM): the HCL report, a TPM2
+// quote by the vTPM's attestation key and the VCEK or TD quote, in the
+// JSON layout internal/attest/azcvm reads.
+const (
+	EvidenceAzSNP = "az-snp-vtpm"
+	EvidenceAzTDX = "az-tdx-vtpm"
+)

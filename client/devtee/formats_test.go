@@ -10,14 +10,16 @@ import (
 	"github.com/tkms-dev/tkms/internal/attest"
 	"github.com/tkms-dev/tkms/internal/attest/maa"
 	"github.com/tkms-dev/tkms/internal/attest/simmaa"
+	"github.com/tkms-dev/tkms/internal/attest/simsnp"
 	"github.com/tkms-dev/tkms/internal/attest/simtdx"
+	"github.com/tkms-dev/tkms/internal/attest/snp"
 	"github.com/tkms-dev/tkms/internal/attest/tdx"
 )
 
-// TestTDXAndMAAAttesters: the simulated TDX and MAA attesters' evidence
+// TestFormatAttesters: the simulated TDX, MAA and Azure CVM attesters' evidence
 // verifies through the server's door once it trusts the data directory's
 // simulated TEE, bound to the report data asked for, and marked simulated.
-func TestTDXAndMAAAttesters(t *testing.T) {
+func TestFormatAttesters(t *testing.T) {
 	dir := t.TempDir()
 	ta, err := devtee.NewTDXAttester(dir, devtee.TDXAttesterOptions{})
 	if err != nil {
@@ -35,7 +37,22 @@ func TestTDXAndMAAAttesters(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	v, err := attest.New(attest.Config{Simulated: true,
+	var v *attest.Verifier
+	azs, err := devtee.NewAzureCVMAttester(dir, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	azt, err := devtee.NewAzureCVMAttester(dir, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	snpChain, err := simsnp.LoadOrCreate(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ark, ask := snpChain.Roots()
+	v, err = attest.New(attest.Config{Simulated: true,
+		SNP: snp.Options{Roots: []snp.Root{{ProductLine: simsnp.ProductLine, ARK: ark, ASK: ask}}},
 		TDX: tdx.Options{Roots: []*x509.Certificate{chain.Root()}},
 		MAA: maa.Options{Instances: []maa.Instance{sim.Trusted()}}})
 	if err != nil {
@@ -43,7 +60,7 @@ func TestTDXAndMAAAttesters(t *testing.T) {
 	}
 	defer v.Close()
 	rd := [64]byte{1, 2, 3, 4}
-	for name, a := range map[string]client.Attester{"tdx": ta, "maa": ma} {
+	for name, a := range map[string]client.Attester{"tdx": ta, "maa": ma, "az-snp-vtpm": azs, "az-tdx-vtpm": azt} {
 		ev, err := a.Attest(context.Background(), rd)
 		if err != nil || !ev.Simulated || ev.Type != name {
 			t.Fatalf("%s: %+v %v", name, ev, err)

@@ -307,7 +307,7 @@ func printInspection(w io.Writer, r *inspection, dataDir string) {
 		}
 		root := "AMD root (pinned)"
 		switch r.Evidence {
-		case attest.TypeTDX:
+		case attest.TypeTDX, attest.TypeAzTDX:
 			root = "Intel SGX root (pinned)"
 		case attest.TypeMAA:
 			root = "trusted Azure Attestation instance"

@@ -34,7 +34,7 @@ func (c *clientFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.api, "api", "v1", "release API: v1 (HPKE or RSA wrapping) or app (Azure-compatible, RSA-4096)")
 	fs.StringVar(&c.wrapping, "wrapping", "", "wrapping key: x25519 (v1 default), mlkem768-x25519, rsa-4096 (app)")
 	fs.StringVar(&c.logKey, "log-key", "", "the KMS log's verifier `key` (or @FILE); receipts are then verified (default with --data: dev.json's log_public_key)")
-	fs.StringVar(&c.attester, "attester", "simulated", "evidence: aci (ACI security context + SEV-SNP device), snp (raw report from the device), tdx (TDX quote from configfs-tsm), simulated, simulated-tdx or simulated-maa (a dev data directory's fake SEV-SNP chain, TDX chain or Azure Attestation instance: NOT a TEE)")
+	fs.StringVar(&c.attester, "attester", "simulated", "evidence: aci (ACI security context + SEV-SNP device), snp (raw report from the device), tdx (TDX quote from configfs-tsm), simulated, simulated-tdx, simulated-maa, simulated-az-snp or simulated-az-tdx (a dev data directory's fake SEV-SNP chain, TDX chain, Azure Attestation instance or Azure CVM vTPM: NOT a TEE)")
 	fs.StringVar(&c.data, "data", "tkms-dev", "`directory` of a tkms dev instance: its simulated chain, its token issuer, its dev.json")
 	fs.StringVar(&c.securityContext, "security-context-dir", "", "ACI security context `directory` (default $UVM_SECURITY_CONTEXT_DIR)")
 	fs.StringVar(&c.vcek, "vcek", "", "with --attester snp: send this VCEK/VLEK certificate `file` instead of the device's certificate table")
@@ -119,6 +119,8 @@ func (c *clientFlags) newAttester() (client.Attester, error) {
 		return devtee.NewTDXAttester(c.data, opts)
 	case "tdx":
 		return client.NewTDXAttester(nil), nil
+	case "simulated-az-snp", "simulated-az-tdx":
+		return devtee.NewAzureCVMAttester(c.data, c.attester == "simulated-az-tdx")
 	case "simulated-maa":
 		opts := devtee.MAAAttesterOptions{Measurement: c.measurement, Debug: c.debug}
 		if _, err := hexFlag("measurement", c.measurement, 48, 48); err != nil {
@@ -138,7 +140,7 @@ func (c *clientFlags) newAttester() (client.Attester, error) {
 		}
 		return client.NewSNPAttester(nil, opts), nil
 	}
-	return nil, fmt.Errorf("%w: --attester %q: want aci, snp, tdx, simulated, simulated-tdx or simulated-maa", errUsage, c.attester)
+	return nil, fmt.Errorf("%w: --attester %q: want aci, snp, tdx, simulated, simulated-tdx, simulated-maa, simulated-az-snp or simulated-az-tdx", errUsage, c.attester)
 }
 
 func (c *clientFlags) newTokens() (client.TokenSource, error) {

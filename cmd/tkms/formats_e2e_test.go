@@ -9,6 +9,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/tkms-dev/tkms/internal/attest/simazcvm"
 	"github.com/tkms-dev/tkms/internal/attest/simmaa"
 	"github.com/tkms-dev/tkms/internal/attest/simsnp"
 	"github.com/tkms-dev/tkms/internal/attest/simtdx"
@@ -16,8 +17,9 @@ import (
 
 // anyFormatPolicy is an SKR policy that releases to the simulated TEE of
 // `tkms dev` in every format: SEV-SNP with its default measurement, TDX
-// with its default MRTD, or an Azure Attestation token of the simulated
-// instance with its default measurement; debug refused in all.
+// with its default MRTD, Azure CVM evidence of either, or an Azure
+// Attestation token of the simulated instance with its default
+// measurement; debug refused in all.
 func anyFormatPolicy() []byte {
 	b, _ := json.Marshal(map[string]any{"version": "1.0.0", "anyOf": []any{
 		map[string]any{"authority": "snp", "allOf": []any{
@@ -27,6 +29,18 @@ func anyFormatPolicy() []byte {
 		}},
 		map[string]any{"authority": "tdx", "allOf": []any{
 			map[string]any{"claim": "x-ms-attestation-type", "equals": "tdxvm"},
+			map[string]any{"claim": "tdx_td_attributes_debug", "equals": false},
+			map[string]any{"claim": "tdx_mrtd", "equals": hex.EncodeToString([]byte(simtdx.DefaultMRTD))},
+		}},
+		map[string]any{"authority": "az-snp-vtpm", "allOf": []any{
+			map[string]any{"claim": "x-ms-attestation-type", "equals": "azurevm"},
+			map[string]any{"claim": "x-ms-isolation-tee.x-ms-attestation-type", "equals": "sevsnpvm"},
+			map[string]any{"claim": "x-ms-sevsnpvm-is-debuggable", "equals": false},
+			map[string]any{"claim": "x-ms-sevsnpvm-launchmeasurement", "equals": hex.EncodeToString([]byte(simsnp.DefaultMeasurement))},
+			map[string]any{"claim": "tpm_pcr7", "equals": hex.EncodeToString(simazcvm.PCR(7))},
+		}},
+		map[string]any{"authority": "az-tdx-vtpm", "allOf": []any{
+			map[string]any{"claim": "x-ms-attestation-type", "equals": "azurevm"},
 			map[string]any{"claim": "tdx_td_attributes_debug", "equals": false},
 			map[string]any{"claim": "tdx_mrtd", "equals": hex.EncodeToString([]byte(simtdx.DefaultMRTD))},
 		}},
@@ -41,8 +55,9 @@ func anyFormatPolicy() []byte {
 
 // TestFetchEveryFormat: `tkms dev` with a policy naming every format
 // releases to simulated TDX evidence (`tkms fetch --attester
-// simulated-tdx`) and simulated Azure Attestation tokens
-// (`--attester simulated-maa`) as to simulated SEV-SNP, refuses a debug TD
+// simulated-tdx`), simulated Azure Attestation tokens (`--attester
+// simulated-maa`) and simulated Azure CVM evidence (`--attester
+// simulated-az-snp`, `simulated-az-tdx`) as to simulated SEV-SNP, refuses a debug TD
 // or TEE with its code, lists the formats in GET /v1/attestation, and
 // `tkms attest inspect` reads real quotes and a real MAA token.
 func TestFetchEveryFormat(t *testing.T) {
@@ -54,7 +69,7 @@ func TestFetchEveryFormat(t *testing.T) {
 	if resp, b := do(t, "GET", p.URL+"/v1/attestation", nil); resp.StatusCode != 200 || !bytes.Contains(b, []byte(`"type":"tdx"`)) || !bytes.Contains(b, []byte("Intel SGX Root CA")) {
 		t.Fatalf("/v1/attestation: %d %s", resp.StatusCode, b)
 	}
-	for _, attester := range []string{"simulated-tdx", "simulated", "simulated-maa"} {
+	for _, attester := range []string{"simulated-tdx", "simulated", "simulated-maa", "simulated-az-snp", "simulated-az-tdx"} {
 		stdout, stderr, code := runTkms(t, "fetch", "--data", data, "--attester", attester)
 		if code != 0 || !strings.Contains(stdout, "release receipts verified against the log key: 1") {
 			t.Fatalf("fetch --attester %s: exit %d\n%s\n%s", attester, code, stdout, stderr)
@@ -103,6 +118,14 @@ func TestFetchEveryFormat(t *testing.T) {
 	stdout, stderr, code = runTkms(t, "attest", "inspect", "--now", "2023-03-30T12:00:00Z", "--maa-jwks", maaVec("maa-shared-rsa-keys.scrtlabs.jwks.json"), maaVec("sharedweu_L138.jwt"))
 	if code != 0 || !strings.Contains(stdout, "verdict: VERIFIED") || !strings.Contains(stdout, "x-ms-isolation-tee.x-ms-compliance-status: azure-compliant-cvm") {
 		t.Fatalf("inspect a real MAA token: exit %d\n%s\n%s", code, stdout, stderr)
+	}
+	az, err := filepath.Abs("../../internal/attest/azcvm/testdata/snp_evidence-v1.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, stderr, code = runTkms(t, "attest", "inspect", "--now", "2025-06-01T00:00:00Z", az)
+	if code != 0 || !strings.Contains(stdout, "verdict: VERIFIED") || !strings.Contains(stdout, "x-ms-azurevm-vmUniqueId: 26F8BC30-774E-4290-8E7A-535F3B672AEE") || !strings.Contains(stdout, "tpm_nonce: "+hex.EncodeToString([]byte("challenge"))) {
+		t.Fatalf("inspect real Azure CVM evidence: exit %d\n%s\n%s", code, stdout, stderr)
 	}
 	stdout, _, code = runTkms(t, "attest", "inspect", "--json", vec("tdx_quote_5.dat"))
 	if code == 0 || !strings.Contains(stdout, `"code": "TDX_QUOTE_VERSION_UNSUPPORTED"`) {

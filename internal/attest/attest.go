@@ -19,6 +19,9 @@
 //     against the pinned Intel SGX root; a debug TD is refused.
 //   - "maa": a Microsoft Azure Attestation token (api.MAA), verified by
 //     attest/maa against the configured MAA instances' keys.
+//   - "az-snp-vtpm", "az-tdx-vtpm": Azure confidential VM evidence, the
+//     hardware report verified as "snp" or "tdx" evidence is, then the
+//     HCL runtime data, the vTPM attestation key and quote by attest/azcvm.
 //
 // Evidence of tkms's simulated TEE (attest/simsnp) is either format signed
 // by a chain the operator told the verifier to trust (Config.SNP.Roots,
@@ -50,6 +53,10 @@ const (
 	TypeACI = "snp-aci" // the ACI attestation object (api.ACI)
 	TypeTDX = "tdx"     // an Intel TDX quote (api.TDX)
 	TypeMAA = "maa"     // an Azure Attestation token (api.MAA)
+	// Azure confidential VM evidence (HCL report, vTPM quote and the
+	// VCEK or TD quote), SEV-SNP and TDX flavours.
+	TypeAzSNP = "az-snp-vtpm"
+	TypeAzTDX = "az-tdx-vtpm"
 )
 
 // Error codes of this package. Every other failure carries the code of the
@@ -189,7 +196,7 @@ func (v *Verifier) Close() { v.maa.Close() }
 
 // Evidence is verified evidence: its claims, and what a release records.
 type Evidence struct {
-	Type string // TypeSNP, TypeACI, TypeTDX or TypeMAA
+	Type string // one of the Type* constants
 	// Simulated is true when the SNP chain ends at a root that is not a
 	// pinned AMD root (the simulated TEE's).
 	Simulated bool
@@ -298,17 +305,20 @@ type FormatTrust struct {
 func (v *Verifier) Trust() Trust {
 	amd := []string{"AMD ARK Milan", "AMD ARK Genoa", "AMD ARK Turin"}
 	intel := tdx.IntelRoot()
+	tdxRoots := []string{fmt.Sprintf("%s (SHA-256 %x)", intel.Subject.CommonName, sha256.Sum256(intel.Raw))}
 	return Trust{
-		EvidenceTypes: []string{TypeACI, TypeSNP, TypeTDX, TypeMAA},
+		EvidenceTypes: []string{TypeACI, TypeSNP, TypeTDX, TypeMAA, TypeAzSNP, TypeAzTDX},
 		AMDRoots:      []string{"Milan", "Genoa", "Turin"},
 		SimulatedTEE:  v.simulated,
 		UVMEndorsers:  slices.Clone(v.trusted),
 		Formats: []FormatTrust{
 			{Type: TypeACI, Roots: amd, Simulated: v.simulated, Refused: []string{"debug guest policy", "migration agent", "UVM endorsement not from a trusted (did, feed)"}},
 			{Type: TypeSNP, Roots: amd, Simulated: v.simulated, Refused: []string{"debug guest policy", "migration agent"}},
-			{Type: TypeTDX, Roots: []string{fmt.Sprintf("%s (SHA-256 %x)", intel.Subject.CommonName, sha256.Sum256(intel.Raw))},
+			{Type: TypeTDX, Roots: tdxRoots,
 				Simulated: v.simulated && v.simTDX, Refused: []string{"debug TD (TD_ATTRIBUTES bit 0)", "quote versions other than 4"}},
 			{Type: TypeMAA, Roots: v.maaRoots(), Simulated: v.simulated && v.maa.HasSimulated(), Refused: []string{"tokens of a debuggable TEE"}},
+			{Type: TypeAzSNP, Roots: amd, Simulated: v.simulated, Refused: []string{"debug guest policy", "migration agent", "a vTPM quote not bound to the report"}},
+			{Type: TypeAzTDX, Roots: tdxRoots, Simulated: v.simulated && v.simTDX, Refused: []string{"debug TD (TD_ATTRIBUTES bit 0)", "a vTPM quote not bound to the quote"}},
 		},
 	}
 }

@@ -25,6 +25,8 @@ var formats = []format{
 	{typ: TypeSNP, match: isRawSNP, verify: verifyRawSNP, decode: decodeRawSNP},
 	{typ: TypeTDX, match: isTDX, verify: verifyTDX, decode: decodeTDX},
 	{typ: TypeMAA, match: isMAA, verify: verifyMAA, decode: decodeMAA},
+	{typ: TypeAzSNP, match: isAzSNP, verify: verifyAzCVM, decode: decodeAzCVM},
+	{typ: TypeAzTDX, match: isAzTDX, verify: verifyAzCVM, decode: decodeAzCVM},
 	{typ: TypeACI, match: func([]byte) bool { return true }, verify: verifyACI, decode: decodeACI},
 }
 

@@ -53,7 +53,12 @@ func verifyTDX(_ context.Context, v *Verifier, raw []byte, ev *Evidence, inspect
 	if err != nil {
 		return err
 	}
-	res, err := v.tdx.Verify(obj.Quote)
+	return v.verifyQuote(obj.Quote, ev, inspect)
+}
+
+// verifyQuote verifies a TD quote into ev (its claims, report data, MRTD).
+func (v *Verifier) verifyQuote(quote []byte, ev *Evidence, inspect bool) error {
+	res, err := v.tdx.Verify(quote)
 	if res == nil {
 		return tdxError(err)
 	}
