@@ -16,7 +16,6 @@ require (
 	google.golang.org/protobuf v1.36.11
 )
 
-
 require (
 	github.com/fxamacker/cbor/v2 v2.5.0
 	github.com/google/logger v1.1.1 // indirect
