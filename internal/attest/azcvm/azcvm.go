@@ -35,13 +35,14 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"strconv"
 	"strings"
 
 	jose "github.com/go-jose/go-jose/v4"
 	"github.com/google/go-tpm/tpm2"
+
+	"github.com/tkms-dev/tkms/internal/attest/attesterr"
 )
 
 // Flavours, as evidence types name them.
@@ -70,40 +71,18 @@ const (
 	CodePCRMismatch = "AZCVM_PCR_DIGEST_MISMATCH"
 	// CodeInternal is what [Code] returns for an error that is not an
 	// [*Error].
-	CodeInternal = "ATTESTATION_INTERNAL"
+	CodeInternal = attesterr.CodeInternal
 )
 
-// Error is a failure with a stable code.
-type Error struct {
-	Code string
-	Msg  string
-	Err  error
-}
-
-func (e *Error) Error() string {
-	if e.Err != nil {
-		return fmt.Sprintf("azcvm: %s: %v", e.Msg, e.Err)
-	}
-	return "azcvm: " + e.Msg
-}
-
-func (e *Error) Unwrap() error { return e.Err }
+// Error is a failure with a stable code (attesterr.Error).
+type Error = attesterr.Error
 
 // Code returns the code of the first [*Error] in err's tree, "" for nil
 // and [CodeInternal] for any other error.
-func Code(err error) string {
-	if err == nil {
-		return ""
-	}
-	var e *Error
-	if errors.As(err, &e) {
-		return e.Code
-	}
-	return CodeInternal
-}
+func Code(err error) string { return attesterr.Code(err) }
 
 func errorf(code string, cause error, format string, a ...any) *Error {
-	return &Error{Code: code, Msg: fmt.Sprintf(format, a...), Err: cause}
+	return attesterr.New("azcvm", code, cause, format, a...)
 }
 
 // HCL report layout (little-endian).

@@ -36,6 +36,7 @@ import (
 	jose "github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
 
+	"github.com/tkms-dev/tkms/internal/attest/attesterr"
 	"github.com/tkms-dev/tkms/internal/jwtauth"
 )
 
@@ -52,40 +53,22 @@ const (
 	CodeReportDataInvalid = "MAA_REPORT_DATA_INVALID"
 	// CodeInternal is what [Code] returns for an error that is not an
 	// [*Error].
-	CodeInternal = "ATTESTATION_INTERNAL"
+	CodeInternal = attesterr.CodeInternal
 )
 
 // ClaimReportData is the flattened claim holding the binding.
 const ClaimReportData = "x-ms-runtime.client-payload.tkms-report-data"
 
-// Error is a verification failure with a stable code. It never contains
-// the token.
-type Error struct {
-	Code string
-	Msg  string
-	Err  error
-}
-
-func (e *Error) Error() string {
-	if e.Err != nil {
-		return fmt.Sprintf("maa: %s: %v", e.Msg, e.Err)
-	}
-	return "maa: " + e.Msg
-}
-
-func (e *Error) Unwrap() error { return e.Err }
+// Error is a verification failure with a stable code (attesterr.Error).
+// It never contains the token.
+type Error = attesterr.Error
 
 // Code returns the code of the first [*Error] in err's tree, "" for nil
 // and [CodeInternal] for any other error.
-func Code(err error) string {
-	if err == nil {
-		return ""
-	}
-	var e *Error
-	if errors.As(err, &e) {
-		return e.Code
-	}
-	return CodeInternal
+func Code(err error) string { return attesterr.Code(err) }
+
+func newError(code, msg string, cause error) *Error {
+	return &Error{Pkg: "maa", Code: code, Msg: msg, Err: cause}
 }
 
 // Instance is a trusted MAA instance.
@@ -197,7 +180,7 @@ type Result struct {
 // Verify verifies a token (the compact JWS).
 func (v *Verifier) Verify(ctx context.Context, token string) (*Result, error) {
 	if v.auth == nil {
-		return nil, &Error{Code: CodeNotConfigured, Msg: "no MAA instance is trusted"}
+		return nil, newError(CodeNotConfigured, "no MAA instance is trusted", nil)
 	}
 	claims, err := v.auth.VerifyToken(ctx, strings.TrimSpace(token))
 	if err != nil {
@@ -209,7 +192,7 @@ func (v *Verifier) Verify(ctx context.Context, token string) (*Result, error) {
 	if s, ok := res.Claims[ClaimReportData].(string); ok {
 		rd, err := base64.StdEncoding.DecodeString(s)
 		if err != nil || len(rd) != 64 {
-			return nil, &Error{Code: CodeReportDataInvalid, Msg: fmt.Sprintf("%s is not 64 bytes in standard base64", ClaimReportData)}
+			return nil, newError(CodeReportDataInvalid, fmt.Sprintf("%s is not 64 bytes in standard base64", ClaimReportData), nil)
 		}
 		res.ReportData = rd
 	}
@@ -224,7 +207,7 @@ func (v *Verifier) Verify(ctx context.Context, token string) (*Result, error) {
 	for k, c := range res.Claims {
 		if b, ok := c.(bool); ok && b && (strings.HasSuffix(k, "is-debuggable") || strings.HasSuffix(k, "tdx_td_attributes_debug")) {
 			res.Debug = true
-			return res, &Error{Code: CodeDebug, Msg: fmt.Sprintf("the attested TEE is debuggable (%s is true)", k)}
+			return res, newError(CodeDebug, fmt.Sprintf("the attested TEE is debuggable (%s is true)", k), nil)
 		}
 	}
 	return res, nil
@@ -236,13 +219,13 @@ func (v *Verifier) Verify(ctx context.Context, token string) (*Result, error) {
 func UnverifiedIssuer(token string) (string, error) {
 	tok, err := jwt.ParseSigned(strings.TrimSpace(token), []jose.SignatureAlgorithm{jose.RS256})
 	if err != nil {
-		return "", &Error{Code: CodeTokenMalformed, Msg: "the token is not a well-formed RS256 JWT"}
+		return "", newError(CodeTokenMalformed, "the token is not a well-formed RS256 JWT", nil)
 	}
 	var c struct {
 		Iss string `json:"iss"`
 	}
 	if err := tok.UnsafeClaimsWithoutVerification(&c); err != nil || c.Iss == "" {
-		return "", &Error{Code: CodeTokenMalformed, Msg: "the token has no iss"}
+		return "", newError(CodeTokenMalformed, "the token has no iss", nil)
 	}
 	return c.Iss, nil
 }
@@ -264,15 +247,15 @@ func flatten(prefix string, m map[string]any, out map[string]any) {
 func classify(err error) *Error {
 	switch {
 	case errors.Is(err, jwtauth.ErrIssuer):
-		return &Error{Code: CodeIssuerUntrusted, Msg: "the token's issuer is not a trusted MAA instance", Err: err}
+		return newError(CodeIssuerUntrusted, "the token's issuer is not a trusted MAA instance", err)
 	case errors.Is(err, jwtauth.ErrUnknownKID):
-		return &Error{Code: CodeUnknownKID, Msg: "the token's kid is not a key of its MAA instance", Err: err}
+		return newError(CodeUnknownKID, "the token's kid is not a key of its MAA instance", err)
 	case errors.Is(err, jwtauth.ErrExpired):
-		return &Error{Code: CodeTokenExpired, Msg: "the token has expired", Err: err}
+		return newError(CodeTokenExpired, "the token has expired", err)
 	case errors.Is(err, jwtauth.ErrNotYetValid):
-		return &Error{Code: CodeTokenNotYetValid, Msg: "the token is not valid yet", Err: err}
+		return newError(CodeTokenNotYetValid, "the token is not valid yet", err)
 	case strings.Contains(err.Error(), "signature verification failed"), strings.Contains(err.Error(), "does not match key"):
-		return &Error{Code: CodeSignatureInvalid, Msg: "the token's signature does not verify under its MAA instance's key", Err: err}
+		return newError(CodeSignatureInvalid, "the token's signature does not verify under its MAA instance's key", err)
 	}
-	return &Error{Code: CodeTokenMalformed, Msg: "the token is not a well-formed RS256 JWT", Err: err}
+	return newError(CodeTokenMalformed, "the token is not a well-formed RS256 JWT", err)
 }

@@ -27,7 +27,6 @@ import (
 	"encoding/hex"
 	"encoding/pem"
 	"errors"
-	"fmt"
 	"strconv"
 	"strings"
 	"time"
@@ -36,6 +35,8 @@ import (
 	"github.com/google/go-tdx-guest/pcs"
 	pb "github.com/google/go-tdx-guest/proto/tdx"
 	"github.com/google/go-tdx-guest/verify"
+
+	"github.com/tkms-dev/tkms/internal/attest/attesterr"
 )
 
 // Stable error codes.
@@ -60,7 +61,7 @@ const (
 	CodeDebug = "TDX_DEBUG"
 	// CodeInternal is what [Code] returns for an error that is not an
 	// [*Error]: a bug, not the evidence's fault.
-	CodeInternal = "ATTESTATION_INTERNAL"
+	CodeInternal = attesterr.CodeInternal
 )
 
 // Claim names (the names Azure Attestation uses for TDX evidence).
@@ -95,38 +96,15 @@ const (
 	certificationDataQEType = 6
 )
 
-// Error is a verification failure with a stable code. Its message says
-// what was expected and found; quotes and certificates are public.
-type Error struct {
-	Code string
-	Msg  string
-	Err  error
-}
-
-func (e *Error) Error() string {
-	if e.Err != nil {
-		return fmt.Sprintf("tdx: %s: %v", e.Msg, e.Err)
-	}
-	return "tdx: " + e.Msg
-}
-
-func (e *Error) Unwrap() error { return e.Err }
+// Error is a verification failure with a stable code (attesterr.Error).
+type Error = attesterr.Error
 
 // Code returns the code of the first [*Error] in err's tree, "" for nil
 // and [CodeInternal] for any other error.
-func Code(err error) string {
-	if err == nil {
-		return ""
-	}
-	var e *Error
-	if errors.As(err, &e) {
-		return e.Code
-	}
-	return CodeInternal
-}
+func Code(err error) string { return attesterr.Code(err) }
 
 func errorf(code string, cause error, format string, a ...any) *Error {
-	return &Error{Code: code, Msg: fmt.Sprintf(format, a...), Err: cause}
+	return attesterr.New("tdx", code, cause, format, a...)
 }
 
 // Options configure a [Verifier].
