@@ -9,6 +9,8 @@
 package simazcvm
 
 import (
+	"bytes"
+	"context"
 	"crypto"
 	"crypto/rand"
 	"crypto/rsa"
@@ -49,8 +51,18 @@ func PCR(i int) []byte {
 	return h[:]
 }
 
-// Evidence returns simulated Azure CVM evidence (JSON, v1 layout).
-func Evidence(opts Options) ([]byte, error) {
+// VTPM is a simulated vTPM with its HCL report: it satisfies client.VTPM.
+type VTPM struct {
+	ak     *rsa.PrivateKey
+	hcl    []byte
+	hw     []byte
+	tamper func(*tpm2.TPMSAttest)
+}
+
+// NewVTPM makes a simulated vTPM: a fresh attestation key, HCL runtime
+// data holding it (user-data: opts.Nonce as hex), the hardware report
+// binding that data, and the HCL report around them.
+func NewVTPM(opts Options) (*VTPM, error) {
 	if len(opts.Nonce) > 64 {
 		return nil, fmt.Errorf("simazcvm: nonce is %d bytes, at most 64", len(opts.Nonce))
 	}
@@ -79,7 +91,6 @@ func Evidence(opts Options) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("simazcvm: %w", err)
 	}
-
 	hcl := make([]byte, 2600)
 	copy(hcl, "HCLA")
 	binary.LittleEndian.PutUint32(hcl[4:], 2)
@@ -98,38 +109,66 @@ func Evidence(opts Options) ([]byte, error) {
 		return nil, fmt.Errorf("simazcvm: runtime data of %d bytes does not fit", len(runtime))
 	}
 	copy(hcl[1236:], runtime)
+	return &VTPM{ak: ak, hcl: hcl, hw: hw, tamper: opts.Tamper}, nil
+}
 
-	pcrs := make([]string, 24)
+// HCLReport returns the HCL report.
+func (v *VTPM) HCLReport(context.Context) ([]byte, error) { return bytes.Clone(v.hcl), nil }
+
+// HardwareReport returns the hardware report: the SEV-SNP report inside
+// the HCL report, or the TD quote (which IMDS would make).
+func (v *VTPM) HardwareReport() []byte { return bytes.Clone(v.hw) }
+
+// Quote returns a quote of the 24 simulated PCRs over nonce, signed by the
+// attestation key.
+func (v *VTPM) Quote(_ context.Context, nonce []byte) (attest, signature []byte, pcrs [][]byte, err error) {
 	digest := sha256.New()
-	for i := range pcrs {
-		pcrs[i] = hex.EncodeToString(PCR(i))
+	for i := range 24 {
+		pcrs = append(pcrs, PCR(i))
 		digest.Write(PCR(i))
 	}
 	att := tpm2.TPMSAttest{
 		Magic:     tpm2.TPMGeneratedValue,
 		Type:      tpm2.TPMSTAttestQuote,
-		ExtraData: tpm2.TPM2BData{Buffer: opts.Nonce},
+		ExtraData: tpm2.TPM2BData{Buffer: nonce},
 		Attested: tpm2.NewTPMUAttest(tpm2.TPMSTAttestQuote, &tpm2.TPMSQuoteInfo{
 			PCRSelect: tpm2.TPMLPCRSelection{PCRSelections: []tpm2.TPMSPCRSelection{{Hash: tpm2.TPMAlgSHA256, PCRSelect: []byte{0xff, 0xff, 0xff}}}},
 			PCRDigest: tpm2.TPM2BDigest{Buffer: digest.Sum(nil)},
 		}),
 	}
-	if opts.Tamper != nil {
-		opts.Tamper(&att)
+	if v.tamper != nil {
+		v.tamper(&att)
 	}
 	msg := tpm2.Marshal(att)
 	mh := sha256.Sum256(msg)
-	sig, err := rsa.SignPKCS1v15(rand.Reader, ak, crypto.SHA256, mh[:])
+	sig, err := rsa.SignPKCS1v15(rand.Reader, v.ak, crypto.SHA256, mh[:])
 	if err != nil {
-		return nil, fmt.Errorf("simazcvm: %w", err)
+		return nil, nil, nil, fmt.Errorf("simazcvm: %w", err)
+	}
+	return msg, sig, pcrs, nil
+}
+
+// Evidence returns simulated Azure CVM evidence (JSON, v1 layout).
+func Evidence(opts Options) ([]byte, error) {
+	v, err := NewVTPM(opts)
+	if err != nil {
+		return nil, err
+	}
+	msg, sig, pcrs, err := v.Quote(context.Background(), opts.Nonce)
+	if err != nil {
+		return nil, err
+	}
+	pcrHex := make([]string, len(pcrs))
+	for i, p := range pcrs {
+		pcrHex[i] = hex.EncodeToString(p)
 	}
 	ev := map[string]any{
 		"version":    1,
-		"hcl_report": base64.URLEncoding.EncodeToString(hcl),
-		"tpm_quote":  map[string]any{"message": hex.EncodeToString(msg), "signature": hex.EncodeToString(sig), "pcrs": pcrs},
+		"hcl_report": base64.URLEncoding.EncodeToString(v.hcl),
+		"tpm_quote":  map[string]any{"message": hex.EncodeToString(msg), "signature": hex.EncodeToString(sig), "pcrs": pcrHex},
 	}
 	if opts.TDX {
-		ev["td_quote"] = base64.URLEncoding.EncodeToString(hw)
+		ev["td_quote"] = base64.URLEncoding.EncodeToString(v.hw)
 	} else {
 		ev["vcek"] = base64.URLEncoding.EncodeToString(opts.VCEK)
 	}
