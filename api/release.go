@@ -109,6 +109,23 @@ type RawSNP struct {
 type TDX struct {
 	Type  string `json:"type"` // "tdx"
 	Quote []byte `json:"quote"`
+	// Collateral, when present, is Intel's collateral for the quote's
+	// platform (as Intel PCS serves it), so that its TCB status is
+	// evaluated offline.
+	Collateral *TDXCollateral `json:"collateral,omitempty"`
+}
+
+// TDXCollateral is Intel PCS collateral for a TDX platform (one FMSPC):
+// each response body as PCS serves it, with the issuer chain PCS sends in
+// a header (PEM, signing certificate then root).
+type TDXCollateral struct {
+	TCBInfo               json.RawMessage `json:"tcb_info"` // GET /tdx/certification/v4/tcb?fmspc=
+	TCBInfoIssuerChain    string          `json:"tcb_info_issuer_chain"`
+	QEIdentity            json.RawMessage `json:"qe_identity"` // GET /tdx/certification/v4/qe/identity
+	QEIdentityIssuerChain string          `json:"qe_identity_issuer_chain"`
+	PCKCRL                []byte          `json:"pck_crl"` // DER, GET /sgx/certification/v4/pckcrl?ca=
+	PCKCRLIssuerChain     string          `json:"pck_crl_issuer_chain"`
+	RootCACRL             []byte          `json:"root_ca_crl"` // DER, Intel SGX Root CA CRL
 }
 
 // MAA is the attestation object of the "maa" evidence type: a Microsoft

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tkms-dev/tkms/api"
 	"github.com/tkms-dev/tkms/internal/attest/maa"
 	"github.com/tkms-dev/tkms/internal/attest/uvm"
 	"github.com/tkms-dev/tkms/internal/kms"
@@ -93,6 +94,9 @@ type Config struct {
 	// accepted as "maa" evidence: {"issuer": URL, "jwks": static JWK Set
 	// (optional; else fetched from the issuer's OpenID configuration)}.
 	MAAInstances []maa.Instance `json:"maa_instances"`
+	// TDXCollateral is Intel PCS collateral per TDX platform (FMSPC), for
+	// quotes that carry none: their TCB status is then evaluated.
+	TDXCollateral []api.TDXCollateral `json:"tdx_collateral"`
 	// Limits is admission control: rate limits, the verification pool,
 	// trusted proxies and body caps (limits.go; unset: the defaults).
 	Limits *LimitsConfig `json:"limits"`

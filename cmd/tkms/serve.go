@@ -249,6 +249,7 @@ func newRelease(ctx context.Context, svc *kms.Service, cfg *Config, log *slog.Lo
 		}
 	}
 	attCfg := attest.Config{SNP: snp.Options{MaxVMPL: cfg.MaxVMPL}, UVM: uvm.Options{Trusted: cfg.UVMTrusted, MinSVN: cfg.UVMMinSVN}, Simulated: cfg.InsecureSimulatedTEE}
+	attCfg.TDX.Collateral = cfg.TDXCollateral
 	attCfg.MAA = maa.Options{Instances: append([]maa.Instance(nil), cfg.MAAInstances...), Logger: log}
 	if cfg.InsecureSimulatedTEE {
 		chain, err := simsnp.LoadOrCreate(cfg.DataDir)

@@ -82,6 +82,23 @@ func TestTDXThroughTheDoor(t *testing.T) {
 			t.Fatalf("decode %s: %v", raw, err)
 		}
 	}
+	// Intel collateral carried in the request: the TCB status is evaluated.
+	coll := &api.TDXCollateral{
+		TCBInfo: read(t, "tdx/testdata/collateral_tcb_info.json"), TCBInfoIssuerChain: string(read(t, "tdx/testdata/collateral_tcb_info_issuer_chain.pem")),
+		QEIdentity: read(t, "tdx/testdata/collateral_qe_identity.json"), QEIdentityIssuerChain: string(read(t, "tdx/testdata/collateral_qe_identity_issuer_chain.pem")),
+		PCKCRL: read(t, "tdx/testdata/collateral_pck_crl.der"), PCKCRLIssuerChain: string(read(t, "tdx/testdata/collateral_pck_crl_issuer_chain.pem")),
+		RootCACRL: read(t, "tdx/testdata/collateral_root_ca_crl.der"),
+	}
+	withColl, _ := json.Marshal(api.TDX{Type: attest.TypeTDX, Quote: read(t, "tdx/testdata/tdx_quote_4.dat"), Collateral: coll})
+	c2023 := attest.Config{}
+	c2023.SNP.Now = func() time.Time { return time.Date(2023, 6, 20, 0, 0, 0, 0, time.UTC) }
+	if ev, err := newVerifier(t, c2023).InspectUnpinned(ctx, withColl); attest.Code(err) != tdx.CodeDebug || ev.Claims[tdx.ClaimTCBStatus] != tdx.TCBStatusUpToDate {
+		t.Fatalf("collateral in the request: %v", err)
+	}
+	if _, err := v.Verify(ctx, withColl); attest.Code(err) != tdx.CodeCollateralInvalid {
+		t.Fatalf("expired collateral in the request: %v", err)
+	}
+
 	bare := read(t, "tdx/testdata/az_td_quote.bin")
 	if ev, err := v.Verify(ctx, bare); attest.Type(bare) != attest.TypeTDX || err != nil || ev.Claims[tdx.ClaimFMSPC] != "00806f050000" {
 		t.Fatalf("a bare quote: %v", err)

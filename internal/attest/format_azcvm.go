@@ -54,7 +54,7 @@ func verifyAzCVM(ctx context.Context, v *Verifier, raw []byte, ev *Evidence, ins
 		}
 		setReport(ev, res)
 	default:
-		if err := v.verifyQuote(e.HardwareReport, ev, inspect); err != nil {
+		if err := v.verifyQuote(e.HardwareReport, nil, ev, inspect); err != nil {
 			return err
 		}
 	}

@@ -53,12 +53,13 @@ func verifyTDX(_ context.Context, v *Verifier, raw []byte, ev *Evidence, inspect
 	if err != nil {
 		return err
 	}
-	return v.verifyQuote(obj.Quote, ev, inspect)
+	return v.verifyQuote(obj.Quote, obj.Collateral, ev, inspect)
 }
 
-// verifyQuote verifies a TD quote into ev (its claims, report data, MRTD).
-func (v *Verifier) verifyQuote(quote []byte, ev *Evidence, inspect bool) error {
-	res, err := v.tdx.Verify(quote)
+// verifyQuote verifies a TD quote, with Intel collateral c if not nil,
+// into ev (its claims, report data, MRTD).
+func (v *Verifier) verifyQuote(quote []byte, c *api.TDXCollateral, ev *Evidence, inspect bool) error {
+	res, err := v.tdx.VerifyCollateral(quote, c)
 	if res == nil {
 		return tdxError(err)
 	}

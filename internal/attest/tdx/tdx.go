@@ -11,8 +11,10 @@
 // bit 0, which neither go-tdx-guest's verify nor validate refuses) and
 // quotes of other versions (v5, TDX 1.5, which the library cannot parse)
 // with their own codes. Bytes after the signed quote are not signed and
-// are ignored. TCB status from Intel collateral (TCB info, QE identity) is
-// not evaluated yet: the claim [ClaimTCBStatus] says "NotEvaluated".
+// are ignored. With Intel's collateral (TCB info, QE identity, CRLs, as
+// PCS serves them; carried in the request or configured per platform) the
+// TCB status is evaluated offline too and must be UpToDate; without, the
+// claim [ClaimTCBStatus] says "NotEvaluated".
 //
 // The claims use the names Microsoft Azure Attestation gives TDX claims
 // (tdx_mrtd, tdx_rtmr0, ...), so that a release policy can name them.
@@ -87,7 +89,7 @@ const (
 	ClaimFMSPC              = "tdx_fmspc"       // 12 hex digits, from the PCK certificate
 	ClaimPCESVN             = "tdx_pce_svn"     // number
 	ClaimQESVN              = "tdx_qe_svn"      // number
-	ClaimTCBStatus          = "tdx_tcb_status"  // "NotEvaluated" until collateral is checked
+	ClaimTCBStatus          = "tdx_tcb_status"  // "UpToDate" with collateral, else "NotEvaluated"
 	AttestationTypeTDX      = "tdxvm"
 	TCBStatusNotEvaluated   = "NotEvaluated"
 	quoteVersion4           = 4
@@ -115,6 +117,9 @@ type Options struct {
 	// CA (the simulated TEE's). Evidence chained to one of them verifies
 	// with Result.Pinned false.
 	Roots []*x509.Certificate
+	// Collateral is Intel PCS collateral configured per platform (one
+	// per FMSPC), used for quotes that carry none.
+	Collateral []Collateral
 }
 
 // intelRootPEM is Intel's SGX Root CA (as go-tdx-guest v0.3.1 embeds it),
@@ -135,9 +140,10 @@ func IntelRoot() *x509.Certificate {
 
 // Verifier verifies TDX quotes. It is safe for concurrent use.
 type Verifier struct {
-	now   func() time.Time
-	intel *x509.CertPool
-	roots []*x509.Certificate
+	now        func() time.Time
+	intel      *x509.CertPool
+	roots      []*x509.Certificate
+	collateral map[string]*Collateral // by FMSPC
 }
 
 // New returns a Verifier for opts.
@@ -148,7 +154,12 @@ func New(opts Options) *Verifier {
 	}
 	intel := x509.NewCertPool()
 	intel.AddCert(IntelRoot())
-	return &Verifier{now: now, intel: intel, roots: append([]*x509.Certificate(nil), opts.Roots...)}
+	v := &Verifier{now: now, intel: intel, roots: append([]*x509.Certificate(nil), opts.Roots...), collateral: map[string]*Collateral{}}
+	for i := range opts.Collateral {
+		c := opts.Collateral[i]
+		v.collateral[fmspcOf(&c)] = &c
+	}
+	return v
 }
 
 // Result is a verified quote.
@@ -180,10 +191,17 @@ func Version(quote []byte) int {
 	return int(binary.LittleEndian.Uint16(quote))
 }
 
-// Verify verifies a TDX quote and returns its claims. A debug TD is
-// refused with [CodeDebug] and its result (the quote is authentic), for
-// inspection; every other failure returns a nil result.
-func (v *Verifier) Verify(quote []byte) (*Result, error) {
+// Verify verifies a TDX quote and returns its claims, with the configured
+// collateral of its platform if any (see VerifyCollateral).
+func (v *Verifier) Verify(quote []byte) (*Result, error) { return v.VerifyCollateral(quote, nil) }
+
+// VerifyCollateral verifies a TDX quote and returns its claims. With
+// collateral (c, else the configured collateral of the quote's FMSPC), the
+// quote's TCB status is evaluated too: [ClaimTCBStatus] is "UpToDate", or
+// the quote is refused. A debug TD is refused with [CodeDebug] and its
+// result (the quote is authentic), for inspection; every other failure
+// returns a nil result.
+func (v *Verifier) VerifyCollateral(quote []byte, c *Collateral) (*Result, error) {
 	if ver := Version(quote); ver != quoteVersion4 {
 		if ver < 0 {
 			return nil, errorf(CodeQuoteMalformed, nil, "the quote is %d bytes, too short for a header", len(quote))
@@ -223,9 +241,23 @@ func (v *Verifier) Verify(quote []byte) (*Result, error) {
 	if err != nil { // checked by TdxQuote already
 		return nil, errorf(CodePCKChainInvalid, err, "the PCK certificate lacks Intel's SGX extensions")
 	}
+	if c == nil {
+		c = v.collateralFor(ext)
+	}
+	status := TCBStatusNotEvaluated
+	if c != nil {
+		if !pinned {
+			return nil, errorf(CodeCollateralInvalid, nil, "Intel collateral is for quotes chained to Intel's root, not the simulated TEE's")
+		}
+		if err := v.checkCollateral(q, c, now); err != nil {
+			return nil, err
+		}
+		status = TCBStatusUpToDate
+	}
 	signed := quoteSignedDataSizeEnd + int(q.GetSignedDataSize())
 	res := newResult(q, quote[:signed], ext.FMSPC)
 	res.Pinned = pinned
+	res.Claims[ClaimTCBStatus] = status
 	if res.Debug {
 		return res, errorf(CodeDebug, nil, "the TD is debuggable (TD_ATTRIBUTES %s has bit 0 set): its memory is readable by the host", hex.EncodeToString(q.GetTdQuoteBody().GetTdAttributes()))
 	}
