@@ -180,7 +180,7 @@ type Result struct {
 // Verify verifies a token (the compact JWS).
 func (v *Verifier) Verify(ctx context.Context, token string) (*Result, error) {
 	if v.auth == nil {
-		return nil, newError(CodeNotConfigured, "no MAA instance is trusted", nil)
+		return nil, newError(CodeNotConfigured, "no MAA instance is trusted (maa_instances; tkms attest inspect takes --maa-jwks)", nil)
 	}
 	claims, err := v.auth.VerifyToken(ctx, strings.TrimSpace(token))
 	if err != nil {
