@@ -75,6 +75,9 @@ type ConfigFSDevice struct {
 	// Privilege, when not nil, is written to privlevel: the VMPL the
 	// report is requested at (0 to 3).
 	Privilege *uint
+	// Provider is the report provider the entry must name; "" means
+	// "sev_guest" (SEV-SNP), "tdx_guest" (TDX) for a [TDXAttester].
+	Provider string
 
 	fs tsmFS // nil means the operating system's file system
 }
@@ -114,6 +117,9 @@ func (osFS) WriteFile(name string, data []byte) error {
 
 // tsmProviderSEV is the provider attribute of the SEV-SNP guest driver.
 const tsmProviderSEV = "sev_guest"
+
+// tsmProviderTDX is the provider attribute of the TDX guest driver.
+const tsmProviderTDX = "tdx_guest"
 
 // GetReport implements [ReportDevice].
 func (d *ConfigFSDevice) GetReport(ctx context.Context, reportData [64]byte) (report, certTable []byte, err error) {
@@ -191,8 +197,14 @@ func (d *ConfigFSDevice) GetReport(ctx context.Context, reportData [64]byte) (re
 	if err != nil {
 		return nil, nil, err
 	}
-	if p := string(bytes.TrimRight(provider, "\n")); p != tsmProviderSEV {
-		return nil, nil, fmt.Errorf("configfs-tsm: the report provider is %q, not %q: this is not a SEV-SNP guest", truncate(p, 32), tsmProviderSEV)
+	wantProvider, guest := d.Provider, "SEV-SNP"
+	if wantProvider == "" {
+		wantProvider = tsmProviderSEV
+	} else if wantProvider == tsmProviderTDX {
+		guest = "TDX"
+	}
+	if p := string(bytes.TrimRight(provider, "\n")); p != wantProvider {
+		return nil, nil, fmt.Errorf("configfs-tsm: the report provider is %q, not %q: this is not a %s guest", truncate(p, 32), wantProvider, guest)
 	}
 	if report, err = read("outblob"); err != nil {
 		return nil, nil, err

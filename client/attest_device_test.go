@@ -24,7 +24,7 @@ import (
 // attributes.
 type fakeTSM struct {
 	osFS
-	dev      *simDevice
+	dev      ReportDevice
 	provider string
 	noAux    bool
 	// afterWrite runs after every write (to simulate another writer).

@@ -30,7 +30,7 @@ const (
 // Evidence is attestation evidence in the form the KMS accepts in a
 // release request's "attestation" field.
 type Evidence struct {
-	Type string // EvidenceACI or EvidenceSNP
+	Type string // EvidenceACI, EvidenceSNP or EvidenceTDX
 	// Attestation is the attestation object, sent as is: for EvidenceACI
 	// the ACI bundle, for EvidenceSNP {"type":"snp","report":...,"vcek"|"cert_table":...}.
 	Attestation json.RawMessage

@@ -34,13 +34,13 @@ func (c *clientFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.api, "api", "v1", "release API: v1 (HPKE or RSA wrapping) or app (Azure-compatible, RSA-4096)")
 	fs.StringVar(&c.wrapping, "wrapping", "", "wrapping key: x25519 (v1 default), mlkem768-x25519, rsa-4096 (app)")
 	fs.StringVar(&c.logKey, "log-key", "", "the KMS log's verifier `key` (or @FILE); receipts are then verified (default with --data: dev.json's log_public_key)")
-	fs.StringVar(&c.attester, "attester", "simulated", "evidence: aci (ACI security context + SEV-SNP device), snp (raw report from the device), simulated (a dev data directory's fake chain: NOT a TEE)")
+	fs.StringVar(&c.attester, "attester", "simulated", "evidence: aci (ACI security context + SEV-SNP device), snp (raw report from the device), tdx (TDX quote from configfs-tsm), azure-cvm (Azure confidential VM: vTPM quote, HCL report, VCEK or TD quote from IMDS), simulated, simulated-tdx, simulated-maa, simulated-az-snp or simulated-az-tdx (a dev data directory's fake SEV-SNP chain, TDX chain, Azure Attestation instance or Azure CVM vTPM: NOT a TEE)")
 	fs.StringVar(&c.data, "data", "tkms-dev", "`directory` of a tkms dev instance: its simulated chain, its token issuer, its dev.json")
 	fs.StringVar(&c.securityContext, "security-context-dir", "", "ACI security context `directory` (default $UVM_SECURITY_CONTEXT_DIR)")
 	fs.StringVar(&c.vcek, "vcek", "", "with --attester snp: send this VCEK/VLEK certificate `file` instead of the device's certificate table")
-	fs.StringVar(&c.measurement, "measurement", "", "with --attester simulated: MEASUREMENT as `hex` (48 bytes)")
+	fs.StringVar(&c.measurement, "measurement", "", "with --attester simulated: MEASUREMENT (simulated-tdx: MRTD) as `hex` (48 bytes)")
 	fs.StringVar(&c.hostData, "host-data", "", "with --attester simulated: HOST_DATA as `hex` (32 bytes)")
-	fs.BoolVar(&c.debug, "debug", false, "with --attester simulated: set the DEBUG policy bit (the KMS must refuse)")
+	fs.BoolVar(&c.debug, "debug", false, "with --attester simulated: set the DEBUG policy bit (simulated-tdx: TD_ATTRIBUTES.DEBUG; the KMS must refuse)")
 	fs.StringVar(&c.tokenSource, "token-source", "dev", "token: imds (Azure managed identity), file, static (from $TKMS_TOKEN), dev (--data's issuer)")
 	fs.StringVar(&c.imdsURL, "imds-url", "", "IMDS base `URL` (default http://169.254.169.254)")
 	fs.StringVar(&c.imdsResource, "imds-resource", "https://management.azure.com/", "the token's `resource` (audience) asked of IMDS")
@@ -109,6 +109,26 @@ func (c *clientFlags) newAttester() (client.Attester, error) {
 		}
 		opts.Debug = c.debug
 		return devtee.NewAttester(c.data, opts)
+	case "simulated-tdx":
+		var opts devtee.TDXAttesterOptions
+		var err error
+		if opts.MRTD, err = hexFlag("measurement", c.measurement, 48, 48); err != nil {
+			return nil, err
+		}
+		opts.Debug = c.debug
+		return devtee.NewTDXAttester(c.data, opts)
+	case "tdx":
+		return client.NewTDXAttester(nil), nil
+	case "azure-cvm":
+		return client.NewAzureCVMAttester(client.AzureCVMOptions{IMDSURL: c.imdsURL}), nil
+	case "simulated-az-snp", "simulated-az-tdx":
+		return devtee.NewAzureCVMAttester(c.data, c.attester == "simulated-az-tdx")
+	case "simulated-maa":
+		opts := devtee.MAAAttesterOptions{Measurement: c.measurement, Debug: c.debug}
+		if _, err := hexFlag("measurement", c.measurement, 48, 48); err != nil {
+			return nil, err
+		}
+		return devtee.NewMAAAttester(c.data, opts)
 	case "aci":
 		return client.NewACIAttester(client.ACIOptions{SecurityContextDir: c.securityContext})
 	case "snp":
@@ -122,7 +142,7 @@ func (c *clientFlags) newAttester() (client.Attester, error) {
 		}
 		return client.NewSNPAttester(nil, opts), nil
 	}
-	return nil, fmt.Errorf("%w: --attester %q: want aci, snp or simulated", errUsage, c.attester)
+	return nil, fmt.Errorf("%w: --attester %q: want aci, snp, tdx, azure-cvm, simulated, simulated-tdx, simulated-maa, simulated-az-snp or simulated-az-tdx", errUsage, c.attester)
 }
 
 func (c *clientFlags) newTokens() (client.TokenSource, error) {

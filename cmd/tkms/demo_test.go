@@ -36,6 +36,8 @@ func TestDemo(t *testing.T) {
 		`service decrypted: {"interest_group":"cycling"`,
 		"the client decrypted:",
 		"POLICY_DENIED",
+		"a simulated TDX quote with TD_ATTRIBUTES.DEBUG set",
+		"TDX_DEBUG",
 		"every step behaved as expected",
 	} {
 		if !strings.Contains(stdout, want) {

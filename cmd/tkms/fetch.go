@@ -15,7 +15,7 @@ import (
 	"github.com/tkms-dev/tkms/client"
 )
 
-const fetchUsage = `usage: tkms fetch [--kms URL] [--attester aci|snp|simulated] [--token-source imds|file|static|dev]
+const fetchUsage = `usage: tkms fetch [--kms URL] [--attester aci|snp|tdx|azure-cvm|simulated|simulated-tdx|simulated-maa|simulated-az-snp|simulated-az-tdx] [--token-source imds|file|static|dev]
                   [--kid KID | --ohttp-id HEX | --all] [--out FILE] [flags]
 
 Obtains private keys from a KMS as a service in a TEE does, with the client

@@ -57,7 +57,7 @@ usage:
   tkms audit (--kms URL | --tiles DIR) --log-key VKEY [--state FILE] [--mirror DIR] [--json] [--quiet]
                                                            check the transparency log without trusting the operator
   tkms sidecar [--kms URL --log-key VKEY|@FILE] [flags]    attestation and decryption for a local service
-  tkms fetch [--kms URL] [--attester aci|snp|simulated] [--token-source imds|file|static|dev]
+  tkms fetch [--kms URL] [--attester aci|snp|tdx|azure-cvm|simulated|simulated-tdx|simulated-maa|simulated-az-snp|simulated-az-tdx] [--token-source imds|file|static|dev]
              [--kid KID | --ohttp-id HEX | --all] [--out FILE]
                                                            obtain keys as a service in a TEE does, step by step
   tkms demo [--keep DIR]                                   the 11 steps of the protocol, end to end, narrated

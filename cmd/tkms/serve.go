@@ -11,12 +11,16 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"sync"
 	"syscall"
 	"time"
 
 	"github.com/tkms-dev/tkms/internal/attest"
+	"github.com/tkms-dev/tkms/internal/attest/maa"
+	"github.com/tkms-dev/tkms/internal/attest/simmaa"
 	"github.com/tkms-dev/tkms/internal/attest/simsnp"
+	"github.com/tkms-dev/tkms/internal/attest/simtdx"
 	"github.com/tkms-dev/tkms/internal/attest/snp"
 	"github.com/tkms-dev/tkms/internal/attest/uvm"
 	"github.com/tkms-dev/tkms/internal/httpapi"
@@ -196,6 +200,23 @@ func trustSimulated(cfg *attest.Config, chain *simsnp.Chain) (did, feed string) 
 	return did, feed
 }
 
+// trustSimulatedTDX makes cfg trust the simulated TDX chain of dir
+// (internal/attest/simtdx), creating it if create is set; without create, a
+// directory without one is left alone.
+func trustSimulatedTDX(cfg *attest.Config, dir string, create bool) error {
+	if !create {
+		if _, err := os.Stat(filepath.Join(dir, simtdx.ChainFile)); errors.Is(err, iofs.ErrNotExist) {
+			return nil
+		}
+	}
+	chain, err := simtdx.LoadOrCreate(dir)
+	if err != nil {
+		return err
+	}
+	cfg.TDX.Roots = append(cfg.TDX.Roots, chain.Root())
+	return nil
+}
+
 // newRelease builds the attested release service from the JWT policy in the
 // ledger (which the configuration may just have changed) and the
 // attestation settings. The service follows later changes of the JWT
@@ -232,6 +253,8 @@ func newRelease(ctx context.Context, svc *kms.Service, cfg *Config, log *slog.Lo
 		}
 	}
 	attCfg := attest.Config{SNP: snp.Options{MaxVMPL: cfg.MaxVMPL}, UVM: uvm.Options{Trusted: cfg.UVMTrusted, MinSVN: cfg.UVMMinSVN}, Simulated: cfg.InsecureSimulatedTEE}
+	attCfg.TDX.Collateral = cfg.TDXCollateral
+	attCfg.MAA = maa.Options{Instances: append([]maa.Instance(nil), cfg.MAAInstances...), Logger: log}
 	if cfg.InsecureSimulatedTEE {
 		chain, err := simsnp.LoadOrCreate(cfg.DataDir)
 		if err != nil {
@@ -239,6 +262,16 @@ func newRelease(ctx context.Context, svc *kms.Service, cfg *Config, log *slog.Lo
 			return nil, nil, fmt.Errorf("simulated TEE: %w", err)
 		}
 		did, feed := trustSimulated(&attCfg, chain)
+		if err := trustSimulatedTDX(&attCfg, cfg.DataDir, true); err != nil {
+			closeAuth()
+			return nil, nil, fmt.Errorf("simulated TEE: %w", err)
+		}
+		sim, err := simmaa.LoadOrCreate(cfg.DataDir)
+		if err != nil {
+			closeAuth()
+			return nil, nil, fmt.Errorf("simulated TEE: %w", err)
+		}
+		attCfg.MAA.Instances = append(attCfg.MAA.Instances, sim.Trusted())
 		log.Warn("INSECURE: the simulated TEE of the data directory is trusted; releases under it are marked simulated in the ledger", "did", did, "feed", feed)
 	}
 	av, err := attest.New(attCfg)
@@ -253,8 +286,9 @@ func newRelease(ctx context.Context, svc *kms.Service, cfg *Config, log *slog.Lo
 	})
 	if err != nil {
 		closeAuth()
+		av.Close()
 		return nil, nil, err
 	}
 	log.Info("key release enabled", "issuers", len(ac.Issuers), "simulated_tee", cfg.InsecureSimulatedTEE)
-	return rel, rel.Close, nil
+	return rel, func() { rel.Close(); av.Close() }, nil
 }

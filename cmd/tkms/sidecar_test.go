@@ -476,7 +476,7 @@ func TestSidecarListenRefused(t *testing.T) {
 		{[]string{"--token-source", "vault"}, 2, "--token-source"},
 		{[]string{"--variant", "tls"}, 2, "--variant"},
 		{[]string{"--api", "v2"}, 2, "v2"},
-		{[]string{"--attester", "tdx"}, 2, "--attester"},
+		{[]string{"--attester", "sgx"}, 2, "--attester"},
 		{[]string{"--log-key", "bogus"}, 2, "--log-key"},
 		{[]string{"--log-key", ""}, 2, "--log-key is required"},
 		{[]string{"--log-key", "@/nonexistent/log.vkey"}, 1, "--log-key"},
