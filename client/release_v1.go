@@ -30,7 +30,7 @@ type wrappingKey struct {
 	text string          // RSA for /app: the PEM text
 }
 
-func newWrappingKey(kind string) (*wrappingKey, error) {
+func newWrappingKey(kind Wrapping) (*wrappingKey, error) {
 	switch kind {
 	case WrapX25519, WrapMLKEM768X25519:
 		id := keys.KEMX25519HKDFSHA256

@@ -75,8 +75,14 @@ var (
 // errors.Is.
 var (
 	// ErrUnknownKeyID means the KeySource has no key for a request's key
-	// id; the error also wraps what the KeySource returned.
+	// id (the client's fault: a gateway answers 422, RFC 9458 §5.3); the
+	// error also wraps what the KeySource returned.
 	ErrUnknownKeyID = errors.New("ohttp: unknown key id")
+	// ErrKeyUnavailable means the KeySource failed to get the key of a
+	// request's key id, which may exist (the gateway's fault: 503, e.g.
+	// the KMS is down or refuses the service); the error also wraps what
+	// the KeySource returned.
+	ErrKeyUnavailable = errors.New("ohttp: key unavailable")
 	// ErrUnsupportedSuite means a message or key configuration names a KEM,
 	// KDF or AEAD that its key does not have or this package does not
 	// implement.

@@ -59,7 +59,7 @@ func (c *clientFlags) devInfo() *DevInfo {
 
 // config builds the client configuration the flags describe.
 func (c *clientFlags) config() (client.KeysConfig, error) {
-	cfg := client.KeysConfig{KMS: c.kms, API: c.api, Wrapping: c.wrapping}
+	cfg := client.KeysConfig{KMS: c.kms, API: client.API(c.api), Wrapping: client.Wrapping(c.wrapping)}
 	info := c.devInfo()
 	if cfg.KMS == "" {
 		if info == nil {
