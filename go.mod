@@ -14,7 +14,13 @@ require (
 	google.golang.org/protobuf v1.36.11
 )
 
-require go.uber.org/goleak v1.3.0 // indirect
+require (
+	github.com/openpcc/bhttp v0.0.37 // indirect
+	github.com/quic-go/quic-go v0.56.0 // indirect
+	go.uber.org/goleak v1.3.0 // indirect
+	golang.org/x/net v0.55.0 // indirect
+	golang.org/x/text v0.38.0 // indirect
+)
 
 require (
 	github.com/fxamacker/cbor/v2 v2.5.0

@@ -21,7 +21,7 @@ import (
 	cose "github.com/veraison/go-cose"
 
 	"github.com/tkms-dev/tkms/api"
-	"github.com/tkms-dev/tkms/internal/attest/snp"
+	"github.com/tkms-dev/tkms/internal/attest/certtable"
 )
 
 // The ACI security context (docs/spec/azure-compat.md, "The attestation
@@ -398,7 +398,7 @@ func (a *SNPAttester) Attest(ctx context.Context, reportData [64]byte) (*Evidenc
 	case len(a.vcek) > 0:
 		obj.VCEK = a.vcek
 	case len(certTable) > 0:
-		if _, err := snp.ParseCertTable(certTable); err != nil {
+		if _, err := certtable.Parse(certTable); err != nil {
 			return nil, fmt.Errorf("client: the device's certificate table: %w", err)
 		}
 		obj.CertTable = certTable
