@@ -72,7 +72,7 @@ func (k *Keys) refreshList(ctx context.Context) (map[string]api.V1Key, error) {
 		}()
 		b, err := k.do(ctx, http.MethodGet, "/v1/keys?all=true", nil, "")
 		if err != nil {
-			return nil, fmt.Errorf("client: list keys: %w", err)
+			return nil, failedTo("list keys", err)
 		}
 		var body api.V1Keys
 		if err := json.Unmarshal(b, &body); err != nil {

@@ -34,7 +34,7 @@ const (
 // A Wrapping is a kind of wrapping key Keys can ask the KMS to wrap to.
 type Wrapping string
 
-// The wrapping keys Keys can ask the KMS to wrap to (DESIGN.md "Wrapping").
+// The wrapping keys Keys can ask the KMS to wrap to (docs/release.md).
 const (
 	WrapX25519         Wrapping = "x25519"          // HPKE, DHKEM(X25519); /v1 only
 	WrapMLKEM768X25519 Wrapping = "mlkem768-x25519" // HPKE, MLKEM768-X25519; /v1 only
@@ -270,7 +270,7 @@ func (e *KMSError) Permanent() bool {
 }
 
 // Keys fetches private keys from a KMS the way a service in a TEE must
-// (DESIGN.md §1, steps 2-10) and caches them: for each fetch a fresh
+// (docs/release.md) and caches them: for each fetch a fresh
 // wrapping key, evidence binding it, a token, the release request, the
 // unwrapping, and checks of the key against the KMS's published public key
 // and, with KeysConfig.LogKey, of the release's log receipt. Run keeps the

@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"time"
 )
@@ -191,4 +192,20 @@ func (k *Keys) retryIn(failures int) time.Duration {
 		return backoff(k.cfg.MinBackoff, k.cfg.MaxBackoff, failures)
 	}
 	return min(max(first.Sub(now), k.cfg.MinBackoff), k.cfg.RefreshInterval)
+}
+
+// A prefixedError is an error with this package's prefix and what failed,
+// around an error whose own "client: " prefix is dropped from the message
+// (never "client: release: client: ...").
+type prefixedError struct {
+	msg string
+	err error
+}
+
+func (e *prefixedError) Error() string { return e.msg }
+func (e *prefixedError) Unwrap() error { return e.err }
+
+// failedTo returns err as "client: what: " and err's message.
+func failedTo(what string, err error) error {
+	return &prefixedError{msg: "client: " + what + ": " + strings.TrimPrefix(err.Error(), "client: "), err: err}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -345,5 +346,24 @@ func TestKeysZero(t *testing.T) {
 	}
 	if k.Cached() != nil || k.State().Ready(time.Now()) || k.Close() != nil {
 		t.Error("Cached, State or Close of a zero Keys")
+	}
+}
+
+type failingAttester struct{}
+
+func (failingAttester) Attest(context.Context, [64]byte) (*client.Evidence, error) {
+	return nil, errors.New("client: obtaining a SEV-SNP report: no device")
+}
+
+// TestKeysErrorPrefix: an error says "client:" once, however deep.
+func TestKeysErrorPrefix(t *testing.T) {
+	e := newKeysEnv(t, keysEnvOptions{})
+	cfg := e.config("", "")
+	cfg.Attester = failingAttester{}
+	k := e.newKeys(cfg)
+	defer k.Close()
+	_, err := k.All(t.Context())
+	if err == nil || strings.Count(err.Error(), "client:") != 1 || !strings.Contains(err.Error(), "no device") {
+		t.Fatalf("error %q: want one \"client:\" and the cause", err)
 	}
 }

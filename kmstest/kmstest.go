@@ -244,7 +244,7 @@ func (s *Server) Tokens() client.TokenSource { return s.NewTokens("kmstest-workl
 func (s *Server) NewTokens(subject string) client.TokenSource {
 	return client.NewCachingTokenSource(func(context.Context) (string, error) {
 		return s.iss.MintManagedIdentity(oidcissuer.ManagedIdentity{Audience: Audience, PrincipalID: subject, TenantID: "kmstest-tenant"})
-	}, nil)
+	}, client.CachingOptions{})
 }
 
 // Rotate creates a new key at once (as an operator's refresh does) and

@@ -120,7 +120,7 @@ func (c *clientFlags) newAttester() (client.Attester, error) {
 			}
 			opts.VCEK = b
 		}
-		return client.NewSNPAttester(nil, opts), nil
+		return client.NewSNPAttester(opts), nil
 	}
 	return nil, fmt.Errorf("%w: --attester %q: want aci, snp or simulated", errUsage, c.attester)
 }
@@ -135,7 +135,7 @@ func (c *clientFlags) newTokens() (client.TokenSource, error) {
 		if c.tok == "" {
 			return nil, fmt.Errorf("%w: --token-source file needs --token-file", errUsage)
 		}
-		return client.NewFileTokenSource(c.tok, nil), nil
+		return client.NewFileTokenSource(c.tok, client.FileTokenOptions{}), nil
 	case "static":
 		t := os.Getenv("TKMS_TOKEN")
 		if t == "" {
