@@ -23,7 +23,7 @@ func goIn(t *testing.T, dir string, args ...string) string {
 }
 
 // TestConsumer builds, vets and tests examples/consumer, a module of its
-// own that uses ohttp.Middleware, ohttp.Transport and the kmstest fake KMS
+// own that uses ohttphttp.Middleware, ohttphttp.Transport and the kmstest fake KMS
 // end to end, as an integrator's service would.
 func TestConsumer(t *testing.T) {
 	if testing.Short() {
@@ -47,7 +47,7 @@ func TestConsumer(t *testing.T) {
 func TestConsumerFootprint(t *testing.T) {
 	deps := strings.Fields(goIn(t, "consumer", "list", "-deps", "."))
 	for _, want := range []string{
-		"github.com/tkms-dev/tkms/client", "github.com/tkms-dev/tkms/ohttp", "github.com/openpcc/bhttp",
+		"github.com/tkms-dev/tkms/client", "github.com/tkms-dev/tkms/ohttp", "github.com/tkms-dev/tkms/ohttp/ohttphttp", "github.com/openpcc/bhttp",
 	} {
 		if !slices.Contains(deps, want) {
 			t.Errorf("the consumer does not link %s: is the test looking at the right build?", want)

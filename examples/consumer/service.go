@@ -2,8 +2,8 @@
 // looks like, as a module of its own: it keeps the keys tkms releases to
 // it in a client.Keys (attesting with the ACI attester, authenticating
 // with a managed identity token from IMDS) and decrypts its OHTTP
-// requests with ohttp.Middleware. Its test runs it against the fake KMS
-// of package kmstest, through an ohttp.Transport.
+// requests with ohttphttp.Middleware. Its test runs it against the fake KMS
+// of package kmstest, through an ohttphttp.Transport.
 //
 // It is configured by the environment (it registers no flags):
 //
@@ -27,6 +27,7 @@ import (
 
 	"github.com/tkms-dev/tkms/client"
 	"github.com/tkms-dev/tkms/ohttp"
+	"github.com/tkms-dev/tkms/ohttp/ohttphttp"
 )
 
 // newService returns the service's HTTP handler: OHTTP requests at
@@ -37,7 +38,7 @@ func newService(keys *client.Keys, log *slog.Logger) http.Handler {
 		fmt.Fprintf(w, "scored %q for %s%s", body, r.Host, r.URL.Path)
 	})
 	mux := http.NewServeMux()
-	mux.Handle("POST /gateway", ohttp.Middleware(&ohttp.Gateway{Keys: keys}, ohttp.MiddlewareOptions{Logger: log})(score))
+	mux.Handle("POST /gateway", ohttphttp.Middleware(&ohttp.Gateway{Keys: keys}, ohttphttp.MiddlewareOptions{Logger: log})(score))
 	mux.HandleFunc("GET /ready", func(w http.ResponseWriter, r *http.Request) {
 		if !keys.State().Ready(time.Now()) {
 			http.Error(w, "no published key yet", http.StatusServiceUnavailable)

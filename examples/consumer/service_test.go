@@ -15,10 +15,11 @@ import (
 	"github.com/tkms-dev/tkms/client"
 	"github.com/tkms-dev/tkms/kmstest"
 	"github.com/tkms-dev/tkms/ohttp"
+	"github.com/tkms-dev/tkms/ohttp/ohttphttp"
 )
 
 // TestService runs the service against the fake KMS and sends it an
-// oblivious request through ohttp.Transport, as a client would.
+// oblivious request through ohttphttp.Transport, as a client would.
 func TestService(t *testing.T) {
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 	kms, err := kmstest.Start(kmstest.Options{})
@@ -57,7 +58,7 @@ func TestService(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	oblivious := &http.Client{Transport: &ohttp.Transport{RelayURL: svc.URL + "/gateway", KeyConfig: configs[0]}}
+	oblivious := &http.Client{Transport: &ohttphttp.Transport{RelayURL: svc.URL + "/gateway", KeyConfig: configs[0]}}
 
 	// Before the keys are prefetched, the service answers 503: its fault.
 	if _, err := oblivious.Post("https://score.example/v1/score", "text/plain", strings.NewReader("x")); !errors.Is(err, ohttp.ErrKeyUnavailable) {

@@ -1,8 +1,10 @@
-package ohttp_test
+package ohttphttp_test
 
 import (
 	"bytes"
 	"context"
+	"crypto/ecdh"
+	"crypto/hpke"
 	"errors"
 	"fmt"
 	"io"
@@ -13,6 +15,7 @@ import (
 	"testing"
 
 	"github.com/tkms-dev/tkms/ohttp"
+	"github.com/tkms-dev/tkms/ohttp/ohttphttp"
 )
 
 // echo answers with what it received, so that tests see the inner request.
@@ -34,14 +37,14 @@ var echo = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 
 func startGateway(t *testing.T, g *ohttp.Gateway) *httptest.Server {
 	t.Helper()
-	mw := ohttp.Middleware(g, ohttp.MiddlewareOptions{MaxRequestBytes: 4096, MaxResponseBytes: 1000, Logger: slog.New(slog.DiscardHandler)})
+	mw := ohttphttp.Middleware(g, ohttphttp.MiddlewareOptions{MaxRequestBytes: 4096, MaxResponseBytes: 1000, Logger: slog.New(slog.DiscardHandler)})
 	srv := httptest.NewServer(mw(echo))
 	t.Cleanup(srv.Close)
 	return srv
 }
 
 func TestMiddlewareAndTransport(t *testing.T) {
-	g, configs, _ := testGateway(t)
+	g, configs := testGateway(t)
 	srv := startGateway(t, g)
 	for _, name := range []string{"x25519/aes128gcm", "p256/chacha20poly1305", "mlkem768-x25519/aes256gcm"} {
 		c, ok := configs[name]
@@ -49,7 +52,7 @@ func TestMiddlewareAndTransport(t *testing.T) {
 			t.Fatalf("no test key %s", name)
 		}
 		t.Run(name, func(t *testing.T) {
-			hc := &http.Client{Transport: &ohttp.Transport{RelayURL: srv.URL, KeyConfig: c, Base: srv.Client().Transport}}
+			hc := &http.Client{Transport: &ohttphttp.Transport{RelayURL: srv.URL, KeyConfig: c, Base: srv.Client().Transport}}
 			req, _ := http.NewRequest(http.MethodPost, "https://kv.example/lookup?keys=a,b", strings.NewReader("payload"))
 			req.Header.Set("X-Test", "yes")
 			resp, err := hc.Do(req)
@@ -89,16 +92,16 @@ func TestMiddlewareAndTransport(t *testing.T) {
 	// A key id the gateway does not have: 422 with the ohttp-key problem.
 	c := configs["x25519/aes128gcm"]
 	c.ID = 0x01
-	hc := &http.Client{Transport: &ohttp.Transport{RelayURL: srv.URL, KeyConfig: c}}
+	hc := &http.Client{Transport: &ohttphttp.Transport{RelayURL: srv.URL, KeyConfig: c}}
 	_, err := hc.Get("https://kv.example/")
-	var ge *ohttp.GatewayError
+	var ge *ohttphttp.GatewayError
 	if !errors.Is(err, ohttp.ErrUnknownKeyID) || !errors.As(err, &ge) || ge.Status != http.StatusUnprocessableEntity {
 		t.Fatalf("unknown key id: %v", err)
 	}
 
 	// A key source that fails: 503.
 	down := startGateway(t, &ohttp.Gateway{Keys: brokenSource{err: context.DeadlineExceeded}})
-	hc = &http.Client{Transport: &ohttp.Transport{RelayURL: down.URL, KeyConfig: configs["x25519/aes128gcm"]}}
+	hc = &http.Client{Transport: &ohttphttp.Transport{RelayURL: down.URL, KeyConfig: configs["x25519/aes128gcm"]}}
 	if _, err := hc.Get("https://kv.example/"); !errors.Is(err, ohttp.ErrKeyUnavailable) {
 		t.Fatalf("key source down: %v", err)
 	}
@@ -107,7 +110,7 @@ func TestMiddlewareAndTransport(t *testing.T) {
 // TestMiddlewareOuterErrors: errors of the outer layer are answered in the
 // clear with RFC 9458's statuses; one inside the encapsulation encapsulated.
 func TestMiddlewareOuterErrors(t *testing.T) {
-	g, configs, _ := testGateway(t)
+	g, configs := testGateway(t)
 	srv := startGateway(t, g)
 	c := configs["x25519/aes128gcm"]
 	garbage, cc, err := ohttp.EncapsulateRequest(c, c.Suites[0], ohttp.OHTTP, []byte("not binary http"))
@@ -125,11 +128,11 @@ func TestMiddlewareOuterErrors(t *testing.T) {
 	}{
 		{"GET", http.MethodGet, "", nil, http.StatusMethodNotAllowed},
 		{"wrong media type", http.MethodPost, "application/octet-stream", valid, http.StatusUnsupportedMediaType},
-		{"too large", http.MethodPost, ohttp.MediaTypeRequest, make([]byte, 5000), http.StatusRequestEntityTooLarge},
-		{"malformed", http.MethodPost, ohttp.MediaTypeRequest, valid[:10], http.StatusBadRequest},
-		{"does not decrypt", http.MethodPost, ohttp.MediaTypeRequest, append(bytes.Clone(valid), 1), http.StatusBadRequest},
-		{"unknown key", http.MethodPost, ohttp.MediaTypeRequest, append([]byte{0x01}, valid[1:]...), http.StatusUnprocessableEntity},
-		{"not binary http inside", http.MethodPost, ohttp.MediaTypeRequest, garbage, http.StatusOK},
+		{"too large", http.MethodPost, ohttphttp.MediaTypeRequest, make([]byte, 5000), http.StatusRequestEntityTooLarge},
+		{"malformed", http.MethodPost, ohttphttp.MediaTypeRequest, valid[:10], http.StatusBadRequest},
+		{"does not decrypt", http.MethodPost, ohttphttp.MediaTypeRequest, append(bytes.Clone(valid), 1), http.StatusBadRequest},
+		{"unknown key", http.MethodPost, ohttphttp.MediaTypeRequest, append([]byte{0x01}, valid[1:]...), http.StatusUnprocessableEntity},
+		{"not binary http inside", http.MethodPost, ohttphttp.MediaTypeRequest, garbage, http.StatusOK},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			req, _ := http.NewRequest(tc.method, srv.URL, bytes.NewReader(tc.body))
@@ -145,7 +148,7 @@ func TestMiddlewareOuterErrors(t *testing.T) {
 			if resp.StatusCode != tc.want {
 				t.Fatalf("status %d (%s), want %d", resp.StatusCode, body, tc.want)
 			}
-			if tc.want == http.StatusUnprocessableEntity && !bytes.Contains(body, []byte(ohttp.ProblemKey)) {
+			if tc.want == http.StatusUnprocessableEntity && !bytes.Contains(body, []byte(ohttphttp.ProblemKey)) {
 				t.Errorf("422 without the ohttp-key problem type: %s", body)
 			}
 			if tc.name == "not binary http inside" {
@@ -157,4 +160,46 @@ func TestMiddlewareOuterErrors(t *testing.T) {
 			}
 		})
 	}
+}
+
+// keyMap is a KeySource of fixed keys.
+type keyMap map[byte]*ohttp.Key
+
+func (m keyMap) OHTTPKey(_ context.Context, id byte) (*ohttp.Key, error) {
+	if k := m[id]; k != nil {
+		return k, nil
+	}
+	return nil, fmt.Errorf("%w: 0x%02x", ohttp.ErrUnknownKeyID, id)
+}
+
+// brokenSource fails every lookup.
+type brokenSource struct{ err error }
+
+func (b brokenSource) OHTTPKey(context.Context, byte) (*ohttp.Key, error) { return nil, b.err }
+
+// testGateway returns a gateway with an X25519 and an MLKEM768-X25519 key
+// and their configurations, by "kem/aead" name.
+func testGateway(t testing.TB) (*ohttp.Gateway, map[string]ohttp.KeyConfig) {
+	t.Helper()
+	km := keyMap{}
+	configs := map[string]ohttp.KeyConfig{}
+	for i, k := range []struct {
+		name string
+		kem  hpke.KEM
+		aead uint16
+	}{
+		{"x25519/aes128gcm", hpke.DHKEM(ecdh.X25519()), 0x0001},
+		{"p256/chacha20poly1305", hpke.DHKEM(ecdh.P256()), 0x0003},
+		{"mlkem768-x25519/aes256gcm", hpke.MLKEM768X25519(), 0x0002},
+	} {
+		sk, err := k.kem.GenerateKey()
+		if err != nil {
+			t.Fatal(err)
+		}
+		id := byte(0x10 + i)
+		km[id] = &ohttp.Key{ID: id, KDF: 0x0001, AEAD: k.aead, Private: sk}
+		configs[k.name] = ohttp.KeyConfig{ID: id, KEM: k.kem.ID(), PublicKey: sk.PublicKey().Bytes(),
+			Suites: []ohttp.SymmetricSuite{{KDF: 0x0001, AEAD: k.aead}}}
+	}
+	return &ohttp.Gateway{Keys: km}, configs
 }

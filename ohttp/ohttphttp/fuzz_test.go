@@ -1,4 +1,4 @@
-package ohttp_test
+package ohttphttp_test
 
 import (
 	"bytes"
@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/tkms-dev/tkms/ohttp"
+	"github.com/tkms-dev/tkms/ohttp/ohttphttp"
 )
 
 // FuzzMiddlewareBinaryHTTP feeds the Binary HTTP decoder behind
@@ -16,9 +17,9 @@ import (
 // key can send): the gateway must answer 200 with an encapsulated
 // response, valid or 400, and never panic.
 func FuzzMiddlewareBinaryHTTP(f *testing.F) {
-	g, configs, _ := testGateway(f)
+	g, configs := testGateway(f)
 	c := configs["x25519/aes128gcm"]
-	h := ohttp.Middleware(g, ohttp.MiddlewareOptions{Logger: slog.New(slog.DiscardHandler)})(echo)
+	h := ohttphttp.Middleware(g, ohttphttp.MiddlewareOptions{Logger: slog.New(slog.DiscardHandler)})(echo)
 	// Seeds: RFC 9292 §5.1's known-length GET, an indeterminate-length
 	// request, a response, and truncations.
 	get := []byte{0x00, 0x03, 'G', 'E', 'T', 0x05, 'h', 't', 't', 'p', 's', 0x00, 0x0a, '/', 'h', 'e', 'l', 'l', 'o', '.', 't', 'x', 't',
@@ -34,7 +35,7 @@ func FuzzMiddlewareBinaryHTTP(f *testing.F) {
 			t.Fatal(err)
 		}
 		req := httptest.NewRequest(http.MethodPost, "/", bytes.NewReader(msg))
-		req.Header.Set("Content-Type", ohttp.MediaTypeRequest)
+		req.Header.Set("Content-Type", ohttphttp.MediaTypeRequest)
 		rec := httptest.NewRecorder()
 		h.ServeHTTP(rec, req)
 		if rec.Code != http.StatusOK {

@@ -1,4 +1,11 @@
-package ohttp
+// Package ohttphttp is OHTTP (RFC 9458) the net/http way: Middleware is an
+// Oblivious Gateway Resource in front of an http.Handler, decoding Binary
+// HTTP (RFC 9292) requests into ordinary *http.Request values; Transport
+// is the client's http.RoundTripper. The HPKE layer is package ohttp's.
+//
+// Binary HTTP is github.com/openpcc/bhttp, which builds on 64-bit
+// platforms only; package ohttp itself has no such limit.
+package ohttphttp
 
 import (
 	"bytes"
@@ -13,6 +20,8 @@ import (
 	"strconv"
 
 	"github.com/openpcc/bhttp"
+
+	"github.com/tkms-dev/tkms/ohttp"
 )
 
 // The media types of RFC 9458 §9.
@@ -43,7 +52,7 @@ type MiddlewareOptions struct {
 
 // Middleware returns an Oblivious Gateway Resource (RFC 9458 §5) in front
 // of a handler. It accepts POST requests of type message/ohttp-req, opens
-// them with g (the OHTTP variant: Binary HTTP, RFC 9292), decodes the
+// them with g (the ohttp.OHTTP variant: Binary HTTP, RFC 9292), decodes the
 // Binary HTTP request into an *http.Request (known- and indeterminate-
 // length messages, with trailers and padding), runs next with it, and
 // answers 200 message/ohttp-res with next's response encoded as a
@@ -58,15 +67,15 @@ type MiddlewareOptions struct {
 //	413  larger than MaxRequestBytes
 //	400  malformed, unsupported suite, or does not decrypt
 //	422  unknown key id (application/problem+json of type ProblemKey)
-//	503  the key exists or may, but cannot be had now (ErrKeyUnavailable)
+//	503  the key exists or may, but cannot be had now (ohttp.ErrKeyUnavailable)
 //
 // An encapsulated request that opens but is not a valid Binary HTTP
 // request is answered with an encapsulated 400.
 //
 // Bidding & Auction and trusted-signals requests are not Binary HTTP:
-// their services use Gateway.DecapsulateRequest with their variant
+// their services use ohttp.Gateway.DecapsulateRequest with their variant
 // directly (docs/ohttp.md).
-func Middleware(g *Gateway, opts MiddlewareOptions) func(http.Handler) http.Handler {
+func Middleware(g *ohttp.Gateway, opts MiddlewareOptions) func(http.Handler) http.Handler {
 	if opts.MaxRequestBytes <= 0 {
 		opts.MaxRequestBytes = 1 << 20
 	}
@@ -83,7 +92,7 @@ func Middleware(g *Gateway, opts MiddlewareOptions) func(http.Handler) http.Hand
 }
 
 type gatewayHandler struct {
-	g    *Gateway
+	g    *ohttp.Gateway
 	next http.Handler
 	opts MiddlewareOptions
 	log  *slog.Logger
@@ -109,7 +118,7 @@ func (h *gatewayHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "reading the request failed", http.StatusBadRequest)
 		return
 	}
-	plain, gc, err := h.g.DecapsulateRequest(r.Context(), OHTTP, msg)
+	plain, gc, err := h.g.DecapsulateRequest(r.Context(), ohttp.OHTTP, msg)
 	if err != nil {
 		h.decapsulateFailed(w, err)
 		return
@@ -154,13 +163,13 @@ func (h *gatewayHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // decapsulateFailed answers an outer-layer error (RFC 9458 §5.2, §5.3).
 func (h *gatewayHandler) decapsulateFailed(w http.ResponseWriter, err error) {
 	switch {
-	case errors.Is(err, ErrUnknownKeyID):
+	case errors.Is(err, ohttp.ErrUnknownKeyID):
 		w.Header().Set("Content-Type", "application/problem+json")
 		w.WriteHeader(http.StatusUnprocessableEntity)
 		json.NewEncoder(w).Encode(map[string]string{"type": ProblemKey, "title": "key identifier unknown"})
-	case errors.Is(err, ErrKeyUnavailable):
+	case errors.Is(err, ohttp.ErrKeyUnavailable):
 		http.Error(w, "the key of this request cannot be had now; try again later", http.StatusServiceUnavailable)
-	case errors.Is(err, ErrMalformed), errors.Is(err, ErrUnsupportedSuite), errors.Is(err, ErrDecrypt):
+	case errors.Is(err, ohttp.ErrMalformed), errors.Is(err, ohttp.ErrUnsupportedSuite), errors.Is(err, ohttp.ErrDecrypt):
 		http.Error(w, err.Error(), http.StatusBadRequest)
 	default:
 		h.log.Error("ohttp gateway: decapsulation failed", "err", err)
@@ -231,10 +240,10 @@ type Transport struct {
 	RelayURL string
 	// KeyConfig is the gateway's key configuration (ParseKeyConfigs of
 	// GET /v1/keys/ohttp on the KMS).
-	KeyConfig KeyConfig
+	KeyConfig ohttp.KeyConfig
 	// Suite is the symmetric suite to use; the zero value means the
 	// first of KeyConfig.Suites.
-	Suite SymmetricSuite
+	Suite ohttp.SymmetricSuite
 	// Base makes the outer requests; nil means http.DefaultTransport.
 	Base http.RoundTripper
 	// MaxResponseBytes bounds an encapsulated response (default 8 MiB).
@@ -245,8 +254,8 @@ var _ http.RoundTripper = (*Transport)(nil)
 
 // A GatewayError is an outer answer other than 200 message/ohttp-res. One
 // with status 422 and problem type ProblemKey also matches
-// ErrUnknownKeyID (fetch the key configurations again), one with status
-// 503 ErrKeyUnavailable.
+// ohttp.ErrUnknownKeyID (fetch the key configurations again), one with status
+// 503 ohttp.ErrKeyUnavailable.
 type GatewayError struct {
 	Status      int
 	ProblemType string // the problem type of an application/problem+json body
@@ -260,10 +269,10 @@ func (e *GatewayError) Error() string {
 	return s
 }
 
-// Is matches ErrUnknownKeyID and ErrKeyUnavailable as the type says.
+// Is matches ohttp.ErrUnknownKeyID and ohttp.ErrKeyUnavailable as the type says.
 func (e *GatewayError) Is(target error) bool {
-	return target == ErrUnknownKeyID && e.Status == http.StatusUnprocessableEntity && e.ProblemType == ProblemKey ||
-		target == ErrKeyUnavailable && e.Status == http.StatusServiceUnavailable
+	return target == ohttp.ErrUnknownKeyID && e.Status == http.StatusUnprocessableEntity && e.ProblemType == ProblemKey ||
+		target == ohttp.ErrKeyUnavailable && e.Status == http.StatusServiceUnavailable
 }
 
 // RoundTrip implements http.RoundTripper.
@@ -272,7 +281,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		defer req.Body.Close()
 	}
 	suite := t.Suite
-	if suite == (SymmetricSuite{}) && len(t.KeyConfig.Suites) > 0 {
+	if suite == (ohttp.SymmetricSuite{}) && len(t.KeyConfig.Suites) > 0 {
 		suite = t.KeyConfig.Suites[0]
 	}
 	enc, err := bhttp.NewKnownLengthRequestEncoder().EncodeRequest(req)
@@ -283,7 +292,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if err != nil {
 		return nil, fmt.Errorf("ohttp: encoding the request: %w", err)
 	}
-	msg, cc, err := EncapsulateRequest(t.KeyConfig, suite, OHTTP, plain)
+	msg, cc, err := ohttp.EncapsulateRequest(t.KeyConfig, suite, ohttp.OHTTP, plain)
 	if err != nil {
 		return nil, err
 	}
@@ -323,7 +332,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return nil, ge
 	}
 	if int64(len(body)) > limit {
-		return nil, fmt.Errorf("%w: encapsulated response larger than %d bytes", ErrMalformed, limit)
+		return nil, fmt.Errorf("%w: encapsulated response larger than %d bytes", ohttp.ErrMalformed, limit)
 	}
 	inner, err := cc.DecapsulateResponse(body)
 	if err != nil {
@@ -335,7 +344,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	hr, err := (&bhttp.ResponseDecoder{}).DecodeResponse(ctx, bytes.NewReader(inner))
 	if err != nil {
-		return nil, fmt.Errorf("%w: the response is not a Binary HTTP response: %v", ErrMalformed, err)
+		return nil, fmt.Errorf("%w: the response is not a Binary HTTP response: %v", ohttp.ErrMalformed, err)
 	}
 	hr.Request = req
 	return hr, nil
