@@ -237,7 +237,7 @@ func TestSidecar(t *testing.T) {
 			{"wrong labels", "?variant=kv", good, 400, "DECRYPTION_FAILED"},
 			{"unknown variant", "?variant=tls", good, 400, "BAD_REQUEST"},
 			{"unknown key id", "", otherKey, 404, "KEY_NOT_FOUND"},
-			{"random", "", bytes.Repeat([]byte{0x5a}, 300), 404, "KEY_NOT_FOUND"},
+			{"random", "", bytes.Repeat([]byte{0x5a}, 300), 400, "UNSUPPORTED_SUITE"}, // the suite is checked before the key is looked up
 		} {
 			resp, body := post(t, sc.URL+"/decrypt"+tc.q, "application/octet-stream", tc.body)
 			wantError(t, "/decrypt "+tc.name, resp, body, tc.status, tc.code)
