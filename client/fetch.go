@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
 	"slices"
@@ -106,21 +105,22 @@ func (k *Keys) fetch(ctx context.Context, kids []string, all bool) (ks []*Key, e
 	if err != nil {
 		return nil, err // counted and logged by refreshList
 	}
-	defer func() {
-		if err != nil && !errors.Is(err, ErrKeyNotFound) {
-			k.failed(fmt.Sprintf("release %v (all: %v)", kids, all), err)
-		}
-	}()
 	for _, kid := range kids {
 		if _, ok := listed[kid]; !ok {
 			if listed, err = k.refreshList(ctx); err != nil {
-				return nil, err
+				return nil, err // counted and logged by refreshList
 			}
 			if _, ok := listed[kid]; !ok {
 				return nil, fmt.Errorf("%w: the KMS lists no releasable key %s", ErrKeyNotFound, kid)
 			}
 		}
 	}
+	// From here on, each failure is counted and logged once, here.
+	defer func() {
+		if err != nil {
+			k.failed(fmt.Sprintf("release %v (all: %v)", kids, all), err)
+		}
+	}()
 	k.fetches.Add(1)
 	var released []released
 	if k.cfg.API == APIApp {
