@@ -5,19 +5,19 @@ go 1.26.0
 require (
 	github.com/go-jose/go-jose/v4 v4.1.3
 	github.com/google/go-sev-guest v0.15.0
+	github.com/openpcc/bhttp v0.0.37
 	github.com/tink-crypto/tink-go/v2 v2.9.0
 	github.com/transparency-dev/formats v0.1.1
 	github.com/veraison/go-cose v1.3.0
 	go.etcd.io/bbolt v1.4.3
+	go.uber.org/goleak v1.3.0
 	golang.org/x/mod v0.43.0
 	golang.org/x/time v0.16.0
 	google.golang.org/protobuf v1.36.11
 )
 
 require (
-	github.com/openpcc/bhttp v0.0.37 // indirect
 	github.com/quic-go/quic-go v0.56.0 // indirect
-	go.uber.org/goleak v1.3.0 // indirect
 	golang.org/x/net v0.55.0 // indirect
 	golang.org/x/text v0.38.0 // indirect
 )
