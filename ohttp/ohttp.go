@@ -10,6 +10,12 @@
 // application/ohttp-keys list): ParseKeyConfigs, EncapsulateRequest and
 // ClientContext.DecapsulateResponse.
 //
+// Package ohttp/ohttphttp puts a Gateway in front of an http.Handler
+// (Binary HTTP, RFC 9292) and is the matching http.RoundTripper. Bidding &
+// Auction plaintexts are framed, padded and compressed: ParseBAFrame and
+// BAFrame.Marshal handle that layer (docs/ohttp.md says which layers each
+// format has and which are handled).
+//
 // HPKE ([RFC 9180]) is Go's crypto/hpke. The supported algorithms are those
 // tkms issues keys for: the KEMs DHKEM(P-256, HKDF-SHA256),
 // DHKEM(X25519, HKDF-SHA256) and MLKEM768-X25519 (draft-ietf-hpke-pq), the
