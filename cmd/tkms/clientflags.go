@@ -59,7 +59,7 @@ func (c *clientFlags) devInfo() *DevInfo {
 
 // config builds the client configuration the flags describe.
 func (c *clientFlags) config() (client.KeysConfig, error) {
-	cfg := client.KeysConfig{KMS: c.kms, API: c.api, Wrapping: c.wrapping}
+	cfg := client.KeysConfig{KMS: c.kms, API: client.API(c.api), Wrapping: client.Wrapping(c.wrapping)}
 	info := c.devInfo()
 	if cfg.KMS == "" {
 		if info == nil {
@@ -140,7 +140,7 @@ func (c *clientFlags) newAttester() (client.Attester, error) {
 			}
 			opts.VCEK = b
 		}
-		return client.NewSNPAttester(nil, opts), nil
+		return client.NewSNPAttester(opts), nil
 	}
 	return nil, fmt.Errorf("%w: --attester %q: want aci, snp, tdx, azure-cvm, simulated, simulated-tdx, simulated-maa, simulated-az-snp or simulated-az-tdx", errUsage, c.attester)
 }
@@ -155,7 +155,7 @@ func (c *clientFlags) newTokens() (client.TokenSource, error) {
 		if c.tok == "" {
 			return nil, fmt.Errorf("%w: --token-source file needs --token-file", errUsage)
 		}
-		return client.NewFileTokenSource(c.tok, nil), nil
+		return client.NewFileTokenSource(c.tok, client.FileTokenOptions{}), nil
 	case "static":
 		t := os.Getenv("TKMS_TOKEN")
 		if t == "" {
