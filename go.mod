@@ -14,6 +14,8 @@ require (
 	google.golang.org/protobuf v1.36.11
 )
 
+require github.com/prometheus/client_golang v1.23.2 // indirect
+
 require (
 	github.com/fxamacker/cbor/v2 v2.5.0
 	github.com/google/logger v1.1.1 // indirect

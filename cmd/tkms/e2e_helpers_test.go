@@ -292,7 +292,7 @@ var serveListening = regexp.MustCompile(`"msg":"tkms listening","addr":"([^"]+)"
 // startServe starts `tkms serve --config path` and waits until it listens.
 func startServe(t testing.TB, configPath string) *proc {
 	t.Helper()
-	p := startProc(t, "serve", "--config", configPath)
+	p := startProc(t, "serve", "--allow-ungoverned", "--config", configPath)
 	m := p.waitOutput(p.stderr, serveListening)
 	p.URL, p.Listened = "http://"+m[1], time.Now()
 	return p

@@ -1,0 +1,152 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// runTkmsIn runs a short tkms command with stdin and extra environment
+// variables (TKMS_* of the test's own environment are never passed).
+func runTkmsIn(t testing.TB, stdin string, env []string, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), exitDeadline)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, tkmsBin, args...)
+	cmd.Dir = t.TempDir()
+	cmd.Env = append(tkmsEnv(), env...)
+	cmd.Stdin = strings.NewReader(stdin)
+	var o, e bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &o, &e
+	err := cmd.Run()
+	if ctx.Err() != nil {
+		t.Fatalf("tkms %s: still running after %v", strings.Join(args, " "), exitDeadline)
+	}
+	return o.String(), e.String(), exitCode(err)
+}
+
+// govService is a service created by tkms init for three members under
+// the default constitution (2 of 3).
+type govService struct {
+	dir, data, membersFile string
+	a, b, c                govMember
+}
+
+// newGovService writes three members' keys and the members file in a new
+// directory, and runs tkms init with extra arguments.
+func newGovService(t *testing.T, extra ...string) *govService {
+	t.Helper()
+	dir := t.TempDir()
+	keys := filepath.Join(dir, "members")
+	if err := os.Mkdir(keys, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	g := &govService{dir: dir, data: filepath.Join(dir, "data"), membersFile: filepath.Join(dir, "members.json")}
+	g.a, g.b, g.c = newGovMember(t, keys, "sro-a"), newGovMember(t, keys, "sro-b"), newGovMember(t, keys, "sro-c")
+	var members []map[string]string
+	for _, m := range []govMember{g.a, g.b, g.c} {
+		members = append(members, map[string]string{"name": m.name, "signing_key": string(readFile(t, m.pub))})
+	}
+	writeJSONFile(t, g.membersFile, map[string]any{"members": members})
+	govCLI(t, append([]string{"init", "--members", g.membersFile, "--data", g.data}, extra...)...)
+	return g
+}
+
+// TestServeRefusesUngoverned: serve does not silently create an
+// ungoverned ledger on an empty data directory; it points to tkms init,
+// and --allow-ungoverned lets it.
+func TestServeRefusesUngoverned(t *testing.T) {
+	data := newServeData(t)
+	cfgPath := filepath.Join(t.TempDir(), "tkms.json")
+	writeJSONFile(t, cfgPath, map[string]any{"listen": "127.0.0.1:0", "data_dir": data})
+	_, errOut, code := runTkms(t, "serve", "--config", cfgPath)
+	for _, want := range []string{"refusing to create an ungoverned ledger", "tkms init --members", "--allow-ungoverned"} {
+		if code != 1 || !strings.Contains(errOut, want) {
+			t.Errorf("exit %d, stderr %q; want a refusal containing %q", code, errOut, want)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(data, "ledger.db")); err == nil {
+		t.Error("the refused serve created a ledger")
+	}
+	// The missing-key error points to tkms init too.
+	empty := filepath.Join(t.TempDir(), "nokey")
+	writeJSONFile(t, cfgPath, map[string]any{"listen": "127.0.0.1:0", "data_dir": empty})
+	if _, errOut, _ := runTkms(t, "serve", "--config", cfgPath); !strings.Contains(errOut, "tkms init") {
+		t.Errorf("the missing master key error does not point to tkms init: %q", errOut)
+	}
+}
+
+// TestInitChecksBeforeWriting: init refuses what serve could not load or
+// governance could not satisfy, before writing anything, so a rerun with
+// the inputs corrected succeeds in the same directory; a constitution of
+// rules alone takes the documented defaults; and a governed serve does not
+// warn that refresh is disabled.
+func TestInitChecksBeforeWriting(t *testing.T) {
+	g := newGovService(t) // three members, for the members file
+	dir := t.TempDir()
+	data := filepath.Join(dir, "data")
+	leftovers := func(t *testing.T) {
+		t.Helper()
+		ents, _ := os.ReadDir(dir)
+		for _, e := range ents {
+			if e.Name() != "policies" && e.Name() != "constitution.json" {
+				t.Errorf("a refused init left %s behind", e.Name())
+			}
+		}
+	}
+	t.Run("jwks not JSON", func(t *testing.T) {
+		pol := filepath.Join(dir, "policies")
+		os.Mkdir(pol, 0o700)
+		writeJSONFile(t, filepath.Join(pol, "jwt_issuers.json"), []map[string]any{{"issuer": "https://issuer.example", "audiences": []string{"api://kms"}, "jwks": "notjson"}})
+		errOut := govCLIRefused(t, "jwks", "init", "--members", g.membersFile, "--policies", pol, "--data", data)
+		if !strings.Contains(errOut, "jwt_issuers.json") {
+			t.Errorf("the refusal does not name the file: %q", errOut)
+		}
+		leftovers(t)
+		os.RemoveAll(pol)
+	})
+	t.Run("unsatisfiable constitution", func(t *testing.T) {
+		c := filepath.Join(dir, "constitution.json")
+		writeJSONFile(t, c, map[string]any{"rules": map[string]any{"default": map[string]any{"approvals": 5}}})
+		govCLIRefused(t, "constitution", "init", "--members", g.membersFile, "--constitution", c, "--data", data)
+		leftovers(t)
+	})
+	t.Run("rules alone take the defaults", func(t *testing.T) {
+		c := filepath.Join(dir, "constitution.json")
+		writeJSONFile(t, c, map[string]any{"rules": map[string]any{"default": map[string]any{"approvals": "majority"}}})
+		out := govCLI(t, "init", "--members", g.membersFile, "--constitution", c, "--data", data)
+		for _, want := range []string{"proposals stay open 7 days", "an open proposal may be withdrawn by its proposer"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("init printed no %q:\n%s", want, out)
+			}
+		}
+		if perm(t, filepath.Join(data, "master.key")) != 0o600 {
+			t.Error("master.key is not 0600")
+		}
+	})
+	t.Run("into an existing empty directory", func(t *testing.T) {
+		d := filepath.Join(t.TempDir(), "mnt")
+		if err := os.Mkdir(d, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		govCLI(t, "init", "--members", g.membersFile, "--data", d)
+		for _, name := range []string{"master.key", "ledger.db"} {
+			if _, err := os.Stat(filepath.Join(d, name)); err != nil {
+				t.Error(err)
+			}
+		}
+	})
+	t.Run("governed serve", func(t *testing.T) {
+		cfgPath := filepath.Join(dir, "tkms.json")
+		writeJSONFile(t, cfgPath, map[string]any{"listen": "127.0.0.1:0", "data_dir": data})
+		p := startProc(t, "serve", "--config", cfgPath)
+		p.waitOutput(p.stderr, serveListening)
+		if s, _ := p.stderr.snapshot(); strings.Contains(s, "operator token") || strings.Contains(s, "not governed") {
+			t.Errorf("a governed serve warns about the operator token:\n%s", s)
+		}
+	})
+}
