@@ -147,6 +147,7 @@ func cmdAttestInspect(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintln(stderr, "       tkms attest inspect [--data DIR] [--json] [--now RFC3339] [--max-vmpl N] --report FILE --vcek FILE")
 		fmt.Fprintln(stderr, "FILE is an attestation object (JSON): an ACI bundle or {\"type\":\"snp\",\"report\":...,\"vcek\"|\"cert_table\":...}.")
 		fs.PrintDefaults()
+		writeHelpFoot(stderr, "attest inspect")
 	}
 	files, err := parseInterspersed(fs, args)
 	if err != nil {
@@ -221,9 +222,11 @@ func cmdAttestInspect(args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	if *asJSON {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(res); err != nil {
+		result := "refused"
+		if res.Verified {
+			result = "verified"
+		}
+		if err := writeResultJSON(stdout, result, res); err != nil {
 			return err
 		}
 	} else {

@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -61,8 +60,9 @@ off (neither).
 // cmdBench implements `tkms bench`.
 func cmdBench(args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("bench", stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, benchUsage); fs.PrintDefaults() }
-	url := fs.String("url", "", "base `URL` of a running tkms dev (default: start one, --dev)")
+	fs.Usage = func() { fmt.Fprint(stderr, benchUsage); fs.PrintDefaults(); writeHelpFoot(stderr, "bench") }
+	url := fs.String("kms", "", "base `URL` of a running tkms dev (default: start one, --dev)")
+	registerURLAlias(fs, url)
 	var kmsCA string
 	registerKMSCA(fs, &kmsCA)
 	dev := fs.Bool("dev", false, "start a tkms dev on a temporary directory (or --data) and benchmark it (the default without --url)")
@@ -151,9 +151,7 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	if *asJSON {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(rep); err != nil {
+		if err := writeResultJSON(stdout, "ok", rep); err != nil {
 			return err
 		}
 	} else if err := rep.WriteText(stdout); err != nil {

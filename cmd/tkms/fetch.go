@@ -29,7 +29,7 @@ published public key and of the log receipt. The keys are written only where
 // cmdFetch implements `tkms fetch`.
 func cmdFetch(args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("fetch", stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, fetchUsage); fs.PrintDefaults() }
+	fs.Usage = func() { fmt.Fprint(stderr, fetchUsage); fs.PrintDefaults(); writeHelpFoot(stderr, "fetch") }
 	var cf clientFlags
 	cf.register(fs)
 	kid := fs.String("kid", "", "fetch the key `KID`")

@@ -54,6 +54,7 @@ func cmdInit(args []string, stdout, stderr io.Writer) error {
 	masterKeyFile := fs.String("master-key-file", "", "master key `file` (default DATA/master.key; created, mode 0600, if absent)")
 	serviceName := fs.String("service-name", "tkms", "`name` of the service in the genesis entry")
 	logOrigin := fs.String("log-origin", "", "the transparency log's `origin` line, e.g. kms.sro.example/depa (default tkms/<service-name>/<random>)")
+	asJSON := fs.Bool("json", false, "print JSON with a top-level result field (created) instead of text")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -127,6 +128,16 @@ func cmdInit(args []string, stdout, stderr io.Writer) error {
 	})
 	if err != nil {
 		return err
+	}
+	if *asJSON {
+		return writeResultJSON(stdout, "created", struct {
+			DataDir       string       `json:"data_dir"`
+			ServiceName   string       `json:"service_name"`
+			MasterKeyFile string       `json:"master_key_file"`
+			NewMasterKey  bool         `json:"new_master_key"`
+			Members       []gov.Member `json:"members"`
+			LogKey        string       `json:"log_key"`
+		}{dir, *serviceName, cfg.MasterKeyFile, created, members, logKey})
 	}
 	if created {
 		fmt.Fprintf(stdout, "tkms init: created a new master key in %s (mode 0600): back it up; without it the keys are lost\n", cfg.MasterKeyFile)

@@ -9,7 +9,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -34,16 +33,20 @@ func cmdKeys(args []string, stdout, stderr io.Writer) error {
 
 func cmdKeysList(args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("keys list", stderr)
-	url := fs.String("url", "", "`URL` of a running tkms (reads GET /v1/keys?all=true)")
+	url := fs.String("kms", "", "base `URL` of a running tkms (reads GET /v1/keys?all=true; default $TKMS_ADDR without --data)")
+	registerURLAlias(fs, url)
 	dataDir := fs.String("data", "", "data `directory` of a stopped tkms (reads the ledger directly)")
-	asJSON := fs.Bool("json", false, "print JSON instead of a table")
+	asJSON := fs.Bool("json", false, "print JSON, with a top-level result field, instead of a table")
 	var kmsCA string
 	registerKMSCA(fs, &kmsCA)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
+	if *url == "" && *dataDir == "" {
+		*url = envKMS()
+	}
 	if (*url == "") == (*dataDir == "") {
-		return fmt.Errorf("%w: give exactly one of --url and --data", errUsage)
+		return fmt.Errorf("%w: give exactly one of --kms and --data (or set %s)", errUsage, envAddr)
 	}
 	var list httpapi.V1Keys
 	var err error
@@ -56,28 +59,18 @@ func cmdKeysList(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	if *asJSON {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(list)
+		return writeResultJSON(stdout, "ok", list)
 	}
 	printKeys(stdout, list)
 	return nil
 }
 
 func fetchKeys(base, kmsCA string) (httpapi.V1Keys, error) {
-	var list httpapi.V1Keys
 	client, err := kmsHTTPClient(base, kmsCA, 0) // getJSON's context bounds the request
 	if err != nil {
-		return list, err
+		return httpapi.V1Keys{}, err
 	}
-	body, err := getJSON(client, strings.TrimRight(base, "/")+"/v1/keys?all=true")
-	if err != nil {
-		return list, err
-	}
-	if err := json.Unmarshal(body, &list); err != nil {
-		return list, fmt.Errorf("GET /v1/keys: %w", err)
-	}
-	return list, nil
+	return fetchKeysWith(client, base)
 }
 
 // readKeys replays the ledger of a data directory read-only. Only public
@@ -113,20 +106,14 @@ func printKeys(w io.Writer, list httpapi.V1Keys) {
 
 func cmdKeysRotate(args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("keys rotate", stderr)
-	url := fs.String("url", "", "`URL` of a running tkms (default with --data: dev.json's kms_url)")
 	tokenFile := fs.String("token-file", "", "`file` holding the operator token (or set TKMS_OPERATOR_TOKEN); for a KMS without governance")
 	var g govFlags
 	g.register(fs, true)
-	fs.Lookup("kms").Usage = "same as --url"
+	registerURLAlias(fs, &g.kms)
 	reason := fs.String("reason", "", "with a member key: the `reason` recorded with the proposal")
+	asJSON := fs.Bool("json", false, "print JSON with a top-level result field: created (and the key) or pending (and the proposal)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
-	}
-	if *url != "" {
-		if g.kms != "" && g.kms != *url {
-			return fmt.Errorf("%w: give one of --url and --kms", errUsage)
-		}
-		g.kms = *url
 	}
 	base, err := g.kmsURL()
 	if err != nil {
@@ -138,7 +125,7 @@ func cmdKeysRotate(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	member := g.key != "" || g.signCommand != "" || (g.data != "" && *tokenFile == "")
+	member := g.key != "" || g.signCommand != "" || (g.data != "" && *tokenFile == "") || (os.Getenv(envMemberKey) != "" && *tokenFile == "")
 	devToken := ""
 	if member && g.key == "" && g.signCommand == "" {
 		// A tkms dev directory from before governance has no member:
@@ -196,9 +183,7 @@ func cmdKeysRotate(args []string, stdout, stderr io.Writer) error {
 		if err := json.Unmarshal(body, &st); err != nil {
 			return fmt.Errorf("POST /app/refresh: %w", err)
 		}
-		printStatus(stdout, st)
-		fmt.Fprintf(stdout, "no key yet: the rotation waits for more approvals: tkms gov vote --kms %s --key MEMBER.pem %s approve\n", base, st.ID)
-		return nil
+		return reportPendingRotation(client, stdout, base, g, st, *asJSON)
 	case resp.StatusCode != http.StatusOK:
 		return apiError("POST /app/refresh", resp, body)
 	}
@@ -209,6 +194,5 @@ func cmdKeysRotate(args []string, stdout, stderr io.Writer) error {
 	if err := json.Unmarshal(body, &item); err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "created key %s (id %d)\n", item.Kid, item.ID)
-	return nil
+	return reportRotation(client, stdout, base, item.Kid, item.ID, *asJSON)
 }

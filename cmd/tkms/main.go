@@ -97,7 +97,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "audit":
 		return cmdAudit(args[1:], stdout, stderr)
 	case "sidecar":
-		err = cmdSidecar(args[1:], stdout, stderr)
+		if err = cmdSidecar(args[1:], stdout, stderr); errors.Is(err, flag.ErrHelp) {
+			writeHelpFoot(stderr, "sidecar")
+		}
 	case "fetch":
 		err = cmdFetch(args[1:], stdout, stderr)
 	case "demo":
@@ -105,7 +107,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "bench":
 		err = cmdBench(args[1:], stdout, stderr)
 	case "version", "--version":
-		fmt.Fprintln(stdout, "tkms", version)
+		err = cmdVersion(args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 	default:
@@ -129,6 +131,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 func newFlagSet(name string, stderr io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet("tkms "+name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	setUsage(fs, name, stderr)
 	return fs
 }
 

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -149,4 +150,121 @@ func TestInitChecksBeforeWriting(t *testing.T) {
 			t.Errorf("a governed serve warns about the operator token:\n%s", s)
 		}
 	})
+}
+
+// decodeResult decodes a command's --json output and checks its top-level
+// result field.
+func decodeResult(t *testing.T, out, want string) map[string]any {
+	t.Helper()
+	var m map[string]any
+	if err := json.Unmarshal([]byte(out), &m); err != nil {
+		t.Fatalf("--json output is not a JSON object: %v\n%q", err, out)
+	}
+	if m["result"] != want {
+		t.Fatalf("--json result %v, want %q:\n%s", m["result"], want, out)
+	}
+	return m
+}
+
+// TestOperatorCLI drives a 2-of-3 governed service over TLS as an
+// operator does: --kms everywhere (--url still accepted), TKMS_ADDR,
+// TKMS_CACERT and TKMS_MEMBER_KEY as defaults, an unknown authority
+// answered with the hint to --kms-ca, complete vote hints, a vote that
+// shows the proposal and asks, id prefixes, propose --dry-run, and --json
+// with a result field.
+func TestOperatorCLI(t *testing.T) {
+	g := newGovService(t)
+	f := newTLSFixture(t)
+	cfgPath := filepath.Join(g.dir, "tkms.json")
+	writeJSONFile(t, cfgPath, map[string]any{"listen": "127.0.0.1:0", "data_dir": g.data, "tls_cert_file": f.certFile, "tls_key_file": f.keyFile})
+	p := startServe(t, cfgPath)
+	kms := "https://" + strings.TrimPrefix(p.URL, "http://")
+	env := []string{"TKMS_ADDR=" + kms, "TKMS_CACERT=" + f.caFile}
+
+	t.Run("unknown authority suggests --kms-ca", func(t *testing.T) {
+		_, errOut, code := runTkms(t, "gov", "list", "--kms", kms)
+		if code != 1 || !strings.Contains(errOut, "--kms-ca CA.pem") || !strings.Contains(errOut, "TKMS_CACERT") {
+			t.Errorf("exit %d, stderr %q; want the hint to --kms-ca", code, errOut)
+		}
+	})
+	t.Run("--url is an alias of --kms", func(t *testing.T) {
+		out := govCLI(t, "keys", "list", "--url", kms, "--kms-ca", f.caFile, "--json")
+		if keys := decodeResult(t, out, "ok")["keys"].([]any); len(keys) != 1 {
+			t.Errorf("keys list: %d keys, want 1", len(keys))
+		}
+	})
+
+	// A rotation proposed by A waits for a second approval; its hint is
+	// complete and says when the key would be published.
+	out := govCLI(t, "keys", "rotate", "--kms", kms, "--kms-ca", f.caFile, "--key", g.a.key, "--reason", "drill")
+	for _, want := range []string{"approvals 1/2", "tkms gov vote --kms " + kms + " --kms-ca " + f.caFile + " --key MEMBER.pem", "published to clients"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("keys rotate printed no %q:\n%s", want, out)
+		}
+	}
+	id := proposalID(t, out)
+
+	t.Run("dry run submits nothing", func(t *testing.T) {
+		actions := filepath.Join(g.dir, "rotate.json")
+		writeJSONFile(t, actions, map[string]any{"name": "rotate_key_now", "args": map[string]any{}})
+		out, errOut, code := runTkmsIn(t, "", append(env, "TKMS_MEMBER_KEY="+g.c.key), "gov", "propose", "--dry-run", "--json", actions)
+		if code != 0 {
+			t.Fatalf("propose --dry-run: exit %d: %s", code, errOut)
+		}
+		decodeResult(t, out, "dry_run")
+		out, _, _ = runTkmsIn(t, "", env, "gov", "list", "--json")
+		if n := len(decodeResult(t, out, "ok")["proposals"].([]any)); n != 1 {
+			t.Errorf("%d proposals after a dry run, want 1", n)
+		}
+	})
+
+	// B votes with the environment's defaults and a prefix of the id: the
+	// vote shows the proposal and asks first.
+	bEnv := append(env, "TKMS_MEMBER_KEY="+g.b.key)
+	out, errOut, code := runTkmsIn(t, "n\n", bEnv, "gov", "vote", id[:10], "approve")
+	if code != 1 || !strings.Contains(errOut, "not confirmed") || !strings.Contains(out, "rotate_key_now") || !strings.Contains(out, "approve proposal "+id+"?") {
+		t.Fatalf("a declined vote: exit %d\nstdout:\n%s\nstderr:\n%s", code, out, errOut)
+	}
+	out, errOut, code = runTkmsIn(t, "y\n", bEnv, "gov", "vote", "--json", id[:10], "approve")
+	if code != 0 {
+		t.Fatalf("a confirmed vote: exit %d: %s", code, errOut)
+	}
+	decodeResult(t, out, "accepted")
+	out = govCLI(t, "keys", "list", "--kms", kms, "--kms-ca", f.caFile)
+	if strings.Count(out, "\n") != 3 {
+		t.Errorf("after the accepted rotation, keys list shows:\n%s\nwant 2 keys", out)
+	}
+	t.Run("show by prefix", func(t *testing.T) {
+		out, errOut, code := runTkmsIn(t, "", env, "gov", "show", id[:6])
+		if code != 0 || !strings.Contains(out, "state accepted") {
+			t.Errorf("gov show by prefix: exit %d\n%s%s", code, out, errOut)
+		}
+		if _, errOut, code := runTkmsIn(t, "", env, "gov", "show", "zz"); code != 2 || !strings.Contains(errOut, "unique prefix") {
+			t.Errorf("gov show zz: exit %d, %q", code, errOut)
+		}
+	})
+}
+
+// TestHelpEveryCommand: every command's -h has its usage, a description,
+// an example and its exit codes, and exits 0.
+func TestHelpEveryCommand(t *testing.T) {
+	for _, name := range helpNames() {
+		args := append(strings.Fields(name), "-h")
+		_, errOut, code := runTkms(t, args...)
+		errOut = strings.ToLower(errOut)
+		for _, want := range []string{"usage", "example:\n  tkms", "exit codes: 0"} {
+			if code != 0 || !strings.Contains(errOut, want) {
+				t.Errorf("tkms %s -h: exit %d, no %q in:\n%s", name, code, want, errOut)
+			}
+		}
+	}
+}
+
+// TestVersion: tkms version reports the Go version of the build, and
+// --json a result field.
+func TestVersion(t *testing.T) {
+	out := govCLI(t, "version", "--json")
+	if m := decodeResult(t, out, "ok"); !strings.HasPrefix(m["go"].(string), "go1.") || m["version"] == "" {
+		t.Errorf("tkms version --json: %s", out)
+	}
 }
