@@ -88,6 +88,10 @@ type Config struct {
 	// only: anyone with the data directory can forge evidence. Every
 	// release under it is marked simulated in the ledger.
 	InsecureSimulatedTEE bool `json:"insecure_simulated_tee"`
+	// MetricsListen, if set, is the address (host:port) that serves
+	// GET /metrics, in plain HTTP, instead of the API's address: keep it
+	// on a private network for the scraper.
+	MetricsListen string `json:"metrics_listen"`
 	// Limits is admission control: rate limits, the verification pool,
 	// trusted proxies and body caps (limits.go; unset: the defaults).
 	Limits *LimitsConfig `json:"limits"`
@@ -152,6 +156,11 @@ func (c *Config) Validate() error {
 	}
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
 		errs = append(errs, fmt.Errorf("listen %q: %w", c.Listen, err))
+	}
+	if c.MetricsListen != "" {
+		if _, _, err := net.SplitHostPort(c.MetricsListen); err != nil {
+			errs = append(errs, fmt.Errorf("metrics_listen %q: %w", c.MetricsListen, err))
+		}
 	}
 	errs = append(errs, c.validateTLS(time.Now())...)
 	if c.LogOrigin != "" {

@@ -6,9 +6,12 @@ import (
 	"encoding/json"
 	"os"
 	"os/exec"
+	"net/http"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
+	"time"
 )
 
 // runTkmsIn runs a short tkms command with stdin and extra environment
@@ -176,9 +179,10 @@ func TestOperatorCLI(t *testing.T) {
 	g := newGovService(t)
 	f := newTLSFixture(t)
 	cfgPath := filepath.Join(g.dir, "tkms.json")
-	writeJSONFile(t, cfgPath, map[string]any{"listen": "127.0.0.1:0", "data_dir": g.data, "tls_cert_file": f.certFile, "tls_key_file": f.keyFile})
+	writeJSONFile(t, cfgPath, map[string]any{"listen": "127.0.0.1:0", "data_dir": g.data, "tls_cert_file": f.certFile, "tls_key_file": f.keyFile, "metrics_listen": "127.0.0.1:0"})
 	p := startServe(t, cfgPath)
 	kms := "https://" + strings.TrimPrefix(p.URL, "http://")
+	metricsURL := "http://" + p.waitOutput(p.stderr, regexp.MustCompile(`"msg":"metrics listening","addr":"([^"]+)"`))[1] + "/metrics"
 	env := []string{"TKMS_ADDR=" + kms, "TKMS_CACERT=" + f.caFile}
 
 	t.Run("unknown authority suggests --kms-ca", func(t *testing.T) {
@@ -203,6 +207,27 @@ func TestOperatorCLI(t *testing.T) {
 		}
 	}
 	id := proposalID(t, out)
+
+	t.Run("metrics_listen", func(t *testing.T) {
+		resp, body := do(t, http.MethodGet, metricsURL, nil)
+		for _, want := range []string{"\ntkms_proposals_open 1\n", "\ntkms_tls_cert_not_after_seconds ", "\ntkms_build_info{", "\ngo_goroutines ", `tkms_keys{phase="published"} 1`} {
+			if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), want) {
+				t.Errorf("GET %s: %s, no %q", metricsURL, resp.Status, want)
+			}
+		}
+		hc, err := kmsHTTPClient(kms, f.caFile, time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err := hc.Get(kms + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.Body.Close()
+		if r.StatusCode != http.StatusNotFound {
+			t.Errorf("GET /metrics on the API's address with metrics_listen: %s, want 404", r.Status)
+		}
+	})
 
 	t.Run("dry run submits nothing", func(t *testing.T) {
 		actions := filepath.Join(g.dir, "rotate.json")

@@ -134,8 +134,17 @@ func runServer(ctx context.Context, cfg *Config, sealer seal.Sealer, operatorTok
 			return err
 		}
 	}
-	var h http.Handler = httpapi.New(svc, httpapi.Options{OperatorToken: operatorToken, Logger: log, Release: rel,
-		Bodies: adm.bodies, PerAddress: adm.perAddress, TrustedProxies: adm.trustedProxies})
+	api := httpapi.New(svc, httpapi.Options{OperatorToken: operatorToken, Logger: log, Release: rel,
+		Bodies: adm.bodies, PerAddress: adm.perAddress, TrustedProxies: adm.trustedProxies,
+		Version: readBuildVersion().Version, Collectors: tlsExpiryCollector(tlsConf), MetricsElsewhere: cfg.MetricsListen != ""})
+	if cfg.MetricsListen != "" {
+		stopMetrics, err := serveMetrics(cfg.MetricsListen, api.MetricsHandler(), log)
+		if err != nil {
+			return fmt.Errorf("metrics_listen: %w", err)
+		}
+		defer stopMetrics()
+	}
+	var h http.Handler = api
 	if apiHandlerWrap != nil {
 		h = apiHandlerWrap(h)
 	}
