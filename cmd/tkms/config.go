@@ -92,6 +92,10 @@ type Config struct {
 	// GET /metrics, in plain HTTP, instead of the API's address: keep it
 	// on a private network for the scraper.
 	MetricsListen string `json:"metrics_listen"`
+	// BackupDir, if set, is where serve writes a backup of the ledger and
+	// the keyring when it receives SIGUSR1 (docs/operations.md "Backup
+	// and restore"): a new directory tkms-<time>-<seq> each time.
+	BackupDir string `json:"backup_dir"`
 	// Limits is admission control: rate limits, the verification pool,
 	// trusted proxies and body caps (limits.go; unset: the defaults).
 	Limits *LimitsConfig `json:"limits"`

@@ -66,6 +66,7 @@ func cmdServe(args []string, stdout, stderr io.Writer) error {
 	defer stop()
 	return runServer(ctx, cfg, sealer, token, log, nil, func(svc *kms.Service) error {
 		warnUngoverned(svc, token, log)
+		go backupOnSignal(ctx, svc, cfg.BackupDir, log)
 		return nil
 	})
 }
