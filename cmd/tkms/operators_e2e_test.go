@@ -293,3 +293,40 @@ func TestVersion(t *testing.T) {
 		t.Errorf("tkms version --json: %s", out)
 	}
 }
+
+// TestReadmeInstallsFirst: the README installs the command (go install
+// ./cmd/tkms) before its first bare tkms command line.
+func TestReadmeInstallsFirst(t *testing.T) {
+	install, bare := -1, -1
+	inBlock := false
+	for i, line := range strings.Split(string(readFile(t, "../../README.md")), "\n") {
+		switch {
+		case strings.HasPrefix(line, "```"):
+			inBlock = !inBlock
+		case inBlock && install < 0 && strings.HasPrefix(line, "go install ./cmd/tkms"):
+			install = i
+		case inBlock && bare < 0 && (strings.HasPrefix(line, "tkms ") || strings.Contains(line, "$(tkms ")):
+			bare = i
+		}
+	}
+	if install < 0 || bare < 0 || install > bare {
+		t.Errorf("README: go install ./cmd/tkms on line %d, the first bare tkms command on line %d", install+1, bare+1)
+	}
+}
+
+// TestLicenseAndChangelog: the repository carries the Apache-2.0 licence
+// and a changelog whose unreleased section tells users what changed.
+func TestLicenseAndChangelog(t *testing.T) {
+	lic := string(readFile(t, "../../LICENSE"))
+	for _, want := range []string{"Apache License", "Version 2.0, January 2004", "END OF TERMS AND CONDITIONS"} {
+		if !strings.Contains(lic, want) {
+			t.Errorf("LICENSE lacks %q", want)
+		}
+	}
+	cl := string(readFile(t, "../../CHANGELOG.md"))
+	for _, want := range []string{"## Unreleased", "--allow-ungoverned", "tkms gov vote", "TKMS_ADDR", "/readyz", "backup_dir"} {
+		if !strings.Contains(cl, want) {
+			t.Errorf("CHANGELOG.md does not mention %q", want)
+		}
+	}
+}
