@@ -255,3 +255,67 @@ func TestBackupRestore(t *testing.T) {
 }
 
 func itoa(n int) string { b, _ := json.Marshal(n); return string(b) }
+
+// TestAzureTemplate: the ARM template for confidential container groups is
+// valid JSON that runs the image of the Dockerfile with the CCE policy of
+// a parameter (the placeholders of its README's steps), probes /livez and
+// /readyz, and its parameters file fills every required parameter.
+func TestAzureTemplate(t *testing.T) {
+	var tpl struct {
+		Schema     string `json:"$schema"`
+		Parameters map[string]struct {
+			Type         string `json:"type"`
+			DefaultValue any    `json:"defaultValue"`
+		} `json:"parameters"`
+		Resources []json.RawMessage `json:"resources"`
+	}
+	raw := readFile(t, "../../deploy/azure/tkms-aci.json")
+	if err := json.Unmarshal(raw, &tpl); err != nil {
+		t.Fatalf("tkms-aci.json is not valid JSON: %v", err)
+	}
+	if !strings.Contains(tpl.Schema, "deploymentTemplate.json") || len(tpl.Resources) != 1 {
+		t.Fatalf("not an ARM deployment template with one resource: %s", tpl.Schema)
+	}
+	if img, _ := tpl.Parameters["image"].DefaultValue.(string); !strings.HasPrefix(img, "ghcr.io/tkms-dev/tkms") {
+		t.Errorf("the image parameter's default %q does not name the tkms image", img)
+	}
+	if p, _ := tpl.Parameters["ccePolicy"].DefaultValue.(string); p != "<CCE_POLICY_BASE64>" {
+		t.Errorf("the ccePolicy parameter's placeholder is %q", p)
+	}
+	res := string(tpl.Resources[0])
+	for _, want := range []string{`"Microsoft.ContainerInstance/containerGroups"`, `"sku": "Confidential"`,
+		`"ccePolicy": "[parameters('ccePolicy')]"`, `"image": "[parameters('image')]"`,
+		`"/etc/tkms/tkms.json"`, `"path": "/livez"`, `"path": "/readyz"`, `"mountPath": "/var/lib/tkms"`} {
+		if !strings.Contains(res, want) {
+			t.Errorf("the container group lacks %s", want)
+		}
+	}
+	// Every parameter the resource uses is declared.
+	for _, m := range regexp.MustCompile(`parameters\('([A-Za-z]+)'\)`).FindAllStringSubmatch(string(raw), -1) {
+		if _, ok := tpl.Parameters[m[1]]; !ok {
+			t.Errorf("the template uses the undeclared parameter %s", m[1])
+		}
+	}
+	var params struct {
+		Parameters map[string]struct{ Value any } `json:"parameters"`
+	}
+	if err := json.Unmarshal(readFile(t, "../../deploy/azure/tkms-aci.parameters.json"), &params); err != nil {
+		t.Fatalf("tkms-aci.parameters.json is not valid JSON: %v", err)
+	}
+	for name, p := range tpl.Parameters {
+		if _, ok := params.Parameters[name]; !ok && p.DefaultValue == nil {
+			t.Errorf("the parameters file gives no value for the required parameter %s", name)
+		}
+	}
+	for name := range params.Parameters {
+		if _, ok := tpl.Parameters[name]; !ok {
+			t.Errorf("the parameters file sets %s, which the template does not declare", name)
+		}
+	}
+	doc := string(readFile(t, "../../deploy/azure/README.md"))
+	for _, want := range []string{"az confcom acipolicygen", "sha256sum", "host_data", "ccePolicy="} {
+		if !strings.Contains(doc, want) {
+			t.Errorf("deploy/azure/README.md does not say %q", want)
+		}
+	}
+}
