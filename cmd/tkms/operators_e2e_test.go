@@ -30,7 +30,11 @@ func runTkmsIn(t testing.TB, stdin string, env []string, args ...string) (stdout
 	if ctx.Err() != nil {
 		t.Fatalf("tkms %s: still running after %v", strings.Join(args, " "), exitDeadline)
 	}
-	return o.String(), e.String(), exitCode(err)
+	code = exitCode(err)
+	if code == -2 {
+		t.Fatalf("tkms %s: %v", strings.Join(args, " "), err)
+	}
+	return o.String(), e.String(), code
 }
 
 // govService is a service created by tkms init for three members under
