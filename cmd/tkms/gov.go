@@ -18,8 +18,8 @@ import (
 )
 
 const govUsage = `usage:
-  tkms gov propose [--kms URL] (--key FILE | --sign-command "CMD ARGS" --public-key FILE) [--data DIR] [--compat] ACTIONS.json
-  tkms gov vote    [--kms URL] (--key FILE | --sign-command ...) [--data DIR] ID approve|reject
+  tkms gov propose [--kms URL] (--key FILE | --sign-command "CMD ARGS" --public-key FILE) [--data DIR] [--dry-run] [--compat] [--json] ACTIONS.json
+  tkms gov vote    [--kms URL] (--key FILE | --sign-command ...) [--data DIR] [--yes] [--json] ID approve|reject
   tkms gov withdraw [--kms URL] (--key FILE | --sign-command ...) [--data DIR] ID
   tkms gov list    [--kms URL] [--data DIR] [--json]
   tkms gov show    [--kms URL] [--data DIR] [--json] ID
@@ -29,6 +29,9 @@ their own (docs/governance.md). ACTIONS.json holds {"actions":[...]} or one
 action {"name":"...","args":{...}}. With --data DIR (a tkms dev directory),
 --kms and --key default to its dev.json's kms_url and member_key.
 --kms-ca FILE trusts the CA certificates in FILE for an https:// KMS.
+TKMS_ADDR, TKMS_CACERT and TKMS_MEMBER_KEY give --kms, --kms-ca and --key
+when neither they nor --data are given. An ID may be a unique prefix.
+gov vote shows the proposal and asks before signing, unless --yes.
 `
 
 func cmdGov(args []string, stdout, stderr io.Writer) error {

@@ -78,7 +78,7 @@ func fetchKeys(base, kmsCA string) (httpapi.V1Keys, error) {
 func readKeys(dir string) (httpapi.V1Keys, error) {
 	s, err := store.Open(dir, store.Options{ReadOnly: true})
 	if errors.Is(err, store.ErrInUse) {
-		return httpapi.V1Keys{}, fmt.Errorf("%w; while it runs, use --url", err)
+		return httpapi.V1Keys{}, fmt.Errorf("%w; while it runs, use --kms URL", err)
 	}
 	if err != nil {
 		return httpapi.V1Keys{}, err

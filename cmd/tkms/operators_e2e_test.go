@@ -23,7 +23,9 @@ func runTkmsIn(t testing.TB, stdin string, env []string, args ...string) (stdout
 	cmd := exec.CommandContext(ctx, tkmsBin, args...)
 	cmd.Dir = t.TempDir()
 	cmd.Env = append(tkmsEnv(), env...)
-	cmd.Stdin = strings.NewReader(stdin)
+	if stdin != "" {
+		cmd.Stdin = strings.NewReader(stdin)
+	}
 	var o, e bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &o, &e
 	err := cmd.Run()
