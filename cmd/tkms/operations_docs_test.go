@@ -186,6 +186,19 @@ func TestBackupRestore(t *testing.T) {
 	work := t.TempDir()
 	govCLI(t, "audit", "--kms", p.URL, "--log-key", string(bytes.TrimSpace(logKey)), "--state", filepath.Join(work, "audit.json"))
 
+	// A rotation the constitution accepts at once says when its key is
+	// published and until when it is released.
+	out := govCLI(t, "keys", "rotate", "--kms", p.URL, "--key", g.a.key)
+	for _, want := range []string{"created key ", "released to attested services from now until ", "published to clients (the primary key) from "} {
+		if !strings.Contains(out, want) {
+			t.Errorf("keys rotate printed no %q:\n%s", want, out)
+		}
+	}
+	key := decodeResult(t, govCLI(t, "keys", "rotate", "--kms", p.URL, "--key", g.a.key, "--reason", "second", "--json"), "created")["key"].(map[string]any)
+	if key["release_until"] == nil || key["not_before"] == nil {
+		t.Errorf("keys rotate --json: %v", key)
+	}
+
 	// The load: member A's rotations, accepted at once, until stopped.
 	var rotations atomic.Int64
 	stop := make(chan struct{})
@@ -221,7 +234,7 @@ func TestBackupRestore(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	restored := filepath.Join(work, "restored")
-	out := runDocScript(t, work, docBlock(t, operationsDoc, "### Back up, then restore elsewhere"),
+	out = runDocScript(t, work, docBlock(t, operationsDoc, "### Back up, then restore elsewhere"),
 		"TKMS_PID="+itoa(p.cmd.Process.Pid), "BACKUP_DIR="+backups, "MASTER_KEY="+filepath.Join(g.data, "master.key"), "RESTORE_DIR="+restored)
 	n := rotations.Load()
 	for rotations.Load() < n+3 { // the load went on after the backup

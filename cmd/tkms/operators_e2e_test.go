@@ -143,7 +143,10 @@ func TestInitChecksBeforeWriting(t *testing.T) {
 		if err := os.Mkdir(d, 0o700); err != nil {
 			t.Fatal(err)
 		}
-		govCLI(t, "init", "--members", g.membersFile, "--data", d)
+		out := govCLI(t, "init", "--members", g.membersFile, "--data", d, "--json")
+		if m := decodeResult(t, out, "created"); m["new_master_key"] != true || len(m["members"].([]any)) != 3 {
+			t.Errorf("init --json: %s", out)
+		}
 		for _, name := range []string{"master.key", "ledger.db"} {
 			if _, err := os.Stat(filepath.Join(d, name)); err != nil {
 				t.Error(err)
