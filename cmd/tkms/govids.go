@@ -102,3 +102,29 @@ func reportDryRun(w io.Writer, actions []gov.Action, asJSON bool) error {
 	fmt.Fprintln(w, "dry run: nothing was signed or submitted")
 	return nil
 }
+
+// resolveKid returns the kid of the KMS at base that kid names: the kid
+// itself if a key has it, else the one kid it is a prefix of. With no
+// match it returns kid unchanged, for the KMS to answer KEY_NOT_FOUND.
+func resolveKid(hc *http.Client, base, kid string) (string, error) {
+	list, err := fetchKeysWith(hc, base)
+	if err != nil {
+		return "", err
+	}
+	var found []string
+	for _, k := range list.Keys {
+		if k.Kid == kid {
+			return kid, nil
+		}
+		if strings.HasPrefix(k.Kid, kid) {
+			found = append(found, k.Kid)
+		}
+	}
+	if len(found) > 1 {
+		return "", fmt.Errorf("%d keys have a kid that starts with %s: give more of it (%s)", len(found), kid, strings.Join(found, ", "))
+	}
+	if len(found) == 1 {
+		return found[0], nil
+	}
+	return kid, nil
+}
