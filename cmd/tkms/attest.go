@@ -30,6 +30,9 @@ func cmdAttest(args []string, stdout, stderr io.Writer) error {
 		return cmdAttestSimulate(args[1:], stdout, stderr)
 	case "inspect":
 		return cmdAttestInspect(args[1:], stdout, stderr)
+	case "-h", "--help", "help":
+		writeGroupHelp(stdout, "attest")
+		return nil
 	}
 	return fmt.Errorf("%w: unknown subcommand %q; want simulate or inspect", errUsage, args[0])
 }

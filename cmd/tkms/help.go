@@ -145,6 +145,17 @@ func helpNames() []string {
 	return names
 }
 
+// writeGroupHelp lists the subcommands of group (keys, attest) with their
+// usage and description.
+func writeGroupHelp(w io.Writer, group string) {
+	for _, name := range helpNames() {
+		if strings.HasPrefix(name, group+" ") {
+			fmt.Fprintf(w, "%s\n    %s\n", helps[name].usage, wrapText(helps[name].description, 72))
+		}
+	}
+	fmt.Fprintf(w, "\nRun 'tkms %s SUBCOMMAND -h' for its flags, an example and its exit codes.\n", group)
+}
+
 // writeHelpHead writes a command's usage and description.
 func writeHelpHead(w io.Writer, name string) {
 	h, ok := helps[name]

@@ -27,6 +27,9 @@ func cmdKeys(args []string, stdout, stderr io.Writer) error {
 		return cmdKeysList(args[1:], stdout, stderr)
 	case "rotate":
 		return cmdKeysRotate(args[1:], stdout, stderr)
+	case "-h", "--help", "help":
+		writeGroupHelp(stdout, "keys")
+		return nil
 	}
 	return fmt.Errorf("%w: unknown subcommand %q; want list or rotate", errUsage, args[0])
 }

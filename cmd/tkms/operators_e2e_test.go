@@ -294,6 +294,18 @@ func TestHelpEveryCommand(t *testing.T) {
 	}
 }
 
+// TestGroupHelp: the commands with subcommands list them on -h.
+func TestGroupHelp(t *testing.T) {
+	for group, subs := range map[string][]string{"keys": {"tkms keys list", "tkms keys rotate"}, "attest": {"tkms attest simulate", "tkms attest inspect"}, "gov": {"tkms gov propose", "tkms gov vote"}} {
+		out, _, code := runTkms(t, group, "-h")
+		for _, want := range subs {
+			if code != 0 || !strings.Contains(out, want) {
+				t.Errorf("tkms %s -h: exit %d, no %q in:\n%s", group, code, want, out)
+			}
+		}
+	}
+}
+
 // TestVersion: tkms version reports the Go version of the build, and
 // --json a result field.
 func TestVersion(t *testing.T) {
