@@ -77,19 +77,23 @@ func checkInitPolicies(p initPolicies) error {
 }
 
 // buildDataDir creates the data directory dir through build, which writes
-// it in a new temporary directory beside dir, with the sealer of
-// masterKeyFile. Only once build succeeds does the result take dir's place
-// (a rename, or one per entry if dir exists already): a failed init leaves
-// nothing behind, and can be rerun. A master key file inside dir is
+// it in a new temporary directory, with the sealer of masterKeyFile: beside
+// dir, or inside it if dir exists (a mount point, say, on a file system of
+// its own). Only once build succeeds does the result take dir's place (a
+// rename, or one per entry if dir exists): a failed init leaves nothing
+// behind, and can be rerun. A master key file inside dir is
 // created in the temporary directory unless it exists; one outside is
 // created in place, and removed again if build fails. created says whether
 // the master key is new.
 func buildDataDir(dir, masterKeyFile string, build func(tmp string, sealer seal.Sealer) error) (created bool, err error) {
-	parent := filepath.Dir(dir)
+	parent, prefix := filepath.Dir(dir), "."+filepath.Base(dir)+".init-"
+	if fi, err := os.Stat(dir); err == nil && fi.IsDir() {
+		parent, prefix = dir, ".init-"
+	}
 	if err := os.MkdirAll(parent, 0o700); err != nil {
 		return false, err
 	}
-	tmp, err := os.MkdirTemp(parent, "."+filepath.Base(dir)+".init-")
+	tmp, err := os.MkdirTemp(parent, prefix)
 	if err != nil {
 		return false, err
 	}
@@ -140,7 +144,7 @@ func installDir(tmp, dir string) error {
 	}
 	for _, e := range ents {
 		if _, err := os.Lstat(filepath.Join(dir, e.Name())); err == nil {
-			return fmt.Errorf("%s already holds %s: tkms init writes only into a new or empty data directory", dir, e.Name())
+			return fmt.Errorf("%s already holds %s: tkms init does not replace what a data directory holds", dir, e.Name())
 		}
 	}
 	for _, e := range ents {

@@ -152,6 +152,9 @@ func TestInitChecksBeforeWriting(t *testing.T) {
 				t.Error(err)
 			}
 		}
+		if ents, _ := os.ReadDir(d); len(ents) != 2 {
+			t.Errorf("init left %v in the data directory", ents)
+		}
 	})
 	t.Run("governed serve", func(t *testing.T) {
 		cfgPath := filepath.Join(dir, "tkms.json")
