@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"runtime/debug"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -100,8 +101,27 @@ func (s *Server) observe(r *http.Request, sw *statusWriter, start time.Time) {
 	if code == 0 {
 		code = http.StatusOK
 	}
-	s.latency.WithLabelValues(route, strconv.Itoa(code)).Observe(time.Since(start).Seconds())
+	s.latency.WithLabelValues(route, statusText(code)).Observe(time.Since(start).Seconds())
 }
+
+// statusTexts are the status codes as label values, made once: the hot
+// path formats none.
+var statusTexts = func() (t [600]string) {
+	for i := 100; i < len(t); i++ {
+		t[i] = strconv.Itoa(i)
+	}
+	return t
+}()
+
+func statusText(code int) string {
+	if code >= 100 && code < len(statusTexts) {
+		return statusTexts[code]
+	}
+	return strconv.Itoa(code)
+}
+
+// statusWriters recycles the status recorders of requests.
+var statusWriters = sync.Pool{New: func() any { return new(statusWriter) }}
 
 // promHandlerFor serves reg; a failed collection is an error response,
 // never a partial page.

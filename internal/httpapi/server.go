@@ -183,8 +183,13 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		n, _ := s.bodyCap(r)
 		r.Body = http.MaxBytesReader(w, r.Body, n)
 	}
-	sw := &statusWriter{ResponseWriter: w}
-	defer s.observe(r, sw, time.Now())
+	sw := statusWriters.Get().(*statusWriter)
+	*sw = statusWriter{ResponseWriter: w}
+	defer func(start time.Time) {
+		s.observe(r, sw, start)
+		*sw = statusWriter{}
+		statusWriters.Put(sw)
+	}(time.Now())
 	w = sw
 	if costly(r) && !s.admitAddress(w, r) {
 		return
