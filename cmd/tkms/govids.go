@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tkms-dev/tkms/api"
 	"github.com/tkms-dev/tkms/internal/gov"
 )
 
@@ -31,9 +32,7 @@ func resolveProposalID(hc *http.Client, base, id string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	var list struct {
-		Proposals []govProposal `json:"proposals"`
-	}
+	var list api.GovProposals
 	if err := json.Unmarshal(raw, &list); err != nil {
 		return "", fmt.Errorf("GET /v1/gov/proposals: %w", err)
 	}
@@ -63,15 +62,15 @@ func confirmBallot(hc *http.Client, w io.Writer, base, id, vote string) error {
 	if err != nil {
 		return err
 	}
-	var p govProposal
+	var p api.GovProposal
 	if err := json.Unmarshal(raw, &p); err != nil {
 		return fmt.Errorf("GET /v1/gov/proposals/%s: %w", id, err)
 	}
-	printStatus(w, p.govStatus)
+	printStatus(w, api.GovResult{ID: p.ID, State: p.State, Approvals: p.Approvals, Rejections: p.Rejections, Needed: p.Needed})
 	fmt.Fprintf(w, "proposer %s, created %s\n", p.Proposer, time.Unix(p.CreatedAt, 0).UTC().Format(time.RFC3339))
 	actions := make([]gov.Action, len(p.Actions))
 	for i, a := range p.Actions {
-		actions[i] = a.Action
+		actions[i] = gov.Action{Name: a.Name, Args: a.Args}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()

@@ -8,7 +8,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/tkms-dev/tkms/internal/httpapi"
+	"github.com/tkms-dev/tkms/api"
 	"github.com/tkms-dev/tkms/internal/state"
 )
 
@@ -20,7 +20,7 @@ func reportRotation(hc *http.Client, w io.Writer, base, kid string, id int, asJS
 	if err != nil {
 		return fmt.Errorf("created key %s (id %d), but reading its times failed: %w", kid, id, err)
 	}
-	var key *httpapi.V1Key
+	var key *api.V1Key
 	for i := range list.Keys {
 		if list.Keys[i].Kid == kid {
 			key = &list.Keys[i]
@@ -31,7 +31,7 @@ func reportRotation(hc *http.Client, w io.Writer, base, kid string, id int, asJS
 	}
 	if asJSON {
 		return writeResultJSON(w, "created", struct {
-			Key httpapi.V1Key `json:"key"`
+			Key api.V1Key `json:"key"`
 		}{*key})
 	}
 	f := func(t time.Time) string { return t.UTC().Format(time.RFC3339) }
@@ -43,7 +43,7 @@ func reportRotation(hc *http.Client, w io.Writer, base, kid string, id int, asJS
 
 // reportPendingRotation says that a rotation waits for approvals, how other
 // members approve it, and when its key would be published.
-func reportPendingRotation(hc *http.Client, w io.Writer, base string, g govFlags, st govStatus, asJSON bool) error {
+func reportPendingRotation(hc *http.Client, w io.Writer, base string, g govFlags, st api.GovResult, asJSON bool) error {
 	var pol state.RotationPolicy
 	raw, err := getJSON(hc, base+"/app/keyRotationPolicy")
 	if err == nil {
@@ -55,9 +55,9 @@ func reportPendingRotation(hc *http.Client, w io.Writer, base string, g govFlags
 	delay := time.Duration(pol.PublishDelay)
 	if asJSON {
 		return writeResultJSON(w, "pending", struct {
-			Proposal     govStatus `json:"proposal"`
-			PublishDelay int64     `json:"publish_delay_seconds"`
-			Vote         string    `json:"vote_command"`
+			Proposal     api.GovResult `json:"proposal"`
+			PublishDelay int64         `json:"publish_delay_seconds"`
+			Vote         string        `json:"vote_command"`
 		}{st, int64(delay / time.Second), g.voteHint(base, st.ID)})
 	}
 	printStatus(w, st)
@@ -67,8 +67,8 @@ func reportPendingRotation(hc *http.Client, w io.Writer, base string, g govFlags
 }
 
 // fetchKeysWith reads every key of the KMS at base with hc.
-func fetchKeysWith(hc *http.Client, base string) (httpapi.V1Keys, error) {
-	var list httpapi.V1Keys
+func fetchKeysWith(hc *http.Client, base string) (api.V1Keys, error) {
+	var list api.V1Keys
 	body, err := getJSON(hc, strings.TrimRight(base, "/")+"/v1/keys?all=true")
 	if err != nil {
 		return list, err
