@@ -199,15 +199,18 @@ func TestBackupRestore(t *testing.T) {
 		t.Errorf("keys rotate --json: %v", key)
 	}
 
-	// The load: member A's rotations, accepted at once, until stopped.
+	// The load: member A's rotations, accepted at once, until stopped or
+	// 60 are done (forced rotations may hold at most about 80 key ids).
+	const most = 60
 	var rotations atomic.Int64
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
+	loadDone := make(chan struct{})
 	for range 2 {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for {
+			for rotations.Load() < most {
 				select {
 				case <-stop:
 					return
@@ -230,18 +233,24 @@ func TestBackupRestore(t *testing.T) {
 			}
 		}()
 	}
-	for rotations.Load() < 3 {
-		time.Sleep(10 * time.Millisecond)
+	go func() { wg.Wait(); close(loadDone) }()
+	// waitRotations waits until n rotations are done or the load ended.
+	waitRotations := func(n int64) {
+		for rotations.Load() < n {
+			select {
+			case <-loadDone:
+				return
+			case <-time.After(10 * time.Millisecond):
+			}
+		}
 	}
+	waitRotations(3)
 	restored := filepath.Join(work, "restored")
 	out = runDocScript(t, work, docBlock(t, operationsDoc, "### Back up, then restore elsewhere"),
 		"TKMS_PID="+itoa(p.cmd.Process.Pid), "BACKUP_DIR="+backups, "MASTER_KEY="+filepath.Join(g.data, "master.key"), "RESTORE_DIR="+restored)
-	n := rotations.Load()
-	for rotations.Load() < n+3 { // the load went on after the backup
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitRotations(rotations.Load() + 3) // the load goes on after the backup
 	close(stop)
-	wg.Wait()
+	<-loadDone
 	var info struct{ Seq uint64 }
 	if err := json.Unmarshal([]byte(out), &info); err != nil || info.Seq < 4 {
 		t.Fatalf("the backup block printed %q, want backup.json with seq", out)

@@ -3,6 +3,7 @@ package kms
 import (
 	"bytes"
 	"context"
+	"errors"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -16,22 +17,35 @@ func TestBackupUnderRotations(t *testing.T) {
 	f := newFixture(t)
 	f.at(0)
 	var wg sync.WaitGroup
-	stop := make(chan struct{})
+	stop, first := make(chan struct{}), make(chan struct{})
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		for {
+		defer func() {
+			select {
+			case <-first:
+			default:
+				close(first)
+			}
+		}()
+		for n := 0; ; n++ {
+			if n == 1 {
+				close(first)
+			}
 			select {
 			case <-stop:
 				return
 			default:
 			}
-			if _, err := f.svc.Rotate(context.Background(), "refresh"); err != nil {
+			if _, err := f.svc.Rotate(context.Background(), "refresh"); errors.Is(err, ErrKeyLimit) {
+				return // every id is taken: the backups race no more rotations
+			} else if err != nil {
 				t.Error(err)
 				return
 			}
 		}
 	}()
+	<-first // a rotation is done; more race the backups
 	dir := filepath.Join(t.TempDir(), "b1")
 	var info BackupInfo
 	var err error
