@@ -32,6 +32,9 @@ func cmdAttest(args []string, stdout, stderr io.Writer) error {
 		return cmdAttestSimulate(args[1:], stdout, stderr)
 	case "inspect":
 		return cmdAttestInspect(args[1:], stdout, stderr)
+	case "-h", "--help", "help":
+		writeGroupHelp(stdout, "attest")
+		return nil
 	}
 	return fmt.Errorf("%w: unknown subcommand %q; want simulate or inspect", errUsage, args[0])
 }
@@ -152,6 +155,7 @@ func cmdAttestInspect(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintln(stderr, "or {\"type\":\"tdx\",\"quote\":...}; or a bare Intel TDX quote file (binary, as configfs-tsm's outblob holds it);")
 		fmt.Fprintln(stderr, "or an Azure Attestation token (a JWT, bare or {\"type\":\"maa\",\"token\":...}), verified with --maa-jwks.")
 		fs.PrintDefaults()
+		writeHelpFoot(stderr, "attest inspect")
 	}
 	files, err := parseInterspersed(fs, args)
 	if err != nil {
@@ -227,9 +231,11 @@ func cmdAttestInspect(args []string, stdout, stderr io.Writer) error {
 	ev, err := v.InspectUnpinned(context.Background(), raw)
 	res := newInspection(ev, err)
 	if *asJSON {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(res); err != nil {
+		result := "refused"
+		if res.Verified {
+			result = "verified"
+		}
+		if err := writeResultJSON(stdout, result, res); err != nil {
 			return err
 		}
 	} else {

@@ -29,7 +29,7 @@ type clientFlags struct {
 }
 
 func (c *clientFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&c.kms, "kms", "", "base `URL` of the KMS (default: kms_url of --data's dev.json)")
+	fs.StringVar(&c.kms, "kms", "", "base `URL` of the KMS (default: $TKMS_ADDR, else kms_url of --data's dev.json)")
 	registerKMSCA(fs, &c.kmsCA)
 	fs.StringVar(&c.api, "api", "v1", "release API: v1 (HPKE or RSA wrapping) or app (Azure-compatible, RSA-4096)")
 	fs.StringVar(&c.wrapping, "wrapping", "", "wrapping key: x25519 (v1 default), mlkem768-x25519, rsa-4096 (app)")
@@ -62,18 +62,20 @@ func (c *clientFlags) config() (client.KeysConfig, error) {
 	cfg := client.KeysConfig{KMS: c.kms, API: client.API(c.api), Wrapping: client.Wrapping(c.wrapping)}
 	info := c.devInfo()
 	if cfg.KMS == "" {
-		if info == nil {
-			return cfg, fmt.Errorf("%w: give --kms URL (or --data DIR of a running tkms dev)", errUsage)
+		switch {
+		case envKMS() != "" && c.data == "tkms-dev": // --data not given
+			cfg.KMS = envKMS()
+		case info == nil:
+			return cfg, fmt.Errorf("%w: give --kms URL or set %s (or --data DIR of a running tkms dev)", errUsage, envAddr)
+		default:
+			cfg.KMS = info.KMSURL
 		}
-		cfg.KMS = info.KMSURL
 	}
-	if c.kmsCA != "" {
-		hc, err := kmsHTTPClient(cfg.KMS, c.kmsCA, 30*time.Second)
-		if err != nil {
-			return cfg, err
-		}
-		cfg.HTTPClient = hc
+	hc, err := kmsHTTPClient(cfg.KMS, c.kmsCA, 30*time.Second)
+	if err != nil {
+		return cfg, err
 	}
+	cfg.HTTPClient = hc
 	switch key := c.logKey; {
 	case strings.HasPrefix(key, "@"):
 		b, err := os.ReadFile(key[1:])
@@ -86,7 +88,6 @@ func (c *clientFlags) config() (client.KeysConfig, error) {
 	case info != nil && info.KMSURL == cfg.KMS:
 		cfg.LogKey = info.LogPublicKey
 	}
-	var err error
 	if cfg.Attester, err = c.newAttester(); err != nil {
 		return cfg, err
 	}
@@ -169,28 +170,37 @@ func (c *clientFlags) newTokens() (client.TokenSource, error) {
 // registerKMSCA registers --kms-ca, shared by every command that talks to
 // a KMS over HTTPS.
 func registerKMSCA(fs *flag.FlagSet, p *string) {
-	fs.StringVar(p, "kms-ca", "", "PEM `file` of CA certificates trusted for an https:// KMS URL, besides the system's (a private CA)")
+	fs.StringVar(p, "kms-ca", "", "PEM `file` of CA certificates trusted for an https:// KMS URL, besides the system's (a private CA; default $TKMS_CACERT)")
 }
 
 // kmsHTTPClient returns the HTTP client for the KMS at kmsURL with the
 // given request timeout: with caFile (--kms-ca), one that also trusts the
-// CA certificates in that PEM file; without, Go's default transport.
+// CA certificates in that PEM file ($TKMS_CACERT by default); without, the
+// system's. An unknown authority's error says how to trust a private CA.
 func kmsHTTPClient(kmsURL, caFile string, timeout time.Duration) (*http.Client, error) {
 	tc, err := kmsTLSConfig(kmsURL, caFile)
-	if err != nil || tc == nil {
+	if err != nil {
 		return &http.Client{Timeout: timeout}, err
 	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.TLSClientConfig = tc
-	return &http.Client{Transport: tr, Timeout: timeout}, nil
+	if tc != nil {
+		tr.TLSClientConfig = tc
+	}
+	return &http.Client{Transport: caHintTransport{tr}, Timeout: timeout}, nil
 }
 
 // kmsTLSConfig is the client TLS configuration for the KMS at kmsURL that
 // trusts the system's roots and the CA certificates of the PEM file
-// caFile, or nil if caFile is "".
+// caFile, or nil if caFile is "". An empty caFile defaults to
+// $TKMS_CACERT for an https:// URL.
 func kmsTLSConfig(kmsURL, caFile string) (*tls.Config, error) {
 	if caFile == "" {
-		return nil, nil
+		if u, err := url.Parse(kmsURL); err != nil || u.Scheme != "https" {
+			return nil, nil
+		}
+		if caFile = os.Getenv(envCACert); caFile == "" {
+			return nil, nil
+		}
 	}
 	if u, err := url.Parse(kmsURL); err != nil || u.Scheme != "https" {
 		return nil, fmt.Errorf("%w: --kms-ca applies to an https:// KMS URL, not %q", errUsage, kmsURL)

@@ -101,6 +101,14 @@ type Config struct {
 	// TDXCollateral is Intel PCS collateral per TDX platform (FMSPC), for
 	// quotes that carry none: their TCB status is then evaluated.
 	TDXCollateral []api.TDXCollateral `json:"tdx_collateral"`
+	// MetricsListen, if set, is the address (host:port) that serves
+	// GET /metrics, in plain HTTP, instead of the API's address: keep it
+	// on a private network for the scraper.
+	MetricsListen string `json:"metrics_listen"`
+	// BackupDir, if set, is where serve writes a backup of the ledger and
+	// the keyring when it receives SIGUSR1 (docs/operations.md "Backup
+	// and restore"): a new directory tkms-<time>-<seq> each time.
+	BackupDir string `json:"backup_dir"`
 	// Limits is admission control: rate limits, the verification pool,
 	// trusted proxies and body caps (limits.go; unset: the defaults).
 	Limits *LimitsConfig `json:"limits"`
@@ -165,6 +173,11 @@ func (c *Config) Validate() error {
 	}
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
 		errs = append(errs, fmt.Errorf("listen %q: %w", c.Listen, err))
+	}
+	if c.MetricsListen != "" {
+		if _, _, err := net.SplitHostPort(c.MetricsListen); err != nil {
+			errs = append(errs, fmt.Errorf("metrics_listen %q: %w", c.MetricsListen, err))
+		}
 	}
 	errs = append(errs, c.validateTLS(time.Now())...)
 	if _, err := c.loadReaders(); err != nil {

@@ -42,7 +42,7 @@ Exit status 0 only if every step behaved as expected.
 // cmdDemo implements `tkms demo`.
 func cmdDemo(args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("demo", stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, demoUsage); fs.PrintDefaults() }
+	fs.Usage = func() { fmt.Fprint(stderr, demoUsage); fs.PrintDefaults(); writeHelpFoot(stderr, "demo") }
 	keep := fs.String("keep", "", "keep the KMS's data in `DIR` (default: a temporary directory, removed at the end)")
 	if err := parseFlags(fs, args); err != nil {
 		return err

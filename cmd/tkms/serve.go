@@ -33,7 +33,8 @@ import (
 
 func cmdServe(args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("serve", stderr)
-	configPath := fs.String("config", "", "configuration `file` (JSON; see README)")
+	configPath := fs.String("config", "", "configuration `file` (JSON; docs/operations.md lists every field)")
+	allowUngoverned := fs.Bool("allow-ungoverned", false, "let serve create a new ledger without governance (members, constitution) on an empty data directory; nothing can govern it later (use tkms init instead)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -53,9 +54,12 @@ func cmdServe(args []string, stdout, stderr io.Writer) error {
 	// a new, empty service.
 	sealer, err := seal.LoadFile(cfg.MasterKeyFile)
 	if errors.Is(err, iofs.ErrNotExist) {
-		return fmt.Errorf("%w (serve requires an existing master key; 'tkms dev' creates one for development)", err)
+		return fmt.Errorf("%w (serve requires an existing master key: 'tkms init' creates a governed service with one; 'tkms dev' one for development)", err)
 	}
 	if err != nil {
+		return err
+	}
+	if err := checkNewLedger(cfg.DataDir, *allowUngoverned); err != nil {
 		return err
 	}
 	token, err := cfg.operatorToken()
@@ -63,12 +67,13 @@ func cmdServe(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("operator token: %w", err)
 	}
 	log := cfg.logger(stderr)
-	if token == "" {
-		log.Warn("no operator token configured: POST /app/refresh is disabled")
-	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	return runServer(ctx, cfg, sealer, token, log, nil, nil)
+	return runServer(ctx, cfg, sealer, token, log, nil, func(svc *kms.Service) error {
+		warnUngoverned(svc, token, log)
+		go backupOnSignal(ctx, svc, cfg.BackupDir, log)
+		return nil
+	})
 }
 
 // runServer opens the service, starts the scheduler and the HTTP server,
@@ -139,8 +144,17 @@ func runServer(ctx context.Context, cfg *Config, sealer seal.Sealer, operatorTok
 	if err != nil {
 		return err
 	}
-	var h http.Handler = httpapi.New(svc, httpapi.Options{OperatorToken: operatorToken, Logger: log, Release: rel,
-		Bodies: adm.bodies, PerAddress: adm.perAddress, TrustedProxies: adm.trustedProxies, Readers: readers})
+	api := httpapi.New(svc, httpapi.Options{OperatorToken: operatorToken, Logger: log, Release: rel,
+		Bodies: adm.bodies, PerAddress: adm.perAddress, TrustedProxies: adm.trustedProxies, Readers: readers,
+		Version: readBuildVersion().Version, Collectors: tlsExpiryCollector(tlsConf), MetricsElsewhere: cfg.MetricsListen != ""})
+	if cfg.MetricsListen != "" {
+		stopMetrics, err := serveMetrics(cfg.MetricsListen, api.MetricsHandler(), log)
+		if err != nil {
+			return fmt.Errorf("metrics_listen: %w", err)
+		}
+		defer stopMetrics()
+	}
+	var h http.Handler = api
 	if apiHandlerWrap != nil {
 		h = apiHandlerWrap(h)
 	}
