@@ -131,6 +131,10 @@ func (v *Verifier) VerifyExtendedReport(ctx context.Context, report, certTable [
 		return nil, err
 	}
 	t, err := ParseCertTable(certTable)
+	var coded *Error
+	if errors.As(err, &coded) {
+		return nil, err
+	}
 	if err != nil {
 		return nil, errorf(CodeReportMalformed, err, "certificate table")
 	}
