@@ -67,7 +67,7 @@ func newResult(r *spb.Report, raw []byte) *Result {
 		Debug:            pol.Debug,
 		MigrationAllowed: pol.MigrateMA,
 		SMTAllowed:       pol.SMT,
-		ReportSHA256:     sha256.Sum256(raw),
+		ReportSHA256:     sha256.Sum256(abi.SignedComponent(raw)),
 	}
 	res.Claims = Claims{
 		ClaimAttestationType:   AttestationTypeSEVSNP,

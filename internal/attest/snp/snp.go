@@ -170,7 +170,10 @@ type Result struct {
 	// Pinned is true when the chain ends at a pinned AMD root, false when at an Options.Roots
 	// root (simulated evidence).
 	Pinned bool
-	// ReportSHA256 is the SHA-256 of the raw report, for the ledger.
+	// ReportSHA256 is the SHA-256 of the report's signed part (bytes 0x000..0x29F,
+	// abi.SignedComponent), the report's identity in the ledger. The signature is left out: an
+	// ECDSA signature (r, s) verifies as (r, n-s) too, so a hash over all 1184 bytes would give
+	// one report two identities.
 	ReportSHA256 [32]byte
 
 	// Claims are the x-ms-* claims derived from the report (see [Claims]).
