@@ -46,6 +46,8 @@ func TestValidateActions(t *testing.T) {
 		{"issuer discovery", ActSetJWTIssuer, `{"issuer":"https://login.microsoftonline.com/t/v2.0","audiences":["api://kms"],"discovery_url":"https://login.microsoftonline.com/t/v2.0/.well-known/openid-configuration"}`, ""},
 		{"issuer jwks_url loopback", ActSetJWTIssuer, `{"issuer":"http://127.0.0.1:8080","audiences":["a"],"jwks_url":"http://localhost:8080/keys","algorithms":["ES256"]}`, ""},
 		{"issuer inline jwks", ActSetJWTIssuer, `{"issuer":"https://i","audiences":["a"],"jwks":{"keys":[{"kty":"EC"}]}}`, ""},
+		{"issuer max token lifetime", ActSetJWTIssuer, `{"issuer":"https://i","audiences":["a"],"jwks_url":"https://i/k","max_token_lifetime_seconds":3600}`, ""},
+		{"issuer negative max token lifetime", ActSetJWTIssuer, `{"issuer":"https://i","audiences":["a"],"jwks_url":"https://i/k","max_token_lifetime_seconds":-1}`, "out of range"},
 		{"issuer remove", ActSetJWTIssuer, `{"issuer":"https://i","remove":true}`, ""},
 		{"issuer remove with more", ActSetJWTIssuer, `{"issuer":"https://i","remove":true,"audiences":["a"]}`, "takes only"},
 		{"issuer two sources", ActSetJWTIssuer, `{"issuer":"https://i","audiences":["a"],"jwks_url":"https://i/k","discovery_url":"https://i/d"}`, "exactly one"},

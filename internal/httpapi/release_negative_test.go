@@ -659,6 +659,9 @@ func TestAppReleaseNegativeRealEvidence(t *testing.T) {
 			c["nbf"], c["exp"] = now.Add(2*time.Hour).Unix(), now.Add(3*time.Hour).Unix()
 		}), status: 401, code: jwtauth.CodeNotYetValid},
 		{name: "JWT without exp", auth: tok(func(c map[string]any) { delete(c, "exp") }), status: 401, code: jwtauth.CodeInvalid},
+		{name: "JWT valid for ten years", auth: tok(func(c map[string]any) {
+			c["iat"], c["nbf"], c["exp"] = now.Unix(), now.Unix(), now.AddDate(10, 0, 0).Unix()
+		}), status: 401, code: "JWT_LIFETIME_TOO_LONG"},
 		{name: "JWT wrong audience", auth: tok(func(c map[string]any) { c["aud"] = "api://someone-else" }), status: 401, code: jwtauth.CodeAudience},
 		{name: "JWT wrong issuer", auth: func() string {
 			c := s.claims()

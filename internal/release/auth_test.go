@@ -125,6 +125,14 @@ func TestAuthFollowsGovernance(t *testing.T) {
 		t.Fatal("AuthStats of the new authenticator")
 	}
 
+	// The issuer's maximum token lifetime, set by governance: the one-hour
+	// tokens of b are too long for 30 minutes.
+	propose(act(gov.ActSetJWTIssuer, map[string]any{"issuer": b.URL(), "audiences": []string{audience}, "discovery_url": b.DiscoveryURL(), "max_token_lifetime_seconds": 1800}))
+	_, err = rel.Authenticate(context.Background(), token(b))
+	if re := (*Error)(nil); !errors.As(err, &re) || re.Kind != KindUnauthenticated || re.Code != jwtauth.CodeLifetime {
+		t.Fatalf("issuer b, tokens of 1 h, maximum 30 min: %v, want an unauthenticated %s", err, jwtauth.CodeLifetime)
+	}
+
 	propose(act(gov.ActSetJWTIssuer, map[string]any{"issuer": b.URL(), "remove": true}))
 	check("no issuer left", b, &unavailable)
 }
