@@ -115,7 +115,6 @@ type Verifier struct {
 	uvm       *uvm.Verifier
 	simulated bool
 	trusted   []uvm.Endorser // every UVM endorser trusted, for Trust
-	simUVM    []uvm.Endorser
 }
 
 // New returns a Verifier for cfg.
@@ -125,12 +124,7 @@ func New(cfg Config) (*Verifier, error) {
 		return nil, err
 	}
 	uo := cfg.UVM
-	if len(cfg.SimulatedEndorsers) > 0 {
-		if len(uo.Trusted) == 0 {
-			uo.Trusted = uvm.DefaultTrusted()
-		}
-		uo.Trusted = append(slices.Clip(uo.Trusted), cfg.SimulatedEndorsers...)
-	}
+	uo.Simulated = append(slices.Clip(uo.Simulated), cfg.SimulatedEndorsers...)
 	uv, err := uvm.New(uo)
 	if err != nil {
 		return nil, err
@@ -141,15 +135,18 @@ func New(cfg Config) (*Verifier, error) {
 	}
 	return &Verifier{
 		snp: sv, uvm: uv, simulated: cfg.Simulated,
-		trusted: slices.Clone(trusted), simUVM: slices.Clone(cfg.SimulatedEndorsers),
+		trusted: slices.Concat(trusted, uo.Simulated),
 	}, nil
 }
 
 // Evidence is verified evidence: its claims, and what a release records.
 type Evidence struct {
 	Type string // TypeSNP or TypeACI
-	// Simulated is true when the SNP chain ends at a root that is not a
-	// pinned AMD root (the simulated TEE's).
+	// Simulated is true when any part of the evidence is simulated: the
+	// SNP chain ends at a root that is not a pinned AMD root (the simulated
+	// TEE's), or the UVM endorsement comes from one of
+	// Config.SimulatedEndorsers (UVMSimulated). A real AMD-signed report
+	// with a simulated UVM endorsement proves nothing about its UVM.
 	Simulated bool
 	// UVMSimulated is true when the UVM endorsement comes from one of
 	// Config.SimulatedEndorsers.
