@@ -318,8 +318,8 @@ func checkRawSNPOutput(t *testing.T, what, out, signer string, report []byte) {
 			names = append(names, strings.SplitN(strings.TrimSpace(line), ":", 2)[0])
 		}
 	}
-	if len(names) != 19 {
-		t.Errorf("%s: printed %d claims, want the report's 19: %v", what, len(names), names)
+	if len(names) != 21 {
+		t.Errorf("%s: printed %d claims, want the report's 20 and the evidence type: %v", what, len(names), names)
 	}
 	for i := 1; i < len(names); i++ {
 		if names[i-1] >= names[i] {

@@ -34,6 +34,7 @@ import (
 
 	"github.com/tkms-dev/tkms/internal/attest/snp"
 	"github.com/tkms-dev/tkms/internal/attest/uvm"
+	"github.com/tkms-dev/tkms/internal/policy"
 )
 
 // Evidence types, as requests, the ledger and GET /v1/attestation name them.
@@ -204,13 +205,16 @@ func (v *Verifier) checkSimulated(res *snp.Result, inspect bool) error {
 	return nil
 }
 
-// setReport fills ev from a verified report.
+// setReport fills ev from a verified report. The claims are the report's
+// and the evidence type (policy.ClaimEvidenceType), which a release policy
+// must name to admit evidence without a UVM endorsement.
 func setReport(ev *Evidence, res *snp.Result) {
 	ev.Simulated = !res.Pinned
-	ev.Claims = make(map[string]any, len(res.Claims)+4)
+	ev.Claims = make(map[string]any, len(res.Claims)+5)
 	for k, c := range res.Claims {
 		ev.Claims[k] = c
 	}
+	ev.Claims[policy.ClaimEvidenceType] = ev.Type
 	ev.ReportData, ev.Measurement, ev.HostData = res.ReportData, res.Measurement, res.HostData
 	ev.ReportSHA256, ev.Signer, ev.ProductLine = res.ReportSHA256, res.Signer, res.ProductLine
 }

@@ -194,7 +194,8 @@ func TestTrust(t *testing.T) {
 
 // FuzzVerifyEvidence feeds arbitrary attestation objects to the door: nothing may
 // panic, the format Verify reports is the one Type detects, and every
-// refusal has a code. Seeds: the real ACI bundle, a real raw SNP object
+// refusal has a code; verified evidence claims its type, and is simulated
+// when its UVM endorsement is. Seeds: the real ACI bundle, a real raw SNP object
 // and simulated evidence.
 func FuzzVerifyEvidence(f *testing.F) {
 	chain, cfg := simulated(f)
@@ -215,6 +216,9 @@ func FuzzVerifyEvidence(f *testing.F) {
 		}
 		if ev.Type != attest.Type(raw) {
 			t.Fatalf("verified as %s, detected as %s", ev.Type, attest.Type(raw))
+		}
+		if ev.Claims["tkms-evidence-type"] != ev.Type || (ev.UVMSimulated && !ev.Simulated) {
+			t.Fatalf("evidence of type %s claims type %v; simulated %v, UVM simulated %v", ev.Type, ev.Claims["tkms-evidence-type"], ev.Simulated, ev.UVMSimulated)
 		}
 		if _, err := attest.DecodeUnverified(raw); err != nil {
 			t.Fatalf("verified evidence does not decode: %v", err)

@@ -475,7 +475,7 @@ func (c *checker) govPolicyVersions(l *ledger.Leaf, before policyMarks) {
 	if c.st.Rotation != before.rotation {
 		add(ledger.TypeKeyRotationPolicy, hash(c.st.Rotation))
 	}
-	if c.st.Settings != before.settings {
+	if !c.st.Settings.Equal(before.settings) {
 		add(ledger.TypeSettingsPolicy, hash(c.st.Settings))
 	}
 }

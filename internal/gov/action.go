@@ -345,11 +345,18 @@ type settingsArgs struct {
 		Version     string `json:"version"`
 		Debug       bool   `json:"debug"`
 	} `json:"service"`
+	Attestation *policy.Attestation `json:"attestation,omitempty"`
 }
 
 func checkSettingsPolicy(args json.RawMessage) error {
 	var a settingsArgs
-	return decodeStrict(args, &a)
+	if err := decodeStrict(args, &a); err != nil {
+		return err
+	}
+	if a.Attestation != nil {
+		return a.Attestation.Validate()
+	}
+	return nil
 }
 
 // RotateArgs are the arguments of rotate_key_now.

@@ -568,6 +568,9 @@ func (s *State) applyAction(proposalID string, a gov.Action, seq uint64) error {
 		if err := decodeArgs(a.Args, &p); err != nil {
 			return err
 		}
+		if err := p.Validate(); err != nil {
+			return invalid(err)
+		}
 		s.Settings = p
 	case gov.ActRotateKeyNow:
 		args, err := gov.DecodeRotateArgs(a.Args)

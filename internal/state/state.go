@@ -254,6 +254,9 @@ func (s *State) apply(e *ledger.Entry) error {
 		if err := decodeBody(e.Body, &p); err != nil {
 			return err
 		}
+		if err := p.Validate(); err != nil {
+			return err
+		}
 		s.Settings = p
 	case ledger.TypeKeyCreated:
 		return s.applyKeyCreated(e)

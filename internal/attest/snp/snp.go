@@ -253,6 +253,7 @@ func (v *Verifier) verify(ctx context.Context, raw, ekDER []byte, table *spb.Cer
 	res := newResult(report, raw)
 	res.Signer = info.SigningKey.String()
 	res.ProductLine = ek.productLine
+	res.Claims[ClaimProductLine] = ek.productLine
 	res.Pinned = ek.pinned
 	return res, nil
 }
