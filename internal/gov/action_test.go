@@ -75,6 +75,11 @@ func TestValidateActions(t *testing.T) {
 		{"settings", ActSetSettingsPolicy, `{"service":{"name":"kms","description":"d","version":"1","debug":false}}`, ""},
 		{"settings empty", ActSetSettingsPolicy, `{}`, ""},
 		{"settings unknown field", ActSetSettingsPolicy, `{"service":{"nam":"kms"}}`, "unknown field"},
+		{"settings with attestation", ActSetSettingsPolicy, `{"service":{"name":"kms"},"attestation":{"min_reported_tcb":{"Milan":{"bootloader":3,"tee":0,"snp":8,"microcode":115},"Genoa":{"bootloader":10,"tee":0,"snp":23,"microcode":84}},"min_uvm_svn":22}}`, ""},
+		{"settings attestation unknown product line", ActSetSettingsPolicy, `{"service":{},"attestation":{"min_reported_tcb":{"Naples":{}}}}`, "unknown product line"},
+		{"settings attestation unknown field", ActSetSettingsPolicy, `{"service":{},"attestation":{"min_tcb":{}}}`, "unknown field"},
+		{"settings attestation spl out of range", ActSetSettingsPolicy, `{"service":{},"attestation":{"min_reported_tcb":{"Milan":{"microcode":256}}}}`, "set_settings_policy"},
+		{"settings attestation negative svn", ActSetSettingsPolicy, `{"service":{},"attestation":{"min_uvm_svn":-1}}`, "set_settings_policy"},
 		{"settings wrong type", ActSetSettingsPolicy, `{"service":{"debug":"yes"}}`, "set_settings_policy"},
 		// rotate_key_now
 		{"rotate", ActRotateKeyNow, `{}`, ""},

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/tkms-dev/tkms/internal/attest/simsnp"
+	"github.com/tkms-dev/tkms/internal/gov"
 	"github.com/tkms-dev/tkms/internal/kms"
 	"github.com/tkms-dev/tkms/internal/policy"
 	"github.com/tkms-dev/tkms/internal/state"
@@ -113,5 +114,52 @@ func TestDefaultFloorsPassRealACI(t *testing.T) {
 		if err := policy.DefaultAttestation().Check(ev.Claims); err != nil {
 			t.Errorf("%s under the default attestation settings: %v", name, err)
 		}
+	}
+}
+
+// TestAttestationSettingsByGovernance: on a governed ledger the attestation
+// settings change only by an accepted set_settings_policy, and the release
+// service follows at once: a raised floor refuses evidence the default
+// admitted, and the settings entry is in the ledger.
+func TestAttestationSettingsByGovernance(t *testing.T) {
+	priv, pub, err := gov.GenerateDevKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, err := gov.NewFileSigner(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	member, err := gov.NewMember("dev", string(pub), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newSimEnvKMS(t, nil, func(c *kms.Config) {
+		c.Governance = &kms.GovInit{Members: []gov.Member{member}, Constitution: gov.DevConstitution()}
+	})
+	if err := decideSim(t, e, e.chain, ""); err != nil {
+		t.Fatalf("before the proposal: %v", err)
+	}
+	args, _ := json.Marshal(map[string]any{
+		"service":     map[string]any{"name": "tkms"},
+		"attestation": map[string]any{"min_reported_tcb": map[string]any{"Milan": map[string]any{"bootloader": 3, "tee": 0, "snp": 8, "microcode": 116}}, "min_uvm_svn": 22},
+	})
+	raw, err := signer.SignProposal([]gov.Action{{Name: gov.ActSetSettingsPolicy, Args: args}}, e.kms.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p, _, err := e.kms.Propose(context.Background(), raw, false); err != nil || p.Status != state.ProposalAccepted {
+		t.Fatalf("proposal: %+v, %v", p, err)
+	}
+	wantRefused(t, "after the floor was raised", decideSim(t, e, e.chain, ""), CodeAttestationFailed, "TCB_TOO_LOW")
+	var floors policy.Attestation
+	e.kms.Read(func(st *state.State) { floors = st.Settings.AttestationInForce() })
+	if floors.MinReportedTCB["Milan"].Microcode != 116 {
+		t.Fatalf("attestation settings in force: %+v", floors)
+	}
+
+	bad, _ := json.Marshal(map[string]any{"service": map[string]any{}, "attestation": map[string]any{"min_reported_tcb": map[string]any{"milan": map[string]any{}}}})
+	if err := gov.ValidateAction(gov.Action{Name: gov.ActSetSettingsPolicy, Args: bad}); err == nil || !strings.Contains(err.Error(), `unknown product line "milan"`) {
+		t.Fatalf("a floor for product line milan: %v", err)
 	}
 }
