@@ -776,11 +776,16 @@ func TestAppReleaseNegativeSimulated(t *testing.T) {
 	}
 	att := func(a []byte) func() []byte { return func() []byte { return s.withAttestation(a) } }
 	const attFailed = release.CodeAttestationFailed
+	rolledBack, err := c.WithVCEKTCB(3, 0, 7, 115) // an older VCEK: SNP firmware one below the Milan floor
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	runNegCases(t, s, []negCase{
 		{name: "debug policy", body: bundle(func(o *simsnp.ACIBundleOptions) { o.Report.Debug = true }), status: 400, code: attFailed, inner: snp.CodePolicyDebug},
 		{name: "/app/key debug policy", path: "/app/key", body: bundle(func(o *simsnp.ACIBundleOptions) { o.Report.Debug = true }), status: 400, code: attFailed, inner: snp.CodePolicyDebug},
 		{name: "TCB lower than the VCEK's", body: bundle(func(o *simsnp.ACIBundleOptions) { o.Report.ReportedTCB = &lower }), status: 400, code: attFailed, inner: snp.CodeTCBMismatch},
+		{name: "VCEK of an older TCB (firmware rolled back)", body: att(simBundle(t, rolledBack, s.pubPEM, nil)), status: 400, code: attFailed, inner: "TCB_TOO_LOW"},
 		{name: "VMPL too high", body: bundle(func(o *simsnp.ACIBundleOptions) { o.Report.VMPL = 1 }), status: 400, code: attFailed, inner: snp.CodeVMPLTooHigh},
 		{name: "launch measurement of another UVM", body: bundle(func(o *simsnp.ACIBundleOptions) { o.UVMMeasurement = otherUVM }), status: 400, code: attFailed, inner: "UVM_MEASUREMENT_MISMATCH"},
 		{name: "UVM SVN below minimum", body: bundle(func(o *simsnp.ACIBundleOptions) { o.UVMSVN = "49" }), status: 400, code: attFailed, inner: "UVM_SVN_TOO_LOW"},
