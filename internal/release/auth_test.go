@@ -22,18 +22,7 @@ import (
 // left every token is refused.
 func TestAuthFollowsGovernance(t *testing.T) {
 	a, b := releasetest.Issuer(t), releasetest.Issuer(t)
-	priv, pub, err := gov.GenerateDevKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	signer, err := gov.NewFileSigner(priv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	member, err := gov.NewMember("dev", string(pub), "")
-	if err != nil {
-		t.Fatal(err)
-	}
+	signer, member := devMember(t)
 	svc := releasetest.KMS(t, kms.Config{
 		JWT: &state.JWTPolicy{
 			Issuers: []state.JWTIssuer{{Issuer: a.URL(), Audiences: []string{audience}, DiscoveryURL: a.DiscoveryURL()}},
@@ -135,4 +124,23 @@ func TestAuthFollowsGovernance(t *testing.T) {
 
 	propose(act(gov.ActSetJWTIssuer, map[string]any{"issuer": b.URL(), "remove": true}))
 	check("no issuer left", b, &unavailable)
+}
+
+// devMember returns a new member's signer and record, for a ledger it
+// governs alone under gov.DevConstitution.
+func devMember(t *testing.T) (*gov.Signer, gov.Member) {
+	t.Helper()
+	priv, pub, err := gov.GenerateDevKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, err := gov.NewFileSigner(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	member, err := gov.NewMember("dev", string(pub), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return signer, member
 }

@@ -122,18 +122,7 @@ func TestDefaultFloorsPassRealACI(t *testing.T) {
 // service follows at once: a raised floor refuses evidence the default
 // admitted, and the settings entry is in the ledger.
 func TestAttestationSettingsByGovernance(t *testing.T) {
-	priv, pub, err := gov.GenerateDevKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	signer, err := gov.NewFileSigner(priv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	member, err := gov.NewMember("dev", string(pub), "")
-	if err != nil {
-		t.Fatal(err)
-	}
+	signer, member := devMember(t)
 	e := newSimEnvKMS(t, nil, func(c *kms.Config) {
 		c.Governance = &kms.GovInit{Members: []gov.Member{member}, Constitution: gov.DevConstitution()}
 	})
