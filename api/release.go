@@ -148,7 +148,7 @@ type KeyReleased struct {
 	Issuer            string   `json:"iss"`
 	Identity          string   `json:"oid"` // oid, or sub when there is none
 	EvidenceType      string   `json:"evidence_type"`
-	Simulated         bool     `json:"simulated"` // evidence chained to the simulated TEE
+	Simulated         bool     `json:"simulated"` // some part of the evidence (report or UVM endorsement) chained to the simulated TEE
 	Measurement       string   `json:"measurement"`
 	HostData          string   `json:"host_data"`
 	ReportSHA256      string   `json:"report_sha256"`

@@ -102,7 +102,7 @@ func devSettings(t *testing.T, data string) state.Settings {
 	t.Helper()
 	cfg := &Config{DataDir: data, ServiceName: "tkms-dev"}
 	cfg.applyDefaults("text")
-	cfg.SettingsPolicy.Service.Debug = true // as cmdDev sets it
+	devSettingsPolicy(cfg.SettingsPolicy) // as cmdDev does
 	return *cfg.SettingsPolicy
 }
 

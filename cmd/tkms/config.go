@@ -193,6 +193,11 @@ func (c *Config) Validate() error {
 			errs = append(errs, err)
 		}
 	}
+	if c.SettingsPolicy != nil {
+		if err := c.SettingsPolicy.Validate(); err != nil {
+			errs = append(errs, fmt.Errorf("settings_policy: %w", err))
+		}
+	}
 	if _, err := parseLevel(c.LogLevel); err != nil {
 		errs = append(errs, err)
 	}

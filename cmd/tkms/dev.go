@@ -23,6 +23,7 @@ import (
 	"github.com/tkms-dev/tkms/internal/gov"
 	"github.com/tkms-dev/tkms/internal/kms"
 	"github.com/tkms-dev/tkms/internal/oidcissuer"
+	"github.com/tkms-dev/tkms/internal/policy"
 	"github.com/tkms-dev/tkms/internal/seal"
 	"github.com/tkms-dev/tkms/internal/state"
 	"github.com/tkms-dev/tkms/internal/store"
@@ -164,7 +165,7 @@ func cmdDev(args []string, stdout, stderr io.Writer) error {
 	}
 	cfg.applyDefaults("text")
 	if cfg.SettingsPolicy != nil {
-		cfg.SettingsPolicy.Service.Debug = true
+		devSettingsPolicy(cfg.SettingsPolicy)
 	}
 	if err := checkDevListen(cfg); err != nil {
 		return err
@@ -280,6 +281,18 @@ func cmdDev(args []string, stdout, stderr io.Writer) error {
 		}
 		return nil
 	})
+}
+
+// devSettingsPolicy makes a settings policy the one tkms dev records: it
+// says debug, and sets the attestation settings explicitly (the defaults,
+// unless the configuration sets them), so that the ledger shows the floors
+// in force.
+func devSettingsPolicy(s *state.Settings) {
+	s.Service.Debug = true
+	if s.Attestation == nil {
+		a := policy.DefaultAttestation()
+		s.Attestation = &a
+	}
 }
 
 // devReleasePolicy is the key release policy of a new dev data directory:

@@ -162,9 +162,10 @@ func cmdInit(args []string, stdout, stderr io.Writer) error {
 // files are refused: a misspelt name must not silently leave a policy
 // unset.
 func readInitPolicies(dir, serviceName string) (initPolicies, error) {
+	floors := policy.DefaultAttestation() // explicit, so that the ledger shows the floors in force
 	p := initPolicies{
 		rotation: state.DefaultRotationPolicy(),
-		settings: state.Settings{Service: state.ServiceSettings{Name: serviceName, Description: initSettingsDescribe, Version: version}},
+		settings: state.Settings{Service: state.ServiceSettings{Name: serviceName, Description: initSettingsDescribe, Version: version}, Attestation: &floors},
 	}
 	if dir == "" {
 		return p, nil

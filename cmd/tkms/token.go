@@ -22,7 +22,7 @@ func cmdDevToken(args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("dev token", stderr)
 	dataDir := fs.String("data", "tkms-dev", "data `directory` of a tkms dev instance")
 	sub := fs.String("sub", devWorkloadID, "workload `identity`: the sub and oid claims")
-	ttl := fs.Duration("ttl", devWorkloadTTL, "lifetime of the token (a Go `duration`, e.g. 1h30m)")
+	ttl := fs.Duration("ttl", devWorkloadTTL, "lifetime of the token (a Go `duration`, e.g. 1h30m); the KMS refuses tokens valid for longer than its issuer's maximum, 24h unless governance set max_token_lifetime_seconds")
 	aud := fs.String("aud", devAudience, "`audience` (aud claim)")
 	if err := parseFlags(fs, args); err != nil {
 		return err

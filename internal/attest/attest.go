@@ -45,6 +45,7 @@ import (
 	"github.com/tkms-dev/tkms/internal/attest/snp"
 	"github.com/tkms-dev/tkms/internal/attest/tdx"
 	"github.com/tkms-dev/tkms/internal/attest/uvm"
+	"github.com/tkms-dev/tkms/internal/policy"
 )
 
 // Evidence types, as requests, the ledger and GET /v1/attestation name them.
@@ -141,7 +142,6 @@ type Verifier struct {
 	simTDX    bool // TDX roots besides Intel's are trusted
 	simulated bool
 	trusted   []uvm.Endorser // every UVM endorser trusted, for Trust
-	simUVM    []uvm.Endorser
 }
 
 // New returns a Verifier for cfg.
@@ -151,12 +151,7 @@ func New(cfg Config) (*Verifier, error) {
 		return nil, err
 	}
 	uo := cfg.UVM
-	if len(cfg.SimulatedEndorsers) > 0 {
-		if len(uo.Trusted) == 0 {
-			uo.Trusted = uvm.DefaultTrusted()
-		}
-		uo.Trusted = append(slices.Clip(uo.Trusted), cfg.SimulatedEndorsers...)
-	}
+	uo.Simulated = append(slices.Clip(uo.Simulated), cfg.SimulatedEndorsers...)
 	uv, err := uvm.New(uo)
 	if err != nil {
 		return nil, err
@@ -179,7 +174,7 @@ func New(cfg Config) (*Verifier, error) {
 	}
 	return &Verifier{
 		snp: sv, uvm: uv, tdx: tdx.New(to), maa: mv, simTDX: len(to.Roots) > 0, simulated: cfg.Simulated,
-		trusted: slices.Clone(trusted), simUVM: slices.Clone(cfg.SimulatedEndorsers),
+		trusted: slices.Concat(trusted, uo.Simulated),
 	}, nil
 }
 
@@ -197,8 +192,11 @@ func (v *Verifier) Close() { v.maa.Close() }
 // Evidence is verified evidence: its claims, and what a release records.
 type Evidence struct {
 	Type string // one of the Type* constants
-	// Simulated is true when the SNP chain ends at a root that is not a
-	// pinned AMD root (the simulated TEE's).
+	// Simulated is true when any part of the evidence is simulated: the
+	// SNP chain ends at a root that is not a pinned AMD root (the simulated
+	// TEE's), or the UVM endorsement comes from one of
+	// Config.SimulatedEndorsers (UVMSimulated). A real AMD-signed report
+	// with a simulated UVM endorsement proves nothing about its UVM.
 	Simulated bool
 	// UVMSimulated is true when the UVM endorsement comes from one of
 	// Config.SimulatedEndorsers.
@@ -266,13 +264,16 @@ func (v *Verifier) checkPinned(pinned, inspect bool) error {
 	return nil
 }
 
-// setReport fills ev from a verified report.
+// setReport fills ev from a verified report. The claims are the report's
+// and the evidence type (policy.ClaimEvidenceType), which a release policy
+// must name to admit evidence without a UVM endorsement.
 func setReport(ev *Evidence, res *snp.Result) {
 	ev.Simulated = !res.Pinned
-	ev.Claims = make(map[string]any, len(res.Claims)+4)
+	ev.Claims = make(map[string]any, len(res.Claims)+5)
 	for k, c := range res.Claims {
 		ev.Claims[k] = c
 	}
+	ev.Claims[policy.ClaimEvidenceType] = ev.Type
 	ev.ReportData, ev.Measurement, ev.HostData = res.ReportData, res.Measurement, res.HostData
 	ev.ReportSHA256, ev.Signer, ev.ProductLine = res.ReportSHA256, res.Signer, res.ProductLine
 }

@@ -194,7 +194,8 @@ func TestTrust(t *testing.T) {
 
 // FuzzVerifyEvidence feeds arbitrary attestation objects to the door: nothing may
 // panic, the format Verify reports is the one Type detects, and every
-// refusal has a code. Seeds: the real ACI bundle, a real raw SNP object
+// refusal has a code; verified evidence claims its type, and is simulated
+// when its UVM endorsement is. Seeds: the real ACI bundle, a real raw SNP object
 // and simulated evidence.
 func FuzzVerifyEvidence(f *testing.F) {
 	chain, cfg := simulated(f)
@@ -219,8 +220,46 @@ func FuzzVerifyEvidence(f *testing.F) {
 		if ev.Type != attest.Type(raw) {
 			t.Fatalf("verified as %s, detected as %s", ev.Type, attest.Type(raw))
 		}
+		if ev.Claims["tkms-evidence-type"] != ev.Type || (ev.UVMSimulated && !ev.Simulated) {
+			t.Fatalf("evidence of type %s claims type %v; simulated %v, UVM simulated %v", ev.Type, ev.Claims["tkms-evidence-type"], ev.Simulated, ev.UVMSimulated)
+		}
 		if _, err := attest.DecodeUnverified(raw); err != nil {
 			t.Fatalf("verified evidence does not decode: %v", err)
 		}
 	})
+}
+
+// TestRealReportSimulatedEndorsement: the real ACI report (AMD-signed) with
+// a UVM endorsement signed by the simulated UVM key is simulated evidence:
+// refused unless the simulated TEE is trusted, and then marked simulated
+// (not only UVMSimulated), so that its release is.
+func TestRealReportSimulatedEndorsement(t *testing.T) {
+	chain, cfg := simulated(t)
+	var obj map[string]string
+	if err := json.Unmarshal(read(t, aciSample), &obj); err != nil {
+		t.Fatal(err)
+	}
+	aci, err := snp.DecodeACI(read(t, aciSample))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sim map[string]string
+	json.Unmarshal(chain.bundle(t, simsnp.ACIBundleOptions{UVMMeasurement: aci.Report[0x90:0xC0]}), &sim)
+	obj["uvm_endorsements"] = sim["uvm_endorsements"]
+	mixed, _ := json.Marshal(obj)
+
+	if _, err := newVerifier(t, cfg).Verify(context.Background(), mixed); attest.Code(err) != attest.CodeSimulatedNotTrusted {
+		t.Fatalf("without trust in the simulated TEE: %v, want %s", err, attest.CodeSimulatedNotTrusted)
+	}
+	cfg.Simulated = true
+	ev, err := newVerifier(t, cfg).Verify(context.Background(), mixed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !ev.Simulated || !ev.UVMSimulated || ev.Claims["uvm_endorsements-feed"] != simsnp.UVMFeed {
+		t.Fatalf("evidence: simulated %v, UVM simulated %v, feed %v", ev.Simulated, ev.UVMSimulated, ev.Claims["uvm_endorsements-feed"])
+	}
+	if ev, err := newVerifier(t, cfg).Verify(context.Background(), read(t, aciSample)); err != nil || ev.Simulated {
+		t.Fatalf("the real evidence beside a trusted simulated TEE: %+v, %v", ev, err)
+	}
 }

@@ -136,10 +136,11 @@ func verifyACI(ctx context.Context, v *Verifier, raw []byte, ev *Evidence, inspe
 	if err != nil {
 		return uvmError(err)
 	}
-	for _, e := range v.simUVM {
-		if ur.DID == e.DID && ur.Feed == e.Feed {
-			ev.UVMSimulated = true
-		}
+	if ur.Simulated && !v.simulated && !inspect {
+		return &Error{Code: CodeSimulatedNotTrusted, Err: ErrSimulatedNotTrusted}
+	}
+	if ur.Simulated {
+		ev.UVMSimulated, ev.Simulated = true, true
 	}
 	ev.UVMSigningTime = ur.SigningTime.UTC()
 	for k, c := range ur.Claims() {

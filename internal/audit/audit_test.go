@@ -550,6 +550,23 @@ func TestAuditInvariants(t *testing.T) {
 		{"claims the policy denies", func(b *builder) {
 			b.release([]string{b.st.Keys[0].Kid}, map[string]any{"x-ms-sevsnpvm-is-debuggable": true, "x-ms-sevsnpvm-guestsvn": 4}, nil)
 		}, result{violations: []string{`the key release policy in force (seq 5) does not grant the recorded claims: policy: denied: claims: claim "x-ms-sevsnpvm-is-debuggable" is true, want false`}}},
+		{"raw snp evidence the policy does not admit", func(b *builder) {
+			c := goodClaims()
+			c["tkms-evidence-type"] = "snp"
+			b.release([]string{b.st.Keys[0].Kid}, c, nil)
+		}, result{violations: []string{`(key.released): the key release policy in force (seq 5) does not admit the evidence: "snp" evidence carries no UVM endorsement`}}},
+		{"evidence below the attestation settings", func(b *builder) {
+			c := goodClaims()
+			c["tkms-evidence-type"], c["tkms-snp-product-line"], c["uvm_endorsements-svn"] = "snp-aci", "Milan", 0
+			c["x-ms-sevsnpvm-bootloader-svn"], c["x-ms-sevsnpvm-tee-svn"], c["x-ms-sevsnpvm-snpfw-svn"], c["x-ms-sevsnpvm-microcode-svn"] = 3, 0, 8, 100
+			b.release([]string{b.st.Keys[0].Kid}, c, nil)
+		}, result{violations: []string{"(key.released): the evidence is below the attestation settings in force: REPORTED_TCB of this Milan report is below the minimum (bootloader 3, tee 0, snp 8, microcode 115): microcode 100 < 115\nthe UVM endorsement's svn is 0, the minimum is 22"}}},
+		{"evidence at the attestation settings", func(b *builder) {
+			c := goodClaims()
+			c["tkms-evidence-type"], c["tkms-snp-product-line"], c["uvm_endorsements-svn"] = "snp-aci", "Milan", 22
+			c["x-ms-sevsnpvm-bootloader-svn"], c["x-ms-sevsnpvm-tee-svn"], c["x-ms-sevsnpvm-snpfw-svn"], c["x-ms-sevsnpvm-microcode-svn"] = 3, 0, 8, 115
+			b.release([]string{b.st.Keys[0].Kid}, c, nil)
+		}, result{}},
 		{"release without claims", func(b *builder) {
 			b.release([]string{b.st.Keys[0].Kid}, nil, nil)
 		}, result{warnings: []string{"entry seq 7 (key.released): no claims recorded"}}},

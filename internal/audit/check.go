@@ -266,6 +266,18 @@ func (c *checker) checkRelease(l *ledger.Leaf, r *state.KeyReleased) {
 	if err := policy.Evaluate(pp.p, r.Claims); err != nil {
 		c.violation(l.Seq, l.Type, "the key release policy in force (seq %d) does not grant the recorded claims: %v", pp.seq, err)
 	}
+	// The attestation settings and the admission of evidence types are
+	// decided on the claims too, by releases that record the evidence
+	// type (older ones did not decide them).
+	if _, ok := r.Claims[policy.ClaimEvidenceType]; !ok {
+		return
+	}
+	if err := policy.Admit(pp.p, r.Claims); err != nil {
+		c.violation(l.Seq, l.Type, "the key release policy in force (seq %d) does not admit the evidence: %v", pp.seq, err)
+	}
+	if err := c.st.Settings.AttestationInForce().Check(r.Claims); err != nil {
+		c.violation(l.Seq, l.Type, "the evidence is below the attestation settings in force: %v", err)
+	}
 }
 
 // releasePolicy returns the key release policy in force, parsed.
@@ -475,7 +487,7 @@ func (c *checker) govPolicyVersions(l *ledger.Leaf, before policyMarks) {
 	if c.st.Rotation != before.rotation {
 		add(ledger.TypeKeyRotationPolicy, hash(c.st.Rotation))
 	}
-	if c.st.Settings != before.settings {
+	if !c.st.Settings.Equal(before.settings) {
 		add(ledger.TypeSettingsPolicy, hash(c.st.Settings))
 	}
 }

@@ -221,7 +221,10 @@ type JWTIssuerArgs struct {
 	JWKSURL      string          `json:"jwks_url,omitempty"`
 	JWKS         json.RawMessage `json:"jwks,omitempty"`
 	Algorithms   []string        `json:"algorithms,omitempty"`
-	Remove       bool            `json:"remove,omitempty"`
+	// MaxTokenLifetime is the longest validity of the issuer's tokens, in
+	// seconds; 0 means the default, 24 hours.
+	MaxTokenLifetime float64 `json:"max_token_lifetime_seconds,omitempty"`
+	Remove           bool    `json:"remove,omitempty"`
 }
 
 // DecodeJWTIssuerArgs decodes and checks set_jwt_issuer's arguments: the
@@ -236,7 +239,7 @@ func DecodeJWTIssuerArgs(args json.RawMessage) (JWTIssuerArgs, error) {
 		return a, fmt.Errorf("issuer: %w", err)
 	}
 	if a.Remove {
-		if len(a.Audiences) > 0 || a.DiscoveryURL != "" || a.JWKSURL != "" || len(a.JWKS) > 0 || len(a.Algorithms) > 0 {
+		if len(a.Audiences) > 0 || a.DiscoveryURL != "" || a.JWKSURL != "" || len(a.JWKS) > 0 || len(a.Algorithms) > 0 || a.MaxTokenLifetime != 0 {
 			return a, errors.New(`"remove" takes only "issuer"`)
 		}
 		return a, nil
@@ -253,6 +256,9 @@ func DecodeJWTIssuerArgs(args json.RawMessage) (JWTIssuerArgs, error) {
 		if alg == "" {
 			return a, errors.New("empty algorithm")
 		}
+	}
+	if a.MaxTokenLifetime < 0 || a.MaxTokenLifetime > maxSeconds || math.IsNaN(a.MaxTokenLifetime) {
+		return a, fmt.Errorf("max_token_lifetime_seconds %v: out of range", a.MaxTokenLifetime)
 	}
 	n := 0
 	if a.DiscoveryURL != "" {
@@ -343,11 +349,18 @@ type settingsArgs struct {
 		Version     string `json:"version"`
 		Debug       bool   `json:"debug"`
 	} `json:"service"`
+	Attestation *policy.Attestation `json:"attestation,omitempty"`
 }
 
 func checkSettingsPolicy(args json.RawMessage) error {
 	var a settingsArgs
-	return decodeStrict(args, &a)
+	if err := decodeStrict(args, &a); err != nil {
+		return err
+	}
+	if a.Attestation != nil {
+		return a.Attestation.Validate()
+	}
+	return nil
 }
 
 // RotateArgs are the arguments of rotate_key_now.
@@ -478,6 +491,9 @@ func describeArgs(a Action) string {
 		s := fmt.Sprintf("trust issuer %q for audiences %q, keys from %s", j.Issuer, j.Audiences, src)
 		if len(j.Algorithms) > 0 {
 			s += fmt.Sprintf(", algorithms %q", j.Algorithms)
+		}
+		if j.MaxTokenLifetime > 0 {
+			s += fmt.Sprintf(", tokens valid for at most %v s", j.MaxTokenLifetime)
 		}
 		return s
 	case ActSetKeyRotationPolicy:

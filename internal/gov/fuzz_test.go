@@ -121,6 +121,8 @@ func FuzzValidateActions(f *testing.F) {
 	f.Add(ActSetJWTIssuer, []byte(`{"issuer":"https://i","audiences":["a"],"jwks_url":"https://i/k"}`))
 	f.Add(ActSetJWTValidationPolicy, []byte(`{"issuer":"https://i","claims":{"oid":["a"]}}`))
 	f.Add(ActSetKeyRotationPolicy, []byte(`{"rotation_interval_seconds":60,"suite":"x25519"}`))
+	f.Add(ActSetJWTIssuer, []byte(`{"issuer":"https://i","audiences":["a"],"jwks_url":"https://i/k","max_token_lifetime_seconds":3600}`))
+	f.Add(ActSetSettingsPolicy, []byte(`{"service":{"name":"kms"},"attestation":{"min_reported_tcb":{"Milan":{"bootloader":3,"tee":0,"snp":8,"microcode":115}},"min_uvm_svn":22}}`))
 	f.Add(ActDestroyKey, []byte(`{"kid":"`+kid+`"}`))
 	f.Add(ActRemoveMember, []byte(`{"member_id":"`+pid+`"}`))
 	f.Add(ActSetConstitution, []byte(docExample))

@@ -659,6 +659,9 @@ func TestAppReleaseNegativeRealEvidence(t *testing.T) {
 			c["nbf"], c["exp"] = now.Add(2*time.Hour).Unix(), now.Add(3*time.Hour).Unix()
 		}), status: 401, code: jwtauth.CodeNotYetValid},
 		{name: "JWT without exp", auth: tok(func(c map[string]any) { delete(c, "exp") }), status: 401, code: jwtauth.CodeInvalid},
+		{name: "JWT valid for ten years", auth: tok(func(c map[string]any) {
+			c["iat"], c["nbf"], c["exp"] = now.Unix(), now.Unix(), now.AddDate(10, 0, 0).Unix()
+		}), status: 401, code: "JWT_LIFETIME_TOO_LONG"},
 		{name: "JWT wrong audience", auth: tok(func(c map[string]any) { c["aud"] = "api://someone-else" }), status: 401, code: jwtauth.CodeAudience},
 		{name: "JWT wrong issuer", auth: func() string {
 			c := s.claims()
@@ -773,11 +776,16 @@ func TestAppReleaseNegativeSimulated(t *testing.T) {
 	}
 	att := func(a []byte) func() []byte { return func() []byte { return s.withAttestation(a) } }
 	const attFailed = release.CodeAttestationFailed
+	rolledBack, err := c.WithVCEKTCB(3, 0, 7, 115) // an older VCEK: SNP firmware one below the Milan floor
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	runNegCases(t, s, []negCase{
 		{name: "debug policy", body: bundle(func(o *simsnp.ACIBundleOptions) { o.Report.Debug = true }), status: 400, code: attFailed, inner: snp.CodePolicyDebug},
 		{name: "/app/key debug policy", path: "/app/key", body: bundle(func(o *simsnp.ACIBundleOptions) { o.Report.Debug = true }), status: 400, code: attFailed, inner: snp.CodePolicyDebug},
 		{name: "TCB lower than the VCEK's", body: bundle(func(o *simsnp.ACIBundleOptions) { o.Report.ReportedTCB = &lower }), status: 400, code: attFailed, inner: snp.CodeTCBMismatch},
+		{name: "VCEK of an older TCB (firmware rolled back)", body: att(simBundle(t, rolledBack, s.pubPEM, nil)), status: 400, code: attFailed, inner: "TCB_TOO_LOW"},
 		{name: "VMPL too high", body: bundle(func(o *simsnp.ACIBundleOptions) { o.Report.VMPL = 1 }), status: 400, code: attFailed, inner: snp.CodeVMPLTooHigh},
 		{name: "launch measurement of another UVM", body: bundle(func(o *simsnp.ACIBundleOptions) { o.UVMMeasurement = otherUVM }), status: 400, code: attFailed, inner: "UVM_MEASUREMENT_MISMATCH"},
 		{name: "UVM SVN below minimum", body: bundle(func(o *simsnp.ACIBundleOptions) { o.UVMSVN = "49" }), status: 400, code: attFailed, inner: "UVM_SVN_TOO_LOW"},

@@ -60,6 +60,8 @@ func FuzzAuthenticateClaims(f *testing.F) {
 		func(m map[string]any) { m["tid"] = 7.0; delete(m, "oid") },
 		func(m map[string]any) { m["exp"] = 1e300; m["nbf"] = -1e300 },
 		func(m map[string]any) { m["exp"] = "soon" },
+		func(m map[string]any) { m["exp"] = now.Unix() + 10*365*24*3600 },
+		func(m map[string]any) { m["iat"] = now.Unix() - 30*24*3600 },
 		func(m map[string]any) { m["idtyp"] = []any{"app"} },
 		func(m map[string]any) { delete(m, "oid"); delete(m, "sub") },
 	} {
@@ -85,7 +87,7 @@ func FuzzAuthenticateClaims(f *testing.F) {
 	known := []string{
 		jwtauth.CodeMissing, jwtauth.CodeInvalid, jwtauth.CodeExpired, jwtauth.CodeNotYetValid,
 		jwtauth.CodeAudience, jwtauth.CodeIssuer, jwtauth.CodeUnknownKID, jwtauth.CodePolicyMismatch,
-		jwtauth.CodeNoIdentity,
+		jwtauth.CodeNoIdentity, jwtauth.CodeLifetime,
 	}
 	f.Fuzz(func(t *testing.T, payload []byte) {
 		jws, err := signer.Sign(payload)
@@ -111,6 +113,15 @@ func FuzzAuthenticateClaims(f *testing.F) {
 		nbf, err2 := c["nbf"].(json.Number).Float64()
 		if err1 != nil || err2 != nil || exp <= float64(now.Unix()-60) || nbf > float64(now.Unix()+60) {
 			t.Fatalf("accepted exp %v, nbf %v at %d", c["exp"], c["nbf"], now.Unix())
+		}
+		start := nbf
+		if n, ok := c["iat"].(json.Number); ok {
+			if iat, err := n.Float64(); err == nil && iat < start {
+				start = iat
+			}
+		}
+		if max := (jwtauth.DefaultMaxLifetime + jwtauth.LifetimeSlack).Seconds(); exp-start > max+1 {
+			t.Fatalf("accepted a token valid for %v s (iat %v, nbf %v, exp %v), more than %v", exp-start, c["iat"], c["nbf"], c["exp"], max)
 		}
 		switch aud := c["aud"].(type) {
 		case string:

@@ -13,6 +13,7 @@ const (
 	CodeInvalid        = "JWT_INVALID"
 	CodeExpired        = "JWT_EXPIRED"
 	CodeNotYetValid    = "JWT_NOT_YET_VALID"
+	CodeLifetime       = "JWT_LIFETIME_TOO_LONG"
 	CodeAudience       = "JWT_AUDIENCE"
 	CodeIssuer         = "JWT_ISSUER"
 	CodeUnknownKID     = "JWT_UNKNOWN_KID"
@@ -33,6 +34,9 @@ var (
 	ErrExpired = errors.New("jwtauth: token expired")
 	// ErrNotYetValid: nbf or iat is in the future, beyond the clock skew.
 	ErrNotYetValid = errors.New("jwtauth: token not yet valid")
+	// ErrLifetime: the token is valid for longer than its issuer's maximum
+	// token lifetime (exp minus the earlier of nbf and iat).
+	ErrLifetime = errors.New("jwtauth: token lifetime too long")
 	// ErrAudience: aud names none of the issuer's configured audiences.
 	ErrAudience = errors.New("jwtauth: token audience not accepted")
 	// ErrIssuer: iss is not a configured issuer, or the jwt validation
@@ -55,6 +59,7 @@ var codes = []struct {
 	{ErrMissing, CodeMissing},
 	{ErrExpired, CodeExpired},
 	{ErrNotYetValid, CodeNotYetValid},
+	{ErrLifetime, CodeLifetime},
 	{ErrAudience, CodeAudience},
 	{ErrIssuer, CodeIssuer},
 	{ErrUnknownKID, CodeUnknownKID},

@@ -15,7 +15,9 @@
 //     if unknown; the key's type and alg match the token's alg;
 //  5. the signature verifies (go-jose does all JWS processing);
 //  6. exp and nbf are present and, with iat if present, hold at Config.Now
-//     within Config.ClockSkew;
+//     within Config.ClockSkew, and the token is valid for at most its
+//     issuer's MaxLifetime (default 24 hours): exp minus the earlier of nbf
+//     and iat;
 //  7. aud contains one of the issuer's configured audiences;
 //  8. every claim of the issuer's jwt validation policy
 //     (docs/spec/azure-compat.md, "JWT validation policy") is present with an
@@ -73,6 +75,13 @@ const (
 	DefaultMinRefreshInterval = 30 * time.Second
 	DefaultFetchTimeout       = 10 * time.Second
 	DefaultMaxBodyBytes       = 1 << 20
+	// DefaultMaxLifetime is the longest validity (exp minus the earlier of
+	// nbf and iat) of an issuer's tokens unless IssuerConfig.MaxLifetime
+	// says otherwise: Entra ID managed identity tokens last 24 hours.
+	DefaultMaxLifetime = 24 * time.Hour
+	// LifetimeSlack is added to every maximum lifetime: Entra ID backdates
+	// nbf and iat by 5 minutes, so its 24-hour tokens span 24 h 5 min.
+	LifetimeSlack = 5 * time.Minute
 )
 
 // allowedAlgs are the only signature algorithms ever accepted.
@@ -100,6 +109,11 @@ type IssuerConfig struct {
 	// Algorithms restricts the accepted algorithms to a subset of RS256 and
 	// ES256 (Entra ID: RS256 only). Empty means both.
 	Algorithms []string
+	// MaxLifetime is the longest validity accepted of the issuer's tokens,
+	// exp minus the earlier of nbf and iat (plus LifetimeSlack); longer
+	// ones fail with ErrLifetime, however far their exp. Zero means
+	// DefaultMaxLifetime.
+	MaxLifetime time.Duration
 }
 
 // Config configures an Authenticator. Zero durations and sizes mean the
@@ -166,6 +180,9 @@ func (c *Config) Validate() error {
 			if !slices.Contains(allowedAlgs, jose.SignatureAlgorithm(a)) {
 				return fmt.Errorf("jwtauth: issuer %q: algorithm %q not supported (use RS256 or ES256)", ic.Issuer, a)
 			}
+		}
+		if ic.MaxLifetime < 0 {
+			return fmt.Errorf("jwtauth: issuer %q: negative maximum token lifetime", ic.Issuer)
 		}
 	}
 	if c.ClockSkew < 0 || c.ClockSkew > MaxClockSkew {
@@ -254,6 +271,9 @@ func New(ctx context.Context, cfg Config) (*Authenticator, error) {
 		ic.Audiences = slices.Clone(ic.Audiences)
 		if ic.DiscoveryURL != "" && !strings.HasSuffix(ic.DiscoveryURL, "/.well-known/openid-configuration") {
 			ic.DiscoveryURL = strings.TrimSuffix(ic.DiscoveryURL, "/") + "/.well-known/openid-configuration"
+		}
+		if ic.MaxLifetime == 0 {
+			ic.MaxLifetime = DefaultMaxLifetime
 		}
 		ti := &trustedIssuer{cfg: ic, algs: allowedAlgs}
 		if len(ic.Algorithms) > 0 {
@@ -444,7 +464,7 @@ func (a *Authenticator) verify(ctx context.Context, token string, withPolicy boo
 	if iss, _ := claims["iss"].(string); iss != ti.cfg.Issuer {
 		return nil, nil, nil, fmt.Errorf("%w: iss changed between parses", ErrInvalid)
 	}
-	if err := a.checkTimes(claims); err != nil {
+	if err := a.checkTimes(claims, ti.cfg.MaxLifetime); err != nil {
 		return nil, nil, nil, err
 	}
 	return ti, rules, claims, nil
@@ -515,8 +535,11 @@ func numericDate(claims map[string]any, name string) (t time.Time, present bool,
 
 // checkTimes applies exp (required), nbf (required, as
 // docs/spec/azure-compat.md asks) and iat (optional) with the clock skew:
-// valid when nbf - skew <= now < exp + skew and iat <= now + skew.
-func (a *Authenticator) checkTimes(claims map[string]any) error {
+// valid when nbf - skew <= now < exp + skew and iat <= now + skew. The
+// token's lifetime, exp minus the earlier of nbf and iat, must be at most
+// maxLifetime + LifetimeSlack: a stolen token of ten years' validity is not
+// honoured for ten years.
+func (a *Authenticator) checkTimes(claims map[string]any, maxLifetime time.Duration) error {
 	now, skew := a.now(), a.cfg.ClockSkew
 	exp, ok, err := numericDate(claims, "exp")
 	if err != nil {
@@ -544,6 +567,15 @@ func (a *Authenticator) checkTimes(claims map[string]any) error {
 	}
 	if hasIat && now.Add(skew).Before(iat) {
 		return fmt.Errorf("%w: issued in the future, at %s", ErrNotYetValid, iat.UTC().Format(time.RFC3339))
+	}
+	start := nbf
+	if hasIat && iat.Before(start) {
+		start = iat
+	}
+	// Compare in seconds: the dates are bounded, durations overflow.
+	if life := exp.Sub(start); exp.Unix()-start.Unix() > int64((maxLifetime+LifetimeSlack)/time.Second) {
+		return fmt.Errorf("%w: valid from %s to %s (%s), longer than the issuer's maximum of %s", ErrLifetime,
+			start.UTC().Format(time.RFC3339), exp.UTC().Format(time.RFC3339), life.Round(time.Second), maxLifetime)
 	}
 	return nil
 }

@@ -326,7 +326,7 @@ func (s *Service) bootstrap(ctx context.Context) error {
 		b, _ := json.Marshal(s.cfg.RotationPolicy)
 		change("key rotation policy", ledger.TypeKeyRotationPolicy, b)
 	}
-	if cur.Genesis == nil || cur.Settings != s.cfg.Settings {
+	if cur.Genesis == nil || !cur.Settings.Equal(s.cfg.Settings) {
 		b, _ := json.Marshal(s.cfg.Settings)
 		change("settings policy", ledger.TypeSettingsPolicy, b)
 	}

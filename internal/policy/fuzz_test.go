@@ -67,13 +67,17 @@ func FuzzParse(f *testing.F) {
 }
 
 // FuzzEvaluate checks that evaluation never panics and returns nil,
-// ErrUnset or a denial with at least one failure.
+// ErrUnset or a denial with at least one failure, and that the decisions of
+// the attestation settings (Admit, the default Attestation's Check) over the
+// same claims return nil or *AttestationError with their codes.
 func FuzzEvaluate(f *testing.F) {
 	claims, _ := json.Marshal(aciClaims())
 	for _, s := range policySeeds() {
 		f.Add([]byte(s), claims)
 		f.Add([]byte(s), []byte(`{"x-ms-ver":3,"s":"sevsnpvm","n":5,"b":true,"x-ms-sevsnpvm-guestsvn":"1e2"}`))
+		f.Add([]byte(s), []byte(`{"tkms-evidence-type":"snp","tkms-snp-product-line":"Milan","x-ms-sevsnpvm-bootloader-svn":3,"x-ms-sevsnpvm-tee-svn":0,"x-ms-sevsnpvm-snpfw-svn":8,"x-ms-sevsnpvm-microcode-svn":1e2,"uvm_endorsements-svn":"22"}`))
 	}
+	f.Add([]byte(`{"claims":{"tkms-evidence-type":["snp-aci","snp"]}}`), []byte(`{"tkms-evidence-type":"snp"}`))
 	f.Fuzz(func(t *testing.T, policy, claimsJSON []byte) {
 		p, err := Parse(policy)
 		if err != nil {
@@ -84,6 +88,14 @@ func FuzzEvaluate(f *testing.F) {
 		var c map[string]any
 		if dec.Decode(&c) != nil {
 			return
+		}
+		for _, err := range []error{Admit(p, c), DefaultAttestation().Check(c)} {
+			for _, e := range unwrapJoined(err) {
+				var ae *AttestationError
+				if !errors.As(e, &ae) || (ae.Code() != CodeTCBTooLow && ae.Code() != CodeUVMSVNTooLow && ae.Code() != CodeNotAdmitted) {
+					t.Fatalf("attestation settings: %T %v", e, e)
+				}
+			}
 		}
 		err = Evaluate(p, c)
 		var d *DeniedError

@@ -25,7 +25,7 @@ func AuthConfig(jp *state.JWTPolicy) jwtauth.Config {
 	for _, is := range jp.Issuers {
 		ac.Issuers = append(ac.Issuers, jwtauth.IssuerConfig{
 			Issuer: is.Issuer, Audiences: slices.Clone(is.Audiences), DiscoveryURL: is.DiscoveryURL, JWKSURL: is.JWKSURL,
-			JWKS: slices.Clone(is.JWKS), Algorithms: slices.Clone(is.Algorithms),
+			JWKS: slices.Clone(is.JWKS), Algorithms: slices.Clone(is.Algorithms), MaxLifetime: is.MaxTokenLifetime.D(),
 		})
 		claims := map[string]any{}
 		for k, v := range jp.Claims[is.Issuer] {

@@ -22,18 +22,7 @@ import (
 // left every token is refused.
 func TestAuthFollowsGovernance(t *testing.T) {
 	a, b := releasetest.Issuer(t), releasetest.Issuer(t)
-	priv, pub, err := gov.GenerateDevKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	signer, err := gov.NewFileSigner(priv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	member, err := gov.NewMember("dev", string(pub), "")
-	if err != nil {
-		t.Fatal(err)
-	}
+	signer, member := devMember(t)
 	svc := releasetest.KMS(t, kms.Config{
 		JWT: &state.JWTPolicy{
 			Issuers: []state.JWTIssuer{{Issuer: a.URL(), Audiences: []string{audience}, DiscoveryURL: a.DiscoveryURL()}},
@@ -125,6 +114,33 @@ func TestAuthFollowsGovernance(t *testing.T) {
 		t.Fatal("AuthStats of the new authenticator")
 	}
 
+	// The issuer's maximum token lifetime, set by governance: the one-hour
+	// tokens of b are too long for 30 minutes.
+	propose(act(gov.ActSetJWTIssuer, map[string]any{"issuer": b.URL(), "audiences": []string{audience}, "discovery_url": b.DiscoveryURL(), "max_token_lifetime_seconds": 1800}))
+	_, err = rel.Authenticate(context.Background(), token(b))
+	if re := (*Error)(nil); !errors.As(err, &re) || re.Kind != KindUnauthenticated || re.Code != jwtauth.CodeLifetime {
+		t.Fatalf("issuer b, tokens of 1 h, maximum 30 min: %v, want an unauthenticated %s", err, jwtauth.CodeLifetime)
+	}
+
 	propose(act(gov.ActSetJWTIssuer, map[string]any{"issuer": b.URL(), "remove": true}))
 	check("no issuer left", b, &unavailable)
+}
+
+// devMember returns a new member's signer and record, for a ledger it
+// governs alone under gov.DevConstitution.
+func devMember(t *testing.T) (*gov.Signer, gov.Member) {
+	t.Helper()
+	priv, pub, err := gov.GenerateDevKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, err := gov.NewFileSigner(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	member, err := gov.NewMember("dev", string(pub), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return signer, member
 }

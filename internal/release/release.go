@@ -46,8 +46,9 @@ const (
 	CodeWrapKeyException      = "WRAP_KEY_EXCEPTION"
 	CodeUnavailable           = "SERVICE_UNAVAILABLE"
 	CodeSimulatedNotPermitted = attest.CodeSimulatedNotTrusted
-	CodeRateLimited           = "RATE_LIMITED" // 429: the caller's identity is over its rate (Config.IdentityLimit)
-	CodeServerBusy            = "SERVER_BUSY"  // 503: too many verifications in progress (Config.Verify)
+	CodeEvidenceNotAdmitted   = policy.CodeNotAdmitted // raw SNP evidence under a policy that does not admit it
+	CodeRateLimited           = "RATE_LIMITED"         // 429: the caller's identity is over its rate (Config.IdentityLimit)
+	CodeServerBusy            = "SERVER_BUSY"          // 503: too many verifications in progress (Config.Verify)
 )
 
 // Kind says what kind of failure an Error is; the transport maps it to its
@@ -219,11 +220,22 @@ type decision struct {
 	hash [32]byte
 }
 
-// Decide evaluates the key release policy in force against the claims.
+// Decide checks the evidence's claims against the attestation settings in
+// force (minimum TCB and UVM SVN: ATTESTATION_VALIDATION_FAILED), then
+// evaluates the key release policy in force, which must admit the
+// evidence's type (EVIDENCE_TYPE_NOT_ADMITTED).
 func (s *Service) Decide(ev *attest.Evidence) (decision, error) {
 	var raw []byte
 	var d decision
-	s.cfg.KMS.Read(func(st *state.State) { raw, d.seq = st.ReleasePolicy, st.ReleasePolicySeq })
+	var floors policy.Attestation
+	s.cfg.KMS.Read(func(st *state.State) {
+		raw, d.seq, floors = st.ReleasePolicy, st.ReleasePolicySeq, st.Settings.AttestationInForce()
+	})
+	if err := floors.Check(ev.Claims); err != nil {
+		var ae *policy.AttestationError
+		errors.As(err, &ae)
+		return d, fail(KindRefused, CodeAttestationFailed, ae.Code()+": "+err.Error(), err)
+	}
 	if raw == nil {
 		return d, fail(KindRefused, CodePolicyUnset, "no key release policy is set: every release is denied", policy.ErrUnset)
 	}
@@ -237,6 +249,9 @@ func (s *Service) Decide(ev *attest.Evidence) (decision, error) {
 		s.policy.Store(pp)
 	}
 	d.hash = pp.hash
+	if err := policy.Admit(pp.p, ev.Claims); err != nil {
+		return d, fail(KindRefused, CodeEvidenceNotAdmitted, err.Error(), err)
+	}
 	if err := policy.Evaluate(pp.p, ev.Claims); err != nil {
 		if errors.Is(err, policy.ErrUnset) {
 			return d, fail(KindRefused, CodePolicyUnset, err.Error(), err)

@@ -473,10 +473,12 @@ func TestDenialsRecordedRateLimited(t *testing.T) {
 }
 
 // TestRawSNPEvidence: a raw SNP report with its VCEK ({"type":"snp"}) goes
-// through the same verifier; a real bare-metal report passes evidence and
-// policy and then fails only the binding (its REPORT_DATA is not our
-// wrapping key's hash), and the go-sev-guest sample with the DEBUG policy is
-// refused.
+// through the same verifier; no UVM endorsement vouches for it, so a policy
+// that does not name tkms-evidence-type refuses it (EVIDENCE_TYPE_NOT_ADMITTED)
+// even when it names no UVM claim either; under one that admits it, a real
+// bare-metal report passes evidence and policy and then fails only the
+// binding (its REPORT_DATA is not our wrapping key's hash); the go-sev-guest
+// sample with the DEBUG policy is refused.
 func TestRawSNPEvidence(t *testing.T) {
 	report, _ := os.ReadFile("../attest/snp/testdata/trustee_test-report.bin")
 	vcek, _ := os.ReadFile("../attest/snp/testdata/trustee_test-vcek.der")
@@ -489,12 +491,27 @@ func TestRawSNPEvidence(t *testing.T) {
 	if ev.Type != "snp" || ev.Claims["x-ms-attestation-type"] != "sevsnpvm" || ev.Claims["uvm_endorsements-feed"] != nil {
 		t.Fatalf("raw evidence: %+v", ev)
 	}
-	mpol, _ := json.Marshal(map[string]any{"claims": map[string]any{"x-ms-sevsnpvm-launchmeasurement": []string{hex.EncodeToString(ev.Measurement)}}})
-	e = newEnv(t, mpol)
-	_, err = e.rel.AppUnwrap(context.Background(), e.token(nil), e.body(func(b map[string]any) { b["attestation"] = json.RawMessage(raw) }), "")
+	if ev.Claims["tkms-evidence-type"] != "snp" || ev.Claims["tkms-snp-product-line"] != "Milan" {
+		t.Fatalf("raw evidence claims: %v", ev.Claims)
+	}
+	measurement := []string{hex.EncodeToString(ev.Measurement)}
 	var re *Error
-	if !errors.As(err, &re) || re.Code != CodeWrappingKeyMismatch {
-		t.Fatalf("raw evidence under a policy naming its measurement: %v, want WRAPPING_KEY_HASH_MISMATCH", err)
+	for _, tc := range []struct {
+		name   string
+		claims map[string]any
+		code   string
+	}{
+		{"a policy naming its measurement only", map[string]any{"x-ms-sevsnpvm-launchmeasurement": measurement}, "EVIDENCE_TYPE_NOT_ADMITTED"},
+		{"the dev policy's shape", map[string]any{"x-ms-sevsnpvm-is-debuggable": false, "x-ms-sevsnpvm-launchmeasurement": measurement}, "EVIDENCE_TYPE_NOT_ADMITTED"},
+		{"a policy admitting ACI evidence only", map[string]any{"x-ms-sevsnpvm-launchmeasurement": measurement, "tkms-evidence-type": "snp-aci"}, CodePolicyDenied},
+		{"a policy admitting raw evidence", map[string]any{"x-ms-sevsnpvm-launchmeasurement": measurement, "tkms-evidence-type": []string{"snp-aci", "snp"}}, CodeWrappingKeyMismatch},
+	} {
+		pol, _ := json.Marshal(map[string]any{"claims": tc.claims})
+		e = newEnv(t, pol)
+		_, err = e.rel.AppUnwrap(context.Background(), e.token(nil), e.body(func(b map[string]any) { b["attestation"] = json.RawMessage(raw) }), "")
+		if !errors.As(err, &re) || re.Code != tc.code || re.Kind != KindRefused {
+			t.Fatalf("raw evidence under %s: %v, want a refusal %s", tc.name, err, tc.code)
+		}
 	}
 
 	dbgReport, _ := os.ReadFile("../attest/snp/testdata/gosevguest_attestation.bin")

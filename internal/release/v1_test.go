@@ -85,6 +85,13 @@ func loadSimChain(t testing.TB) *simsnp.Chain {
 
 func newSimEnv(t *testing.T, configure func(*Config, *attest.Config)) *simEnv {
 	t.Helper()
+	return newSimEnvKMS(t, configure, nil)
+}
+
+// newSimEnvKMS is newSimEnv with the KMS's configuration edited by
+// configureKMS (nil: unchanged).
+func newSimEnvKMS(t *testing.T, configure func(*Config, *attest.Config), configureKMS func(*kms.Config)) *simEnv {
+	t.Helper()
 	e := &simEnv{env: &env{t: t}, chain: loadSimChain(t), clock: &testClock{t: time.Now()}}
 	e.at = e.chain.VCEK().NotBefore.Add(24 * time.Hour)
 	var err error
@@ -93,7 +100,11 @@ func newSimEnv(t *testing.T, configure func(*Config, *attest.Config)) *simEnv {
 	pol, _ := json.Marshal(map[string]any{"claims": map[string]any{
 		"x-ms-sevsnpvm-hostdata": []string{hex.EncodeToString(simHostData)}, "x-ms-sevsnpvm-is-debuggable": false,
 	}})
-	e.kms = releasetest.KMS(t, kms.Config{ReleasePolicy: pol, Now: e.clock.Now})
+	kc := kms.Config{ReleasePolicy: pol, Now: e.clock.Now}
+	if configureKMS != nil {
+		configureKMS(&kc)
+	}
+	e.kms = releasetest.KMS(t, kc)
 	auth := releasetest.Auth(t, e.issuer, audience)
 	ark, ask := e.chain.Roots()
 	did, feed := e.chain.UVMTrust()

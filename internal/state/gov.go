@@ -543,7 +543,8 @@ func (s *State) applyAction(proposalID string, a gov.Action, seq uint64) error {
 			delete(jp.Claims, args.Issuer)
 		default:
 			is := JWTIssuer{Issuer: args.Issuer, Audiences: args.Audiences, DiscoveryURL: args.DiscoveryURL,
-				JWKSURL: args.JWKSURL, JWKS: args.JWKS, Algorithms: args.Algorithms}
+				JWKSURL: args.JWKSURL, JWKS: args.JWKS, Algorithms: args.Algorithms,
+				MaxTokenLifetime: Seconds(time.Duration(args.MaxTokenLifetime * float64(time.Second)))}
 			if i < 0 {
 				jp.Issuers = append(jp.Issuers, is)
 			} else {
@@ -566,6 +567,9 @@ func (s *State) applyAction(proposalID string, a gov.Action, seq uint64) error {
 		var p Settings
 		if err := decodeArgs(a.Args, &p); err != nil {
 			return err
+		}
+		if err := p.Validate(); err != nil {
+			return invalid(err)
 		}
 		s.Settings = p
 	case gov.ActRotateKeyNow:

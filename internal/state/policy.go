@@ -1,6 +1,7 @@
 package state
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"time"
 
 	"github.com/tkms-dev/tkms/internal/keys"
+	"github.com/tkms-dev/tkms/internal/policy"
 )
 
 // Seconds is a duration that travels in JSON as a number of seconds, as the
@@ -97,6 +99,34 @@ func (p RotationPolicy) Validate() error {
 // Settings is the settings policy served at /app/settingsPolicy.
 type Settings struct {
 	Service ServiceSettings `json:"service"`
+	// Attestation holds the floors every release's evidence must meet
+	// (minimum REPORTED_TCB per product line, minimum UVM SVN); nil means
+	// policy.DefaultAttestation(). See AttestationInForce.
+	Attestation *policy.Attestation `json:"attestation,omitempty"`
+}
+
+// AttestationInForce returns the attestation settings in force: s's own,
+// or the defaults when it sets none.
+func (s Settings) AttestationInForce() policy.Attestation {
+	if s.Attestation == nil {
+		return policy.DefaultAttestation()
+	}
+	return *s.Attestation
+}
+
+// Equal reports whether two settings policies say the same.
+func (s Settings) Equal(o Settings) bool {
+	a, _ := json.Marshal(s)
+	b, _ := json.Marshal(o)
+	return bytes.Equal(a, b)
+}
+
+// Validate checks the attestation settings, if any.
+func (s Settings) Validate() error {
+	if s.Attestation == nil {
+		return nil
+	}
+	return s.Attestation.Validate()
 }
 
 // ServiceSettings describes the service.

@@ -189,6 +189,9 @@ type JWTIssuer struct {
 	JWKSURL      string          `json:"jwks_url,omitempty"`
 	JWKS         json.RawMessage `json:"jwks,omitempty"`
 	Algorithms   []string        `json:"algorithms,omitempty"`
+	// MaxTokenLifetime is the longest validity of the issuer's tokens (exp
+	// minus the earlier of nbf and iat); 0 means jwtauth's default, 24 hours.
+	MaxTokenLifetime Seconds `json:"max_token_lifetime_seconds,omitempty"`
 }
 
 // KeyReleased is the public body of a key.released entry (api.KeyReleased:
@@ -249,6 +252,9 @@ func (s *State) apply(e *ledger.Entry) error {
 	case ledger.TypeSettingsPolicy:
 		var p Settings
 		if err := decodeBody(e.Body, &p); err != nil {
+			return err
+		}
+		if err := p.Validate(); err != nil {
 			return err
 		}
 		s.Settings = p

@@ -376,3 +376,31 @@ func parseChain(b []byte) (*Chain, error) {
 	copy(c.chipID[:], exts.HWID)
 	return c, nil
 }
+
+// WithVCEKTCB returns a copy of c whose VCEK, same key and same chip, is
+// issued anew by the ASK for another TCB (bootloader, TEE, SNP and microcode
+// security patch levels), as AMD KDS issues one VCEK per TCB: the copy's
+// reports carry that REPORTED_TCB and verify. It simulates a host that
+// rolled its firmware back and presents the older VCEK, for tests of
+// minimum-TCB checks.
+func (c *Chain) WithVCEKTCB(bootloader, tee, snp, microcode uint8) (*Chain, error) {
+	parts := kds.TCBParts{BlSpl: bootloader, TeeSpl: tee, SnpSpl: snp, UcodeSpl: microcode}
+	tcb, err := kds.ComposeTCBParts(parts)
+	if err != nil {
+		return nil, fmt.Errorf("simsnp: %w", err)
+	}
+	vcek := &x509.Certificate{
+		SerialNumber:       big.NewInt(0),
+		Subject:            amdName("SEV-VCEK"),
+		NotBefore:          c.vcek.NotBefore,
+		NotAfter:           c.vcek.NotAfter,
+		SignatureAlgorithm: x509.SHA384WithRSAPSS,
+		ExtraExtensions:    vcekExtensions(parts, c.chipID[:]),
+	}
+	d := *c
+	if d.vcek, err = issue(vcek, c.ask, &c.vcekKey.PublicKey, c.askKey); err != nil {
+		return nil, err
+	}
+	d.tcb = uint64(tcb)
+	return &d, nil
+}

@@ -69,3 +69,32 @@ func uvmVerifier(t *testing.T, trusted []uvm.Endorser) *uvm.Verifier {
 	}
 	return v
 }
+
+// TestWithVCEKTCB: a chain with its VCEK reissued for an older TCB signs
+// reports that carry that TCB and verify as the original chain's do.
+func TestWithVCEKTCB(t *testing.T) {
+	c := testChain
+	old, err := c.WithVCEKTCB(2, 0, 6, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if old.TCB() == c.TCB() || old.VCEK().Equal(c.VCEK()) || !c.vcekKey.PublicKey.Equal(old.VCEK().PublicKey) {
+		t.Fatal("the reissued VCEK is not a new certificate of the same key for another TCB")
+	}
+	ark, ask := old.Roots()
+	v, err := snp.New(snp.Options{Now: func() time.Time { return verifyTime(c) }, Roots: []snp.Root{{ProductLine: ProductLine, ARK: ark, ASK: ask}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	report, err := old.Report(ReportOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := v.VerifyReport(context.Background(), report, old.VCEK().Raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.TCB != (snp.TCB{Bootloader: 2, TEE: 0, SNP: 6, Microcode: 100}) || r.ReportedTCB != old.TCB() {
+		t.Fatalf("reported TCB %+v", r.TCB)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-sev-guest/abi"
 	spb "github.com/google/go-sev-guest/proto/sevsnp"
@@ -70,5 +71,47 @@ func TestParseCertTable(t *testing.T) {
 		if _, err := ParseCertTable(b); err == nil {
 			t.Errorf("%s: no error", name)
 		}
+	}
+}
+
+// TestCertTableDuplicateVCEK: a table with two VCEK entries is refused with
+// its own code, whichever comes last. go-sev-guest keeps the last one, so
+// before this check a table whose last VCEK entry was the real one verified
+// whatever the first entry held, and one whose last entry was another
+// chip's VCEK failed with a misleading code.
+func TestCertTableDuplicateVCEK(t *testing.T) {
+	report, table := eternisai(t, "gcp")
+	real, err := ParseCertTable(table)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vcek := real.Proto().GetVcekCert()
+	other := read(t, "trustee_test-vcek.der")
+	v := newVerifier(t, Options{Now: fixedNow(time.Date(2026, 3, 25, 22, 20, 6, 0, time.UTC))})
+	if _, err := v.VerifyExtendedReport(context.Background(), report, table); err != nil {
+		t.Fatalf("the table as captured: %v", err)
+	}
+	for name, certs := range map[string][][]byte{
+		"real VCEK last":  {other, vcek},
+		"real VCEK first": {vcek, other},
+		"same VCEK twice": {vcek, vcek},
+	} {
+		t.Run(name, func(t *testing.T) {
+			var tab abi.CertTable
+			for _, c := range certs {
+				tab.Entries = append(tab.Entries, abi.CertsFromProto(&spb.CertificateChain{VcekCert: c}).Entries...)
+			}
+			dup := tab.Marshal()
+			if _, err := ParseCertTable(dup); Code(err) != CodeCertTableDuplicate {
+				t.Fatalf("ParseCertTable: %v (code %s), want %s", err, Code(err), CodeCertTableDuplicate)
+			}
+			_, err := v.VerifyExtendedReport(context.Background(), report, dup)
+			if Code(err) != CodeCertTableDuplicate || !strings.Contains(err.Error(), "VCEK") {
+				t.Fatalf("VerifyExtendedReport: %v (code %s), want %s", err, Code(err), CodeCertTableDuplicate)
+			}
+			if _, err := v.VerifyRaw(context.Background(), report, nil, dup); Code(err) != CodeCertTableDuplicate {
+				t.Fatalf("VerifyRaw: %v (code %s)", err, Code(err))
+			}
+		})
 	}
 }

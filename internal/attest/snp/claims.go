@@ -37,6 +37,10 @@ const (
 	ClaimTEESVN            = "x-ms-sevsnpvm-tee-svn"
 	ClaimSNPFirmwareSVN    = "x-ms-sevsnpvm-snpfw-svn"
 	ClaimMicrocodeSVN      = "x-ms-sevsnpvm-microcode-svn"
+	// ClaimProductLine is tkms's own claim: the AMD product line of the signing key ("Milan",
+	// "Genoa", "Turin"), as the certificate chain decided; the attestation settings keep a
+	// minimum REPORTED_TCB per product line (internal/policy, Attestation).
+	ClaimProductLine = "tkms-snp-product-line"
 )
 
 // AttestationTypeSEVSNP is the value of [ClaimAttestationType].
@@ -67,7 +71,7 @@ func newResult(r *spb.Report, raw []byte) *Result {
 		Debug:            pol.Debug,
 		MigrationAllowed: pol.MigrateMA,
 		SMTAllowed:       pol.SMT,
-		ReportSHA256:     sha256.Sum256(raw),
+		ReportSHA256:     sha256.Sum256(abi.SignedComponent(raw)),
 	}
 	res.Claims = Claims{
 		ClaimAttestationType:   AttestationTypeSEVSNP,

@@ -11,6 +11,9 @@ const (
 	// CodeReportMalformed: the input is not well-formed (base64, JSON, PEM, report size or
 	// reserved fields, endorsed_tcb syntax).
 	CodeReportMalformed = "REPORT_MALFORMED"
+	// CodeCertTableDuplicate: an extended report's certificate table holds two entries with
+	// one GUID (two VCEKs, say), so which certificate is meant is ambiguous.
+	CodeCertTableDuplicate = "CERT_TABLE_DUPLICATE_ENTRY"
 	// CodeCertChainInvalid: the VCEK/VLEK cannot be parsed, lacks AMD's extensions, or does not chain
 	// to a trusted AMD root (pinned, or passed in [Options.Roots]) at the verification time.
 	CodeCertChainInvalid = "CERT_CHAIN_INVALID"

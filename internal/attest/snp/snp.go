@@ -131,6 +131,10 @@ func (v *Verifier) VerifyExtendedReport(ctx context.Context, report, certTable [
 		return nil, err
 	}
 	t, err := ParseCertTable(certTable)
+	var coded *Error
+	if errors.As(err, &coded) {
+		return nil, err
+	}
 	if err != nil {
 		return nil, errorf(CodeReportMalformed, err, "certificate table")
 	}
@@ -166,7 +170,10 @@ type Result struct {
 	// Pinned is true when the chain ends at a pinned AMD root, false when at an Options.Roots
 	// root (simulated evidence).
 	Pinned bool
-	// ReportSHA256 is the SHA-256 of the raw report, for the ledger.
+	// ReportSHA256 is the SHA-256 of the report's signed part (bytes 0x000..0x29F,
+	// abi.SignedComponent), the report's identity in the ledger. The signature is left out: an
+	// ECDSA signature (r, s) verifies as (r, n-s) too, so a hash over all 1184 bytes would give
+	// one report two identities.
 	ReportSHA256 [32]byte
 
 	// Claims are the x-ms-* claims derived from the report (see [Claims]).
@@ -246,6 +253,7 @@ func (v *Verifier) verify(ctx context.Context, raw, ekDER []byte, table *spb.Cer
 	res := newResult(report, raw)
 	res.Signer = info.SigningKey.String()
 	res.ProductLine = ek.productLine
+	res.Claims[ClaimProductLine] = ek.productLine
 	res.Pinned = ek.pinned
 	return res, nil
 }

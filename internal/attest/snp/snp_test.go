@@ -303,8 +303,11 @@ func checkClaimsConsistent(t *testing.T, r *Result) {
 	if c[ClaimAttestationType] != "sevsnpvm" {
 		t.Errorf("x-ms-attestation-type = %v", c[ClaimAttestationType])
 	}
-	if len(c) != 19 {
-		t.Errorf("%d claims, want 19", len(c))
+	if c[ClaimProductLine] != r.ProductLine {
+		t.Errorf("%s = %v, want %s", ClaimProductLine, c[ClaimProductLine], r.ProductLine)
+	}
+	if len(c) != 20 {
+		t.Errorf("%d claims, want 20", len(c))
 	}
 	if r.Debug || r.MigrationAllowed {
 		t.Errorf("accepted report with debug %v migration %v", r.Debug, r.MigrationAllowed)

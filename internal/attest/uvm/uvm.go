@@ -23,6 +23,7 @@ import (
 	"errors"
 	"fmt"
 	"mime"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -114,13 +115,20 @@ type Options struct {
 	Trusted []Endorser
 	// MinSVN is the lowest accepted endorsement SVN (default 0).
 	MinSVN uint64
+	// Simulated lists endorsers trusted in addition to Trusted whose
+	// endorsements are simulated (the simulated TEE's UVM key,
+	// internal/attest/simsnp): their results have Result.Simulated set, so
+	// that a release on them is marked simulated even when the SNP report
+	// chains to AMD. Pass them only when the operator asked to trust
+	// simulated evidence.
+	Simulated []Endorser
 }
 
 // Validate reports whether every trusted DID is of the supported did:x509
 // form and every feed is non-empty. An empty Trusted is valid: [New] then
 // uses DefaultTrusted().
 func (o Options) Validate() error {
-	for _, e := range o.Trusted {
+	for _, e := range slices.Concat(o.Trusted, o.Simulated) {
 		if _, err := parseDID(e.DID); err != nil {
 			return fmt.Errorf("uvm: trusted endorser %q: %w", e.DID, err)
 		}
@@ -137,7 +145,7 @@ const maxCached = 1024
 
 // Verifier verifies UVM endorsements. It is safe for concurrent use.
 type Verifier struct {
-	trusted map[Endorser]bool
+	trusted map[Endorser]bool // endorser -> simulated
 	minSVN  uint64
 
 	mu    sync.Mutex
@@ -158,6 +166,12 @@ func New(opts Options) (*Verifier, error) {
 		cache:   make(map[[sha256.Size]byte]*Result),
 	}
 	for _, e := range opts.Trusted {
+		v.trusted[e] = false
+	}
+	for _, e := range opts.Simulated {
+		if _, dup := v.trusted[e]; dup {
+			return nil, fmt.Errorf("uvm: endorser %q, feed %q listed as trusted and as simulated", e.DID, e.Feed)
+		}
 		v.trusted[e] = true
 	}
 	return v, nil
@@ -170,6 +184,8 @@ type Result struct {
 	SVN               uint64    // the endorsed UVM security version
 	LaunchMeasurement []byte    // the endorsed 48-byte SNP launch measurement
 	SigningTime       time.Time // the protected "signingtime"
+	// Simulated is true when the endorser is one of Options.Simulated.
+	Simulated bool
 
 	// bound is set when LaunchMeasurement was compared with a report.
 	bound bool
@@ -297,7 +313,8 @@ func (v *Verifier) verifyUncached(endorsement []byte) (*Result, error) {
 
 	// Is it allowed? Trust in (issuer, feed) here; the SVN minimum and the
 	// measurement are checked on every call, cached or not.
-	if !v.trusted[Endorser{DID: h.iss, Feed: h.feed}] {
+	simulated, ok := v.trusted[Endorser{DID: h.iss, Feed: h.feed}]
+	if !ok {
 		return nil, fmt.Errorf("%w: issuer %q, feed %q", ErrUntrusted, h.iss, h.feed)
 	}
 	p, err := parsePayload(msg.Payload)
@@ -310,6 +327,7 @@ func (v *Verifier) verifyUncached(endorsement []byte) (*Result, error) {
 		SVN:               p.svn,
 		LaunchMeasurement: p.measurement,
 		SigningTime:       h.signingTime,
+		Simulated:         simulated,
 	}, nil
 }
 

@@ -363,6 +363,30 @@ func TestVerifySynthetic(t *testing.T) {
 	}
 }
 
+// TestSimulatedEndorser: an endorsement of an endorser listed in
+// Options.Simulated verifies and says so; listed as trusted, it does not.
+func TestSimulatedEndorser(t *testing.T) {
+	long, _ := chains(t)
+	m := bytes.Repeat([]byte{0xab}, 48)
+	e := sign(t, MarshalPayload(7, m), long.Key, long.Chain, long.DID, aciFeed, time.Date(2024, 3, 1, 0, 0, 0, 0, time.UTC))
+	for _, tc := range []struct {
+		opts      Options
+		simulated bool
+	}{
+		{Options{Simulated: []Endorser{{long.DID, aciFeed}}}, true},
+		{Options{Trusted: []Endorser{{long.DID, aciFeed}}}, false},
+	} {
+		r, err := newVerifier(t, tc.opts).Verify(e, m)
+		if err != nil || r.Simulated != tc.simulated {
+			t.Errorf("%+v: result %+v, %v; want simulated %v", tc.opts, r, err, tc.simulated)
+		}
+	}
+	aci := aciVector(t)
+	if r, err := newVerifier(t, Options{Simulated: []Endorser{{long.DID, aciFeed}}}).Verify(aci.endorsement, aci.measurement); err != nil || r.Simulated {
+		t.Errorf("the real ACI endorsement beside a simulated endorser: %+v, %v", r, err)
+	}
+}
+
 func poolOf(certs ...*x509.Certificate) *x509.CertPool {
 	p := x509.NewCertPool()
 	for _, c := range certs {
@@ -670,12 +694,14 @@ func TestOptions(t *testing.T) {
 		}
 	}
 	v := newVerifier(t, Options{})
-	if len(v.trusted) != 2 || !v.trusted[Endorser{aciDID, aciFeed}] {
+	if simulated, ok := v.trusted[Endorser{aciDID, aciFeed}]; len(v.trusted) != 2 || !ok || simulated {
 		t.Errorf("empty Options trusts %v, want DefaultTrusted()", v.trusted)
 	}
 	for _, bad := range []Options{
 		{Trusted: []Endorser{{"did:web:example.com", aciFeed}}},
 		{Trusted: []Endorser{{aciDID, ""}}},
+		{Simulated: []Endorser{{"did:web:example.com", aciFeed}}},
+		{Trusted: []Endorser{{aciDID, aciFeed}}, Simulated: []Endorser{{aciDID, aciFeed}}},
 	} {
 		if _, err := New(bad); err == nil {
 			t.Errorf("New(%+v) accepted", bad)
