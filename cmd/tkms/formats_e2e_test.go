@@ -28,11 +28,13 @@ func anyFormatPolicy() []byte {
 			map[string]any{"claim": "x-ms-sevsnpvm-launchmeasurement", "equals": hex.EncodeToString([]byte(simsnp.DefaultMeasurement))},
 		}},
 		map[string]any{"authority": "tdx", "allOf": []any{
+			map[string]any{"claim": "tkms-evidence-type", "equals": "tdx"},
 			map[string]any{"claim": "x-ms-attestation-type", "equals": "tdxvm"},
 			map[string]any{"claim": "tdx_td_attributes_debug", "equals": false},
 			map[string]any{"claim": "tdx_mrtd", "equals": hex.EncodeToString([]byte(simtdx.DefaultMRTD))},
 		}},
 		map[string]any{"authority": "az-snp-vtpm", "allOf": []any{
+			map[string]any{"claim": "tkms-evidence-type", "equals": "az-snp-vtpm"},
 			map[string]any{"claim": "x-ms-attestation-type", "equals": "azurevm"},
 			map[string]any{"claim": "x-ms-isolation-tee.x-ms-attestation-type", "equals": "sevsnpvm"},
 			map[string]any{"claim": "x-ms-sevsnpvm-is-debuggable", "equals": false},
@@ -40,11 +42,13 @@ func anyFormatPolicy() []byte {
 			map[string]any{"claim": "tpm_pcr7", "equals": hex.EncodeToString(simazcvm.PCR(7))},
 		}},
 		map[string]any{"authority": "az-tdx-vtpm", "allOf": []any{
+			map[string]any{"claim": "tkms-evidence-type", "equals": "az-tdx-vtpm"},
 			map[string]any{"claim": "x-ms-attestation-type", "equals": "azurevm"},
 			map[string]any{"claim": "tdx_td_attributes_debug", "equals": false},
 			map[string]any{"claim": "tdx_mrtd", "equals": hex.EncodeToString([]byte(simtdx.DefaultMRTD))},
 		}},
 		map[string]any{"authority": "maa", "allOf": []any{
+			map[string]any{"claim": "tkms-evidence-type", "equals": "maa"},
 			map[string]any{"claim": "x-ms-isolation-tee.x-ms-compliance-status", "equals": "azure-compliant-cvm"},
 			map[string]any{"claim": "x-ms-isolation-tee.x-ms-sevsnpvm-is-debuggable", "equals": false},
 			map[string]any{"claim": "x-ms-isolation-tee.x-ms-sevsnpvm-launchmeasurement", "equals": simmaa.DefaultMeasurement},

@@ -242,7 +242,14 @@ func (v *Verifier) InspectUnpinned(ctx context.Context, raw []byte) (*Evidence, 
 func (v *Verifier) verify(ctx context.Context, raw []byte, inspect bool) (*Evidence, error) {
 	f := detect(raw)
 	ev := &Evidence{Type: f.typ}
-	return ev, f.verify(ctx, v, raw, ev, inspect)
+	err := f.verify(ctx, v, raw, ev, inspect)
+	if ev.Claims != nil {
+		// Every format's claims name its type, so that a release policy
+		// admits evidence other than ACI only by naming it
+		// (policy.Admit), whichever verifier produced the claims.
+		ev.Claims[policy.ClaimEvidenceType] = ev.Type
+	}
+	return ev, err
 }
 
 // Type returns the evidence type of an attestation object, as Verify tells
@@ -264,16 +271,15 @@ func (v *Verifier) checkPinned(pinned, inspect bool) error {
 	return nil
 }
 
-// setReport fills ev from a verified report. The claims are the report's
-// and the evidence type (policy.ClaimEvidenceType), which a release policy
-// must name to admit evidence without a UVM endorsement.
+// setReport fills ev from a verified report. The claims are the report's;
+// verify adds the evidence type (policy.ClaimEvidenceType), which a release
+// policy must name to admit evidence other than ACI.
 func setReport(ev *Evidence, res *snp.Result) {
 	ev.Simulated = !res.Pinned
 	ev.Claims = make(map[string]any, len(res.Claims)+5)
 	for k, c := range res.Claims {
 		ev.Claims[k] = c
 	}
-	ev.Claims[policy.ClaimEvidenceType] = ev.Type
 	ev.ReportData, ev.Measurement, ev.HostData = res.ReportData, res.Measurement, res.HostData
 	ev.ReportSHA256, ev.Signer, ev.ProductLine = res.ReportSHA256, res.Signer, res.ProductLine
 }

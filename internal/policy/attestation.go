@@ -190,8 +190,9 @@ func describe(v any) string {
 
 // Admit decides whether p admits evidence of the type the claims name.
 // ACI evidence (EvidenceSNPACI, or claims that name no type) is admitted by
-// every policy; any other type, such as a raw SNP report that no UVM
-// endorsement vouches for, only by a policy that names ClaimEvidenceType,
+// every policy; any other type (a raw SNP report that no UVM endorsement
+// vouches for, a TDX quote, an Azure CVM's vTPM evidence, an Azure
+// Attestation token) only by a policy that names ClaimEvidenceType,
 // which evaluation then checks like any claim (e.g.
 // "tkms-evidence-type": ["snp-aci", "snp"]). Otherwise it returns an
 // *AttestationError of CodeNotAdmitted.
@@ -200,6 +201,6 @@ func Admit(p Policy, claims map[string]any) error {
 	if t == "" || t == EvidenceSNPACI || slices.Contains(p.ClaimNames(), ClaimEvidenceType) {
 		return nil
 	}
-	return &AttestationError{CodeNotAdmitted, fmt.Sprintf("%q evidence carries no UVM endorsement and the key release policy in force does not admit it: "+
+	return &AttestationError{CodeNotAdmitted, fmt.Sprintf("%q evidence is not ACI evidence and the key release policy in force does not admit it: "+
 		"a policy admits it by naming the claim %q (e.g. %q: [%q, %q])", t, ClaimEvidenceType, ClaimEvidenceType, EvidenceSNPACI, t)}
 }
