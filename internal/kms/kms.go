@@ -64,6 +64,10 @@ type Config struct {
 	// tlog-checkpoint origin line), e.g. "kms.sro.example/depa". It is
 	// fixed at genesis; by default "tkms/<service name>/<8 random hex>".
 	LogOrigin string
+	// OpenLedger opens the storage of the ledger in the data directory.
+	// By default it is the embedded single-node file (store.Open);
+	// internal/raftstore replicates it over a cluster.
+	OpenLedger func(dir string, opts store.Options) (store.Ledger, error)
 }
 
 // Service is an open tkms instance.
@@ -71,7 +75,7 @@ type Service struct {
 	cfg     Config
 	now     func() time.Time
 	log     *slog.Logger
-	store   *store.Store
+	store   store.Ledger
 	keyring *keyring.Keyring
 
 	mu    sync.RWMutex // guards st
@@ -126,7 +130,10 @@ func Open(ctx context.Context, cfg Config) (*Service, error) {
 	if err := checkLedgerPresent(cfg.DataDir); err != nil {
 		return nil, err
 	}
-	st, err := store.Open(cfg.DataDir, store.Options{Sealer: cfg.Sealer, MaxBatch: cfg.MaxBatch, OnWriteFailure: storageFailed(cfg.Logger, cfg.DataDir), Logger: cfg.Logger})
+	if cfg.OpenLedger == nil {
+		cfg.OpenLedger = func(dir string, opts store.Options) (store.Ledger, error) { return store.Open(dir, opts) }
+	}
+	st, err := cfg.OpenLedger(cfg.DataDir, store.Options{Sealer: cfg.Sealer, MaxBatch: cfg.MaxBatch, OnWriteFailure: storageFailed(cfg.Logger, cfg.DataDir), Logger: cfg.Logger})
 	if errors.Is(err, ledger.ErrCorrupt) {
 		return nil, fmt.Errorf("%w; restore the data directory from a backup (keep this copy for analysis) and check it with tkms audit", err)
 	}
