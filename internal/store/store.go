@@ -133,6 +133,29 @@ type Options struct {
 	// Logger receives warnings about a damaged file that Open recovers
 	// from. Defaults to slog.Default().
 	Logger *slog.Logger
+
+	// Replica is what a replicated ledger (internal/raftstore) asks of
+	// the service that applies it. The embedded store ignores it.
+	Replica ReplicaHooks
+}
+
+// ReplicaHooks are called by a replicated ledger as it applies committed
+// entries, on every node, in log order.
+type ReplicaHooks struct {
+	// Check re-checks an entry against the state in force just before it
+	// would be applied; an entry it refuses is not written, and the
+	// append that proposed it fails with the error (a release decided on
+	// a node whose state was behind).
+	Check func(e *ledger.Entry) error
+	// KeepDataKey stores the data key that came with a key.created entry
+	// before the entry is written.
+	KeepDataKey func(e *ledger.Entry, dataKey []byte) error
+	// DataKey returns the data key of a key.created entry, nil if it was
+	// erased, for a snapshot that a new node restores.
+	DataKey func(e *ledger.Entry) ([]byte, error)
+	// Applied is called after an entry is written and applied (a
+	// follower erases a destroyed key's data key).
+	Applied func(e *ledger.Entry)
 }
 
 // Store is an open ledger file.
