@@ -133,7 +133,7 @@ func (s *Store) serveAppend(w http.ResponseWriter, r *http.Request) {
 func (s *Store) forward(ctx context.Context, props []store.Proposal) ([]*ledger.Entry, error) {
 	_, addr := s.Leader()
 	if addr == "" {
-		return nil, ErrNoLeader
+		return nil, notSent{ErrNoLeader}
 	}
 	req := appendRequest{Proposals: make([]wireProposal, len(props))}
 	for i, p := range props {
@@ -189,7 +189,7 @@ func post(ctx context.Context, c *http.Client, cfg *tls.Config, addr, path strin
 		json.Unmarshal(b, &e)
 		switch resp.StatusCode {
 		case http.StatusServiceUnavailable:
-			return fmt.Errorf("%w (%s)", ErrNoLeader, e.Error)
+			return notSent{fmt.Errorf("%w (%s)", ErrNoLeader, e.Error)}
 		case http.StatusConflict:
 			return fmt.Errorf("%w (%s)", ErrRejected, e.Error)
 		}

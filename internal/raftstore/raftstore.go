@@ -59,7 +59,7 @@ var (
 	// Nothing was written; the client should retry after a short wait.
 	ErrNoLeader = errors.New("raftstore: the cluster has no leader (no quorum): retry shortly")
 	// ErrRejected: the entry was refused at apply time (Check).
-	ErrRejected = errors.New("raftstore: entry refused at apply time")
+	ErrRejected = store.ErrRejected
 )
 
 // Config configures a node.
@@ -357,15 +357,43 @@ func (s *Store) Append(ctx context.Context, props ...store.Proposal) ([]*ledger.
 	if err := s.local.WriteErr(); err != nil {
 		return nil, err
 	}
-	if !s.IsLeader() {
+	// During an election (a few heartbeats) the append waits for the
+	// new leader rather than failing.
+	deadline := time.Now().Add(s.leaderWait())
+	for {
+		if s.IsLeader() {
+			return s.appendLocal(ctx, props)
+		}
 		es, err := s.forward(ctx, props)
-		if err != nil {
+		if err == nil {
+			return es, s.waitApplied(ctx, es[len(es)-1].Seq)
+		}
+		// Retry only what surely wrote nothing: no leader known, or a
+		// node that said it does not lead.
+		if !isNotSent(err) || time.Now().After(deadline) {
 			return nil, err
 		}
-		return es, s.waitApplied(ctx, es[len(es)-1].Seq)
+		select {
+		case <-time.After(50 * time.Millisecond):
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-s.closing:
+			return nil, store.ErrClosed
+		}
 	}
-	return s.appendLocal(ctx, props)
 }
+
+// leaderWait is how long an append waits for a leader to be elected.
+func (s *Store) leaderWait() time.Duration {
+	return 5 * max(s.cfg.ElectionTimeout, time.Second)
+}
+
+// notSent marks forwarding errors after which nothing was written.
+type notSent struct{ error }
+
+func (e notSent) Unwrap() error { return e.error }
+
+func isNotSent(err error) bool { var ns notSent; return errors.As(err, &ns) }
 
 // appendLocal proposes on the leader.
 func (s *Store) appendLocal(ctx context.Context, props []store.Proposal) ([]*ledger.Entry, error) {

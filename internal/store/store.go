@@ -51,6 +51,10 @@ var (
 
 // Errors.
 var (
+	// ErrRejected: a replicated ledger refused the entry at apply time
+	// (ReplicaHooks.Check): the state in force when it was ordered no
+	// longer allows it. Nothing was written.
+	ErrRejected = errors.New("store: entry refused at apply time")
 	// ErrSeq: Write was given entries that do not directly follow the
 	// last one.
 	ErrSeq      = errors.New("store: entries out of sequence")
