@@ -97,6 +97,9 @@ type Config struct {
 	// SnapshotThreshold is how many raft log entries trigger a snapshot
 	// (and the log's trimming); default 8192.
 	SnapshotThreshold uint64
+	// TrailingLogs is how many raft log entries a snapshot leaves in the
+	// log, for followers a little behind; default 1024.
+	TrailingLogs uint64
 }
 
 // Store is one node's replicated ledger.
@@ -211,7 +214,10 @@ func (s *Store) startRaft(dir string) error {
 	rc.LocalID = raft.ServerID(s.cfg.NodeID)
 	rc.Logger = hlog
 	rc.SnapshotThreshold = s.cfg.SnapshotThreshold
-	rc.TrailingLogs = 1024
+	rc.TrailingLogs = s.cfg.TrailingLogs
+	if rc.TrailingLogs == 0 {
+		rc.TrailingLogs = 1024
+	}
 	rc.NoSnapshotRestoreOnStart = true // the ledger file is the FSM's durable state
 	if s.cfg.HeartbeatTimeout > 0 {
 		rc.HeartbeatTimeout = s.cfg.HeartbeatTimeout

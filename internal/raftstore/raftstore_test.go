@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tkms-dev/tkms/internal/ledger"
 	"github.com/tkms-dev/tkms/internal/raftstore"
 	"github.com/tkms-dev/tkms/internal/seal"
 	"github.com/tkms-dev/tkms/internal/store"
@@ -152,13 +153,13 @@ func (c *cluster) Close() error {
 	return errors.Join(errs...)
 }
 
-func startCluster(t *testing.T, dir string, sealer seal.Sealer, key []byte, onCommit func(store.Batch)) *cluster {
+func startCluster(t *testing.T, dir string, sealer seal.Sealer, key []byte, opts store.Options, onCommit func(store.Batch)) *cluster {
 	c := &cluster{}
-	first := startNode(t, filepath.Join(dir, "n1"), "n1", sealer, key, store.Options{}, "")
+	first := startNode(t, filepath.Join(dir, "n1"), "n1", sealer, key, opts, "")
 	first.Start(nil)
 	c.nodes = append(c.nodes, first)
 	for i := 2; i <= 3; i++ {
-		n := startNode(t, filepath.Join(dir, fmt.Sprint("n", i)), fmt.Sprint("n", i), sealer, key, store.Options{}, first.addr())
+		n := startNode(t, filepath.Join(dir, fmt.Sprint("n", i)), fmt.Sprint("n", i), sealer, key, opts, first.addr())
 		c.nodes = append(c.nodes, n)
 	}
 	c.nodes[1].Start(onCommit)
@@ -185,7 +186,7 @@ func TestConformanceThreeNodesFollower(t *testing.T) {
 	}
 	sealer, key := newKey(t)
 	storetest.Run(t, func(t *testing.T, dir string, onCommit func(store.Batch)) store.Ledger {
-		return startCluster(t, dir, sealer, key, onCommit)
+		return startCluster(t, dir, sealer, key, store.Options{}, onCommit)
 	})
 }
 
@@ -201,5 +202,76 @@ func TestJoinRefusesNodeIDInUse(t *testing.T) {
 	_, err := raftstore.Join(context.Background(), n1.addr(), "n1", ln.Addr().String(), nil)
 	if !errors.Is(err, raftstore.ErrNodeIDInUse) && (err == nil || !strings.Contains(err.Error(), "node id is in use")) {
 		t.Fatalf("join with the leader's id: %v", err)
+	}
+}
+
+// A follower whose data directory is wiped joins again under its id and
+// address and gets the ledger through a raft snapshot (the leader's log was
+// trimmed), data keys included.
+func TestWipedFollowerRestoresFromSnapshot(t *testing.T) {
+	if testing.Short() {
+		t.Skip("three raft nodes")
+	}
+	sealer, key := newKey(t)
+	var kept []string
+	opts := store.Options{Replica: store.ReplicaHooks{
+		DataKey: func(e *ledger.Entry) ([]byte, error) { return []byte("0123456789abcdef0123456789abcdef"), nil },
+		KeepDataKey: func(e *ledger.Entry, dk []byte) error {
+			kept = append(kept, fmt.Sprintf("%d:%s", e.Seq, dk))
+			return nil
+		},
+	}}
+	dir := t.TempDir()
+	c := startCluster(t, dir, sealer, key, store.Options{Replica: store.ReplicaHooks{DataKey: opts.Replica.DataKey}}, nil)
+	defer c.Close()
+	var leader *node
+	for _, n := range c.nodes {
+		if n.IsLeader() {
+			leader = n
+		}
+	}
+	ctx := context.Background()
+	if _, err := c.Append(ctx, store.Proposal{Time: time.Unix(1, 0), Type: ledger.TypeKeyCreated, Body: []byte(`{"kid":"k"}`), Secret: []byte("s"), DataKey: []byte("0123456789abcdef0123456789abcdef")}); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 40 {
+		if _, err := c.Append(ctx, storetest.Published(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A snapshot that leaves little of the log: raft sends the wiped
+	// node the snapshot rather than the log.
+	rc := leader.Raft().ReloadableConfig()
+	rc.TrailingLogs = 2
+	if err := leader.Raft().ReloadConfig(rc); err != nil {
+		t.Fatal(err)
+	}
+	if err := leader.Raft().Snapshot().Error(); err != nil {
+		t.Fatal(err)
+	}
+	victim := c.nodes[2]
+	if victim == leader {
+		victim = c.nodes[1]
+	}
+	if err := victim.Store.Close(); err != nil {
+		t.Fatal(err)
+	}
+	addr := victim.addr()
+	if err := os.RemoveAll(victim.dir); err != nil {
+		t.Fatal(err)
+	}
+	os.MkdirAll(victim.dir, 0o700)
+	os.WriteFile(filepath.Join(victim.dir, "addr"), []byte(addr), 0o600)
+	again := startNode(t, victim.dir, victim.id, sealer, key, opts, leader.addr())
+	again.Start(nil)
+	*victim = *again
+	waitFor(t, "the wiped node to catch up", func() bool { return again.Last() == leader.Last() })
+	s1, r1 := leader.TreeHead()
+	s2, r2 := again.TreeHead()
+	if s1 != s2 || r1 != r2 {
+		t.Fatalf("tree heads differ: %d %x vs %d %x", s1, r1, s2, r2)
+	}
+	if len(kept) != 1 || kept[0] != "1:0123456789abcdef0123456789abcdef" {
+		t.Fatalf("data keys restored: %q", kept)
 	}
 }
