@@ -29,6 +29,7 @@ import (
 func cmdServe(args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("serve", stderr)
 	configPath := fs.String("config", "", "configuration `file` (JSON; see README)")
+	join := fs.String("join", "", "node-to-node `address` of a cluster member to join on the first start (sets cluster.join)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -40,8 +41,21 @@ func cmdServe(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	cfg.applyDefaults("json")
+	if *join != "" {
+		if cfg.Cluster == nil {
+			return fmt.Errorf("%w: --join needs the cluster section of the configuration (node_id, listen, cert_file, key_file, ca_file)", errUsage)
+		}
+		cfg.Cluster.Join = *join
+	}
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("config %s: %w", *configPath, err)
+	}
+	log := cfg.logger(stderr)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	// A node joining a cluster receives the master key from it.
+	if cfg.node, err = prepareCluster(ctx, cfg, log); err != nil {
+		return err
 	}
 	// serve never creates a master key: a missing one means the wrong
 	// data directory or a lost key, and a fresh key would silently start
@@ -57,12 +71,9 @@ func cmdServe(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("operator token: %w", err)
 	}
-	log := cfg.logger(stderr)
 	if token == "" {
 		log.Warn("no operator token configured: POST /app/refresh is disabled")
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	return runServer(ctx, cfg, sealer, token, log, nil, nil)
 }
 
@@ -92,7 +103,7 @@ func runServer(ctx context.Context, cfg *Config, sealer seal.Sealer, operatorTok
 		}
 	}
 	warnOpenDataDir(log, cfg.DataDir)
-	svc, err := kms.Open(ctx, kms.Config{
+	kc := kms.Config{
 		DataDir:        cfg.DataDir,
 		Sealer:         sealer,
 		ServiceName:    cfg.ServiceName,
@@ -104,11 +115,29 @@ func runServer(ctx context.Context, cfg *Config, sealer seal.Sealer, operatorTok
 		SnapshotEvery:  cfg.SnapshotEvery,
 		LogOrigin:      cfg.LogOrigin,
 		Governance:     cfg.governance,
-	})
+	}
+	if cfg.node != nil {
+		defer cfg.node.close()
+		scheme := "http://"
+		if tlsConf != nil {
+			scheme = "https://"
+		}
+		cfg.node.kmsConfig(&kc, scheme+addr, log)
+	}
+	svc, err := kms.Open(ctx, kc)
 	if err != nil {
 		return err
 	}
 	defer svc.Close()
+	if cfg.node != nil {
+		// Serve the cluster's state, not an old one: wait (a while) to
+		// catch up with the leader.
+		wctx, cancel := context.WithTimeout(ctx, time.Minute)
+		if !cfg.node.rs.WaitCaughtUp(wctx) {
+			log.Warn("cluster: not caught up with a leader; serving what this node holds", "seq", svc.Seq())
+		}
+		cancel()
+	}
 	log.Info("transparency log", "origin", svc.LogOrigin(), "size", svc.Checkpoint().Size, "log_key", svc.LogVerifierKey())
 
 	// The first key exists before the server answers. A failed tick is
@@ -134,6 +163,9 @@ func runServer(ctx context.Context, cfg *Config, sealer seal.Sealer, operatorTok
 		Bodies: adm.bodies, PerAddress: adm.perAddress, TrustedProxies: adm.trustedProxies})
 	if apiHandlerWrap != nil {
 		h = apiHandlerWrap(h)
+	}
+	if cfg.node != nil {
+		h = cfg.node.handler(h)
 	}
 	srv := httpapi.NewHTTPServer(addr, h, log, httpapi.DefaultLimits())
 	srv.TLSConfig = tlsConf

@@ -79,6 +79,8 @@ type Config struct {
 	// ClientCAs with ClientAuth tls.RequireAndVerifyClientCert. Nil
 	// means plain TCP, for tests on loopback only.
 	TLS *tls.Config
+	// URL is this node's API, as shown in its Status.
+	URL string
 	// Bootstrap starts a new cluster of this one node when the data
 	// directory holds no raft state.
 	Bootstrap bool
