@@ -125,6 +125,7 @@ func cmdDev(args []string, stdout, stderr io.Writer) error {
 	jwtPolicy := fs.String("jwt-policy", "", "`file` with the claims (JSON object) tokens of the dev issuer must carry; default {\"idtyp\":\"app\"}")
 	cluster := fs.Bool("cluster", false, "run as the first node of a development cluster that 'tkms dev --join' nodes join")
 	join := fs.String("join", "", "data `directory` of a 'tkms dev --cluster' node whose cluster to join (its dev.json names it)")
+	advertise := fs.String("cluster-advertise", "", "node-to-node `address` the other nodes dial, if not the one this node binds (a proxy in front of it)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -202,12 +203,13 @@ func cmdDev(args []string, stdout, stderr io.Writer) error {
 			if joinIssuer, err = setupDevCluster(cfg, *join); err != nil {
 				return err
 			}
+			cfg.Cluster.Advertise = *advertise
 		}
 		// A joining node receives the master key from the cluster.
 		if cfg.node, err = prepareCluster(ctx, cfg, log); err != nil {
 			return err
 		}
-		if err := writeFileAtomic(filepath.Join(cfg.DataDir, devClusterAddrFile), []byte(cfg.node.adv+"\n"), 0o600); err != nil {
+		if err := writeFileAtomic(filepath.Join(cfg.DataDir, devClusterAddrFile), []byte(cfg.node.ln.Addr().String()+"\n"), 0o600); err != nil {
 			return err
 		}
 	}

@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -177,6 +179,9 @@ func post(ctx context.Context, c *http.Client, cfg *tls.Config, addr, path strin
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
+		if isTLSRefusal(err) {
+			return fmt.Errorf("raftstore: %s refused the mutual TLS handshake, or we refused its certificate: %w", addr, err)
+		}
 		return fmt.Errorf("%w (cannot reach %s: %v)", ErrNoLeader, addr, err)
 	}
 	defer resp.Body.Close()
@@ -196,6 +201,16 @@ func post(ctx context.Context, c *http.Client, cfg *tls.Config, addr, path strin
 		return fmt.Errorf("raftstore: %s%s: %s: %s", addr, path, resp.Status, e.Error)
 	}
 	return json.Unmarshal(b, out)
+}
+
+// isTLSRefusal reports whether err is a failed certificate check (a node
+// of another cluster), which no retry mends.
+func isTLSRefusal(err error) bool {
+	var cv *tls.CertificateVerificationError
+	var ua x509.UnknownAuthorityError
+	var alert tls.AlertError
+	return errors.As(err, &cv) || errors.As(err, &ua) || errors.As(err, &alert) ||
+		strings.Contains(err.Error(), "remote error: tls:")
 }
 
 // Errors of joining.

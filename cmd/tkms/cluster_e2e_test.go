@@ -1,0 +1,438 @@
+package main
+
+// Clusters of real tkms dev processes (tkms dev --cluster, tkms dev --join):
+// the leader killed with SIGKILL under a release storm against every node,
+// a minority cut off by a TCP proxy, bad joins.
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/tkms-dev/tkms/internal/keys"
+)
+
+// clusterStatus is GET /v1/cluster.
+type clusterStatus struct {
+	Leader      string `json:"leader"`
+	NodeID      string `json:"node_id"`
+	CommitIndex uint64 `json:"commit_index"`
+	Nodes       []struct {
+		NodeID   string `json:"node_id"`
+		Suffrage string `json:"suffrage"`
+	} `json:"nodes"`
+}
+
+func getCluster(base string) (clusterStatus, error) {
+	var s clusterStatus
+	resp, err := httpClient.Get(base + "/v1/cluster")
+	if err != nil {
+		return s, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return s, fmt.Errorf("GET /v1/cluster: %s", resp.Status)
+	}
+	return s, json.NewDecoder(resp.Body).Decode(&s)
+}
+
+// devNode is one node of a dev cluster: its data directory, the arguments
+// that (re)start it, and its process while it runs.
+type devNode struct {
+	data string
+	args []string
+	p    *proc
+	id   string
+}
+
+func (n *devNode) start(t *testing.T) {
+	t.Helper()
+	n.p = startDev(t, n.data, n.args...)
+	n.id = devNodeID(t, n.data)
+}
+
+// devNodeID reads the node id of a dev cluster node from its dev.json.
+func devNodeID(t *testing.T, dir string) string {
+	t.Helper()
+	var d struct {
+		NodeID string `json:"node_id"`
+	}
+	raw, err := os.ReadFile(filepath.Join(dir, "dev.json"))
+	if err != nil || json.Unmarshal(raw, &d) != nil || d.NodeID == "" {
+		t.Fatalf("dev.json of %s names no node: %v\n%s", dir, err, raw)
+	}
+	return d.NodeID
+}
+
+// waitCluster polls until cond holds for the cluster as node n sees it.
+func waitCluster(t *testing.T, what string, base string, cond func(clusterStatus) bool) clusterStatus {
+	t.Helper()
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		s, err := getCluster(base)
+		if err == nil && cond(s) {
+			return s
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s (last: %+v, %v)", what, s, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func voters(n int) func(clusterStatus) bool {
+	return func(s clusterStatus) bool {
+		v := 0
+		for _, m := range s.Nodes {
+			if m.Suffrage == "voter" {
+				v++
+			}
+		}
+		return s.Leader != "" && v == n
+	}
+}
+
+// waitConverged waits until every node serves the same checkpoint.
+func waitConverged(t *testing.T, what string, nodes []*devNode) string {
+	t.Helper()
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		var cps []string
+		for _, n := range nodes {
+			_, body := do(t, http.MethodGet, n.p.URL+"/log/checkpoint", nil)
+			cps = append(cps, string(body))
+		}
+		same := true
+		for _, c := range cps[1:] {
+			same = same && c == cps[0]
+		}
+		if same {
+			return cps[0]
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: the nodes serve different checkpoints:\n%s", what, strings.Join(cps, "\n"))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// startDevCluster starts three dev nodes with the configuration file cfg;
+// pre, if set, adjusts each node's arguments before its first start.
+func startDevCluster(t *testing.T, dir, cfg string, pre func(i int, n *devNode)) []*devNode {
+	t.Helper()
+	var nodes []*devNode
+	for i := range 3 {
+		n := &devNode{data: filepath.Join(dir, fmt.Sprint("n", i+1)), args: []string{"--config", cfg, "--cluster"}}
+		if i > 0 {
+			n.args = []string{"--config", cfg, "--join", nodes[0].data}
+		}
+		if pre != nil {
+			pre(i, n)
+		}
+		n.start(t)
+		nodes = append(nodes, n)
+	}
+	waitCluster(t, "three voters", nodes[0].p.URL, voters(3))
+	return nodes
+}
+
+// TestClusterKillLeader: a release storm against all three nodes while the
+// leader is killed with SIGKILL and restarted, cycle after cycle
+// (TKMS_CLUSTER_CYCLES, default 2; scripts/cluster-drill.sh runs 20). Every
+// acknowledged release's receipt proves its entry on every node, the nodes
+// converge to one checkpoint, and tkms audit passes against each node in
+// turn with one state file.
+func TestClusterKillLeader(t *testing.T) {
+	cycles := 2
+	if s := os.Getenv("TKMS_CLUSTER_CYCLES"); s != "" {
+		cycles, _ = strconv.Atoi(s)
+	}
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "tkms.json")
+	writeJSONFile(t, cfg, map[string]any{"limits": map[string]any{"per_address_rate": 0, "per_identity_rate": 0}})
+	nodes := startDevCluster(t, dir, cfg, nil)
+	logKey := logKeyArg(t, nodes[0].p.URL)
+	var acks ackLog
+	rel := newReleaser(t, nodes[0].data, &acks)
+	receipts := newReceiptChecker(t, logKey)
+	auditState := filepath.Join(dir, "audit.json")
+	// Any node's dev.json works against every node.
+	token := readDevJSON(t, nodes[2].data).WorkloadToken
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("seed %d", seed)
+	rng := rand.New(rand.NewPCG(seed, 0))
+	var failovers []time.Duration
+
+	for c := range cycles {
+		ctx, cancel := context.WithCancel(context.Background())
+		tr := &http.Transport{}
+		hc := &http.Client{Transport: tr, Timeout: 20 * time.Second}
+		var wg sync.WaitGroup
+		for i, n := range nodes {
+			for g, api := range []string{"app", "v1"} {
+				wg.Go(func() {
+					rel.loop(ctx, hc, n.p.URL, token, rand.New(rand.NewPCG(seed, uint64(c*100+i*10+g))), true, api)
+				})
+			}
+		}
+		time.Sleep(200*time.Millisecond + time.Duration(rng.Int64N(int64(500*time.Millisecond))))
+		st, err := getCluster(nodes[0].p.URL)
+		if err != nil || st.Leader == "" {
+			t.Fatalf("cycle %d: no leader: %+v %v", c, st, err)
+		}
+		var victim *devNode
+		var rest []*devNode
+		for _, n := range nodes {
+			if n.id == st.Leader {
+				victim = n
+			} else {
+				rest = append(rest, n)
+			}
+		}
+		if victim == nil {
+			t.Fatalf("cycle %d: the leader %s is none of the nodes", c, st.Leader)
+		}
+		killed := time.Now()
+		victim.p.stop(syscall.SIGKILL)
+		// The survivors elect a leader and go on releasing.
+		waitCluster(t, "a new leader", rest[0].p.URL, func(s clusterStatus) bool { return s.Leader != "" && s.Leader != victim.id })
+		failovers = append(failovers, time.Since(killed))
+		before := len(acks.all())
+		deadline := time.Now().Add(30 * time.Second)
+		for len(acks.all()) < before+3 && time.Now().Before(deadline) {
+			time.Sleep(20 * time.Millisecond)
+		}
+		if len(acks.all()) < before+3 {
+			t.Fatalf("cycle %d: no release acknowledged by the survivors after the leader was killed", c)
+		}
+		cancel()
+		wg.Wait()
+		tr.CloseIdleConnections()
+		rel.report(t, fmt.Sprintf("cycle %d", c))
+		victim.start(t) // the same command rejoins
+		waitConverged(t, fmt.Sprintf("cycle %d", c), nodes)
+		all := acks.all()
+		for _, n := range nodes {
+			receipts.check(t, fmt.Sprintf("cycle %d, node %s", c, n.id), n.p.URL, all)
+			runAudit(t, 0, "--kms", n.p.URL, "--log-key", logKey, "--state", auditState, "--quiet")
+		}
+		if t.Failed() {
+			t.Fatalf("cycle %d failed", c)
+		}
+	}
+	for _, n := range nodes {
+		n.p.stopClean(syscall.SIGTERM)
+	}
+	t.Logf("%d cycles, %d releases acknowledged with receipts, answers %v, time from SIGKILL to a new leader: %v", cycles, len(acks.all()), rel.statuses, failovers)
+}
+
+// proxy forwards TCP connections to a target until it is cut: then it
+// closes the connections it carries and every new one.
+type proxy struct {
+	ln     net.Listener
+	target string
+	mu     sync.Mutex
+	cut    bool
+	conns  map[net.Conn]bool
+}
+
+func newProxy(t *testing.T, target string) *proxy {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &proxy{ln: ln, target: target, conns: map[net.Conn]bool{}}
+	t.Cleanup(func() { ln.Close(); p.setCut(true) })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go p.serve(c)
+		}
+	}()
+	return p
+}
+
+func (p *proxy) track(cs ...net.Conn) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cut {
+		return false
+	}
+	for _, c := range cs {
+		p.conns[c] = true
+	}
+	return true
+}
+
+func (p *proxy) serve(c net.Conn) {
+	d, err := net.Dial("tcp", p.target)
+	if err != nil || !p.track(c, d) {
+		c.Close()
+		if d != nil {
+			d.Close()
+		}
+		return
+	}
+	go func() { io.Copy(d, c); d.Close() }()
+	io.Copy(c, d)
+	c.Close()
+}
+
+func (p *proxy) setCut(cut bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.cut = cut
+	if cut {
+		for c := range p.conns {
+			c.Close()
+		}
+		clear(p.conns)
+	}
+}
+
+func freePort(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// TestClusterMinorityPartition: a follower cut off from the others (a
+// proxy in front of its node-to-node port closes every connection) loses
+// its leader; it answers writes 503 with Retry-After and goes on serving
+// public keys and the log, while the majority goes on writing. Healed, it
+// catches up and every node serves one checkpoint.
+func TestClusterMinorityPartition(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "tkms.json")
+	writeJSONFile(t, cfg, map[string]any{"limits": map[string]any{"per_address_rate": 0, "per_identity_rate": 0}})
+	var px *proxy
+	nodes := startDevCluster(t, dir, cfg, func(i int, n *devNode) {
+		if i != 2 {
+			return
+		}
+		// The third node binds a port of its own and advertises the
+		// proxy in front of it.
+		real := freePort(t)
+		os.MkdirAll(n.data, 0o700)
+		if err := os.WriteFile(filepath.Join(n.data, "cluster.addr"), []byte(real), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		px = newProxy(t, real)
+		n.args = append(n.args, "--cluster-advertise", px.ln.Addr().String())
+	})
+	minority := nodes[2]
+	if st, _ := getCluster(minority.p.URL); st.Leader == minority.id {
+		t.Skip("the node behind the proxy leads; the partition below is of a follower")
+	}
+	var acks ackLog
+	rel := newReleaser(t, nodes[0].data, &acks)
+	token := readDevJSON(t, nodes[0].data).WorkloadToken
+	list, ok := rel.releasable(context.Background(), httpClient, nodes[0].p.URL)
+	if !ok || len(list) == 0 {
+		t.Fatal("no releasable key")
+	}
+	release := func(base string) *http.Response {
+		body, _ := json.Marshal(map[string]any{"attestation": rel.v1Ev, "wrapping_key": map[string]any{
+			"type": "hpke", "kem_id": keys.KEMX25519HKDFSHA256, "public_key": base64.StdEncoding.EncodeToString(rel.v1Pub)}})
+		req, _ := http.NewRequest(http.MethodPost, base+"/v1/keys/"+list[0].Kid+"/release", bytes.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+token)
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := httpClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp
+	}
+	if r := release(minority.p.URL); r.StatusCode != http.StatusOK {
+		t.Fatalf("release at the follower before the partition: %s", r.Status)
+	}
+
+	px.setCut(true)
+	waitCluster(t, "the cut-off node to lose its leader", minority.p.URL, func(s clusterStatus) bool { return s.Leader == "" })
+	r := release(minority.p.URL)
+	if r.StatusCode != http.StatusServiceUnavailable || r.Header.Get("Retry-After") == "" {
+		t.Fatalf("release at the cut-off node: %s, Retry-After %q; want 503 with Retry-After", r.Status, r.Header.Get("Retry-After"))
+	}
+	if resp, _ := do(t, http.MethodGet, minority.p.URL+"/app/listpubkeys", nil); resp.StatusCode != http.StatusOK {
+		t.Fatalf("public keys at the cut-off node: %s", resp.Status)
+	}
+	if r := release(nodes[0].p.URL); r.StatusCode != http.StatusOK {
+		t.Fatalf("release at the majority during the partition: %s", r.Status)
+	}
+
+	px.setCut(false)
+	waitConverged(t, "after healing", nodes)
+	if r := release(minority.p.URL); r.StatusCode != http.StatusOK {
+		t.Fatalf("release at the healed node: %s", r.Status)
+	}
+	for _, n := range nodes {
+		n.p.stopClean(syscall.SIGTERM)
+	}
+}
+
+// TestClusterBadJoins: joining a node of another cluster fails at the
+// mutual TLS handshake, and a node id already in use is refused; neither
+// starts a node.
+func TestClusterBadJoins(t *testing.T) {
+	dir := t.TempDir()
+	a := &devNode{data: filepath.Join(dir, "a"), args: []string{"--cluster"}}
+	a.start(t)
+	b := &devNode{data: filepath.Join(dir, "b"), args: []string{"--cluster"}}
+	b.start(t)
+	// c joins a with b's CA and certificate: a node of another cluster.
+	c := filepath.Join(dir, "c")
+	os.MkdirAll(c, 0o700)
+	for _, f := range []string{"node.pem", "node.key"} {
+		raw, err := os.ReadFile(filepath.Join(b.data, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		os.WriteFile(filepath.Join(c, f), raw, 0o600)
+	}
+	raw, _ := os.ReadFile(filepath.Join(a.data, "dev.json"))
+	var m map[string]any
+	json.Unmarshal(raw, &m)
+	m["cluster_ca"] = b.data // the CA c's certificate chains to
+	fake := filepath.Join(dir, "fake-a")
+	os.MkdirAll(fake, 0o700)
+	writeJSONFile(t, filepath.Join(fake, "dev.json"), m)
+	_, stderr, code := runTkms(t, "dev", "--listen", "127.0.0.1:0", "--data", c, "--join", fake)
+	if code == 0 || !strings.Contains(stderr, "not of this cluster") {
+		t.Fatalf("join of another cluster: exit %d, stderr:\n%s", code, stderr)
+	}
+	// d takes a's node id.
+	d := filepath.Join(dir, "d")
+	os.MkdirAll(d, 0o700)
+	os.WriteFile(filepath.Join(d, "node.id"), []byte(a.id+"\n"), 0o600)
+	_, stderr, code = runTkms(t, "dev", "--listen", "127.0.0.1:0", "--data", d, "--join", a.data)
+	if code == 0 || !strings.Contains(stderr, "node id is in use") {
+		t.Fatalf("join with a node id in use: exit %d, stderr:\n%s", code, stderr)
+	}
+	if st, err := getCluster(a.p.URL); err != nil || len(st.Nodes) != 1 {
+		t.Fatalf("the refused joins changed the cluster: %+v %v", st, err)
+	}
+	a.p.stopClean(syscall.SIGTERM)
+	b.p.stopClean(syscall.SIGTERM)
+}
