@@ -134,8 +134,11 @@ type Store struct {
 	wg       sync.WaitGroup
 	applied  chan struct{} // closed and replaced after each apply
 	appliedM sync.Mutex
-	fsmMu    sync.Mutex // held by the FSM while it applies or restores
-	renumber atomic.Bool
+	// appliedSeq is the last entry the service has applied (onCommit
+	// returned), which a forwarded append waits for.
+	appliedSeq uint64
+	fsmMu      sync.Mutex // held by the FSM while it applies or restores
+	renumber   atomic.Bool
 }
 
 var _ store.Ledger = (*Store)(nil)
@@ -167,6 +170,7 @@ func Open(dir string, opts store.Options, cfg Config) (*Store, error) {
 		reqs: make(chan *pending, 4096), inflight: make(chan *flight, 64), closing: make(chan struct{}),
 		applied: make(chan struct{}),
 	}
+	s.appliedSeq = local.Last()
 	local.Start(s.localCommit)
 	s.fsmMu.Lock() // released by Start: the service reads the ledger first
 	if err := s.startRaft(dir); err != nil {
@@ -263,6 +267,7 @@ func (s *Store) localCommit(b store.Batch) {
 		fn(b)
 	}
 	s.appliedM.Lock()
+	s.appliedSeq = uint64(b.TreeSize)
 	close(s.applied)
 	s.applied = make(chan struct{})
 	s.appliedM.Unlock()
@@ -441,9 +446,9 @@ func checkProposal(p store.Proposal) error {
 func (s *Store) waitApplied(ctx context.Context, seq uint64) error {
 	for {
 		s.appliedM.Lock()
-		ch := s.applied
+		ch, done := s.applied, s.appliedSeq >= seq
 		s.appliedM.Unlock()
-		if s.local.Last() >= seq {
+		if done {
 			return nil
 		}
 		select {
@@ -461,7 +466,8 @@ func (s *Store) waitApplied(ctx context.Context, seq uint64) error {
 func (s *Store) propose() {
 	defer s.wg.Done()
 	defer close(s.inflight)
-	var next uint64 // 0: renumber from the ledger once nothing is in flight
+	var next uint64    // 0: renumber from the ledger once nothing is in flight
+	var last time.Time // the time of the entry before next
 	for {
 		var batch []*pending
 		select {
@@ -493,9 +499,9 @@ func (s *Store) propose() {
 			continue
 		}
 		if next == 0 || s.renumber.Swap(false) {
-			next = s.settle()
+			next, last = s.settle()
 		}
-		cmd, start, err := s.encode(batch, next)
+		cmd, start, end, err := s.encode(batch, next, last)
 		if err != nil {
 			for _, p := range batch {
 				p.finish(nil, err)
@@ -504,7 +510,7 @@ func (s *Store) propose() {
 		}
 		f := s.raft.Apply(cmd, 30*time.Second)
 		fl := &flight{f: f, batch: batch, next: start}
-		next = start
+		next, last = start, end
 		select {
 		case s.inflight <- fl:
 		case <-s.closing:
@@ -517,33 +523,48 @@ func (s *Store) propose() {
 }
 
 // settle waits for every command in flight to be applied and returns the
-// seq after the ledger's last entry.
-func (s *Store) settle() uint64 {
+// seq after the ledger's last entry and that entry's time.
+func (s *Store) settle() (uint64, time.Time) {
 	if err := s.raft.Barrier(10 * time.Second).Error(); err != nil {
 		s.log.Debug("raft: barrier before numbering", "err", err)
 	}
-	return s.local.Last() + 1
+	n := s.local.Last()
+	var t time.Time
+	if e, err := s.local.Get(n); err == nil {
+		t = e.Time
+	}
+	return n + 1, t
 }
 
 // encode numbers the batch's entries from next, seals their secrets and
-// data keys, and returns the command and the seq after its last entry.
-func (s *Store) encode(batch []*pending, next uint64) ([]byte, uint64, error) {
+// data keys, and returns the command, the seq after its last entry and
+// that entry's time. Entry times never go back: an entry proposed with a
+// time before the one it follows (decided on another node, or by a node
+// whose clock is behind, before entries committed meanwhile) is recorded
+// at the time of the entry before it, and re-checked at that time when
+// applied.
+func (s *Store) encode(batch []*pending, next uint64, last time.Time) ([]byte, uint64, time.Time, error) {
 	var c command
 	for _, p := range batch {
 		var g group
 		for i, pr := range p.props {
-			e := &ledger.Entry{Seq: next, Time: pr.Time.UTC(), Type: pr.Type, Body: pr.Body}
+			t := pr.Time.UTC()
+			if t.Before(last) {
+				t = last
+			}
+			last = t
+			e := &ledger.Entry{Seq: next, Time: t, Type: pr.Type, Body: pr.Body}
 			if len(pr.Secret) > 0 {
 				sealed, err := s.sealer.Seal(pr.Secret, ledger.SealAD(e.Seq, e.Type))
 				if err != nil {
-					return nil, 0, fmt.Errorf("store: seal: %w", err)
+					return nil, 0, last, fmt.Errorf("store: seal: %w", err)
 				}
 				e.Sealed = sealed
 			}
 			if len(pr.DataKey) > 0 {
 				sk, err := s.sealer.Seal(pr.DataKey, dataKeyAD(e.Seq))
 				if err != nil {
-					return nil, 0, fmt.Errorf("store: seal: %w", err)
+					return nil, 0, last, fmt.Errorf("store: seal: %w", err)
 				}
 				if g.DataKeys == nil {
 					g.DataKeys = map[int][]byte{}
@@ -556,7 +577,7 @@ func (s *Store) encode(batch []*pending, next uint64) ([]byte, uint64, error) {
 		c.Groups = append(c.Groups, g)
 	}
 	b, err := json.Marshal(c)
-	return b, next, err
+	return b, next, last, err
 }
 
 // groupResult is the FSM's answer for one group.
