@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"time"
@@ -182,7 +183,14 @@ func post(ctx context.Context, c *http.Client, cfg *tls.Config, addr, path strin
 		if isTLSRefusal(err) {
 			return fmt.Errorf("raftstore: %s refused the mutual TLS handshake, or we refused its certificate: %w", addr, err)
 		}
-		return fmt.Errorf("%w (cannot reach %s: %v)", ErrNoLeader, addr, err)
+		dial := isDialError(err)
+		err = fmt.Errorf("%w (cannot reach %s: %v)", ErrNoLeader, addr, err)
+		if dial {
+			// Nothing was sent: the leader is down or unreachable; an
+			// append may wait for the next one.
+			return notSent{err}
+		}
+		return err
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(io.LimitReader(resp.Body, maxRequest))
@@ -211,6 +219,12 @@ func isTLSRefusal(err error) bool {
 	var alert tls.AlertError
 	return errors.As(err, &cv) || errors.As(err, &ua) || errors.As(err, &alert) ||
 		strings.Contains(err.Error(), "remote error: tls:")
+}
+
+// isDialError reports whether err is a failure to connect.
+func isDialError(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "dial"
 }
 
 // Errors of joining.
