@@ -108,7 +108,7 @@ func (s *Store) serveAppend(w http.ResponseWriter, r *http.Request) {
 	props := make([]store.Proposal, len(req.Proposals))
 	for i, p := range req.Proposals {
 		props[i] = store.Proposal{Time: p.Time, Type: p.Type, Body: p.Body, Secret: p.Secret, DataKey: p.DataKey}
-		if err := checkProposal(props[i]); err != nil {
+		if err := store.CheckProposal(props[i]); err != nil {
 			writeErr(w, http.StatusBadRequest, err)
 			return
 		}

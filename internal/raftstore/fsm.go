@@ -204,9 +204,26 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	s := f.s
 	s.fsmMu.Lock()
 	defer s.fsmMu.Unlock()
+	// New entries are written in batches, as a group commit would.
+	var batch []*ledger.Entry
+	flush := func() error {
+		if len(batch) == 0 {
+			return nil
+		}
+		if err := s.local.Write(context.Background(), batch); err != nil {
+			return err
+		}
+		if h := s.opts.Replica.Applied; h != nil {
+			for _, e := range batch {
+				h(e)
+			}
+		}
+		batch = batch[:0]
+		return nil
+	}
 	n, err := readSnapshot(rc, func(e *ledger.Entry, dk []byte) error {
-		last := s.local.Last()
-		if e.Seq <= last {
+		last := s.local.Last() + uint64(len(batch))
+		if e.Seq <= s.local.Last() {
 			if !s.holds([]*ledger.Entry{e}) {
 				return fmt.Errorf("raftstore: snapshot entry %d differs from the ledger's: this node's ledger is not the cluster's", e.Seq)
 			}
@@ -218,14 +235,15 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 		if err := s.keepDataKey(e, dk); err != nil {
 			return err
 		}
-		if err := s.local.Write(context.Background(), []*ledger.Entry{e}); err != nil {
-			return err
-		}
-		if h := s.opts.Replica.Applied; h != nil {
-			h(e)
+		batch = append(batch, e)
+		if len(batch) == 1024 {
+			return flush()
 		}
 		return nil
 	})
+	if err == nil {
+		err = flush()
+	}
 	if err != nil {
 		return err
 	}

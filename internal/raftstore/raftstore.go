@@ -357,7 +357,7 @@ func (s *Store) Append(ctx context.Context, props ...store.Proposal) ([]*ledger.
 		return nil, nil
 	}
 	for _, p := range props {
-		if err := checkProposal(p); err != nil {
+		if err := store.CheckProposal(p); err != nil {
 			return nil, err
 		}
 	}
@@ -425,21 +425,6 @@ func (s *Store) appendLocal(ctx context.Context, props []store.Proposal) ([]*led
 		}
 	}
 	return p.entries, p.err
-}
-
-// checkProposal refuses what the embedded store refuses, before anything
-// is sent.
-func checkProposal(p store.Proposal) error {
-	if !p.Type.Known() {
-		return fmt.Errorf("store: %w %q", ledger.ErrUnknownType, p.Type)
-	}
-	if !time.Unix(0, p.Time.UnixNano()).Equal(p.Time) {
-		return fmt.Errorf("store: entry of type %s: time %v cannot be recorded", p.Type, p.Time)
-	}
-	if len(p.Body) > ledger.MaxBodySize || len(p.Secret) > ledger.MaxBodySize/2 || ledger.LeafSize(p.Type, p.Body) > ledger.MaxLeafSize {
-		return fmt.Errorf("store: entry of type %s is too large (%w)", p.Type, store.ErrTooLarge)
-	}
-	return nil
 }
 
 // waitApplied waits until this node's ledger holds entry seq.

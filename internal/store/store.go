@@ -528,16 +528,8 @@ func (s *Store) Append(ctx context.Context, props ...Proposal) ([]*ledger.Entry,
 		return nil, nil
 	}
 	for _, p := range props {
-		if !p.Type.Known() {
-			return nil, fmt.Errorf("store: %w %q", ledger.ErrUnknownType, p.Type)
-		}
-		// The record keeps Unix nanoseconds: refuse a time (such as the
-		// zero Time) that would come back as another one.
-		if !time.Unix(0, p.Time.UnixNano()).Equal(p.Time) {
-			return nil, fmt.Errorf("store: entry of type %s: time %v cannot be recorded", p.Type, p.Time)
-		}
-		if len(p.Body) > ledger.MaxBodySize || len(p.Secret) > ledger.MaxBodySize/2 || ledger.LeafSize(p.Type, p.Body) > ledger.MaxLeafSize {
-			return nil, fmt.Errorf("store: entry of type %s is too large (%w)", p.Type, ErrTooLarge)
+		if err := CheckProposal(p); err != nil {
+			return nil, err
 		}
 	}
 	req := &appendReq{props: props, done: make(chan struct{})}
@@ -597,6 +589,23 @@ func (s *Store) Write(ctx context.Context, entries []*ledger.Entry) error {
 	s.closeMu.RUnlock()
 	<-req.done
 	return req.err
+}
+
+// CheckProposal refuses a proposal that no ledger may record: of an
+// unknown type, with a time the record cannot keep, or too large.
+func CheckProposal(p Proposal) error {
+	if !p.Type.Known() {
+		return fmt.Errorf("store: %w %q", ledger.ErrUnknownType, p.Type)
+	}
+	// The record keeps Unix nanoseconds: refuse a time (such as the
+	// zero Time) that would come back as another one.
+	if !time.Unix(0, p.Time.UnixNano()).Equal(p.Time) {
+		return fmt.Errorf("store: entry of type %s: time %v cannot be recorded", p.Type, p.Time)
+	}
+	if len(p.Body) > ledger.MaxBodySize || len(p.Secret) > ledger.MaxBodySize/2 || ledger.LeafSize(p.Type, p.Body) > ledger.MaxLeafSize {
+		return fmt.Errorf("store: entry of type %s is too large (%w)", p.Type, ErrTooLarge)
+	}
+	return nil
 }
 
 func (s *Store) run() {
