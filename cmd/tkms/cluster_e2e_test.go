@@ -515,6 +515,23 @@ func TestClusterRollingRestart(t *testing.T) {
 	rel := newReleaser(t, nodes[0].data, &acks)
 	token := readDevJSON(t, nodes[0].data).WorkloadToken
 	seed := uint64(time.Now().UnixNano())
+	// A governed rotation posted at a node that does not lead: the leader
+	// carries it out, once, and the answer has the new key.
+	st, _ := getCluster(nodes[0].p.URL)
+	follower := nodes[1]
+	if follower.id == st.Leader {
+		follower = nodes[2]
+	}
+	r := refresh(t, follower.p.URL, "")
+	rotated := 0
+	for _, k := range allKeys(t, follower.p.URL) {
+		if strings.HasPrefix(k.Reason, "governance") {
+			rotated++
+		}
+	}
+	if rotated != 1 {
+		t.Fatalf("a rotation posted at a follower made %d keys (answered %s)", rotated, r.Kid)
+	}
 	for i, victim := range nodes {
 		ctx, cancel := context.WithCancel(context.Background())
 		tr := &http.Transport{}

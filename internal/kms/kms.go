@@ -244,6 +244,7 @@ func (s *Service) onCommit(b store.Batch) {
 		snap = s.st.Clone()
 	}
 	logKey := s.st.LogKey
+	effects := len(s.st.PendingEffects) > 0
 	close(s.apply)
 	s.apply = make(chan struct{})
 	s.mu.Unlock()
@@ -254,6 +255,11 @@ func (s *Service) onCommit(b store.Batch) {
 		}
 	}
 	s.setHead(logKey, b.TreeSize, b.Root)
+	if _, replicated := s.store.(leader); effects && replicated {
+		// Accepted on another node: the scheduler of this one, if it
+		// leads, carries the effects out.
+		s.poke()
+	}
 	if snap != nil {
 		s.snapshot(snap)
 	}

@@ -1,8 +1,10 @@
 package kms
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
+	"time"
 
 	"github.com/tkms-dev/tkms/internal/keyring"
 	"github.com/tkms-dev/tkms/internal/ledger"
@@ -87,6 +89,41 @@ func (s *Service) hasLogSigner() bool {
 	s.logMu.Lock()
 	defer s.logMu.Unlock()
 	return s.logSigner != nil
+}
+
+// effectsWait bounds how long a node that does not lead waits for the
+// leader to carry out the effects of a proposal it recorded.
+const effectsWait = 10 * time.Second
+
+// awaitEffects waits, on a node that does not lead, until the leader has
+// carried out the pending effects of proposal id (a rotate_key_now's key
+// is then in this node's state, as on a single node), at most effectsWait.
+// On the leader it returns at once: runEffectsLocked did the work.
+func (s *Service) awaitEffects(ctx context.Context, id string) {
+	if s.IsLeader() {
+		return
+	}
+	t := time.NewTimer(effectsWait)
+	defer t.Stop()
+	for {
+		ch := s.Changed()
+		var pending bool
+		s.Read(func(st *state.State) {
+			for _, e := range st.PendingEffects {
+				pending = pending || e.ProposalID == id
+			}
+		})
+		if !pending {
+			return
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			return
+		}
+	}
 }
 
 // leader is what a replicated ledger tells of this node's role.
