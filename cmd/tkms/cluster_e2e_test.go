@@ -448,68 +448,25 @@ func TestClusterBadJoins(t *testing.T) {
 	b.p.stopClean(syscall.SIGTERM)
 }
 
-// TestClusterWipedFollowerRejoins: a follower whose data directory is lost
-// (all but its node id and address, as a production node keeps them in its
-// configuration) joins again under its id and catches up with the whole
-// ledger: releases acknowledged before the loss are proved by its log, and
-// it audits clean.
-func TestClusterWipedFollowerRejoins(t *testing.T) {
+// TestClusterRestarts: a governed rotation posted at a follower; a rolling
+// restart, every node in turn stopped (SIGTERM) and started again while
+// releases go to the others (no failure but 503); then a follower whose
+// data directory is lost (all but its node id and address, as a production
+// node keeps them in its configuration) joins again under its id and
+// catches up with the whole ledger. Every acknowledged release is in the
+// log of every node, and the rejoined node audits clean.
+func TestClusterRestarts(t *testing.T) {
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "tkms.json")
 	writeJSONFile(t, cfg, map[string]any{"limits": map[string]any{"per_address_rate": 0, "per_identity_rate": 0}})
 	nodes := startDevCluster(t, dir, cfg, nil)
-	var acks ackLog
-	rel := newReleaser(t, nodes[0].data, &acks)
-	token := readDevJSON(t, nodes[0].data).WorkloadToken
 	for _, n := range nodes {
 		t.Cleanup(func() {
 			if t.Failed() {
 				t.Logf("stderr of %s:\n%s", n.id, n.p.stderr)
 			}
 		})
-		rel.releaseOnce(t, n.p.URL, token, "v1")
 	}
-	st, _ := getCluster(nodes[0].p.URL)
-	victim := nodes[1]
-	if victim.id == st.Leader {
-		victim = nodes[2]
-	}
-	victim.p.stop(syscall.SIGKILL)
-	entries, err := os.ReadDir(victim.data)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, e := range entries {
-		if e.Name() != "node.id" && e.Name() != "cluster.addr" {
-			if err := os.RemoveAll(filepath.Join(victim.data, e.Name())); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	rel.releaseOnce(t, nodes[0].p.URL, token, "app") // written while it is gone
-	victim.start(t)
-	waitConverged(t, "after the wiped node rejoined", nodes)
-	logKey := logKeyArg(t, nodes[0].p.URL)
-	receipts := newReceiptChecker(t, logKey)
-	receipts.check(t, "the rejoined node", victim.p.URL, acks.all())
-	runAudit(t, 0, "--kms", victim.p.URL, "--log-key", logKey, "--quiet")
-	if st := waitCluster(t, "three voters", victim.p.URL, voters(3)); len(st.Nodes) != 3 {
-		t.Fatalf("the rejoined node is not the same member: %+v", st)
-	}
-	for _, n := range nodes {
-		n.p.stopClean(syscall.SIGTERM)
-	}
-}
-
-// TestClusterRollingRestart: every node in turn is stopped (SIGTERM) and
-// started again while releases go to every node; releases answered 503
-// are retried, none fails otherwise, and every acknowledged release is in
-// the log of every node.
-func TestClusterRollingRestart(t *testing.T) {
-	dir := t.TempDir()
-	cfg := filepath.Join(dir, "tkms.json")
-	writeJSONFile(t, cfg, map[string]any{"limits": map[string]any{"per_address_rate": 0, "per_identity_rate": 0}})
-	nodes := startDevCluster(t, dir, cfg, nil)
 	logKey := logKeyArg(t, nodes[0].p.URL)
 	var acks ackLog
 	rel := newReleaser(t, nodes[0].data, &acks)
@@ -561,10 +518,35 @@ func TestClusterRollingRestart(t *testing.T) {
 		}
 	}
 	waitConverged(t, "after the rolling restart", nodes)
+
+	st, _ = getCluster(nodes[0].p.URL)
+	victim := nodes[1]
+	if victim.id == st.Leader {
+		victim = nodes[2]
+	}
+	victim.p.stop(syscall.SIGKILL)
+	entries, err := os.ReadDir(victim.data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if e.Name() != "node.id" && e.Name() != "cluster.addr" {
+			if err := os.RemoveAll(filepath.Join(victim.data, e.Name())); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	rel.releaseOnce(t, nodes[0].p.URL, token, "app") // while it is gone
+	victim.start(t)
+	waitConverged(t, "after the wiped node rejoined", nodes)
+	if st := waitCluster(t, "three voters", victim.p.URL, voters(3)); len(st.Nodes) != 3 {
+		t.Fatalf("the rejoined node is not the same member: %+v", st)
+	}
 	receipts := newReceiptChecker(t, logKey)
 	for _, n := range nodes {
 		receipts.check(t, "node "+n.id, n.p.URL, acks.all())
 	}
+	runAudit(t, 0, "--kms", victim.p.URL, "--log-key", logKey, "--quiet")
 	for _, n := range nodes {
 		n.p.stopClean(syscall.SIGTERM)
 	}
