@@ -57,6 +57,10 @@ func (s *Store) applyCommand(index uint64, data []byte) applyResult {
 			}
 			continue
 		case first != last+1:
+			// Numbered after a group refused at apply time (proposed
+			// again), or by a leader whose ledger this node lacks part
+			// of (which snapshotFoundingLedger prevents).
+			s.log.Debug("raft: an entry numbered past this node's ledger", "index", index, "seq", first, "last", last)
 			res[gi].err = errStale
 			continue
 		}
@@ -139,6 +143,12 @@ const snapshotHeader = "tkms-raftstore-snapshot/v1\n"
 func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
 	f.s.fsmMu.Lock()
 	defer f.s.fsmMu.Unlock()
+	// After a failed write the ledger may lack entries raft counts as
+	// applied: no snapshot may then let raft trim them from its log (a
+	// restart applies them again).
+	if err := f.s.local.WriteErr(); err != nil {
+		return nil, err
+	}
 	return &snapshot{s: f.s, last: f.s.local.Last()}, nil
 }
 

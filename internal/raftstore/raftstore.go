@@ -245,6 +245,13 @@ func (s *Store) startRaft(dir string) error {
 		if err := f.Error(); err != nil {
 			return fmt.Errorf("raftstore: bootstrap: %w", err)
 		}
+		if s.local.Last() > 0 {
+			// A cluster founded on an existing ledger: its entries are in
+			// no raft log entry, so a joining node must get them from a
+			// snapshot.
+			s.wg.Add(1)
+			go s.snapshotFoundingLedger()
+		}
 	}
 	s.wg.Add(3)
 	go s.watchLeadership()
@@ -311,6 +318,35 @@ func (s *Store) watchLeadership() {
 				s.log.Info("raft: this node leads the cluster", "last", s.local.Last())
 			}
 		}
+	}
+}
+
+// snapshotFoundingLedger takes, once this node leads, a raft snapshot of
+// the ledger it founded the cluster with and trims the raft log before it
+// entirely, so that raft sends every joining node the snapshot (with the
+// entries written before the cluster) rather than the log.
+func (s *Store) snapshotFoundingLedger() {
+	defer s.wg.Done()
+	for !s.IsLeader() {
+		select {
+		case <-s.closing:
+			return
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	rc := s.raft.ReloadableConfig()
+	trailing := rc.TrailingLogs
+	rc.TrailingLogs = 0
+	if err := s.raft.ReloadConfig(rc); err != nil {
+		s.log.Error("raft: cannot snapshot the founding ledger", "err", err)
+		return
+	}
+	if err := s.raft.Snapshot().Error(); err != nil {
+		s.log.Error("raft: cannot snapshot the founding ledger; nodes that join will lack its entries", "err", err)
+	}
+	rc.TrailingLogs = trailing
+	if err := s.raft.ReloadConfig(rc); err != nil {
+		s.log.Error("raft: cannot restore the raft log's trailing entries", "err", err)
 	}
 }
 

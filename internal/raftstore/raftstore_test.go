@@ -275,3 +275,43 @@ func TestWipedFollowerRestoresFromSnapshot(t *testing.T) {
 		t.Fatalf("data keys restored: %q", kept)
 	}
 }
+
+// A cluster founded on a ledger written by the embedded store: a node that
+// joins gets the entries written before the cluster (from the snapshot the
+// founder takes), then those written since.
+func TestFoundOnExistingLedger(t *testing.T) {
+	if testing.Short() {
+		t.Skip("two raft nodes")
+	}
+	sealer, key := newKey(t)
+	dir := t.TempDir()
+	d1 := filepath.Join(dir, "n1")
+	old, err := store.Open(d1, store.Options{Sealer: sealer})
+	if err != nil {
+		t.Fatal(err)
+	}
+	old.Start(nil)
+	for i := range 5 {
+		if _, err := old.Append(context.Background(), storetest.Published(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	old.Close()
+	n1 := startNode(t, d1, "n1", sealer, key, store.Options{}, "")
+	defer n1.Close()
+	n1.Start(nil)
+	waitFor(t, "a leader", n1.IsLeader)
+	waitFor(t, "the founding snapshot", func() bool { return n1.Raft().Stats()["last_snapshot_index"] != "0" })
+	n2 := startNode(t, filepath.Join(dir, "n2"), "n2", sealer, key, store.Options{}, n1.addr())
+	defer n2.Close()
+	n2.Start(nil)
+	if _, err := n2.Append(context.Background(), storetest.Published(6)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the joined node to hold every entry", func() bool { return n2.Last() == 6 && n1.Last() == 6 })
+	s1, r1 := n1.TreeHead()
+	s2, r2 := n2.TreeHead()
+	if s1 != s2 || r1 != r2 {
+		t.Fatalf("tree heads differ: %d %x vs %d %x", s1, r1, s2, r2)
+	}
+}
