@@ -3,6 +3,8 @@ module github.com/tkms-dev/tkms
 go 1.26.0
 
 require (
+	github.com/chromedp/cdproto v0.160.1
+	github.com/chromedp/chromedp v0.24.0
 	github.com/go-jose/go-jose/v4 v4.1.3
 	github.com/google/go-sev-guest v0.15.0
 	github.com/hashicorp/go-hclog v1.6.2
@@ -16,6 +18,8 @@ require (
 	golang.org/x/time v0.16.0
 	google.golang.org/protobuf v1.36.11
 )
+
+require github.com/go-json-experiment/json v0.0.0-20260213210345-44df1a37e875 // indirect
 
 require (
 	github.com/armon/go-metrics v0.4.1 // indirect

@@ -20,7 +20,7 @@ import (
 	"github.com/google/go-sev-guest/abi"
 	cose "github.com/veraison/go-cose"
 
-	"github.com/tkms-dev/tkms/internal/attest/simsnp"
+	"github.com/tkms-dev/tkms/api"
 	"github.com/tkms-dev/tkms/internal/attest/snp"
 )
 
@@ -295,16 +295,6 @@ func newACIAttester(sc *SecurityContext, device ReportDevice) (*ACIAttester, err
 // SecurityContext returns the security context the attester read.
 func (a *ACIAttester) SecurityContext() *SecurityContext { return a.sc }
 
-// aciObject is the attestation object of docs/spec/azure-compat.md, in the
-// field order of the spec; the sidecar's CombinedAttestationData has the
-// same JSON names.
-type aciObject struct {
-	Evidence        string `json:"evidence"`
-	Endorsements    string `json:"endorsements"`
-	UVMEndorsements string `json:"uvm_endorsements"`
-	EndorsedTCB     string `json:"endorsed_tcb"`
-}
-
 // Attest obtains a report with REPORT_DATA reportData from the device and
 // returns the ACI attestation object that the ACI SKR sidecar's
 // /attest/combined endpoint returns (microsoft/confidential-sidecar-containers
@@ -340,7 +330,7 @@ func (a *ACIAttester) Attest(ctx context.Context, reportData [64]byte) (*Evidenc
 	if reported := binary.LittleEndian.Uint64(report[0x180:0x188]); reported != a.tcbm {
 		return nil, fmt.Errorf("client: the report's REPORTED_TCB %016x is not the TCB of the host's VCEK (tcbm %s): the host's THIM certificates are stale, and the KMS would refuse the evidence", reported, a.sc.HostAMDCert.TCBM)
 	}
-	b, err := json.Marshal(aciObject{
+	b, err := json.Marshal(api.ACI{
 		Evidence:        base64.StdEncoding.EncodeToString(report),
 		Endorsements:    a.endorsements,
 		UVMEndorsements: base64.StdEncoding.EncodeToString(a.sc.ReferenceInfo),
@@ -393,15 +383,6 @@ func NewSNPAttester(device ReportDevice, opts SNPOptions) *SNPAttester {
 	return &SNPAttester{device: device, vcek: bytes.Clone(opts.VCEK)}
 }
 
-// rawSNPObject is the raw "snp" attestation object, the JSON form of
-// internal/release's RawSNP: byte fields as standard base64.
-type rawSNPObject struct {
-	Type      string `json:"type"` // "snp"
-	Report    []byte `json:"report"`
-	VCEK      []byte `json:"vcek,omitempty"`
-	CertTable []byte `json:"cert_table,omitempty"`
-}
-
 // Attest returns {"type":"snp","report":...,"cert_table"|"vcek":...}
 // (docs/release.md, "Evidence types").
 func (a *SNPAttester) Attest(ctx context.Context, reportData [64]byte) (*Evidence, error) {
@@ -412,7 +393,7 @@ func (a *SNPAttester) Attest(ctx context.Context, reportData [64]byte) (*Evidenc
 	if err := checkReport(report, reportData); err != nil {
 		return nil, err
 	}
-	obj := rawSNPObject{Type: EvidenceSNP, Report: report}
+	obj := api.RawSNP{Type: EvidenceSNP, Report: report}
 	switch {
 	case len(a.vcek) > 0:
 		obj.VCEK = a.vcek
@@ -429,64 +410,4 @@ func (a *SNPAttester) Attest(ctx context.Context, reportData [64]byte) (*Evidenc
 		return nil, fmt.Errorf("client: %w", err)
 	}
 	return &Evidence{Type: EvidenceSNP, Attestation: b}, nil
-}
-
-// SimulatedOptions choose the fields of simulated reports, as the flags of
-// `tkms attest simulate` do.
-type SimulatedOptions struct {
-	// Measurement is MEASUREMENT, 48 bytes; nil means simsnp's recognisable
-	// SIMULATED default (which `tkms dev`'s default release policy names).
-	Measurement []byte
-	// HostData is HOST_DATA, 32 bytes; nil means zeros.
-	HostData []byte
-	// Debug sets the guest policy's DEBUG bit, which verifiers refuse.
-	Debug bool
-}
-
-// SimulatedAttester produces ACI attestation objects signed by the
-// SIMULATED SEV-SNP chain of a tkms data directory (internal/attest/simsnp).
-// IT IS NOT A TEE: anyone with the directory forges such evidence, and a
-// KMS accepts it only when told to trust that directory's chain (tkms dev).
-type SimulatedAttester struct {
-	chain *simsnp.Chain
-	opts  SimulatedOptions
-}
-
-var _ Attester = (*SimulatedAttester)(nil)
-
-// NewSimulatedAttester loads the simulated chain of dataDir, creating it on
-// first use as `tkms attest simulate --data` does (a new chain is trusted
-// only by a KMS started on the same directory afterwards).
-func NewSimulatedAttester(dataDir string, opts SimulatedOptions) (*SimulatedAttester, error) {
-	if opts.Measurement != nil && len(opts.Measurement) != 48 {
-		return nil, fmt.Errorf("client: simulated measurement is %d bytes, want 48", len(opts.Measurement))
-	}
-	if opts.HostData != nil && len(opts.HostData) != 32 {
-		return nil, fmt.Errorf("client: simulated host data is %d bytes, want 32", len(opts.HostData))
-	}
-	chain, err := simsnp.LoadOrCreate(dataDir)
-	if err != nil {
-		return nil, fmt.Errorf("client: %w", err)
-	}
-	opts.Measurement = bytes.Clone(opts.Measurement)
-	opts.HostData = bytes.Clone(opts.HostData)
-	return &SimulatedAttester{chain: chain, opts: opts}, nil
-}
-
-// Attest returns a simulated ACI attestation object with REPORT_DATA
-// reportData, marked Simulated.
-func (a *SimulatedAttester) Attest(ctx context.Context, reportData [64]byte) (*Evidence, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	b, err := a.chain.ACIBundle(simsnp.ACIBundleOptions{Report: simsnp.ReportOptions{
-		ReportData:  reportData[:],
-		Measurement: a.opts.Measurement,
-		HostData:    a.opts.HostData,
-		Debug:       a.opts.Debug,
-	}})
-	if err != nil {
-		return nil, fmt.Errorf("client: %w", err)
-	}
-	return &Evidence{Type: EvidenceACI, Attestation: b, Simulated: true}, nil
 }

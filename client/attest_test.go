@@ -21,10 +21,10 @@ import (
 	spb "github.com/google/go-sev-guest/proto/sevsnp"
 	cose "github.com/veraison/go-cose"
 
+	"github.com/tkms-dev/tkms/api"
 	"github.com/tkms-dev/tkms/internal/attest/simsnp"
 	"github.com/tkms-dev/tkms/internal/attest/snp"
 	"github.com/tkms-dev/tkms/internal/attest/uvm"
-	"github.com/tkms-dev/tkms/internal/release"
 )
 
 // The shared security-context sample (testdata/PROVENANCE.md) as ACI
@@ -584,7 +584,7 @@ func TestSNPAttester(t *testing.T) {
 			if ev.Type != EvidenceSNP {
 				t.Errorf("type %q", ev.Type)
 			}
-			var raw release.RawSNP
+			var raw api.RawSNP
 			if err := json.Unmarshal(ev.Attestation, &raw); err != nil {
 				t.Fatal(err)
 			}
@@ -613,54 +613,6 @@ func TestSNPAttester(t *testing.T) {
 			t.Errorf("error %v", err)
 		}
 	})
-}
-
-func TestSimulatedAttester(t *testing.T) {
-	dir := t.TempDir()
-	a, err := NewSimulatedAttester(dir, SimulatedOptions{HostData: bytes.Repeat([]byte{7}, 32)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	chain, err := simsnp.LoadOrCreate(dir) // the chain the attester created
-	if err != nil {
-		t.Fatal(err)
-	}
-	rd := testReportData("sim")
-	ev, err := a.Attest(context.Background(), rd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !ev.Simulated || ev.Type != EvidenceACI {
-		t.Errorf("simulated %v type %q", ev.Simulated, ev.Type)
-	}
-	res, _ := verifySim(t, chain, ev.Attestation)
-	if !bytes.Equal(res.ReportData, rd[:]) || res.HostData[0] != 7 || res.Debug {
-		t.Errorf("REPORT_DATA %x HOST_DATA %x debug %v", res.ReportData, res.HostData, res.Debug)
-	}
-
-	dbg, err := NewSimulatedAttester(dir, SimulatedOptions{Debug: true, Measurement: bytes.Repeat([]byte{1}, 48)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ev, err = dbg.Attest(context.Background(), rd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, _ := snp.DecodeACI(ev.Attestation)
-	if b.Report[0x90] != 1 || b.Report[8+2]&0x08 == 0 {
-		t.Errorf("measurement %x policy %x, want 0101... and DEBUG", b.Report[0x90:0x98], b.Report[8:16])
-	}
-
-	for _, o := range []SimulatedOptions{{Measurement: make([]byte, 32)}, {HostData: make([]byte, 48)}} {
-		if _, err := NewSimulatedAttester(dir, o); err == nil {
-			t.Errorf("%+v accepted", o)
-		}
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	if _, err := a.Attest(ctx, rd); !errors.Is(err, context.Canceled) {
-		t.Errorf("cancelled: %v", err)
-	}
 }
 
 // FuzzParseSecurityContext: parsing any three values never panics, and

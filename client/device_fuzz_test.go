@@ -14,6 +14,7 @@ import (
 
 	"github.com/google/go-sev-guest/abi"
 
+	"github.com/tkms-dev/tkms/api"
 	"github.com/tkms-dev/tkms/internal/attest/simsnp"
 	"github.com/tkms-dev/tkms/internal/attest/snp"
 )
@@ -125,7 +126,7 @@ func FuzzConfigFSReport(f *testing.F) {
 			}
 			return
 		}
-		var raw rawSNPObject
+		var raw api.RawSNP
 		if err := json.Unmarshal(ev.Attestation, &raw); err != nil {
 			t.Fatal(err)
 		}
@@ -166,7 +167,7 @@ func FuzzSNPAttesterDevice(f *testing.F) {
 			}
 			return
 		}
-		var raw rawSNPObject
+		var raw api.RawSNP
 		if err := json.Unmarshal(ev.Attestation, &raw); err != nil {
 			t.Fatal(err)
 		}

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/tkms-dev/tkms/client"
+	"github.com/tkms-dev/tkms/internal/attest"
 	"github.com/tkms-dev/tkms/internal/attest/simsnp"
 	"github.com/tkms-dev/tkms/internal/attest/snp"
 	"github.com/tkms-dev/tkms/internal/attest/uvm"
@@ -124,12 +125,13 @@ func startExampleKMS() (url, logKey string, att client.Attester, tokens client.T
 	must(err)
 	stops = append(stops, auth.Close)
 	ark, ask := chain.Roots()
-	sv, err := snp.New(snp.Options{Now: func() time.Time { return at }, Roots: []snp.Root{{ProductLine: simsnp.ProductLine, ARK: ark, ASK: ask}}})
-	must(err)
 	did, feed := chain.UVMTrust()
-	uv, err := uvm.New(uvm.Options{Trusted: []uvm.Endorser{{DID: did, Feed: feed}}})
+	av, err := attest.New(attest.Config{
+		SNP:                snp.Options{Now: func() time.Time { return at }, Roots: []snp.Root{{ProductLine: simsnp.ProductLine, ARK: ark, ASK: ask}}},
+		SimulatedEndorsers: []uvm.Endorser{{DID: did, Feed: feed}}, Simulated: true,
+	})
 	must(err)
-	rel, err := release.New(release.Config{KMS: svc, Auth: auth, SNP: sv, UVM: uv, Simulated: true, Logger: quiet})
+	rel, err := release.New(release.Config{KMS: svc, Auth: auth, Attest: av, Logger: quiet})
 	must(err)
 	srv := httptest.NewServer(httpapi.New(svc, httpapi.Options{Logger: quiet, Release: rel}))
 	stops = append(stops, srv.Close)

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tkms-dev/tkms/api"
 	"github.com/tkms-dev/tkms/internal/keys"
 	"github.com/tkms-dev/tkms/internal/wrap"
 )
@@ -37,15 +38,13 @@ func (s *wireKMS) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.Write(list)
 		return
 	}
-	var req v1Request
+	var req api.V1Request
 	body, _ := io.ReadAll(r.Body)
 	if r.Method != http.MethodPost || json.Unmarshal(body, &req) != nil || req.WrappingKey == nil {
 		http.Error(w, `{"error":{"code":"BAD_REQUEST","message":"x"}}`, http.StatusBadRequest)
 		return
 	}
-	var listed struct {
-		Keys []listedKey `json:"keys"`
-	}
+	var listed api.V1Keys
 	json.Unmarshal(list, &listed)
 	pubs := map[string][]byte{}
 	for _, l := range listed.Keys {
@@ -62,14 +61,14 @@ func (s *wireKMS) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	wpub, _ := base64.StdEncoding.DecodeString(req.WrappingKey.PublicKey)
-	var resp v1ReleaseResponse
+	var resp api.V1ReleaseResponse
 	for _, kid := range kids {
 		wrapped, err := wrap.HPKEWrap(req.WrappingKey.KEMID, wpub, priv, wrap.ReleaseInfo(kid))
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusInternalServerError)
 			return
 		}
-		resp.Keys = append(resp.Keys, v1ReleasedKey{Kid: kid, PublicKey: pubs[kid], Wrapped: wrapped})
+		resp.Keys = append(resp.Keys, api.V1ReleasedKey{Kid: kid, PublicKey: pubs[kid], Wrapped: wrapped})
 	}
 	b, _ := json.Marshal(resp)
 	w.Write(b)
@@ -94,7 +93,7 @@ func (stubAttester) Attest(context.Context, [64]byte) (*Evidence, error) {
 // variants.
 func FuzzKeysRelease(f *testing.F) {
 	now := time.Date(2026, 6, 1, 0, 0, 0, 0, time.UTC)
-	var listing []listedKey
+	var listing []api.V1Key
 	var privs [][]byte
 	for i, s := range keys.Suites {
 		priv, pub, err := s.Generate()
@@ -106,7 +105,7 @@ func FuzzKeysRelease(f *testing.F) {
 			f.Fatal(err)
 		}
 		id := keys.MinID + i
-		listing = append(listing, listedKey{
+		listing = append(listing, api.V1Key{
 			Kid: keys.KID(pemText, uint64(i+1)), ID: id, OHTTPKeyID: int(keys.OHTTPKeyID(id)), Suite: s.Name,
 			KEM: s.KEM, KDF: s.KDF, AEAD: s.AEAD, PublicKey: pub,
 			NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour), ReleaseUntil: now.Add(2 * time.Hour), State: "primary",
@@ -155,8 +154,8 @@ func FuzzKeysRelease(f *testing.F) {
 			return
 		}
 		for _, key := range got {
-			l := listedKey{Kid: key.Kid, ID: key.ID, OHTTPKeyID: int(key.OHTTPKeyID), Suite: key.Suite, KEM: key.KEM, KDF: key.KDF, AEAD: key.AEAD, PublicKey: key.PublicKey}
-			if err := l.check(); err != nil {
+			l := api.V1Key{Kid: key.Kid, ID: key.ID, OHTTPKeyID: int(key.OHTTPKeyID), Suite: key.Suite, KEM: key.KEM, KDF: key.KDF, AEAD: key.AEAD, PublicKey: key.PublicKey}
+			if err := checkListed(&l); err != nil {
 				t.Fatalf("handed out key %s whose listing does not check: %v", key.Kid, err)
 			}
 			if !bytes.Equal(key.PrivateKey.PublicKey().Bytes(), key.PublicKey) {
@@ -171,7 +170,7 @@ func FuzzKeysRelease(f *testing.F) {
 
 // FuzzAppKeyItem feeds arbitrary unwrapped /app/unwrapKey payloads (the
 // fmt=jwk key item, keys.Item with d) to the item decoding and
-// appKeyItem.publicKey, which the client compares with the listed public
+// itemPublicKey, which the client compares with the listed public
 // key. Nothing may panic, and a public key read from an item of a known
 // suite re-encodes (keys.PublicItem, the server's encoder) to an item that
 // reads back as the same public key. Seeds: items of each suite made by keys.PublicItem.
@@ -194,11 +193,11 @@ func FuzzAppKeyItem(f *testing.F) {
 	}
 	f.Add([]byte(`{"kty":"EC","crv":"P-256","x":"AA","y":"!!"}`))
 	f.Fuzz(func(t *testing.T, payload []byte) {
-		var it appKeyItem
+		var it keys.Item
 		if json.Unmarshal(payload, &it) != nil {
 			return
 		}
-		pub, err := it.publicKey()
+		pub, err := itemPublicKey(&it)
 		if err != nil {
 			return
 		}
@@ -215,8 +214,8 @@ func FuzzAppKeyItem(f *testing.F) {
 		if err != nil {
 			return // not a valid key of the suite: newKey rejects it against the listing
 		}
-		ai := appKeyItem{Kty: again.Kty, Crv: again.Crv, Alg: again.Alg, X: again.X, Y: again.Y, Pub: again.Pub}
-		pub2, err := ai.publicKey()
+		ai := keys.Item{Kty: again.Kty, Crv: again.Crv, Alg: again.Alg, X: again.X, Y: again.Y, Pub: again.Pub}
+		pub2, err := itemPublicKey(&ai)
 		if err != nil || !bytes.Equal(pub, pub2) {
 			t.Fatalf("item %+v re-encodes as %+v, which reads back as %x, %v", it, again, pub2, err)
 		}

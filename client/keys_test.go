@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/tkms-dev/tkms/client"
+	"github.com/tkms-dev/tkms/internal/attest"
 	"github.com/tkms-dev/tkms/internal/attest/simsnp"
 	"github.com/tkms-dev/tkms/internal/attest/snp"
 	"github.com/tkms-dev/tkms/internal/attest/uvm"
@@ -94,16 +95,12 @@ func newKeysEnv(t *testing.T, o keysEnvOptions) *keysEnv {
 	e.svc = releasetest.KMS(t, kms.Config{ReleasePolicy: pol, RotationPolicy: rp})
 	auth := releasetest.Auth(t, e.issuer, keysAudience)
 	ark, ask := e.chain.Roots()
-	sv, err := snp.New(snp.Options{Now: func() time.Time { return e.at }, Roots: []snp.Root{{ProductLine: simsnp.ProductLine, ARK: ark, ASK: ask}}})
-	if err != nil {
-		t.Fatal(err)
-	}
 	did, feed := e.chain.UVMTrust()
-	uv, err := uvm.New(uvm.Options{Trusted: []uvm.Endorser{{DID: did, Feed: feed}}})
+	av, err := attest.New(attest.Config{SNP: snp.Options{Now: func() time.Time { return e.at }, Roots: []snp.Root{{ProductLine: simsnp.ProductLine, ARK: ark, ASK: ask}}}, SimulatedEndorsers: []uvm.Endorser{{DID: did, Feed: feed}}, Simulated: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	rel, err := release.New(release.Config{KMS: e.svc, Auth: auth, SNP: sv, UVM: uv, Simulated: true, RequireNonce: o.requireNonce, IdentityLimit: o.identityLimit, Logger: log})
+	rel, err := release.New(release.Config{KMS: e.svc, Auth: auth, Attest: av, RequireNonce: o.requireNonce, IdentityLimit: o.identityLimit, Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,13 +10,10 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
-
-	"github.com/tkms-dev/tkms/internal/oidcissuer"
 )
 
 // refreshMargin is how long before its expiry a cached token is replaced:
@@ -339,102 +336,30 @@ func (s StaticTokenSource) Token(context.Context) (string, error) {
 	return string(s), nil
 }
 
-// The dev workload identity, as cmd/tkms's dev.go defines it for
-// `tkms dev token`.
-const (
-	devWorkloadID  = "tkms-dev-workload"
-	devTenantID    = "tkms-dev-tenant"
-	devAudience    = "api://tkms-dev"
-	devWorkloadTTL = 24 * time.Hour
-)
-
-// DevTokenOptions configure [NewDevTokenSource]; the zero value mints what
-// `tkms dev token` mints by default.
-type DevTokenOptions struct {
-	// Subject is the workload identity (sub and oid); "" means
-	// "tkms-dev-workload".
-	Subject string
-	// Audience is the aud claim; "" means dev.json's audience.
-	Audience string
-	// TTL is the tokens' lifetime; 0 means 24 hours.
-	TTL time.Duration
-	// Now is the clock of the cache and of the minted claims; nil means
-	// time.Now.
-	Now func() time.Time
+// NewCachingTokenSource returns a TokenSource that calls fetch for a token
+// and keeps it until shortly before the exp claim it reads from the token
+// WITHOUT verifying it (it is the caller's own token; a token without a
+// numeric exp is kept for good). Concurrent callers share one fetch; when
+// a refresh fails, the token in hand is returned while it has not expired.
+// now is the clock (nil: time.Now). For token sources outside this package,
+// such as client/devtee's.
+func NewCachingTokenSource(fetch func(context.Context) (string, error), now func() time.Time) TokenSource {
+	return &cachingTokenSource{fetch: fetch, cache: tokenCache{now: now}}
 }
 
-// DevTokenSource mints tokens with the OIDC issuer of a `tkms dev` data
-// directory, as `tkms dev token` does: the signing key is the directory's
-// file, the issuer URL and audience come from its dev.json. For
-// development only: whoever reads the directory mints any identity.
-type DevTokenSource struct {
-	iss   *oidcissuer.Issuer
-	mi    oidcissuer.ManagedIdentity
+type cachingTokenSource struct {
+	fetch func(context.Context) (string, error)
 	cache tokenCache
 }
 
-var _ TokenSource = (*DevTokenSource)(nil)
-
-// devInfo is the part of DATA_DIR/dev.json (cmd/tkms DevInfo) used here.
-type devInfo struct {
-	IssuerURL string `json:"issuer_url"`
-	Audience  string `json:"audience"`
-}
-
-// NewDevTokenSource reads dataDir's dev.json and issuer key. Both exist
-// once `tkms dev --data dataDir` has started; it refuses to create a key
-// that no KMS trusts.
-func NewDevTokenSource(dataDir string, opts DevTokenOptions) (*DevTokenSource, error) {
-	path := filepath.Join(dataDir, "dev.json")
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("client: %w; start 'tkms dev --data %s' once first", err, dataDir)
-	}
-	var info devInfo
-	if err := json.Unmarshal(b, &info); err != nil {
-		return nil, fmt.Errorf("client: %s: %w", path, err)
-	}
-	if info.IssuerURL == "" {
-		return nil, fmt.Errorf("client: %s names no issuer_url; start 'tkms dev --data %s' with this version of tkms once", path, dataDir)
-	}
-	if _, err := os.Stat(filepath.Join(dataDir, oidcissuer.KeyFile)); err != nil {
-		return nil, fmt.Errorf("client: %w; start 'tkms dev --data %s' once to create the issuer key", err, dataDir)
-	}
-	iss, err := oidcissuer.New(dataDir, oidcissuer.Options{URL: info.IssuerURL, Now: opts.Now})
-	if err != nil {
-		return nil, fmt.Errorf("client: %w", err)
-	}
-	mi := oidcissuer.ManagedIdentity{Audience: opts.Audience, PrincipalID: opts.Subject, TenantID: devTenantID, TTL: opts.TTL}
-	if mi.Audience == "" {
-		mi.Audience = info.Audience
-	}
-	if mi.Audience == "" {
-		mi.Audience = devAudience
-	}
-	if mi.PrincipalID == "" {
-		mi.PrincipalID = devWorkloadID
-	}
-	if mi.TTL < 0 {
-		return nil, errors.New("client: dev token TTL must be positive")
-	}
-	if mi.TTL == 0 {
-		mi.TTL = devWorkloadTTL
-	}
-	return &DevTokenSource{iss: iss, mi: mi, cache: tokenCache{now: opts.Now}}, nil
-}
-
-// Token implements [TokenSource].
-func (s *DevTokenSource) Token(ctx context.Context) (string, error) {
-	return s.cache.get(ctx, nil, func(context.Context) (*cachedToken, error) {
+func (s *cachingTokenSource) Token(ctx context.Context) (string, error) {
+	return s.cache.get(ctx, nil, func(ctx context.Context) (*cachedToken, error) {
 		now := s.cache.clock()
-		tok, err := s.iss.MintManagedIdentity(s.mi)
+		tok, err := s.fetch(ctx)
 		if err != nil {
-			return nil, fmt.Errorf("client: %w", err)
+			return nil, err
 		}
-		exp, ok := unverifiedJWTExpiry(tok)
-		if !ok {
-			exp = now.Add(s.mi.TTL)
-		}
+		exp, _ := unverifiedJWTExpiry(tok)
 		return newCachedToken(tok, now, exp), nil
 	})
 }

@@ -16,11 +16,6 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
-
-	jose "github.com/go-jose/go-jose/v4"
-	"github.com/go-jose/go-jose/v4/jwt"
-
-	"github.com/tkms-dev/tkms/internal/oidcissuer"
 )
 
 // fakeJWT is a JWT-shaped token with the given claims and no valid
@@ -361,92 +356,34 @@ func TestStaticTokenSource(t *testing.T) {
 	}
 }
 
-// devDir makes a data directory as `tkms dev` leaves it: the issuer key
-// and dev.json.
-func devDir(t *testing.T) (dir string, iss *oidcissuer.Issuer) {
-	dir = t.TempDir()
-	iss, err := oidcissuer.New(dir, oidcissuer.Options{URL: "http://127.0.0.1:8000/dev/oidc"})
+// TestCachingTokenSource: a token is fetched once and kept until shortly
+// before its exp; a token without exp is kept for good.
+func TestCachingTokenSource(t *testing.T) {
+	clock := &testClock{t: time.Unix(1_800_000_000, 0)}
+	var fetches int
+	jwtWithExp := func(exp int64) string {
+		payload := base64.RawURLEncoding.EncodeToString(fmt.Appendf(nil, `{"exp":%d,"n":%d}`, exp, fetches))
+		return "e30." + payload + ".sig"
+	}
+	ts := NewCachingTokenSource(func(context.Context) (string, error) {
+		fetches++
+		return jwtWithExp(clock.Now().Add(time.Hour).Unix()), nil
+	}, clock.Now)
+	a, err := ts.Token(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
-	info, _ := json.Marshal(map[string]string{"kms_url": "http://127.0.0.1:8000", "issuer_url": iss.URL(), "audience": "api://tkms-dev"})
-	if err := os.WriteFile(filepath.Join(dir, "dev.json"), info, 0o600); err != nil {
-		t.Fatal(err)
+	if b, _ := ts.Token(context.Background()); b != a || fetches != 1 {
+		t.Fatalf("not cached: %d fetches", fetches)
 	}
-	return dir, iss
-}
-
-func TestDevTokenSource(t *testing.T) {
-	dir, iss := devDir(t)
-	clock := &testClock{t: time.Now().Truncate(time.Second)}
-	ts, err := NewDevTokenSource(dir, DevTokenOptions{TTL: time.Hour, Now: clock.Now})
-	if err != nil {
-		t.Fatal(err)
+	clock.Add(59 * time.Minute)
+	if b, _ := ts.Token(context.Background()); b == a || fetches != 2 {
+		t.Fatalf("not refreshed before expiry: %d fetches", fetches)
 	}
-	tok, err := ts.Token(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	parsed, err := jwt.ParseSigned(tok, []jose.SignatureAlgorithm{jose.RS256})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var jwks jose.JSONWebKeySet
-	if err := json.Unmarshal(iss.JWKS(), &jwks); err != nil {
-		t.Fatal(err)
-	}
-	var claims map[string]any
-	if err := parsed.Claims(jwks, &claims); err != nil {
-		t.Fatalf("token does not verify with the issuer's keys: %v", err)
-	}
-	want := map[string]any{"iss": iss.URL(), "aud": "api://tkms-dev", "sub": "tkms-dev-workload", "oid": "tkms-dev-workload", "idtyp": "app", "tid": "tkms-dev-tenant"}
-	for k, v := range want {
-		if claims[k] != v {
-			t.Errorf("claim %s = %v, want %v", k, claims[k], v)
-		}
-	}
-	if exp := int64(claims["exp"].(float64)); exp != clock.Now().Add(time.Hour).Unix() {
-		t.Errorf("exp %d", exp)
-	}
-	if again, _ := ts.Token(context.Background()); again != tok {
-		t.Error("not cached")
-	}
-	clock.Add(55 * time.Minute)
-	if again, _ := ts.Token(context.Background()); again == tok {
-		t.Error("not refreshed 5 minutes before expiry")
-	}
-
-	other, err := NewDevTokenSource(dir, DevTokenOptions{Subject: "svc", Audience: "api://other"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	tok, _ = other.Token(context.Background())
-	parsed, _ = jwt.ParseSigned(tok, []jose.SignatureAlgorithm{jose.RS256})
-	claims = nil
-	parsed.UnsafeClaimsWithoutVerification(&claims)
-	if claims["sub"] != "svc" || claims["aud"] != "api://other" {
-		t.Errorf("claims %v", claims)
-	}
-}
-
-func TestDevTokenSourceErrors(t *testing.T) {
-	empty := t.TempDir()
-	if _, err := NewDevTokenSource(empty, DevTokenOptions{}); err == nil || !strings.Contains(err.Error(), "tkms dev --data") {
-		t.Errorf("no dev.json: %v", err)
-	}
-	os.WriteFile(filepath.Join(empty, "dev.json"), []byte(`{"issuer_url":"http://127.0.0.1:1/dev/oidc"}`), 0o600)
-	if _, err := NewDevTokenSource(empty, DevTokenOptions{}); err == nil || !strings.Contains(err.Error(), "issuer key") {
-		t.Errorf("no key: %v", err)
-	}
-	if _, err := os.Stat(filepath.Join(empty, oidcissuer.KeyFile)); !errors.Is(err, os.ErrNotExist) {
-		t.Error("created an issuer key nobody trusts")
-	}
-	os.WriteFile(filepath.Join(empty, "dev.json"), []byte(`{"kms_url":"x"}`), 0o600)
-	if _, err := NewDevTokenSource(empty, DevTokenOptions{}); err == nil || !strings.Contains(err.Error(), "no issuer_url") {
-		t.Errorf("no issuer_url: %v", err)
-	}
-	dir, _ := devDir(t)
-	if _, err := NewDevTokenSource(dir, DevTokenOptions{TTL: -time.Second}); err == nil {
-		t.Error("negative TTL accepted")
+	opaque := NewCachingTokenSource(func(context.Context) (string, error) { fetches++; return "opaque", nil }, clock.Now)
+	opaque.Token(context.Background())
+	clock.Add(1000 * time.Hour)
+	if tok, _ := opaque.Token(context.Background()); tok != "opaque" || fetches != 3 {
+		t.Fatalf("token without exp: %q, %d fetches", tok, fetches)
 	}
 }

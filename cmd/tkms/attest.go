@@ -15,10 +15,10 @@ import (
 	"slices"
 	"time"
 
+	"github.com/tkms-dev/tkms/api"
+	"github.com/tkms-dev/tkms/internal/attest"
 	"github.com/tkms-dev/tkms/internal/attest/simsnp"
 	"github.com/tkms-dev/tkms/internal/attest/snp"
-	"github.com/tkms-dev/tkms/internal/attest/uvm"
-	"github.com/tkms-dev/tkms/internal/release"
 )
 
 func cmdAttest(args []string, stdout, stderr io.Writer) error {
@@ -129,11 +129,11 @@ type inspection struct {
 // fully offline, with the verifiers the server uses, and prints every claim
 // a release policy could name. It is the tool to reach for when a release is
 // denied. The evidence is an attestation object in FILE, as a release
-// request carries it: an ACI bundle (internal/attest/snp for the report and
-// its VCEK, internal/attest/uvm for the UVM endorsement against the
-// MEASUREMENT) or a raw SEV-SNP one ({"type":"snp",...}, release.RawSNP: the
-// report and its VCEK/VLEK or certificate table, no UVM endorsement); or a
-// raw report and its VCEK/VLEK given as files with --report and --vcek.
+// request carries it: an ACI bundle or a raw SEV-SNP one ({"type":"snp",...},
+// api.RawSNP: the report and its VCEK/VLEK or certificate table, no UVM
+// endorsement); or a raw report and its VCEK/VLEK given as files with
+// --report and --vcek. Both go through the server's door, internal/attest,
+// in its unpinned inspect mode.
 func cmdAttestInspect(args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("attest inspect", stderr)
 	dataDir := fs.String("data", "", "also trust the simulated chain and UVM endorser of this data `directory` (INSECURE: simulated evidence comes from no TEE)")
@@ -164,16 +164,14 @@ func cmdAttestInspect(args []string, stdout, stderr io.Writer) error {
 	if *maxVMPL < 0 || *maxVMPL > 3 {
 		return fmt.Errorf("%w: --max-vmpl %d: want 0..3", errUsage, *maxVMPL)
 	}
-	snpOpts := snp.Options{MaxVMPL: *maxVMPL, CacheSize: -1}
+	cfg := attest.Config{SNP: snp.Options{MaxVMPL: *maxVMPL, CacheSize: -1}}
 	if *nowFlag != "" {
 		at, err := time.Parse(time.RFC3339, *nowFlag)
 		if err != nil {
 			return fmt.Errorf("%w: --now: %v", errUsage, err)
 		}
-		snpOpts.Now = func() time.Time { return at }
+		cfg.SNP.Now = func() time.Time { return at }
 	}
-	trusted := uvm.DefaultTrusted()
-	var simDID string
 	if *dataDir != "" {
 		// LoadOrCreate would make a new chain that signed nothing: refuse.
 		if _, err := os.Stat(filepath.Join(*dataDir, simsnp.ChainFile)); errors.Is(err, iofs.ErrNotExist) {
@@ -183,13 +181,13 @@ func cmdAttestInspect(args []string, stdout, stderr io.Writer) error {
 		if err != nil {
 			return err
 		}
-		ark, ask := chain.Roots()
-		snpOpts.Roots = []snp.Root{{ProductLine: simsnp.ProductLine, ARK: ark, ASK: ask}}
-		did, feed := chain.UVMTrust()
-		simDID = did
-		trusted = append(trusted, uvm.Endorser{DID: did, Feed: feed})
+		trustSimulated(&cfg, chain)
 	}
-	var res *inspection
+	v, err := attest.New(cfg)
+	if err != nil {
+		return err
+	}
+	var raw []byte
 	if rawFlags {
 		report, err := os.ReadFile(*reportFile)
 		if err != nil {
@@ -199,27 +197,14 @@ func cmdAttestInspect(args []string, stdout, stderr io.Writer) error {
 		if err != nil {
 			return err
 		}
-		res = inspectRawSNP(&release.RawSNP{Type: "snp", Report: report, VCEK: vcek}, snpOpts)
-	} else {
-		raw, err := os.ReadFile(files[0])
-		if err != nil {
+		if raw, err = json.Marshal(api.RawSNP{Type: attest.TypeSNP, Report: report, VCEK: vcek}); err != nil {
 			return err
 		}
-		// Told apart as the release service tells them apart.
-		var probe struct {
-			Type string `json:"type"`
-		}
-		if json.Unmarshal(raw, &probe) == nil && probe.Type == "snp" {
-			var obj release.RawSNP
-			if err := json.Unmarshal(raw, &obj); err != nil {
-				res = &inspection{Evidence: "snp", Code: snp.CodeReportMalformed, Message: err.Error()}
-			} else {
-				res = inspectRawSNP(&obj, snpOpts)
-			}
-		} else {
-			res = inspectACI(raw, snpOpts, trusted, simDID)
-		}
+	} else if raw, err = os.ReadFile(files[0]); err != nil {
+		return err
 	}
+	ev, err := v.InspectUnpinned(context.Background(), raw)
+	res := newInspection(ev, err)
 	if *asJSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
@@ -235,85 +220,27 @@ func cmdAttestInspect(args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
-// inspectRawSNP verifies raw SEV-SNP evidence as the release service does
-// (release.Service.VerifyEvidence): the report against its VCEK/VLEK or
-// certificate table, chained to the trusted roots. There is no UVM
-// endorsement, hence no uvm_* claims.
-func inspectRawSNP(obj *release.RawSNP, snpOpts snp.Options) *inspection {
-	out := &inspection{Evidence: "snp"}
-	fail := func(code string, err error) *inspection {
-		out.Verified, out.Code, out.Message = false, code, err.Error()
-		return out
-	}
-	sv, err := snp.New(snpOpts)
+// newInspection is the verdict on evidence that InspectUnpinned returned
+// with err.
+func newInspection(ev *attest.Evidence, err error) *inspection {
+	out := &inspection{Evidence: ev.Type, Verified: err == nil, Simulated: ev.Simulated || ev.UVMSimulated}
 	if err != nil {
-		return fail(snp.CodeInternal, err)
-	}
-	r, err := sv.VerifyRaw(context.Background(), obj.Report, obj.VCEK, obj.CertTable)
-	if err != nil {
-		return fail(snp.Code(err), err)
-	}
-	out.setReport(r)
-	out.Verified = true
-	return out
-}
-
-// setReport takes the verified report's fields and claims.
-func (out *inspection) setReport(r *snp.Result) {
-	out.Signer, out.ProductLine = r.Signer, r.ProductLine
-	out.ReportSHA256 = hex.EncodeToString(r.ReportSHA256[:])
-	out.Simulated = !r.Pinned
-	out.Claims = map[string]any{}
-	for k, v := range r.Claims {
-		out.Claims[k] = v
-	}
-}
-
-// inspectACI verifies an ACI attestation object: report and VCEK chain,
-// then the UVM endorsement against the report's MEASUREMENT.
-func inspectACI(raw []byte, snpOpts snp.Options, trusted []uvm.Endorser, simDID string) *inspection {
-	out := &inspection{Evidence: "snp-aci"}
-	fail := func(code string, err error) *inspection {
-		out.Verified, out.Code, out.Message = false, code, err.Error()
-		return out
-	}
-	b, err := snp.DecodeACI(raw)
-	if err != nil {
-		return fail(snp.Code(err), err)
-	}
-	sv, err := snp.New(snpOpts)
-	if err != nil {
-		return fail(snp.CodeInternal, err)
-	}
-	r, err := sv.VerifyACI(context.Background(), b)
-	if err != nil {
-		return fail(snp.Code(err), err)
-	}
-	out.setReport(r)
-	if len(b.UVMEndorsements) == 0 {
-		return fail("UVM_MALFORMED", errors.New("uvm: the attestation object has no uvm_endorsements"))
-	}
-	uv, err := uvm.New(uvm.Options{Trusted: trusted})
-	if err != nil {
-		return fail(snp.CodeInternal, err)
-	}
-	u, err := uv.Verify(b.UVMEndorsements, r.Measurement)
-	if err != nil {
-		code := uvm.Code(err)
-		if code == "" {
-			code = snp.CodeInternal
+		out.Code, out.Message = attest.Code(err), err.Error()
+		var ae *attest.Error
+		if errors.As(err, &ae) {
+			out.Message = ae.Err.Error()
 		}
-		return fail(code, err)
 	}
-	if simDID != "" && u.DID == simDID {
-		out.Simulated = true
+	if ev.Claims == nil {
+		return out // the report did not verify
 	}
-	t := u.SigningTime.UTC()
-	out.UVMSigned = &t
-	for k, v := range u.Claims() {
-		out.Claims[k] = v
+	out.Signer, out.ProductLine = ev.Signer, ev.ProductLine
+	out.ReportSHA256 = hex.EncodeToString(ev.ReportSHA256[:])
+	out.Claims = ev.Claims
+	if !ev.UVMSigningTime.IsZero() {
+		t := ev.UVMSigningTime
+		out.UVMSigned = &t
 	}
-	out.Verified = true
 	return out
 }
 

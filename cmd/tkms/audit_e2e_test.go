@@ -139,6 +139,15 @@ func refreshKeyIndex(t *testing.T, leaves [][]byte) (int, int) {
 // evidence, as a workload would: the release is logged with its claims.
 func unwrapRelease(t *testing.T, p *proc, data, hostData string) {
 	t.Helper()
+	if code, out := unwrap(t, p, data, hostData); code != http.StatusOK {
+		t.Fatalf("/app/unwrapKey: %d: %s", code, out)
+	}
+}
+
+// unwrap asks a running `tkms dev` for its oldest key with simulated
+// evidence whose host data is hostData, and returns the status and body.
+func unwrap(t *testing.T, p *proc, data, hostData string) (int, []byte) {
+	t.Helper()
 	pub := readFile(t, "../../internal/wrap/testdata/publicWrapKey.pem")
 	wrap := filepath.Join(t.TempDir(), "wrap.pem")
 	if err := os.WriteFile(wrap, pub, 0o600); err != nil {
@@ -157,9 +166,7 @@ func unwrapRelease(t *testing.T, p *proc, data, hostData string) {
 	}
 	defer resp.Body.Close()
 	out, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("/app/unwrapKey: %s: %s", resp.Status, out)
-	}
+	return resp.StatusCode, out
 }
 
 // TestAuditDev: a dev instance with rotations and a release passes the

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/tkms-dev/tkms/client"
+	"github.com/tkms-dev/tkms/client/devtee"
 )
 
 // clientFlags are the flags with which `tkms fetch` (and the sidecar)
@@ -98,7 +99,7 @@ func (c *clientFlags) config() (client.KeysConfig, error) {
 func (c *clientFlags) newAttester() (client.Attester, error) {
 	switch c.attester {
 	case "simulated":
-		var opts client.SimulatedOptions
+		var opts devtee.AttesterOptions
 		var err error
 		if opts.Measurement, err = hexFlag("measurement", c.measurement, 48, 48); err != nil {
 			return nil, err
@@ -107,7 +108,7 @@ func (c *clientFlags) newAttester() (client.Attester, error) {
 			return nil, err
 		}
 		opts.Debug = c.debug
-		return client.NewSimulatedAttester(c.data, opts)
+		return devtee.NewAttester(c.data, opts)
 	case "aci":
 		return client.NewACIAttester(client.ACIOptions{SecurityContextDir: c.securityContext})
 	case "snp":
@@ -127,7 +128,7 @@ func (c *clientFlags) newAttester() (client.Attester, error) {
 func (c *clientFlags) newTokens() (client.TokenSource, error) {
 	switch c.tokenSource {
 	case "dev":
-		return client.NewDevTokenSource(c.data, client.DevTokenOptions{})
+		return devtee.NewTokenSource(c.data, devtee.TokenOptions{})
 	case "imds":
 		return client.NewIMDSTokenSource(client.IMDSOptions{BaseURL: c.imdsURL, Resource: c.imdsResource, ClientID: c.clientID})
 	case "file":

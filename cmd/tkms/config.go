@@ -36,6 +36,10 @@ type Config struct {
 	// network. tkms dev does not honour it: without TLS it listens on
 	// loopback only.
 	PlainHTTP bool `json:"plain_http"`
+	// Readers are PEM files of TLS client certificates that identify
+	// readers at GET /app/auth ("user_cert"), besides the certificates
+	// members registered with (readers.go). They need TLS.
+	Readers []string `json:"readers"`
 	// DataDir holds the ledger and keyring (required for serve).
 	DataDir string `json:"data_dir"`
 	// MasterKeyFile holds the 256-bit master key as hex, mode 0600
@@ -160,6 +164,9 @@ func (c *Config) Validate() error {
 		errs = append(errs, fmt.Errorf("listen %q: %w", c.Listen, err))
 	}
 	errs = append(errs, c.validateTLS(time.Now())...)
+	if _, err := c.loadReaders(); err != nil {
+		errs = append(errs, err)
+	}
 	if c.LogOrigin != "" {
 		if err := translog.ValidOrigin(c.LogOrigin); err != nil {
 			errs = append(errs, fmt.Errorf("log_origin: %w", err))

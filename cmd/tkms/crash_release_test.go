@@ -29,13 +29,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tkms-dev/tkms/client"
+	"golang.org/x/mod/sumdb/note"
+	"golang.org/x/mod/sumdb/tlog"
+
+	"github.com/tkms-dev/tkms/client/devtee"
 	"github.com/tkms-dev/tkms/internal/keys"
 	"github.com/tkms-dev/tkms/internal/ledger"
 	"github.com/tkms-dev/tkms/internal/translog"
 	"github.com/tkms-dev/tkms/internal/wrap"
-	"golang.org/x/mod/sumdb/note"
-	"golang.org/x/mod/sumdb/tlog"
 )
 
 // ack is a write tkms acknowledged with a log receipt: a refresh (its
@@ -263,7 +264,7 @@ type releaser struct {
 func newReleaser(t *testing.T, data string, acks *ackLog) *releaser {
 	t.Helper()
 	d := &releaser{acks: acks, statuses: map[string]int{}, acked: map[string]int{}, released: map[string][]byte{}}
-	att, err := client.NewSimulatedAttester(data, client.SimulatedOptions{})
+	att, err := devtee.NewAttester(data, devtee.AttesterOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

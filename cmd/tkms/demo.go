@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/tkms-dev/tkms/client"
+	"github.com/tkms-dev/tkms/client/devtee"
 	"github.com/tkms-dev/tkms/internal/ledger"
 	"github.com/tkms-dev/tkms/internal/state"
 	"github.com/tkms-dev/tkms/internal/translog"
@@ -193,12 +194,12 @@ func (d *demo) run(ctx context.Context) error {
 	n.say("(the receipt binds this kid to this public key; anyone can check it with the log key)")
 
 	// The service: the client package, with narrating wrappers.
-	sim, err := client.NewSimulatedAttester(d.data, client.SimulatedOptions{})
+	sim, err := devtee.NewAttester(d.data, devtee.AttesterOptions{})
 	if err != nil {
 		return err
 	}
 	att := &narratingAttester{Attester: sim, n: n}
-	tokens, err := client.NewDevTokenSource(d.data, client.DevTokenOptions{})
+	tokens, err := devtee.NewTokenSource(d.data, devtee.TokenOptions{})
 	if err != nil {
 		return err
 	}
@@ -294,7 +295,7 @@ func (d *demo) run(ctx context.Context) error {
 
 	n.step("denial.", "the same service running other code (another measurement) asks for the key")
 	other := []byte(strings.Repeat("X", 48))
-	simOther, err := client.NewSimulatedAttester(d.data, client.SimulatedOptions{Measurement: other})
+	simOther, err := devtee.NewAttester(d.data, devtee.AttesterOptions{Measurement: other})
 	if err != nil {
 		return err
 	}

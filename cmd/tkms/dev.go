@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -11,17 +10,16 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"log/slog"
 	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
-	"slices"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/tkms-dev/tkms/internal/attest/simsnp"
+	"github.com/tkms-dev/tkms/internal/devgov"
 	"github.com/tkms-dev/tkms/internal/gov"
 	"github.com/tkms-dev/tkms/internal/kms"
 	"github.com/tkms-dev/tkms/internal/oidcissuer"
@@ -291,7 +289,7 @@ func cmdDev(args []string, stdout, stderr io.Writer) error {
 					return fmt.Errorf("--%s: the data directory %s is governed: policies change by proposals; propose it (tkms gov propose --data %s ACTIONS.json)", f, cfg.DataDir, cfg.DataDir)
 				}
 			}
-			if err := syncDevIssuer(ctx, svc, member, devIssuerEntry(info.IssuerURL, issuer.JWKS()), devClaims, log); err != nil {
+			if err := devgov.SyncIssuer(ctx, svc, member.proposer(), devIssuerEntry(info.IssuerURL, issuer.JWKS()), devClaims, log); err != nil {
 				return err
 			}
 		}
@@ -420,76 +418,10 @@ func devMember(dataDir string, newDir bool) (*devMemberKey, error) {
 	return &devMemberKey{Member: m, keyFile: keyFile, signer: signer}, nil
 }
 
-// syncDevIssuer makes the governed ledger trust the dev issuer at its
-// current URL (which changes with the port): if the ledger's entry for it
-// differs, the dev member proposes to trust it, with the claims the ledger
-// required of the dev issuer's earlier URL (or claims, if none), and to
-// stop trusting the earlier URLs of the same key set. Under the dev
-// constitution the proposal applies at once.
-func syncDevIssuer(ctx context.Context, svc *kms.Service, member *devMemberKey, want state.JWTIssuer, claims map[string]any, log *slog.Logger) error {
-	var actions []gov.Action
-	add := func(name string, args any) {
-		b, _ := json.Marshal(args)
-		actions = append(actions, gov.Action{Name: name, Args: b})
-	}
-	svc.Read(func(st *state.State) {
-		var issuers []state.JWTIssuer
-		var required map[string]map[string]any
-		if st.JWT != nil {
-			issuers, required = st.JWT.Issuers, st.JWT.Claims
-		}
-		var old []string
-		for _, is := range issuers {
-			if !sameJSONBytes(is.JWKS, want.JWKS) {
-				continue
-			}
-			if is.Issuer == want.Issuer {
-				if slices.Equal(is.Audiences, want.Audiences) {
-					return // in force
-				}
-				continue
-			}
-			if old == nil {
-				claims = required[is.Issuer] // what governance required of the dev issuer
-			}
-			old = append(old, is.Issuer)
-		}
-		add(gov.ActSetJWTIssuer, map[string]any{"issuer": want.Issuer, "audiences": want.Audiences, "jwks": want.JWKS})
-		if len(claims) > 0 {
-			add(gov.ActSetJWTValidationPolicy, map[string]any{"issuer": want.Issuer, "claims": claims})
-		}
-		for _, iss := range old {
-			add(gov.ActSetJWTIssuer, map[string]any{"issuer": iss, "remove": true})
-		}
-	})
-	if len(actions) == 0 {
+// proposer is the dev member's signer, nil when there is no dev member.
+func (m *devMemberKey) proposer() *gov.Signer {
+	if m == nil {
 		return nil
 	}
-	if member == nil {
-		log.Warn("the dev issuer is not trusted at its current URL and this data directory has no dev member to propose it: key release will refuse its tokens", "issuer", want.Issuer)
-		return nil
-	}
-	raw, err := member.signer.SignProposal(actions, svc.Now())
-	if err != nil {
-		return fmt.Errorf("dev issuer proposal: %w", err)
-	}
-	p, _, err := svc.Propose(ctx, raw, false)
-	if err != nil {
-		return fmt.Errorf("dev issuer proposal: %w", err)
-	}
-	if p.Status != state.ProposalAccepted {
-		log.Warn("the dev member proposed to trust the dev issuer at its new URL; the proposal needs more approvals", "proposal", p.ID, "issuer", want.Issuer, "approvals", len(p.Approvals), "needed", p.Needed)
-		return nil
-	}
-	log.Info("the dev member's proposal to trust the dev issuer at its new URL was accepted", "proposal", p.ID, "issuer", want.Issuer)
-	return nil
-}
-
-// sameJSONBytes reports whether two JSON texts are equal once compacted.
-func sameJSONBytes(a, b []byte) bool {
-	var x, y bytes.Buffer
-	if json.Compact(&x, a) != nil || json.Compact(&y, b) != nil {
-		return bytes.Equal(a, b)
-	}
-	return bytes.Equal(x.Bytes(), y.Bytes())
+	return m.signer
 }

@@ -13,6 +13,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/tkms-dev/tkms/api"
 	"github.com/tkms-dev/tkms/internal/gov"
 	"github.com/tkms-dev/tkms/internal/policy"
 )
@@ -142,17 +143,9 @@ func loadMemberKey(path string) (*gov.Signer, error) {
 	return s, nil
 }
 
-// govStatus is the answer of the governance API to a proposal, ballot or
-// withdrawal (docs/governance.md "API").
-type govStatus struct {
-	ID         string `json:"id"`
-	State      string `json:"state"`
-	Approvals  int    `json:"approvals"`
-	Rejections int    `json:"rejections"`
-	Needed     int    `json:"needed"`
-}
-
-func printStatus(w io.Writer, s govStatus) {
+// printStatus prints the answer of the governance API to a proposal,
+// ballot or withdrawal.
+func printStatus(w io.Writer, s api.GovResult) {
 	fmt.Fprintf(w, "proposal %s\nstate %s, approvals %d/%d, rejections %d\n", s.ID, s.State, s.Approvals, s.Needed, s.Rejections)
 }
 
@@ -173,6 +166,10 @@ func cmdGovPropose(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	actions, err := parseActionsFile(raw)
+	if err == nil {
+		// The DEPA KMS's proposal files work as they are.
+		actions, err = gov.MapPeerActions(actions)
+	}
 	if err != nil {
 		return fmt.Errorf("%s: %w", pos[0], err)
 	}
@@ -204,7 +201,7 @@ func cmdGovPropose(args []string, stdout, stderr io.Writer) error {
 	if *compat {
 		path = "/app/proposals"
 	}
-	var st govStatus
+	var st api.GovResult
 	if err := postCOSE(ctx, hc, base+path, msg, &st); err != nil {
 		return err
 	}
@@ -395,7 +392,7 @@ func cmdGovVote(args []string, stdout, stderr io.Writer) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	var st govStatus
+	var st api.GovResult
 	if err := postCOSE(ctx, hc, base+"/v1/gov/proposals/"+id+"/ballots", msg, &st); err != nil {
 		return err
 	}
@@ -436,7 +433,7 @@ func cmdGovWithdraw(args []string, stdout, stderr io.Writer) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	var st govStatus
+	var st api.GovResult
 	if err := postCOSE(ctx, hc, base+"/v1/gov/proposals/"+pos[0]+"/withdraw", msg, &st); err != nil {
 		return err
 	}
@@ -445,21 +442,6 @@ func cmdGovWithdraw(args []string, stdout, stderr io.Writer) error {
 	}
 	printStatus(stdout, st)
 	return nil
-}
-
-// govProposal is a proposal as GET /v1/gov/proposals[/ID] shows it.
-type govProposal struct {
-	govStatus
-	Proposer  string `json:"proposer"`
-	CreatedAt int64  `json:"created_at"`
-	Actions   []struct {
-		gov.Action
-		Description string `json:"description"`
-	} `json:"actions"`
-	Ballots []struct {
-		Member string `json:"member"`
-		Vote   string `json:"vote"`
-	} `json:"ballots"`
 }
 
 func cmdGovList(args []string, stdout, stderr io.Writer) error {
@@ -486,9 +468,7 @@ func cmdGovList(args []string, stdout, stderr io.Writer) error {
 		_, err := stdout.Write(append(raw, '\n'))
 		return err
 	}
-	var list struct {
-		Proposals []govProposal `json:"proposals"`
-	}
+	var list api.GovProposals
 	if err := json.Unmarshal(raw, &list); err != nil {
 		return fmt.Errorf("GET /v1/gov/proposals: %w", err)
 	}
@@ -536,16 +516,16 @@ func cmdGovShow(args []string, stdout, stderr io.Writer) error {
 		_, err := stdout.Write(append(raw, '\n'))
 		return err
 	}
-	var p govProposal
+	var p api.GovProposal
 	if err := json.Unmarshal(raw, &p); err != nil {
 		return fmt.Errorf("GET /v1/gov/proposals/%s: %w", pos[0], err)
 	}
-	printStatus(stdout, p.govStatus)
+	printStatus(stdout, api.GovResult{ID: p.ID, State: p.State, Approvals: p.Approvals, Rejections: p.Rejections, Needed: p.Needed})
 	fmt.Fprintf(stdout, "proposer %s, created %s\n", p.Proposer, time.Unix(p.CreatedAt, 0).UTC().Format(time.RFC3339))
 	for i, a := range p.Actions {
 		d := a.Description
 		if d == "" {
-			d = gov.DescribeAction(a.Action)
+			d = gov.DescribeAction(gov.Action{Name: a.Name, Args: a.Args})
 		}
 		fmt.Fprintf(stdout, "  %d. %s\n", i+1, d)
 	}

@@ -13,6 +13,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/tkms-dev/tkms/api"
 	"github.com/tkms-dev/tkms/internal/gov"
 	"github.com/tkms-dev/tkms/internal/httpapi"
 	"github.com/tkms-dev/tkms/internal/state"
@@ -45,7 +46,7 @@ func cmdKeysList(args []string, stdout, stderr io.Writer) error {
 	if (*url == "") == (*dataDir == "") {
 		return fmt.Errorf("%w: give exactly one of --url and --data", errUsage)
 	}
-	var list httpapi.V1Keys
+	var list api.V1Keys
 	var err error
 	if *url != "" {
 		list, err = fetchKeys(*url, kmsCA)
@@ -64,8 +65,8 @@ func cmdKeysList(args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
-func fetchKeys(base, kmsCA string) (httpapi.V1Keys, error) {
-	var list httpapi.V1Keys
+func fetchKeys(base, kmsCA string) (api.V1Keys, error) {
+	var list api.V1Keys
 	client, err := kmsHTTPClient(base, kmsCA, 0) // getJSON's context bounds the request
 	if err != nil {
 		return list, err
@@ -82,23 +83,23 @@ func fetchKeys(base, kmsCA string) (httpapi.V1Keys, error) {
 
 // readKeys replays the ledger of a data directory read-only. Only public
 // parts are read: no master key is needed.
-func readKeys(dir string) (httpapi.V1Keys, error) {
+func readKeys(dir string) (api.V1Keys, error) {
 	s, err := store.Open(dir, store.Options{ReadOnly: true})
 	if errors.Is(err, store.ErrInUse) {
-		return httpapi.V1Keys{}, fmt.Errorf("%w; while it runs, use --url", err)
+		return api.V1Keys{}, fmt.Errorf("%w; while it runs, use --url", err)
 	}
 	if err != nil {
-		return httpapi.V1Keys{}, err
+		return api.V1Keys{}, err
 	}
 	defer s.Close()
 	st := state.New()
 	if err := st.Replay(s.Scan, nil); err != nil {
-		return httpapi.V1Keys{}, err
+		return api.V1Keys{}, err
 	}
 	return httpapi.AllKeys(st, time.Now()), nil
 }
 
-func printKeys(w io.Writer, list httpapi.V1Keys) {
+func printKeys(w io.Writer, list api.V1Keys) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "KID\tID\tSUITE\tSTATE\tCREATED\tPUBLISHED\tRETIRES\tRELEASED UNTIL")
 	f := func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05Z") }
@@ -192,7 +193,7 @@ func cmdKeysRotate(args []string, stdout, stderr io.Writer) error {
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	switch {
 	case resp.StatusCode == http.StatusAccepted && member:
-		var st govStatus
+		var st api.GovResult
 		if err := json.Unmarshal(body, &st); err != nil {
 			return fmt.Errorf("POST /app/refresh: %w", err)
 		}

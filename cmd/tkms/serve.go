@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/tkms-dev/tkms/internal/attest"
 	"github.com/tkms-dev/tkms/internal/attest/simsnp"
 	"github.com/tkms-dev/tkms/internal/attest/snp"
 	"github.com/tkms-dev/tkms/internal/attest/uvm"
@@ -159,8 +160,12 @@ func runServer(ctx context.Context, cfg *Config, sealer seal.Sealer, operatorTok
 			return err
 		}
 	}
+	readers, err := cfg.loadReaders()
+	if err != nil {
+		return err
+	}
 	var h http.Handler = httpapi.New(svc, httpapi.Options{OperatorToken: operatorToken, Logger: log, Release: rel,
-		Bodies: adm.bodies, PerAddress: adm.perAddress, TrustedProxies: adm.trustedProxies})
+		Bodies: adm.bodies, PerAddress: adm.perAddress, TrustedProxies: adm.trustedProxies, Readers: readers})
 	if apiHandlerWrap != nil {
 		h = apiHandlerWrap(h)
 	}
@@ -213,6 +218,16 @@ func serveUntil(ctx context.Context, srv *http.Server, ln net.Listener, log *slo
 	return err
 }
 
+// trustSimulated makes cfg trust the simulated TEE of chain: its AMD-shaped
+// roots and its UVM endorser. (Accepting its evidence is cfg.Simulated.)
+func trustSimulated(cfg *attest.Config, chain *simsnp.Chain) (did, feed string) {
+	ark, ask := chain.Roots()
+	cfg.SNP.Roots = append(cfg.SNP.Roots, snp.Root{ProductLine: simsnp.ProductLine, ARK: ark, ASK: ask})
+	did, feed = chain.UVMTrust()
+	cfg.SimulatedEndorsers = append(cfg.SimulatedEndorsers, uvm.Endorser{DID: did, Feed: feed})
+	return did, feed
+}
+
 // newRelease builds the attested release service from the JWT policy in the
 // ledger (which the configuration may just have changed) and the
 // attestation settings. The service follows later changes of the JWT
@@ -248,40 +263,24 @@ func newRelease(ctx context.Context, svc *kms.Service, cfg *Config, log *slog.Lo
 			auth.Close()
 		}
 	}
-	so := snp.Options{MaxVMPL: cfg.MaxVMPL}
-	uo := uvm.Options{Trusted: cfg.UVMTrusted, MinSVN: cfg.UVMMinSVN}
+	attCfg := attest.Config{SNP: snp.Options{MaxVMPL: cfg.MaxVMPL}, UVM: uvm.Options{Trusted: cfg.UVMTrusted, MinSVN: cfg.UVMMinSVN}, Simulated: cfg.InsecureSimulatedTEE}
 	if cfg.InsecureSimulatedTEE {
 		chain, err := simsnp.LoadOrCreate(cfg.DataDir)
 		if err != nil {
 			closeAuth()
 			return nil, nil, fmt.Errorf("simulated TEE: %w", err)
 		}
-		ark, ask := chain.Roots()
-		so.Roots = []snp.Root{{ProductLine: simsnp.ProductLine, ARK: ark, ASK: ask}}
-		if len(uo.Trusted) == 0 {
-			uo.Trusted = uvm.DefaultTrusted()
-		}
-		did, feed := chain.UVMTrust()
-		uo.Trusted = append(uo.Trusted, uvm.Endorser{DID: did, Feed: feed})
+		did, feed := trustSimulated(&attCfg, chain)
 		log.Warn("INSECURE: the simulated TEE of the data directory is trusted; releases under it are marked simulated in the ledger", "did", did, "feed", feed)
 	}
-	sv, err := snp.New(so)
+	av, err := attest.New(attCfg)
 	if err != nil {
 		closeAuth()
 		return nil, nil, err
-	}
-	uv, err := uvm.New(uo)
-	if err != nil {
-		closeAuth()
-		return nil, nil, err
-	}
-	trusted := uo.Trusted
-	if len(trusted) == 0 {
-		trusted = uvm.DefaultTrusted()
 	}
 	rel, err := release.New(release.Config{
 		KMS: svc, Auth: auth, AuthSeq: jwtSeq, NewAuth: newAuth,
-		SNP: sv, UVM: uv, Simulated: cfg.InsecureSimulatedTEE, UVMTrusted: trusted, Logger: log,
+		Attest: av, Logger: log,
 		IdentityLimit: adm.perIdentity, Verify: adm.verify,
 	})
 	if err != nil {

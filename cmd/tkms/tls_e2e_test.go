@@ -23,11 +23,13 @@ import (
 	"time"
 
 	"github.com/tkms-dev/tkms/internal/seal"
+	"github.com/tkms-dev/tkms/internal/tlscert"
+	"github.com/tkms-dev/tkms/internal/tlscert/tlscerttest"
 )
 
 // tlsFixture is a CA, its PEM file and a server pair written for tkms.
 type tlsFixture struct {
-	ca                        *testCA
+	ca                        *tlscerttest.CA
 	dir                       string
 	caFile, certFile, keyFile string
 	roots                     *x509.CertPool
@@ -35,17 +37,17 @@ type tlsFixture struct {
 
 func newTLSFixture(t *testing.T) *tlsFixture {
 	t.Helper()
-	f := &tlsFixture{ca: newTestCA(t), dir: filepath.Join(t.TempDir(), "tls")}
+	f := &tlsFixture{ca: tlscerttest.NewCA(t), dir: filepath.Join(t.TempDir(), "tls")}
 	if err := os.Mkdir(f.dir, 0o700); err != nil {
 		t.Fatal(err)
 	}
 	f.caFile = filepath.Join(f.dir, "ca.pem")
-	if err := os.WriteFile(f.caFile, f.ca.pem, 0o644); err != nil {
+	if err := os.WriteFile(f.caFile, f.ca.PEM, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	f.certFile, f.keyFile = writePair(t, f.dir, "server", f.ca.issue(t, leafOpts{serial: 100}))
+	f.certFile, f.keyFile = tlscerttest.WritePair(t, f.dir, "server", f.ca.Issue(t, tlscerttest.Leaf{Serial: 100}))
 	f.roots = x509.NewCertPool()
-	f.roots.AddCert(f.ca.cert)
+	f.roots.AddCert(f.ca.Cert)
 	return f
 }
 
@@ -134,7 +136,7 @@ func TestServeTLS(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if resp.TLS.Version != tls.VersionTLS12 || !slices.Contains(serverCipherSuites, resp.TLS.CipherSuite) {
+		if resp.TLS.Version != tls.VersionTLS12 || !slices.Contains(tlscert.CipherSuites, resp.TLS.CipherSuite) {
 			t.Errorf("%s with %s, want TLS 1.2 with an ECDHE-AEAD suite", tls.VersionName(resp.TLS.Version), tls.CipherSuiteName(resp.TLS.CipherSuite))
 		}
 	})
@@ -236,12 +238,12 @@ func TestServeTLS(t *testing.T) {
 		if got := f.serial(t, addr); got != 100 {
 			t.Fatalf("serial %d, want 100", got)
 		}
-		writePair(t, f.dir, "server", f.ca.issue(t, leafOpts{serial: 101}))
+		tlscerttest.WritePair(t, f.dir, "server", f.ca.Issue(t, tlscerttest.Leaf{Serial: 101}))
 		waitFor(t, "the rotated certificate", func() bool { return f.serial(t, addr) == 101 })
 
 		// A broken rotation (a certificate whose key is not in the key
 		// file) is logged and the certificate in use stays.
-		if err := writeFileAtomic(f.certFile, f.ca.issue(t, leafOpts{serial: 102}).cert, 0o644); err != nil {
+		if err := writeFileAtomic(f.certFile, f.ca.Issue(t, tlscerttest.Leaf{Serial: 102}).Cert, 0o644); err != nil {
 			t.Fatal(err)
 		}
 		waitFor(t, "the error about the broken pair", func() bool {
@@ -254,7 +256,7 @@ func TestServeTLS(t *testing.T) {
 		if _, err := get(t, f.httpsClient(0, 0, nil)); err != nil {
 			t.Fatalf("after a broken rotation: %v", err)
 		}
-		writePair(t, f.dir, "server", f.ca.issue(t, leafOpts{serial: 103}))
+		tlscerttest.WritePair(t, f.dir, "server", f.ca.Issue(t, tlscerttest.Leaf{Serial: 103}))
 		waitFor(t, "the repaired certificate", func() bool { return f.serial(t, addr) == 103 })
 	})
 	p.stopClean(syscall.SIGTERM)
@@ -278,8 +280,8 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 func TestServeTLSConfigErrors(t *testing.T) {
 	f := newTLSFixture(t)
 	data := newServeData(t)
-	_, otherKey := writePair(t, f.dir, "other", f.ca.issue(t, leafOpts{serial: 7}))
-	expCert, expKey := writePair(t, f.dir, "expired", f.ca.issue(t, leafOpts{notBefore: time.Now().Add(-48 * time.Hour), notAfter: time.Now().Add(-time.Hour)}))
+	_, otherKey := tlscerttest.WritePair(t, f.dir, "other", f.ca.Issue(t, tlscerttest.Leaf{Serial: 7}))
+	expCert, expKey := tlscerttest.WritePair(t, f.dir, "expired", f.ca.Issue(t, tlscerttest.Leaf{NotBefore: time.Now().Add(-48 * time.Hour), NotAfter: time.Now().Add(-time.Hour)}))
 	for _, tc := range []struct {
 		name       string
 		cert, key  string

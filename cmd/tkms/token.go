@@ -11,7 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/tkms-dev/tkms/client"
+	"github.com/tkms-dev/tkms/client/devtee"
 )
 
 // cmdDevToken implements `tkms dev token`: it mints a token with the
@@ -36,7 +36,7 @@ func cmdDevToken(args []string, stdout, stderr io.Writer) error {
 	// The client package's dev token source is what services use: it
 	// refuses a directory without an issuer key rather than create one
 	// that nobody trusts.
-	src, err := client.NewDevTokenSource(*dataDir, client.DevTokenOptions{Subject: *sub, Audience: *aud, TTL: *ttl})
+	src, err := devtee.NewTokenSource(*dataDir, devtee.TokenOptions{Subject: *sub, Audience: *aud, TTL: *ttl})
 	if err != nil {
 		return errors.New(strings.TrimPrefix(err.Error(), "client: "))
 	}

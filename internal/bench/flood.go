@@ -16,7 +16,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/tkms-dev/tkms/client"
+	"github.com/tkms-dev/tkms/api"
+	"github.com/tkms-dev/tkms/client/devtee"
 	"github.com/tkms-dev/tkms/internal/keys"
 	"github.com/tkms-dev/tkms/internal/wrap"
 )
@@ -93,11 +94,11 @@ type flood struct {
 // setupFlood prepares the flood's request: the primary key's release, an
 // X25519 wrapping key, and simulated evidence binding another one.
 func setupFlood(ctx context.Context, r *runner, cfg Config, sc *scenario) error {
-	att, err := client.NewSimulatedAttester(cfg.DataDir, client.SimulatedOptions{})
+	att, err := devtee.NewAttester(cfg.DataDir, devtee.AttesterOptions{})
 	if err != nil {
 		return fmt.Errorf("bench: %w", err)
 	}
-	ts, err := client.NewDevTokenSource(cfg.DataDir, client.DevTokenOptions{})
+	ts, err := devtee.NewTokenSource(cfg.DataDir, devtee.TokenOptions{})
 	if err != nil {
 		return fmt.Errorf("bench: %w", err)
 	}
@@ -231,12 +232,7 @@ func (f *flood) send(ctx context.Context, r *runner, c *http.Client) (status int
 		return 0, "", "", err
 	}
 	status, code = resp.StatusCode, resp.Header.Get("x-ms-kms-error-code")
-	var eb struct {
-		Error struct {
-			Code    string `json:"code"`
-			Message string `json:"message"`
-		} `json:"error"`
-	}
+	var eb api.ErrorResponse
 	switch {
 	case status == http.StatusOK:
 		bad = "200 OK: the flood's invalid release was granted"

@@ -20,7 +20,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/tkms-dev/tkms/internal/attest/snp"
+	"github.com/tkms-dev/tkms/internal/attest"
 	"github.com/tkms-dev/tkms/internal/keys"
 	"github.com/tkms-dev/tkms/internal/wrap"
 )
@@ -87,11 +87,11 @@ func leToInt(b []byte) *big.Int {
 // newFloorInputs prepares the floor's inputs: the embedded real report and
 // its VCEK, the token the load sends and its issuer's key.
 func newFloorInputs(token string, tokenPub crypto.PublicKey) (*floorInputs, error) {
-	bundle, err := snp.DecodeACI(aciSample)
+	bundle, err := attest.DecodeUnverified(aciSample)
 	if err != nil {
 		return nil, fmt.Errorf("bench: embedded ACI sample: %w", err)
 	}
-	cert, err := x509.ParseCertificate(bundle.EndorsementKey)
+	cert, err := x509.ParseCertificate(bundle.VCEK)
 	if err != nil {
 		return nil, fmt.Errorf("bench: embedded ACI sample: %w", err)
 	}

@@ -22,14 +22,15 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/tkms-dev/tkms/client"
+	"golang.org/x/mod/sumdb/note"
+
+	"github.com/tkms-dev/tkms/client/devtee"
 	"github.com/tkms-dev/tkms/internal/gov"
 	"github.com/tkms-dev/tkms/internal/keys"
 	"github.com/tkms-dev/tkms/internal/ledger"
 	"github.com/tkms-dev/tkms/internal/oidcissuer"
 	"github.com/tkms-dev/tkms/internal/translog"
 	"github.com/tkms-dev/tkms/internal/wrap"
-	"golang.org/x/mod/sumdb/note"
 )
 
 var selfPID = os.Getpid()
@@ -120,11 +121,11 @@ func setup(ctx context.Context, r *runner, cfg Config) (*scenario, error) {
 		}
 	}
 
-	att, err := client.NewSimulatedAttester(cfg.DataDir, client.SimulatedOptions{})
+	att, err := devtee.NewAttester(cfg.DataDir, devtee.AttesterOptions{})
 	if err != nil {
 		return nil, fmt.Errorf("bench: %w", err)
 	}
-	ts, err := client.NewDevTokenSource(cfg.DataDir, client.DevTokenOptions{})
+	ts, err := devtee.NewTokenSource(cfg.DataDir, devtee.TokenOptions{})
 	if err != nil {
 		return nil, fmt.Errorf("bench: %w", err)
 	}

@@ -293,7 +293,8 @@ func checkURL(u string) error {
 
 // rotationArgs mirrors the JSON of state.RotationPolicy (which gov cannot
 // import: state imports gov). The state machine decodes and validates the
-// real type when applying.
+// real type when applying: a missing publish_delay_seconds is the grace
+// period, a missing suite the suite in force.
 type rotationArgs struct {
 	RotationInterval *float64 `json:"rotation_interval_seconds"`
 	GracePeriod      float64  `json:"grace_period_seconds"`
@@ -324,6 +325,9 @@ func checkRotationPolicy(args json.RawMessage) error {
 		if f.v < 0 || f.v > maxSeconds || math.IsNaN(f.v) {
 			return fmt.Errorf("%s %v: out of range", f.name, f.v)
 		}
+	}
+	if a.Suite == "" {
+		return nil // the suite in force
 	}
 	if _, err := keys.ParseSuite(a.Suite); err != nil {
 		return err

@@ -38,7 +38,7 @@ const MaxMessageSize = 64 << 10
 // Message from ParseMessage is unverified until Verify succeeds.
 type Message struct {
 	Type       MessageType
-	Signer     string    // kid: the member id
+	Signer     string    // kid: the member id, or the CCF id of its certificate (Member.CertID)
 	Alg        int64     // COSE algorithm
 	CreatedAt  time.Time // ccf.gov.msg.created_at, whole seconds
 	ProposalID string    // ballots and withdrawals
@@ -180,7 +180,7 @@ func (m *Message) Verify(member Member) error {
 		p.ProposalID != m.ProposalID || !bytes.Equal(p.Payload, m.Payload) {
 		return fmt.Errorf("%w: message fields differ from its signed bytes", ErrBadSignature)
 	}
-	if p.Signer != member.ID {
+	if !member.SignedBy(p.Signer) {
 		return fmt.Errorf("%w: signed as member %s, not %s", ErrBadSignature, p.Signer, member.ID)
 	}
 	pub, err := member.PublicKey()
@@ -242,7 +242,8 @@ type proposalPayload struct {
 	Actions []Action `json:"actions"`
 }
 
-// DecodeProposal returns the actions of a proposal, validated by
+// DecodeProposal returns the actions of a proposal, those in the deployed
+// DEPA KMS's shapes mapped onto tkms's (MapPeerActions), validated by
 // ValidateActions. Missing or null args are read as {}. Errors wrap
 // ErrInvalidMessage (not a proposal, malformed payload) or ErrInvalidAction.
 func DecodeProposal(m *Message) ([]Action, error) {
@@ -258,10 +259,14 @@ func DecodeProposal(m *Message) ([]Action, error) {
 			p.Actions[i].Args = []byte("{}")
 		}
 	}
-	if err := ValidateActions(p.Actions); err != nil {
+	actions, err := MapPeerActions(p.Actions)
+	if err != nil {
 		return nil, err
 	}
-	return p.Actions, nil
+	if err := ValidateActions(actions); err != nil {
+		return nil, err
+	}
+	return actions, nil
 }
 
 // Votes.

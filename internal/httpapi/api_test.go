@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tkms-dev/tkms/api"
 	"github.com/tkms-dev/tkms/internal/keys"
 	"github.com/tkms-dev/tkms/internal/kms"
 	"github.com/tkms-dev/tkms/internal/ledger"
@@ -368,7 +369,7 @@ func TestPolicies(t *testing.T) {
 func TestV1Keys(t *testing.T) {
 	e := newEnv(t, nil, false)
 	resp, body := e.get("/v1/keys")
-	var vk V1Keys
+	var vk api.V1Keys
 	if err := json.Unmarshal(body, &vk); err != nil || len(vk.Keys) != 1 {
 		t.Fatalf("/v1/keys %s", body)
 	}

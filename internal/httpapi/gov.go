@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tkms-dev/tkms/api"
 	"github.com/tkms-dev/tkms/internal/gov"
 	"github.com/tkms-dev/tkms/internal/kms"
 	"github.com/tkms-dev/tkms/internal/ledger"
@@ -59,7 +60,7 @@ func (s *Server) govRoutes() {
 	s.handle("/v1/gov/members", http.MethodGet, s.govMembers)
 	s.handle("/v1/gov/constitution", http.MethodGet, s.govConstitution)
 	s.handleMethods("/app/proposals", map[string]http.HandlerFunc{
-		http.MethodGet:  s.appListProposals,
+		http.MethodGet:  s.appProposalsCOSE,
 		http.MethodPost: s.appPropose,
 	})
 }
@@ -91,21 +92,8 @@ func (s *Server) handleMethods(path string, hs map[string]http.HandlerFunc) {
 	s.exact[path] = f
 }
 
-// GovResult is the answer to a proposal, ballot or withdrawal: the
-// proposal as the entry that recorded the message left it, and the log
-// receipt of that entry.
-type GovResult struct {
-	ID         string              `json:"id"`
-	State      state.ProposalState `json:"state"`
-	Approvals  int                 `json:"approvals"`
-	Rejections int                 `json:"rejections"`
-	Needed     int                 `json:"needed"`
-	Seq        uint64              `json:"seq"` // the entry that recorded the message
-	Receipt    json.RawMessage     `json:"receipt,omitempty"`
-}
-
-func (s *Server) govResult(p *state.Proposal, e *ledger.Entry) GovResult {
-	return GovResult{
+func (s *Server) govResult(p *state.Proposal, e *ledger.Entry) api.GovResult {
+	return api.GovResult{
 		ID: p.ID, State: p.State(e.Time), Approvals: len(p.Approvals), Rejections: len(p.Rejections), Needed: p.Needed,
 		Seq: e.Seq, Receipt: s.receiptJSON(e.Seq),
 	}
@@ -219,60 +207,24 @@ func (s *Server) govWithdraw(w http.ResponseWriter, r *http.Request) {
 	s.writeJSON(w, http.StatusOK, s.govResult(p, e))
 }
 
-// GovProposal is a proposal as GET /v1/gov/proposals and
-// GET /v1/gov/proposals/{id} show it, with its state at the time of the
-// request. Times are Unix seconds, as in the messages.
-type GovProposal struct {
-	ID         string              `json:"id"`
-	State      state.ProposalState `json:"state"`
-	Approvals  int                 `json:"approvals"`
-	Rejections int                 `json:"rejections"`
-	Needed     int                 `json:"needed"`
-	Proposer   string              `json:"proposer"`
-	CreatedAt  int64               `json:"created_at"`
-	ExpiresAt  int64               `json:"expires_at"`
-	Compat     bool                `json:"compat"` // submitted through POST /app/proposals
-	Seq        uint64              `json:"seq"`    // the gov.proposal entry
-	DecidedSeq uint64              `json:"decided_seq,omitempty"`
-	Actions    []GovAction         `json:"actions"`
-	Ballots    []GovBallot         `json:"ballots"`
-}
-
-// GovAction is one action of a proposal, with its plain-language
-// description (gov.DescribeAction).
-type GovAction struct {
-	Name        string          `json:"name"`
-	Args        json.RawMessage `json:"args"`
-	Description string          `json:"description"`
-}
-
-// GovBallot is one recorded ballot. The proposer's approval is its
-// submission, not a ballot.
-type GovBallot struct {
-	Member    string `json:"member"`
-	Vote      string `json:"vote"`
-	CreatedAt int64  `json:"created_at"`
-	Seq       uint64 `json:"seq"`
-}
-
-func govProposal(p *state.Proposal, now time.Time) GovProposal {
-	out := GovProposal{
+func govProposal(p *state.Proposal, now time.Time) api.GovProposal {
+	out := api.GovProposal{
 		ID: p.ID, State: p.State(now), Approvals: len(p.Approvals), Rejections: len(p.Rejections), Needed: p.Needed,
 		Proposer: p.Proposer, CreatedAt: p.CreatedAt.Unix(), ExpiresAt: p.ExpiresAt.Unix(), Compat: p.Compat,
-		Seq: p.Seq, DecidedSeq: p.DecidedSeq, Actions: []GovAction{}, Ballots: []GovBallot{},
+		Seq: p.Seq, DecidedSeq: p.DecidedSeq, Actions: []api.GovAction{}, Ballots: []api.GovBallot{},
 	}
 	for _, a := range p.Actions {
-		out.Actions = append(out.Actions, GovAction{Name: a.Name, Args: a.Args, Description: gov.DescribeAction(a)})
+		out.Actions = append(out.Actions, api.GovAction{Name: a.Name, Args: a.Args, Description: gov.DescribeAction(a)})
 	}
 	for _, b := range p.Ballots {
-		out.Ballots = append(out.Ballots, GovBallot{Member: b.Member, Vote: b.Vote, CreatedAt: b.CreatedAt.Unix(), Seq: b.Seq})
+		out.Ballots = append(out.Ballots, api.GovBallot{Member: b.Member, Vote: b.Vote, CreatedAt: b.CreatedAt.Unix(), Seq: b.Seq})
 	}
 	return out
 }
 
 // proposals returns every proposal with its state at now, newest first.
-func (s *Server) proposals(now time.Time) []GovProposal {
-	out := []GovProposal{}
+func (s *Server) proposals(now time.Time) []api.GovProposal {
+	out := []api.GovProposal{}
 	s.svc.Read(func(st *state.State) {
 		ps := st.ProposalList()
 		for i := len(ps) - 1; i >= 0; i-- {
@@ -294,18 +246,16 @@ func (s *Server) govListProposals(w http.ResponseWriter, r *http.Request) {
 	}
 	ps := s.proposals(s.svc.Now())
 	if want != "" {
-		ps = slices.DeleteFunc(ps, func(p GovProposal) bool { return p.State != want })
+		ps = slices.DeleteFunc(ps, func(p api.GovProposal) bool { return p.State != want })
 	}
 	w.Header().Set("Cache-Control", "no-store")
-	s.writeJSON(w, http.StatusOK, struct {
-		Proposals []GovProposal `json:"proposals"`
-	}{ps})
+	s.writeJSON(w, http.StatusOK, api.GovProposals{Proposals: ps})
 }
 
 // govGetProposal serves GET /v1/gov/proposals/{id}.
 func (s *Server) govGetProposal(w http.ResponseWriter, r *http.Request) {
 	id, now := r.PathValue("id"), s.svc.Now()
-	var out *GovProposal
+	var out *api.GovProposal
 	s.svc.Read(func(st *state.State) {
 		if p := st.Proposal(id); p != nil {
 			v := govProposal(p, now)
@@ -320,27 +270,18 @@ func (s *Server) govGetProposal(w http.ResponseWriter, r *http.Request) {
 	s.writeJSON(w, http.StatusOK, out)
 }
 
-// GovMember is an active member as GET /v1/gov/members shows it.
-type GovMember struct {
-	ID          string `json:"id"`
-	Name        string `json:"name"`
-	SigningKey  string `json:"signing_key"`
-	RecoveryKey string `json:"recovery_key,omitempty"`
-	AddedSeq    uint64 `json:"added_seq"`
-}
-
 // govMembers serves GET /v1/gov/members: {"members":[...]}, the active
 // members in the order they were added; none on a ledger not governed.
 func (s *Server) govMembers(w http.ResponseWriter, r *http.Request) {
-	out := []GovMember{}
+	out := []api.GovMember{}
 	s.svc.Read(func(st *state.State) {
 		for _, m := range st.ActiveMembers() {
-			out = append(out, GovMember{ID: m.ID, Name: m.Name, SigningKey: m.SigningKey, RecoveryKey: m.RecoveryKey, AddedSeq: m.AddedSeq})
+			out = append(out, api.GovMember{ID: m.ID, Name: m.Name, SigningKey: m.SigningKey, RecoveryKey: m.RecoveryKey, AddedSeq: m.AddedSeq})
 		}
 	})
 	w.Header().Set("Cache-Control", "no-store")
 	s.writeJSON(w, http.StatusOK, struct {
-		Members []GovMember `json:"members"`
+		Members []api.GovMember `json:"members"`
 	}{out})
 }
 
@@ -408,21 +349,6 @@ func (s *Server) appPropose(w http.ResponseWriter, r *http.Request) {
 	s.writeJSON(w, http.StatusOK, out)
 }
 
-// appListProposals serves GET /app/proposals: every proposal, newest
-// first, in the form of POST /app/proposals' answer.
-func (s *Server) appListProposals(w http.ResponseWriter, r *http.Request) {
-	now := s.svc.Now()
-	out := []AppProposal{}
-	s.svc.Read(func(st *state.State) {
-		ps := st.ProposalList()
-		for i := len(ps) - 1; i >= 0; i-- {
-			out = append(out, appProposal(ps[i], now))
-		}
-	})
-	w.Header().Set("Cache-Control", "no-store")
-	s.writeJSON(w, http.StatusOK, out)
-}
-
 // appRefresh serves POST /app/refresh. On a ledger that is not governed it
 // is refresh: the operator rotates with its token. On a governed ledger
 // the token no longer suffices: the body must be a member's proposal whose
@@ -443,7 +369,7 @@ func (s *Server) appRefresh(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if len(raw) == 0 {
-		s.fail(w, r, http.StatusForbidden, CodeGovRequired, "the ledger is governed: the operator token no longer rotates keys; sign a proposal whose only action is rotate_key_now as a member (tkms keys rotate --key MEMBER.pem, or tkms gov propose) and post it here with Content-Type application/cose")
+		s.fail(w, r, http.StatusForbidden, CodeGovRequired, rotationHint+". To rotate now, a member signs a proposal whose only action is rotate_key_now (tkms keys rotate --key MEMBER.pem, or tkms gov propose) and posts it here with Content-Type application/cose; on a governed ledger the operator token no longer rotates keys")
 		return
 	}
 	// Only a rotation goes through here: anything else is proposed at

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/tkms-dev/tkms/api"
 	"github.com/tkms-dev/tkms/internal/keys"
 	"github.com/tkms-dev/tkms/internal/kms"
 	"github.com/tkms-dev/tkms/internal/state"
@@ -183,7 +184,7 @@ func (s *Server) settingsPolicy(w http.ResponseWriter, r *http.Request) {
 func (s *Server) v1Keys(w http.ResponseWriter, r *http.Request) {
 	now := s.svc.Now()
 	if all := r.URL.Query().Get("all"); all == "true" || all == "1" {
-		var out V1Keys
+		var out api.V1Keys
 		s.svc.Read(func(st *state.State) { out = AllKeys(st, now) })
 		w.Header().Set("Cache-Control", "no-cache")
 		body, _ := json.Marshal(out)

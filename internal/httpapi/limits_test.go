@@ -17,8 +17,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tkms-dev/tkms/internal/attest/snp"
-	"github.com/tkms-dev/tkms/internal/attest/uvm"
+	"github.com/tkms-dev/tkms/internal/attest"
 	"github.com/tkms-dev/tkms/internal/gov"
 	"github.com/tkms-dev/tkms/internal/kms"
 	"github.com/tkms-dev/tkms/internal/limit"
@@ -48,9 +47,8 @@ func newLimitEnv(t *testing.T, opts Options, rc release.Config) *limitEnv {
 	pol, _ := json.Marshal(map[string]any{"claims": map[string]any{"x-ms-sevsnpvm-hostdata": []string{hostData}}})
 	jwtPol := &state.JWTPolicy{Issuers: []state.JWTIssuer{{Issuer: iss.URL(), Audiences: []string{"api://t"}, DiscoveryURL: iss.DiscoveryURL()}}}
 	svc := releasetest.KMS(t, kms.Config{ReleasePolicy: pol, JWT: jwtPol})
-	sv, _ := snp.New(snp.Options{})
-	uv, _ := uvm.New(uvm.Options{})
-	rc.KMS, rc.Auth, rc.SNP, rc.UVM, rc.Logger = svc, releasetest.Auth(t, iss, "api://t"), sv, uv, log
+	av, _ := attest.New(attest.Config{})
+	rc.KMS, rc.Auth, rc.Attest, rc.Logger = svc, releasetest.Auth(t, iss, "api://t"), av, log
 	rel, err := release.New(rc)
 	if err != nil {
 		t.Fatal(err)

@@ -24,8 +24,20 @@ func (s *Server) releaseReady(w http.ResponseWriter, r *http.Request) bool {
 	return true
 }
 
-// releaseFailed maps a release error to its response. Causes go to the log
-// only; the caller sees the safe message.
+// releaseStatus is the HTTP status of each kind of release failure.
+var releaseStatus = map[release.Kind]int{
+	release.KindRefused:         http.StatusBadRequest,
+	release.KindUnauthenticated: http.StatusUnauthorized,
+	release.KindNotFound:        http.StatusNotFound,
+	release.KindGone:            http.StatusGone,
+	release.KindRateLimited:     http.StatusTooManyRequests,
+	release.KindUnavailable:     http.StatusServiceUnavailable,
+	release.KindInternal:        http.StatusInternalServerError,
+}
+
+// releaseFailed maps a release error to its response: the status of its
+// kind, its code and its message. Causes go to the log only; the caller
+// sees the safe message.
 func (s *Server) releaseFailed(w http.ResponseWriter, r *http.Request, err error) {
 	if s.storageFailed(w, r, err) {
 		return
@@ -36,13 +48,17 @@ func (s *Server) releaseFailed(w http.ResponseWriter, r *http.Request, err error
 		s.fail(w, r, http.StatusInternalServerError, CodeInternal, "internal error; see the server log")
 		return
 	}
-	if re.Status >= 500 && re.Err != nil && re.Code != release.CodeServerBusy {
+	status, ok := releaseStatus[re.Kind]
+	if !ok {
+		status = http.StatusInternalServerError
+	}
+	if status >= 500 && re.Err != nil && re.Code != release.CodeServerBusy {
 		s.log.Error("release failed", "code", re.Code, "err", re.Err)
 	}
 	if re.RetryAfter > 0 {
 		w.Header().Set("Retry-After", strconv.Itoa(limit.RetryAfterSeconds(re.RetryAfter)))
 	}
-	s.fail(w, r, re.Status, re.Code, re.Message)
+	s.fail(w, r, status, re.Code, re.Message)
 }
 
 // appUnwrapKey serves POST /app/unwrapKey?fmt=.
@@ -85,17 +101,9 @@ func (s *Server) appKey(w http.ResponseWriter, r *http.Request) {
 func (s *Server) keyReleasePolicy(w http.ResponseWriter, r *http.Request) {
 	var raw json.RawMessage
 	s.svc.Read(func(st *state.State) { raw = st.ReleasePolicy })
-	if raw == nil {
+	if raw = appReleasePolicy(raw); raw == nil {
 		s.fail(w, r, http.StatusNotFound, "POLICY_UNSET", "no key release policy is set: every release is denied")
 		return
-	}
-	var m map[string]json.RawMessage
-	if json.Unmarshal(raw, &m) == nil {
-		if _, skr := m["anyOf"]; !skr {
-			if _, ok := m["type"]; !ok {
-				raw = append([]byte(`{"type":"add",`), raw[1:]...)
-			}
-		}
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Write(raw)
@@ -117,19 +125,6 @@ func (s *Server) jwtValidationPolicy(w http.ResponseWriter, r *http.Request) {
 		}
 	})
 	s.writeJSON(w, http.StatusOK, out)
-}
-
-// auth serves GET /app/auth: the caller identity of a valid token.
-func (s *Server) auth(w http.ResponseWriter, r *http.Request) {
-	if !s.releaseReady(w, r) {
-		return
-	}
-	id, err := s.release.Authenticate(r.Context(), r.Header.Get("Authorization"))
-	if err != nil {
-		s.releaseFailed(w, r, err)
-		return
-	}
-	s.writeJSON(w, http.StatusOK, map[string]any{"auth": map[string]string{"iss": id.Issuer, "oid": id.OID, "sub": id.Subject, "tid": id.TenantID}})
 }
 
 // attestation serves GET /v1/attestation: what this KMS accepts as

@@ -27,6 +27,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tkms-dev/tkms/api"
+	"github.com/tkms-dev/tkms/internal/attest"
 	"github.com/tkms-dev/tkms/internal/attest/simsnp"
 	"github.com/tkms-dev/tkms/internal/attest/snp"
 	"github.com/tkms-dev/tkms/internal/attest/uvm"
@@ -156,15 +158,11 @@ func newRelServer(t *testing.T, o relOptions) *relServer {
 		t.Fatal(err)
 	}
 	t.Cleanup(auth.Close)
-	sv, err := snp.New(snp.Options{Roots: o.roots})
+	av, err := attest.New(attest.Config{SNP: snp.Options{Roots: o.roots}, UVM: uvm.Options{Trusted: o.uvmTrusted, MinSVN: o.minSVN}, Simulated: o.simulated})
 	if err != nil {
 		t.Fatal(err)
 	}
-	uv, err := uvm.New(uvm.Options{Trusted: o.uvmTrusted, MinSVN: o.minSVN})
-	if err != nil {
-		t.Fatal(err)
-	}
-	rel, err := release.New(release.Config{KMS: s.kms, Auth: auth, SNP: sv, UVM: uv, Simulated: o.simulated, Logger: log})
+	rel, err := release.New(release.Config{KMS: s.kms, Auth: auth, Attest: av, Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -262,7 +260,7 @@ func (s *relServer) checkRelease(resp *http.Response, out []byte, kid string) {
 	if resp.StatusCode != http.StatusOK {
 		s.t.Fatalf("release: %d %s %s", resp.StatusCode, resp.Header.Get("x-ms-kms-error-code"), out)
 	}
-	var ur release.AppUnwrapResponse
+	var ur api.AppUnwrapResponse
 	if err := json.Unmarshal(out, &ur); err != nil {
 		s.t.Fatal(err)
 	}

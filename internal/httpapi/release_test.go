@@ -16,8 +16,7 @@ import (
 	"os"
 	"testing"
 
-	"github.com/tkms-dev/tkms/internal/attest/snp"
-	"github.com/tkms-dev/tkms/internal/attest/uvm"
+	"github.com/tkms-dev/tkms/internal/attest"
 	"github.com/tkms-dev/tkms/internal/keys"
 	"github.com/tkms-dev/tkms/internal/kms"
 	"github.com/tkms-dev/tkms/internal/oidcissuer"
@@ -41,9 +40,8 @@ func TestAppUnwrapKeyOverHTTP(t *testing.T) {
 		Claims: map[string]map[string]any{iss.URL(): {"idtyp": "app"}}}
 	svc := releasetest.KMS(t, kms.Config{ReleasePolicy: pol, JWT: jwtPol})
 	auth := releasetest.Auth(t, iss, "api://t")
-	sv, _ := snp.New(snp.Options{})
-	uv, _ := uvm.New(uvm.Options{})
-	rel, err := release.New(release.Config{KMS: svc, Auth: auth, SNP: sv, UVM: uv, Logger: log})
+	av, _ := attest.New(attest.Config{})
+	rel, err := release.New(release.Config{KMS: svc, Auth: auth, Attest: av, Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,6 +13,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
+	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -25,6 +26,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tkms-dev/tkms/api"
+	"github.com/tkms-dev/tkms/internal/explorer"
 	"github.com/tkms-dev/tkms/internal/kms"
 	"github.com/tkms-dev/tkms/internal/limit"
 	"github.com/tkms-dev/tkms/internal/release"
@@ -64,6 +67,9 @@ type Options struct {
 	// Release serves attested key release; nil answers those endpoints
 	// with 503 RELEASE_NOT_CONFIGURED.
 	Release *release.Service
+	// Readers are the TLS client certificates that GET /app/auth reports
+	// as readers ("user_cert"), besides members' registered certificates.
+	Readers []*x509.Certificate
 }
 
 // Server is the HTTP handler of tkms.
@@ -73,7 +79,8 @@ type Server struct {
 	opToken  [32]byte // SHA-256 of the operator token, compared in constant time
 	opSet    bool
 	release  *release.Service
-	errors   codeCounter // error responses by code, for /metrics
+	readers  map[string]bool // CertID of Options.Readers
+	errors   codeCounter     // error responses by code, for /metrics
 	bodies   BodyLimits
 	mux      *http.ServeMux
 	exact    map[string]http.HandlerFunc // path -> handler, for every route registered by handle
@@ -99,6 +106,10 @@ func New(svc *kms.Service, opts Options) *Server {
 	}
 	s.views.svc = svc
 	s.release = opts.Release
+	s.readers = map[string]bool{}
+	for _, c := range opts.Readers {
+		s.readers[CertID(c)] = true
+	}
 	s.routes()
 	return s
 }
@@ -114,7 +125,7 @@ func (s *Server) routes() {
 	s.handle("/app/unwrapKey", http.MethodPost, s.appUnwrapKey)
 	s.handle("/app/keyReleasePolicy", http.MethodGet, s.keyReleasePolicy)
 	s.handle("/app/jwtValidationPolicy", http.MethodGet, s.jwtValidationPolicy)
-	s.handle("/app/auth", http.MethodGet, s.auth)
+	s.handle("/app/auth", http.MethodGet, s.appAuth)
 	s.handle("/metrics", http.MethodGet, s.metrics)
 	s.handle("/v1/attestation", http.MethodGet, s.attestation)
 	s.handle("/v1/keys", http.MethodGet, s.v1Keys)
@@ -124,6 +135,14 @@ func (s *Server) routes() {
 	s.handlePattern("/v1/keys/{kid}/release", http.MethodPost, s.v1ReleaseKey)
 	s.logRoutes()
 	s.govRoutes()
+	// The transparency explorer (docs/explorer.md).
+	s.mux.Handle(explorer.Prefix, explorer.Handler(func(w http.ResponseWriter, r *http.Request, status int, msg string) {
+		code := CodeNotFound
+		if status == http.StatusMethodNotAllowed {
+			code = CodeMethodNotAllowed
+		}
+		s.fail(w, r, status, code, msg)
+	}))
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, http.StatusNotFound, CodeNotFound, "no such endpoint: "+r.URL.Path)
 	})
@@ -212,14 +231,6 @@ func printable(v string) bool {
 	return true
 }
 
-// errorBody is the JSON error shape.
-type errorBody struct {
-	Error struct {
-		Code    string `json:"code"`
-		Message string `json:"message"`
-	} `json:"error"`
-}
-
 // writeError writes an error response: body (the JSON error shape, or a
 // superset of it) with the error headers.
 func writeError(w http.ResponseWriter, status int, code, message string, body any) {
@@ -237,9 +248,7 @@ func writeError(w http.ResponseWriter, status int, code, message string, body an
 // no secrets, no internal paths.
 func (s *Server) fail(w http.ResponseWriter, r *http.Request, status int, code, message string) {
 	s.errors.add(code)
-	var b errorBody
-	b.Error.Code, b.Error.Message = code, message
-	writeError(w, status, code, message, b)
+	writeError(w, status, code, message, api.ErrorResponse{Error: api.Error{Code: code, Message: message}})
 	level := slog.LevelInfo
 	switch {
 	case code == CodeRateLimited || code == CodeServerBusy:
@@ -298,14 +307,14 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool)
 // operator checks the operator bearer token in constant time.
 func (s *Server) operator(w http.ResponseWriter, r *http.Request) bool {
 	if !s.opSet {
-		s.fail(w, r, http.StatusForbidden, CodeRefreshDisabled, "no operator token is configured; set operator_token_file to enable this endpoint")
+		s.fail(w, r, http.StatusForbidden, CodeRefreshDisabled, rotationHint+"; to rotate now, set operator_token_file and post with that bearer token")
 		return false
 	}
 	auth := r.Header.Get("Authorization")
 	tok, ok := strings.CutPrefix(auth, "Bearer ")
 	if !ok || tok == "" {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="tkms"`)
-		s.fail(w, r, http.StatusUnauthorized, CodeUnauthorized, "an operator bearer token is required")
+		s.fail(w, r, http.StatusUnauthorized, CodeUnauthorized, "an operator bearer token is required; "+rotationHint)
 		return false
 	}
 	sum := sha256.Sum256([]byte(tok))

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net/http"
 
+	"github.com/tkms-dev/tkms/api"
 	"github.com/tkms-dev/tkms/internal/kms"
 )
 
@@ -46,7 +47,7 @@ func (s *Server) storageHeartbeat(w http.ResponseWriter) bool {
 	s.errors.add(CodeStorageFailed)
 	var b struct {
 		Status string `json:"status"`
-		errorBody
+		api.ErrorResponse
 	}
 	b.Status = "Storage failed: the service cannot record key releases or rotations; public keys are still served"
 	b.Error.Code, b.Error.Message = CodeStorageFailed, storageFailedMessage

@@ -3,7 +3,7 @@ package httpapi
 import (
 	"net/http"
 
-	"github.com/tkms-dev/tkms/internal/release"
+	"github.com/tkms-dev/tkms/api"
 )
 
 // handlePattern registers h for a mux pattern with wildcards (which the
@@ -48,7 +48,7 @@ func (s *Server) v1Release(w http.ResponseWriter, r *http.Request, kid string) {
 	if !ok {
 		return
 	}
-	var resp *release.V1ReleaseResponse
+	var resp *api.V1ReleaseResponse
 	var err error
 	if kid != "" {
 		resp, err = s.release.V1Release(r.Context(), r.Header.Get("Authorization"), kid, body)

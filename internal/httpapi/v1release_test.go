@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tkms-dev/tkms/api"
+	"github.com/tkms-dev/tkms/internal/attest"
 	"github.com/tkms-dev/tkms/internal/attest/simsnp"
 	"github.com/tkms-dev/tkms/internal/attest/snp"
 	"github.com/tkms-dev/tkms/internal/attest/uvm"
@@ -65,16 +67,12 @@ func newV1Env(t testing.TB, requireNonce bool) *v1Env {
 	e.svc = releasetest.KMS(t, kms.Config{ReleasePolicy: pol})
 	auth := releasetest.Auth(t, iss, "api://t")
 	ark, ask := e.chain.Roots()
-	sv, err := snp.New(snp.Options{Now: func() time.Time { return e.at }, Roots: []snp.Root{{ProductLine: simsnp.ProductLine, ARK: ark, ASK: ask}}})
-	if err != nil {
-		t.Fatal(err)
-	}
 	did, feed := e.chain.UVMTrust()
-	uv, err := uvm.New(uvm.Options{Trusted: []uvm.Endorser{{DID: did, Feed: feed}}})
+	av, err := attest.New(attest.Config{SNP: snp.Options{Now: func() time.Time { return e.at }, Roots: []snp.Root{{ProductLine: simsnp.ProductLine, ARK: ark, ASK: ask}}}, SimulatedEndorsers: []uvm.Endorser{{DID: did, Feed: feed}}, Simulated: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	rel, err := release.New(release.Config{KMS: e.svc, Auth: auth, SNP: sv, UVM: uv, Simulated: true, RequireNonce: requireNonce, Logger: log})
+	rel, err := release.New(release.Config{KMS: e.svc, Auth: auth, Attest: av, RequireNonce: requireNonce, Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -130,7 +128,7 @@ func (e *v1Env) body(kem uint16, pub, nonce []byte, extra map[string]any) []byte
 // public key.
 func (e *v1Env) checkKeys(out []byte, sk hpke.PrivateKey, wantKids ...string) {
 	e.t.Helper()
-	var resp release.V1ReleaseResponse
+	var resp api.V1ReleaseResponse
 	if err := json.Unmarshal(out, &resp); err != nil {
 		e.t.Fatal(err)
 	}
@@ -141,8 +139,7 @@ func (e *v1Env) checkKeys(out []byte, sk hpke.PrivateKey, wantKids ...string) {
 		if rk.Kid != wantKids[i] {
 			e.t.Fatalf("key %d is %s, want %s", i, rk.Kid, wantKids[i])
 		}
-		ct, _ := base64.StdEncoding.DecodeString(rk.Wrapped)
-		priv, err := hpke.Open(sk, hpke.HKDFSHA256(), hpke.AES256GCM(), wrap.ReleaseInfo(rk.Kid), ct)
+		priv, err := hpke.Open(sk, hpke.HKDFSHA256(), hpke.AES256GCM(), wrap.ReleaseInfo(rk.Kid), rk.Wrapped)
 		if err != nil {
 			e.t.Fatalf("unwrap %s: %v", rk.Kid, err)
 		}
@@ -153,7 +150,7 @@ func (e *v1Env) checkKeys(out []byte, sk hpke.PrivateKey, wantKids ...string) {
 		}
 		var pub []byte
 		e.svc.Read(func(st *state.State) { pub = st.Key(rk.Kid).PublicKey })
-		if !bytes.Equal(k.PublicKey().Bytes(), pub) || rk.PublicKey != base64.StdEncoding.EncodeToString(pub) {
+		if !bytes.Equal(k.PublicKey().Bytes(), pub) || !bytes.Equal(rk.PublicKey, pub) {
 			e.t.Fatalf("released %s is not the private key of its public key", rk.Kid)
 		}
 	}

@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tkms-dev/tkms/api"
 	"github.com/tkms-dev/tkms/internal/keys"
 	"github.com/tkms-dev/tkms/internal/kms"
 	"github.com/tkms-dev/tkms/internal/state"
@@ -105,30 +106,6 @@ func (c *viewCache) stamp(v *view, now time.Time) *cacheStamp {
 	return st
 }
 
-// V1Key is one key of GET /v1/keys.
-type V1Key struct {
-	Kid          string    `json:"kid"`
-	ID           int       `json:"id"`
-	OHTTPKeyID   int       `json:"ohttp_key_id"`
-	Suite        string    `json:"suite"`
-	KEM          uint16    `json:"kem_id"`
-	KDF          uint16    `json:"kdf_id"`
-	AEAD         uint16    `json:"aead_id"`
-	PublicKey    string    `json:"public_key"` // standard base64 of SerializePublicKey
-	Created      time.Time `json:"created"`
-	NotBefore    time.Time `json:"not_before"`
-	NotAfter     time.Time `json:"not_after"`
-	ReleaseUntil time.Time `json:"release_until"`
-	DestroyAfter time.Time `json:"destroy_after"`
-	Reason       string    `json:"reason"` // why it was created: scheduled or refresh
-	State        string    `json:"state"`
-}
-
-// V1Keys is the body of GET /v1/keys.
-type V1Keys struct {
-	Keys []V1Key `json:"keys"`
-}
-
 // ListPubKeys is the body of GET /app/listpubkeys.
 type ListPubKeys struct {
 	Keys []ListPubKey `json:"keys"`
@@ -166,7 +143,7 @@ func (c *viewCache) build(now time.Time) *view {
 	}
 	v.listPubKeys, _ = json.Marshal(lp)
 
-	vk := V1Keys{Keys: []V1Key{}}
+	vk := api.V1Keys{Keys: []api.V1Key{}}
 	var configs [][]byte
 	for i, k := range adv {
 		name := "published"
@@ -185,11 +162,11 @@ func (c *viewCache) build(now time.Time) *view {
 	return v
 }
 
-func v1Key(k *state.Key, phase string) V1Key {
-	return V1Key{
+func v1Key(k *state.Key, phase string) api.V1Key {
+	return api.V1Key{
 		Kid: k.Kid, ID: k.ID, OHTTPKeyID: int(keys.OHTTPKeyID(k.ID)), Suite: k.Suite,
 		KEM: k.KEM, KDF: k.KDF, AEAD: k.AEAD,
-		PublicKey: base64.StdEncoding.EncodeToString(k.PublicKey),
+		PublicKey: k.PublicKey,
 		Created:   k.Created, NotBefore: k.NotBefore, NotAfter: k.NotAfter,
 		ReleaseUntil: k.ReleaseUntil, DestroyAfter: k.DestroyAfter, Reason: k.Reason, State: phase,
 	}
@@ -198,8 +175,8 @@ func v1Key(k *state.Key, phase string) V1Key {
 // AllKeys returns every key the ledger knows, oldest first, with its phase
 // at now ("primary" for the primary key). Served by GET /v1/keys?all=true
 // and used by `tkms keys list`.
-func AllKeys(st *state.State, now time.Time) V1Keys {
-	out := V1Keys{Keys: []V1Key{}}
+func AllKeys(st *state.State, now time.Time) api.V1Keys {
+	out := api.V1Keys{Keys: []api.V1Key{}}
 	primary := st.Primary(now)
 	for _, k := range st.Keys {
 		name := k.Phase(now).String()

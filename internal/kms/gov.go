@@ -101,7 +101,7 @@ func (s *Service) Propose(ctx context.Context, raw []byte, compat bool) (*state.
 		return nil, nil, govError(err)
 	}
 	id := gov.ProposalID(raw)
-	body := state.GovProposal{ID: id, Proposer: m.Signer, CreatedAt: m.CreatedAt, Actions: actions, COSE: raw, Compat: compat}
+	body := state.GovProposal{ID: id, Proposer: s.memberID(m.Signer), CreatedAt: m.CreatedAt, Actions: actions, COSE: raw, Compat: compat}
 	return s.submitGov(ctx, ledger.TypeGovProposal, body, id, func(p *state.Proposal, seq uint64) bool { return p.Seq == seq })
 }
 
@@ -126,7 +126,7 @@ func (s *Service) Ballot(ctx context.Context, proposalID string, raw []byte) (*s
 	if approve {
 		vote = gov.VoteApprove
 	}
-	body := state.GovBallot{ProposalID: proposalID, Member: m.Signer, Vote: vote, CreatedAt: m.CreatedAt, COSE: raw}
+	body := state.GovBallot{ProposalID: proposalID, Member: s.memberID(m.Signer), Vote: vote, CreatedAt: m.CreatedAt, COSE: raw}
 	return s.submitGov(ctx, ledger.TypeGovBallot, body, proposalID, func(p *state.Proposal, seq uint64) bool {
 		return len(p.Ballots) > 0 && p.Ballots[len(p.Ballots)-1].Seq == seq
 	})
@@ -145,7 +145,7 @@ func (s *Service) Withdraw(ctx context.Context, proposalID string, raw []byte) (
 	if m.ProposalID != proposalID {
 		return nil, nil, govErrorf(gov.CodeInvalidMessage, "the withdrawal is of proposal %s, not %s", m.ProposalID, proposalID)
 	}
-	body := state.GovWithdrawal{ProposalID: proposalID, Member: m.Signer, CreatedAt: m.CreatedAt, COSE: raw}
+	body := state.GovWithdrawal{ProposalID: proposalID, Member: s.memberID(m.Signer), CreatedAt: m.CreatedAt, COSE: raw}
 	return s.submitGov(ctx, ledger.TypeGovWithdrawal, body, proposalID, func(p *state.Proposal, seq uint64) bool { return p.DecidedSeq == seq })
 }
 

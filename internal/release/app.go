@@ -5,41 +5,25 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
-	"net/http"
 	"strconv"
 
+	"github.com/tkms-dev/tkms/api"
 	"github.com/tkms-dev/tkms/internal/keys"
 	"github.com/tkms-dev/tkms/internal/kms"
 	"github.com/tkms-dev/tkms/internal/state"
 	"github.com/tkms-dev/tkms/internal/wrap"
 )
 
-// AppRequest is the body of POST /app/key and /app/unwrapKey.
-type AppRequest struct {
-	Attestation json.RawMessage `json:"attestation"`
-	WrappingKey string          `json:"wrappingKey"`
-	WrappedKid  string          `json:"wrappedKid"`
-	Wrapped     json.RawMessage `json:"wrapped"` // ignored, as by the originals
-}
-
-// AppUnwrapResponse is the answer of POST /app/unwrapKey.
-type AppUnwrapResponse struct {
-	Wrapped string `json:"wrapped"` // standard base64 of RSA-OAEP-256(payload)
-	// Receipt is the log receipt (translog.Receipt JSON, as a string) of
-	// the key.released entry that records this release.
-	Receipt string `json:"receipt"`
-}
-
 // decodeApp decodes an /app request body: a JSON object with an
 // attestation (400 INVALID_REQUEST otherwise).
-func decodeApp(body []byte) (*AppRequest, []byte, error) {
-	var req AppRequest
+func decodeApp(body []byte) (*api.AppRequest, []byte, error) {
+	var req api.AppRequest
 	if err := json.Unmarshal(body, &req); err != nil {
-		return nil, nil, fail(http.StatusBadRequest, CodeInvalidRequest, "the body is not a JSON object of the expected shape", err)
+		return nil, nil, fail(KindRefused, CodeInvalidRequest, "the body is not a JSON object of the expected shape", err)
 	}
 	att, err := attestationField(req.Attestation)
 	if err != nil {
-		return nil, nil, fail(http.StatusBadRequest, CodeInvalidRequest, "the body has no attestation", err)
+		return nil, nil, fail(KindRefused, CodeInvalidRequest, "the body has no attestation", err)
 	}
 	return &req, att, nil
 }
@@ -51,14 +35,14 @@ func checkFmt(f string) (string, error) {
 	case "tink":
 		return "tink", nil
 	}
-	return "", fail(http.StatusBadRequest, CodeInvalidFmtParameter, `fmt must be "jwk" or "tink"`, nil)
+	return "", fail(KindRefused, CodeInvalidFmtParameter, `fmt must be "jwk" or "tink"`, nil)
 }
 
 // AppUnwrap serves POST /app/unwrapKey (spec/azure-compat.md), checking in
 // the originals' order: body and attestation, token, wrappedKid, wrapping
 // key, fmt, evidence and policy, binding, kid, expiry; then it wraps,
 // records and answers.
-func (s *Service) AppUnwrap(ctx context.Context, authorization string, body []byte, format string) (_ *AppUnwrapResponse, err error) {
+func (s *Service) AppUnwrap(ctx context.Context, authorization string, body []byte, format string) (_ *api.AppUnwrapResponse, err error) {
 	req, att, err := decodeApp(body)
 	if err != nil {
 		return nil, err
@@ -69,10 +53,14 @@ func (s *Service) AppUnwrap(ctx context.Context, authorization string, body []by
 	}
 	defer func() { s.denied(ctx, id, "app/unwrapKey", err) }()
 	if req.WrappedKid == "" {
-		return nil, fail(http.StatusBadRequest, CodeMissingWrappedKid, "wrappedKid is required", nil)
+		if hasMember(body, "wrappedKid") {
+			// As the deployed DEPA KMS: an empty kid names no key.
+			return nil, fail(KindNotFound, CodeKeyNotFound, `no key with kid "": wrappedKid is empty`, nil)
+		}
+		return nil, fail(KindRefused, CodeMissingWrappedKid, "wrappedKid is required", nil)
 	}
 	if req.WrappingKey == "" {
-		return nil, fail(http.StatusBadRequest, CodeInvalidPEMFormat, "wrappingKey is required", nil)
+		return nil, fail(KindRefused, CodeInvalidPEMFormat, "wrappingKey is required", nil)
 	}
 	pub, err := wrap.ParseAppWrappingKey(req.WrappingKey)
 	if err != nil {
@@ -95,7 +83,7 @@ func (s *Service) AppUnwrap(ctx context.Context, authorization string, body []by
 		if wrap.MissingTrailingNewline(req.WrappingKey) {
 			msg += " (the wrappingKey PEM lacks its trailing newline: the hash covers the exact text)"
 		}
-		return nil, fail(http.StatusBadRequest, CodeWrappingKeyMismatch, msg, err)
+		return nil, fail(KindRefused, CodeWrappingKeyMismatch, msg, err)
 	}
 	k, priv, err := s.releasable(req.WrappedKid)
 	if err != nil {
@@ -103,14 +91,14 @@ func (s *Service) AppUnwrap(ctx context.Context, authorization string, body []by
 	}
 	suite, err := keys.ParseSuite(k.Suite)
 	if err != nil {
-		return nil, fail(http.StatusInternalServerError, CodeUnavailable, "key of unknown suite", err)
+		return nil, fail(KindInternal, CodeUnavailable, "key of unknown suite", err)
 	}
 	var payload []byte
 	switch format {
 	case "jwk":
 		item, err := keys.PublicItem(suite, k.PublicKey, k.Kid, k.ID, k.Created.UnixMilli(), k.NotAfter.UnixMilli())
 		if err != nil {
-			return nil, fail(http.StatusInternalServerError, CodeUnavailable, "cannot encode key", err)
+			return nil, fail(KindInternal, CodeUnavailable, "cannot encode key", err)
 		}
 		item.D = base64.RawURLEncoding.EncodeToString(priv)
 		payload, err = wrap.JWKPayload(item)
@@ -119,19 +107,19 @@ func (s *Service) AppUnwrap(ctx context.Context, authorization string, body []by
 		}
 	case "tink":
 		if payload, err = wrap.TinkKeyset(suite, priv, k.PublicKey); err != nil {
-			return nil, fail(http.StatusBadRequest, CodeInvalidFmtParameter, "fmt=tink is available for x25519 keys only", err)
+			return nil, fail(KindRefused, CodeInvalidFmtParameter, "fmt=tink is available for x25519 keys only", err)
 		}
 	}
 	wrapped, err := wrap.RSAOAEP256(pub, payload)
 	clear(payload)
 	if err != nil {
-		return nil, fail(http.StatusBadRequest, CodeWrapKeyException, "the key does not fit RSA-OAEP under this wrapping key; use a larger RSA key", err)
+		return nil, fail(KindRefused, CodeWrapKeyException, "the key does not fit RSA-OAEP under this wrapping key; use a larger RSA key", err)
 	}
 	receipt, err := s.record(ctx, []string{k.Kid}, "app/unwrapKey", format, id, ev, bind, d)
 	if err != nil {
 		return nil, err
 	}
-	return &AppUnwrapResponse{Wrapped: base64.StdEncoding.EncodeToString(wrapped), Receipt: string(receipt)}, nil
+	return &api.AppUnwrapResponse{Wrapped: base64.StdEncoding.EncodeToString(wrapped), Receipt: string(receipt)}, nil
 }
 
 // releasable returns a key that may be released now: known (404), not
@@ -147,17 +135,17 @@ func (s *Service) releasable(kid string) (state.Key, []byte, error) {
 		}
 	})
 	if !found {
-		return k, nil, fail(http.StatusNotFound, CodeKeyNotFound, "no key with kid "+truncate(kid, 100), nil)
+		return k, nil, fail(KindNotFound, CodeKeyNotFound, "no key with kid "+truncate(kid, 100), nil)
 	}
 	if k.Phase(now) >= state.Expired {
-		return k, nil, fail(http.StatusGone, CodeKeyExpired, "key "+k.Kid+" has expired", nil)
+		return k, nil, fail(KindGone, CodeKeyExpired, "key "+k.Kid+" has expired", nil)
 	}
 	priv, err := s.cfg.KMS.PrivateKey(kid)
 	if errors.Is(err, kms.ErrKeyDestroyed) {
-		return k, nil, fail(http.StatusGone, CodeKeyExpired, "key "+k.Kid+" has been destroyed", err)
+		return k, nil, fail(KindGone, CodeKeyExpired, "key "+k.Kid+" has been destroyed", err)
 	}
 	if err != nil {
-		return k, nil, fail(http.StatusServiceUnavailable, CodeUnavailable, "the key cannot be read; see the server log", err)
+		return k, nil, fail(KindUnavailable, CodeUnavailable, "the key cannot be read; see the server log", err)
 	}
 	return k, priv, nil
 }
@@ -165,21 +153,11 @@ func (s *Service) releasable(kid string) (state.Key, []byte, error) {
 func wrapError(err error) *Error {
 	switch {
 	case errors.Is(err, wrap.ErrInvalidPEM):
-		return fail(http.StatusBadRequest, CodeInvalidPEMFormat, err.Error(), err)
+		return fail(KindRefused, CodeInvalidPEMFormat, err.Error(), err)
 	case errors.Is(err, wrap.ErrWrappingKey):
-		return fail(http.StatusBadRequest, CodeWrappingKeyError, err.Error(), err)
+		return fail(KindRefused, CodeWrappingKeyError, err.Error(), err)
 	}
-	return fail(http.StatusBadRequest, CodeWrapKeyException, err.Error(), err)
-}
-
-// AppKeyResponse is the answer of POST /app/key.
-type AppKeyResponse struct {
-	WrappedKid string `json:"wrappedKid"`
-	Wrapped    string `json:"wrapped"`
-	// Receipt is the log receipt (translog.Receipt JSON, as a string) of
-	// the key.created entry of WrappedKid: no key is released by this
-	// call, and the receipt proves which public key the kid names.
-	Receipt string `json:"receipt"`
+	return fail(KindRefused, CodeWrapKeyException, err.Error(), err)
 }
 
 // tinkKeys is the fmt=tink "wrapped" string of /app/key.
@@ -204,10 +182,11 @@ type tinkKeyData struct {
 }
 
 // AppKey serves POST /app/key: key metadata after attestation (no key
-// material). Checks: body and attestation, token, kid (none: the primary
-// key; unknown: 404), fmt, evidence and policy. all=true answers with every
-// key that is still released.
-func (s *Service) AppKey(ctx context.Context, authorization string, body []byte, kid, format string, all bool) (_ *AppKeyResponse, err error) {
+// material). Checks: body and attestation, token, kid (none: the newest
+// releasable key, and with fmt=tink the advertised keys too
+// (appDefaultKeys); unknown: 404), fmt, evidence and policy. all=true
+// answers with every key that is still released.
+func (s *Service) AppKey(ctx context.Context, authorization string, body []byte, kid, format string, all bool) (_ *api.AppKeyResponse, err error) {
 	_, att, err := decodeApp(body)
 	if err != nil {
 		return nil, err
@@ -228,9 +207,7 @@ func (s *Service) AppKey(ctx context.Context, authorization string, body []byte,
 				}
 			}
 		case kid == "":
-			if p := st.Primary(now); p != nil {
-				ks = append(ks, *p)
-			}
+			ks = appDefaultKeys(st, now, format == "tink")
 		default:
 			if k := st.Key(kid); k != nil {
 				ks = append(ks, *k)
@@ -239,9 +216,9 @@ func (s *Service) AppKey(ctx context.Context, authorization string, body []byte,
 	})
 	if len(ks) == 0 {
 		if kid == "" {
-			return nil, fail(http.StatusNotFound, CodeKeyNotFound, "no key is available", nil)
+			return nil, fail(KindNotFound, CodeKeyNotFound, "no key is available", nil)
 		}
-		return nil, fail(http.StatusNotFound, CodeKeyNotFound, "no key with kid "+truncate(kid, 100), nil)
+		return nil, fail(KindNotFound, CodeKeyNotFound, "no key with kid "+truncate(kid, 100), nil)
 	}
 	if format, err = checkFmt(format); err != nil {
 		return nil, err
@@ -254,7 +231,7 @@ func (s *Service) AppKey(ctx context.Context, authorization string, body []byte,
 		return nil, err
 	}
 	last := ks[len(ks)-1]
-	resp := &AppKeyResponse{WrappedKid: last.Kid, Receipt: string(s.receipt(last.Seq))}
+	resp := &api.AppKeyResponse{WrappedKid: last.Kid, Receipt: string(s.receipt(last.Seq))}
 	if format == "tink" {
 		var tk tinkKeys
 		for _, k := range ks {

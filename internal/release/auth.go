@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/http"
 	"slices"
 
 	"github.com/tkms-dev/tkms/internal/jwtauth"
@@ -120,17 +119,17 @@ func (s *Service) Authenticate(ctx context.Context, authorization string) (*jwta
 	a, err := s.authenticator(ctx)
 	if a == nil {
 		if errors.Is(err, errNoIssuer) {
-			return nil, fail(http.StatusServiceUnavailable, CodeUnavailable, "no token issuer is trusted: key release is disabled", err)
+			return nil, fail(KindUnavailable, CodeUnavailable, "no token issuer is trusted: key release is disabled", err)
 		}
-		return nil, fail(http.StatusServiceUnavailable, CodeUnavailable, "the trusted token issuers in force cannot be used", err)
+		return nil, fail(KindUnavailable, CodeUnavailable, "the trusted token issuers in force cannot be used", err)
 	}
 	id, err := a.Authenticate(ctx, authorization)
 	if err != nil {
-		return nil, fail(http.StatusUnauthorized, jwtauth.Code(err), err.Error(), err)
+		return nil, fail(KindUnauthenticated, jwtauth.Code(err), err.Error(), err)
 	}
 	if d := s.cfg.IdentityLimit.Allow(identityKey(id)); !d.Allowed {
 		r, b := s.cfg.IdentityLimit.Rate()
-		e := fail(http.StatusTooManyRequests, CodeRateLimited,
+		e := fail(KindRateLimited, CodeRateLimited,
 			fmt.Sprintf("too many requests for this identity: at most %g a second (bursts of %d); retry after %d s", r, b, limit.RetryAfterSeconds(d.RetryAfter)), nil)
 		e.RetryAfter = d.RetryAfter
 		return nil, e

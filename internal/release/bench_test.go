@@ -23,8 +23,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/tkms-dev/tkms/internal/attest"
 	"github.com/tkms-dev/tkms/internal/attest/snp"
-	"github.com/tkms-dev/tkms/internal/attest/uvm"
 	"github.com/tkms-dev/tkms/internal/httpapi"
 	"github.com/tkms-dev/tkms/internal/kms"
 	"github.com/tkms-dev/tkms/internal/oidcissuer"
@@ -65,15 +65,11 @@ func newHarness(tb testing.TB) *harness {
 	}})
 	h.kms = releasetest.KMS(tb, kms.Config{ReleasePolicy: pol})
 	auth := releasetest.Auth(tb, h.issuer, benchAudience)
-	sv, err := snp.New(snp.Options{})
+	av, err := attest.New(attest.Config{})
 	if err != nil {
 		tb.Fatal(err)
 	}
-	uv, err := uvm.New(uvm.Options{})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	if h.rel, err = release.New(release.Config{KMS: h.kms, Auth: auth, SNP: sv, UVM: uv, Logger: log}); err != nil {
+	if h.rel, err = release.New(release.Config{KMS: h.kms, Auth: auth, Attest: av, Logger: log}); err != nil {
 		tb.Fatal(err)
 	}
 	tok, err := h.issuer.MintManagedIdentity(oidcissuer.ManagedIdentity{Audience: benchAudience, PrincipalID: "bench-principal", TenantID: "t"})

@@ -60,8 +60,8 @@ func FuzzAppRequest(f *testing.F) {
 		if !errors.As(err, &re) {
 			t.Fatalf("error of type %T, want *release.Error: %v", err, err)
 		}
-		if re.Status < 400 || re.Status > 599 || re.Code == "" || re.Message == "" {
-			t.Fatalf("error without a status, code or message: %+v", re)
+		if re.Kind > release.KindInternal || re.Code == "" || re.Message == "" {
+			t.Fatalf("error without a kind, code or message: %+v", re)
 		}
 		if resp != nil {
 			t.Fatalf("a response together with an error: %v", err)

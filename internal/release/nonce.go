@@ -7,9 +7,10 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
-	"net/http"
 	"sync"
 	"time"
+
+	"github.com/tkms-dev/tkms/api"
 )
 
 // Freshness nonces (GET /v1/nonce). A nonce is 32 bytes:
@@ -49,16 +50,10 @@ var processNonceKey = sync.OnceValue(func() []byte {
 	return k
 })
 
-// NonceResponse is the body of GET /v1/nonce.
-type NonceResponse struct {
-	Nonce   string `json:"nonce"`   // 64 hex digits
-	Expires string `json:"expires"` // RFC 3339, UTC
-}
-
 // Nonce returns a fresh nonce, valid for NonceTTL by the KMS clock.
-func (s *Service) Nonce() NonceResponse {
+func (s *Service) Nonce() api.NonceResponse {
 	n, exp := newNonce(processNonceKey(), s.cfg.KMS.Now())
-	return NonceResponse{Nonce: hex.EncodeToString(n), Expires: exp.UTC().Format(time.RFC3339)}
+	return api.NonceResponse{Nonce: hex.EncodeToString(n), Expires: exp.UTC().Format(time.RFC3339)}
 }
 
 // newNonce returns a nonce under key that expires NonceTTL after now
@@ -100,7 +95,7 @@ func checkNonce(key, n []byte, now time.Time) error {
 func parseNonce(s string) ([]byte, error) {
 	n, err := hex.DecodeString(s)
 	if err != nil || len(n) != NonceSize {
-		return nil, fail(http.StatusBadRequest, CodeNonceInvalid, "nonce must be 64 hex digits, as GET /v1/nonce returns", ErrNonceInvalid)
+		return nil, fail(KindRefused, CodeNonceInvalid, "nonce must be 64 hex digits, as GET /v1/nonce returns", ErrNonceInvalid)
 	}
 	return n, nil
 }
@@ -110,9 +105,9 @@ func parseNonce(s string) ([]byte, error) {
 func (s *Service) verifyNonce(n []byte) error {
 	switch err := checkNonce(processNonceKey(), n, s.cfg.KMS.Now()); {
 	case errors.Is(err, ErrNonceExpired):
-		return fail(http.StatusBadRequest, CodeNonceExpired, "the nonce has expired; fetch a new one from GET /v1/nonce", err)
+		return fail(KindRefused, CodeNonceExpired, "the nonce has expired; fetch a new one from GET /v1/nonce", err)
 	case err != nil:
-		return fail(http.StatusBadRequest, CodeNonceInvalid, "the nonce was not issued by this server", err)
+		return fail(KindRefused, CodeNonceInvalid, "the nonce was not issued by this server", err)
 	}
 	return nil
 }

@@ -4,10 +4,10 @@
 // wrapping key, wrap the private key to it, and record the release in the
 // ledger before answering.
 //
-// Each step lives in its own package (jwtauth, attest/snp, attest/uvm,
-// policy, wrap); this package only puts them in the order of
+// Each step lives in its own package (jwtauth, attest, policy, wrap); this
+// package only puts them in the order of
 // docs/spec/azure-compat.md and turns every failure into an Error with the
-// HTTP status and code the caller sees.
+// code the caller sees and its Kind, which httpapi maps to an HTTP status.
 package release
 
 import (
@@ -17,13 +17,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/tkms-dev/tkms/internal/attest/snp"
-	"github.com/tkms-dev/tkms/internal/attest/uvm"
+	"github.com/tkms-dev/tkms/internal/attest"
 	"github.com/tkms-dev/tkms/internal/jwtauth"
 	"github.com/tkms-dev/tkms/internal/kms"
 	"github.com/tkms-dev/tkms/internal/limit"
@@ -47,16 +45,42 @@ const (
 	CodeKeyExpired            = "KEY_EXPIRED"
 	CodeWrapKeyException      = "WRAP_KEY_EXCEPTION"
 	CodeUnavailable           = "SERVICE_UNAVAILABLE"
-	CodeSimulatedNotPermitted = "SIMULATED_TEE_NOT_TRUSTED"
+	CodeSimulatedNotPermitted = attest.CodeSimulatedNotTrusted
 	CodeRateLimited           = "RATE_LIMITED" // 429: the caller's identity is over its rate (Config.IdentityLimit)
 	CodeServerBusy            = "SERVER_BUSY"  // 503: too many verifications in progress (Config.Verify)
 )
 
-// Error is a failed release: the status and code for the caller, a message
-// safe to show it, and the cause for the log. RetryAfter, if positive, is
-// when the caller may try again (the Retry-After header of a 429 or 503).
+// Kind says what kind of failure an Error is; the transport maps it to its
+// own terms (httpapi: to an HTTP status), and nothing in this package knows
+// those.
+type Kind uint8
+
+// The kinds of failure.
+const (
+	// KindRefused: the request, its wrapping key or its evidence is
+	// refused, or the policy denies it; the caller's to fix.
+	KindRefused Kind = iota
+	// KindUnauthenticated: the token is missing or refused.
+	KindUnauthenticated
+	// KindNotFound: no such key.
+	KindNotFound
+	// KindGone: the key expired or was destroyed.
+	KindGone
+	// KindRateLimited: the caller is over its rate; RetryAfter says when
+	// to try again.
+	KindRateLimited
+	// KindUnavailable: the service cannot serve the release now (no
+	// trusted issuer, storage, load); nothing was released.
+	KindUnavailable
+	// KindInternal: the service's own failure (state it cannot read).
+	KindInternal
+)
+
+// Error is a failed release: its kind and code, a message safe to show the
+// caller, and the cause for the log. RetryAfter, if positive, is when the
+// caller may try again.
 type Error struct {
-	Status     int
+	Kind       Kind
 	Code       string
 	Message    string
 	Err        error
@@ -66,8 +90,8 @@ type Error struct {
 func (e *Error) Error() string { return e.Code + ": " + e.Message }
 func (e *Error) Unwrap() error { return e.Err }
 
-func fail(status int, code, msg string, err error) *Error {
-	return &Error{Status: status, Code: code, Message: msg, Err: err}
+func fail(kind Kind, code, msg string, err error) *Error {
+	return &Error{Kind: kind, Code: code, Message: msg, Err: err}
 }
 
 // Config wires a Service.
@@ -82,19 +106,14 @@ type Config struct {
 	// ledger's JWT policy without a restart. Without it, Auth is used
 	// whatever the ledger says.
 	NewAuth func(ctx context.Context, cfg jwtauth.Config) (*jwtauth.Authenticator, error)
-	SNP     *snp.Verifier
-	UVM     *uvm.Verifier
-	// Simulated permits evidence that chains to the simulated TEE's roots
-	// (which SNP must then trust); such releases are marked in the ledger.
-	// Only ever set when the operator asked for it explicitly.
-	Simulated bool
+	// Attest verifies evidence. Releases on evidence of the simulated TEE
+	// (which it trusts only when told to) are marked in the ledger.
+	Attest *attest.Verifier
 	// RequireNonce makes /v1 releases require fresh evidence: a nonce from
 	// GET /v1/nonce, unexpired, in the request and in REPORT_DATA[32:64].
 	// (A stand-in until the key release policy can ask for freshness.)
 	RequireNonce bool
-	// UVMTrusted is what UVM trusts, for GET /v1/attestation only.
-	UVMTrusted []uvm.Endorser
-	Logger     *slog.Logger
+	Logger       *slog.Logger
 	// IdentityLimit, if set, limits requests per authenticated caller
 	// (issuer and oid, or sub without an oid): past it, 429 RATE_LIMITED.
 	IdentityLimit *limit.Keyed
@@ -122,8 +141,8 @@ type parsedPolicy struct {
 
 // New returns a Service.
 func New(cfg Config) (*Service, error) {
-	if cfg.KMS == nil || (cfg.Auth == nil && cfg.NewAuth == nil) || cfg.SNP == nil || cfg.UVM == nil {
-		return nil, errors.New("release: KMS, Auth (or NewAuth), SNP and UVM are required")
+	if cfg.KMS == nil || (cfg.Auth == nil && cfg.NewAuth == nil) || cfg.Attest == nil {
+		return nil, errors.New("release: KMS, Auth (or NewAuth) and Attest are required")
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -144,83 +163,22 @@ func New(cfg Config) (*Service, error) {
 	return s, nil
 }
 
-// Trust describes what this service accepts as evidence, for
-// GET /v1/attestation: an auditor or operator checks there whether a
-// simulated TEE is trusted.
-type Trust struct {
-	EvidenceTypes []string       `json:"evidence_types"`
-	AMDRoots      []string       `json:"amd_roots"` // pinned product lines
-	SimulatedTEE  bool           `json:"simulated_tee_trusted"`
-	UVMEndorsers  []uvm.Endorser `json:"uvm_endorsers"`
-}
+// Trust returns what the service accepts as evidence, for
+// GET /v1/attestation.
+func (s *Service) Trust() attest.Trust { return s.cfg.Attest.Trust() }
 
-// Trust returns what the service accepts.
-func (s *Service) Trust() Trust {
-	return Trust{
-		EvidenceTypes: []string{"snp-aci", "snp"},
-		AMDRoots:      []string{"Milan", "Genoa", "Turin"},
-		SimulatedTEE:  s.cfg.Simulated,
-		UVMEndorsers:  s.cfg.UVMTrusted,
-	}
-}
-
-// Evidence is verified evidence: its claims, and the fields a release
-// records.
-type Evidence struct {
-	Type         string // "snp-aci"
-	Simulated    bool
-	Claims       map[string]any
-	ReportData   []byte
-	Measurement  []byte
-	HostData     []byte
-	ReportSHA256 [32]byte
-}
-
-// RawSNP is the attestation object of the raw "snp" evidence type: an SNP
-// report with the certificate of the key that signed it (VCEK or VLEK, DER
-// or PEM), or an extended report's certificate table.
-type RawSNP struct {
-	Type      string `json:"type"` // "snp"
-	Report    []byte `json:"report"`
-	VCEK      []byte `json:"vcek,omitempty"`
-	CertTable []byte `json:"cert_table,omitempty"`
-}
-
-// VerifyEvidence verifies an attestation object (spec/attestation.md): the
-// ACI bundle ("snp-aci": the SNP report against the pinned AMD roots, then
-// the UVM endorsement against the report's measurement), or a raw SNP
-// report with its VCEK/VLEK ({"type":"snp",...}: no UVM endorsement, so no
-// uvm_* claims). It does not apply the release policy.
-func (s *Service) VerifyEvidence(ctx context.Context, attestation []byte) (*Evidence, error) {
+// VerifyEvidence verifies an attestation object (attest.Verifier.Verify)
+// within the verification pool's bound. It does not apply the release
+// policy.
+func (s *Service) VerifyEvidence(ctx context.Context, attestation []byte) (*attest.Evidence, error) {
 	done, err := s.cfg.Verify.Acquire(ctx)
 	if err != nil {
 		return nil, s.busy(err)
 	}
 	defer done()
-	var probe struct {
-		Type string `json:"type"`
-	}
-	if json.Unmarshal(attestation, &probe) == nil && probe.Type == "snp" {
-		return s.verifyRawSNP(ctx, attestation)
-	}
-	bundle, err := snp.DecodeACI(attestation)
+	ev, err := s.cfg.Attest.Verify(ctx, attestation)
 	if err != nil {
-		return nil, attestationFailed(snp.Code(err), err)
-	}
-	res, err := s.cfg.SNP.VerifyACI(ctx, bundle)
-	if err != nil {
-		return nil, attestationFailed(snp.Code(err), err)
-	}
-	if err := s.checkSimulated(res); err != nil {
-		return nil, err
-	}
-	ur, err := s.cfg.UVM.Verify(bundle.UVMEndorsements, res.Measurement)
-	if err != nil {
-		return nil, attestationFailed(uvm.Code(err), err)
-	}
-	ev := evidence("snp-aci", res)
-	for k, v := range ur.Claims() {
-		ev.Claims[k] = v
+		return nil, attestationFailed(err)
 	}
 	return ev, nil
 }
@@ -234,7 +192,7 @@ func (s *Service) busy(err error) *Error {
 	if !errors.Is(err, limit.ErrBusy) {
 		msg = "the request ended while waiting to be verified"
 	}
-	e := fail(http.StatusServiceUnavailable, CodeServerBusy, msg, err)
+	e := fail(KindUnavailable, CodeServerBusy, msg, err)
 	e.RetryAfter = ra
 	return e
 }
@@ -245,41 +203,14 @@ func (s *Service) Admission() (*limit.Keyed, *limit.Pool) {
 	return s.cfg.IdentityLimit, s.cfg.Verify
 }
 
-func (s *Service) verifyRawSNP(ctx context.Context, attestation []byte) (*Evidence, error) {
-	var raw RawSNP
-	if err := json.Unmarshal(attestation, &raw); err != nil {
-		return nil, attestationFailed(snp.CodeReportMalformed, err)
+// attestationFailed is the answer to evidence that did not verify: the
+// verifier's code travels in the message of ATTESTATION_VALIDATION_FAILED,
+// except for simulated evidence, which has its own code.
+func attestationFailed(err error) *Error {
+	if attest.Code(err) == attest.CodeSimulatedNotTrusted {
+		return fail(KindRefused, CodeSimulatedNotPermitted, "the evidence chains to a simulated TEE, which this server does not trust", nil)
 	}
-	res, err := s.cfg.SNP.VerifyRaw(ctx, raw.Report, raw.VCEK, raw.CertTable)
-	if err != nil {
-		return nil, attestationFailed(snp.Code(err), err)
-	}
-	if err := s.checkSimulated(res); err != nil {
-		return nil, err
-	}
-	return evidence("snp", res), nil
-}
-
-func (s *Service) checkSimulated(res *snp.Result) error {
-	if !res.Pinned && !s.cfg.Simulated {
-		return fail(http.StatusBadRequest, CodeSimulatedNotPermitted, "the evidence chains to a simulated TEE, which this server does not trust", nil)
-	}
-	return nil
-}
-
-func evidence(typ string, res *snp.Result) *Evidence {
-	claims := make(map[string]any, len(res.Claims)+4)
-	for k, v := range res.Claims {
-		claims[k] = v
-	}
-	return &Evidence{
-		Type: typ, Simulated: !res.Pinned, Claims: claims,
-		ReportData: res.ReportData, Measurement: res.Measurement, HostData: res.HostData, ReportSHA256: res.ReportSHA256,
-	}
-}
-
-func attestationFailed(code string, err error) *Error {
-	return fail(http.StatusBadRequest, CodeAttestationFailed, code+": "+err.Error(), err)
+	return fail(KindRefused, CodeAttestationFailed, err.Error(), err)
 }
 
 // decision is the policy in force and its verdict.
@@ -289,18 +220,18 @@ type decision struct {
 }
 
 // Decide evaluates the key release policy in force against the claims.
-func (s *Service) Decide(ev *Evidence) (decision, error) {
+func (s *Service) Decide(ev *attest.Evidence) (decision, error) {
 	var raw []byte
 	var d decision
 	s.cfg.KMS.Read(func(st *state.State) { raw, d.seq = st.ReleasePolicy, st.ReleasePolicySeq })
 	if raw == nil {
-		return d, fail(http.StatusBadRequest, CodePolicyUnset, "no key release policy is set: every release is denied", policy.ErrUnset)
+		return d, fail(KindRefused, CodePolicyUnset, "no key release policy is set: every release is denied", policy.ErrUnset)
 	}
 	pp := s.policy.Load()
 	if pp == nil || pp.seq != d.seq {
 		p, err := policy.Parse(raw)
 		if err != nil {
-			return d, fail(http.StatusInternalServerError, CodeUnavailable, "the key release policy in force cannot be read", err)
+			return d, fail(KindInternal, CodeUnavailable, "the key release policy in force cannot be read", err)
 		}
 		pp = &parsedPolicy{seq: d.seq, p: p, hash: policy.Hash(p)}
 		s.policy.Store(pp)
@@ -308,9 +239,9 @@ func (s *Service) Decide(ev *Evidence) (decision, error) {
 	d.hash = pp.hash
 	if err := policy.Evaluate(pp.p, ev.Claims); err != nil {
 		if errors.Is(err, policy.ErrUnset) {
-			return d, fail(http.StatusBadRequest, CodePolicyUnset, err.Error(), err)
+			return d, fail(KindRefused, CodePolicyUnset, err.Error(), err)
 		}
-		return d, fail(http.StatusBadRequest, CodePolicyDenied, err.Error(), err)
+		return d, fail(KindRefused, CodePolicyDenied, err.Error(), err)
 	}
 	return d, nil
 }
@@ -336,7 +267,7 @@ func attestationField(raw json.RawMessage) ([]byte, error) {
 
 // record appends the release to the ledger; only then may the caller be
 // answered. It returns the receipt of the key.released entry.
-func (s *Service) record(ctx context.Context, kids []string, api, format string, id *jwtauth.Identity, ev *Evidence, wrappingKeyHash [32]byte, d decision) ([]byte, error) {
+func (s *Service) record(ctx context.Context, kids []string, api, format string, id *jwtauth.Identity, ev *attest.Evidence, wrappingKeyHash [32]byte, d decision) ([]byte, error) {
 	r := state.KeyReleased{
 		Kids: kids, API: api, Format: format, Issuer: id.Issuer, Identity: id.OID,
 		EvidenceType: ev.Type, Simulated: ev.Simulated,
@@ -348,11 +279,11 @@ func (s *Service) record(ctx context.Context, kids []string, api, format string,
 	e, err := s.cfg.KMS.RecordRelease(ctx, r)
 	switch {
 	case errors.Is(err, kms.ErrNotReleasable):
-		return nil, fail(http.StatusGone, CodeKeyExpired, "the key expired while the release was decided; nothing was released", err)
+		return nil, fail(KindGone, CodeKeyExpired, "the key expired while the release was decided; nothing was released", err)
 	case errors.Is(err, kms.ErrPolicyChanged):
-		return nil, fail(http.StatusServiceUnavailable, CodeUnavailable, "the key release policy changed while the release was decided; nothing was released; retry", err)
+		return nil, fail(KindUnavailable, CodeUnavailable, "the key release policy changed while the release was decided; nothing was released; retry", err)
 	case err != nil:
-		return nil, fail(http.StatusServiceUnavailable, CodeUnavailable, "the release could not be recorded; nothing was released", err)
+		return nil, fail(KindUnavailable, CodeUnavailable, "the release could not be recorded; nothing was released", err)
 	}
 	s.log.Info("key released", "kids", kids, "api", api, "iss", id.Issuer, "oid", id.OID, "seq", e.Seq,
 		"simulated", ev.Simulated, "host_data", r.HostData)

@@ -19,8 +19,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tkms-dev/tkms/internal/attest/snp"
-	"github.com/tkms-dev/tkms/internal/attest/uvm"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/tkms-dev/tkms/api"
+	"github.com/tkms-dev/tkms/internal/attest"
 	"github.com/tkms-dev/tkms/internal/keys"
 	"github.com/tkms-dev/tkms/internal/kms"
 	"github.com/tkms-dev/tkms/internal/ledger"
@@ -29,7 +31,6 @@ import (
 	"github.com/tkms-dev/tkms/internal/release/releasetest"
 	"github.com/tkms-dev/tkms/internal/state"
 	"github.com/tkms-dev/tkms/internal/translog"
-	"google.golang.org/protobuf/proto"
 
 	hpkepb "github.com/tink-crypto/tink-go/v2/proto/hpke_go_proto"
 	tinkpb "github.com/tink-crypto/tink-go/v2/proto/tink_go_proto"
@@ -77,15 +78,11 @@ func newEnvAt(t *testing.T, releasePolicy []byte, now func() time.Time) *env {
 	log := slog.New(slog.DiscardHandler)
 	e.kms = releasetest.KMS(t, kms.Config{ReleasePolicy: releasePolicy, Now: now})
 	auth := releasetest.Auth(t, e.issuer, audience)
-	sv, err := snp.New(snp.Options{})
+	av, err := attest.New(attest.Config{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	uv, err := uvm.New(uvm.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.rel, err = New(Config{KMS: e.kms, Auth: auth, SNP: sv, UVM: uv, Logger: log})
+	e.rel, err = New(Config{KMS: e.kms, Auth: auth, Attest: av, Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -281,39 +278,40 @@ func TestAppUnwrapDenials(t *testing.T) {
 		auth   string
 		body   []byte
 		format string
-		status int
+		kind   Kind
 		code   string
 	}{
-		{"not json", e.token(nil), []byte("{"), "", 400, CodeInvalidRequest},
-		{"no attestation", e.token(nil), e.body(func(b map[string]any) { delete(b, "attestation") }), "", 400, CodeInvalidRequest},
-		{"no token", "", e.body(nil), "", 401, "JWT_MISSING"},
+		{"not json", e.token(nil), []byte("{"), "", KindRefused, CodeInvalidRequest},
+		{"no attestation", e.token(nil), e.body(func(b map[string]any) { delete(b, "attestation") }), "", KindRefused, CodeInvalidRequest},
+		{"no token", "", e.body(nil), "", KindUnauthenticated, "JWT_MISSING"},
 		{"expired token", e.token(func(c map[string]any) {
 			c["exp"] = now.Add(-time.Hour).Unix()
 			c["nbf"] = now.Add(-2 * time.Hour).Unix()
-		}), e.body(nil), "", 401, "JWT_EXPIRED"},
-		{"wrong audience", e.token(func(c map[string]any) { c["aud"] = "api://other" }), e.body(nil), "", 401, "JWT_AUDIENCE"},
-		{"jwt policy mismatch", e.token(func(c map[string]any) { c["idtyp"] = "user" }), e.body(nil), "", 401, "JWT_POLICY_MISMATCH"},
-		{"no wrappedKid", e.token(nil), e.body(func(b map[string]any) { delete(b, "wrappedKid") }), "", 400, CodeMissingWrappedKid},
-		{"no wrappingKey", e.token(nil), e.body(func(b map[string]any) { delete(b, "wrappingKey") }), "", 400, CodeInvalidPEMFormat},
-		{"wrappingKey not PEM", e.token(nil), e.body(func(b map[string]any) { b["wrappingKey"] = "hello" }), "", 400, CodeInvalidPEMFormat},
-		{"wrappingKey too small", e.token(nil), e.body(func(b map[string]any) { b["wrappingKey"] = smallPEM }), "", 400, CodeWrappingKeyError},
-		{"bad fmt", e.token(nil), e.body(nil), "pem", 400, CodeInvalidFmtParameter},
+		}), e.body(nil), "", KindUnauthenticated, "JWT_EXPIRED"},
+		{"wrong audience", e.token(func(c map[string]any) { c["aud"] = "api://other" }), e.body(nil), "", KindUnauthenticated, "JWT_AUDIENCE"},
+		{"jwt policy mismatch", e.token(func(c map[string]any) { c["idtyp"] = "user" }), e.body(nil), "", KindUnauthenticated, "JWT_POLICY_MISMATCH"},
+		{"no wrappedKid", e.token(nil), e.body(func(b map[string]any) { delete(b, "wrappedKid") }), "", KindRefused, CodeMissingWrappedKid},
+		{"empty wrappedKid", e.token(nil), e.body(func(b map[string]any) { b["wrappedKid"] = "" }), "", KindNotFound, CodeKeyNotFound},
+		{"no wrappingKey", e.token(nil), e.body(func(b map[string]any) { delete(b, "wrappingKey") }), "", KindRefused, CodeInvalidPEMFormat},
+		{"wrappingKey not PEM", e.token(nil), e.body(func(b map[string]any) { b["wrappingKey"] = "hello" }), "", KindRefused, CodeInvalidPEMFormat},
+		{"wrappingKey too small", e.token(nil), e.body(func(b map[string]any) { b["wrappingKey"] = smallPEM }), "", KindRefused, CodeWrappingKeyError},
+		{"bad fmt", e.token(nil), e.body(nil), "pem", KindRefused, CodeInvalidFmtParameter},
 		{"report signature flipped", e.token(nil), e.body(func(b map[string]any) {
 			b["attestation"] = tamper("evidence", func(r []byte) { r[0x2A0+5] ^= 1 })
-		}), "", 400, CodeAttestationFailed},
+		}), "", KindRefused, CodeAttestationFailed},
 		{"measurement flipped", e.token(nil), e.body(func(b map[string]any) {
 			b["attestation"] = tamper("evidence", func(r []byte) { r[0x90] ^= 1 })
-		}), "", 400, CodeAttestationFailed},
+		}), "", KindRefused, CodeAttestationFailed},
 		{"report truncated", e.token(nil), e.body(func(b map[string]any) {
 			b["attestation"] = tamper("evidence", func(r []byte) {})
 			var m map[string]string
 			json.Unmarshal(b["attestation"].(json.RawMessage), &m)
 			m["evidence"] = m["evidence"][:100]
 			b["attestation"], _ = json.Marshal(m)
-		}), "", 400, CodeAttestationFailed},
+		}), "", KindRefused, CodeAttestationFailed},
 		{"uvm endorsement flipped", e.token(nil), e.body(func(b map[string]any) {
 			b["attestation"] = tamper("uvm_endorsements", func(r []byte) { r[len(r)-10] ^= 1 })
-		}), "", 400, CodeAttestationFailed},
+		}), "", KindRefused, CodeAttestationFailed},
 		{"endorsed_tcb mismatch", e.token(nil), e.body(func(b map[string]any) {
 			c := map[string]string{}
 			for k, v := range evidence {
@@ -321,17 +319,17 @@ func TestAppUnwrapDenials(t *testing.T) {
 			}
 			c["endorsed_tcb"] = "0000000000000000"
 			b["attestation"], _ = json.Marshal(c)
-		}), "", 400, CodeAttestationFailed},
+		}), "", KindRefused, CodeAttestationFailed},
 		{"binding: PEM without trailing newline", e.token(nil), e.body(func(b map[string]any) {
 			b["wrappingKey"] = strings.TrimSuffix(e.pubPEM, "\n")
-		}), "", 400, CodeWrappingKeyMismatch},
-		{"unknown kid", e.token(nil), e.body(func(b map[string]any) { b["wrappedKid"] = "AAAA_42" }), "", 404, CodeKeyNotFound},
+		}), "", KindRefused, CodeWrappingKeyMismatch},
+		{"unknown kid", e.token(nil), e.body(func(b map[string]any) { b["wrappedKid"] = "AAAA_42" }), "", KindNotFound, CodeKeyNotFound},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := e.rel.AppUnwrap(context.Background(), tc.auth, tc.body, tc.format)
 			var re *Error
-			if !errors.As(err, &re) || re.Status != tc.status || re.Code != tc.code {
-				t.Fatalf("got %v, want %d %s", err, tc.status, tc.code)
+			if !errors.As(err, &re) || re.Kind != tc.kind || re.Code != tc.code {
+				t.Fatalf("got %v, want kind %d %s", err, tc.kind, tc.code)
 			}
 		})
 	}
@@ -376,9 +374,19 @@ func TestAppKeyTinkAll(t *testing.T) {
 	if !strings.HasPrefix(uri, "azu-kms://") || uri[10:] != e.kid() {
 		t.Fatalf("keyEncryptionKeyUri %q", uri)
 	}
+	// Without a kid: the newest releasable key (the refreshed one, not yet
+	// advertised), and with fmt=tink the advertised primary before it.
+	var newest string
+	e.kms.Read(func(st *state.State) { newest = st.Newest().Kid })
 	resp, err = e.rel.AppKey(context.Background(), e.token(nil), e.body(nil), "", "jwk", false)
-	if err != nil || resp.Wrapped != "" || resp.WrappedKid != e.kid() {
-		t.Fatalf("jwk: %+v %v", resp, err)
+	if err != nil || resp.Wrapped != "" || resp.WrappedKid != newest || newest == e.kid() {
+		t.Fatalf("jwk: %+v %v; want the newest key %s", resp, err, newest)
+	}
+	resp, err = e.rel.AppKey(context.Background(), e.token(nil), e.body(nil), "", "tink", false)
+	tk = tinkKeys{}
+	if err != nil || json.Unmarshal([]byte(resp.Wrapped), &tk) != nil || len(tk.Keys) != 2 || resp.WrappedKid != newest ||
+		tk.Keys[0].KeyData[0].KeyEncryptionKeyURI != "azu-kms://"+e.kid() || tk.Keys[1].KeyData[0].KeyEncryptionKeyURI != "azu-kms://"+newest {
+		t.Fatalf("tink without kid: %+v %v; want the primary %s, then the newest %s", resp, err, e.kid(), newest)
 	}
 	if _, err := e.rel.AppKey(context.Background(), e.token(nil), e.body(nil), "nope_9", "jwk", false); err == nil {
 		t.Fatal("unknown kid accepted")
@@ -407,7 +415,7 @@ func TestGraceAndExpiry(t *testing.T) {
 	mu.Unlock()
 	_, err := e.rel.AppUnwrap(context.Background(), e.token(nil), e.body(func(b map[string]any) { b["wrappedKid"] = kid }), "")
 	var re *Error
-	if !errors.As(err, &re) || re.Status != 410 || re.Code != CodeKeyExpired {
+	if !errors.As(err, &re) || re.Kind != KindGone || re.Code != CodeKeyExpired {
 		t.Fatalf("expired key: %v", err)
 	}
 }
@@ -472,7 +480,7 @@ func TestDenialsRecordedRateLimited(t *testing.T) {
 func TestRawSNPEvidence(t *testing.T) {
 	report, _ := os.ReadFile("../attest/snp/testdata/trustee_test-report.bin")
 	vcek, _ := os.ReadFile("../attest/snp/testdata/trustee_test-vcek.der")
-	raw, _ := json.Marshal(RawSNP{Type: "snp", Report: report, VCEK: vcek})
+	raw, _ := json.Marshal(api.RawSNP{Type: "snp", Report: report, VCEK: vcek})
 	e := newEnv(t, nil)
 	ev, err := e.rel.VerifyEvidence(context.Background(), raw)
 	if err != nil {
@@ -491,12 +499,12 @@ func TestRawSNPEvidence(t *testing.T) {
 
 	dbgReport, _ := os.ReadFile("../attest/snp/testdata/gosevguest_attestation.bin")
 	dbgVCEK, _ := os.ReadFile("../attest/snp/testdata/gosevguest_vcek.testcer")
-	dbg, _ := json.Marshal(RawSNP{Type: "snp", Report: dbgReport[:1184], VCEK: dbgVCEK})
+	dbg, _ := json.Marshal(api.RawSNP{Type: "snp", Report: dbgReport[:1184], VCEK: dbgVCEK})
 	_, err = e.rel.VerifyEvidence(context.Background(), dbg)
 	if !errors.As(err, &re) || re.Code != CodeAttestationFailed || !strings.Contains(re.Message, "POLICY_DEBUG") {
 		t.Fatalf("debug report: %v", err)
 	}
-	bad, _ := json.Marshal(RawSNP{Type: "snp", Report: report})
+	bad, _ := json.Marshal(api.RawSNP{Type: "snp", Report: report})
 	if _, err = e.rel.VerifyEvidence(context.Background(), bad); !errors.As(err, &re) || !strings.Contains(re.Message, "REPORT_MALFORMED") {
 		t.Fatalf("raw evidence without a certificate: %v", err)
 	}

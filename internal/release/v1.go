@@ -10,9 +10,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net/http"
-	"time"
 
+	"github.com/tkms-dev/tkms/api"
 	"github.com/tkms-dev/tkms/internal/keys"
 	"github.com/tkms-dev/tkms/internal/state"
 	"github.com/tkms-dev/tkms/internal/wrap"
@@ -29,61 +28,7 @@ const (
 // 90 unexpired keys).
 const MaxV1Kids = 100
 
-// V1Request is the body of POST /v1/keys/{kid}/release and POST
-// /v1/release:
-//
-//	{"kids":["<kid>",...] | "all_valid":true,      (batch only)
-//	 "attestation":<ACI attestation object>,
-//	 "wrapping_key":{"type":"rsa","spki":"<std base64 DER SubjectPublicKeyInfo>"}
-//	             | {"type":"hpke","kem_id":32|25722,"public_key":"<std base64>"},
-//	 "nonce":"<64 hex digits from GET /v1/nonce>"}  (optional)
-//
-// Unknown fields are rejected.
-type V1Request struct {
-	Kids        []string        `json:"kids,omitempty"`
-	AllValid    bool            `json:"all_valid,omitempty"`
-	Attestation json.RawMessage `json:"attestation"`
-	WrappingKey *V1WrappingKey  `json:"wrapping_key"`
-	Nonce       string          `json:"nonce,omitempty"`
-}
-
-// V1WrappingKey is the key a release is wrapped to.
-type V1WrappingKey struct {
-	Type      string `json:"type"`                 // "rsa" or "hpke"
-	SPKI      string `json:"spki,omitempty"`       // rsa
-	KEMID     uint16 `json:"kem_id,omitempty"`     // hpke: 0x0020 or 0x647a
-	PublicKey string `json:"public_key,omitempty"` // hpke: RFC 9180 SerializePublicKey
-}
-
-// V1ReleasedKey is one released key: its public description and the private
-// key wrapped to the request's wrapping key.
-type V1ReleasedKey struct {
-	Kid          string    `json:"kid"`
-	ID           int       `json:"id"`
-	Suite        string    `json:"suite"`
-	KEM          uint16    `json:"kem_id"`
-	KDF          uint16    `json:"kdf_id"`
-	AEAD         uint16    `json:"aead_id"`
-	PublicKey    string    `json:"public_key"` // standard base64 of SerializePublicKey
-	NotBefore    time.Time `json:"not_before"`
-	NotAfter     time.Time `json:"not_after"`
-	ReleaseUntil time.Time `json:"release_until"`
-	// Wrapped is standard base64 of the private key (RFC 9180
-	// SerializePrivateKey) encrypted to the wrapping key: RSA-OAEP-256 with
-	// an empty label, or HPKE base mode enc || ciphertext with info
-	// wrap.ReleaseInfo(kid), HKDF-SHA256 and AES-256-GCM.
-	Wrapped string `json:"wrapped"`
-}
-
-// V1ReleaseResponse is the answer of a /v1 release.
-type V1ReleaseResponse struct {
-	Keys []V1ReleasedKey `json:"keys"`
-	// Receipt is the log receipt (translog.Receipt) of the key.released
-	// entry that records this release.
-	Receipt json.RawMessage `json:"receipt,omitempty"`
-}
-
-// v1Params is a decoded and checked V1Request.
+// v1Params is a decoded and checked api.V1Request.
 type v1Params struct {
 	kids        []string // nil for all_valid
 	all         bool
@@ -107,22 +52,22 @@ func (w *wrappingKey) wrap(kid string, priv []byte) ([]byte, error) {
 	return wrap.HPKEWrap(w.kem, w.pub, priv, wrap.ReleaseInfo(kid))
 }
 
-// decodeV1 decodes a /v1 release body: one JSON object of the V1Request
+// decodeV1 decodes a /v1 release body: one JSON object of the api.V1Request
 // shape, without unknown fields or trailing data, with an attestation (400
 // INVALID_REQUEST otherwise). It returns the attestation object.
-func decodeV1(body []byte) (*V1Request, []byte, error) {
-	var req V1Request
+func decodeV1(body []byte) (*api.V1Request, []byte, error) {
+	var req api.V1Request
 	d := json.NewDecoder(bytes.NewReader(body))
 	d.DisallowUnknownFields()
 	if err := d.Decode(&req); err != nil {
-		return nil, nil, fail(http.StatusBadRequest, CodeInvalidRequest, "the body is not a JSON object of the expected shape: "+truncate(err.Error(), 200), err)
+		return nil, nil, fail(KindRefused, CodeInvalidRequest, "the body is not a JSON object of the expected shape: "+truncate(err.Error(), 200), err)
 	}
 	if _, err := d.Token(); err != io.EOF {
-		return nil, nil, fail(http.StatusBadRequest, CodeInvalidRequest, "the body holds data after the JSON object", err)
+		return nil, nil, fail(KindRefused, CodeInvalidRequest, "the body holds data after the JSON object", err)
 	}
 	att, err := attestationField(req.Attestation)
 	if err != nil {
-		return nil, nil, fail(http.StatusBadRequest, CodeInvalidRequest, "the body has no attestation", err)
+		return nil, nil, fail(KindRefused, CodeInvalidRequest, "the body has no attestation", err)
 	}
 	return &req, att, nil
 }
@@ -130,31 +75,31 @@ func decodeV1(body []byte) (*V1Request, []byte, error) {
 // params checks a decoded request: the key selection fits the endpoint
 // (single: none in the body; batch: kids or all_valid, not both), the
 // wrapping key is usable and the nonce, if any, is well-formed.
-func (req *V1Request) params(single bool, att []byte) (*v1Params, error) {
+func params(req *api.V1Request, single bool, att []byte) (*v1Params, error) {
 	var err error
 	p := &v1Params{attestation: att, all: req.AllValid}
 	switch {
 	case single && (req.Kids != nil || req.AllValid):
-		return nil, fail(http.StatusBadRequest, CodeInvalidRequest, "kids and all_valid belong to POST /v1/release; this endpoint releases the kid in its path", nil)
+		return nil, fail(KindRefused, CodeInvalidRequest, "kids and all_valid belong to POST /v1/release; this endpoint releases the kid in its path", nil)
 	case single:
 	case req.AllValid && req.Kids != nil:
-		return nil, fail(http.StatusBadRequest, CodeInvalidRequest, "give kids or all_valid, not both", nil)
+		return nil, fail(KindRefused, CodeInvalidRequest, "give kids or all_valid, not both", nil)
 	case !req.AllValid && len(req.Kids) == 0:
-		return nil, fail(http.StatusBadRequest, CodeInvalidRequest, `give "kids":[...] (at least one) or "all_valid":true`, nil)
+		return nil, fail(KindRefused, CodeInvalidRequest, `give "kids":[...] (at least one) or "all_valid":true`, nil)
 	case len(req.Kids) > MaxV1Kids:
-		return nil, fail(http.StatusBadRequest, CodeInvalidRequest, fmt.Sprintf("at most %d kids per request", MaxV1Kids), nil)
+		return nil, fail(KindRefused, CodeInvalidRequest, fmt.Sprintf("at most %d kids per request", MaxV1Kids), nil)
 	default:
 		seen := make(map[string]bool, len(req.Kids))
 		for _, kid := range req.Kids {
 			if kid == "" || seen[kid] {
-				return nil, fail(http.StatusBadRequest, CodeInvalidRequest, "kids must be distinct and non-empty", nil)
+				return nil, fail(KindRefused, CodeInvalidRequest, "kids must be distinct and non-empty", nil)
 			}
 			seen[kid] = true
 		}
 		p.kids = req.Kids
 	}
 	if p.wk, err = parseV1WrappingKey(req.WrappingKey); err != nil {
-		return nil, fail(http.StatusBadRequest, CodeWrappingKeyError, err.Error(), err)
+		return nil, fail(KindRefused, CodeWrappingKeyError, err.Error(), err)
 	}
 	if req.Nonce != "" {
 		if p.nonce, err = parseNonce(req.Nonce); err != nil {
@@ -172,7 +117,7 @@ func (req *V1Request) params(single bool, att []byte) (*v1Params, error) {
 // the guest hashes is what is sent). An HPKE key is a KEM id,
 // keys.KEMX25519HKDFSHA256 or keys.KEMMLKEM768X25519, and a public key that
 // crypto/hpke accepts for it; its canonical encoding is wrap.CanonicalHPKE.
-func parseV1WrappingKey(k *V1WrappingKey) (wrappingKey, error) {
+func parseV1WrappingKey(k *api.V1WrappingKey) (wrappingKey, error) {
 	var w wrappingKey
 	if k == nil {
 		return w, fmt.Errorf("%w: wrapping_key is required", wrap.ErrWrappingKey)
@@ -230,7 +175,7 @@ func parseV1WrappingKey(k *V1WrappingKey) (wrappingKey, error) {
 // V1Release serves POST /v1/keys/{kid}/release: the release of the kid of
 // the path, with the checks of V1ReleaseBatch; the body names no kids and
 // no all_valid.
-func (s *Service) V1Release(ctx context.Context, authorization, kid string, body []byte) (*V1ReleaseResponse, error) {
+func (s *Service) V1Release(ctx context.Context, authorization, kid string, body []byte) (*api.V1ReleaseResponse, error) {
 	return s.v1Release(ctx, authorization, body, true, kid)
 }
 
@@ -252,11 +197,11 @@ func (s *Service) V1Release(ctx context.Context, authorization, kid string, body
 // them all, and only then is the answer returned.
 //
 // A nonce that is sent is checked whether or not one is required.
-func (s *Service) V1ReleaseBatch(ctx context.Context, authorization string, body []byte) (*V1ReleaseResponse, error) {
+func (s *Service) V1ReleaseBatch(ctx context.Context, authorization string, body []byte) (*api.V1ReleaseResponse, error) {
 	return s.v1Release(ctx, authorization, body, false, "")
 }
 
-func (s *Service) v1Release(ctx context.Context, authorization string, body []byte, single bool, pathKid string) (_ *V1ReleaseResponse, err error) {
+func (s *Service) v1Release(ctx context.Context, authorization string, body []byte, single bool, pathKid string) (_ *api.V1ReleaseResponse, err error) {
 	req, att, err := decodeV1(body)
 	if err != nil {
 		return nil, err
@@ -266,7 +211,7 @@ func (s *Service) v1Release(ctx context.Context, authorization string, body []by
 		return nil, err
 	}
 	defer func() { s.denied(ctx, id, "v1/release", err) }()
-	p, err := req.params(single, att)
+	p, err := params(req, single, att)
 	if err != nil {
 		return nil, err
 	}
@@ -279,7 +224,7 @@ func (s *Service) v1Release(ctx context.Context, authorization string, body []by
 			return nil, err
 		}
 	case s.cfg.RequireNonce:
-		return nil, fail(http.StatusBadRequest, CodeNonceRequired, "this server requires fresh evidence: put a nonce from GET /v1/nonce in REPORT_DATA[32:64] and send it as \"nonce\"", nil)
+		return nil, fail(KindRefused, CodeNonceRequired, "this server requires fresh evidence: put a nonce from GET /v1/nonce in REPORT_DATA[32:64] and send it as \"nonce\"", nil)
 	}
 
 	ev, err := s.VerifyEvidence(ctx, p.attestation)
@@ -292,10 +237,10 @@ func (s *Service) v1Release(ctx context.Context, authorization string, body []by
 	}
 	bind := wrap.V1BindingHash(p.wk.canonical)
 	if err := wrap.CheckBinding(ev.ReportData, bind); err != nil {
-		return nil, fail(http.StatusBadRequest, CodeWrappingKeyMismatch, err.Error()+" (REPORT_DATA[0:32] must be SHA-256 of the canonical wrapping key)", err)
+		return nil, fail(KindRefused, CodeWrappingKeyMismatch, err.Error()+" (REPORT_DATA[0:32] must be SHA-256 of the canonical wrapping key)", err)
 	}
 	if p.nonce != nil && (len(ev.ReportData) < 64 || !bytes.Equal(ev.ReportData[32:64], p.nonce)) {
-		return nil, fail(http.StatusBadRequest, CodeNonceInvalid, "REPORT_DATA[32:64] does not hold the nonce", ErrNonceInvalid)
+		return nil, fail(KindRefused, CodeNonceInvalid, "REPORT_DATA[32:64] does not hold the nonce", ErrNonceInvalid)
 	}
 
 	kids := p.kids
@@ -309,10 +254,10 @@ func (s *Service) v1Release(ctx context.Context, authorization string, body []by
 			}
 		})
 		if len(kids) == 0 {
-			return nil, fail(http.StatusNotFound, CodeKeyNotFound, "no key is valid", nil)
+			return nil, fail(KindNotFound, CodeKeyNotFound, "no key is valid", nil)
 		}
 	}
-	resp := &V1ReleaseResponse{Keys: make([]V1ReleasedKey, 0, len(kids))}
+	resp := &api.V1ReleaseResponse{Keys: make([]api.V1ReleasedKey, 0, len(kids))}
 	for _, kid := range kids {
 		k, priv, err := s.releasable(kid)
 		if err != nil {
@@ -322,11 +267,11 @@ func (s *Service) v1Release(ctx context.Context, authorization string, body []by
 		if err != nil {
 			return nil, wrapError(err)
 		}
-		resp.Keys = append(resp.Keys, V1ReleasedKey{
+		resp.Keys = append(resp.Keys, api.V1ReleasedKey{
 			Kid: k.Kid, ID: k.ID, Suite: k.Suite, KEM: k.KEM, KDF: k.KDF, AEAD: k.AEAD,
-			PublicKey: base64.StdEncoding.EncodeToString(k.PublicKey),
+			PublicKey: k.PublicKey,
 			NotBefore: k.NotBefore, NotAfter: k.NotAfter, ReleaseUntil: k.ReleaseUntil,
-			Wrapped: base64.StdEncoding.EncodeToString(wrapped),
+			Wrapped: wrapped,
 		})
 	}
 	receipt, err := s.record(ctx, kids, "v1/release", "", id, ev, bind, d)

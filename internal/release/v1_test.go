@@ -21,6 +21,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tkms-dev/tkms/api"
+	"github.com/tkms-dev/tkms/internal/attest"
 	"github.com/tkms-dev/tkms/internal/attest/simsnp"
 	"github.com/tkms-dev/tkms/internal/attest/snp"
 	"github.com/tkms-dev/tkms/internal/attest/uvm"
@@ -81,7 +83,7 @@ func loadSimChain(t testing.TB) *simsnp.Chain {
 	return c
 }
 
-func newSimEnv(t *testing.T, configure func(*Config)) *simEnv {
+func newSimEnv(t *testing.T, configure func(*Config, *attest.Config)) *simEnv {
 	t.Helper()
 	e := &simEnv{env: &env{t: t}, chain: loadSimChain(t), clock: &testClock{t: time.Now()}}
 	e.at = e.chain.VCEK().NotBefore.Add(24 * time.Hour)
@@ -94,18 +96,14 @@ func newSimEnv(t *testing.T, configure func(*Config)) *simEnv {
 	e.kms = releasetest.KMS(t, kms.Config{ReleasePolicy: pol, Now: e.clock.Now})
 	auth := releasetest.Auth(t, e.issuer, audience)
 	ark, ask := e.chain.Roots()
-	sv, err := snp.New(snp.Options{Now: func() time.Time { return e.at }, Roots: []snp.Root{{ProductLine: simsnp.ProductLine, ARK: ark, ASK: ask}}})
-	if err != nil {
-		t.Fatal(err)
-	}
 	did, feed := e.chain.UVMTrust()
-	uv, err := uvm.New(uvm.Options{Trusted: []uvm.Endorser{{DID: did, Feed: feed}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := Config{KMS: e.kms, Auth: auth, SNP: sv, UVM: uv, Simulated: true, Logger: log}
+	ac := attest.Config{SNP: snp.Options{Now: func() time.Time { return e.at }, Roots: []snp.Root{{ProductLine: simsnp.ProductLine, ARK: ark, ASK: ask}}}, SimulatedEndorsers: []uvm.Endorser{{DID: did, Feed: feed}}, Simulated: true}
+	cfg := Config{KMS: e.kms, Auth: auth, Logger: log}
 	if configure != nil {
-		configure(&cfg)
+		configure(&cfg, &ac)
+	}
+	if cfg.Attest, err = attest.New(ac); err != nil {
+		t.Fatal(err)
 	}
 	if e.rel, err = New(cfg); err != nil {
 		t.Fatal(err)
@@ -230,7 +228,7 @@ func rsaWrappingKey(t testing.TB) *testWrappingKey {
 // checkReleased unwraps every released key with wk and checks that it is
 // the private key of the published public key, and that the keys are
 // exactly wantKids, in order.
-func (e *simEnv) checkReleased(resp *V1ReleaseResponse, wk *testWrappingKey, wantKids []string) {
+func (e *simEnv) checkReleased(resp *api.V1ReleaseResponse, wk *testWrappingKey, wantKids []string) {
 	e.t.Helper()
 	var got []string
 	for _, rk := range resp.Keys {
@@ -238,15 +236,11 @@ func (e *simEnv) checkReleased(resp *V1ReleaseResponse, wk *testWrappingKey, wan
 		var k state.Key
 		e.kms.Read(func(st *state.State) { k = *st.Key(rk.Kid) })
 		if rk.ID != k.ID || rk.Suite != k.Suite || rk.KEM != k.KEM || rk.KDF != k.KDF || rk.AEAD != k.AEAD ||
-			rk.PublicKey != base64.StdEncoding.EncodeToString(k.PublicKey) || !rk.NotAfter.Equal(k.NotAfter) ||
+			!bytes.Equal(rk.PublicKey, k.PublicKey) || !rk.NotAfter.Equal(k.NotAfter) ||
 			!rk.NotBefore.Equal(k.NotBefore) || !rk.ReleaseUntil.Equal(k.ReleaseUntil) {
 			e.t.Fatalf("released key %s: description %+v differs from the ledger's", rk.Kid, rk)
 		}
-		ct, err := base64.StdEncoding.DecodeString(rk.Wrapped)
-		if err != nil {
-			e.t.Fatal(err)
-		}
-		priv, err := wk.unwrap(rk.Kid, ct)
+		priv, err := wk.unwrap(rk.Kid, rk.Wrapped)
 		if err != nil {
 			e.t.Fatalf("unwrap %s with the %s wrapping key: %v", rk.Kid, wk.name, err)
 		}
@@ -362,19 +356,19 @@ func TestV1ReleaseBatch(t *testing.T) {
 	}
 	e.checkReleased(resp, wk, want)
 	_, err = e.rel.V1ReleaseBatch(context.Background(), e.token(nil), e.v1Body(wk, nil, func(b map[string]any) { b["kids"] = kids }))
-	wantErr(t, err, 410, CodeKeyExpired)
+	wantErr(t, err, KindGone, CodeKeyExpired)
 	_, err = e.rel.V1Release(context.Background(), e.token(nil), kids[0], e.v1Body(wk, nil, nil))
-	wantErr(t, err, 410, CodeKeyExpired)
+	wantErr(t, err, KindGone, CodeKeyExpired)
 	if n := e.releases(); n != 3 {
 		t.Fatalf("%d releases, want 3", n)
 	}
 }
 
-func wantErr(t *testing.T, err error, status int, code string) {
+func wantErr(t *testing.T, err error, kind Kind, code string) {
 	t.Helper()
 	var re *Error
-	if !errors.As(err, &re) || re.Status != status || re.Code != code {
-		t.Fatalf("got %v, want %d %s", err, status, code)
+	if !errors.As(err, &re) || re.Kind != kind || re.Code != code {
+		t.Fatalf("got %v, want kind %d %s", err, kind, code)
 	}
 }
 
@@ -393,35 +387,35 @@ func TestV1ReleaseDenials(t *testing.T) {
 		return e.v1Body(x, nil, func(b map[string]any) { b["wrapping_key"] = wk })
 	}
 	for _, tc := range []struct {
-		name   string
-		auth   string
-		kid    string // "" for the batch endpoint
-		body   []byte
-		status int
-		code   string
+		name string
+		auth string
+		kid  string // "" for the batch endpoint
+		body []byte
+		kind Kind
+		code string
 	}{
-		{"not json", e.token(nil), kid, []byte("{"), 400, CodeInvalidRequest},
-		{"unknown field", e.token(nil), kid, e.v1Body(x, nil, func(b map[string]any) { b["wrappedKid"] = kid }), 400, CodeInvalidRequest},
-		{"trailing data", e.token(nil), kid, append(bytes.Clone(good), "{}"...), 400, CodeInvalidRequest},
-		{"no attestation", e.token(nil), kid, e.v1Body(x, nil, func(b map[string]any) { delete(b, "attestation") }), 400, CodeInvalidRequest},
-		{"no token", "", kid, good, 401, "JWT_MISSING"},
-		{"kids on the single endpoint", e.token(nil), kid, e.v1Body(x, nil, func(b map[string]any) { b["kids"] = []string{kid} }), 400, CodeInvalidRequest},
-		{"batch without kids", e.token(nil), "", good, 400, CodeInvalidRequest},
-		{"batch with kids and all_valid", e.token(nil), "", e.v1Body(x, nil, func(b map[string]any) { b["kids"] = []string{kid}; b["all_valid"] = true }), 400, CodeInvalidRequest},
-		{"batch with duplicate kids", e.token(nil), "", e.v1Body(x, nil, func(b map[string]any) { b["kids"] = []string{kid, kid} }), 400, CodeInvalidRequest},
-		{"no wrapping_key", e.token(nil), kid, e.v1Body(x, nil, func(b map[string]any) { delete(b, "wrapping_key") }), 400, CodeWrappingKeyError},
-		{"wrapping_key type unknown", e.token(nil), kid, withWK(map[string]any{"type": "ec", "public_key": x.json["public_key"]}), 400, CodeWrappingKeyError},
-		{"wrapping_key bad base64", e.token(nil), kid, withWK(map[string]any{"type": "hpke", "kem_id": 32, "public_key": "not base64!"}), 400, CodeWrappingKeyError},
-		{"wrapping_key spki bad base64", e.token(nil), kid, withWK(map[string]any{"type": "rsa", "spki": "@@@"}), 400, CodeWrappingKeyError},
-		{"wrapping_key spki not a key", e.token(nil), kid, withWK(map[string]any{"type": "rsa", "spki": "AAAA"}), 400, CodeWrappingKeyError},
-		{"wrapping_key RSA too small", e.token(nil), kid, withWK(map[string]any{"type": "rsa", "spki": base64.StdEncoding.EncodeToString(smallDER)}), 400, CodeWrappingKeyError},
-		{"wrapping_key unsupported kem", e.token(nil), kid, withWK(p256.json), 400, CodeWrappingKeyError},
-		{"wrapping_key wrong length", e.token(nil), kid, withWK(map[string]any{"type": "hpke", "kem_id": 32, "public_key": "AAAA"}), 400, CodeWrappingKeyError},
-		{"wrapping_key mixes types", e.token(nil), kid, withWK(map[string]any{"type": "hpke", "kem_id": 32, "public_key": x.json["public_key"], "spki": "AAAA"}), 400, CodeWrappingKeyError},
-		{"binding mismatch", e.token(nil), kid, e.v1Body(other, nil, func(b map[string]any) { b["wrapping_key"] = x.json }), 400, CodeWrappingKeyMismatch},
-		{"nonce not hex", e.token(nil), kid, e.v1Body(x, nil, func(b map[string]any) { b["nonce"] = "xyz" }), 400, CodeNonceInvalid},
-		{"unknown kid", e.token(nil), "AAAA_42", good, 404, CodeKeyNotFound},
-		{"batch with an unknown kid", e.token(nil), "", e.v1Body(x, nil, func(b map[string]any) { b["kids"] = []string{kid, "AAAA_42"} }), 404, CodeKeyNotFound},
+		{"not json", e.token(nil), kid, []byte("{"), KindRefused, CodeInvalidRequest},
+		{"unknown field", e.token(nil), kid, e.v1Body(x, nil, func(b map[string]any) { b["wrappedKid"] = kid }), KindRefused, CodeInvalidRequest},
+		{"trailing data", e.token(nil), kid, append(bytes.Clone(good), "{}"...), KindRefused, CodeInvalidRequest},
+		{"no attestation", e.token(nil), kid, e.v1Body(x, nil, func(b map[string]any) { delete(b, "attestation") }), KindRefused, CodeInvalidRequest},
+		{"no token", "", kid, good, KindUnauthenticated, "JWT_MISSING"},
+		{"kids on the single endpoint", e.token(nil), kid, e.v1Body(x, nil, func(b map[string]any) { b["kids"] = []string{kid} }), KindRefused, CodeInvalidRequest},
+		{"batch without kids", e.token(nil), "", good, KindRefused, CodeInvalidRequest},
+		{"batch with kids and all_valid", e.token(nil), "", e.v1Body(x, nil, func(b map[string]any) { b["kids"] = []string{kid}; b["all_valid"] = true }), KindRefused, CodeInvalidRequest},
+		{"batch with duplicate kids", e.token(nil), "", e.v1Body(x, nil, func(b map[string]any) { b["kids"] = []string{kid, kid} }), KindRefused, CodeInvalidRequest},
+		{"no wrapping_key", e.token(nil), kid, e.v1Body(x, nil, func(b map[string]any) { delete(b, "wrapping_key") }), KindRefused, CodeWrappingKeyError},
+		{"wrapping_key type unknown", e.token(nil), kid, withWK(map[string]any{"type": "ec", "public_key": x.json["public_key"]}), KindRefused, CodeWrappingKeyError},
+		{"wrapping_key bad base64", e.token(nil), kid, withWK(map[string]any{"type": "hpke", "kem_id": 32, "public_key": "not base64!"}), KindRefused, CodeWrappingKeyError},
+		{"wrapping_key spki bad base64", e.token(nil), kid, withWK(map[string]any{"type": "rsa", "spki": "@@@"}), KindRefused, CodeWrappingKeyError},
+		{"wrapping_key spki not a key", e.token(nil), kid, withWK(map[string]any{"type": "rsa", "spki": "AAAA"}), KindRefused, CodeWrappingKeyError},
+		{"wrapping_key RSA too small", e.token(nil), kid, withWK(map[string]any{"type": "rsa", "spki": base64.StdEncoding.EncodeToString(smallDER)}), KindRefused, CodeWrappingKeyError},
+		{"wrapping_key unsupported kem", e.token(nil), kid, withWK(p256.json), KindRefused, CodeWrappingKeyError},
+		{"wrapping_key wrong length", e.token(nil), kid, withWK(map[string]any{"type": "hpke", "kem_id": 32, "public_key": "AAAA"}), KindRefused, CodeWrappingKeyError},
+		{"wrapping_key mixes types", e.token(nil), kid, withWK(map[string]any{"type": "hpke", "kem_id": 32, "public_key": x.json["public_key"], "spki": "AAAA"}), KindRefused, CodeWrappingKeyError},
+		{"binding mismatch", e.token(nil), kid, e.v1Body(other, nil, func(b map[string]any) { b["wrapping_key"] = x.json }), KindRefused, CodeWrappingKeyMismatch},
+		{"nonce not hex", e.token(nil), kid, e.v1Body(x, nil, func(b map[string]any) { b["nonce"] = "xyz" }), KindRefused, CodeNonceInvalid},
+		{"unknown kid", e.token(nil), "AAAA_42", good, KindNotFound, CodeKeyNotFound},
+		{"batch with an unknown kid", e.token(nil), "", e.v1Body(x, nil, func(b map[string]any) { b["kids"] = []string{kid, "AAAA_42"} }), KindNotFound, CodeKeyNotFound},
 		{"attestation tampered", e.token(nil), kid, e.v1Body(x, nil, func(b map[string]any) {
 			var m map[string]string
 			json.Unmarshal(b["attestation"].(json.RawMessage), &m)
@@ -429,7 +423,7 @@ func TestV1ReleaseDenials(t *testing.T) {
 			r[0x50] ^= 1 // REPORT_DATA
 			m["evidence"] = base64.StdEncoding.EncodeToString(r)
 			b["attestation"], _ = json.Marshal(m)
-		}), 400, CodeAttestationFailed},
+		}), KindRefused, CodeAttestationFailed},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var err error
@@ -438,7 +432,7 @@ func TestV1ReleaseDenials(t *testing.T) {
 			} else {
 				_, err = e.rel.V1ReleaseBatch(context.Background(), tc.auth, tc.body)
 			}
-			wantErr(t, err, tc.status, tc.code)
+			wantErr(t, err, tc.kind, tc.code)
 		})
 	}
 	if n := e.releases(); n != 0 {
@@ -453,9 +447,9 @@ func TestV1ReleaseDenials(t *testing.T) {
 // verifier was given as roots, is still refused unless the release service
 // itself was told to trust simulated evidence.
 func TestV1SimulatedNotTrusted(t *testing.T) {
-	e := newSimEnv(t, func(c *Config) { c.Simulated = false })
+	e := newSimEnv(t, func(_ *Config, ac *attest.Config) { ac.Simulated = false })
 	_, err := e.rel.V1Release(context.Background(), e.token(nil), e.kids()[0], e.v1Body(hpkeWrappingKey(t, keys.KEMX25519HKDFSHA256), nil, nil))
-	wantErr(t, err, 400, CodeSimulatedNotPermitted)
+	wantErr(t, err, KindRefused, CodeSimulatedNotPermitted)
 	if e.releases() != 0 {
 		t.Fatal("released to simulated evidence")
 	}
@@ -464,7 +458,7 @@ func TestV1SimulatedNotTrusted(t *testing.T) {
 // TestV1Nonce: with RequireNonce, a release needs a nonce this server
 // issued, unexpired, and held in REPORT_DATA[32:64].
 func TestV1Nonce(t *testing.T) {
-	e := newSimEnv(t, func(c *Config) { c.RequireNonce = true })
+	e := newSimEnv(t, func(c *Config, _ *attest.Config) { c.RequireNonce = true })
 	kid := e.kids()[0]
 	wk := hpkeWrappingKey(t, keys.KEMX25519HKDFSHA256)
 	fresh := func() []byte {
@@ -484,7 +478,7 @@ func TestV1Nonce(t *testing.T) {
 		return err
 	}
 
-	wantErr(t, release(e.v1Body(wk, nil, nil)), 400, CodeNonceRequired)
+	wantErr(t, release(e.v1Body(wk, nil, nil)), KindRefused, CodeNonceRequired)
 
 	n := fresh()
 	if err := release(e.v1Body(wk, n, nil)); err != nil {
@@ -493,14 +487,14 @@ func TestV1Nonce(t *testing.T) {
 
 	flipped := bytes.Clone(n)
 	flipped[NonceSize-1] ^= 1
-	wantErr(t, release(e.v1Body(wk, flipped, nil)), 400, CodeNonceInvalid)
+	wantErr(t, release(e.v1Body(wk, flipped, nil)), KindRefused, CodeNonceInvalid)
 
 	// The evidence holds another nonce than the request names.
 	n2 := fresh()
-	wantErr(t, release(e.v1Body(wk, n2, func(b map[string]any) { b["nonce"] = hex.EncodeToString(n) })), 400, CodeNonceInvalid)
+	wantErr(t, release(e.v1Body(wk, n2, func(b map[string]any) { b["nonce"] = hex.EncodeToString(n) })), KindRefused, CodeNonceInvalid)
 
 	e.clock.Add(NonceTTL + time.Second)
-	wantErr(t, release(e.v1Body(wk, n, nil)), 400, CodeNonceExpired)
+	wantErr(t, release(e.v1Body(wk, n, nil)), KindRefused, CodeNonceExpired)
 	if err := release(e.v1Body(wk, fresh(), nil)); err != nil {
 		t.Fatalf("new nonce after expiry: %v", err)
 	}
@@ -569,15 +563,15 @@ func FuzzDecodeV1(f *testing.F) {
 		req, a, err := decodeV1(body)
 		if err != nil {
 			var re *Error
-			if !errors.As(err, &re) || re.Status != 400 {
+			if !errors.As(err, &re) || re.Kind != KindRefused {
 				t.Fatalf("decode error %v", err)
 			}
 			return
 		}
-		p, err := req.params(single, a)
+		p, err := params(req, single, a)
 		if err != nil {
 			var re *Error
-			if !errors.As(err, &re) || re.Status != 400 {
+			if !errors.As(err, &re) || re.Kind != KindRefused {
 				t.Fatalf("params error %v", err)
 			}
 			return
@@ -596,7 +590,7 @@ func FuzzDecodeV1(f *testing.F) {
 		if err != nil {
 			t.Fatalf("re-encoded request rejected: %v\n%s", err, again)
 		}
-		p2, err := req2.params(single, a2)
+		p2, err := params(req2, single, a2)
 		if err != nil {
 			t.Fatalf("re-encoded request rejected: %v\n%s", err, again)
 		}

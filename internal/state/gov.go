@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tkms-dev/tkms/api"
 	"github.com/tkms-dev/tkms/internal/gov"
 	"github.com/tkms-dev/tkms/internal/ledger"
 	"github.com/tkms-dev/tkms/internal/policy"
@@ -49,17 +50,17 @@ type Member struct {
 	RemovedSeq uint64 `json:"removed_seq,omitempty"` // the entry that removed it, 0 while active
 }
 
-// ProposalState is the state of a proposal.
-type ProposalState string
+// ProposalState is the state of a proposal, as the governance API shows it.
+type ProposalState = api.ProposalState
 
 // The states of a proposal. Expired is never stored: an open proposal is
 // expired from its ExpiresAt on (Proposal.State).
 const (
-	ProposalOpen      ProposalState = "open"
-	ProposalAccepted  ProposalState = "accepted"
-	ProposalRejected  ProposalState = "rejected"
-	ProposalWithdrawn ProposalState = "withdrawn"
-	ProposalExpired   ProposalState = "expired"
+	ProposalOpen      = api.ProposalOpen
+	ProposalAccepted  = api.ProposalAccepted
+	ProposalRejected  = api.ProposalRejected
+	ProposalWithdrawn = api.ProposalWithdrawn
+	ProposalExpired   = api.ProposalExpired
 )
 
 // Proposal is a proposal as the state knows it.
@@ -287,7 +288,7 @@ func (s *State) message(e *ledger.Entry, raw []byte, typ gov.MessageType) (*gov.
 	if m.Type != typ {
 		return nil, nil, fmt.Errorf("%w: a %s message where a %s is expected", gov.ErrInvalidMessage, m.Type, typ)
 	}
-	mem := s.Member(m.Signer)
+	mem := s.MemberBySigner(m.Signer)
 	if mem == nil {
 		return nil, nil, fmt.Errorf("%w: %s is not a member", ErrNotMember, m.Signer)
 	}
@@ -553,7 +554,7 @@ func (s *State) applyAction(proposalID string, a gov.Action, seq uint64) error {
 			return err
 		}
 	case gov.ActSetKeyRotationPolicy:
-		var p RotationPolicy
+		p := RotationPolicy{Suite: s.Rotation.Suite} // a missing suite keeps the one in force
 		if err := decodeArgs(a.Args, &p); err != nil {
 			return err
 		}

@@ -28,6 +28,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/tkms-dev/tkms/api"
 	"github.com/tkms-dev/tkms/internal/gov"
 	"github.com/tkms-dev/tkms/internal/keys"
 	"github.com/tkms-dev/tkms/internal/ledger"
@@ -190,29 +191,9 @@ type JWTIssuer struct {
 	Algorithms   []string        `json:"algorithms,omitempty"`
 }
 
-// KeyReleased is the public body of a key.released entry: what was
-// released to whom, on which evidence, under which policy. It holds hashes
-// and identities, never key material or tokens.
-type KeyReleased struct {
-	Kids              []string `json:"kids"`
-	API               string   `json:"api"`              // e.g. "app/unwrapKey"
-	Format            string   `json:"format,omitempty"` // jwk or tink for /app
-	Issuer            string   `json:"iss"`
-	Identity          string   `json:"oid"` // oid, or sub when there is none
-	EvidenceType      string   `json:"evidence_type"`
-	Simulated         bool     `json:"simulated"` // evidence chained to the simulated TEE
-	Measurement       string   `json:"measurement"`
-	HostData          string   `json:"host_data"`
-	ReportSHA256      string   `json:"report_sha256"`
-	WrappingKeySHA256 string   `json:"wrapping_key_sha256"`
-	PolicySeq         uint64   `json:"policy_seq"`
-	PolicySHA256      string   `json:"policy_sha256"`
-	// Claims are the claims the key release policy was evaluated on (the
-	// verified evidence's x-ms-* claims), so that an auditor can evaluate
-	// the policy in force again. Absent in entries of tkms before the
-	// transparency log.
-	Claims map[string]any `json:"claims,omitempty"`
-}
+// KeyReleased is the public body of a key.released entry (api.KeyReleased:
+// clients check release receipts against it).
+type KeyReleased = api.KeyReleased
 
 // New returns the empty state, before genesis.
 func New() *State { return &State{Rotation: DefaultRotationPolicy()} }

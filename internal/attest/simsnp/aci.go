@@ -13,6 +13,8 @@ import (
 	"time"
 
 	cose "github.com/veraison/go-cose"
+
+	"github.com/tkms-dev/tkms/api"
 )
 
 // UVMFeed is the feed of the simulated UVM endorsements (ACI's real one is
@@ -36,14 +38,6 @@ type ACIBundleOptions struct {
 	// UVMMeasurement, if not nil, is endorsed instead of the report's
 	// MEASUREMENT, for tests of verifiers that must reject the mismatch.
 	UVMMeasurement []byte
-}
-
-// aciBundle is the attestation object of docs/spec/azure-compat.md.
-type aciBundle struct {
-	Evidence        string `json:"evidence"`
-	Endorsements    string `json:"endorsements"`
-	UVMEndorsements string `json:"uvm_endorsements"`
-	EndorsedTCB     string `json:"endorsed_tcb"`
 }
 
 // ACIBundle returns the JSON attestation object of an ACI container
@@ -85,7 +79,7 @@ func (c *Chain) ACIBundle(opts ACIBundleOptions) ([]byte, error) {
 	for _, der := range [][]byte{c.vcek.Raw, c.ask.Raw, c.ark.Raw} {
 		endorsements = append(endorsements, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})...)
 	}
-	b, err := json.Marshal(aciBundle{
+	b, err := json.Marshal(api.ACI{
 		Evidence:        base64.StdEncoding.EncodeToString(report),
 		Endorsements:    base64.StdEncoding.EncodeToString(endorsements),
 		UVMEndorsements: base64.StdEncoding.EncodeToString(uvm),

@@ -10,6 +10,8 @@ import (
 	"strings"
 
 	"github.com/google/go-sev-guest/abi"
+
+	"github.com/tkms-dev/tkms/api"
 )
 
 // ACIBundle is the attestation object of the Azure-compatible API (spec/azure-compat.md "The
@@ -30,20 +32,13 @@ type ACIBundle struct {
 	EndorsedTCB string
 }
 
-type aciJSON struct {
-	Evidence        string `json:"evidence"`
-	Endorsements    string `json:"endorsements"`
-	UVMEndorsements string `json:"uvm_endorsements"`
-	EndorsedTCB     string `json:"endorsed_tcb"`
-}
-
 // DecodeACI parses an ACI attestation object
 // {"evidence","endorsements","uvm_endorsements","endorsed_tcb"}: base64 fields (standard alphabet,
 // padding optional), a report of exactly 1184 bytes and PEM endorsements whose first certificate
 // is the VCEK or VLEK. Unknown JSON fields are ignored. Errors are [*Error] with
 // [CodeReportMalformed]. It does not verify anything.
 func DecodeACI(data []byte) (*ACIBundle, error) {
-	var j aciJSON
+	var j api.ACI
 	if err := json.Unmarshal(data, &j); err != nil {
 		return nil, errorf(CodeReportMalformed, err, "attestation object is not a JSON object of strings")
 	}

@@ -1,4 +1,4 @@
-package client_test
+package devtee_test
 
 import (
 	"context"
@@ -8,19 +8,19 @@ import (
 	"log"
 	"os"
 
-	"github.com/tkms-dev/tkms/client"
+	"github.com/tkms-dev/tkms/client/devtee"
 )
 
 // A service in development attests with the simulated TEE of a tkms dev
 // data directory: REPORT_DATA[0:32] binds its wrapping key.
-func ExampleNewSimulatedAttester() {
+func ExampleNewAttester() {
 	dataDir, err := os.MkdirTemp("", "tkms-dev-")
 	if err != nil {
 		log.Fatal(err)
 	}
 	defer os.RemoveAll(dataDir)
 
-	attester, err := client.NewSimulatedAttester(dataDir, client.SimulatedOptions{})
+	attester, err := devtee.NewAttester(dataDir, devtee.AttesterOptions{})
 	if err != nil {
 		log.Fatal(err)
 	}

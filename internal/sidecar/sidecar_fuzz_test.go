@@ -1,4 +1,4 @@
-package main
+package sidecar
 
 import (
 	"bytes"
@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/tkms-dev/tkms/client"
+	"github.com/tkms-dev/tkms/client/devtee"
 	"github.com/tkms-dev/tkms/internal/attest/simsnp"
 	"github.com/tkms-dev/tkms/internal/keys"
 	"github.com/tkms-dev/tkms/internal/wrap"
@@ -86,14 +87,14 @@ func FuzzSidecarRequest(f *testing.F) {
 	f.Cleanup(kmsSrv.Close)
 
 	dir := f.TempDir()
-	chain, err := os.ReadFile("testdata/" + simsnp.ChainFile)
+	chain, err := os.ReadFile("../attest/simsnp/testdata/" + simsnp.ChainFile)
 	if err != nil {
 		f.Fatal(err)
 	}
 	if err := os.WriteFile(filepath.Join(dir, simsnp.ChainFile), chain, 0o600); err != nil {
 		f.Fatal(err)
 	}
-	att, err := client.NewSimulatedAttester(dir, client.SimulatedOptions{})
+	att, err := devtee.NewAttester(dir, devtee.AttesterOptions{})
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -102,7 +103,7 @@ func FuzzSidecarRequest(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	sc := newSidecar(&sidecarConfig{Variant: "ohttp", HandleTTL: time.Second, MaxHandles: 64, MaxBody: 1 << 16, FetchWait: 5 * time.Second}, cache, att, log)
+	sc := New(&Config{Variant: "ohttp", HandleTTL: time.Second, MaxHandles: 64, MaxBody: 1 << 16, FetchWait: 5 * time.Second}, cache, att, log)
 
 	cfg, err := ohttp.ParseKeyConfig(keys.OHTTPConfig(keys.OHTTPKeyID(k.id), keys.X25519, pub))
 	if err != nil {
@@ -114,7 +115,7 @@ func FuzzSidecarRequest(f *testing.F) {
 	}
 	var mu sync.Mutex
 	sentMsgs := map[string]sent{}
-	for name, v := range sidecarVariants {
+	for name, v := range Variants {
 		pt := "fuzz request " + name
 		msg, cc, err := ohttp.EncapsulateRequest(cfg, cfg.Suites[0], v, []byte(pt))
 		if err != nil {

@@ -1,0 +1,239 @@
+// Package attest is the one door through which evidence enters tkms: an
+// attestation object of any supported format, as a release request carries
+// it (docs/spec/attestation.md), goes to [Verifier.Verify], which tells the
+// format apart, verifies it with the format's verifier and returns its
+// [Evidence]: the claims a release policy is evaluated on and the fields a
+// release records. Release, the sidecar, the benchmark floor and
+// `tkms attest inspect` use only this package; none reaches into the
+// format verifiers.
+//
+// Formats (see formats in format.go, the one place they are told apart):
+//
+//   - "snp": a raw SEV-SNP report with its VCEK or VLEK, or an extended
+//     report's certificate table (api.RawSNP), verified by attest/snp
+//     against the pinned AMD roots; no UVM endorsement, so no uvm_* claims.
+//   - "snp-aci": the ACI attestation object (api.ACI): the report and its
+//     VCEK by attest/snp, then its UVM endorsement by attest/uvm against the
+//     report's MEASUREMENT.
+//
+// Evidence of tkms's simulated TEE (attest/simsnp) is either format signed
+// by a chain the operator told the verifier to trust (Config.SNP.Roots,
+// Config.SimulatedEndorsers); [Verify] refuses it unless Config.Simulated.
+//
+// A new format is a subpackage that verifies it and one entry in formats.
+//
+// This package checks authenticity only ("is it authentic?"); whether the
+// evidence may have a key is for package policy.
+package attest
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"time"
+
+	"github.com/tkms-dev/tkms/internal/attest/snp"
+	"github.com/tkms-dev/tkms/internal/attest/uvm"
+)
+
+// Evidence types, as requests, the ledger and GET /v1/attestation name them.
+const (
+	TypeSNP = "snp"     // a raw SEV-SNP report (api.RawSNP)
+	TypeACI = "snp-aci" // the ACI attestation object (api.ACI)
+)
+
+// Error codes of this package. Every other failure carries the code of the
+// format verifier that refused the evidence (snp's REPORT_MALFORMED,
+// CERT_CHAIN_INVALID, ...; uvm's UVM_MALFORMED, ...).
+const (
+	// CodeSimulatedNotTrusted: the evidence chains to a root that is not
+	// AMD's (the simulated TEE's) and Config.Simulated is not set.
+	CodeSimulatedNotTrusted = "SIMULATED_TEE_NOT_TRUSTED"
+	// CodeInternal: a failure that is not the evidence's fault.
+	CodeInternal = snp.CodeInternal
+)
+
+// ErrSimulatedNotTrusted is the cause of a [CodeSimulatedNotTrusted] error.
+var ErrSimulatedNotTrusted = errors.New("the evidence chains to a simulated TEE, which this server does not trust")
+
+// Error is evidence that did not verify: the stable code of the check that
+// failed and its cause, whose message says what was expected and found
+// (reports and certificates are public; no secret is ever in it).
+type Error struct {
+	Code string
+	Err  error
+}
+
+func (e *Error) Error() string { return e.Code + ": " + e.Err.Error() }
+func (e *Error) Unwrap() error { return e.Err }
+
+// Code returns the code of the first [*Error] in err's tree, "" for nil and
+// [CodeInternal] for any other error.
+func Code(err error) string {
+	if err == nil {
+		return ""
+	}
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Code
+	}
+	return CodeInternal
+}
+
+func snpError(err error) *Error { return &Error{Code: snp.Code(err), Err: err} }
+
+func uvmError(err error) *Error {
+	code := uvm.Code(err)
+	if code == "" {
+		code = CodeInternal
+	}
+	return &Error{Code: code, Err: err}
+}
+
+// Config configures a [Verifier].
+type Config struct {
+	// SNP configures the SEV-SNP report verifier: the clock certificates
+	// are checked at, the highest VMPL, and roots trusted besides AMD's
+	// (the simulated TEE's).
+	SNP snp.Options
+	// UVM configures the UVM endorsement verifier. An empty Trusted means
+	// uvm.DefaultTrusted().
+	UVM uvm.Options
+	// SimulatedEndorsers are UVM endorsers of the simulated TEE: trusted
+	// besides UVM.Trusted (or its default), and marked on the evidence they
+	// endorse (Evidence.UVMSimulated).
+	SimulatedEndorsers []uvm.Endorser
+	// Simulated permits evidence whose SNP chain ends at one of SNP.Roots
+	// rather than a pinned AMD root. Only ever set when the operator asked
+	// for it explicitly.
+	Simulated bool
+}
+
+// Verifier verifies attestation objects. It is safe for concurrent use.
+type Verifier struct {
+	snp       *snp.Verifier
+	uvm       *uvm.Verifier
+	simulated bool
+	trusted   []uvm.Endorser // every UVM endorser trusted, for Trust
+	simUVM    []uvm.Endorser
+}
+
+// New returns a Verifier for cfg.
+func New(cfg Config) (*Verifier, error) {
+	sv, err := snp.New(cfg.SNP)
+	if err != nil {
+		return nil, err
+	}
+	uo := cfg.UVM
+	if len(cfg.SimulatedEndorsers) > 0 {
+		if len(uo.Trusted) == 0 {
+			uo.Trusted = uvm.DefaultTrusted()
+		}
+		uo.Trusted = append(slices.Clip(uo.Trusted), cfg.SimulatedEndorsers...)
+	}
+	uv, err := uvm.New(uo)
+	if err != nil {
+		return nil, err
+	}
+	trusted := uo.Trusted
+	if len(trusted) == 0 {
+		trusted = uvm.DefaultTrusted()
+	}
+	return &Verifier{
+		snp: sv, uvm: uv, simulated: cfg.Simulated,
+		trusted: slices.Clone(trusted), simUVM: slices.Clone(cfg.SimulatedEndorsers),
+	}, nil
+}
+
+// Evidence is verified evidence: its claims, and what a release records.
+type Evidence struct {
+	Type string // TypeSNP or TypeACI
+	// Simulated is true when the SNP chain ends at a root that is not a
+	// pinned AMD root (the simulated TEE's).
+	Simulated bool
+	// UVMSimulated is true when the UVM endorsement comes from one of
+	// Config.SimulatedEndorsers.
+	UVMSimulated bool
+	// Claims are the claims a release policy may name: the report's and,
+	// for TypeACI, the UVM endorsement's.
+	Claims       map[string]any
+	ReportData   []byte // 64 bytes
+	Measurement  []byte // 48 bytes
+	HostData     []byte // 32 bytes
+	ReportSHA256 [32]byte
+	Signer       string // "VCEK" or "VLEK"
+	ProductLine  string // "Milan", "Genoa" or "Turin"
+	// UVMSigningTime is the UVM endorsement's signing time (TypeACI only).
+	UVMSigningTime time.Time
+}
+
+// Verify verifies an attestation object of any supported format and
+// returns its evidence. Errors are [*Error] with the code of the failed
+// check. It does not apply any release policy.
+func (v *Verifier) Verify(ctx context.Context, raw []byte) (*Evidence, error) {
+	ev, err := v.verify(ctx, raw, false)
+	if err != nil {
+		return nil, err // partial evidence is for InspectUnpinned only
+	}
+	return ev, nil
+}
+
+// InspectUnpinned verifies raw as Verify does, for `tkms attest inspect`,
+// with two differences: evidence that chains to a root that is not AMD's
+// is not refused (Evidence.Simulated says so), and when a later step fails
+// (the UVM endorsement) the evidence of the steps that passed is returned
+// with the error, so that a denied release can be explained. A caller must
+// not act on evidence returned with an error.
+func (v *Verifier) InspectUnpinned(ctx context.Context, raw []byte) (*Evidence, error) {
+	return v.verify(ctx, raw, true)
+}
+
+func (v *Verifier) verify(ctx context.Context, raw []byte, inspect bool) (*Evidence, error) {
+	f := detect(raw)
+	ev := &Evidence{Type: f.typ}
+	return ev, f.verify(ctx, v, raw, ev, inspect)
+}
+
+// Type returns the evidence type of an attestation object, as Verify tells
+// it apart (without verifying anything).
+func Type(raw []byte) string { return detect(raw).typ }
+
+// checkSimulated refuses evidence chained to a root that is not pinned,
+// unless the verifier trusts the simulated TEE (or inspects).
+func (v *Verifier) checkSimulated(res *snp.Result, inspect bool) error {
+	if !res.Pinned && !v.simulated && !inspect {
+		return &Error{Code: CodeSimulatedNotTrusted, Err: ErrSimulatedNotTrusted}
+	}
+	return nil
+}
+
+// setReport fills ev from a verified report.
+func setReport(ev *Evidence, res *snp.Result) {
+	ev.Simulated = !res.Pinned
+	ev.Claims = make(map[string]any, len(res.Claims)+4)
+	for k, c := range res.Claims {
+		ev.Claims[k] = c
+	}
+	ev.ReportData, ev.Measurement, ev.HostData = res.ReportData, res.Measurement, res.HostData
+	ev.ReportSHA256, ev.Signer, ev.ProductLine = res.ReportSHA256, res.Signer, res.ProductLine
+}
+
+// Trust describes what a verifier accepts as evidence, for
+// GET /v1/attestation: an auditor or operator checks there whether a
+// simulated TEE is trusted.
+type Trust struct {
+	EvidenceTypes []string       `json:"evidence_types"`
+	AMDRoots      []string       `json:"amd_roots"` // pinned product lines
+	SimulatedTEE  bool           `json:"simulated_tee_trusted"`
+	UVMEndorsers  []uvm.Endorser `json:"uvm_endorsers"`
+}
+
+// Trust returns what the verifier accepts.
+func (v *Verifier) Trust() Trust {
+	return Trust{
+		EvidenceTypes: []string{TypeACI, TypeSNP},
+		AMDRoots:      []string{"Milan", "Genoa", "Turin"},
+		SimulatedTEE:  v.simulated,
+		UVMEndorsers:  slices.Clone(v.trusted),
+	}
+}

@@ -1,0 +1,51 @@
+package release
+
+import (
+	"encoding/json"
+	"time"
+
+	"github.com/tkms-dev/tkms/internal/state"
+)
+
+// appDefaultKeys returns the keys POST /app/key answers without a kid
+// (docs/lifecycle.md "Which keys /app/key answers"), oldest first: the
+// newest releasable key last, as the deployed DEPA KMS answers its newest
+// key at once, so that a service holds a key before clients are told to
+// use it; and, for fmt=tink, before it every key clients may still
+// encrypt to (the advertised keys), so that a service that starts while
+// the newest key awaits publication holds the primary key too. The
+// deployed key fetchers iterate over every key of the fmt=tink list and
+// never fetch by kid.
+func appDefaultKeys(st *state.State, now time.Time, tink bool) []state.Key {
+	var newest *state.Key
+	for i := len(st.Keys) - 1; i >= 0; i-- {
+		if st.Keys[i].Phase(now) < state.Expired {
+			newest = st.Keys[i]
+			break
+		}
+	}
+	if newest == nil {
+		return nil
+	}
+	var out []state.Key
+	if tink {
+		adv := st.Advertised(now) // newest first
+		for i := len(adv) - 1; i >= 0; i-- {
+			if adv[i].Kid != newest.Kid {
+				out = append(out, *adv[i])
+			}
+		}
+	}
+	return append(out, *newest)
+}
+
+// hasMember reports whether the JSON object body has a member called name
+// (whatever its value).
+func hasMember(body []byte, name string) bool {
+	var m map[string]json.RawMessage
+	if json.Unmarshal(body, &m) != nil {
+		return false
+	}
+	_, ok := m[name]
+	return ok
+}
