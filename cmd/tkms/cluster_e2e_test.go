@@ -23,6 +23,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tkms-dev/tkms/internal/gov"
 	"github.com/tkms-dev/tkms/internal/keys"
 )
 
@@ -547,7 +548,31 @@ func TestClusterRestarts(t *testing.T) {
 		receipts.check(t, "node "+n.id, n.p.URL, acks.all())
 	}
 	runAudit(t, 0, "--kms", victim.p.URL, "--log-key", logKey, "--quiet")
-	for _, n := range nodes {
+
+	// Governance removes a node (remove_node, proposed at another node):
+	// the leader takes it out, the others go on, and it may not join
+	// again under its id.
+	gone := nodes[2]
+	args, _ := json.Marshal(map[string]string{"node_id": gone.id})
+	msg, err := devSigner(t, nodes[1].p).SignProposal([]gov.Action{{Name: "remove_node", Args: args}}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp, body := postCOSETest(t, nodes[1].p.URL+"/v1/gov/proposals", msg); resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusCreated {
+		t.Fatalf("remove_node proposal: %s: %s", resp.Status, body)
+	}
+	waitCluster(t, "two nodes", nodes[0].p.URL, func(s clusterStatus) bool { return s.Leader != "" && len(s.Nodes) == 2 })
+	rel.releaseOnce(t, nodes[1].p.URL, token, "v1")
+	runAudit(t, 0, "--kms", nodes[0].p.URL, "--log-key", logKey, "--quiet")
+	gone.p.stopClean(syscall.SIGTERM)
+	for _, e := range []string{"raft", "ledger.db", "keyring", "master.key", "dev.json"} {
+		os.RemoveAll(filepath.Join(gone.data, e))
+	}
+	_, stderr, code := runTkms(t, "dev", "--listen", "127.0.0.1:0", "--data", gone.data, "--join", nodes[0].data)
+	if code == 0 || !strings.Contains(stderr, "removed from the cluster by governance") {
+		t.Fatalf("a removed node joining again: exit %d, stderr:\n%s", code, stderr)
+	}
+	for _, n := range nodes[:2] {
 		n.p.stopClean(syscall.SIGTERM)
 	}
 	t.Logf("%d releases acknowledged, answers %v", len(acks.all()), rel.statuses)

@@ -144,6 +144,7 @@ func Open(ctx context.Context, cfg Config) (*Service, error) {
 		KeepDataKey: func(e *ledger.Entry, dk []byte) error { return s.keepDataKey(e, dk) },
 		DataKey:     func(e *ledger.Entry) ([]byte, error) { return s.dataKey(e) },
 		Applied:     func(e *ledger.Entry) { s.applied(e) },
+		Removed:     func(id string) bool { return s.nodeRemoved(id) },
 	}
 	st, err := cfg.OpenLedger(cfg.DataDir, store.Options{Sealer: cfg.Sealer, MaxBatch: cfg.MaxBatch, OnWriteFailure: storageFailed(cfg.Logger, cfg.DataDir), Logger: cfg.Logger, Replica: hooks})
 	if errors.Is(err, ledger.ErrCorrupt) {

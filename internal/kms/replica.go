@@ -84,6 +84,13 @@ func entryKid(e *ledger.Entry) (string, error) {
 	return k.Kid, nil
 }
 
+// nodeRemoved reports whether governance removed cluster node id.
+func (s *Service) nodeRemoved(id string) bool {
+	var ok bool
+	s.Read(func(st *state.State) { _, ok = st.RemovedNodes[id] })
+	return ok
+}
+
 // hasLogSigner reports whether the log's signing key is loaded.
 func (s *Service) hasLogSigner() bool {
 	s.logMu.Lock()

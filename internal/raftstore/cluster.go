@@ -253,6 +253,10 @@ func (s *Store) serveJoin(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, res)
 		return
 	}
+	if s.removed(req.NodeID) {
+		writeErr(w, http.StatusConflict, fmt.Errorf("%w: %s was removed from the cluster by governance (remove_node); a node joins under a new id", ErrNodeIDInUse, req.NodeID))
+		return
+	}
 	cf := s.raft.GetConfiguration()
 	if err := cf.Error(); err != nil {
 		writeErr(w, http.StatusServiceUnavailable, err)

@@ -124,6 +124,9 @@ type Store struct {
 	startMu  sync.Mutex
 	onCommit func(store.Batch)
 	started  bool
+	// closedBeforeStart: the service never started, its hooks must not
+	// be called.
+	closedBeforeStart bool
 
 	reqs     chan *pending
 	inflight chan *flight
@@ -253,7 +256,8 @@ func (s *Store) startRaft(dir string) error {
 			go s.snapshotFoundingLedger()
 		}
 	}
-	s.wg.Add(3)
+	s.wg.Add(4)
+	go s.removeNodes()
 	go s.watchLeadership()
 	go s.propose()
 	go s.await()
@@ -347,6 +351,48 @@ func (s *Store) snapshotFoundingLedger() {
 	rc.TrailingLogs = trailing
 	if err := s.raft.ReloadConfig(rc); err != nil {
 		s.log.Error("raft: cannot restore the raft log's trailing entries", "err", err)
+	}
+}
+
+// removed reports whether governance removed node id (false until the
+// service started: the hook reads its state).
+func (s *Store) removed(id string) bool {
+	s.startMu.Lock()
+	started := s.started && !s.closedBeforeStart
+	s.startMu.Unlock()
+	return started && s.opts.Replica.Removed != nil && s.opts.Replica.Removed(id)
+}
+
+// removeNodes, on the leader, takes the nodes that governance removed
+// (remove_node) out of the cluster's configuration, whichever node led
+// when the proposal was accepted.
+func (s *Store) removeNodes() {
+	defer s.wg.Done()
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.closing:
+			return
+		case <-t.C:
+		}
+		if !s.IsLeader() {
+			continue
+		}
+		f := s.raft.GetConfiguration()
+		if f.Error() != nil {
+			continue
+		}
+		for _, srv := range f.Configuration().Servers {
+			if !s.removed(string(srv.ID)) {
+				continue
+			}
+			if err := s.raft.RemoveServer(srv.ID, 0, 10*time.Second).Error(); err != nil {
+				s.log.Warn("raft: cannot remove a node that governance removed", "removed", srv.ID, "err", err)
+				continue
+			}
+			s.log.Info("raft: node removed by governance", "removed", srv.ID)
+		}
 	}
 }
 
@@ -686,7 +732,7 @@ func (s *Store) Close() error {
 func (s *Store) shutdown() error {
 	s.startMu.Lock()
 	if !s.started {
-		s.started = true
+		s.started, s.closedBeforeStart = true, true
 		s.fsmMu.Unlock() // let raft's FSM goroutine end
 	}
 	s.startMu.Unlock()

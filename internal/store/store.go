@@ -160,6 +160,9 @@ type ReplicaHooks struct {
 	// Applied is called after an entry is written and applied (a
 	// follower erases a destroyed key's data key).
 	Applied func(e *ledger.Entry)
+	// Removed reports whether governance removed a node from the cluster
+	// (remove_node): the leader takes it out, and it may not join again.
+	Removed func(nodeID string) bool
 }
 
 // Store is an open ledger file.
