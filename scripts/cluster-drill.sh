@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The cluster drill (docs/operations.md, "Running a cluster"): a three-node
-# tkms dev cluster of real processes under a release storm against every
+# (NODES) tkms dev cluster of real processes under a release storm against every
 # node while the leader is killed with SIGKILL and restarted, CYCLES times
 # (default 20; CI runs 2). After each cycle every acknowledged release's
 # receipt must prove its entry on every node, the nodes must serve one
@@ -10,7 +10,9 @@
 #
 #   scripts/cluster-drill.sh
 #   CYCLES=50 scripts/cluster-drill.sh
+#   NODES=5 scripts/cluster-drill.sh          # a five-node cluster
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CYCLES="${CYCLES:-20}"
-TKMS_CLUSTER_CYCLES="$CYCLES" exec go test ./cmd/tkms -run '^TestClusterKillLeader$' -count=1 -timeout 60m -v
+NODES="${NODES:-3}"
+TKMS_CLUSTER_CYCLES="$CYCLES" TKMS_CLUSTER_NODES="$NODES" exec go test ./cmd/tkms -run '^TestClusterKillLeader$' -count=1 -timeout 60m -v

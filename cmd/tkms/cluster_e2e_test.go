@@ -131,12 +131,12 @@ func waitConverged(t *testing.T, what string, nodes []*devNode) string {
 	}
 }
 
-// startDevCluster starts three dev nodes with the configuration file cfg;
+// startDevCluster starts size dev nodes with the configuration file cfg;
 // pre, if set, adjusts each node's arguments before its first start.
-func startDevCluster(t *testing.T, dir, cfg string, pre func(i int, n *devNode)) []*devNode {
+func startDevCluster(t *testing.T, dir, cfg string, size int, pre func(i int, n *devNode)) []*devNode {
 	t.Helper()
 	var nodes []*devNode
-	for i := range 3 {
+	for i := range size {
 		n := &devNode{data: filepath.Join(dir, fmt.Sprint("n", i+1)), args: []string{"--config", cfg, "--cluster"}}
 		if i > 0 {
 			n.args = []string{"--config", cfg, "--join", nodes[0].data}
@@ -147,25 +147,29 @@ func startDevCluster(t *testing.T, dir, cfg string, pre func(i int, n *devNode))
 		n.start(t)
 		nodes = append(nodes, n)
 	}
-	waitCluster(t, "three voters", nodes[0].p.URL, voters(3))
+	waitCluster(t, fmt.Sprintf("%d voters", size), nodes[0].p.URL, voters(size))
 	return nodes
 }
 
-// TestClusterKillLeader: a release storm against all three nodes while the
-// leader is killed with SIGKILL and restarted, cycle after cycle
-// (TKMS_CLUSTER_CYCLES, default 2; scripts/cluster-drill.sh runs 20). Every
+// TestClusterKillLeader: a release storm against all the nodes (three, or
+// TKMS_CLUSTER_NODES) while the leader is killed with SIGKILL and
+// restarted, cycle after cycle (TKMS_CLUSTER_CYCLES, default 2;
+// scripts/cluster-drill.sh runs 20). Every
 // acknowledged release's receipt proves its entry on every node, the nodes
 // converge to one checkpoint, and tkms audit passes against each node in
 // turn with one state file.
 func TestClusterKillLeader(t *testing.T) {
-	cycles := 2
+	cycles, size := 2, 3
 	if s := os.Getenv("TKMS_CLUSTER_CYCLES"); s != "" {
 		cycles, _ = strconv.Atoi(s)
+	}
+	if s := os.Getenv("TKMS_CLUSTER_NODES"); s != "" {
+		size, _ = strconv.Atoi(s)
 	}
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "tkms.json")
 	writeJSONFile(t, cfg, map[string]any{"limits": map[string]any{"per_address_rate": 0, "per_identity_rate": 0}})
-	nodes := startDevCluster(t, dir, cfg, nil)
+	nodes := startDevCluster(t, dir, cfg, size, nil)
 	logKey := logKeyArg(t, nodes[0].p.URL)
 	var acks ackLog
 	rel := newReleaser(t, nodes[0].data, &acks)
@@ -338,7 +342,7 @@ func TestClusterMinorityPartition(t *testing.T) {
 	cfg := filepath.Join(dir, "tkms.json")
 	writeJSONFile(t, cfg, map[string]any{"limits": map[string]any{"per_address_rate": 0, "per_identity_rate": 0}})
 	var px *proxy
-	nodes := startDevCluster(t, dir, cfg, func(i int, n *devNode) {
+	nodes := startDevCluster(t, dir, cfg, 3, func(i int, n *devNode) {
 		if i != 2 {
 			return
 		}
@@ -460,7 +464,7 @@ func TestClusterRestarts(t *testing.T) {
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "tkms.json")
 	writeJSONFile(t, cfg, map[string]any{"limits": map[string]any{"per_address_rate": 0, "per_identity_rate": 0}})
-	nodes := startDevCluster(t, dir, cfg, nil)
+	nodes := startDevCluster(t, dir, cfg, 3, nil)
 	for _, n := range nodes {
 		t.Cleanup(func() {
 			if t.Failed() {

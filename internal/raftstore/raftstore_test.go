@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -313,5 +314,53 @@ func TestFoundOnExistingLedger(t *testing.T) {
 	s2, r2 := n2.TreeHead()
 	if s1 != s2 || r1 != r2 {
 		t.Fatalf("tree heads differ: %d %x vs %d %x", s1, r1, s2, r2)
+	}
+}
+
+// A raft log entry that does not decode (a malformed message from a peer
+// that holds a node certificate) is skipped alike by every node: nothing
+// is applied, and the cluster goes on. The cluster API refuses a request
+// that does not parse.
+func TestMalformedCommandIsSkipped(t *testing.T) {
+	if testing.Short() {
+		t.Skip("three raft nodes")
+	}
+	sealer, key := newKey(t)
+	c := startCluster(t, t.TempDir(), sealer, key, store.Options{}, nil)
+	defer c.Close()
+	ctx := context.Background()
+	if _, err := c.Append(ctx, storetest.Published(1)); err != nil {
+		t.Fatal(err)
+	}
+	var leader *node
+	for _, n := range c.nodes {
+		if n.IsLeader() {
+			leader = n
+		}
+	}
+	for _, garbage := range [][]byte{[]byte("not json"), []byte(`{"groups":[{"records":["AAAA"]}]}`), []byte(`{"groups":[{"records":[]}]}`)} {
+		f := leader.Raft().Apply(garbage, 10*time.Second)
+		if err := f.Error(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := c.Append(ctx, storetest.Published(2)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "every node at entry 2", func() bool {
+		for _, n := range c.nodes {
+			if n.Last() != 2 {
+				return false
+			}
+		}
+		return true
+	})
+	resp, err := http.Post("http://"+leader.addr()+"/cluster/v1/append", "application/json", strings.NewReader(`{"proposals":[{"type":"key.published","body":"e30=","bogus":1}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest {
+		t.Fatalf("a malformed append request: %s, want 400", resp.Status)
 	}
 }
