@@ -328,6 +328,7 @@ func (s *Service) reconcileKeyring() error {
 // ledger's is reported and ignored: only an accepted proposal changes it.
 func (s *Service) bootstrap(ctx context.Context) error {
 	if s.cfg.Joined {
+		s.log.Info("cluster node: genesis and policies come from the cluster's ledger; the configuration's policies are not recorded (change them by governance)")
 		return nil
 	}
 	s.writeMu.Lock()
