@@ -7,6 +7,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
@@ -25,6 +26,8 @@ import (
 
 	"github.com/tkms-dev/tkms/internal/gov"
 	"github.com/tkms-dev/tkms/internal/keys"
+	"github.com/tkms-dev/tkms/internal/seal"
+	"github.com/tkms-dev/tkms/internal/tlscert/tlscerttest"
 )
 
 // clusterStatus is GET /v1/cluster.
@@ -580,4 +583,61 @@ func TestClusterRestarts(t *testing.T) {
 		n.p.stopClean(syscall.SIGTERM)
 	}
 	t.Logf("%d releases acknowledged, answers %v", len(acks.all()), rel.statuses)
+}
+
+// TestClusterServe: two `tkms serve` nodes with node certificates of an
+// operator's CA: the second joins with --join, receives the master key,
+// catches up and serves the same checkpoint; a restart rejoins.
+func TestClusterServe(t *testing.T) {
+	dir := t.TempDir()
+	ca := tlscerttest.NewCA(t)
+	caFile := filepath.Join(dir, "ca.pem")
+	if err := os.WriteFile(caFile, ca.PEM, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	both := []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}
+	config := func(i int, clusterAddr string) string {
+		cert, key := tlscerttest.WritePair(t, dir, fmt.Sprint("node", i), ca.Issue(t, tlscerttest.Leaf{Serial: int64(10 + i), EKU: both}))
+		path := filepath.Join(dir, fmt.Sprintf("tkms%d.json", i))
+		writeJSONFile(t, path, map[string]any{
+			"listen": "127.0.0.1:0", "data_dir": filepath.Join(dir, fmt.Sprint("data", i)),
+			"cluster": map[string]any{"node_id": fmt.Sprint("kms-", i), "listen": clusterAddr, "cert_file": cert, "key_file": key, "ca_file": caFile},
+		})
+		return path
+	}
+	addr1, addr2 := freePort(t), freePort(t)
+	c1, c2 := config(1, addr1), config(2, addr2)
+	if _, err := seal.CreateFile(filepath.Join(dir, "data1", "master.key")); err != nil {
+		t.Fatal(err)
+	}
+	p1 := startServe(t, c1)
+	waitCluster(t, "the first node to lead", p1.URL, voters(1))
+	p2 := startProc(t, "serve", "--config", c2, "--join", addr1)
+	m := p2.waitOutput(p2.stderr, serveListening)
+	p2.URL = "http://" + m[1]
+	waitCluster(t, "two voters", p2.URL, voters(2))
+	k1, _ := os.ReadFile(filepath.Join(dir, "data1", "master.key"))
+	k2, _ := os.ReadFile(filepath.Join(dir, "data2", "master.key"))
+	if len(k1) == 0 || !bytes.Equal(k1, k2) {
+		t.Fatal("the joined node does not hold the cluster's master key")
+	}
+	converged := func() bool {
+		_, a := do(t, http.MethodGet, p1.URL+"/log/checkpoint", nil)
+		_, b := do(t, http.MethodGet, p2.URL+"/log/checkpoint", nil)
+		return bytes.Equal(a, b)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for !converged() {
+		if time.Now().After(deadline) {
+			t.Fatal("the two nodes serve different checkpoints")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	p2.stopClean(syscall.SIGTERM)
+	p2 = startProc(t, "serve", "--config", c2) // a restart: no --join needed
+	m = p2.waitOutput(p2.stderr, serveListening)
+	p2.URL = "http://" + m[1]
+	waitCluster(t, "two voters after the restart", p2.URL, voters(2))
+	p2.stopClean(syscall.SIGTERM)
+	p1.stopClean(syscall.SIGTERM)
 }
