@@ -26,8 +26,11 @@ import (
 //	POST /cluster/v1/join     a new node asks to be added (as a non-voter) and receives the ledger's secrets
 //	POST /cluster/v1/promote  a caught-up non-voter asks to become a voter
 //
-// Errors are {"error": message} with 503 when there is no leader (retry),
-// 409 when a join is refused, 400 for a request that does not parse.
+// Errors are {"error": message}: 421 from a node that does not lead
+// (nothing was done; send it to the leader), 503 when there is no leader
+// or leadership was lost with the request in flight (its outcome is not
+// known: an append is not sent again), 409 when a join is refused or an
+// entry refused at apply time, 400 for a request that does not parse.
 
 type wireProposal struct {
 	Time    time.Time   `json:"time"`
@@ -102,7 +105,8 @@ func (s *Store) serveAppend(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !s.IsLeader() {
-		writeErr(w, http.StatusServiceUnavailable, fmt.Errorf("%w: %s is not the leader", ErrNoLeader, s.cfg.NodeID))
+		// Nothing was done: the sender may try again (at the leader).
+		writeErr(w, http.StatusMisdirectedRequest, fmt.Errorf("%w: %s is not the leader", ErrNoLeader, s.cfg.NodeID))
 		return
 	}
 	props := make([]store.Proposal, len(req.Proposals))
@@ -116,6 +120,8 @@ func (s *Store) serveAppend(w http.ResponseWriter, r *http.Request) {
 	es, err := s.appendLocal(r.Context(), props)
 	switch {
 	case errors.Is(err, ErrNoLeader):
+		// Leadership was lost while the entries were in flight: they
+		// may yet be committed, so the sender must not send them again.
 		writeErr(w, http.StatusServiceUnavailable, err)
 		return
 	case errors.Is(err, ErrRejected):
@@ -201,8 +207,10 @@ func post(ctx context.Context, c *http.Client, cfg *tls.Config, addr, path strin
 		var e errorResponse
 		json.Unmarshal(b, &e)
 		switch resp.StatusCode {
-		case http.StatusServiceUnavailable:
+		case http.StatusMisdirectedRequest:
 			return notSent{fmt.Errorf("%w (%s)", ErrNoLeader, e.Error)}
+		case http.StatusServiceUnavailable:
+			return fmt.Errorf("%w (%s)", ErrNoLeader, e.Error)
 		case http.StatusConflict:
 			return fmt.Errorf("%w (%s)", ErrRejected, e.Error)
 		}

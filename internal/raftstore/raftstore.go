@@ -198,7 +198,7 @@ func (s *Store) startRaft(dir string) error {
 	if err != nil {
 		return err
 	}
-	snaps, err := raft.NewFileSnapshotStoreWithLogger(rdir, 2, hlog)
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(rdir, 1, hlog)
 	if err != nil {
 		return fmt.Errorf("raftstore: snapshots: %w", err)
 	}
