@@ -102,6 +102,41 @@ type RawSNP struct {
 	CertTable []byte `json:"cert_table,omitempty"`
 }
 
+// TDX is the attestation object of the "tdx" evidence type: an Intel TDX
+// quote v4 as the quoting enclave returns it (configfs-tsm's outblob), with
+// its PCK certificate chain inside. REPORT_DATA binds the wrapping key and
+// the nonce exactly as an SNP report's does.
+type TDX struct {
+	Type  string `json:"type"` // "tdx"
+	Quote []byte `json:"quote"`
+	// Collateral, when present, is Intel's collateral for the quote's
+	// platform (as Intel PCS serves it), so that its TCB status is
+	// evaluated offline.
+	Collateral *TDXCollateral `json:"collateral,omitempty"`
+}
+
+// TDXCollateral is Intel PCS collateral for a TDX platform (one FMSPC):
+// each response body as PCS serves it, with the issuer chain PCS sends in
+// a header (PEM, signing certificate then root).
+type TDXCollateral struct {
+	TCBInfo               json.RawMessage `json:"tcb_info"` // GET /tdx/certification/v4/tcb?fmspc=
+	TCBInfoIssuerChain    string          `json:"tcb_info_issuer_chain"`
+	QEIdentity            json.RawMessage `json:"qe_identity"` // GET /tdx/certification/v4/qe/identity
+	QEIdentityIssuerChain string          `json:"qe_identity_issuer_chain"`
+	PCKCRL                []byte          `json:"pck_crl"` // DER, GET /sgx/certification/v4/pckcrl?ca=
+	PCKCRLIssuerChain     string          `json:"pck_crl_issuer_chain"`
+	RootCACRL             []byte          `json:"root_ca_crl"` // DER, Intel SGX Root CA CRL
+}
+
+// MAA is the attestation object of the "maa" evidence type: a Microsoft
+// Azure Attestation token (the compact JWT) of a trusted MAA instance,
+// whose x-ms-runtime.client-payload carries "tkms-report-data", the 64
+// bytes that bind the wrapping key as REPORT_DATA does.
+type MAA struct {
+	Type  string `json:"type"` // "maa"
+	Token string `json:"token"`
+}
+
 // KeyReleased is the public body of a key.released ledger entry: what was
 // released to whom, on which evidence, under which policy. It holds hashes
 // and identities, never key material or tokens. A client checks a

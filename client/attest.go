@@ -21,7 +21,7 @@ import (
 	cose "github.com/veraison/go-cose"
 
 	"github.com/tkms-dev/tkms/api"
-	"github.com/tkms-dev/tkms/internal/attest/snp"
+	"github.com/tkms-dev/tkms/internal/attest/certtable"
 )
 
 // The ACI security context (docs/spec/azure-compat.md, "The attestation
@@ -307,7 +307,7 @@ func (a *ACIAttester) SecurityContext() *SecurityContext { return a.sc }
 //   - uvm_endorsements: the reference info (reference-info-base64);
 //   - endorsed_tcb: THIM's tcbm as it is (the big-endian form; the Privacy
 //     Sandbox C++ client sends the same value in report byte order, and
-//     tkms accepts both, spec/attestation.md step 4).
+//     tkms accepts both, docs/spec/attestation.md).
 //
 // Unlike the sidecar, Attest checks the report before sending it: its
 // REPORT_DATA must be reportData, its HOST_DATA the SHA-256 of the security
@@ -356,6 +356,8 @@ func checkReport(report []byte, reportData [64]byte) error {
 
 // SNPOptions configure [NewSNPAttester].
 type SNPOptions struct {
+	// Device produces the SEV-SNP reports. nil means [DefaultReportDevice].
+	Device ReportDevice
 	// VCEK is the DER or PEM certificate of the key that signs the
 	// device's reports (VCEK or VLEK), sent as "vcek" instead of the
 	// device's certificate table; for hosts that give none (fetch it from
@@ -372,11 +374,11 @@ type SNPAttester struct {
 var _ Attester = (*SNPAttester)(nil)
 
 // NewSNPAttester returns an attester of raw SEV-SNP evidence: a report from
-// device with the certificate table the device returns (an extended
+// opts.Device with the certificate table the device returns (an extended
 // report's, which the host fills with the VCEK or VLEK chain) or, when
-// opts.VCEK is set, that certificate instead. A nil device means
-// [DefaultReportDevice].
-func NewSNPAttester(device ReportDevice, opts SNPOptions) *SNPAttester {
+// opts.VCEK is set, that certificate instead.
+func NewSNPAttester(opts SNPOptions) *SNPAttester {
+	device := opts.Device
 	if device == nil {
 		device = DefaultReportDevice()
 	}
@@ -398,7 +400,7 @@ func (a *SNPAttester) Attest(ctx context.Context, reportData [64]byte) (*Evidenc
 	case len(a.vcek) > 0:
 		obj.VCEK = a.vcek
 	case len(certTable) > 0:
-		if _, err := snp.ParseCertTable(certTable); err != nil {
+		if _, err := certtable.Parse(certTable); err != nil {
 			return nil, fmt.Errorf("client: the device's certificate table: %w", err)
 		}
 		obj.CertTable = certTable

@@ -3,6 +3,7 @@ package client
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -10,6 +11,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"github.com/google/go-sev-guest/abi"
 )
 
 // A ReportDevice obtains SEV-SNP attestation reports from the hardware: it
@@ -23,13 +26,102 @@ type ReportDevice interface {
 }
 
 // DefaultReportDevice returns the configfs-tsm report interface when the
-// kernel offers it (Linux 6.7 and later) and /dev/sev-guest otherwise, the
-// order in which go-sev-guest's client.GetQuoteProvider tries them.
+// kernel offers it (Linux 6.7 and later), else /dev/sev-guest (the order in
+// which go-sev-guest's client.GetQuoteProvider tries them), else, when only
+// it exists, the legacy /dev/sev of the 5.x kernels of older ACI utility
+// VMs (LegacySEVDevice).
 func DefaultReportDevice() ReportDevice {
-	if fi, err := os.Stat(filepath.Join(defaultTSMRoot, "report")); err == nil && fi.IsDir() {
+	return chooseReportDevice(func(path string) (fs.FileInfo, error) { return os.Stat(path) })
+}
+
+// chooseReportDevice is DefaultReportDevice with the file system's stat.
+func chooseReportDevice(stat func(string) (fs.FileInfo, error)) ReportDevice {
+	if fi, err := stat(filepath.Join(defaultTSMRoot, "report")); err == nil && fi.IsDir() {
 		return &ConfigFSDevice{}
 	}
+	if _, err := stat(defaultSEVGuestPath); err != nil {
+		if _, err := stat(defaultLegacySEVPath); err == nil {
+			return &LegacySEVDevice{}
+		}
+	}
 	return &SEVGuestDevice{}
+}
+
+// The device files of the sev-guest driver and of the legacy SEV driver.
+const (
+	defaultSEVGuestPath  = "/dev/sev-guest"
+	defaultLegacySEVPath = "/dev/sev"
+)
+
+// LegacySEVDevice obtains reports through /dev/sev, the interface that
+// the Linux 5.x kernels of older ACI utility VMs expose (AMD's SEV-SNP
+// guest patches before the sev-guest driver was merged): one
+// SEV_SNP_GUEST_MSG_REPORT ioctl carrying a struct sev_snp_guest_request
+// that points at a MSG_REPORT_REQ and a MSG_REPORT_RSP (SEV-SNP firmware
+// ABI, tables 20 and 23), as Microsoft's confidential-sidecar-containers
+// do on those kernels. The host gives no certificate table this way; on
+// ACI the certificates come from THIM. It works on Linux only.
+type LegacySEVDevice struct {
+	// Path is the device; "" means /dev/sev.
+	Path string
+}
+
+var _ ReportDevice = (*LegacySEVDevice)(nil)
+
+// GetReport implements [ReportDevice].
+func (d *LegacySEVDevice) GetReport(ctx context.Context, reportData [64]byte) ([]byte, []byte, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, nil, err
+	}
+	path := d.Path
+	if path == "" {
+		path = defaultLegacySEVPath
+	}
+	report, err := legacySEVReport(path, reportData)
+	return report, nil, err
+}
+
+// The legacy interface's sizes and ioctl number.
+const (
+	legacyReportReqLen = 96   // MSG_REPORT_REQ: REPORT_DATA(64) VMPL(4) reserved(28)
+	legacyReportRspLen = 1280 // MSG_REPORT_RSP: STATUS(4) REPORT_SIZE(4) reserved(24) REPORT(1184) padding
+	legacyRequestLen   = 40   // struct sev_snp_guest_request on x86-64
+	// iocLegacySNPReport is _IOWR('S', 0x1, struct sev_snp_guest_request).
+	iocLegacySNPReport uintptr = 3<<30 | legacyRequestLen<<16 | 'S'<<8 | 0x1
+	legacyReportOffset         = 32
+	msgReportReq               = 5 // SEV-SNP firmware ABI, table 100
+	msgReportRsp               = 6
+)
+
+// legacyRequest encodes struct sev_snp_guest_request (x86-64 layout):
+//
+//	u8 req_msg_type, u8 rsp_msg_type, u8 msg_version, pad,
+//	u16 request_len, pad(2), u64 request_uaddr,
+//	u16 response_len, pad(6), u64 response_uaddr,
+//	u32 error, pad(4)
+func legacyRequest(reqAddr, rspAddr uint64) [legacyRequestLen]byte {
+	var b [legacyRequestLen]byte
+	b[0], b[1], b[2] = msgReportReq, msgReportRsp, 1
+	binary.LittleEndian.PutUint16(b[4:], legacyReportReqLen)
+	binary.LittleEndian.PutUint64(b[8:], reqAddr)
+	binary.LittleEndian.PutUint16(b[16:], legacyReportRspLen)
+	binary.LittleEndian.PutUint64(b[24:], rspAddr)
+	return b
+}
+
+// parseLegacyResponse returns the report of a MSG_REPORT_RSP, whose STATUS
+// must be 0 and REPORT_SIZE 1184.
+func parseLegacyResponse(rsp []byte, fwErr uint32) ([]byte, error) {
+	if len(rsp) != legacyReportRspLen {
+		return nil, fmt.Errorf("MSG_REPORT_RSP of %d bytes", len(rsp))
+	}
+	if status := binary.LittleEndian.Uint32(rsp[0:4]); status != 0 || fwErr != 0 {
+		return nil, fmt.Errorf("the firmware refused the report: status 0x%x, firmware error 0x%x", status, fwErr)
+	}
+	if n := binary.LittleEndian.Uint32(rsp[4:8]); n != abi.ReportSize {
+		return nil, fmt.Errorf("MSG_REPORT_RSP gives a report of %d bytes, want %d", n, abi.ReportSize)
+	}
+	return bytes.Clone(rsp[legacyReportOffset : legacyReportOffset+abi.ReportSize]), nil
 }
 
 // SEVGuestDevice obtains reports through the Linux sev-guest driver's
@@ -53,7 +145,7 @@ func (d *SEVGuestDevice) GetReport(ctx context.Context, reportData [64]byte) ([]
 	}
 	path := d.Path
 	if path == "" {
-		path = "/dev/sev-guest"
+		path = defaultSEVGuestPath
 	}
 	return sevGuestReport(path, reportData)
 }
@@ -75,6 +167,9 @@ type ConfigFSDevice struct {
 	// Privilege, when not nil, is written to privlevel: the VMPL the
 	// report is requested at (0 to 3).
 	Privilege *uint
+	// Provider is the report provider the entry must name; "" means
+	// "sev_guest" (SEV-SNP), "tdx_guest" (TDX) for a [TDXAttester].
+	Provider string
 
 	fs tsmFS // nil means the operating system's file system
 }
@@ -114,6 +209,9 @@ func (osFS) WriteFile(name string, data []byte) error {
 
 // tsmProviderSEV is the provider attribute of the SEV-SNP guest driver.
 const tsmProviderSEV = "sev_guest"
+
+// tsmProviderTDX is the provider attribute of the TDX guest driver.
+const tsmProviderTDX = "tdx_guest"
 
 // GetReport implements [ReportDevice].
 func (d *ConfigFSDevice) GetReport(ctx context.Context, reportData [64]byte) (report, certTable []byte, err error) {
@@ -191,8 +289,14 @@ func (d *ConfigFSDevice) GetReport(ctx context.Context, reportData [64]byte) (re
 	if err != nil {
 		return nil, nil, err
 	}
-	if p := string(bytes.TrimRight(provider, "\n")); p != tsmProviderSEV {
-		return nil, nil, fmt.Errorf("configfs-tsm: the report provider is %q, not %q: this is not a SEV-SNP guest", truncate(p, 32), tsmProviderSEV)
+	wantProvider, guest := d.Provider, "SEV-SNP"
+	if wantProvider == "" {
+		wantProvider = tsmProviderSEV
+	} else if wantProvider == tsmProviderTDX {
+		guest = "TDX"
+	}
+	if p := string(bytes.TrimRight(provider, "\n")); p != wantProvider {
+		return nil, nil, fmt.Errorf("configfs-tsm: the report provider is %q, not %q: this is not a %s guest", truncate(p, 32), wantProvider, guest)
 	}
 	if report, err = read("outblob"); err != nil {
 		return nil, nil, err

@@ -3,9 +3,12 @@
 package client
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"runtime"
 	"syscall"
+	"unsafe"
 
 	"github.com/google/go-sev-guest/abi"
 	labi "github.com/google/go-sev-guest/client/linuxabi"
@@ -97,4 +100,29 @@ func guestRequest(fd int, command uintptr, req *labi.SnpUserGuestRequest) error 
 		return &labi.SevEsErr{Result: labi.EsResult(result)}
 	}
 	return nil
+}
+
+// legacySEVReport issues SEV_SNP_GUEST_MSG_REPORT on the legacy /dev/sev
+// (LegacySEVDevice).
+func legacySEVReport(path string, reportData [64]byte) ([]byte, error) {
+	fd, err := syscall.Open(path, syscall.O_RDWR|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("opening the legacy SEV device %s: %w", path, err)
+	}
+	defer syscall.Close(fd)
+	req := new([legacyReportReqLen]byte)
+	copy(req[:], reportData[:])
+	rsp := new([legacyReportRspLen]byte)
+	payload := legacyRequest(uint64(uintptr(unsafe.Pointer(req))), uint64(uintptr(unsafe.Pointer(rsp))))
+	_, _, errno := syscall.Syscall(syscall.SYS_IOCTL, uintptr(fd), iocLegacySNPReport, uintptr(unsafe.Pointer(&payload)))
+	runtime.KeepAlive(req)
+	runtime.KeepAlive(rsp)
+	if errno != 0 {
+		return nil, fmt.Errorf("%s: SEV_SNP_GUEST_MSG_REPORT: %w (firmware error 0x%x)", path, errno, binary.LittleEndian.Uint32(payload[32:36]))
+	}
+	report, err := parseLegacyResponse(rsp[:], binary.LittleEndian.Uint32(payload[32:36]))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return report, nil
 }

@@ -24,7 +24,7 @@ import (
 // attributes.
 type fakeTSM struct {
 	osFS
-	dev      *simDevice
+	dev      ReportDevice
 	provider string
 	noAux    bool
 	// afterWrite runs after every write (to simulate another writer).
@@ -158,7 +158,7 @@ func TestConfigFSDevice(t *testing.T) {
 			t.Errorf("entries left behind: %v", left)
 		}
 		// The raw SNP attester on top of it.
-		ev, err := NewSNPAttester(d, SNPOptions{}).Attest(context.Background(), rd)
+		ev, err := NewSNPAttester(SNPOptions{Device: d}).Attest(context.Background(), rd)
 		if err != nil || ev.Type != EvidenceSNP {
 			t.Fatalf("%v %+v", err, ev)
 		}

@@ -572,9 +572,9 @@ func TestSNPAttester(t *testing.T) {
 		a         *SNPAttester
 		wantTable bool
 	}{
-		{"cert table", NewSNPAttester(&simDevice{chain: chain, certTable: true}, SNPOptions{}), true},
-		{"vcek DER", NewSNPAttester(&simDevice{chain: chain, certTable: true}, SNPOptions{VCEK: chain.VCEK().Raw}), false},
-		{"vcek PEM", NewSNPAttester(&simDevice{chain: chain}, SNPOptions{VCEK: vcekPEM}), false},
+		{"cert table", NewSNPAttester(SNPOptions{Device: &simDevice{chain: chain, certTable: true}}), true},
+		{"vcek DER", NewSNPAttester(SNPOptions{Device: &simDevice{chain: chain, certTable: true}, VCEK: chain.VCEK().Raw}), false},
+		{"vcek PEM", NewSNPAttester(SNPOptions{Device: &simDevice{chain: chain}, VCEK: vcekPEM}), false},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			ev, err := tt.a.Attest(context.Background(), rd)
@@ -601,14 +601,14 @@ func TestSNPAttester(t *testing.T) {
 		})
 	}
 	t.Run("no certificates", func(t *testing.T) {
-		_, err := NewSNPAttester(&simDevice{chain: chain}, SNPOptions{}).Attest(context.Background(), rd)
+		_, err := NewSNPAttester(SNPOptions{Device: &simDevice{chain: chain}}).Attest(context.Background(), rd)
 		if err == nil || !strings.Contains(err.Error(), "no certificate table") {
 			t.Errorf("error %v", err)
 		}
 	})
 	t.Run("bad cert table", func(t *testing.T) {
 		r := mustReport(t, chain, simsnp.ReportOptions{ReportData: rd[:]})
-		_, err := NewSNPAttester(&fixedDevice{report: r, certTable: []byte("junk")}, SNPOptions{}).Attest(context.Background(), rd)
+		_, err := NewSNPAttester(SNPOptions{Device: &fixedDevice{report: r, certTable: []byte("junk")}}).Attest(context.Background(), rd)
 		if err == nil || !strings.Contains(err.Error(), "certificate table") {
 			t.Errorf("error %v", err)
 		}

@@ -1,10 +1,17 @@
 // Package client is what a Go inference service imports to obtain private
-// keys from tkms (DESIGN.md §1, steps 2-5 and 11): it produces attestation
+// keys from tkms (docs/release.md): it produces attestation
 // evidence binding a fresh wrapping key (Attester), obtains a token for its
 // identity (TokenSource), calls the KMS, unwraps the released keys, checks
 // them against the published public keys and keeps them in a cache that
 // prefetches and refreshes (Keys). Package ohttp then decrypts requests
 // with the cached keys.
+//
+// Errors say whose fault they are: ErrKeyNotFound and ErrKeyExpired (the
+// caller's, 4xx) or ErrUnavailable (the service's, 503), with the KMS's
+// *KMSError inside. A failed fetch is remembered for a backoff that Run
+// shares, so requests cannot cause a storm of releases. Close stops every
+// goroutine of a Keys. Package kmstest starts a KMS in process for the
+// tests of a service; docs/ohttp.md puts it all together.
 //
 // The wire formats are those of tkms's /app (Azure-compatible) and /v1
 // APIs (docs/spec/azure-compat.md, docs/release.md).
@@ -30,7 +37,7 @@ const (
 // Evidence is attestation evidence in the form the KMS accepts in a
 // release request's "attestation" field.
 type Evidence struct {
-	Type string // EvidenceACI or EvidenceSNP
+	Type string // EvidenceACI, EvidenceSNP or EvidenceTDX
 	// Attestation is the attestation object, sent as is: for EvidenceACI
 	// the ACI bundle, for EvidenceSNP {"type":"snp","report":...,"vcek"|"cert_table":...}.
 	Attestation json.RawMessage

@@ -119,7 +119,7 @@ func FuzzConfigFSReport(f *testing.F) {
 			}
 		}
 		m = &memTSM{gen: []byte("0\n"), provider: []byte("sev_guest\n"), outblob: outblob, auxblob: auxblob, noAux: noAux}
-		ev, err := NewSNPAttester(&ConfigFSDevice{Root: "/tsm", fs: m}, SNPOptions{}).Attest(context.Background(), rd)
+		ev, err := NewSNPAttester(SNPOptions{Device: &ConfigFSDevice{Root: "/tsm", fs: m}}).Attest(context.Background(), rd)
 		if err != nil {
 			if ev != nil {
 				t.Fatal("evidence with an error")
@@ -160,7 +160,7 @@ func FuzzSNPAttesterDevice(f *testing.F) {
 		if withVCEK {
 			opts.VCEK = chain.VCEK().Raw
 		}
-		ev, err := NewSNPAttester(&fixedDevice{report: report, certTable: table}, opts).Attest(context.Background(), rd)
+		ev, err := NewSNPAttester(SNPOptions{Device: &fixedDevice{report: report, certTable: table}, VCEK: opts.VCEK}).Attest(context.Background(), rd)
 		if err != nil {
 			if ev != nil || !strings.HasPrefix(err.Error(), "client: ") {
 				t.Fatalf("evidence %v, error %v", ev, err)

@@ -37,7 +37,7 @@ func ExampleKeysConfig_privateCA() {
 	keys, err := client.NewKeys(client.KeysConfig{
 		KMS:        "https://kms.sro.example",
 		HTTPClient: &http.Client{Transport: tr, Timeout: 30 * time.Second},
-		Attester:   client.NewSNPAttester(nil, client.SNPOptions{}),
+		Attester:   client.NewSNPAttester(client.SNPOptions{}),
 		Tokens:     tokens,
 		LogKey:     os.Getenv("KMS_LOG_KEY"), // GET /v1/log/key, confirmed out of band
 	})

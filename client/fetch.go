@@ -63,14 +63,19 @@ func (k *Keys) list(ctx context.Context) (map[string]api.V1Key, error) {
 
 // refreshList reads GET /v1/keys?all=true.
 func (k *Keys) refreshList(ctx context.Context) (map[string]api.V1Key, error) {
-	v, err := k.flights.do(ctx, "list", k.detached(ctx), func(ctx context.Context) (any, error) {
+	v, err := k.remembering(ctx, "list", func(ctx context.Context) (_ any, err error) {
+		defer func() {
+			if err != nil {
+				k.failed("list keys", err)
+			}
+		}()
 		b, err := k.do(ctx, http.MethodGet, "/v1/keys?all=true", nil, "")
 		if err != nil {
-			return nil, fmt.Errorf("client: list keys: %w", err)
+			return nil, failedTo("list keys", err)
 		}
 		var body api.V1Keys
 		if err := json.Unmarshal(b, &body); err != nil {
-			return nil, fmt.Errorf("client: list keys: %w", err)
+			return nil, fmt.Errorf("%w: GET /v1/keys: %w", ErrRejected, err)
 		}
 		m := make(map[string]api.V1Key, len(body.Keys))
 		for _, l := range body.Keys {
@@ -88,7 +93,6 @@ func (k *Keys) refreshList(ctx context.Context) (map[string]api.V1Key, error) {
 		return m, nil
 	})
 	if err != nil {
-		k.failed(err)
 		return nil, err
 	}
 	return v.(map[string]api.V1Key), nil
@@ -97,26 +101,26 @@ func (k *Keys) refreshList(ctx context.Context) (map[string]api.V1Key, error) {
 // fetch releases kids (or, with all, every valid key), checks the answer
 // and caches the keys. On any failed check nothing is cached.
 func (k *Keys) fetch(ctx context.Context, kids []string, all bool) (ks []*Key, err error) {
-	defer func() {
-		if err != nil {
-			k.failed(err)
-			k.log.Warn("key fetch failed", "kids", kids, "all", all, "err", err)
-		}
-	}()
 	listed, err := k.list(ctx)
 	if err != nil {
-		return nil, err
+		return nil, err // counted and logged by refreshList
 	}
 	for _, kid := range kids {
 		if _, ok := listed[kid]; !ok {
 			if listed, err = k.refreshList(ctx); err != nil {
-				return nil, err
+				return nil, err // counted and logged by refreshList
 			}
 			if _, ok := listed[kid]; !ok {
 				return nil, fmt.Errorf("%w: the KMS lists no releasable key %s", ErrKeyNotFound, kid)
 			}
 		}
 	}
+	// From here on, each failure is counted and logged once, here.
+	defer func() {
+		if err != nil {
+			k.failed(fmt.Sprintf("release %v (all: %v)", kids, all), err)
+		}
+	}()
 	k.fetches.Add(1)
 	var released []released
 	if k.cfg.API == APIApp {

@@ -22,17 +22,23 @@ import (
 	"github.com/tkms-dev/tkms/internal/translog"
 )
 
+// An API is a KMS API Keys can release keys through.
+type API string
+
 // The APIs Keys can release keys through.
 const (
-	APIV1  = "v1"  // POST /v1/keys/{kid}/release and /v1/release (docs/release.md)
-	APIApp = "app" // POST /app/unwrapKey?fmt=jwk (docs/spec/azure-compat.md)
+	APIV1  API = "v1"  // POST /v1/keys/{kid}/release and /v1/release (docs/release.md)
+	APIApp API = "app" // POST /app/unwrapKey?fmt=jwk (docs/spec/azure-compat.md)
 )
 
-// The wrapping keys Keys can ask the KMS to wrap to (DESIGN.md "Wrapping").
+// A Wrapping is a kind of wrapping key Keys can ask the KMS to wrap to.
+type Wrapping string
+
+// The wrapping keys Keys can ask the KMS to wrap to (docs/release.md).
 const (
-	WrapX25519         = "x25519"          // HPKE, DHKEM(X25519); /v1 only
-	WrapMLKEM768X25519 = "mlkem768-x25519" // HPKE, MLKEM768-X25519; /v1 only
-	WrapRSA4096        = "rsa-4096"        // RSA-OAEP-256 to an RSA-4096 key; the only one of /app
+	WrapX25519         Wrapping = "x25519"          // HPKE, DHKEM(X25519); /v1 only
+	WrapMLKEM768X25519 Wrapping = "mlkem768-x25519" // HPKE, MLKEM768-X25519; /v1 only
+	WrapRSA4096        Wrapping = "rsa-4096"        // RSA-OAEP-256 to an RSA-4096 key; the only one of /app
 )
 
 // KeysConfig configures Keys. KMS, Attester and Tokens are required; zero
@@ -50,10 +56,10 @@ type KeysConfig struct {
 	// Tokens gives the bearer token sent with every release request.
 	Tokens TokenSource
 	// API is APIV1 (default) or APIApp.
-	API string
+	API API
 	// Wrapping is WrapX25519 (default for /v1), WrapMLKEM768X25519 or
 	// WrapRSA4096 (default, and the only choice, for /app).
-	Wrapping string
+	Wrapping Wrapping
 	// Nonce asks GET /v1/nonce for a freshness nonce before each /v1
 	// release and puts it in REPORT_DATA[32:64] (required by KMSs that run
 	// with RequireNonce).
@@ -85,6 +91,17 @@ type KeysConfig struct {
 	// FetchTimeout bounds one fetch, which callers asking for the same key
 	// share (default 2 minutes).
 	FetchTimeout time.Duration
+
+	// PrefetchedOnly makes ByKID, ByOHTTPID and OHTTPKey (hence an OHTTP
+	// gateway) answer from the cache alone, which All and Run fill: a
+	// request then never causes I/O to the KMS. A miss is ErrKeyNotFound
+	// when the KMS's last list has no such key, ErrUnavailable when it has
+	// (not fetched yet, or its fetch failed).
+	PrefetchedOnly bool
+	// OnRefresh, when set, is called after each refresh of Run (and each
+	// call of Refresh) with the state after it and the refresh's error,
+	// e.g. to export metrics. It must not call Run, Refresh or Close.
+	OnRefresh func(State, error)
 }
 
 func (c *KeysConfig) setDefaults() error {
@@ -171,18 +188,14 @@ type Key struct {
 // Phase returns the key's lifecycle phase at t (docs/lifecycle.md):
 // "created", "published", "retired" or "expired".
 func (k *Key) Phase(t time.Time) string {
-	switch {
-	case !t.Before(k.ReleaseUntil):
-		return "expired"
-	case !t.Before(k.NotAfter):
-		return "retired"
-	case !t.Before(k.NotBefore):
-		return "published"
-	}
-	return "created"
+	return phase(t, k.NotBefore, k.NotAfter, k.ReleaseUntil)
 }
 
-// Errors.
+// Errors. Every error of ByKID, ByOHTTPID, OHTTPKey, All and Refresh
+// matches ErrKeyNotFound or ErrKeyExpired (the caller asked for a key that
+// is not to be had: a client's fault, HTTP 4xx) or else ErrUnavailable
+// (the KMS is unreachable or refuses this service, or this service cannot
+// attest or obtain a token: the service's fault, HTTP 503).
 var (
 	// ErrKeyNotFound: the KMS lists no unexpired key of that kid or OHTTP
 	// key id (a KMSError with code KEY_NOT_FOUND also matches it).
@@ -190,11 +203,34 @@ var (
 	// ErrKeyExpired: the key is past its release_until (a KMSError with
 	// code KEY_EXPIRED also matches it).
 	ErrKeyExpired = errors.New("client: key expired")
+	// ErrUnavailable: the key may exist but cannot be had now. The error
+	// also wraps the cause: a *KMSError (see KMSError.Permanent), an
+	// ErrRejected answer, a transport, attestation or token error, or
+	// ErrClosed.
+	ErrUnavailable = errors.New("client: keys unavailable")
 	// ErrRejected: the KMS's answer failed a check of this client (a key
 	// that does not match its published public key, a blob that does not
 	// decrypt, a receipt that does not verify). Nothing of it is cached.
 	ErrRejected = errors.New("client: KMS answer rejected")
+	// ErrClosed: Close was called, or the Keys was not made by NewKeys.
+	ErrClosed = errors.New("client: Keys closed or not made by NewKeys")
 )
+
+// unavailable marks err as ErrUnavailable unless it is a key the caller
+// may not have (ErrKeyNotFound, ErrKeyExpired). Its message is err's: no
+// prefix is repeated.
+func unavailable(err error) error {
+	if err == nil || errors.Is(err, ErrKeyNotFound) || errors.Is(err, ErrKeyExpired) || errors.Is(err, ErrUnavailable) {
+		return err
+	}
+	return unavailableError{err}
+}
+
+type unavailableError struct{ err error }
+
+func (e unavailableError) Error() string        { return e.err.Error() }
+func (e unavailableError) Unwrap() error        { return e.err }
+func (e unavailableError) Is(target error) bool { return target == ErrUnavailable }
 
 // A KMSError is a refusal of the KMS: an answer with a status that is not
 // retried (4xx other than 202), or the last answer after MaxAttempts.
@@ -206,7 +242,7 @@ type KMSError struct {
 }
 
 func (e *KMSError) Error() string {
-	s := "client: KMS answered " + strconv.Itoa(e.Status)
+	s := "KMS answered " + strconv.Itoa(e.Status)
 	if e.Code != "" {
 		s += " " + e.Code
 	}
@@ -223,12 +259,31 @@ func (e *KMSError) Is(target error) bool {
 		target == ErrKeyExpired && e.Code == "KEY_EXPIRED"
 }
 
+// Permanent reports whether asking again unchanged will be refused again:
+// a 4xx denial other than 408 and 429 (an invalid token, evidence the
+// release policy refuses, a missing key). An outage (5xx), a rate limit or
+// a pending answer (202) is not permanent. Keys retries a permanent
+// failure of a key only after MaxBackoff.
+func (e *KMSError) Permanent() bool {
+	s := e.Status
+	return s >= 400 && s < 500 && s != http.StatusRequestTimeout && s != http.StatusTooManyRequests
+}
+
 // Keys fetches private keys from a KMS the way a service in a TEE must
-// (DESIGN.md §1, steps 2-10) and caches them: for each fetch a fresh
+// (docs/release.md) and caches them: for each fetch a fresh
 // wrapping key, evidence binding it, a token, the release request, the
 // unwrapping, and checks of the key against the KMS's published public key
 // and, with KeysConfig.LogKey, of the release's log receipt. Run keeps the
-// cache ahead of rotations. Keys is safe for concurrent use.
+// cache ahead of rotations.
+//
+// A failed fetch of a key (or read of the key list) is remembered for a
+// backoff period (MinBackoff doubling to MaxBackoff; MaxBackoff at once
+// for a permanent denial): until it ends, callers asking for that key get
+// the remembered error without a new release, and Run waits for it too.
+// So requests can never cause more releases than the backoff allows.
+//
+// Keys is safe for concurrent use. Close stops Run and every fetch; a
+// zero Keys is closed.
 type Keys struct {
 	cfg      KeysConfig
 	log      *slog.Logger
@@ -237,13 +292,15 @@ type Keys struct {
 	mu      sync.Mutex
 	cache   map[string]*Key // by kid
 	listed  map[string]api.V1Key
+	fails   map[string]*failure // remembered failures, by flight key
 	lastErr error
 	lastErrAt, lastOKAt,
 	listedAt time.Time
 
 	flights flightGroup
+	life    lifecycle
 
-	fetches, failures, retries, receipts atomic.Uint64
+	fetches, failures, retries, receipts, remembered atomic.Uint64
 }
 
 // NewKeys returns a Keys for cfg. It does no I/O.
@@ -251,7 +308,7 @@ func NewKeys(cfg KeysConfig) (*Keys, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
 	}
-	k := &Keys{cfg: cfg, log: cfg.Logger, cache: map[string]*Key{}, listed: map[string]api.V1Key{}}
+	k := &Keys{cfg: cfg, log: cfg.Logger, cache: map[string]*Key{}, listed: map[string]api.V1Key{}, fails: map[string]*failure{}}
 	if cfg.LogKey != "" {
 		v, err := translog.NewVerifier(cfg.LogKey)
 		if err != nil {
@@ -259,27 +316,44 @@ func NewKeys(cfg KeysConfig) (*Keys, error) {
 		}
 		k.verifier = v
 	}
+	k.life.start()
+	k.flights.spawn = k.life.spawn
 	return k, nil
 }
 
 // ByKID returns the key kid, from the cache or else fetched from the KMS.
 // Concurrent calls for one kid share one fetch.
 func (k *Keys) ByKID(ctx context.Context, kid string) (*Key, error) {
+	if !k.life.open() {
+		return nil, unavailable(ErrClosed)
+	}
 	if key := k.cached(kid); key != nil {
 		return key, nil
 	}
-	return k.fetchKID(ctx, kid)
+	if k.cfg.PrefetchedOnly {
+		return nil, k.notPrefetched(func(l api.V1Key) bool { return l.Kid == kid }, "kid "+kid)
+	}
+	key, err := k.fetchKID(ctx, kid)
+	return key, unavailable(err)
 }
 
 // ByOHTTPID returns the unexpired key whose OHTTP key id is id: from the
-// cache, or else the KMS's list is read again and the key fetched.
+// cache, or else the KMS's list is read again (at most once a second) and
+// the key fetched.
 func (k *Keys) ByOHTTPID(ctx context.Context, id byte) (*Key, error) {
+	if !k.life.open() {
+		return nil, unavailable(ErrClosed)
+	}
 	if key := k.cachedOHTTP(id); key != nil {
 		return key, nil
 	}
+	what := fmt.Sprintf("OHTTP key id 0x%02x", id)
+	if k.cfg.PrefetchedOnly {
+		return nil, k.notPrefetched(func(l api.V1Key) bool { return l.OHTTPKeyID == int(id) }, what)
+	}
 	listed, err := k.list(ctx)
 	if err != nil {
-		return nil, err
+		return nil, unavailable(err)
 	}
 	var best *api.V1Key
 	for _, l := range listed {
@@ -288,9 +362,33 @@ func (k *Keys) ByOHTTPID(ctx context.Context, id byte) (*Key, error) {
 		}
 	}
 	if best == nil {
-		return nil, fmt.Errorf("%w: no unexpired key has OHTTP key id 0x%02x", ErrKeyNotFound, id)
+		return nil, fmt.Errorf("%w: no unexpired key has %s", ErrKeyNotFound, what)
 	}
-	return k.ByKID(ctx, best.Kid)
+	key, err := k.fetchKID(ctx, best.Kid)
+	return key, unavailable(err)
+}
+
+// notPrefetched is the error of a cache miss with PrefetchedOnly: whether
+// the last list has a releasable unexpired key that match accepts decides
+// whose fault it is.
+func (k *Keys) notPrefetched(match func(api.V1Key) bool, what string) error {
+	now := k.cfg.Now()
+	k.mu.Lock()
+	listedAt := k.listedAt
+	found := false
+	for _, l := range k.listed {
+		if match(l) && releasable(l.State) && now.Before(l.ReleaseUntil) {
+			found = true
+		}
+	}
+	k.mu.Unlock()
+	switch {
+	case found:
+		return unavailable(fmt.Errorf("client: the KMS lists %s but it is not prefetched yet", what))
+	case listedAt.IsZero():
+		return unavailable(fmt.Errorf("client: no key list read yet (%s)", what))
+	}
+	return fmt.Errorf("%w: no unexpired key has %s", ErrKeyNotFound, what)
 }
 
 // All fetches every key the KMS releases now (upcoming, published and
@@ -298,7 +396,10 @@ func (k *Keys) ByOHTTPID(ctx context.Context, id byte) (*Key, error) {
 // oldest first. Over /v1 it is one release with all_valid; over /app one
 // release per key not yet cached.
 func (k *Keys) All(ctx context.Context) ([]*Key, error) {
-	v, err := k.flights.do(ctx, "all", k.detached(ctx), func(ctx context.Context) (any, error) {
+	if !k.life.open() {
+		return nil, unavailable(ErrClosed)
+	}
+	v, err := k.remembering(ctx, "all", func(ctx context.Context) (any, error) {
 		if k.cfg.API == APIV1 {
 			return k.fetch(ctx, nil, true)
 		}
@@ -308,7 +409,7 @@ func (k *Keys) All(ctx context.Context) ([]*Key, error) {
 		return nil, k.fetchMissing(ctx)
 	})
 	if err != nil {
-		return nil, err
+		return nil, unavailable(err)
 	}
 	if ks, ok := v.([]*Key); ok {
 		return ks, nil
@@ -318,6 +419,9 @@ func (k *Keys) All(ctx context.Context) ([]*Key, error) {
 
 // Cached returns the cached unexpired keys, oldest first. It does no I/O.
 func (k *Keys) Cached() []*Key {
+	if !k.life.made() {
+		return nil
+	}
 	now := k.cfg.Now()
 	k.mu.Lock()
 	defer k.mu.Unlock()
@@ -331,25 +435,36 @@ func (k *Keys) Cached() []*Key {
 	return out
 }
 
-// Run keeps the cache ahead of the KMS's rotations until ctx is done: it
-// reads the key list, drops expired keys, fetches every releasable key not
-// yet cached (so keys created but not yet published are cached before
-// clients use them), and sleeps until the next phase change of a listed key
-// or RefreshInterval, whichever comes first. After a failure it waits
-// MinBackoff, doubling up to MaxBackoff, with jitter; the cache keeps
-// serving meanwhile. It returns ctx's error.
+// Run keeps the cache ahead of the KMS's rotations until ctx is done or
+// Close is called: it reads the key list, drops expired keys, fetches
+// every releasable key not yet cached (so keys created but not yet
+// published are cached before clients use them), and sleeps until the next
+// phase change of a listed key or RefreshInterval, whichever comes first.
+// After a failure it waits until the remembered failures allow a new try
+// (MinBackoff, doubling up to MaxBackoff, with jitter; MaxBackoff after a
+// permanent denial); the cache keeps serving meanwhile. It returns ctx's
+// error, or ErrClosed.
 func (k *Keys) Run(ctx context.Context) error {
+	if !k.life.add() {
+		return ErrClosed
+	}
+	defer k.life.done()
+	ctx, stop := k.life.bind(ctx)
+	defer stop()
 	failures := 0
 	for {
 		next, err := k.Refresh(ctx)
 		wait := next
 		if err != nil {
+			if !k.life.open() {
+				return ErrClosed
+			}
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			wait = backoff(k.cfg.MinBackoff, k.cfg.MaxBackoff, failures)
+			wait = k.retryIn(failures)
 			failures++
-			k.log.Warn("key refresh failed; serving from cache", "err", err, "failures", failures, "retry_in", wait)
+			k.log.Debug("key refresh failed; serving from cache", "err", err, "failures", failures, "retry_in", wait)
 		} else {
 			failures = 0
 		}
@@ -357,6 +472,9 @@ func (k *Keys) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			t.Stop()
+			if !k.life.open() {
+				return ErrClosed
+			}
 			return ctx.Err()
 		case <-t.C:
 		}
@@ -365,17 +483,23 @@ func (k *Keys) Run(ctx context.Context) error {
 
 // Refresh does one round of Run and returns how long to wait before the
 // next one.
-func (k *Keys) Refresh(ctx context.Context) (time.Duration, error) {
+func (k *Keys) Refresh(ctx context.Context) (wait time.Duration, err error) {
+	if !k.life.open() {
+		return 0, unavailable(ErrClosed)
+	}
+	if k.cfg.OnRefresh != nil {
+		defer func() { k.cfg.OnRefresh(k.State(), err) }()
+	}
 	listed, err := k.refreshList(ctx)
 	if err != nil {
-		return 0, err
+		return 0, unavailable(err)
 	}
 	k.evict()
 	if err := k.fetchMissing(ctx); err != nil {
-		return 0, err
+		return 0, unavailable(err)
 	}
 	now := k.cfg.Now()
-	wait := k.cfg.RefreshInterval
+	wait = k.cfg.RefreshInterval
 	for _, l := range listed {
 		for _, t := range []time.Time{l.NotBefore, l.NotAfter, l.ReleaseUntil} {
 			if d := t.Sub(now); d > 0 && d < wait {
@@ -388,7 +512,21 @@ func (k *Keys) Refresh(ctx context.Context) (time.Duration, error) {
 	return max(wait, k.cfg.MinBackoff), nil
 }
 
-// fetchMissing fetches every listed releasable key that is not cached.
+// Close stops Run and every fetch in flight, waits until their goroutines
+// have ended, and closes the idle connections of KeysConfig.HTTPClient.
+// After it, every method fails with ErrClosed (Cached and State still
+// answer). It is safe to call more than once, and on a zero Keys.
+func (k *Keys) Close() error {
+	if !k.life.made() {
+		return nil
+	}
+	k.life.close()
+	k.cfg.HTTPClient.CloseIdleConnections()
+	return nil
+}
+
+// fetchMissing fetches every listed releasable key that is not cached,
+// except those whose last failure is still remembered.
 func (k *Keys) fetchMissing(ctx context.Context) error {
 	now := k.cfg.Now()
 	k.mu.Lock()
@@ -400,22 +538,30 @@ func (k *Keys) fetchMissing(ctx context.Context) error {
 	}
 	k.mu.Unlock()
 	slices.Sort(missing)
-	if len(missing) == 0 {
-		return nil
+	var errs []error
+	ready := missing[:0]
+	for _, kid := range missing {
+		if err := k.recentFailure(kidFlight(kid)); err != nil {
+			errs = append(errs, err)
+		} else {
+			ready = append(ready, kid)
+		}
 	}
-	if k.cfg.API == APIV1 && len(missing) > 1 {
-		var errs []error
-		for batch := range slices.Chunk(missing, maxBatch) {
+	if k.cfg.API == APIV1 && len(ready) > 1 {
+		for batch := range slices.Chunk(ready, maxBatch) {
 			key := "batch:" + strings.Join(batch, ",")
 			_, err := k.flights.do(ctx, key, k.detached(ctx), func(ctx context.Context) (any, error) {
-				return k.fetch(ctx, batch, false)
+				_, err := k.fetch(ctx, batch, false)
+				for _, kid := range batch {
+					k.remember(kidFlight(kid), err)
+				}
+				return nil, err
 			})
 			errs = append(errs, err)
 		}
 		return errors.Join(errs...)
 	}
-	var errs []error
-	for _, kid := range missing {
+	for _, kid := range ready {
 		_, err := k.fetchKID(ctx, kid)
 		errs = append(errs, err)
 	}
@@ -424,60 +570,6 @@ func (k *Keys) fetchMissing(ctx context.Context) error {
 
 // maxBatch is release.MaxV1Kids: the kids of one /v1/release.
 const maxBatch = 100
-
-// KeyState describes a cached key, without its material.
-type KeyState struct {
-	Kid          string    `json:"kid"`
-	ID           int       `json:"id"`
-	OHTTPKeyID   byte      `json:"ohttp_key_id"`
-	Suite        string    `json:"suite"`
-	Phase        string    `json:"phase"`
-	NotBefore    time.Time `json:"not_before"`
-	NotAfter     time.Time `json:"not_after"`
-	ReleaseUntil time.Time `json:"release_until"`
-	FetchedAt    time.Time `json:"fetched_at"`
-}
-
-// State is what a health check reports: the cached keys, the last error
-// and the counters. It holds no key material.
-type State struct {
-	Keys        []KeyState `json:"keys"`
-	LastError   string     `json:"last_error,omitempty"`
-	LastErrorAt time.Time  `json:"last_error_at,omitzero"`
-	LastFetchAt time.Time  `json:"last_fetch_at,omitzero"` // last successful release
-	ListedAt    time.Time  `json:"listed_at,omitzero"`     // last successful read of the key list
-	// Fetches counts release requests made, Failures failed fetches and
-	// list reads, Retries retried HTTP requests, ReceiptsVerified release
-	// receipts checked against KeysConfig.LogKey.
-	Fetches          uint64 `json:"fetches"`
-	Failures         uint64 `json:"failures"`
-	Retries          uint64 `json:"retries"`
-	ReceiptsVerified uint64 `json:"receipts_verified"`
-}
-
-// State returns the cache's state for health checks.
-func (k *Keys) State() State {
-	now := k.cfg.Now()
-	k.mu.Lock()
-	s := State{LastErrorAt: k.lastErrAt, LastFetchAt: k.lastOKAt, ListedAt: k.listedAt, Keys: []KeyState{}}
-	if k.lastErr != nil {
-		s.LastError = k.lastErr.Error()
-	}
-	ks := make([]*Key, 0, len(k.cache))
-	for _, key := range k.cache {
-		ks = append(ks, key)
-	}
-	k.mu.Unlock()
-	sortKeys(ks)
-	for _, key := range ks {
-		s.Keys = append(s.Keys, KeyState{
-			Kid: key.Kid, ID: key.ID, OHTTPKeyID: key.OHTTPKeyID, Suite: key.Suite, Phase: key.Phase(now),
-			NotBefore: key.NotBefore, NotAfter: key.NotAfter, ReleaseUntil: key.ReleaseUntil, FetchedAt: key.FetchedAt,
-		})
-	}
-	s.Fetches, s.Failures, s.Retries, s.ReceiptsVerified = k.fetches.Load(), k.failures.Load(), k.retries.Load(), k.receipts.Load()
-	return s
-}
 
 func sortKeys(ks []*Key) {
 	slices.SortFunc(ks, func(a, b *Key) int {
@@ -516,6 +608,7 @@ func (k *Keys) evict() {
 	now := k.cfg.Now()
 	k.mu.Lock()
 	defer k.mu.Unlock()
+	k.forgetOld(now)
 	for kid, key := range k.cache {
 		if !now.Before(key.ReleaseUntil) {
 			delete(k.cache, kid)
@@ -524,23 +617,30 @@ func (k *Keys) evict() {
 	}
 }
 
-func (k *Keys) failed(err error) {
+// failed counts a failed request to the KMS and logs it: one line per
+// failure, none for the requests that get a remembered failure.
+func (k *Keys) failed(what string, err error) {
 	k.failures.Add(1)
 	k.mu.Lock()
 	k.lastErr, k.lastErrAt = err, k.cfg.Now()
 	k.mu.Unlock()
+	k.log.Warn("KMS request failed; serving from cache", "what", what, "err", err)
 }
 
 // detached returns a context for a shared fetch: it outlives the caller
-// that started it (others may be waiting) but not FetchTimeout.
+// that started it (others may be waiting) but not FetchTimeout or Close.
 func (k *Keys) detached(ctx context.Context) func() (context.Context, context.CancelFunc) {
 	return func() (context.Context, context.CancelFunc) {
-		return context.WithTimeout(context.WithoutCancel(ctx), k.cfg.FetchTimeout)
+		c, cancel := context.WithTimeout(context.WithoutCancel(ctx), k.cfg.FetchTimeout)
+		c, stop := k.life.bind(c)
+		return c, func() { stop(); cancel() }
 	}
 }
 
+func kidFlight(kid string) string { return "kid:" + kid }
+
 func (k *Keys) fetchKID(ctx context.Context, kid string) (*Key, error) {
-	v, err := k.flights.do(ctx, "kid:"+kid, k.detached(ctx), func(ctx context.Context) (any, error) {
+	v, err := k.remembering(ctx, kidFlight(kid), func(ctx context.Context) (any, error) {
 		if key := k.cached(kid); key != nil { // fetched while this call waited
 			return key, nil
 		}

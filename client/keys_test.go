@@ -181,7 +181,7 @@ func (s keysTokens) Token(ctx context.Context) (string, error) {
 
 // config returns a client configuration for the env, with short backoffs
 // and the log key.
-func (e *keysEnv) config(api, wrapping string) client.KeysConfig {
+func (e *keysEnv) config(api client.API, wrapping client.Wrapping) client.KeysConfig {
 	return client.KeysConfig{
 		KMS: e.proxy.URL, HTTPClient: e.proxy.Client(),
 		Attester: &keysAttester{e: e}, Tokens: keysTokens{e.issuer},
@@ -250,8 +250,10 @@ func checkDecrypts(t *testing.T, want state.Key, key *client.Key) {
 
 func TestKeysFetch(t *testing.T) {
 	for _, tc := range []struct {
-		name, api, wrapping, suite string
-		nonce                      bool
+		name, suite string
+		api         client.API
+		wrapping    client.Wrapping
+		nonce       bool
 	}{
 		{name: "v1 x25519", api: client.APIV1, wrapping: client.WrapX25519},
 		{name: "v1 mlkem768-x25519", api: client.APIV1, wrapping: client.WrapMLKEM768X25519},
@@ -310,7 +312,7 @@ func TestKeysFetch(t *testing.T) {
 			if len(st.Keys) != 2 || st.Keys[1].Phase != "created" || st.Keys[0].Phase != "published" || st.Keys[0].Kid != p.Kid {
 				t.Errorf("State().Keys = %+v", st.Keys)
 			}
-			if st.ReceiptsVerified < 2 || st.Fetches < 2 || st.Failures != 0 || st.LastError != "" || st.LastFetchAt.IsZero() {
+			if st.ReceiptsVerified < 2 || st.Fetches < 2 || st.Failures != 0 || st.LastError != nil || st.LastFetchAt.IsZero() {
 				t.Errorf("State() = %+v", st)
 			}
 			b, _ := json.Marshal(st)
@@ -483,7 +485,7 @@ func TestKeysRejects(t *testing.T) {
 			if c := k.Cached(); len(c) != 0 {
 				t.Fatalf("%d keys cached after a rejected answer", len(c))
 			}
-			if st := k.State(); st.Failures == 0 || st.LastError == "" || len(st.Keys) != 0 {
+			if st := k.State(); st.Failures == 0 || st.LastError == nil || len(st.Keys) != 0 {
 				t.Fatalf("State() = %+v", st)
 			}
 		})
@@ -818,7 +820,7 @@ func TestKeysRunKMSDown(t *testing.T) {
 		t.Fatalf("ByOHTTPID while the KMS is down: %v", err)
 	}
 	st := k.State()
-	if st.LastError == "" || st.LastErrorAt.IsZero() || len(st.Keys) != 1 {
+	if st.LastError == nil || st.LastErrorAt.IsZero() || len(st.Keys) != 1 {
 		t.Fatalf("State() while down = %+v", st)
 	}
 	// Backoff: with MinBackoff 5ms doubling to 50ms, 300ms holds far fewer

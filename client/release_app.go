@@ -38,7 +38,7 @@ func itemPublicKey(it *keys.Item) ([]byte, error) {
 func (k *Keys) releaseApp(ctx context.Context, kid string) ([]released, error) {
 	wk, err := newWrappingKey(WrapRSA4096)
 	if err != nil {
-		return nil, fmt.Errorf("client: wrapping key: %w", err)
+		return nil, failedTo("wrapping key", err)
 	}
 	defer wk.destroy()
 	// The /app binding is SHA-256 of the exact PEM text sent, trailing
@@ -54,7 +54,7 @@ func (k *Keys) releaseApp(ctx context.Context, kid string) ([]released, error) {
 	}
 	b, err := k.do(ctx, http.MethodPost, "/app/unwrapKey?fmt=jwk", body, tok)
 	if err != nil {
-		return nil, fmt.Errorf("client: release: %w", err)
+		return nil, failedTo("release", err)
 	}
 	var resp api.AppUnwrapResponse
 	if err := json.Unmarshal(b, &resp); err != nil {

@@ -30,7 +30,7 @@ type wrappingKey struct {
 	text string          // RSA for /app: the PEM text
 }
 
-func newWrappingKey(kind string) (*wrappingKey, error) {
+func newWrappingKey(kind Wrapping) (*wrappingKey, error) {
 	switch kind {
 	case WrapX25519, WrapMLKEM768X25519:
 		id := keys.KEMX25519HKDFSHA256
@@ -114,14 +114,14 @@ func (k *Keys) attest(ctx context.Context, bind [32]byte, nonce []byte) (*Eviden
 	copy(rd[32:], nonce)
 	ev, err := k.cfg.Attester.Attest(ctx, rd)
 	if err != nil {
-		return nil, "", fmt.Errorf("client: attest: %w", err)
+		return nil, "", failedTo("attest", err)
 	}
 	if ev == nil || len(ev.Attestation) == 0 {
 		return nil, "", errors.New("client: attest: the attester returned no evidence")
 	}
 	tok, err := k.cfg.Tokens.Token(ctx)
 	if err != nil {
-		return nil, "", fmt.Errorf("client: token: %w", err)
+		return nil, "", failedTo("token", err)
 	}
 	return ev, tok, nil
 }
@@ -129,11 +129,11 @@ func (k *Keys) attest(ctx context.Context, bind [32]byte, nonce []byte) (*Eviden
 func (k *Keys) nonce(ctx context.Context) ([]byte, error) {
 	b, err := k.do(ctx, http.MethodGet, "/v1/nonce", nil, "")
 	if err != nil {
-		return nil, fmt.Errorf("client: nonce: %w", err)
+		return nil, failedTo("nonce", err)
 	}
 	var body api.NonceResponse
 	if err := json.Unmarshal(b, &body); err != nil {
-		return nil, fmt.Errorf("client: nonce: %w", err)
+		return nil, failedTo("nonce", err)
 	}
 	n, err := hex.DecodeString(body.Nonce)
 	if err != nil || len(n) != 32 {
@@ -145,7 +145,7 @@ func (k *Keys) nonce(ctx context.Context) ([]byte, error) {
 func (k *Keys) releaseV1(ctx context.Context, kids []string, all bool) ([]released, error) {
 	wk, err := newWrappingKey(k.cfg.Wrapping)
 	if err != nil {
-		return nil, fmt.Errorf("client: wrapping key: %w", err)
+		return nil, failedTo("wrapping key", err)
 	}
 	defer wk.destroy()
 	var nonce []byte
@@ -175,7 +175,7 @@ func (k *Keys) releaseV1(ctx context.Context, kids []string, all bool) ([]releas
 	}
 	b, err := k.do(ctx, http.MethodPost, path, body, tok)
 	if err != nil {
-		return nil, fmt.Errorf("client: release: %w", err)
+		return nil, failedTo("release", err)
 	}
 	var resp api.V1ReleaseResponse
 	if err := json.Unmarshal(b, &resp); err != nil {

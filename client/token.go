@@ -279,10 +279,15 @@ type FileTokenSource struct {
 
 var _ TokenSource = (*FileTokenSource)(nil)
 
-// NewFileTokenSource returns a token source reading path. now is the clock
-// (nil means time.Now).
-func NewFileTokenSource(path string, now func() time.Time) *FileTokenSource {
-	return &FileTokenSource{path: path, cache: tokenCache{now: now}}
+// FileTokenOptions configure [NewFileTokenSource].
+type FileTokenOptions struct {
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// NewFileTokenSource returns a token source reading path.
+func NewFileTokenSource(path string, opts FileTokenOptions) *FileTokenSource {
+	return &FileTokenSource{path: path, cache: tokenCache{now: opts.Now}}
 }
 
 type fileVersion struct {
@@ -341,10 +346,15 @@ func (s StaticTokenSource) Token(context.Context) (string, error) {
 // WITHOUT verifying it (it is the caller's own token; a token without a
 // numeric exp is kept for good). Concurrent callers share one fetch; when
 // a refresh fails, the token in hand is returned while it has not expired.
-// now is the clock (nil: time.Now). For token sources outside this package,
-// such as client/devtee's.
-func NewCachingTokenSource(fetch func(context.Context) (string, error), now func() time.Time) TokenSource {
-	return &cachingTokenSource{fetch: fetch, cache: tokenCache{now: now}}
+// For token sources outside this package, such as client/devtee's.
+func NewCachingTokenSource(fetch func(context.Context) (string, error), opts CachingOptions) TokenSource {
+	return &cachingTokenSource{fetch: fetch, cache: tokenCache{now: opts.Now}}
+}
+
+// CachingOptions configure [NewCachingTokenSource].
+type CachingOptions struct {
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
 }
 
 type cachingTokenSource struct {

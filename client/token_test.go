@@ -307,7 +307,7 @@ func TestFileTokenSource(t *testing.T) {
 		}
 	}
 	ctx := context.Background()
-	ts := NewFileTokenSource(path, clock.Now)
+	ts := NewFileTokenSource(path, FileTokenOptions{Now: clock.Now})
 	if _, err := ts.Token(ctx); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("missing file: %v", err)
 	}
@@ -368,7 +368,7 @@ func TestCachingTokenSource(t *testing.T) {
 	ts := NewCachingTokenSource(func(context.Context) (string, error) {
 		fetches++
 		return jwtWithExp(clock.Now().Add(time.Hour).Unix()), nil
-	}, clock.Now)
+	}, CachingOptions{Now: clock.Now})
 	a, err := ts.Token(context.Background())
 	if err != nil {
 		t.Fatal(err)
@@ -380,7 +380,7 @@ func TestCachingTokenSource(t *testing.T) {
 	if b, _ := ts.Token(context.Background()); b == a || fetches != 2 {
 		t.Fatalf("not refreshed before expiry: %d fetches", fetches)
 	}
-	opaque := NewCachingTokenSource(func(context.Context) (string, error) { fetches++; return "opaque", nil }, clock.Now)
+	opaque := NewCachingTokenSource(func(context.Context) (string, error) { fetches++; return "opaque", nil }, CachingOptions{Now: clock.Now})
 	opaque.Token(context.Background())
 	clock.Add(1000 * time.Hour)
 	if tok, _ := opaque.Token(context.Background()); tok != "opaque" || fetches != 3 {

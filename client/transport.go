@@ -156,6 +156,10 @@ func backoff(lo, hi time.Duration, n int) time.Duration {
 // call runs on a context of its own (made by mk) so that a caller that
 // gives up does not fail the others; each caller waits on its own context.
 type flightGroup struct {
+	// spawn runs a flight's function on a goroutine, or refuses to
+	// (false: the group is closed); nil means a plain go statement.
+	spawn func(func()) bool
+
 	mu sync.Mutex
 	m  map[string]*flight
 }
@@ -174,16 +178,23 @@ func (g *flightGroup) do(ctx context.Context, key string, mk func() (context.Con
 	f, ok := g.m[key]
 	if !ok {
 		f = &flight{done: make(chan struct{})}
-		g.m[key] = f
 		fctx, cancel := mk()
-		go func() {
+		run := func() {
 			defer cancel()
 			f.val, f.err = fn(fctx)
 			g.mu.Lock()
 			delete(g.m, key)
 			g.mu.Unlock()
 			close(f.done)
-		}()
+		}
+		if g.spawn == nil {
+			go run()
+		} else if !g.spawn(run) {
+			g.mu.Unlock()
+			cancel()
+			return nil, ErrClosed
+		}
+		g.m[key] = f
 	}
 	g.mu.Unlock()
 	select {

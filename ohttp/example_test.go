@@ -16,7 +16,7 @@ type staticKeys struct{ key *ohttp.Key }
 
 func (s staticKeys) OHTTPKey(_ context.Context, id byte) (*ohttp.Key, error) {
 	if id != s.key.ID {
-		return nil, fmt.Errorf("no key 0x%02x", id)
+		return nil, fmt.Errorf("%w: 0x%02x", ohttp.ErrUnknownKeyID, id)
 	}
 	return s.key, nil
 }

@@ -6,6 +6,7 @@ import (
 	"crypto/hpke"
 	"crypto/rand"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 )
@@ -22,15 +23,19 @@ type Key struct {
 }
 
 // A KeySource returns the key with an OHTTP key id. A service's key cache
-// implements it, fetching unknown ids from tkms on demand. An error, or a
-// nil key, means there is no such key; DecapsulateRequest reports it as
-// ErrUnknownKeyID wrapping the error.
+// implements it (client.Keys). A nil key, or an error matching
+// ErrUnknownKeyID, means there is no such key (the client's fault);
+// DecapsulateRequest reports it as ErrUnknownKeyID. Any other error means
+// the key cannot be had now (the gateway's fault); DecapsulateRequest
+// reports it as ErrKeyUnavailable. Both wrap the source's error.
 type KeySource interface {
 	OHTTPKey(ctx context.Context, id byte) (*Key, error)
 }
 
 // A Gateway decapsulates requests and encapsulates their responses, as an
-// Oblivious Gateway Resource does (RFC 9458 §4.3, §4.4, §5).
+// Oblivious Gateway Resource does (RFC 9458 §4.3, §4.4, §5). It is safe
+// for concurrent use (its KeySource must be too), and its fields must not
+// change while it is in use.
 type Gateway struct {
 	Keys KeySource
 	// Rand is the source of response nonces; nil means crypto/rand.
@@ -61,21 +66,8 @@ func (g *Gateway) DecapsulateRequest(ctx context.Context, v Variant, msg []byte)
 	kdfID := binary.BigEndian.Uint16(hdr[3:5])
 	aeadID := binary.BigEndian.Uint16(hdr[5:7])
 
-	if g.Keys == nil {
-		return nil, nil, fmt.Errorf("%w 0x%02x: gateway has no key source", ErrUnknownKeyID, id)
-	}
-	key, err := g.Keys.OHTTPKey(ctx, id)
-	if err != nil {
-		return nil, nil, fmt.Errorf("%w 0x%02x: %w", ErrUnknownKeyID, id, err)
-	}
-	if key == nil || key.Private == nil || key.ID != id {
-		return nil, nil, fmt.Errorf("%w 0x%02x", ErrUnknownKeyID, id)
-	}
-	keyKEM := key.Private.KEM().ID()
-	if kemID != keyKEM || kdfID != key.KDF || aeadID != key.AEAD {
-		return nil, nil, fmt.Errorf("%w: request has kem 0x%04x, kdf 0x%04x, aead 0x%04x; key 0x%02x has kem 0x%04x, kdf 0x%04x, aead 0x%04x",
-			ErrUnsupportedSuite, kemID, kdfID, aeadID, id, keyKEM, key.KDF, key.AEAD)
-	}
+	// Everything the bytes alone decide is checked before the key is
+	// looked up: a key source may have to ask a KMS.
 	_, kdf, aead, err := suite(kemID, kdfID, aeadID)
 	if err != nil {
 		return nil, nil, err
@@ -83,6 +75,24 @@ func (g *Gateway) DecapsulateRequest(ctx context.Context, v Variant, msg []byte)
 	nenc, _, _ := kemSizes(kemID)
 	if len(msg) < headerLen+nenc+tagLen {
 		return nil, nil, fmt.Errorf("%w: request of %d bytes is too short", ErrMalformed, len(msg))
+	}
+
+	if g.Keys == nil {
+		return nil, nil, fmt.Errorf("%w 0x%02x: gateway has no key source", ErrKeyUnavailable, id)
+	}
+	key, err := g.Keys.OHTTPKey(ctx, id)
+	switch {
+	case errors.Is(err, ErrUnknownKeyID):
+		return nil, nil, err
+	case err != nil:
+		return nil, nil, fmt.Errorf("%w 0x%02x: %w", ErrKeyUnavailable, id, err)
+	case key == nil || key.Private == nil || key.ID != id:
+		return nil, nil, fmt.Errorf("%w 0x%02x", ErrUnknownKeyID, id)
+	}
+	keyKEM := key.Private.KEM().ID()
+	if kemID != keyKEM || kdfID != key.KDF || aeadID != key.AEAD {
+		return nil, nil, fmt.Errorf("%w: request has kem 0x%04x, kdf 0x%04x, aead 0x%04x; key 0x%02x has kem 0x%04x, kdf 0x%04x, aead 0x%04x",
+			ErrUnsupportedSuite, kemID, kdfID, aeadID, id, keyKEM, key.KDF, key.AEAD)
 	}
 	enc := msg[headerLen : headerLen+nenc]
 	ct := msg[headerLen+nenc:]

@@ -10,6 +10,12 @@
 // application/ohttp-keys list): ParseKeyConfigs, EncapsulateRequest and
 // ClientContext.DecapsulateResponse.
 //
+// Package ohttp/ohttphttp puts a Gateway in front of an http.Handler
+// (Binary HTTP, RFC 9292) and is the matching http.RoundTripper. Bidding &
+// Auction plaintexts are framed, padded and compressed: ParseBAFrame and
+// BAFrame.Marshal handle that layer (docs/ohttp.md says which layers each
+// format has and which are handled).
+//
 // HPKE ([RFC 9180]) is Go's crypto/hpke. The supported algorithms are those
 // tkms issues keys for: the KEMs DHKEM(P-256, HKDF-SHA256),
 // DHKEM(X25519, HKDF-SHA256) and MLKEM768-X25519 (draft-ietf-hpke-pq), the
@@ -75,8 +81,14 @@ var (
 // errors.Is.
 var (
 	// ErrUnknownKeyID means the KeySource has no key for a request's key
-	// id; the error also wraps what the KeySource returned.
+	// id (the client's fault: a gateway answers 422, RFC 9458 §5.3); the
+	// error also wraps what the KeySource returned.
 	ErrUnknownKeyID = errors.New("ohttp: unknown key id")
+	// ErrKeyUnavailable means the KeySource failed to get the key of a
+	// request's key id, which may exist (the gateway's fault: 503, e.g.
+	// the KMS is down or refuses the service); the error also wraps what
+	// the KeySource returned.
+	ErrKeyUnavailable = errors.New("ohttp: key unavailable")
 	// ErrUnsupportedSuite means a message or key configuration names a KEM,
 	// KDF or AEAD that its key does not have or this package does not
 	// implement.

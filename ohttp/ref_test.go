@@ -215,7 +215,7 @@ func (m keyMap) OHTTPKey(_ context.Context, id byte) (*ohttp.Key, error) {
 	if k, ok := m[id]; ok {
 		return k, nil
 	}
-	return nil, fmt.Errorf("key 0x%02x: %w", id, errNoKey)
+	return nil, fmt.Errorf("key 0x%02x: %w: %w", id, ohttp.ErrUnknownKeyID, errNoKey)
 }
 
 // configBytes encodes a key configuration (RFC 9458 §3.1), independently

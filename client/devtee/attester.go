@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 
 	"github.com/tkms-dev/tkms/client"
 	"github.com/tkms-dev/tkms/internal/attest/simsnp"
@@ -19,6 +21,11 @@ type AttesterOptions struct {
 	HostData []byte
 	// Debug sets the guest policy's DEBUG bit, which verifiers refuse.
 	Debug bool
+	// Create makes a new simulated chain when the directory has none, as
+	// `tkms attest simulate --data` does on first use. Without it, a
+	// directory without a chain is an error: a mistyped path would
+	// otherwise give evidence of a new chain that no KMS trusts.
+	Create bool
 }
 
 // Attester produces ACI attestation objects signed by the SIMULATED SEV-SNP
@@ -32,15 +39,21 @@ type Attester struct {
 
 var _ client.Attester = (*Attester)(nil)
 
-// NewAttester loads the simulated chain of dataDir, creating it on
-// first use as `tkms attest simulate --data` does (a new chain is trusted
-// only by a KMS started on the same directory afterwards).
+// NewAttester loads the simulated chain of dataDir, which `tkms dev
+// --data dataDir` creates; with opts.Create it creates the chain if there
+// is none (a new chain is trusted only by a KMS started on the same
+// directory afterwards).
 func NewAttester(dataDir string, opts AttesterOptions) (*Attester, error) {
 	if opts.Measurement != nil && len(opts.Measurement) != 48 {
 		return nil, fmt.Errorf("devtee: simulated measurement is %d bytes, want 48", len(opts.Measurement))
 	}
 	if opts.HostData != nil && len(opts.HostData) != 32 {
 		return nil, fmt.Errorf("devtee: simulated host data is %d bytes, want 32", len(opts.HostData))
+	}
+	if !opts.Create {
+		if _, err := os.Stat(filepath.Join(dataDir, simsnp.ChainFile)); err != nil {
+			return nil, fmt.Errorf("devtee: no simulated TEE in %s (%w); start 'tkms dev --data %s' once first", dataDir, err, dataDir)
+		}
 	}
 	chain, err := simsnp.LoadOrCreate(dataDir)
 	if err != nil {

@@ -49,7 +49,13 @@ func verifySim(t *testing.T, chain *simsnp.Chain, attestation []byte) *attest.Ev
 
 func TestAttester(t *testing.T) {
 	dir := t.TempDir()
-	a, err := devtee.NewAttester(dir, devtee.AttesterOptions{HostData: bytes.Repeat([]byte{7}, 32)})
+	if _, err := devtee.NewAttester(filepath.Join(dir, "typo"), devtee.AttesterOptions{}); err == nil || !strings.Contains(err.Error(), "tkms dev --data") {
+		t.Fatalf("a directory without a chain: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "typo")); err == nil {
+		t.Fatal("the refused directory was created")
+	}
+	a, err := devtee.NewAttester(dir, devtee.AttesterOptions{HostData: bytes.Repeat([]byte{7}, 32), Create: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -185,5 +191,16 @@ func TestTokenSourceErrors(t *testing.T) {
 	dir, _ := devDir(t)
 	if _, err := devtee.NewTokenSource(dir, devtee.TokenOptions{TTL: -time.Second}); err == nil {
 		t.Error("negative TTL accepted")
+	}
+}
+
+func TestReadDevInfo(t *testing.T) {
+	dir, iss := devDir(t)
+	info, err := devtee.ReadDevInfo(dir)
+	if err != nil || info.KMSURL != "http://127.0.0.1:8000" || info.IssuerURL != iss.URL() || info.Audience != "api://tkms-dev" {
+		t.Fatalf("ReadDevInfo = %+v, %v", info, err)
+	}
+	if _, err := devtee.ReadDevInfo(t.TempDir()); err == nil || !strings.Contains(err.Error(), "tkms dev --data") {
+		t.Fatalf("no dev.json: %v", err)
 	}
 }

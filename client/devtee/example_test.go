@@ -20,7 +20,7 @@ func ExampleNewAttester() {
 	}
 	defer os.RemoveAll(dataDir)
 
-	attester, err := devtee.NewAttester(dataDir, devtee.AttesterOptions{})
+	attester, err := devtee.NewAttester(dataDir, devtee.AttesterOptions{Create: true}) // tkms dev --data creates it
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -49,25 +49,39 @@ type TokenSource struct {
 
 var _ client.TokenSource = (*TokenSource)(nil)
 
-// devInfo is the part of DATA_DIR/dev.json (cmd/tkms DevInfo) used here.
-type devInfo struct {
-	IssuerURL string `json:"issuer_url"`
-	Audience  string `json:"audience"`
+// DevInfo is what a service needs of DATA_DIR/dev.json, which `tkms dev`
+// writes when it starts: where the KMS is, the key of its log, and the
+// OIDC issuer and audience of its dev tokens.
+type DevInfo struct {
+	KMSURL       string `json:"kms_url"`
+	LogPublicKey string `json:"log_public_key"` // KeysConfig.LogKey
+	IssuerURL    string `json:"issuer_url"`
+	Audience     string `json:"audience"`
+}
+
+// ReadDevInfo reads dataDir's dev.json.
+func ReadDevInfo(dataDir string) (*DevInfo, error) {
+	path := filepath.Join(dataDir, "dev.json")
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("devtee: %w; start 'tkms dev --data %s' once first", err, dataDir)
+	}
+	var info DevInfo
+	if err := json.Unmarshal(b, &info); err != nil {
+		return nil, fmt.Errorf("devtee: %s: %w", path, err)
+	}
+	return &info, nil
 }
 
 // NewTokenSource reads dataDir's dev.json and issuer key. Both exist
 // once `tkms dev --data dataDir` has started; it refuses to create a key
 // that no KMS trusts.
 func NewTokenSource(dataDir string, opts TokenOptions) (*TokenSource, error) {
-	path := filepath.Join(dataDir, "dev.json")
-	b, err := os.ReadFile(path)
+	info, err := ReadDevInfo(dataDir)
 	if err != nil {
-		return nil, fmt.Errorf("devtee: %w; start 'tkms dev --data %s' once first", err, dataDir)
+		return nil, err
 	}
-	var info devInfo
-	if err := json.Unmarshal(b, &info); err != nil {
-		return nil, fmt.Errorf("devtee: %s: %w", path, err)
-	}
+	path := filepath.Join(dataDir, "dev.json")
 	if info.IssuerURL == "" {
 		return nil, fmt.Errorf("devtee: %s names no issuer_url; start 'tkms dev --data %s' with this version of tkms once", path, dataDir)
 	}
@@ -95,7 +109,7 @@ func NewTokenSource(dataDir string, opts TokenOptions) (*TokenSource, error) {
 		mi.TTL = devWorkloadTTL
 	}
 	s := &TokenSource{iss: iss, mi: mi}
-	s.cached = client.NewCachingTokenSource(s.mint, opts.Now)
+	s.cached = client.NewCachingTokenSource(s.mint, client.CachingOptions{Now: opts.Now})
 	return s, nil
 }
 

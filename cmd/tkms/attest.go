@@ -17,6 +17,8 @@ import (
 
 	"github.com/tkms-dev/tkms/api"
 	"github.com/tkms-dev/tkms/internal/attest"
+	"github.com/tkms-dev/tkms/internal/attest/maa"
+	"github.com/tkms-dev/tkms/internal/attest/simmaa"
 	"github.com/tkms-dev/tkms/internal/attest/simsnp"
 	"github.com/tkms-dev/tkms/internal/attest/snp"
 )
@@ -30,6 +32,9 @@ func cmdAttest(args []string, stdout, stderr io.Writer) error {
 		return cmdAttestSimulate(args[1:], stdout, stderr)
 	case "inspect":
 		return cmdAttestInspect(args[1:], stdout, stderr)
+	case "-h", "--help", "help":
+		writeGroupHelp(stdout, "attest")
+		return nil
 	}
 	return fmt.Errorf("%w: unknown subcommand %q; want simulate or inspect", errUsage, args[0])
 }
@@ -142,11 +147,15 @@ func cmdAttestInspect(args []string, stdout, stderr io.Writer) error {
 	maxVMPL := fs.Int("max-vmpl", 0, "highest VMPL accepted (`0..3`; ACI reports are VMPL 0)")
 	reportFile := fs.String("report", "", "verify the raw SEV-SNP report (1184 bytes, binary) in this `file` instead of an attestation object FILE; needs --vcek")
 	vcekFile := fs.String("vcek", "", "the VCEK or VLEK certificate `file` (DER or PEM) that signed --report")
+	maaJWKS := fs.String("maa-jwks", "", "verify an Azure Attestation token with this JWK Set `file` (its instance's signing keys), offline")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: tkms attest inspect [--data DIR] [--json] [--now RFC3339] [--max-vmpl N] FILE")
 		fmt.Fprintln(stderr, "       tkms attest inspect [--data DIR] [--json] [--now RFC3339] [--max-vmpl N] --report FILE --vcek FILE")
-		fmt.Fprintln(stderr, "FILE is an attestation object (JSON): an ACI bundle or {\"type\":\"snp\",\"report\":...,\"vcek\"|\"cert_table\":...}.")
+		fmt.Fprintln(stderr, "FILE is an attestation object (JSON): an ACI bundle, {\"type\":\"snp\",\"report\":...,\"vcek\"|\"cert_table\":...}")
+		fmt.Fprintln(stderr, "or {\"type\":\"tdx\",\"quote\":...}; or a bare Intel TDX quote file (binary, as configfs-tsm's outblob holds it);")
+		fmt.Fprintln(stderr, "or an Azure Attestation token (a JWT, bare or {\"type\":\"maa\",\"token\":...}), verified with --maa-jwks.")
 		fs.PrintDefaults()
+		writeHelpFoot(stderr, "attest inspect")
 	}
 	files, err := parseInterspersed(fs, args)
 	if err != nil {
@@ -182,6 +191,16 @@ func cmdAttestInspect(args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 		trustSimulated(&cfg, chain)
+		if err := trustSimulatedTDX(&cfg, *dataDir, false); err != nil {
+			return err
+		}
+		if _, err := os.Stat(filepath.Join(*dataDir, simmaa.Dir)); err == nil {
+			sim, err := simmaa.LoadOrCreate(*dataDir)
+			if err != nil {
+				return err
+			}
+			cfg.MAA.Instances = append(cfg.MAA.Instances, sim.Trusted())
+		}
 	}
 	v, err := attest.New(cfg)
 	if err != nil {
@@ -203,12 +222,20 @@ func cmdAttestInspect(args []string, stdout, stderr io.Writer) error {
 	} else if raw, err = os.ReadFile(files[0]); err != nil {
 		return err
 	}
+	if *maaJWKS != "" {
+		if v, err = withMAAKeys(cfg, v, raw, *maaJWKS); err != nil {
+			return err
+		}
+	}
+	defer v.Close()
 	ev, err := v.InspectUnpinned(context.Background(), raw)
 	res := newInspection(ev, err)
 	if *asJSON {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(res); err != nil {
+		result := "refused"
+		if res.Verified {
+			result = "verified"
+		}
+		if err := writeResultJSON(stdout, result, res); err != nil {
 			return err
 		}
 	} else {
@@ -218,6 +245,33 @@ func cmdAttestInspect(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("%w: %s: %s", errNotVerified, res.Code, res.Message)
 	}
 	return nil
+}
+
+// withMAAKeys returns a verifier that also trusts, as the issuer of the
+// MAA token raw, the JWK Set in file (closing v).
+func withMAAKeys(cfg attest.Config, v *attest.Verifier, raw []byte, file string) (*attest.Verifier, error) {
+	if attest.Type(raw) != attest.TypeMAA {
+		return nil, fmt.Errorf("%w: --maa-jwks: the evidence is not an Azure Attestation token", errUsage)
+	}
+	u, err := attest.DecodeUnverified(raw)
+	if err != nil {
+		return nil, err
+	}
+	iss, err := maa.UnverifiedIssuer(string(u.Report))
+	if err != nil {
+		return nil, err
+	}
+	jwks, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("--maa-jwks: %w", err)
+	}
+	v.Close()
+	cfg.MAA.Instances = append(cfg.MAA.Instances, maa.Instance{Issuer: iss, JWKS: jwks})
+	nv, err := attest.New(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("--maa-jwks: %w", err)
+	}
+	return nv, nil
 }
 
 // newInspection is the verdict on evidence that InspectUnpinned returned
@@ -252,12 +306,18 @@ func printInspection(w io.Writer, r *inspection, dataDir string) {
 		if len(r.Claims) == 0 {
 			return
 		}
-		fmt.Fprintln(w, "claims of the report (its SNP part verified; do not rely on them):")
+		fmt.Fprintln(w, "claims of the report (its signature and chain verified; do not rely on them):")
 	} else {
 		if r.Simulated {
 			fmt.Fprintf(w, simulatedBanner, dataDir)
 		}
 		root := "AMD root (pinned)"
+		switch r.Evidence {
+		case attest.TypeTDX, attest.TypeAzTDX:
+			root = "Intel SGX root (pinned)"
+		case attest.TypeMAA:
+			root = "trusted Azure Attestation instance"
+		}
 		if r.Simulated {
 			root = "SIMULATED root"
 		}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -33,8 +34,9 @@ func cmdAudit(args []string, stdout, stderr io.Writer) int {
 	fs.Usage = func() {
 		fmt.Fprint(stderr, auditUsage)
 		fs.PrintDefaults()
+		writeHelpFoot(stderr, "audit")
 	}
-	kmsURL := fs.String("kms", "", "base `URL` of the tkms whose log to audit (reads URL/log/)")
+	kmsURL := fs.String("kms", "", "base `URL` of the tkms whose log to audit (reads URL/log/; default $TKMS_ADDR without --tiles)")
 	var kmsCA string
 	registerKMSCA(fs, &kmsCA)
 	tiles := fs.String("tiles", "", "read an offline mirror in `DIR` instead of --kms (as --mirror writes it)")
@@ -53,6 +55,9 @@ func cmdAudit(args []string, stdout, stderr io.Writer) int {
 			return 0
 		}
 		return fail("%v; run 'tkms audit -h' for help", strings.TrimPrefix(err.Error(), "usage: "))
+	}
+	if *kmsURL == "" && *tiles == "" {
+		*kmsURL = envKMS()
 	}
 	if (*kmsURL == "") == (*tiles == "") {
 		return fail("give exactly one of --kms URL and --tiles DIR")
@@ -112,7 +117,13 @@ func cmdAudit(args []string, stdout, stderr io.Writer) int {
 
 	switch {
 	case *asJSON:
-		stdout.Write(r.JSON())
+		result := "failed"
+		if r.Passed() {
+			result = "passed"
+		}
+		if err := writeResultJSON(stdout, result, json.RawMessage(r.JSON())); err != nil {
+			return fail("%v", err)
+		}
 	case *quiet:
 		for _, v := range r.Violations {
 			fmt.Fprintln(stdout, v)

@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -18,7 +17,7 @@ import (
 	"github.com/tkms-dev/tkms/internal/bench"
 )
 
-const benchUsage = `usage: tkms bench [--url URL | --dev] [--scenario S] [--workers N] [--rate R]
+const benchUsage = `usage: tkms bench [--kms URL | --dev] [--scenario S] [--workers N] [--rate R]
                   [--duration D] [--warmup D] [--json] [--data DIR] [--server-pid PID]
                   [--flood-workers F] [--flood-rate R] [--limits L]
 
@@ -43,7 +42,7 @@ Scenarios:
                  addresses; reports the flood's answers by status and code
 
 By default (--dev) it starts its own 'tkms dev' on a temporary directory (or
---data DIR), with log level warn. With --url it targets a running tkms dev;
+--data DIR), with log level warn. With --kms it targets a running tkms dev;
 release scenarios then need --data, that instance's data directory (its
 SIMULATED TEE and token issuer). Without --rate, --workers workers each send
 a request as soon as their last one is answered (closed loop); with --rate,
@@ -61,20 +60,21 @@ off (neither).
 // cmdBench implements `tkms bench`.
 func cmdBench(args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("bench", stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, benchUsage); fs.PrintDefaults() }
-	url := fs.String("url", "", "base `URL` of a running tkms dev (default: start one, --dev)")
+	fs.Usage = func() { fmt.Fprint(stderr, benchUsage); fs.PrintDefaults(); writeHelpFoot(stderr, "bench") }
+	url := fs.String("kms", "", "base `URL` of a running tkms dev (default: start one, --dev)")
+	registerURLAlias(fs, url)
 	var kmsCA string
 	registerKMSCA(fs, &kmsCA)
-	dev := fs.Bool("dev", false, "start a tkms dev on a temporary directory (or --data) and benchmark it (the default without --url)")
+	dev := fs.Bool("dev", false, "start a tkms dev on a temporary directory (or --data) and benchmark it (the default without --kms)")
 	scenario := fs.String("scenario", bench.ScenarioPubKeys, "`scenario`: "+strings.Join(bench.Scenarios, ", "))
 	workers := fs.Int("workers", 0, "concurrent operations: closed-loop workers (default 8), or the open loop's maximum in flight (default 64)")
 	rate := fs.Float64("rate", 0, "open loop: start operations at this `rate` per second (0: closed loop)")
 	duration := fs.Duration("duration", 10*time.Second, "measured `time`")
 	warmup := fs.Duration("warmup", 2*time.Second, "unmeasured load before it (`time`)")
 	asJSON := fs.Bool("json", false, "print the report as JSON on stdout")
-	data := fs.String("data", "", "tkms dev data `directory`: with --dev, use it instead of a temporary one; with --url, the running instance's")
+	data := fs.String("data", "", "tkms dev data `directory`: with --dev, use it instead of a temporary one; with --kms, the running instance's")
 	floorIter := fs.Int("floor-iterations", 200, "minimum `calls` of each floor measurement (each also runs at least 500 ms)")
-	serverPID := fs.Int("server-pid", 0, "with --url: the server's process `id`, for its CPU and RSS (Linux /proc)")
+	serverPID := fs.Int("server-pid", 0, "with --kms: the server's process `id`, for its CPU and RSS (Linux /proc)")
 	floodWorkers := fs.Int("flood-workers", bench.DefaultFloodWorkers, "flood scenario: goroutines sending invalid releases (`F`)")
 	floodRate := fs.Float64("flood-rate", 0, "flood scenario: pace the flood at `R` requests a second in all (0: each worker as fast as it is answered)")
 	limits := fs.String("limits", "", "admission control of the tkms dev started: `L` is default, no-rates, no-pool or off (default: default for flood, no-rates otherwise)")
@@ -82,7 +82,7 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	if *url != "" && *dev {
-		return fmt.Errorf("%w: give one of --url and --dev", errUsage)
+		return fmt.Errorf("%w: give one of --kms and --dev", errUsage)
 	}
 	tlsConf, err := kmsTLSConfig(*url, kmsCA)
 	if err != nil {
@@ -95,7 +95,7 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("%w: --scenario %q: want one of %s", errUsage, *scenario, strings.Join(bench.Scenarios, ", "))
 	}
 	if *url != "" && *data == "" && *scenario != bench.ScenarioPubKeys {
-		return fmt.Errorf("%w: --scenario %s against --url needs --data DIR, the data directory of that tkms dev (its simulated TEE and token issuer)", errUsage, *scenario)
+		return fmt.Errorf("%w: --scenario %s against --kms needs --data DIR, the data directory of that tkms dev (its simulated TEE and token issuer)", errUsage, *scenario)
 	}
 	if *limits == "" {
 		*limits = "no-rates"
@@ -151,9 +151,7 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	if *asJSON {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(rep); err != nil {
+		if err := writeResultJSON(stdout, "ok", rep); err != nil {
 			return err
 		}
 	} else if err := rep.WriteText(stdout); err != nil {

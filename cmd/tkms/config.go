@@ -13,6 +13,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tkms-dev/tkms/api"
+	"github.com/tkms-dev/tkms/internal/attest/maa"
 	"github.com/tkms-dev/tkms/internal/attest/uvm"
 	"github.com/tkms-dev/tkms/internal/kms"
 	"github.com/tkms-dev/tkms/internal/state"
@@ -92,6 +94,21 @@ type Config struct {
 	// only: anyone with the data directory can forge evidence. Every
 	// release under it is marked simulated in the ledger.
 	InsecureSimulatedTEE bool `json:"insecure_simulated_tee"`
+	// MAAInstances are the Azure Attestation instances whose tokens are
+	// accepted as "maa" evidence: {"issuer": URL, "jwks": static JWK Set
+	// (optional; else fetched from the issuer's OpenID configuration)}.
+	MAAInstances []maa.Instance `json:"maa_instances"`
+	// TDXCollateral is Intel PCS collateral per TDX platform (FMSPC), for
+	// quotes that carry none: their TCB status is then evaluated.
+	TDXCollateral []api.TDXCollateral `json:"tdx_collateral"`
+	// MetricsListen, if set, is the address (host:port) that serves
+	// GET /metrics, in plain HTTP, instead of the API's address: keep it
+	// on a private network for the scraper.
+	MetricsListen string `json:"metrics_listen"`
+	// BackupDir, if set, is where serve writes a backup of the ledger and
+	// the keyring when it receives SIGUSR1 (docs/operations.md "Backup
+	// and restore"): a new directory tkms-<time>-<seq> each time.
+	BackupDir string `json:"backup_dir"`
 	// Limits is admission control: rate limits, the verification pool,
 	// trusted proxies and body caps (limits.go; unset: the defaults).
 	Limits *LimitsConfig `json:"limits"`
@@ -163,6 +180,11 @@ func (c *Config) Validate() error {
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
 		errs = append(errs, fmt.Errorf("listen %q: %w", c.Listen, err))
 	}
+	if c.MetricsListen != "" {
+		if _, _, err := net.SplitHostPort(c.MetricsListen); err != nil {
+			errs = append(errs, fmt.Errorf("metrics_listen %q: %w", c.MetricsListen, err))
+		}
+	}
 	errs = append(errs, c.validateTLS(time.Now())...)
 	if _, err := c.loadReaders(); err != nil {
 		errs = append(errs, err)
@@ -182,6 +204,13 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxVMPL < 0 || c.MaxVMPL > 3 {
 		errs = append(errs, fmt.Errorf("max_vmpl %d: want 0..3", c.MaxVMPL))
+	}
+	for i, in := range c.MAAInstances {
+		if in.Simulated {
+			errs = append(errs, fmt.Errorf("maa_instances[%d]: \"simulated\" is not a setting (insecure_simulated_tee trusts the simulated instance)", i))
+		} else if !strings.HasPrefix(in.Issuer, "https://") {
+			errs = append(errs, fmt.Errorf("maa_instances[%d]: issuer %q: want an https URL", i, in.Issuer))
+		}
 	}
 	if len(c.JWTIssuers) > 0 {
 		if err := c.jwtPolicy().Validate(); err != nil {

@@ -42,7 +42,7 @@ Exit status 0 only if every step behaved as expected.
 // cmdDemo implements `tkms demo`.
 func cmdDemo(args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("demo", stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, demoUsage); fs.PrintDefaults() }
+	fs.Usage = func() { fmt.Fprint(stderr, demoUsage); fs.PrintDefaults(); writeHelpFoot(stderr, "demo") }
 	keep := fs.String("keep", "", "keep the KMS's data in `DIR` (default: a temporary directory, removed at the end)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -316,6 +316,21 @@ func (d *demo) run(ctx context.Context) error {
 		return fmt.Errorf("denial: the ledger does not record it (%v, %+v)", err, den)
 	}
 	n.say("nothing was released; the ledger records the refusal: seq %d release.denied %s for %s", dseq, den.Code, den.Identity)
+
+	n.step("formats.", "the same door verifies Intel TDX quotes (and Azure CVM evidence, Azure Attestation tokens): a debuggable TD is refused before any policy")
+	debugTD, err := devtee.NewTDXAttester(d.data, devtee.TDXAttesterOptions{Debug: true})
+	if err != nil {
+		return err
+	}
+	tdxKeys, err := client.NewKeys(client.KeysConfig{KMS: d.url, Attester: debugTD, Tokens: tokens, LogKey: d.info.LogPublicKey, Logger: quiet, MaxAttempts: 1})
+	if err != nil {
+		return err
+	}
+	_, err = tdxKeys.ByKID(ctx, pub.Kid)
+	if !errors.As(err, &kerr) || !strings.Contains(kerr.Code+" "+kerr.Message, "TDX_DEBUG") {
+		return fmt.Errorf("formats: want the debug TD refused with TDX_DEBUG, got %v", err)
+	}
+	n.say("a simulated TDX quote with TD_ATTRIBUTES.DEBUG set: the KMS answered %d %s: %s", kerr.Status, kerr.Code, kerr.Message)
 	return nil
 }
 

@@ -36,6 +36,8 @@ func TestDemo(t *testing.T) {
 		`service decrypted: {"interest_group":"cycling"`,
 		"the client decrypted:",
 		"POLICY_DENIED",
+		"a simulated TDX quote with TD_ATTRIBUTES.DEBUG set",
+		"TDX_DEBUG",
 		"every step behaved as expected",
 	} {
 		if !strings.Contains(stdout, want) {
@@ -92,6 +94,9 @@ func TestFetch(t *testing.T) {
 	stdout, _, code = runTkms(t, "fetch", "--data", data, "--measurement", strings.Repeat("ee", 48))
 	if code == 0 || !strings.Contains(stdout, "POLICY_DENIED") || !strings.Contains(stdout, strings.Repeat("ee", 48)) {
 		t.Fatalf("fetch with another measurement: exit %d\n%s", code, stdout)
+	}
+	if stdout, stderr, code := runTkms(t, "fetch", "--data", data, "--kid", pub.Kid[:8]); code != 0 || !strings.Contains(stdout, pub.Kid) {
+		t.Errorf("fetch --kid with a unique prefix: exit %d\n%s\n%s", code, stdout, stderr)
 	}
 	_, stderr, code = runTkms(t, "fetch", "--data", data, "--kid", "no-such-kid_99")
 	if code == 0 || !strings.Contains(stderr, "KEY_NOT_FOUND") && !strings.Contains(stderr, "not") {

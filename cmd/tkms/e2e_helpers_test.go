@@ -6,7 +6,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -292,7 +291,7 @@ var serveListening = regexp.MustCompile(`"msg":"tkms listening","addr":"([^"]+)"
 // startServe starts `tkms serve --config path` and waits until it listens.
 func startServe(t testing.TB, configPath string) *proc {
 	t.Helper()
-	p := startProc(t, "serve", "--config", configPath)
+	p := startProc(t, "serve", "--allow-ungoverned", "--config", configPath)
 	m := p.waitOutput(p.stderr, serveListening)
 	p.URL, p.Listened = "http://"+m[1], time.Now()
 	return p
@@ -380,22 +379,7 @@ func (p *proc) checkLogs() {
 // runTkms runs a short tkms command to completion.
 func runTkms(t testing.TB, args ...string) (stdout, stderr string, code int) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), exitDeadline)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, tkmsBin, args...)
-	cmd.Dir = t.TempDir()
-	cmd.Env = tkmsEnv()
-	var o, e bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &o, &e
-	err := cmd.Run()
-	if ctx.Err() != nil {
-		t.Fatalf("tkms %s: still running after %v", strings.Join(args, " "), exitDeadline)
-	}
-	code = exitCode(err)
-	if code == -2 {
-		t.Fatalf("tkms %s: %v", strings.Join(args, " "), err)
-	}
-	return o.String(), e.String(), code
+	return runTkmsIn(t, "", nil, args...)
 }
 
 // httpClient is used by the tests for every request; its timeout only

@@ -306,10 +306,10 @@ func TestRestartKeepsKeys(t *testing.T) {
 	}
 	_, lp1 := do(t, "GET", p.URL+"/app/listpubkeys", nil)
 
-	// While it runs, the data directory is locked: the CLI says to use --url.
+	// While it runs, the data directory is locked: the CLI says to use --kms.
 	_, errOut, code = runTkms(t, "keys", "list", "--data", data)
-	if code == 0 || !strings.Contains(errOut, "--url") {
-		t.Errorf("keys list --data on a running instance: exit %d, stderr %q; want a failure that says to use --url", code, errOut)
+	if code == 0 || !strings.Contains(errOut, "--kms") {
+		t.Errorf("keys list --data on a running instance: exit %d, stderr %q; want a failure that says to use --kms", code, errOut)
 	}
 	out, errOut, code = runTkms(t, "keys", "list", "--url", p.URL, "--json")
 	if code != 0 {

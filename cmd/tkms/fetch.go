@@ -15,7 +15,7 @@ import (
 	"github.com/tkms-dev/tkms/client"
 )
 
-const fetchUsage = `usage: tkms fetch [--kms URL] [--attester aci|snp|simulated] [--token-source imds|file|static|dev]
+const fetchUsage = `usage: tkms fetch [--kms URL] [--attester aci|snp|tdx|azure-cvm|simulated|simulated-tdx|simulated-maa|simulated-az-snp|simulated-az-tdx] [--token-source imds|file|static|dev]
                   [--kid KID | --ohttp-id HEX | --all] [--out FILE] [flags]
 
 Obtains private keys from a KMS as a service in a TEE does, with the client
@@ -29,10 +29,10 @@ published public key and of the log receipt. The keys are written only where
 // cmdFetch implements `tkms fetch`.
 func cmdFetch(args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("fetch", stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, fetchUsage); fs.PrintDefaults() }
+	fs.Usage = func() { fmt.Fprint(stderr, fetchUsage); fs.PrintDefaults(); writeHelpFoot(stderr, "fetch") }
 	var cf clientFlags
 	cf.register(fs)
-	kid := fs.String("kid", "", "fetch the key `KID`")
+	kid := fs.String("kid", "", "fetch the key `KID` (or a unique prefix of it)")
 	ohttpID := fs.String("ohttp-id", "", "fetch the key whose OHTTP key id is `HEX` (e.g. 11)")
 	all := fs.Bool("all", false, "fetch every key the KMS still releases (the default)")
 	out := fs.String("out", "", "write the unwrapped keys as JSON to `FILE` (mode 0600); without it no key material leaves this process")
@@ -71,7 +71,11 @@ func cmdFetch(args []string, stdout, stderr io.Writer) error {
 	var got []*client.Key
 	switch {
 	case *kid != "":
-		k, err := keys.ByKID(ctx, *kid)
+		full, err := resolveKid(cfg.HTTPClient, cfg.KMS, *kid)
+		if err != nil {
+			return err
+		}
+		k, err := keys.ByKID(ctx, full)
 		if err != nil {
 			return fetchFailed(nr, err)
 		}

@@ -19,8 +19,8 @@ import (
 )
 
 const govUsage = `usage:
-  tkms gov propose [--kms URL] (--key FILE | --sign-command "CMD ARGS" --public-key FILE) [--data DIR] [--compat] ACTIONS.json
-  tkms gov vote    [--kms URL] (--key FILE | --sign-command ...) [--data DIR] ID approve|reject
+  tkms gov propose [--kms URL] (--key FILE | --sign-command "CMD ARGS" --public-key FILE) [--data DIR] [--dry-run] [--compat] [--json] ACTIONS.json
+  tkms gov vote    [--kms URL] (--key FILE | --sign-command ...) [--data DIR] [--yes] [--json] ID approve|reject
   tkms gov withdraw [--kms URL] (--key FILE | --sign-command ...) [--data DIR] ID
   tkms gov list    [--kms URL] [--data DIR] [--json]
   tkms gov show    [--kms URL] [--data DIR] [--json] ID
@@ -30,6 +30,9 @@ their own (docs/governance.md). ACTIONS.json holds {"actions":[...]} or one
 action {"name":"...","args":{...}}. With --data DIR (a tkms dev directory),
 --kms and --key default to its dev.json's kms_url and member_key.
 --kms-ca FILE trusts the CA certificates in FILE for an https:// KMS.
+TKMS_ADDR, TKMS_CACERT and TKMS_MEMBER_KEY give --kms, --kms-ca and --key
+when neither they nor --data are given. An ID may be a unique prefix.
+gov vote shows the proposal and asks before signing, unless --yes.
 `
 
 func cmdGov(args []string, stdout, stderr io.Writer) error {
@@ -61,11 +64,11 @@ type govFlags struct {
 }
 
 func (g *govFlags) register(fs *flag.FlagSet, signs bool) {
-	fs.StringVar(&g.kms, "kms", "", "base `URL` of the KMS (default with --data: dev.json's kms_url)")
+	fs.StringVar(&g.kms, "kms", "", "base `URL` of the KMS (default with --data: dev.json's kms_url; else $TKMS_ADDR)")
 	fs.StringVar(&g.data, "data", "", "`directory` of a tkms dev instance, whose dev.json gives --kms and --key")
 	registerKMSCA(fs, &g.kmsCA)
 	if signs {
-		fs.StringVar(&g.key, "key", "", "the member's private signing key, a PEM `file` (mode 0600; default with --data: dev.json's member_key)")
+		fs.StringVar(&g.key, "key", "", "the member's private signing key, a PEM `file` (mode 0600; default with --data: dev.json's member_key; else $TKMS_MEMBER_KEY)")
 		fs.StringVar(&g.signCommand, "sign-command", "", "sign with an external `command` instead of --key (an HSM or cloud KMS client; split at spaces, no shell quoting): it reads the bytes to sign (COSE ToBeSigned) on stdin and writes the signature on stdout, as 'openssl dgst -sha256 -sign KEY' does")
 		fs.StringVar(&g.publicKey, "public-key", "", "with --sign-command: the member's public key, a PEM `file`")
 	}
@@ -83,7 +86,10 @@ func (g *govFlags) kmsURL() (string, error) {
 		}
 		return strings.TrimRight(info.KMSURL, "/"), nil
 	}
-	return "", fmt.Errorf("%w: give --kms URL (or --data DIR of a running tkms dev)", errUsage)
+	if u := envKMS(); u != "" {
+		return u, nil
+	}
+	return "", fmt.Errorf("%w: give --kms URL or set %s (or --data DIR of a running tkms dev)", errUsage, envAddr)
 }
 
 // client returns the HTTP client for the KMS at base (--kms-ca).
@@ -117,8 +123,10 @@ func (g *govFlags) signer() (*gov.Signer, error) {
 			return nil, fmt.Errorf("%s/dev.json names no member_key (a data directory of a tkms before governance?); give --key", g.data)
 		}
 		return loadMemberKey(info.MemberKey)
+	case os.Getenv(envMemberKey) != "":
+		return loadMemberKey(os.Getenv(envMemberKey))
 	}
-	return nil, fmt.Errorf("%w: give the member's key: --key FILE, or --sign-command CMD with --public-key FILE (or --data DIR of a tkms dev)", errUsage)
+	return nil, fmt.Errorf("%w: give the member's key: --key FILE (or %s), or --sign-command CMD with --public-key FILE (or --data DIR of a tkms dev)", errUsage, envMemberKey)
 }
 
 // loadMemberKey reads a member's private key from a file only its owner
@@ -154,6 +162,8 @@ func cmdGovPropose(args []string, stdout, stderr io.Writer) error {
 	var g govFlags
 	g.register(fs, true)
 	compat := fs.Bool("compat", false, "submit through the originals' POST /app/proposals instead of POST /v1/gov/proposals")
+	dryRun := fs.Bool("dry-run", false, "show what the proposal would change, and stop: nothing is signed or submitted")
+	asJSON := fs.Bool("json", false, "print JSON with a top-level result field (the proposal's state, or dry_run) instead of text")
 	pos, err := parseInterspersed(fs, args)
 	if err != nil {
 		return err
@@ -180,17 +190,20 @@ func cmdGovPropose(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	signer, err := g.signer()
-	if err != nil {
-		return err
-	}
 	hc, err := g.client(base)
 	if err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	if err := describeProposal(ctx, hc, stdout, base, actions); err != nil {
+	if err := describeProposal(ctx, hc, textOut(stdout, stderr, *asJSON), base, actions); err != nil {
+		return err
+	}
+	if *dryRun {
+		return reportDryRun(stdout, actions, *asJSON)
+	}
+	signer, err := g.signer()
+	if err != nil {
 		return err
 	}
 	msg, err := signer.SignProposal(actions, time.Now())
@@ -205,10 +218,16 @@ func cmdGovPropose(args []string, stdout, stderr io.Writer) error {
 	if err := postCOSE(ctx, hc, base+path, msg, &st); err != nil {
 		return err
 	}
+	if *asJSON {
+		return writeResultJSON(stdout, string(st.State), struct {
+			api.GovResult
+			Member string `json:"member"`
+		}{st, signer.MemberID()})
+	}
 	fmt.Fprintf(stdout, "submitted by member %s\n", signer.MemberID())
 	printStatus(stdout, st)
 	if st.State == "open" {
-		fmt.Fprintf(stdout, "other members approve with: tkms gov vote --kms %s --key MEMBER.pem %s approve\n", base, st.ID)
+		fmt.Fprintf(stdout, "other members approve with: %s\n", g.voteHint(base, st.ID))
 	}
 	return nil
 }
@@ -366,6 +385,8 @@ func cmdGovVote(args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("gov vote", stderr)
 	var g govFlags
 	g.register(fs, true)
+	yes := fs.Bool("yes", false, "sign without showing the proposal and asking first")
+	asJSON := fs.Bool("json", false, "print JSON with a top-level result field (the proposal's state) instead of text")
 	pos, err := parseInterspersed(fs, args)
 	if err != nil {
 		return err
@@ -382,13 +403,21 @@ func cmdGovVote(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	msg, err := signer.SignBallot(id, approve, time.Now())
-	if err != nil {
-		return fmt.Errorf("signing the ballot: %w", err)
-	}
 	hc, err := g.client(base)
 	if err != nil {
 		return err
+	}
+	if id, err = resolveProposalID(hc, base, id); err != nil {
+		return err
+	}
+	if !*yes {
+		if err := confirmBallot(hc, textOut(stdout, stderr, *asJSON), base, id, pos[1]); err != nil {
+			return err
+		}
+	}
+	msg, err := signer.SignBallot(id, approve, time.Now())
+	if err != nil {
+		return fmt.Errorf("signing the ballot: %w", err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -396,10 +425,17 @@ func cmdGovVote(args []string, stdout, stderr io.Writer) error {
 	if err := postCOSE(ctx, hc, base+"/v1/gov/proposals/"+id+"/ballots", msg, &st); err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "member %s voted %s\n", signer.MemberID(), pos[1])
 	if st.ID == "" {
 		st.ID = id
 	}
+	if *asJSON {
+		return writeResultJSON(stdout, string(st.State), struct {
+			api.GovResult
+			Member string `json:"member"`
+			Vote   string `json:"vote"`
+		}{st, signer.MemberID(), pos[1]})
+	}
+	fmt.Fprintf(stdout, "member %s voted %s\n", signer.MemberID(), pos[1])
 	printStatus(stdout, st)
 	return nil
 }
@@ -408,6 +444,7 @@ func cmdGovWithdraw(args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("gov withdraw", stderr)
 	var g govFlags
 	g.register(fs, true)
+	asJSON := fs.Bool("json", false, "print JSON with a top-level result field (the proposal's state) instead of text")
 	pos, err := parseInterspersed(fs, args)
 	if err != nil {
 		return err
@@ -423,13 +460,16 @@ func cmdGovWithdraw(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	msg, err := signer.SignWithdrawal(pos[0], time.Now())
-	if err != nil {
-		return fmt.Errorf("signing the withdrawal: %w", err)
-	}
 	hc, err := g.client(base)
 	if err != nil {
 		return err
+	}
+	if pos[0], err = resolveProposalID(hc, base, pos[0]); err != nil {
+		return err
+	}
+	msg, err := signer.SignWithdrawal(pos[0], time.Now())
+	if err != nil {
+		return fmt.Errorf("signing the withdrawal: %w", err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -440,6 +480,9 @@ func cmdGovWithdraw(args []string, stdout, stderr io.Writer) error {
 	if st.ID == "" {
 		st.ID = pos[0]
 	}
+	if *asJSON {
+		return writeResultJSON(stdout, string(st.State), st)
+	}
 	printStatus(stdout, st)
 	return nil
 }
@@ -448,7 +491,7 @@ func cmdGovList(args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("gov list", stderr)
 	var g govFlags
 	g.register(fs, false)
-	asJSON := fs.Bool("json", false, "print the API's JSON")
+	asJSON := fs.Bool("json", false, "print the API's JSON, with a top-level result field")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -465,8 +508,7 @@ func cmdGovList(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	if *asJSON {
-		_, err := stdout.Write(append(raw, '\n'))
-		return err
+		return writeResultJSON(stdout, "ok", json.RawMessage(raw))
 	}
 	var list api.GovProposals
 	if err := json.Unmarshal(raw, &list); err != nil {
@@ -492,7 +534,7 @@ func cmdGovShow(args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("gov show", stderr)
 	var g govFlags
 	g.register(fs, false)
-	asJSON := fs.Bool("json", false, "print the API's JSON")
+	asJSON := fs.Bool("json", false, "print the API's JSON, with a top-level result field")
 	pos, err := parseInterspersed(fs, args)
 	if err != nil {
 		return err
@@ -508,13 +550,15 @@ func cmdGovShow(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if pos[0], err = resolveProposalID(hc, base, pos[0]); err != nil {
+		return err
+	}
 	raw, err := getJSON(hc, base+"/v1/gov/proposals/"+pos[0])
 	if err != nil {
 		return err
 	}
 	if *asJSON {
-		_, err := stdout.Write(append(raw, '\n'))
-		return err
+		return writeResultJSON(stdout, "ok", json.RawMessage(raw))
 	}
 	var p api.GovProposal
 	if err := json.Unmarshal(raw, &p); err != nil {

@@ -207,7 +207,7 @@ func TestGovernanceThreeMembers(t *testing.T) {
 	}
 
 	// Member B approves: accepted, in force at once.
-	out = govCLI(t, "gov", "vote", "--kms", kms, "--key", b.key, id, "approve")
+	out = govCLI(t, "gov", "vote", "--yes", "--kms", kms, "--key", b.key, id, "approve")
 	t.Logf("tkms gov vote:\n%s", out)
 	if !strings.Contains(out, "state accepted, approvals 2/2") {
 		t.Errorf("tkms gov vote printed:\n%s\nwant the proposal accepted with 2/2", out)
@@ -219,7 +219,7 @@ func TestGovernanceThreeMembers(t *testing.T) {
 	}
 	resp, body = release(h2)
 	wantOK(t, "release to H2 after approval", resp, body)
-	govCLIRefused(t, "GOV_PROPOSAL_CLOSED", "gov", "vote", "--kms", kms, "--key", c.key, id, "approve")
+	govCLIRefused(t, "GOV_PROPOSAL_CLOSED", "gov", "vote", "--yes", "--kms", kms, "--key", c.key, id, "approve")
 	out = govCLI(t, "gov", "show", "--kms", kms, id)
 	if !strings.Contains(out, "state accepted") || !strings.Contains(out, b.id) {
 		t.Errorf("tkms gov show:\n%s\nwant the accepted proposal and B's ballot", out)
@@ -236,20 +236,20 @@ func TestGovernanceThreeMembers(t *testing.T) {
 		// A proposes H3; A's submission is A's approval: a ballot of A
 		// is a second one. B rejects once, not twice.
 		id3 := proposalID(t, govCLI(t, "gov", "propose", "--kms", kms, "--key", a.key, add3))
-		govCLIRefused(t, "GOV_DUPLICATE", "gov", "vote", "--kms", kms, "--key", a.key, id3, "approve")
-		govCLIRefused(t, "GOV_NOT_A_MEMBER", "gov", "vote", "--kms", kms, "--key", stranger.key, id3, "approve")
-		out := govCLI(t, "gov", "vote", "--kms", kms, "--key", b.key, id3, "reject")
+		govCLIRefused(t, "GOV_DUPLICATE", "gov", "vote", "--yes", "--kms", kms, "--key", a.key, id3, "approve")
+		govCLIRefused(t, "GOV_NOT_A_MEMBER", "gov", "vote", "--yes", "--kms", kms, "--key", stranger.key, id3, "approve")
+		out := govCLI(t, "gov", "vote", "--yes", "--kms", kms, "--key", b.key, id3, "reject")
 		if !strings.Contains(out, "state open") {
 			t.Errorf("after one rejection of 3 members:\n%s\nwant the proposal still open (A and C can reach 2)", out)
 		}
-		govCLIRefused(t, "GOV_DUPLICATE", "gov", "vote", "--kms", kms, "--key", b.key, id3, "approve")
+		govCLIRefused(t, "GOV_DUPLICATE", "gov", "vote", "--yes", "--kms", kms, "--key", b.key, id3, "approve")
 
 		// Only the proposer withdraws.
 		govCLIRefused(t, "GOV_FORBIDDEN", "gov", "withdraw", "--kms", kms, "--key", c.key, id3)
 		if out := govCLI(t, "gov", "withdraw", "--kms", kms, "--key", a.key, id3); !strings.Contains(out, "state withdrawn") {
 			t.Errorf("tkms gov withdraw by the proposer:\n%s", out)
 		}
-		govCLIRefused(t, "GOV_PROPOSAL_CLOSED", "gov", "vote", "--kms", kms, "--key", c.key, id3, "approve")
+		govCLIRefused(t, "GOV_PROPOSAL_CLOSED", "gov", "vote", "--yes", "--kms", kms, "--key", c.key, id3, "approve")
 		if _, after := do(t, http.MethodGet, kms+"/app/keyReleasePolicy", nil); bytes.Contains(after, []byte(h3)) {
 			t.Errorf("a withdrawn proposal changed the policy: %s", after)
 		}
@@ -290,9 +290,9 @@ func TestGovernanceThreeMembers(t *testing.T) {
 			t.Fatalf("%d keys after an open rotation proposal, want %d", got, n)
 		}
 		// C approves with an external signer, as with a key in an HSM.
-		vote := []string{"gov", "vote", "--kms", kms, "--key", c.key, proposalID(t, out), "approve"}
+		vote := []string{"gov", "vote", "--yes", "--kms", kms, "--key", c.key, proposalID(t, out), "approve"}
 		if _, err := exec.LookPath("openssl"); err == nil {
-			vote = []string{"gov", "vote", "--kms", kms, "--sign-command", "openssl dgst -sha256 -sign " + c.key, "--public-key", c.pub, proposalID(t, out), "approve"}
+			vote = []string{"gov", "vote", "--yes", "--kms", kms, "--sign-command", "openssl dgst -sha256 -sign " + c.key, "--public-key", c.pub, proposalID(t, out), "approve"}
 		}
 		if out := govCLI(t, vote...); !strings.Contains(out, "state accepted") || !strings.Contains(out, "member "+c.id) {
 			t.Errorf("tkms %s:\n%s", strings.Join(vote, " "), out)

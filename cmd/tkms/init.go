@@ -54,6 +54,7 @@ func cmdInit(args []string, stdout, stderr io.Writer) error {
 	masterKeyFile := fs.String("master-key-file", "", "master key `file` (default DATA/master.key; created, mode 0600, if absent)")
 	serviceName := fs.String("service-name", "tkms", "`name` of the service in the genesis entry")
 	logOrigin := fs.String("log-origin", "", "the transparency log's `origin` line, e.g. kms.sro.example/depa (default tkms/<service-name>/<random>)")
+	asJSON := fs.Bool("json", false, "print JSON with a top-level result field (created) instead of text")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -70,6 +71,8 @@ func cmdInit(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 
+	// Every input is read and checked, with the checks governance applies
+	// to the same changes, before anything is written.
 	raw, err := os.ReadFile(*membersPath)
 	if err != nil {
 		return fmt.Errorf("members: %w", err)
@@ -84,12 +87,18 @@ func cmdInit(args []string, stdout, stderr io.Writer) error {
 		if err != nil {
 			return fmt.Errorf("constitution: %w", err)
 		}
-		if constitution, err = gov.ParseConstitution(raw); err != nil {
+		if constitution, err = parseInitConstitution(raw); err != nil {
 			return fmt.Errorf("constitution %s: %w", *constitutionPath, err)
 		}
 	}
+	if err := constitution.Validate(len(members)); err != nil {
+		return fmt.Errorf("constitution: %w", err)
+	}
 	pol, err := readInitPolicies(*policiesDir, *serviceName)
 	if err != nil {
+		return err
+	}
+	if err := checkInitPolicies(pol); err != nil {
 		return err
 	}
 	cfg := &Config{DataDir: dir, ServiceName: *serviceName, LogOrigin: *logOrigin, MasterKeyFile: *masterKeyFile}
@@ -97,34 +106,41 @@ func cmdInit(args []string, stdout, stderr io.Writer) error {
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return err
-	}
-	sealer, created, err := seal.LoadOrCreateFile(cfg.MasterKeyFile)
-	if err != nil {
-		return err
-	}
-	if created {
-		fmt.Fprintf(stdout, "tkms init: created a new master key in %s (mode 0600): back it up; without it the keys are lost\n", cfg.MasterKeyFile)
-	}
-	svc, err := kms.Open(context.Background(), kms.Config{
-		DataDir:        dir,
-		Sealer:         sealer,
-		ServiceName:    *serviceName,
-		RotationPolicy: pol.rotation,
-		Settings:       pol.settings,
-		ReleasePolicy:  pol.release,
-		JWT:            pol.jwt,
-		Logger:         cfg.logger(io.Discard),
-		LogOrigin:      *logOrigin,
-		Governance:     &kms.GovInit{Members: members, Constitution: constitution},
+	var logKey string
+	created, err := buildDataDir(dir, cfg.MasterKeyFile, func(tmp string, sealer seal.Sealer) error {
+		svc, err := kms.Open(context.Background(), kms.Config{
+			DataDir:        tmp,
+			Sealer:         sealer,
+			ServiceName:    *serviceName,
+			RotationPolicy: pol.rotation,
+			Settings:       pol.settings,
+			ReleasePolicy:  pol.release,
+			JWT:            pol.jwt,
+			Logger:         cfg.logger(io.Discard),
+			LogOrigin:      *logOrigin,
+			Governance:     &kms.GovInit{Members: members, Constitution: constitution},
+		})
+		if err != nil {
+			return err
+		}
+		logKey = svc.LogVerifierKey()
+		return svc.Close()
 	})
 	if err != nil {
 		return err
 	}
-	logKey := svc.LogVerifierKey()
-	if err := svc.Close(); err != nil {
-		return err
+	if *asJSON {
+		return writeResultJSON(stdout, "created", struct {
+			DataDir       string       `json:"data_dir"`
+			ServiceName   string       `json:"service_name"`
+			MasterKeyFile string       `json:"master_key_file"`
+			NewMasterKey  bool         `json:"new_master_key"`
+			Members       []gov.Member `json:"members"`
+			LogKey        string       `json:"log_key"`
+		}{dir, *serviceName, cfg.MasterKeyFile, created, members, logKey})
+	}
+	if created {
+		fmt.Fprintf(stdout, "tkms init: created a new master key in %s (mode 0600): back it up; without it the keys are lost\n", cfg.MasterKeyFile)
 	}
 
 	fmt.Fprintf(stdout, "tkms init: created governed service %q in %s\n", *serviceName, dir)

@@ -9,7 +9,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -29,22 +28,29 @@ func cmdKeys(args []string, stdout, stderr io.Writer) error {
 		return cmdKeysList(args[1:], stdout, stderr)
 	case "rotate":
 		return cmdKeysRotate(args[1:], stdout, stderr)
+	case "-h", "--help", "help":
+		writeGroupHelp(stdout, "keys")
+		return nil
 	}
 	return fmt.Errorf("%w: unknown subcommand %q; want list or rotate", errUsage, args[0])
 }
 
 func cmdKeysList(args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("keys list", stderr)
-	url := fs.String("url", "", "`URL` of a running tkms (reads GET /v1/keys?all=true)")
+	url := fs.String("kms", "", "base `URL` of a running tkms (reads GET /v1/keys?all=true; default $TKMS_ADDR without --data)")
+	registerURLAlias(fs, url)
 	dataDir := fs.String("data", "", "data `directory` of a stopped tkms (reads the ledger directly)")
-	asJSON := fs.Bool("json", false, "print JSON instead of a table")
+	asJSON := fs.Bool("json", false, "print JSON, with a top-level result field, instead of a table")
 	var kmsCA string
 	registerKMSCA(fs, &kmsCA)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
+	if *url == "" && *dataDir == "" {
+		*url = envKMS()
+	}
 	if (*url == "") == (*dataDir == "") {
-		return fmt.Errorf("%w: give exactly one of --url and --data", errUsage)
+		return fmt.Errorf("%w: give exactly one of --kms and --data (or set %s)", errUsage, envAddr)
 	}
 	var list api.V1Keys
 	var err error
@@ -57,28 +63,18 @@ func cmdKeysList(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	if *asJSON {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(list)
+		return writeResultJSON(stdout, "ok", list)
 	}
 	printKeys(stdout, list)
 	return nil
 }
 
 func fetchKeys(base, kmsCA string) (api.V1Keys, error) {
-	var list api.V1Keys
 	client, err := kmsHTTPClient(base, kmsCA, 0) // getJSON's context bounds the request
 	if err != nil {
-		return list, err
+		return api.V1Keys{}, err
 	}
-	body, err := getJSON(client, strings.TrimRight(base, "/")+"/v1/keys?all=true")
-	if err != nil {
-		return list, err
-	}
-	if err := json.Unmarshal(body, &list); err != nil {
-		return list, fmt.Errorf("GET /v1/keys: %w", err)
-	}
-	return list, nil
+	return fetchKeysWith(client, base)
 }
 
 // readKeys replays the ledger of a data directory read-only. Only public
@@ -86,7 +82,7 @@ func fetchKeys(base, kmsCA string) (api.V1Keys, error) {
 func readKeys(dir string) (api.V1Keys, error) {
 	s, err := store.Open(dir, store.Options{ReadOnly: true})
 	if errors.Is(err, store.ErrInUse) {
-		return api.V1Keys{}, fmt.Errorf("%w; while it runs, use --url", err)
+		return api.V1Keys{}, fmt.Errorf("%w; while it runs, use --kms URL", err)
 	}
 	if err != nil {
 		return api.V1Keys{}, err
@@ -114,20 +110,14 @@ func printKeys(w io.Writer, list api.V1Keys) {
 
 func cmdKeysRotate(args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("keys rotate", stderr)
-	url := fs.String("url", "", "`URL` of a running tkms (default with --data: dev.json's kms_url)")
 	tokenFile := fs.String("token-file", "", "`file` holding the operator token (or set TKMS_OPERATOR_TOKEN); for a KMS without governance")
 	var g govFlags
 	g.register(fs, true)
-	fs.Lookup("kms").Usage = "same as --url"
+	registerURLAlias(fs, &g.kms)
 	reason := fs.String("reason", "", "with a member key: the `reason` recorded with the proposal")
+	asJSON := fs.Bool("json", false, "print JSON with a top-level result field: created (and the key) or pending (and the proposal)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
-	}
-	if *url != "" {
-		if g.kms != "" && g.kms != *url {
-			return fmt.Errorf("%w: give one of --url and --kms", errUsage)
-		}
-		g.kms = *url
 	}
 	base, err := g.kmsURL()
 	if err != nil {
@@ -139,7 +129,7 @@ func cmdKeysRotate(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	member := g.key != "" || g.signCommand != "" || (g.data != "" && *tokenFile == "")
+	member := g.key != "" || g.signCommand != "" || (g.data != "" && *tokenFile == "") || (os.Getenv(envMemberKey) != "" && *tokenFile == "")
 	devToken := ""
 	if member && g.key == "" && g.signCommand == "" {
 		// A tkms dev directory from before governance has no member:
@@ -197,9 +187,7 @@ func cmdKeysRotate(args []string, stdout, stderr io.Writer) error {
 		if err := json.Unmarshal(body, &st); err != nil {
 			return fmt.Errorf("POST /app/refresh: %w", err)
 		}
-		printStatus(stdout, st)
-		fmt.Fprintf(stdout, "no key yet: the rotation waits for more approvals: tkms gov vote --kms %s --key MEMBER.pem %s approve\n", base, st.ID)
-		return nil
+		return reportPendingRotation(client, stdout, base, g, st, *asJSON)
 	case resp.StatusCode != http.StatusOK:
 		return apiError("POST /app/refresh", resp, body)
 	}
@@ -210,6 +198,5 @@ func cmdKeysRotate(args []string, stdout, stderr io.Writer) error {
 	if err := json.Unmarshal(body, &item); err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "created key %s (id %d)\n", item.Kid, item.ID)
-	return nil
+	return reportRotation(client, stdout, base, item.Kid, item.ID, *asJSON)
 }

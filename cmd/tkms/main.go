@@ -5,9 +5,9 @@
 //
 //	tkms dev   [--listen ADDR] [--data DIR] [--config FILE]   a local, self-contained instance
 //	tkms dev token [--data DIR] [--sub S] [--ttl D] [--aud A]  a token from the dev OIDC issuer
-//	tkms serve --config FILE                                 the production server
-//	tkms keys list   (--url URL | --data DIR) [--json]        list keys, states and times
-//	tkms keys rotate (--url URL | --data DIR) [--key FILE | --token-file FILE]
+//	tkms serve --config FILE [--allow-ungoverned]            the production server
+//	tkms keys list   (--kms URL | --data DIR) [--json]        list keys, states and times
+//	tkms keys rotate (--kms URL | --data DIR) [--key FILE | --token-file FILE]
 //	                                                         rotate now (a member; operator if ungoverned)
 //	tkms init --members FILE [--constitution FILE] [--policies DIR] --data DIR
 //	                                                         create a new governed service
@@ -17,7 +17,7 @@
 //	                                                         simulated ACI evidence (NOT a TEE)
 //	tkms attest inspect [--data DIR] [--json] [--now RFC3339] [--max-vmpl N] FILE
 //	                                                         verify evidence offline, print its claims
-//	tkms version
+//	tkms version [--json]
 //
 // See README.md for configuration and the API.
 package main
@@ -38,15 +38,15 @@ const usage = `tkms: a confidential, transparent key management service for DEPA
 usage:
   tkms dev   [--listen ADDR] [--data DIR] [--config FILE]   run a local instance on embedded defaults
   tkms dev token [--data DIR] [--sub S] [--ttl D] [--aud A]  print a token from the dev OIDC issuer
-  tkms serve --config FILE                                 run the server
-  tkms keys list   (--url URL | --data DIR) [--json]        list keys, states and times
-  tkms keys rotate (--url URL | --data DIR) [--key FILE | --token-file FILE]
+  tkms serve --config FILE [--allow-ungoverned]            run the server (on a data directory made by tkms init)
+  tkms keys list   (--kms URL | --data DIR) [--json]        list keys, states and times
+  tkms keys rotate (--kms URL | --data DIR) [--key FILE | --token-file FILE] [--json]
                                                            create a new key now (a member signs; operator token if ungoverned)
   tkms init --members FILE [--constitution FILE] [--policies DIR] --data DIR
             [--master-key-file F] [--service-name N] [--log-origin O]
                                                            create a new governed service for tkms serve
-  tkms gov propose [--kms URL] (--key FILE | --sign-command CMD --public-key FILE) [--compat] ACTIONS.json
-  tkms gov vote    [--kms URL] --key FILE ID approve|reject
+  tkms gov propose [--kms URL] (--key FILE | --sign-command CMD --public-key FILE) [--dry-run] [--compat] ACTIONS.json
+  tkms gov vote    [--kms URL] --key FILE [--yes] ID approve|reject
   tkms gov withdraw [--kms URL] --key FILE ID
   tkms gov list|show [--kms URL] [ID]                      propose changes, vote, list proposals (--data DIR: a tkms dev's)
   tkms attest simulate [--data DIR] [--report-data HEX | --wrapping-key-pem FILE]
@@ -57,15 +57,17 @@ usage:
   tkms audit (--kms URL | --tiles DIR) --log-key VKEY [--state FILE] [--mirror DIR] [--json] [--quiet]
                                                            check the transparency log without trusting the operator
   tkms sidecar [--kms URL --log-key VKEY|@FILE] [flags]    attestation and decryption for a local service
-  tkms fetch [--kms URL] [--attester aci|snp|simulated] [--token-source imds|file|static|dev]
+  tkms fetch [--kms URL] [--attester aci|snp|tdx|azure-cvm|simulated|simulated-tdx|simulated-maa|simulated-az-snp|simulated-az-tdx] [--token-source imds|file|static|dev]
              [--kid KID | --ohttp-id HEX | --all] [--out FILE]
                                                            obtain keys as a service in a TEE does, step by step
   tkms demo [--keep DIR]                                   the 11 steps of the protocol, end to end, narrated
-  tkms bench [--url URL | --dev] [--scenario S] [--workers N] [--rate R] [--duration D] [--json]
+  tkms bench [--kms URL | --dev] [--scenario S] [--workers N] [--rate R] [--duration D] [--json]
                                                            load test with latency percentiles and the crypto floor
-  tkms version                                             print the version
+  tkms version [--json]                                    print the version, VCS revision and Go version
 
-Run 'tkms COMMAND -h' for the flags of a command.
+Environment: TKMS_ADDR (--kms), TKMS_CACERT (--kms-ca), TKMS_MEMBER_KEY (--key); a flag wins.
+Exit codes: 0 success, 1 failure, 2 usage error (audit: 1 on violations).
+Run 'tkms COMMAND -h' for a command's usage, flags, an example and its exit codes.
 `
 
 func main() {
@@ -97,7 +99,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "audit":
 		return cmdAudit(args[1:], stdout, stderr)
 	case "sidecar":
-		err = cmdSidecar(args[1:], stdout, stderr)
+		if err = cmdSidecar(args[1:], stdout, stderr); errors.Is(err, flag.ErrHelp) {
+			writeHelpFoot(stderr, "sidecar")
+		}
 	case "fetch":
 		err = cmdFetch(args[1:], stdout, stderr)
 	case "demo":
@@ -105,7 +109,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "bench":
 		err = cmdBench(args[1:], stdout, stderr)
 	case "version", "--version":
-		fmt.Fprintln(stdout, "tkms", version)
+		err = cmdVersion(args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 	default:
@@ -129,6 +133,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 func newFlagSet(name string, stderr io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet("tkms "+name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	setUsage(fs, name, stderr)
 	return fs
 }
 

@@ -96,14 +96,18 @@ func TestReadmeReleaseSession(t *testing.T) {
 		t.Fatalf("/v1/attestation of dev: %d %s", resp.StatusCode, b)
 	}
 	script := strings.ReplaceAll(block, "http://127.0.0.1:8000", p.URL)
-	script = strings.ReplaceAll(script, `TKMS="go run ./cmd/tkms"`, "TKMS="+tkmsBin)
 	cmd := exec.Command("sh", "-e", "-c", script)
 	cmd.Dir = wd
+	cmd.Env = append(tkmsEnv(), "PATH="+filepath.Dir(tkmsBin)+":"+os.Getenv("PATH")) // tkms as go install puts it
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	if err != nil {
 		t.Fatalf("README session: %v\n%s\n%s", err, out, stderr.String())
+	}
+	// The session works in a temporary directory: no key lands in the clone.
+	if ents, _ := os.ReadDir(wd); len(ents) != 1 {
+		t.Errorf("the README session wrote into the working directory: %v", ents)
 	}
 	var item keys.Item
 	if err := json.Unmarshal(out, &item); err != nil || item.D == "" {

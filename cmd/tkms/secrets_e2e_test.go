@@ -499,7 +499,7 @@ func TestSecretsNotLogged(t *testing.T) {
 	}
 	pl.add("tkms gov propose stdout", []byte(out))
 	pl.add("tkms gov propose stderr", []byte(errOut))
-	out, errOut, _ = runTkms(t, "gov", "vote", "--data", data, proposalID(t, out), "approve")
+	out, errOut, _ = runTkms(t, "gov", "vote", "--yes", "--data", data, proposalID(t, out), "approve")
 	pl.add("tkms gov vote stdout", []byte(out))
 	pl.add("tkms gov vote stderr", []byte(errOut))
 

@@ -11,12 +11,16 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"sync"
 	"syscall"
 	"time"
 
 	"github.com/tkms-dev/tkms/internal/attest"
+	"github.com/tkms-dev/tkms/internal/attest/maa"
+	"github.com/tkms-dev/tkms/internal/attest/simmaa"
 	"github.com/tkms-dev/tkms/internal/attest/simsnp"
+	"github.com/tkms-dev/tkms/internal/attest/simtdx"
 	"github.com/tkms-dev/tkms/internal/attest/snp"
 	"github.com/tkms-dev/tkms/internal/attest/uvm"
 	"github.com/tkms-dev/tkms/internal/httpapi"
@@ -29,7 +33,8 @@ import (
 
 func cmdServe(args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("serve", stderr)
-	configPath := fs.String("config", "", "configuration `file` (JSON; see README)")
+	configPath := fs.String("config", "", "configuration `file` (JSON; docs/operations.md lists every field)")
+	allowUngoverned := fs.Bool("allow-ungoverned", false, "let serve create a new ledger without governance (members, constitution) on an empty data directory; nothing can govern it later (use tkms init instead)")
 	join := fs.String("join", "", "node-to-node `address` of a cluster member to join on the first start (sets cluster.join)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -63,19 +68,26 @@ func cmdServe(args []string, stdout, stderr io.Writer) error {
 	// a new, empty service.
 	sealer, err := seal.LoadFile(cfg.MasterKeyFile)
 	if errors.Is(err, iofs.ErrNotExist) {
-		return fmt.Errorf("%w (serve requires an existing master key; 'tkms dev' creates one for development)", err)
+		return fmt.Errorf("%w (serve requires an existing master key: 'tkms init' creates a governed service with one; 'tkms dev' one for development)", err)
 	}
 	if err != nil {
 		return err
+	}
+	// A node that joins a cluster gets the cluster's ledger.
+	if joining := cfg.node != nil && !cfg.node.found; !joining {
+		if err := checkNewLedger(cfg.DataDir, *allowUngoverned); err != nil {
+			return err
+		}
 	}
 	token, err := cfg.operatorToken()
 	if err != nil {
 		return fmt.Errorf("operator token: %w", err)
 	}
-	if token == "" {
-		log.Warn("no operator token configured: POST /app/refresh is disabled")
-	}
-	return runServer(ctx, cfg, sealer, token, log, nil, nil)
+	return runServer(ctx, cfg, sealer, token, log, nil, func(svc *kms.Service) error {
+		warnUngoverned(svc, token, log)
+		go backupOnSignal(ctx, svc, cfg.BackupDir, log)
+		return nil
+	})
 }
 
 // runServer opens the service, starts the scheduler and the HTTP server,
@@ -164,8 +176,17 @@ func runServer(ctx context.Context, cfg *Config, sealer seal.Sealer, operatorTok
 	if err != nil {
 		return err
 	}
-	var h http.Handler = httpapi.New(svc, httpapi.Options{OperatorToken: operatorToken, Logger: log, Release: rel,
-		Bodies: adm.bodies, PerAddress: adm.perAddress, TrustedProxies: adm.trustedProxies, Readers: readers})
+	api := httpapi.New(svc, httpapi.Options{OperatorToken: operatorToken, Logger: log, Release: rel,
+		Bodies: adm.bodies, PerAddress: adm.perAddress, TrustedProxies: adm.trustedProxies, Readers: readers,
+		Version: readBuildVersion().Version, Collectors: tlsExpiryCollector(tlsConf), MetricsElsewhere: cfg.MetricsListen != ""})
+	if cfg.MetricsListen != "" {
+		stopMetrics, err := serveMetrics(cfg.MetricsListen, api.MetricsHandler(), log)
+		if err != nil {
+			return fmt.Errorf("metrics_listen: %w", err)
+		}
+		defer stopMetrics()
+	}
+	var h http.Handler = api
 	if apiHandlerWrap != nil {
 		h = apiHandlerWrap(h)
 	}
@@ -228,6 +249,23 @@ func trustSimulated(cfg *attest.Config, chain *simsnp.Chain) (did, feed string) 
 	return did, feed
 }
 
+// trustSimulatedTDX makes cfg trust the simulated TDX chain of dir
+// (internal/attest/simtdx), creating it if create is set; without create, a
+// directory without one is left alone.
+func trustSimulatedTDX(cfg *attest.Config, dir string, create bool) error {
+	if !create {
+		if _, err := os.Stat(filepath.Join(dir, simtdx.ChainFile)); errors.Is(err, iofs.ErrNotExist) {
+			return nil
+		}
+	}
+	chain, err := simtdx.LoadOrCreate(dir)
+	if err != nil {
+		return err
+	}
+	cfg.TDX.Roots = append(cfg.TDX.Roots, chain.Root())
+	return nil
+}
+
 // newRelease builds the attested release service from the JWT policy in the
 // ledger (which the configuration may just have changed) and the
 // attestation settings. The service follows later changes of the JWT
@@ -264,6 +302,8 @@ func newRelease(ctx context.Context, svc *kms.Service, cfg *Config, log *slog.Lo
 		}
 	}
 	attCfg := attest.Config{SNP: snp.Options{MaxVMPL: cfg.MaxVMPL}, UVM: uvm.Options{Trusted: cfg.UVMTrusted, MinSVN: cfg.UVMMinSVN}, Simulated: cfg.InsecureSimulatedTEE}
+	attCfg.TDX.Collateral = cfg.TDXCollateral
+	attCfg.MAA = maa.Options{Instances: append([]maa.Instance(nil), cfg.MAAInstances...), Logger: log}
 	if cfg.InsecureSimulatedTEE {
 		chain, err := simsnp.LoadOrCreate(cfg.DataDir)
 		if err != nil {
@@ -271,6 +311,16 @@ func newRelease(ctx context.Context, svc *kms.Service, cfg *Config, log *slog.Lo
 			return nil, nil, fmt.Errorf("simulated TEE: %w", err)
 		}
 		did, feed := trustSimulated(&attCfg, chain)
+		if err := trustSimulatedTDX(&attCfg, cfg.DataDir, true); err != nil {
+			closeAuth()
+			return nil, nil, fmt.Errorf("simulated TEE: %w", err)
+		}
+		sim, err := simmaa.LoadOrCreate(cfg.DataDir)
+		if err != nil {
+			closeAuth()
+			return nil, nil, fmt.Errorf("simulated TEE: %w", err)
+		}
+		attCfg.MAA.Instances = append(attCfg.MAA.Instances, sim.Trusted())
 		log.Warn("INSECURE: the simulated TEE of the data directory is trusted; releases under it are marked simulated in the ledger", "did", did, "feed", feed)
 	}
 	av, err := attest.New(attCfg)
@@ -285,8 +335,9 @@ func newRelease(ctx context.Context, svc *kms.Service, cfg *Config, log *slog.Lo
 	})
 	if err != nil {
 		closeAuth()
+		av.Close()
 		return nil, nil, err
 	}
 	log.Info("key release enabled", "issuers", len(ac.Issuers), "simulated_tee", cfg.InsecureSimulatedTEE)
-	return rel, rel.Close, nil
+	return rel, func() { rel.Close(); av.Close() }, nil
 }

@@ -19,7 +19,7 @@ import (
 	"github.com/tkms-dev/tkms/internal/translog"
 )
 
-const sidecarUsage = `usage: tkms sidecar [--kms URL --log-key VKEY|@FILE] [--listen ADDR] [--attester aci|snp|simulated]
+const sidecarUsage = `usage: tkms sidecar [--kms URL --log-key VKEY|@FILE] [--listen ADDR] [--attester aci|snp|tdx|azure-cvm|simulated|simulated-tdx|simulated-maa|simulated-az-snp|simulated-az-tdx]
                     [--token-source imds|file|static|dev] [--api v1|app] [--variant ohttp|ba|kv] [flags]
 
 Serves attestation and request decryption to a service in the same TEE, on

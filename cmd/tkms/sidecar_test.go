@@ -11,6 +11,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"net/http"
+	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -19,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tkms-dev/tkms/internal/attest/simsnp"
 	"github.com/tkms-dev/tkms/internal/keys"
 	"github.com/tkms-dev/tkms/ohttp"
 	"golang.org/x/mod/sumdb/note"
@@ -235,7 +237,7 @@ func TestSidecar(t *testing.T) {
 			{"wrong labels", "?variant=kv", good, 400, "DECRYPTION_FAILED"},
 			{"unknown variant", "?variant=tls", good, 400, "BAD_REQUEST"},
 			{"unknown key id", "", otherKey, 404, "KEY_NOT_FOUND"},
-			{"random", "", bytes.Repeat([]byte{0x5a}, 300), 404, "KEY_NOT_FOUND"},
+			{"random", "", bytes.Repeat([]byte{0x5a}, 300), 400, "UNSUPPORTED_SUITE"}, // the suite is checked before the key is looked up
 		} {
 			resp, body := post(t, sc.URL+"/decrypt"+tc.q, "application/octet-stream", tc.body)
 			wantError(t, "/decrypt "+tc.name, resp, body, tc.status, tc.code)
@@ -456,7 +458,16 @@ func TestSidecarListenRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	keyFile := writeTemp(t, "log.vkey", []byte(vkey+"\n"))
-	base := []string{"sidecar", "--kms", "http://127.0.0.1:1", "--attester", "simulated", "--data", t.TempDir(),
+	// A data directory with a simulated chain (devtee refuses one without).
+	fixture, err := os.ReadFile(filepath.Join("..", "..", "internal", "attest", "simsnp", "testdata", simsnp.ChainFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	simData := t.TempDir()
+	if err := os.WriteFile(filepath.Join(simData, simsnp.ChainFile), fixture, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	base := []string{"sidecar", "--kms", "http://127.0.0.1:1", "--attester", "simulated", "--data", simData,
 		"--token-source", "file", "--token-file", writeTemp(t, "token", []byte("t")), "--log-key", "@" + keyFile}
 	for _, addr := range []string{"0.0.0.0:0", ":0", "[::]:0", "example.com:8080", "10.1.2.3:8080"} {
 		_, errOut, code := runTkms(t, append(base, "--listen", addr)...)
@@ -476,7 +487,7 @@ func TestSidecarListenRefused(t *testing.T) {
 		{[]string{"--token-source", "vault"}, 2, "--token-source"},
 		{[]string{"--variant", "tls"}, 2, "--variant"},
 		{[]string{"--api", "v2"}, 2, "v2"},
-		{[]string{"--attester", "tdx"}, 2, "--attester"},
+		{[]string{"--attester", "sgx"}, 2, "--attester"},
 		{[]string{"--log-key", "bogus"}, 2, "--log-key"},
 		{[]string{"--log-key", ""}, 2, "--log-key is required"},
 		{[]string{"--log-key", "@/nonexistent/log.vkey"}, 1, "--log-key"},

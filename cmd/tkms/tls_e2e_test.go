@@ -308,7 +308,7 @@ func TestPlainHTTPLoopbackOnly(t *testing.T) {
 	data := newServeData(t)
 	cfgPath := filepath.Join(t.TempDir(), "tkms.json")
 	writeJSONFile(t, cfgPath, map[string]any{"listen": "0.0.0.0:0", "data_dir": data})
-	_, errOut, code := runTkms(t, "serve", "--config", cfgPath)
+	_, errOut, code := runTkms(t, "serve", "--allow-ungoverned", "--config", cfgPath)
 	for _, want := range []string{"listen 0.0.0.0:0 is not a loopback address", "tls_cert_file and tls_key_file", `"plain_http": true`, "TLS-terminating proxy"} {
 		if code == 0 || !strings.Contains(errOut, want) {
 			t.Errorf("serve on 0.0.0.0 without TLS: exit %d, stderr %q; want a refusal containing %q", code, errOut, want)

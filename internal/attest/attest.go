@@ -15,6 +15,13 @@
 //   - "snp-aci": the ACI attestation object (api.ACI): the report and its
 //     VCEK by attest/snp, then its UVM endorsement by attest/uvm against the
 //     report's MEASUREMENT.
+//   - "tdx": an Intel TDX quote v4 (api.TDX), verified by attest/tdx
+//     against the pinned Intel SGX root; a debug TD is refused.
+//   - "maa": a Microsoft Azure Attestation token (api.MAA), verified by
+//     attest/maa against the configured MAA instances' keys.
+//   - "az-snp-vtpm", "az-tdx-vtpm": Azure confidential VM evidence, the
+//     hardware report verified as "snp" or "tdx" evidence is, then the
+//     HCL runtime data, the vTPM attestation key and quote by attest/azcvm.
 //
 // Evidence of tkms's simulated TEE (attest/simsnp) is either format signed
 // by a chain the operator told the verifier to trust (Config.SNP.Roots,
@@ -28,11 +35,15 @@ package attest
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
+	"fmt"
 	"slices"
 	"time"
 
+	"github.com/tkms-dev/tkms/internal/attest/maa"
 	"github.com/tkms-dev/tkms/internal/attest/snp"
+	"github.com/tkms-dev/tkms/internal/attest/tdx"
 	"github.com/tkms-dev/tkms/internal/attest/uvm"
 )
 
@@ -40,6 +51,12 @@ import (
 const (
 	TypeSNP = "snp"     // a raw SEV-SNP report (api.RawSNP)
 	TypeACI = "snp-aci" // the ACI attestation object (api.ACI)
+	TypeTDX = "tdx"     // an Intel TDX quote (api.TDX)
+	TypeMAA = "maa"     // an Azure Attestation token (api.MAA)
+	// Azure confidential VM evidence (HCL report, vTPM quote and the
+	// VCEK or TD quote), SEV-SNP and TDX flavours.
+	TypeAzSNP = "az-snp-vtpm"
+	TypeAzTDX = "az-tdx-vtpm"
 )
 
 // Error codes of this package. Every other failure carries the code of the
@@ -103,9 +120,15 @@ type Config struct {
 	// besides UVM.Trusted (or its default), and marked on the evidence they
 	// endorse (Evidence.UVMSimulated).
 	SimulatedEndorsers []uvm.Endorser
+	// TDX configures the TDX quote verifier: roots trusted besides Intel's
+	// (the simulated TEE's). A nil TDX.Now means SNP.Now.
+	TDX tdx.Options
+	// MAA lists the trusted Azure Attestation instances (none: "maa"
+	// evidence is refused). A nil MAA.Now means SNP.Now.
+	MAA maa.Options
 	// Simulated permits evidence whose SNP chain ends at one of SNP.Roots
-	// rather than a pinned AMD root. Only ever set when the operator asked
-	// for it explicitly.
+	// (or whose PCK chain at one of TDX.Roots) rather than a pinned AMD
+	// (Intel) root. Only ever set when the operator asked for it explicitly.
 	Simulated bool
 }
 
@@ -113,6 +136,9 @@ type Config struct {
 type Verifier struct {
 	snp       *snp.Verifier
 	uvm       *uvm.Verifier
+	tdx       *tdx.Verifier
+	maa       *maa.Verifier
+	simTDX    bool // TDX roots besides Intel's are trusted
 	simulated bool
 	trusted   []uvm.Endorser // every UVM endorser trusted, for Trust
 	simUVM    []uvm.Endorser
@@ -139,15 +165,38 @@ func New(cfg Config) (*Verifier, error) {
 	if len(trusted) == 0 {
 		trusted = uvm.DefaultTrusted()
 	}
+	to, mo := cfg.TDX, cfg.MAA
+	if to.Now == nil {
+		to.Now = cfg.SNP.Now
+	}
+	if mo.Now == nil {
+		mo.Now = cfg.SNP.Now
+	}
+	// Remote MAA key sets that cannot be fetched now are retried later.
+	mv, err := maa.New(context.Background(), mo)
+	if err != nil {
+		return nil, err
+	}
 	return &Verifier{
-		snp: sv, uvm: uv, simulated: cfg.Simulated,
+		snp: sv, uvm: uv, tdx: tdx.New(to), maa: mv, simTDX: len(to.Roots) > 0, simulated: cfg.Simulated,
 		trusted: slices.Clone(trusted), simUVM: slices.Clone(cfg.SimulatedEndorsers),
 	}, nil
 }
 
+func (v *Verifier) maaRoots() []string {
+	var out []string
+	for _, iss := range v.maa.Issuers() {
+		out = append(out, "MAA instance "+iss)
+	}
+	return out
+}
+
+// Close stops the background refreshes of MAA instances' keys.
+func (v *Verifier) Close() { v.maa.Close() }
+
 // Evidence is verified evidence: its claims, and what a release records.
 type Evidence struct {
-	Type string // TypeSNP or TypeACI
+	Type string // one of the Type* constants
 	// Simulated is true when the SNP chain ends at a root that is not a
 	// pinned AMD root (the simulated TEE's).
 	Simulated bool
@@ -156,13 +205,17 @@ type Evidence struct {
 	UVMSimulated bool
 	// Claims are the claims a release policy may name: the report's and,
 	// for TypeACI, the UVM endorsement's.
-	Claims       map[string]any
-	ReportData   []byte // 64 bytes
-	Measurement  []byte // 48 bytes
-	HostData     []byte // 32 bytes
+	Claims      map[string]any
+	ReportData  []byte // 64 bytes
+	Measurement []byte // 48 bytes: MEASUREMENT, or a TD's MRTD
+	HostData    []byte // 32 bytes; none for TypeTDX
+	// ReportSHA256 is SHA-256 of the report (of the signed quote for
+	// TypeTDX).
 	ReportSHA256 [32]byte
-	Signer       string // "VCEK" or "VLEK"
-	ProductLine  string // "Milan", "Genoa" or "Turin"
+	// Signer is "VCEK" or "VLEK"; "PCK" for TypeTDX; the MAA instance
+	// (its issuer) for TypeMAA.
+	Signer      string
+	ProductLine string // "Milan", "Genoa" or "Turin"; "TDX" for TypeTDX; "MAA" for TypeMAA
 	// UVMSigningTime is the UVM endorsement's signing time (TypeACI only).
 	UVMSigningTime time.Time
 }
@@ -201,7 +254,13 @@ func Type(raw []byte) string { return detect(raw).typ }
 // checkSimulated refuses evidence chained to a root that is not pinned,
 // unless the verifier trusts the simulated TEE (or inspects).
 func (v *Verifier) checkSimulated(res *snp.Result, inspect bool) error {
-	if !res.Pinned && !v.simulated && !inspect {
+	return v.checkPinned(res.Pinned, inspect)
+}
+
+// checkPinned refuses evidence whose chain does not end at a pinned root,
+// unless the verifier trusts the simulated TEE (or inspects).
+func (v *Verifier) checkPinned(pinned, inspect bool) error {
+	if !pinned && !v.simulated && !inspect {
 		return &Error{Code: CodeSimulatedNotTrusted, Err: ErrSimulatedNotTrusted}
 	}
 	return nil
@@ -226,14 +285,40 @@ type Trust struct {
 	AMDRoots      []string       `json:"amd_roots"` // pinned product lines
 	SimulatedTEE  bool           `json:"simulated_tee_trusted"`
 	UVMEndorsers  []uvm.Endorser `json:"uvm_endorsers"`
+	// Formats says, per evidence type, what its evidence must chain to.
+	Formats []FormatTrust `json:"formats"`
+}
+
+// FormatTrust is what one evidence type is verified against.
+type FormatTrust struct {
+	Type string `json:"type"`
+	// Roots name the pinned roots the evidence must chain to.
+	Roots []string `json:"roots"`
+	// Simulated is true when evidence of the type from the simulated TEE
+	// is accepted too.
+	Simulated bool `json:"simulated_tee_trusted"`
+	// Refused lists what is refused even when authentic.
+	Refused []string `json:"refused,omitempty"`
 }
 
 // Trust returns what the verifier accepts.
 func (v *Verifier) Trust() Trust {
+	amd := []string{"AMD ARK Milan", "AMD ARK Genoa", "AMD ARK Turin"}
+	intel := tdx.IntelRoot()
+	tdxRoots := []string{fmt.Sprintf("%s (SHA-256 %x)", intel.Subject.CommonName, sha256.Sum256(intel.Raw))}
 	return Trust{
-		EvidenceTypes: []string{TypeACI, TypeSNP},
+		EvidenceTypes: []string{TypeACI, TypeSNP, TypeTDX, TypeMAA, TypeAzSNP, TypeAzTDX},
 		AMDRoots:      []string{"Milan", "Genoa", "Turin"},
 		SimulatedTEE:  v.simulated,
 		UVMEndorsers:  slices.Clone(v.trusted),
+		Formats: []FormatTrust{
+			{Type: TypeACI, Roots: amd, Simulated: v.simulated, Refused: []string{"debug guest policy", "migration agent", "UVM endorsement not from a trusted (did, feed)"}},
+			{Type: TypeSNP, Roots: amd, Simulated: v.simulated, Refused: []string{"debug guest policy", "migration agent"}},
+			{Type: TypeTDX, Roots: tdxRoots,
+				Simulated: v.simulated && v.simTDX, Refused: []string{"debug TD (TD_ATTRIBUTES bit 0)", "quote versions other than 4"}},
+			{Type: TypeMAA, Roots: v.maaRoots(), Simulated: v.simulated && v.maa.HasSimulated(), Refused: []string{"tokens of a debuggable TEE"}},
+			{Type: TypeAzSNP, Roots: amd, Simulated: v.simulated, Refused: []string{"debug guest policy", "migration agent", "a vTPM quote not bound to the report"}},
+			{Type: TypeAzTDX, Roots: tdxRoots, Simulated: v.simulated && v.simTDX, Refused: []string{"debug TD (TD_ATTRIBUTES bit 0)", "a vTPM quote not bound to the quote"}},
+		},
 	}
 }

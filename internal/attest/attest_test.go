@@ -183,7 +183,7 @@ func TestTrust(t *testing.T) {
 	_, cfg := simulated(t)
 	cfg.Simulated = true
 	tr := newVerifier(t, cfg).Trust()
-	if !tr.SimulatedTEE || len(tr.UVMEndorsers) != len(uvm.DefaultTrusted())+1 || len(tr.EvidenceTypes) != 2 {
+	if !tr.SimulatedTEE || len(tr.UVMEndorsers) != len(uvm.DefaultTrusted())+1 || len(tr.EvidenceTypes) != 6 || len(tr.Formats) != 6 || !tr.Formats[0].Simulated || tr.Formats[2].Simulated {
 		t.Fatalf("%+v", tr)
 	}
 	tr = newVerifier(t, attest.Config{}).Trust()
@@ -205,6 +205,9 @@ func FuzzVerifyEvidence(f *testing.F) {
 	f.Add(rawSNP(f))
 	f.Add(sim)
 	f.Add([]byte(`{"type":"snp","report":"","cert_table":"AAAA"}`))
+	f.Add(tdxObject(f, read(f, "tdx/testdata/tdx_quote_6.dat")))
+	f.Add(read(f, "maa/testdata/sharedweu_L138.jwt"))
+	f.Add(read(f, "azcvm/testdata/snp_evidence-v1.json"))
 	f.Fuzz(func(t *testing.T, raw []byte) {
 		ev, err := v.Verify(context.Background(), raw)
 		if err != nil {

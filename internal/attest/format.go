@@ -23,6 +23,10 @@ type format struct {
 // matches whatever the others do not. Adding a format is adding its entry.
 var formats = []format{
 	{typ: TypeSNP, match: isRawSNP, verify: verifyRawSNP, decode: decodeRawSNP},
+	{typ: TypeTDX, match: isTDX, verify: verifyTDX, decode: decodeTDX},
+	{typ: TypeMAA, match: isMAA, verify: verifyMAA, decode: decodeMAA},
+	{typ: TypeAzSNP, match: isAzSNP, verify: verifyAzCVM, decode: decodeAzCVM},
+	{typ: TypeAzTDX, match: isAzTDX, verify: verifyAzCVM, decode: decodeAzCVM},
 	{typ: TypeACI, match: func([]byte) bool { return true }, verify: verifyACI, decode: decodeACI},
 }
 
@@ -63,11 +67,17 @@ func DecodeUnverified(raw []byte) (*Unverified, error) {
 
 // isRawSNP reports whether raw is a raw SNP attestation object: a JSON
 // object whose "type" is "snp".
-func isRawSNP(raw []byte) bool {
+func isRawSNP(raw []byte) bool { return typeField(raw) == TypeSNP }
+
+// typeField returns the "type" member of a JSON object, "" if there is none.
+func typeField(raw []byte) string {
 	var probe struct {
 		Type string `json:"type"`
 	}
-	return json.Unmarshal(raw, &probe) == nil && probe.Type == TypeSNP
+	if json.Unmarshal(raw, &probe) != nil {
+		return ""
+	}
+	return probe.Type
 }
 
 func decodeRawSNP(raw []byte) (*Unverified, error) {

@@ -192,8 +192,8 @@ func ParseTrustedProxies(list []string) ([]netip.Prefix, error) {
 	return out, nil
 }
 
-// limitMetrics writes the admission counters to /metrics.
-func (s *Server) limitMetrics(b *strings.Builder, metric func(name, typ, help string)) {
+// limitMetrics sends the admission counters to /metrics.
+func (s *Server) limitMetrics(e emitter) {
 	var identity *limit.Keyed
 	var pool *limit.Pool
 	if s.release != nil {
@@ -203,38 +203,23 @@ func (s *Server) limitMetrics(b *strings.Builder, metric func(name, typ, help st
 		name string
 		k    *limit.Keyed
 	}{{"address", s.perAddress}, {"identity", identity}}
-	metric("tkms_limit_rate", "gauge", "Sustained requests per second allowed per key (0: the limit is off).")
 	for _, l := range keyed {
 		r, _ := l.k.Rate()
-		fmt.Fprintf(b, "tkms_limit_rate{limit=%q} %g\n", l.name, r)
-	}
-	metric("tkms_limit_requests_total", "counter", "Requests seen by a rate limit, by limit and result (allowed or limited).")
-	for _, l := range keyed {
 		st := l.k.Stats()
-		fmt.Fprintf(b, "tkms_limit_requests_total{limit=%q,result=\"allowed\"} %d\n", l.name, st.Allowed)
-		fmt.Fprintf(b, "tkms_limit_requests_total{limit=%q,result=\"limited\"} %d\n", l.name, st.Limited)
-	}
-	metric("tkms_limit_keys", "gauge", "Keys (addresses, identities) a rate limit holds a bucket for.")
-	for _, l := range keyed {
-		fmt.Fprintf(b, "tkms_limit_keys{limit=%q} %d\n", l.name, l.k.Stats().Keys)
-	}
-	metric("tkms_limit_evictions_total", "counter", "Buckets forgotten before they were full because a rate limit held its most keys.")
-	for _, l := range keyed {
-		fmt.Fprintf(b, "tkms_limit_evictions_total{limit=%q} %d\n", l.name, l.k.Stats().Evicted)
+		e.gauge("tkms_limit_rate", "Sustained requests per second allowed per key (0: the limit is off).", r, "limit", l.name)
+		const reqHelp = "Requests seen by a rate limit, by limit and result (allowed or limited)."
+		e.counter("tkms_limit_requests_total", reqHelp, float64(st.Allowed), "limit", l.name, "result", "allowed")
+		e.counter("tkms_limit_requests_total", reqHelp, float64(st.Limited), "limit", l.name, "result", "limited")
+		e.gauge("tkms_limit_keys", "Keys (addresses, identities) a rate limit holds a bucket for.", float64(st.Keys), "limit", l.name)
+		e.counter("tkms_limit_evictions_total", "Buckets forgotten before they were full because a rate limit held its most keys.", float64(st.Evicted), "limit", l.name)
 	}
 	st, cfg := pool.Stats(), pool.Config()
-	metric("tkms_verify_concurrency", "gauge", "Most evidence verifications run at once (0: no pool).")
-	fmt.Fprintf(b, "tkms_verify_concurrency %d\n", cfg.Concurrency)
-	metric("tkms_verify_queue_capacity", "gauge", "Most requests waiting for a verification slot.")
-	fmt.Fprintf(b, "tkms_verify_queue_capacity %d\n", cfg.Queue)
-	metric("tkms_verify_in_flight", "gauge", "Evidence verifications in progress.")
-	fmt.Fprintf(b, "tkms_verify_in_flight %d\n", st.InFlight)
-	metric("tkms_verify_queue", "gauge", "Requests waiting for a verification slot.")
-	fmt.Fprintf(b, "tkms_verify_queue %d\n", min(st.Waiting, cfg.Queue))
-	metric("tkms_verify_requests_total", "counter", "Requests for a verification slot, by result: admitted, busy (refused: 503 SERVER_BUSY), canceled (the client went away while waiting).")
+	e.gauge("tkms_verify_concurrency", "Most evidence verifications run at once (0: no pool).", float64(cfg.Concurrency))
+	e.gauge("tkms_verify_queue_capacity", "Most requests waiting for a verification slot.", float64(cfg.Queue))
+	e.gauge("tkms_verify_in_flight", "Evidence verifications in progress.", float64(st.InFlight))
+	e.gauge("tkms_verify_queue", "Requests waiting for a verification slot.", float64(min(st.Waiting, cfg.Queue)))
 	for _, kv := range []kv{{"admitted", st.Admitted}, {"busy", st.Busy}, {"canceled", st.Canceled}} {
-		fmt.Fprintf(b, "tkms_verify_requests_total{result=%q} %d\n", kv.k, kv.v)
+		e.counter("tkms_verify_requests_total", "Requests for a verification slot, by result: admitted, busy (refused: 503 SERVER_BUSY), canceled (the client went away while waiting).", float64(kv.v), "result", kv.k)
 	}
-	metric("tkms_verify_queued_total", "counter", "Requests that waited for a verification slot (whatever came of it).")
-	fmt.Fprintf(b, "tkms_verify_queued_total %d\n", st.Queued)
+	e.counter("tkms_verify_queued_total", "Requests that waited for a verification slot (whatever came of it).", float64(st.Queued))
 }

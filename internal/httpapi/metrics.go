@@ -1,11 +1,10 @@
 package httpapi
 
 import (
-	"fmt"
-	"net/http"
 	"sort"
-	"strings"
 	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tkms-dev/tkms/internal/state"
 )
@@ -35,61 +34,75 @@ func (c *codeCounter) snapshot() map[string]uint64 {
 	return out
 }
 
-// metrics serves GET /metrics in the Prometheus text exposition format:
-// the ledger, keys by phase, releases and refusals, error responses by code
-// (unauthenticated failures included: they are counted here and logged,
-// never put in the ledger), and the token issuers' key set refreshes. No
+// collect sends tkms's own metrics to ch (the registry of prom.go serves
+// them at GET /metrics in the Prometheus text format): the ledger, keys by
+// phase, releases and refusals, error responses by code (unauthenticated
+// failures included: they are counted here and logged, never put in the
+// ledger), open proposals, and the token issuers' key set refreshes. No
 // label carries a secret: codes, phases and issuer URLs only.
-func (s *Server) metrics(w http.ResponseWriter, r *http.Request) {
-	var b strings.Builder
-	metric := func(name, typ, help string) { fmt.Fprintf(&b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, typ) }
+func (s *Server) collect(ch chan<- prometheus.Metric) {
+	e := emitter{ch}
 	now := s.svc.Now()
 	phases := map[string]int{}
 	var seq, releases, denials uint64
+	var open int
 	s.svc.Read(func(st *state.State) {
 		seq, releases, denials = st.Seq, st.Releases, st.Denials
 		for _, k := range st.Keys {
 			phases[k.Phase(now).String()]++
 		}
+		for _, p := range st.Proposals {
+			if p.State(now) == state.ProposalOpen {
+				open++
+			}
+		}
 	})
-	metric("tkms_store_write_failed", "gauge", "1 once a write to the data directory has failed: every write is refused until restart (docs/operations.md).")
-	fmt.Fprintf(&b, "tkms_store_write_failed %d\n", boolGauge(s.svc.WriteErr() != nil))
-	metric("tkms_ledger_entries", "gauge", "Entries in the ledger.")
-	fmt.Fprintf(&b, "tkms_ledger_entries %d\n", seq)
-	metric("tkms_log_checkpoint_size", "gauge", "Tree size of the latest signed checkpoint of the transparency log.")
-	fmt.Fprintf(&b, "tkms_log_checkpoint_size %d\n", s.svc.Checkpoint().Size)
-	metric("tkms_keys", "gauge", "Keys by lifecycle phase.")
+	e.gauge("tkms_store_write_failed", "1 once a write to the data directory has failed: every write is refused until restart (docs/operations.md).", float64(boolGauge(s.svc.WriteErr() != nil)))
+	e.gauge("tkms_ledger_entries", "Entries in the ledger.", float64(seq))
+	e.gauge("tkms_log_checkpoint_size", "Tree size of the latest signed checkpoint of the transparency log.", float64(s.svc.Checkpoint().Size))
 	for _, p := range []string{"created", "published", "retired", "expired", "destroyed"} {
-		fmt.Fprintf(&b, "tkms_keys{phase=%q} %d\n", p, phases[p])
+		e.gauge("tkms_keys", "Keys by lifecycle phase.", float64(phases[p]), "phase", p)
 	}
-	metric("tkms_releases_total", "counter", "Key releases recorded in the ledger.")
-	fmt.Fprintf(&b, "tkms_releases_total %d\n", releases)
-	metric("tkms_release_denials_total", "counter", "Refusals of authenticated callers recorded in the ledger.")
-	fmt.Fprintf(&b, "tkms_release_denials_total %d\n", denials)
-	metric("tkms_http_errors_total", "counter", "Error responses since start, by error code.")
+	e.gauge("tkms_governed", "1 if the ledger is governed (members and a constitution), else 0.", float64(boolGauge(s.svc.Governed())))
+	e.gauge("tkms_proposals_open", "Governance proposals open for ballots.", float64(open))
+	e.counter("tkms_releases_total", "Key releases recorded in the ledger.", float64(releases))
+	e.counter("tkms_release_denials_total", "Refusals of authenticated callers recorded in the ledger.", float64(denials))
 	for _, kv := range sorted(s.errors.snapshot()) {
-		fmt.Fprintf(&b, "tkms_http_errors_total{code=%q} %d\n", kv.k, kv.v)
+		e.counter("tkms_http_errors_total", "Error responses since start, by error code.", float64(kv.v), "code", kv.k)
 	}
 	if s.release != nil {
 		st := s.release.AuthStats()
-		metric("tkms_jwt_accepted_total", "counter", "Bearer tokens accepted.")
-		fmt.Fprintf(&b, "tkms_jwt_accepted_total %d\n", st.Accepted)
-		metric("tkms_jwt_rejected_total", "counter", "Bearer tokens rejected, by error code.")
+		e.counter("tkms_jwt_accepted_total", "Bearer tokens accepted.", float64(st.Accepted))
 		for _, kv := range sorted(st.Rejected) {
-			fmt.Fprintf(&b, "tkms_jwt_rejected_total{code=%q} %d\n", kv.k, kv.v)
+			e.counter("tkms_jwt_rejected_total", "Bearer tokens rejected, by error code.", float64(kv.v), "code", kv.k)
 		}
-		metric("tkms_jwks_fetches_total", "counter", "Key set fetches per token issuer.")
 		for _, is := range st.Issuers {
-			fmt.Fprintf(&b, "tkms_jwks_fetches_total{issuer=%q} %d\n", is.Issuer, is.Fetches)
-		}
-		metric("tkms_jwks_fetch_failures_total", "counter", "Failed key set fetches per token issuer.")
-		for _, is := range st.Issuers {
-			fmt.Fprintf(&b, "tkms_jwks_fetch_failures_total{issuer=%q} %d\n", is.Issuer, is.FetchFailures)
+			e.counter("tkms_jwks_fetches_total", "Key set fetches per token issuer.", float64(is.Fetches), "issuer", is.Issuer)
+			e.counter("tkms_jwks_fetch_failures_total", "Failed key set fetches per token issuer.", float64(is.FetchFailures), "issuer", is.Issuer)
 		}
 	}
-	s.limitMetrics(&b, metric)
-	w.Header().Set("Content-Type", "text/plain; version=0.0.4")
-	w.Write([]byte(b.String()))
+	s.limitMetrics(e)
+}
+
+// emitter sends constant metrics, built when /metrics is scraped.
+type emitter struct{ ch chan<- prometheus.Metric }
+
+// gauge sends a gauge; labels are name, value pairs.
+func (e emitter) gauge(name, help string, v float64, labels ...string) {
+	e.send(prometheus.GaugeValue, name, help, v, labels)
+}
+
+// counter sends a counter; labels are name, value pairs.
+func (e emitter) counter(name, help string, v float64, labels ...string) {
+	e.send(prometheus.CounterValue, name, help, v, labels)
+}
+
+func (e emitter) send(typ prometheus.ValueType, name, help string, v float64, labels []string) {
+	var names, values []string
+	for i := 0; i+1 < len(labels); i += 2 {
+		names, values = append(names, labels[i]), append(values, labels[i+1])
+	}
+	e.ch <- prometheus.MustNewConstMetric(prometheus.NewDesc(name, help, names, nil), typ, v, values...)
 }
 
 func boolGauge(b bool) int {

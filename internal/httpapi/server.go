@@ -26,6 +26,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/tkms-dev/tkms/api"
 	"github.com/tkms-dev/tkms/internal/explorer"
 	"github.com/tkms-dev/tkms/internal/kms"
@@ -67,6 +68,19 @@ type Options struct {
 	// Release serves attested key release; nil answers those endpoints
 	// with 503 RELEASE_NOT_CONFIGURED.
 	Release *release.Service
+	// Version labels tkms_build_info (default: the module's version).
+	Version string
+	// Collectors are metrics served at /metrics besides tkms's own, the
+	// request latencies, the Go runtime's and the process's: e.g. the TLS
+	// certificate's expiry, or the state of a cluster.
+	Collectors []prometheus.Collector
+	// MetricsElsewhere leaves /metrics out of the API: the metrics are
+	// served only by MetricsHandler, on an address of their own.
+	MetricsElsewhere bool
+	// Ready, if set, is asked by GET /readyz after the node's own checks:
+	// a non-nil error (say, not caught up with the cluster) makes the node
+	// not ready, with the error's text as the reason.
+	Ready func() error
 	// Readers are the TLS client certificates that GET /app/auth reports
 	// as readers ("user_cert"), besides members' registered certificates.
 	Readers []*x509.Certificate
@@ -91,6 +105,11 @@ type Server struct {
 	// admission control (limits.go)
 	perAddress     *limit.Keyed
 	trustedProxies []netip.Prefix
+
+	// metrics (prom.go) and readiness (health.go)
+	latency     *prometheus.HistogramVec
+	promHandler http.Handler
+	ready       func() error
 }
 
 // New returns the handler for svc.
@@ -110,11 +129,13 @@ func New(svc *kms.Service, opts Options) *Server {
 	for _, c := range opts.Readers {
 		s.readers[CertID(c)] = true
 	}
-	s.routes()
+	s.ready = opts.Ready
+	s.promHandler = promHandlerFor(s.newRegistry(opts.Version, opts.Collectors))
+	s.routes(!opts.MetricsElsewhere)
 	return s
 }
 
-func (s *Server) routes() {
+func (s *Server) routes(metrics bool) {
 	s.handle("/app/heartbeat", http.MethodGet, s.heartbeat)
 	s.handle("/app/listpubkeys", http.MethodGet, s.listPubKeys)
 	s.handle("/app/pubkey", http.MethodGet, s.pubKey)
@@ -126,7 +147,11 @@ func (s *Server) routes() {
 	s.handle("/app/keyReleasePolicy", http.MethodGet, s.keyReleasePolicy)
 	s.handle("/app/jwtValidationPolicy", http.MethodGet, s.jwtValidationPolicy)
 	s.handle("/app/auth", http.MethodGet, s.appAuth)
-	s.handle("/metrics", http.MethodGet, s.metrics)
+	if metrics {
+		s.handle("/metrics", http.MethodGet, s.promHandler.ServeHTTP)
+	}
+	s.handle("/livez", http.MethodGet, s.livez)
+	s.handle("/readyz", http.MethodGet, s.readyz)
 	s.handle("/v1/attestation", http.MethodGet, s.attestation)
 	s.handle("/v1/keys", http.MethodGet, s.v1Keys)
 	s.handle("/v1/keys/ohttp", http.MethodGet, s.v1OHTTPKeys)
@@ -177,6 +202,14 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		n, _ := s.bodyCap(r)
 		r.Body = http.MaxBytesReader(w, r.Body, n)
 	}
+	sw := statusWriters.Get().(*statusWriter)
+	*sw = statusWriter{ResponseWriter: w}
+	defer func(start time.Time) {
+		s.observe(r, sw, start)
+		*sw = statusWriter{}
+		statusWriters.Put(sw)
+	}(time.Now())
+	w = sw
 	if costly(r) && !s.admitAddress(w, r) {
 		return
 	}

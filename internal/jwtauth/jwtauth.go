@@ -351,13 +351,44 @@ func (a *Authenticator) authenticate(ctx context.Context, authorization string) 
 	if err != nil {
 		return nil, err
 	}
+	ti, rules, claims, err := a.verify(ctx, token, true)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkAudience(claims, ti.cfg.Audiences); err != nil {
+		return nil, err
+	}
+	if err := rules.check(ti.cfg.Issuer, claims); err != nil {
+		return nil, err
+	}
+	return identity(ti.cfg.Issuer, claims)
+}
+
+// VerifyToken verifies a token of a configured issuer as Authenticate
+// does up to its times (algorithm, issuer, key, signature, exp, nbf, iat)
+// and returns its claims (numbers are json.Number). It checks no audience,
+// no jwt validation policy and no identity: it is for tokens that are
+// evidence (Azure Attestation's), not credentials. Errors wrap the Err*
+// sentinels.
+func (a *Authenticator) VerifyToken(ctx context.Context, token string) (map[string]any, error) {
+	if len(token) > MaxTokenSize {
+		return nil, fmt.Errorf("%w: token larger than %d bytes", ErrInvalid, MaxTokenSize)
+	}
+	_, _, claims, err := a.verify(ctx, token, false)
+	return claims, err
+}
+
+// verify checks a token's algorithm, issuer (and, withPolicy, that the
+// issuer has a jwt validation policy, whose rules it returns), key,
+// signature and times.
+func (a *Authenticator) verify(ctx context.Context, token string, withPolicy bool) (*trustedIssuer, compiledRules, map[string]any, error) {
 	tok, err := jwt.ParseSigned(token, allowedAlgs)
 	if err != nil {
 		// Fixed text: go-jose's messages may quote parts of the token.
-		return nil, fmt.Errorf("%w: malformed token or algorithm not allowed (RS256, ES256)", ErrInvalid)
+		return nil, nil, nil, fmt.Errorf("%w: malformed token or algorithm not allowed (RS256, ES256)", ErrInvalid)
 	}
 	if len(tok.Headers) != 1 {
-		return nil, fmt.Errorf("%w: want exactly one signature", ErrInvalid)
+		return nil, nil, nil, fmt.Errorf("%w: want exactly one signature", ErrInvalid)
 	}
 	hdr := tok.Headers[0]
 	alg := jose.SignatureAlgorithm(hdr.Algorithm)
@@ -368,59 +399,55 @@ func (a *Authenticator) authenticate(ctx context.Context, authorization string) 
 		Iss any `json:"iss"`
 	}
 	if err := tok.UnsafeClaimsWithoutVerification(&unverified); err != nil {
-		return nil, fmt.Errorf("%w: claims are not a json object", ErrInvalid)
+		return nil, nil, nil, fmt.Errorf("%w: claims are not a json object", ErrInvalid)
 	}
 	issStr, ok := unverified.Iss.(string)
 	if !ok {
-		return nil, fmt.Errorf("%w: no iss claim", ErrIssuer)
+		return nil, nil, nil, fmt.Errorf("%w: no iss claim", ErrIssuer)
 	}
 	ti := a.issuers[issStr]
 	if ti == nil {
-		return nil, fmt.Errorf("%w: %q", ErrIssuer, truncate(issStr))
+		return nil, nil, nil, fmt.Errorf("%w: %q", ErrIssuer, truncate(issStr))
 	}
-	pol := a.policy.Load()
-	rules, ok := pol.compiled[issStr]
-	if !ok {
-		return nil, fmt.Errorf("%w: no jwt validation policy for %q", ErrIssuer, truncate(issStr))
+	var rules compiledRules
+	if withPolicy {
+		pol := a.policy.Load()
+		if rules, ok = pol.compiled[issStr]; !ok {
+			return nil, nil, nil, fmt.Errorf("%w: no jwt validation policy for %q", ErrIssuer, truncate(issStr))
+		}
 	}
 	if !slices.Contains(ti.algs, alg) {
-		return nil, fmt.Errorf("%w: algorithm %s not allowed for issuer %q", ErrInvalid, alg, ti.cfg.Issuer)
+		return nil, nil, nil, fmt.Errorf("%w: algorithm %s not allowed for issuer %q", ErrInvalid, alg, ti.cfg.Issuer)
 	}
 	if hdr.KeyID == "" {
-		return nil, fmt.Errorf("%w: token has no kid", ErrInvalid)
+		return nil, nil, nil, fmt.Errorf("%w: token has no kid", ErrInvalid)
 	}
 	key, ok := ti.keyFor(hdr.KeyID)
 	if !ok {
 		a.refreshOnMiss(ctx, ti)
 		if key, ok = ti.keyFor(hdr.KeyID); !ok {
-			return nil, fmt.Errorf("%w: kid %q of issuer %q", ErrUnknownKID, truncate(hdr.KeyID), ti.cfg.Issuer)
+			return nil, nil, nil, fmt.Errorf("%w: kid %q of issuer %q", ErrUnknownKID, truncate(hdr.KeyID), ti.cfg.Issuer)
 		}
 	}
 	if !keyMatches(key, alg) {
-		return nil, fmt.Errorf("%w: algorithm %s does not match key %q", ErrInvalid, alg, key.KeyID)
+		return nil, nil, nil, fmt.Errorf("%w: algorithm %s does not match key %q", ErrInvalid, alg, key.KeyID)
 	}
 	var payload json.RawMessage
 	if err := tok.Claims(key.Key, &payload); err != nil {
-		return nil, fmt.Errorf("%w: signature verification failed", ErrInvalid)
+		return nil, nil, nil, fmt.Errorf("%w: signature verification failed", ErrInvalid)
 	}
 
 	claims, err := decodeClaims(payload)
 	if err != nil {
-		return nil, err
+		return nil, nil, nil, err
 	}
 	if iss, _ := claims["iss"].(string); iss != ti.cfg.Issuer {
-		return nil, fmt.Errorf("%w: iss changed between parses", ErrInvalid)
+		return nil, nil, nil, fmt.Errorf("%w: iss changed between parses", ErrInvalid)
 	}
 	if err := a.checkTimes(claims); err != nil {
-		return nil, err
+		return nil, nil, nil, err
 	}
-	if err := checkAudience(claims, ti.cfg.Audiences); err != nil {
-		return nil, err
-	}
-	if err := rules.check(ti.cfg.Issuer, claims); err != nil {
-		return nil, err
-	}
-	return identity(ti.cfg.Issuer, claims)
+	return ti, rules, claims, nil
 }
 
 // bearer extracts the token of an RFC 6750 "Bearer" credential. The scheme

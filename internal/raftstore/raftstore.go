@@ -715,6 +715,7 @@ func (s *Store) LoadSnapshot() (seq uint64, data []byte, e error) { return s.loc
 func (s *Store) Fail(cause error) error                           { return s.local.Fail(cause) }
 func (s *Store) WriteErr() error                                  { return s.local.WriteErr() }
 func (s *Store) ReleaseMemory() error                             { return s.local.ReleaseMemory() }
+func (s *Store) Backup(w io.Writer) (int64, error)                { return s.local.Backup(w) }
 
 // Close leaves the cluster's traffic (the node stays a member: started
 // again on the same data directory it catches up) and closes the ledger.

@@ -175,7 +175,7 @@ func WriteFile(path string, key []byte) (*AESGCM, error) {
 	}
 	// Make the new directory entry durable too: data sealed under this key
 	// may be written as soon as we return.
-	if err := syncDir(filepath.Dir(path)); err != nil {
+	if err := SyncDir(filepath.Dir(path)); err != nil {
 		return nil, fmt.Errorf("master key: %w", err)
 	}
 	return New(key)
@@ -193,7 +193,9 @@ func LoadOrCreateFile(path string) (s *AESGCM, created bool, err error) {
 	return s, false, err
 }
 
-func syncDir(dir string) error {
+// SyncDir makes the entries of directory dir (a file created or renamed
+// in it) durable.
+func SyncDir(dir string) error {
 	d, err := os.Open(dir)
 	if err != nil {
 		return err

@@ -431,7 +431,7 @@ func (s *Server) decrypt(w http.ResponseWriter, r *http.Request) {
 // decryptFailed maps an error of DecapsulateRequest to a response.
 func (s *Server) decryptFailed(w http.ResponseWriter, r *http.Request, err error) {
 	switch {
-	case errors.Is(err, ohttp.ErrUnknownKeyID):
+	case errors.Is(err, ohttp.ErrUnknownKeyID), errors.Is(err, ohttp.ErrKeyUnavailable):
 		s.keyFailed(w, r, err)
 	case errors.Is(err, ohttp.ErrMalformed):
 		s.fail(w, r, CodeMalformed, "the encapsulated request is malformed: "+strings.TrimPrefix(err.Error(), "ohttp: "))

@@ -22,6 +22,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -114,6 +115,9 @@ type Ledger interface {
 	Fail(cause error) error
 	WriteErr() error
 	ReleaseMemory() error
+	// Backup writes a consistent copy of the ledger file (see
+	// Store.Backup); a replicated ledger writes its node's copy.
+	Backup(w io.Writer) (int64, error)
 	Close() error
 }
 

@@ -13,13 +13,12 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"io/fs"
 	"math/big"
-	"os"
 	"path/filepath"
 	"time"
 
 	"github.com/google/go-sev-guest/kds"
+	"github.com/tkms-dev/tkms/internal/devfile"
 )
 
 // ChainFile is the name of the file, inside the directory given to
@@ -70,54 +69,21 @@ var roles = []string{roleARK, roleASK, roleVCEK, roleUVMRoot, roleUVMCA, roleUVM
 // When two processes create the chain at once, both end up with the one that
 // reached the disk first.
 func LoadOrCreate(dir string) (*Chain, error) {
-	path := filepath.Join(dir, ChainFile)
-	b, err := os.ReadFile(path)
-	if err == nil {
-		return parseChainFile(path, b)
-	}
-	if !errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("simsnp: %w", err)
-	}
-	c, err := newChain(time.Now())
-	if err != nil {
-		return nil, err
-	}
-	b, err = c.marshal()
-	if err != nil {
-		return nil, err
-	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("simsnp: %w", err)
-	}
-	// Write a temporary file and hard-link it into place: the chain file
-	// appears complete or not at all, and never replaces an existing one.
-	tmp, err := os.CreateTemp(dir, ".simsnp-*.tmp") // mode 0600
-	if err != nil {
-		return nil, fmt.Errorf("simsnp: %w", err)
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(b); err != nil {
-		tmp.Close()
-		return nil, fmt.Errorf("simsnp: %w", err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return nil, fmt.Errorf("simsnp: %w", err)
-	}
-	if err := tmp.Close(); err != nil {
-		return nil, fmt.Errorf("simsnp: %w", err)
-	}
-	if err := os.Link(tmp.Name(), path); err != nil {
-		if !errors.Is(err, fs.ErrExist) {
-			return nil, fmt.Errorf("simsnp: %w", err)
+	var c *Chain
+	b, created, err := devfile.LoadOrCreate(dir, ChainFile, func() ([]byte, error) {
+		var err error
+		if c, err = newChain(time.Now()); err != nil {
+			return nil, err
 		}
-		b, err := os.ReadFile(path)
-		if err != nil {
-			return nil, fmt.Errorf("simsnp: %w", err)
-		}
-		return parseChainFile(path, b)
+		return c.marshal()
+	})
+	if err != nil {
+		return nil, fmt.Errorf("simsnp: %w", err)
 	}
-	return c, nil
+	if created {
+		return c, nil
+	}
+	return parseChainFile(filepath.Join(dir, ChainFile), b)
 }
 
 func parseChainFile(path string, b []byte) (*Chain, error) {

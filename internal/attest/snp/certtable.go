@@ -1,31 +1,12 @@
 package snp
 
 import (
-	"fmt"
-
 	"github.com/google/go-sev-guest/abi"
+
+	"github.com/tkms-dev/tkms/internal/attest/certtable"
 )
 
 // ParseCertTable parses the GUID certificate table of an extended report
-// (SNP_GET_EXT_REPORT, configfs-tsm auxblob). It checks every entry's byte
-// range in 64-bit arithmetic before go-sev-guest's abi.CertTable.Unmarshal
-// copies it: Unmarshal (v0.15.0) adds offset and length in uint32, so an
-// entry whose sum wraps past 2^32 passed its bounds check, made Unmarshal
-// allocate up to 4 GiB and then panic slicing the table (found by
-// FuzzConfigFSReport; regression test TestParseCertTableWrappingEntry).
-func ParseCertTable(b []byte) (*abi.CertTable, error) {
-	entries, err := abi.ParseSnpCertTableHeader(b)
-	if err != nil {
-		return nil, err
-	}
-	for i, e := range entries {
-		if uint64(e.Offset)+uint64(e.Length) > uint64(len(b)) {
-			return nil, fmt.Errorf("cert table entry %d: bytes %d to %d+%d are outside the table's %d bytes", i, e.Offset, e.Offset, e.Length, len(b))
-		}
-	}
-	var t abi.CertTable
-	if err := t.Unmarshal(b); err != nil {
-		return nil, err
-	}
-	return &t, nil
-}
+// (SNP_GET_EXT_REPORT, configfs-tsm auxblob), checking every entry's byte
+// range first (certtable.Parse).
+func ParseCertTable(b []byte) (*abi.CertTable, error) { return certtable.Parse(b) }

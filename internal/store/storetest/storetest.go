@@ -11,6 +11,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -40,6 +42,7 @@ func Run(t *testing.T, open Opener) {
 		{"Refusals", testRefusals},
 		{"Snapshot", testSnapshot},
 		{"Reopen", testReopen},
+		{"Backup", testBackup},
 		{"Closed", testClosed},
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, open) })
@@ -297,6 +300,33 @@ func testReopen(t *testing.T, open Opener) {
 		t.Fatalf("first append after reopening has seq %d, want 4", es[0].Seq)
 	}
 	checkLog(t, l, 4)
+}
+
+func testBackup(t *testing.T, open Opener) {
+	l := open(t, t.TempDir(), nil)
+	defer l.Close()
+	want := mustAppend(t, l, Published(1), Published(2))
+	dir := t.TempDir()
+	f, err := os.Create(filepath.Join(dir, store.FileName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.Backup(f); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	b, err := store.Open(dir, store.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatalf("the backup does not open: %v", err)
+	}
+	defer b.Close()
+	for _, e := range want {
+		got, err := b.Get(e.Seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		assertSame(t, got, e)
+	}
 }
 
 func testClosed(t *testing.T, open Opener) {

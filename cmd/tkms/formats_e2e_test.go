@@ -1,0 +1,134 @@
+package main
+
+import (
+	"bytes"
+	"encoding/hex"
+	"encoding/json"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/tkms-dev/tkms/internal/attest/simazcvm"
+	"github.com/tkms-dev/tkms/internal/attest/simmaa"
+	"github.com/tkms-dev/tkms/internal/attest/simsnp"
+	"github.com/tkms-dev/tkms/internal/attest/simtdx"
+)
+
+// anyFormatPolicy is an SKR policy that releases to the simulated TEE of
+// `tkms dev` in every format: SEV-SNP with its default measurement, TDX
+// with its default MRTD, Azure CVM evidence of either, or an Azure
+// Attestation token of the simulated instance with its default
+// measurement; debug refused in all.
+func anyFormatPolicy() []byte {
+	b, _ := json.Marshal(map[string]any{"version": "1.0.0", "anyOf": []any{
+		map[string]any{"authority": "snp", "allOf": []any{
+			map[string]any{"claim": "x-ms-attestation-type", "equals": "sevsnpvm"},
+			map[string]any{"claim": "x-ms-sevsnpvm-is-debuggable", "equals": false},
+			map[string]any{"claim": "x-ms-sevsnpvm-launchmeasurement", "equals": hex.EncodeToString([]byte(simsnp.DefaultMeasurement))},
+		}},
+		map[string]any{"authority": "tdx", "allOf": []any{
+			map[string]any{"claim": "x-ms-attestation-type", "equals": "tdxvm"},
+			map[string]any{"claim": "tdx_td_attributes_debug", "equals": false},
+			map[string]any{"claim": "tdx_mrtd", "equals": hex.EncodeToString([]byte(simtdx.DefaultMRTD))},
+		}},
+		map[string]any{"authority": "az-snp-vtpm", "allOf": []any{
+			map[string]any{"claim": "x-ms-attestation-type", "equals": "azurevm"},
+			map[string]any{"claim": "x-ms-isolation-tee.x-ms-attestation-type", "equals": "sevsnpvm"},
+			map[string]any{"claim": "x-ms-sevsnpvm-is-debuggable", "equals": false},
+			map[string]any{"claim": "x-ms-sevsnpvm-launchmeasurement", "equals": hex.EncodeToString([]byte(simsnp.DefaultMeasurement))},
+			map[string]any{"claim": "tpm_pcr7", "equals": hex.EncodeToString(simazcvm.PCR(7))},
+		}},
+		map[string]any{"authority": "az-tdx-vtpm", "allOf": []any{
+			map[string]any{"claim": "x-ms-attestation-type", "equals": "azurevm"},
+			map[string]any{"claim": "tdx_td_attributes_debug", "equals": false},
+			map[string]any{"claim": "tdx_mrtd", "equals": hex.EncodeToString([]byte(simtdx.DefaultMRTD))},
+		}},
+		map[string]any{"authority": "maa", "allOf": []any{
+			map[string]any{"claim": "x-ms-isolation-tee.x-ms-compliance-status", "equals": "azure-compliant-cvm"},
+			map[string]any{"claim": "x-ms-isolation-tee.x-ms-sevsnpvm-is-debuggable", "equals": false},
+			map[string]any{"claim": "x-ms-isolation-tee.x-ms-sevsnpvm-launchmeasurement", "equals": simmaa.DefaultMeasurement},
+		}},
+	}})
+	return b
+}
+
+// TestFetchEveryFormat: `tkms dev` with a policy naming every format
+// releases to simulated TDX evidence (`tkms fetch --attester
+// simulated-tdx`), simulated Azure Attestation tokens (`--attester
+// simulated-maa`) and simulated Azure CVM evidence (`--attester
+// simulated-az-snp`, `simulated-az-tdx`) as to simulated SEV-SNP, refuses a debug TD
+// or TEE with its code, lists the formats in GET /v1/attestation, and
+// `tkms attest inspect` reads real quotes and a real MAA token.
+func TestFetchEveryFormat(t *testing.T) {
+	dir := t.TempDir()
+	data := filepath.Join(dir, "tkms-dev")
+	policy := writeTemp(t, "policy.json", anyFormatPolicy())
+	p := startDev(t, data, "--release-policy", policy)
+
+	if resp, b := do(t, "GET", p.URL+"/v1/attestation", nil); resp.StatusCode != 200 || !bytes.Contains(b, []byte(`"type":"tdx"`)) || !bytes.Contains(b, []byte("Intel SGX Root CA")) {
+		t.Fatalf("/v1/attestation: %d %s", resp.StatusCode, b)
+	}
+	for _, attester := range []string{"simulated-tdx", "simulated", "simulated-maa", "simulated-az-snp", "simulated-az-tdx"} {
+		stdout, stderr, code := runTkms(t, "fetch", "--data", data, "--attester", attester)
+		if code != 0 || !strings.Contains(stdout, "release receipts verified against the log key: 1") {
+			t.Fatalf("fetch --attester %s: exit %d\n%s\n%s", attester, code, stdout, stderr)
+		}
+	}
+	stdout, _, code := runTkms(t, "fetch", "--data", data, "--attester", "simulated-tdx", "--debug")
+	if code == 0 || !strings.Contains(stdout, "TDX_DEBUG") {
+		t.Fatalf("fetch of a debug TD: exit %d\n%s", code, stdout)
+	}
+	stdout, _, code = runTkms(t, "fetch", "--data", data, "--attester", "simulated-tdx", "--measurement", strings.Repeat("ee", 48))
+	if code == 0 || !strings.Contains(stdout, "POLICY_DENIED") {
+		t.Fatalf("fetch with another MRTD: exit %d\n%s", code, stdout)
+	}
+	stdout, _, code = runTkms(t, "fetch", "--data", data, "--attester", "simulated-maa", "--debug")
+	if code == 0 || !strings.Contains(stdout, "MAA_DEBUG") {
+		t.Fatalf("fetch with a debuggable MAA token: exit %d\n%s", code, stdout)
+	}
+	stdout, _, code = runTkms(t, "fetch", "--data", data, "--attester", "simulated-maa", "--measurement", strings.Repeat("ee", 48))
+	if code == 0 || !strings.Contains(stdout, "POLICY_DENIED") {
+		t.Fatalf("fetch with another MAA measurement: exit %d\n%s", code, stdout)
+	}
+	p.stopClean(syscall.SIGINT)
+
+	vec := func(name string) string {
+		p, err := filepath.Abs(filepath.Join("../../internal/attest/tdx/testdata", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	stdout, stderr, code := runTkms(t, "attest", "inspect", "--now", "2025-01-01T00:00:00Z", vec("az_td_quote.bin"))
+	if code != 0 || !strings.Contains(stdout, "verdict: VERIFIED") || !strings.Contains(stdout, "Intel SGX root (pinned)") || !strings.Contains(stdout, "tdx_fmspc: 00806f050000") {
+		t.Fatalf("inspect a real quote: exit %d\n%s\n%s", code, stdout, stderr)
+	}
+	stdout, _, code = runTkms(t, "attest", "inspect", "--now", "2025-01-01T00:00:00Z", vec("tdx_quote_4.dat"))
+	if code == 0 || !strings.Contains(stdout, "code: TDX_DEBUG") || !strings.Contains(stdout, "tdx_td_attributes_debug: true") {
+		t.Fatalf("inspect a debug TD: exit %d\n%s", code, stdout)
+	}
+	maaVec := func(name string) string {
+		p, err := filepath.Abs(filepath.Join("../../internal/attest/maa/testdata", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	stdout, stderr, code = runTkms(t, "attest", "inspect", "--now", "2023-03-30T12:00:00Z", "--maa-jwks", maaVec("maa-shared-rsa-keys.scrtlabs.jwks.json"), maaVec("sharedweu_L138.jwt"))
+	if code != 0 || !strings.Contains(stdout, "verdict: VERIFIED") || !strings.Contains(stdout, "x-ms-isolation-tee.x-ms-compliance-status: azure-compliant-cvm") {
+		t.Fatalf("inspect a real MAA token: exit %d\n%s\n%s", code, stdout, stderr)
+	}
+	az, err := filepath.Abs("../../internal/attest/azcvm/testdata/snp_evidence-v1.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, stderr, code = runTkms(t, "attest", "inspect", "--now", "2025-06-01T00:00:00Z", az)
+	if code != 0 || !strings.Contains(stdout, "verdict: VERIFIED") || !strings.Contains(stdout, "x-ms-azurevm-vmUniqueId: 26F8BC30-774E-4290-8E7A-535F3B672AEE") || !strings.Contains(stdout, "tpm_nonce: "+hex.EncodeToString([]byte("challenge"))) {
+		t.Fatalf("inspect real Azure CVM evidence: exit %d\n%s\n%s", code, stdout, stderr)
+	}
+	stdout, _, code = runTkms(t, "attest", "inspect", "--json", vec("tdx_quote_5.dat"))
+	if code == 0 || !strings.Contains(stdout, `"code": "TDX_QUOTE_VERSION_UNSUPPORTED"`) {
+		t.Fatalf("inspect a v5 quote: exit %d\n%s", code, stdout)
+	}
+}

@@ -1,0 +1,343 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"reflect"
+	"regexp"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/tkms-dev/tkms/internal/gov"
+)
+
+const operationsDoc = "../../docs/operations.md"
+
+// runDocScript runs a docs sh block with sh -e in dir, with env added and
+// the built tkms first on the PATH.
+func runDocScript(t *testing.T, dir, script string, env ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "sh", "-e", "-c", script)
+	cmd.Dir = dir
+	cmd.Env = append(tkmsEnv(), env...)
+	for i, kv := range cmd.Env {
+		if strings.HasPrefix(kv, "PATH=") {
+			cmd.Env[i] = "PATH=" + filepath.Dir(tkmsBin) + ":" + strings.TrimPrefix(kv, "PATH=")
+		}
+	}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("docs block: %v\n%s\n--- script:\n%s", err, out, script)
+	}
+	return string(out)
+}
+
+// TestOperationsFiles: docs/operations.md names every configuration field
+// (reflection over Config and LimitsConfig), its policy file examples
+// pass the checks init and governance apply, and its systemd unit verifies.
+func TestOperationsFiles(t *testing.T) {
+	raw := string(readFile(t, operationsDoc))
+	_, ref, _ := strings.Cut(raw, "\n## Configuration reference\n")
+	ref, _, _ = strings.Cut(ref, "\n## ")
+	fields := func(v any, prefix string) {
+		typ := reflect.TypeOf(v)
+		for i := range typ.NumField() {
+			tag, _, _ := strings.Cut(typ.Field(i).Tag.Get("json"), ",")
+			if tag == "" || tag == "-" {
+				continue
+			}
+			if !strings.Contains(ref, "`"+prefix+tag+"`") {
+				t.Errorf("the configuration reference does not document %s%s", prefix, tag)
+			}
+		}
+	}
+	fields(Config{}, "")
+	fields(LimitsConfig{}, "limits.")
+
+	_, pol, _ := strings.Cut(raw, "\n## Policy files\n")
+	pol, _, _ = strings.Cut(pol, "\n## ")
+	// Each example follows a paragraph that starts with its file's name.
+	var blocks [][2]string
+	prev := 0
+	fileName := regexp.MustCompile("`([a-zA-Z_]+\\.json)`")
+	for _, m := range regexp.MustCompile("(?s)```json\n(.*?)```").FindAllStringSubmatchIndex(pol, -1) {
+		if n := fileName.FindStringSubmatch(pol[prev:m[0]]); n != nil {
+			blocks = append(blocks, [2]string{n[1], pol[m[2]:m[3]]})
+		}
+		prev = m[1]
+	}
+	checked := map[string]bool{}
+	for _, b := range blocks {
+		name, body := b[0], []byte(b[1])
+		var err error
+		switch name {
+		case "members.json":
+			var f struct{ Members []gov.Member }
+			err = decodeStrictJSON(body, &f)
+		case "constitution.json":
+			var c *gov.Constitution
+			if c, err = parseInitConstitution(body); err == nil {
+				err = c.Validate(3)
+			}
+		case policyFileRelease, policyFileIssuers, policyFileJWTClaims, policyFileRotation, policyFileSettings:
+			dir := t.TempDir()
+			if err = os.WriteFile(filepath.Join(dir, name), body, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if name == policyFileJWTClaims {
+				// claims need their issuer: the issuers' example
+				for _, o := range blocks {
+					if o[0] == policyFileIssuers {
+						os.WriteFile(filepath.Join(dir, policyFileIssuers), []byte(o[1]), 0o600)
+					}
+				}
+			}
+			var p initPolicies
+			if p, err = readInitPolicies(dir, "tkms"); err == nil {
+				err = checkInitPolicies(p)
+			}
+		case "ACTIONS.json":
+			var actions []gov.Action
+			if actions, err = parseActionsFile(body); err == nil {
+				err = gov.ValidateActions(actions)
+			}
+		default:
+			t.Errorf("policy files: an example of %s, which no test checks", name)
+		}
+		if err != nil {
+			t.Errorf("docs/operations.md's %s: %v", name, err)
+		}
+		checked[name] = true
+	}
+	for _, name := range append([]string{"members.json", "constitution.json", "ACTIONS.json"}, initPolicyFiles...) {
+		if !checked[name] {
+			t.Errorf("docs/operations.md shows no example of %s", name)
+		}
+	}
+
+	_, unit, ok := strings.Cut(raw, "\n## systemd\n\n```ini\n")
+	unit, _, _ = strings.Cut(unit, "```")
+	if !ok || !strings.Contains(unit, "ExecStart=/usr/local/bin/tkms serve --config ") {
+		t.Fatalf("docs/operations.md has no systemd unit running tkms serve")
+	}
+	if _, err := exec.LookPath("systemd-analyze"); err == nil {
+		f := filepath.Join(t.TempDir(), "tkms.service")
+		os.WriteFile(f, []byte(strings.ReplaceAll(unit, "/usr/local/bin/tkms", tkmsBin)), 0o644)
+		out, err := exec.Command("systemd-analyze", "verify", f).CombinedOutput()
+		// Outside a booted systemd (containers), verify cannot connect and
+		// says so; anything it says about the unit itself fails the test.
+		if err != nil && strings.Contains(string(out), "tkms.service") {
+			t.Errorf("systemd-analyze verify: %v\n%s", err, out)
+		}
+	}
+}
+
+// TestOperationsTLSRecipe runs the TLS recipe of docs/operations.md as
+// written, then serves with its certificate and reaches it with the CA
+// (TKMS_CACERT).
+func TestOperationsTLSRecipe(t *testing.T) {
+	needTools(t, "openssl")
+	dir := t.TempDir()
+	runDocScript(t, dir, docBlock(t, operationsDoc, "## TLS with openssl"))
+	if perm(t, filepath.Join(dir, "tls.key")) != 0o600 {
+		t.Error("tls.key is not 0600")
+	}
+	g := newGovService(t)
+	cfgPath := filepath.Join(g.dir, "tkms.json")
+	writeJSONFile(t, cfgPath, map[string]any{"listen": "127.0.0.1:0", "data_dir": g.data,
+		"tls_cert_file": filepath.Join(dir, "tls.crt"), "tls_key_file": filepath.Join(dir, "tls.key")})
+	p := startServe(t, cfgPath)
+	kms := "https://localhost:" + p.URL[strings.LastIndex(p.URL, ":")+1:]
+	out, errOut, code := runTkmsIn(t, "", []string{"TKMS_ADDR=" + kms, "TKMS_CACERT=" + filepath.Join(dir, "ca.pem")}, "keys", "list", "--json")
+	if code != 0 {
+		t.Fatalf("keys list over the recipe's TLS: exit %d: %s", code, errOut)
+	}
+	decodeResult(t, out, "ok")
+}
+
+// TestBackupRestore runs docs/operations.md's backup and restore as
+// written, under load (members' rotations, each a ledger entry and a
+// keyring change, racing the backup), restores elsewhere, serves the
+// restored directory, and runs the doc's checks: ready, the audit passes
+// against a state saved before the backup, the keys list.
+func TestBackupRestore(t *testing.T) {
+	needTools(t, "curl")
+	constitution := filepath.Join(t.TempDir(), "constitution.json")
+	writeJSONFile(t, constitution, map[string]any{"rules": map[string]any{
+		"default": map[string]any{"approvals": "majority"}, "rotate_key_now": map[string]any{"approvals": 1}}})
+	g := newGovService(t, "--constitution", constitution)
+	backups := filepath.Join(g.dir, "backups")
+	cfgPath := filepath.Join(g.dir, "tkms.json")
+	writeJSONFile(t, cfgPath, map[string]any{"listen": "127.0.0.1:0", "data_dir": g.data, "backup_dir": backups,
+		"limits": map[string]any{"per_address_rate": 0}})
+	p := startServe(t, cfgPath)
+	_, logKey := do(t, http.MethodGet, p.URL+"/v1/log/key", nil)
+	work := t.TempDir()
+	govCLI(t, "audit", "--kms", p.URL, "--log-key", string(bytes.TrimSpace(logKey)), "--state", filepath.Join(work, "audit.json"))
+
+	// A rotation the constitution accepts at once says when its key is
+	// published and until when it is released.
+	out := govCLI(t, "keys", "rotate", "--kms", p.URL, "--key", g.a.key)
+	for _, want := range []string{"created key ", "released to attested services from now until ", "published to clients (the primary key) from "} {
+		if !strings.Contains(out, want) {
+			t.Errorf("keys rotate printed no %q:\n%s", want, out)
+		}
+	}
+	key := decodeResult(t, govCLI(t, "keys", "rotate", "--kms", p.URL, "--key", g.a.key, "--reason", "second", "--json"), "created")["key"].(map[string]any)
+	if key["release_until"] == nil || key["not_before"] == nil {
+		t.Errorf("keys rotate --json: %v", key)
+	}
+
+	// The load: member A's rotations, accepted at once, until stopped or
+	// 60 are done (forced rotations may hold at most about 80 key ids).
+	const most = 60
+	var rotations atomic.Int64
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	loadDone := make(chan struct{})
+	for range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for rotations.Load() < most {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				msg, err := g.a.signer.SignProposal([]gov.Action{{Name: gov.ActRotateKeyNow, Args: json.RawMessage(`{}`)}}, time.Now())
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				resp, err := http.Post(p.URL+"/app/refresh", "application/cose", bytes.NewReader(msg))
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				resp.Body.Close()
+				if resp.StatusCode == http.StatusOK {
+					rotations.Add(1)
+				}
+			}
+		}()
+	}
+	go func() { wg.Wait(); close(loadDone) }()
+	// waitRotations waits until n rotations are done or the load ended.
+	waitRotations := func(n int64) {
+		for rotations.Load() < n {
+			select {
+			case <-loadDone:
+				return
+			case <-time.After(10 * time.Millisecond):
+			}
+		}
+	}
+	waitRotations(3)
+	restored := filepath.Join(work, "restored")
+	out = runDocScript(t, work, docBlock(t, operationsDoc, "### Back up, then restore elsewhere"),
+		"TKMS_PID="+itoa(p.cmd.Process.Pid), "BACKUP_DIR="+backups, "MASTER_KEY="+filepath.Join(g.data, "master.key"), "RESTORE_DIR="+restored)
+	waitRotations(rotations.Load() + 3) // the load goes on after the backup
+	close(stop)
+	<-loadDone
+	var info struct{ Seq uint64 }
+	if err := json.Unmarshal([]byte(out), &info); err != nil || info.Seq < 4 {
+		t.Fatalf("the backup block printed %q, want backup.json with seq", out)
+	}
+	if s, _ := p.stderr.snapshot(); !strings.Contains(s, `"msg":"backup written"`) {
+		t.Errorf("serve did not log the backup:\n%s", s)
+	}
+
+	rcfg := filepath.Join(work, "restored.json")
+	writeJSONFile(t, rcfg, map[string]any{"listen": "127.0.0.1:0", "data_dir": restored})
+	r := startServe(t, rcfg)
+	out = runDocScript(t, work, docBlock(t, operationsDoc, "### Check the restored service"), "KMS="+r.URL, "LOG_KEY="+string(bytes.TrimSpace(logKey)))
+	for _, want := range []string{`"status":"ready"`, "KID"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("the check block printed no %q:\n%s", want, out)
+		}
+	}
+	// Every key of the backup is in the restored service, with its data key.
+	if keys := allKeys(t, r.URL); len(keys) < 4 {
+		t.Errorf("the restored service has %d keys", len(keys))
+	}
+	p.stopClean(syscall.SIGTERM)
+	r.stopClean(syscall.SIGTERM)
+}
+
+func itoa(n int) string { b, _ := json.Marshal(n); return string(b) }
+
+// TestAzureTemplate: the ARM template for confidential container groups is
+// valid JSON that runs the image of the Dockerfile with the CCE policy of
+// a parameter (the placeholders of its README's steps), probes /livez and
+// /readyz, and its parameters file fills every required parameter.
+func TestAzureTemplate(t *testing.T) {
+	var tpl struct {
+		Schema     string `json:"$schema"`
+		Parameters map[string]struct {
+			Type         string `json:"type"`
+			DefaultValue any    `json:"defaultValue"`
+		} `json:"parameters"`
+		Resources []json.RawMessage `json:"resources"`
+	}
+	raw := readFile(t, "../../deploy/azure/tkms-aci.json")
+	if err := json.Unmarshal(raw, &tpl); err != nil {
+		t.Fatalf("tkms-aci.json is not valid JSON: %v", err)
+	}
+	if !strings.Contains(tpl.Schema, "deploymentTemplate.json") || len(tpl.Resources) != 1 {
+		t.Fatalf("not an ARM deployment template with one resource: %s", tpl.Schema)
+	}
+	if img, _ := tpl.Parameters["image"].DefaultValue.(string); !strings.HasPrefix(img, "ghcr.io/tkms-dev/tkms") {
+		t.Errorf("the image parameter's default %q does not name the tkms image", img)
+	}
+	if p, _ := tpl.Parameters["ccePolicy"].DefaultValue.(string); p != "<CCE_POLICY_BASE64>" {
+		t.Errorf("the ccePolicy parameter's placeholder is %q", p)
+	}
+	res := string(tpl.Resources[0])
+	for _, want := range []string{`"Microsoft.ContainerInstance/containerGroups"`, `"sku": "Confidential"`,
+		`"ccePolicy": "[parameters('ccePolicy')]"`, `"image": "[parameters('image')]"`,
+		`"/etc/tkms/tkms.json"`, `"path": "/livez"`, `"path": "/readyz"`, `"mountPath": "/var/lib/tkms"`} {
+		if !strings.Contains(res, want) {
+			t.Errorf("the container group lacks %s", want)
+		}
+	}
+	// Every parameter the resource uses is declared.
+	for _, m := range regexp.MustCompile(`parameters\('([A-Za-z]+)'\)`).FindAllStringSubmatch(string(raw), -1) {
+		if _, ok := tpl.Parameters[m[1]]; !ok {
+			t.Errorf("the template uses the undeclared parameter %s", m[1])
+		}
+	}
+	var params struct {
+		Parameters map[string]struct{ Value any } `json:"parameters"`
+	}
+	if err := json.Unmarshal(readFile(t, "../../deploy/azure/tkms-aci.parameters.json"), &params); err != nil {
+		t.Fatalf("tkms-aci.parameters.json is not valid JSON: %v", err)
+	}
+	for name, p := range tpl.Parameters {
+		if _, ok := params.Parameters[name]; !ok && p.DefaultValue == nil {
+			t.Errorf("the parameters file gives no value for the required parameter %s", name)
+		}
+	}
+	for name := range params.Parameters {
+		if _, ok := tpl.Parameters[name]; !ok {
+			t.Errorf("the parameters file sets %s, which the template does not declare", name)
+		}
+	}
+	doc := string(readFile(t, "../../deploy/azure/README.md"))
+	for _, want := range []string{"az confcom acipolicygen", "sha256sum", "host_data", "ccePolicy="} {
+		if !strings.Contains(doc, want) {
+			t.Errorf("deploy/azure/README.md does not say %q", want)
+		}
+	}
+}
