@@ -112,6 +112,12 @@ type Config struct {
 	// Limits is admission control: rate limits, the verification pool,
 	// trusted proxies and body caps (limits.go; unset: the defaults).
 	Limits *LimitsConfig `json:"limits"`
+	// Cluster, if set, makes this tkms a node of a replicated cluster
+	// (cluster.go); unset, the ledger is the embedded single-node file.
+	Cluster *ClusterConfig `json:"cluster"`
+
+	// node is the cluster node prepared by serve or dev (cluster.go).
+	node *clusterNode
 
 	// governance, set by tkms dev on a new data directory, makes the new
 	// ledger governed (never read from the file).
@@ -222,6 +228,7 @@ func (c *Config) Validate() error {
 	if err := c.Limits.Validate(); err != nil {
 		errs = append(errs, err)
 	}
+	errs = append(errs, c.Cluster.validate()...)
 	return errors.Join(errs...)
 }
 

@@ -52,6 +52,12 @@ type DevInfo struct {
 	// in a directory created before governance.
 	MemberKey string `json:"member_key,omitempty"`
 	MemberID  string `json:"member_id,omitempty"`
+	// A node of a dev cluster (--cluster, --join; devcluster.go): its
+	// node id, node-to-node address and the directory of the cluster's
+	// dev CA.
+	NodeID      string `json:"node_id,omitempty"`
+	ClusterAddr string `json:"cluster_addr,omitempty"`
+	ClusterCA   string `json:"cluster_ca,omitempty"`
 }
 
 // The dev member's key files in the data directory.
@@ -116,6 +122,9 @@ func cmdDev(args []string, stdout, stderr io.Writer) error {
 	configPath := fs.String("config", "", "optional configuration `file`; --listen and --data override it")
 	releasePolicy := fs.String("release-policy", "", "key release policy `file` (JSON, either grammar); default on a new data directory: the simulated TEE's measurement, no debug")
 	jwtPolicy := fs.String("jwt-policy", "", "`file` with the claims (JSON object) tokens of the dev issuer must carry; default {\"idtyp\":\"app\"}")
+	cluster := fs.Bool("cluster", false, "run as the first node of a development cluster that 'tkms dev --join' nodes join")
+	join := fs.String("join", "", "data `directory` of a 'tkms dev --cluster' node whose cluster to join (its dev.json names it)")
+	advertise := fs.String("cluster-advertise", "", "node-to-node `address` the other nodes dial, if not the one this node binds (a proxy in front of it)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -184,6 +193,25 @@ func cmdDev(args []string, stdout, stderr io.Writer) error {
 			os.Remove(f)
 		}
 	}
+	log := cfg.logger(stderr)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	var joinIssuer string // a joined node mints under the first node's issuer URL
+	if *cluster || *join != "" || cfg.Cluster != nil {
+		if cfg.Cluster == nil {
+			if joinIssuer, err = setupDevCluster(cfg, *join); err != nil {
+				return err
+			}
+			cfg.Cluster.Advertise = *advertise
+		}
+		// A joining node receives the master key from the cluster.
+		if cfg.node, err = prepareCluster(ctx, cfg, log); err != nil {
+			return err
+		}
+		if err := writeFileAtomic(filepath.Join(cfg.DataDir, devClusterAddrFile), []byte(cfg.node.ln.Addr().String()+"\n"), 0o600); err != nil {
+			return err
+		}
+	}
 	sealer, created, err := seal.LoadOrCreateFile(cfg.MasterKeyFile)
 	if err != nil {
 		return err
@@ -218,9 +246,6 @@ func cmdDev(args []string, stdout, stderr io.Writer) error {
 	if created {
 		fmt.Fprintf(stderr, "tkms dev: created a new master key in %s\n", cfg.MasterKeyFile)
 	}
-	log := cfg.logger(stderr)
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	infoPath := filepath.Join(cfg.DataDir, "dev.json")
 	var info DevInfo
 	return runServer(ctx, cfg, sealer, token, log, func(addr string) error {
@@ -233,6 +258,12 @@ func cmdDev(args []string, stdout, stderr io.Writer) error {
 			info.MemberKey, info.MemberID = member.keyFile, member.ID
 		}
 		info.IssuerURL = info.KMSURL + devOIDCPath
+		if joinIssuer != "" {
+			info.IssuerURL = joinIssuer
+		}
+		if n := cfg.node; n != nil {
+			info.NodeID, info.ClusterAddr, info.ClusterCA = n.cfg.NodeID, n.adv, filepath.Dir(n.cfg.CAFile)
+		}
 		if err := issuer.SetURL(info.IssuerURL); err != nil {
 			return err
 		}
@@ -250,7 +281,7 @@ func cmdDev(args []string, stdout, stderr io.Writer) error {
 		cfg.JWTValidationPolicy[info.IssuerURL] = devClaims
 		return cfg.Validate()
 	}, func(svc *kms.Service) error {
-		if svc.Governed() && !newDir {
+		if svc.Governed() && !newDir && joinIssuer == "" {
 			// The configuration no longer changes a governed ledger's
 			// policies; the dev issuer's own entry, whose URL changes with
 			// the port, is proposed by the dev member.

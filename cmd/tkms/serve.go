@@ -35,6 +35,7 @@ func cmdServe(args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("serve", stderr)
 	configPath := fs.String("config", "", "configuration `file` (JSON; docs/operations.md lists every field)")
 	allowUngoverned := fs.Bool("allow-ungoverned", false, "let serve create a new ledger without governance (members, constitution) on an empty data directory; nothing can govern it later (use tkms init instead)")
+	join := fs.String("join", "", "node-to-node `address` of a cluster member to join on the first start (sets cluster.join)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -46,8 +47,21 @@ func cmdServe(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	cfg.applyDefaults("json")
+	if *join != "" {
+		if cfg.Cluster == nil {
+			return fmt.Errorf("%w: --join needs the cluster section of the configuration (node_id, listen, cert_file, key_file, ca_file)", errUsage)
+		}
+		cfg.Cluster.Join = *join
+	}
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("config %s: %w", *configPath, err)
+	}
+	log := cfg.logger(stderr)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	// A node joining a cluster receives the master key from it.
+	if cfg.node, err = prepareCluster(ctx, cfg, log); err != nil {
+		return err
 	}
 	// serve never creates a master key: a missing one means the wrong
 	// data directory or a lost key, and a fresh key would silently start
@@ -59,16 +73,16 @@ func cmdServe(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if err := checkNewLedger(cfg.DataDir, *allowUngoverned); err != nil {
-		return err
+	// A node that joins a cluster gets the cluster's ledger.
+	if joining := cfg.node != nil && !cfg.node.found; !joining {
+		if err := checkNewLedger(cfg.DataDir, *allowUngoverned); err != nil {
+			return err
+		}
 	}
 	token, err := cfg.operatorToken()
 	if err != nil {
 		return fmt.Errorf("operator token: %w", err)
 	}
-	log := cfg.logger(stderr)
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	return runServer(ctx, cfg, sealer, token, log, nil, func(svc *kms.Service) error {
 		warnUngoverned(svc, token, log)
 		go backupOnSignal(ctx, svc, cfg.BackupDir, log)
@@ -102,7 +116,7 @@ func runServer(ctx context.Context, cfg *Config, sealer seal.Sealer, operatorTok
 		}
 	}
 	warnOpenDataDir(log, cfg.DataDir)
-	svc, err := kms.Open(ctx, kms.Config{
+	kc := kms.Config{
 		DataDir:        cfg.DataDir,
 		Sealer:         sealer,
 		ServiceName:    cfg.ServiceName,
@@ -114,11 +128,29 @@ func runServer(ctx context.Context, cfg *Config, sealer seal.Sealer, operatorTok
 		SnapshotEvery:  cfg.SnapshotEvery,
 		LogOrigin:      cfg.LogOrigin,
 		Governance:     cfg.governance,
-	})
+	}
+	if cfg.node != nil {
+		defer cfg.node.close()
+		scheme := "http://"
+		if tlsConf != nil {
+			scheme = "https://"
+		}
+		cfg.node.kmsConfig(&kc, scheme+addr, log)
+	}
+	svc, err := kms.Open(ctx, kc)
 	if err != nil {
 		return err
 	}
 	defer svc.Close()
+	if cfg.node != nil {
+		// Serve the cluster's state, not an old one: wait (a while) to
+		// catch up with the leader.
+		wctx, cancel := context.WithTimeout(ctx, time.Minute)
+		if !cfg.node.rs.WaitCaughtUp(wctx) {
+			log.Warn("cluster: not caught up with a leader; serving what this node holds", "seq", svc.Seq())
+		}
+		cancel()
+	}
 	log.Info("transparency log", "origin", svc.LogOrigin(), "size", svc.Checkpoint().Size, "log_key", svc.LogVerifierKey())
 
 	// The first key exists before the server answers. A failed tick is
@@ -157,6 +189,9 @@ func runServer(ctx context.Context, cfg *Config, sealer seal.Sealer, operatorTok
 	var h http.Handler = api
 	if apiHandlerWrap != nil {
 		h = apiHandlerWrap(h)
+	}
+	if cfg.node != nil {
+		h = cfg.node.handler(h)
 	}
 	srv := httpapi.NewHTTPServer(addr, h, log, httpapi.DefaultLimits())
 	srv.TLSConfig = tlsConf

@@ -37,6 +37,7 @@ const (
 	ActRemoveMember           = "remove_member"
 	ActSetNodePolicy          = "set_node_policy"
 	ActSetConstitution        = "set_constitution"
+	ActRemoveNode             = "remove_node"
 )
 
 // Bounds on a proposal's actions.
@@ -82,6 +83,10 @@ var checkers = map[string]func(json.RawMessage) error{
 		_, err := ParseConstitution(b)
 		return err
 	},
+	ActRemoveNode: func(b json.RawMessage) error {
+		_, err := DecodeRemoveNodeArgs(b)
+		return err
+	},
 }
 
 // actionNames lists the known actions.
@@ -89,7 +94,7 @@ var actionNames = []string{
 	ActSetKeyReleasePolicy, ActSetJWTValidationPolicy, ActSetJWTIssuer,
 	ActSetKeyRotationPolicy, ActSetSettingsPolicy, ActRotateKeyNow,
 	ActDestroyKey, ActAddMember, ActRemoveMember, ActSetNodePolicy,
-	ActSetConstitution,
+	ActSetConstitution, ActRemoveNode,
 }
 
 // ActionNames returns the known action names.
@@ -431,6 +436,24 @@ func DecodeRemoveMemberArgs(args json.RawMessage) (RemoveMemberArgs, error) {
 	return a, nil
 }
 
+// RemoveNodeArgs are the arguments of remove_node: the id of a node of
+// the cluster (docs/operations.md "Running a cluster").
+type RemoveNodeArgs struct {
+	NodeID string `json:"node_id"`
+}
+
+// DecodeRemoveNodeArgs decodes and checks remove_node's arguments.
+func DecodeRemoveNodeArgs(args json.RawMessage) (RemoveNodeArgs, error) {
+	var a RemoveNodeArgs
+	if err := decodeStrict(args, &a); err != nil {
+		return a, err
+	}
+	if a.NodeID == "" || len(a.NodeID) > 128 || strings.ContainsAny(a.NodeID, " /\\\n") {
+		return a, fmt.Errorf("node_id %q: want a node id (no spaces or slashes, at most 128 bytes)", a.NodeID)
+	}
+	return a, nil
+}
+
 // maxDescription bounds DescribeAction's line.
 const maxDescription = 4096
 
@@ -520,6 +543,9 @@ func describeArgs(a Action) string {
 	case ActSetConstitution:
 		c, _ := ParseConstitution(a.Args)
 		return "set the constitution: " + c.describe()
+	case ActRemoveNode:
+		r, _ := DecodeRemoveNodeArgs(a.Args)
+		return "remove node " + r.NodeID + " from the cluster"
 	}
 	return compact(a.Args)
 }

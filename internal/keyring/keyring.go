@@ -15,6 +15,7 @@
 package keyring
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -110,6 +111,29 @@ func (k *Keyring) Add(kid string) ([]byte, error) {
 		return nil, err
 	}
 	return append([]byte(nil), dek...), nil
+}
+
+// Put stores dek, made by another node of a cluster, as the DEK of kid,
+// durably. Putting the DEK kid already has is a no-op; another one is an
+// error.
+func (k *Keyring) Put(kid string, dek []byte) error {
+	if len(dek) != DEKSize {
+		return fmt.Errorf("keyring: a data key of %d bytes", len(dek))
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if old, ok := k.deks[kid]; ok {
+		if !bytes.Equal(old, dek) {
+			return fmt.Errorf("keyring: %s already has another data key", kid)
+		}
+		return nil
+	}
+	k.deks[kid] = bytes.Clone(dek)
+	if err := k.writeLocked(); err != nil {
+		delete(k.deks, kid)
+		return err
+	}
+	return nil
 }
 
 // Delete erases the DEKs of the given kids, durably. Unknown kids are

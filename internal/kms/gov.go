@@ -198,6 +198,7 @@ func (s *Service) submitGov(ctx context.Context, typ ledger.Type, body any, prop
 	if pending {
 		s.runEffectsLocked(ctx, s.now())
 		s.poke()
+		s.awaitEffects(ctx, p.ID)
 	}
 	return p, e, nil
 }
@@ -216,8 +217,12 @@ func copyProposal(p *state.Proposal) *state.Proposal {
 // rotate_key_now (a new key, subject to the ids reserved for scheduled
 // rotation). Each entry's reason names the proposal, which clears the
 // effect. A failure is logged and the effect stays pending for the next
-// Tick. The caller holds writeMu.
+// Tick. In a cluster only the leader carries them out. The caller holds
+// writeMu.
 func (s *Service) runEffectsLocked(ctx context.Context, now time.Time) {
+	if !s.IsLeader() {
+		return // in a cluster the leader carries out effects, once
+	}
 	var effects []state.Effect
 	s.Read(func(st *state.State) { effects = slices.Clone(st.PendingEffects) })
 	if len(effects) == 0 {

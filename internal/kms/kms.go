@@ -64,6 +64,14 @@ type Config struct {
 	// tlog-checkpoint origin line), e.g. "kms.sro.example/depa". It is
 	// fixed at genesis; by default "tkms/<service name>/<8 random hex>".
 	LogOrigin string
+	// OpenLedger opens the storage of the ledger in the data directory.
+	// By default it is the embedded single-node file (store.Open);
+	// internal/raftstore replicates it over a cluster.
+	OpenLedger func(dir string, opts store.Options) (store.Ledger, error)
+	// Joined says the ledger comes from a cluster this node joined: Open
+	// writes no genesis and no policy entries (the cluster's ledger
+	// rules), and the log key is loaded when its entry is applied.
+	Joined bool
 }
 
 // Service is an open tkms instance.
@@ -71,7 +79,7 @@ type Service struct {
 	cfg     Config
 	now     func() time.Time
 	log     *slog.Logger
-	store   *store.Store
+	store   store.Ledger
 	keyring *keyring.Keyring
 
 	mu    sync.RWMutex // guards st
@@ -126,14 +134,26 @@ func Open(ctx context.Context, cfg Config) (*Service, error) {
 	if err := checkLedgerPresent(cfg.DataDir); err != nil {
 		return nil, err
 	}
-	st, err := store.Open(cfg.DataDir, store.Options{Sealer: cfg.Sealer, MaxBatch: cfg.MaxBatch, OnWriteFailure: storageFailed(cfg.Logger, cfg.DataDir), Logger: cfg.Logger})
+	if cfg.OpenLedger == nil {
+		cfg.OpenLedger = func(dir string, opts store.Options) (store.Ledger, error) { return store.Open(dir, opts) }
+	}
+	// The replica hooks are called from Start on, once s is complete.
+	var s *Service
+	hooks := store.ReplicaHooks{
+		Check:       func(e *ledger.Entry) error { return s.checkApply(e) },
+		KeepDataKey: func(e *ledger.Entry, dk []byte) error { return s.keepDataKey(e, dk) },
+		DataKey:     func(e *ledger.Entry) ([]byte, error) { return s.dataKey(e) },
+		Applied:     func(e *ledger.Entry) { s.applied(e) },
+		Removed:     func(id string) bool { return s.nodeRemoved(id) },
+	}
+	st, err := cfg.OpenLedger(cfg.DataDir, store.Options{Sealer: cfg.Sealer, MaxBatch: cfg.MaxBatch, OnWriteFailure: storageFailed(cfg.Logger, cfg.DataDir), Logger: cfg.Logger, Replica: hooks})
 	if errors.Is(err, ledger.ErrCorrupt) {
 		return nil, fmt.Errorf("%w; restore the data directory from a backup (keep this copy for analysis) and check it with tkms audit", err)
 	}
 	if err != nil {
 		return nil, err
 	}
-	s := &Service{
+	s = &Service{
 		cfg: cfg, now: cfg.Now, log: cfg.Logger, store: st,
 		wake: make(chan struct{}, 1), apply: make(chan struct{}),
 		priv: map[string][]byte{},
@@ -225,10 +245,22 @@ func (s *Service) onCommit(b store.Batch) {
 		snap = s.st.Clone()
 	}
 	logKey := s.st.LogKey
+	effects := len(s.st.PendingEffects) > 0
 	close(s.apply)
 	s.apply = make(chan struct{})
 	s.mu.Unlock()
+	if logKey != nil && s.cfg.Joined && !s.hasLogSigner() {
+		// A joined node learns the log key from the cluster's ledger.
+		if err := s.loadLogKey(); err != nil {
+			s.log.Error("cannot load the log key of the cluster's ledger", "err", err)
+		}
+	}
 	s.setHead(logKey, b.TreeSize, b.Root)
+	if _, replicated := s.store.(leader); effects && replicated {
+		// Accepted on another node: the scheduler of this one, if it
+		// leads, carries the effects out.
+		s.poke()
+	}
 	if snap != nil {
 		s.snapshot(snap)
 	}
@@ -295,6 +327,10 @@ func (s *Service) reconcileKeyring() error {
 // On a governed ledger, a policy of the configuration that differs from the
 // ledger's is reported and ignored: only an accepted proposal changes it.
 func (s *Service) bootstrap(ctx context.Context) error {
+	if s.cfg.Joined {
+		s.log.Info("cluster node: genesis and policies come from the cluster's ledger; the configuration's policies are not recorded (change them by governance)")
+		return nil
+	}
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
 	now := s.now()
@@ -403,26 +439,33 @@ func (s *Service) RecordRelease(ctx context.Context, r state.KeyReleased) (*ledg
 	s.writeMu.RLock()
 	defer s.writeMu.RUnlock()
 	now := s.now()
-	s.Read(func(st *state.State) {
-		if st.ReleasePolicySeq != r.PolicySeq {
-			err = ErrPolicyChanged
-			return
-		}
-		for _, kid := range r.Kids {
-			if k := st.Key(kid); k == nil || k.Phase(now) >= state.Expired {
-				err = fmt.Errorf("%w: %s", ErrNotReleasable, kid)
-				return
-			}
-		}
-	})
+	s.Read(func(st *state.State) { err = releasable(st, r, now) })
 	if err != nil {
 		return nil, err
 	}
 	es, err := s.store.Append(ctx, store.Proposal{Time: now, Type: ledger.TypeKeyReleased, Body: body})
+	if errors.Is(err, store.ErrRejected) {
+		// Decided on a replica whose state was behind the cluster's.
+		return nil, fmt.Errorf("%w: %w", ErrPolicyChanged, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("kms: record release: %w", err)
 	}
 	return es[0], nil
+}
+
+// releasable checks that release r may be recorded at now in state st:
+// its policy is the one in force and every key is still released.
+func releasable(st *state.State, r state.KeyReleased, now time.Time) error {
+	if st.ReleasePolicySeq != r.PolicySeq {
+		return ErrPolicyChanged
+	}
+	for _, kid := range r.Kids {
+		if k := st.Key(kid); k == nil || k.Phase(now) >= state.Expired {
+			return fmt.Errorf("%w: %s", ErrNotReleasable, kid)
+		}
+	}
+	return nil
 }
 
 // RecordDenial appends a release.denied entry.

@@ -149,12 +149,13 @@ func (s *Service) createKeyLocked(ctx context.Context, now time.Time, reason str
 	if err != nil {
 		return nil, fmt.Errorf("kms: create key: %w", s.store.Fail(err))
 	}
+	defer clear(dek)
 	inner, err := sealWithDEK(dek, kc.Kid, priv)
-	clear(dek)
 	if err != nil {
 		return nil, fmt.Errorf("kms: create key: %w", err)
 	}
-	entries, err := s.store.Append(ctx, store.Proposal{Time: now, Type: ledger.TypeKeyCreated, Body: body, Secret: inner})
+	// A replicated ledger carries the data key to the other nodes.
+	entries, err := s.store.Append(ctx, store.Proposal{Time: now, Type: ledger.TypeKeyCreated, Body: body, Secret: inner, DataKey: dek})
 	if err != nil {
 		return nil, fmt.Errorf("kms: create key: %w", err)
 	}
@@ -185,6 +186,11 @@ func (s *Service) Tick(ctx context.Context) (next time.Time, err error) {
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
 	now := s.now()
+	// In a cluster only the leader rotates and marks phases: once per
+	// slot, whatever node leads when it comes.
+	if !s.IsLeader() {
+		return now.Add(time.Second), nil
+	}
 	// Nothing can be recorded: check again in a minute (each failed tick
 	// is logged by Run, a reminder rather than a flood).
 	if err := s.store.WriteErr(); err != nil {

@@ -98,6 +98,18 @@ func NewKey() []byte {
 // LoadFile reads a master key file: 64 hex characters, optionally followed
 // by a newline. It refuses files readable by group or others.
 func LoadFile(path string) (*AESGCM, error) {
+	key, err := ReadKeyFile(path)
+	if err != nil {
+		return nil, err
+	}
+	defer clear(key)
+	return New(key)
+}
+
+// ReadKeyFile returns the key of a master key file, as LoadFile reads it:
+// for a node of a cluster that hands it to a joining node. The caller
+// clears it after use.
+func ReadKeyFile(path string) ([]byte, error) {
 	fi, err := os.Stat(path)
 	if err != nil {
 		return nil, fmt.Errorf("master key: %w", err)
@@ -113,25 +125,35 @@ func LoadFile(path string) (*AESGCM, error) {
 	// Decode in place rather than through a string, which could not be
 	// cleared afterwards.
 	text := bytes.TrimSpace(raw)
-	var key [KeySize]byte
-	defer clear(key[:])
 	if len(text) != 2*KeySize {
 		return nil, fmt.Errorf("master key %s: want %d hex characters", path, 2*KeySize)
 	}
-	if _, err := hex.Decode(key[:], text); err != nil {
+	key := make([]byte, KeySize)
+	if _, err := hex.Decode(key, text); err != nil {
+		clear(key)
 		return nil, fmt.Errorf("master key %s: want %d hex characters", path, 2*KeySize)
 	}
-	return New(key[:])
+	return key, nil
 }
 
 // CreateFile writes a new random master key to path with mode 0600 and
 // returns a sealer for it. It fails if the file exists.
 func CreateFile(path string) (*AESGCM, error) {
+	key := NewKey()
+	defer clear(key)
+	return WriteFile(path, key)
+}
+
+// WriteFile writes key to path as a master key file, mode 0600, and
+// returns a sealer for it: a new key (CreateFile), or the key a cluster
+// handed to a node that joined it. It fails if the file exists.
+func WriteFile(path string, key []byte) (*AESGCM, error) {
+	if len(key) != KeySize {
+		return nil, fmt.Errorf("master key: want %d bytes", KeySize)
+	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("master key: %w", err)
 	}
-	key := NewKey()
-	defer clear(key)
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("master key: %w", err)

@@ -633,6 +633,18 @@ func (s *State) applyAction(proposalID string, a gov.Action, seq uint64) error {
 			return err
 		}
 		s.Constitution, s.ConstitutionSeq = c, seq
+	case gov.ActRemoveNode:
+		args, err := gov.DecodeRemoveNodeArgs(a.Args)
+		if err != nil {
+			return invalid(err)
+		}
+		if at, ok := s.RemovedNodes[args.NodeID]; ok {
+			return invalid(fmt.Errorf("node %s was removed at seq %d", args.NodeID, at))
+		}
+		if s.RemovedNodes == nil {
+			s.RemovedNodes = map[string]uint64{}
+		}
+		s.RemovedNodes[args.NodeID] = seq
 	default:
 		return fmt.Errorf("%w: unknown action %q", gov.ErrInvalidAction, a.Name)
 	}

@@ -26,6 +26,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"time"
 
 	"github.com/tkms-dev/tkms/api"
@@ -149,6 +150,10 @@ type State struct {
 	// served, not used yet), compact JSON.
 	NodePolicy    json.RawMessage `json:"node_policy,omitempty"`
 	NodePolicySeq uint64          `json:"node_policy_seq,omitempty"`
+	// RemovedNodes are the cluster nodes removed by remove_node, by node
+	// id, with the seq of the entry that removed them: the leader takes
+	// them out of the cluster, and they may not join again.
+	RemovedNodes map[string]uint64 `json:"removed_nodes,omitempty"`
 	// PendingEffects are the forced key operations of accepted proposals
 	// that the kms has yet to record, oldest first.
 	PendingEffects []Effect `json:"pending_effects,omitempty"`
@@ -563,6 +568,9 @@ func (s *State) Clone() *State {
 		c.Keys[i] = &kk
 	}
 	s.cloneGov(&c)
+	if s.RemovedNodes != nil {
+		c.RemovedNodes = maps.Clone(s.RemovedNodes)
+	}
 	return &c
 }
 

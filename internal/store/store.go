@@ -22,6 +22,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -51,6 +52,13 @@ var (
 
 // Errors.
 var (
+	// ErrRejected: a replicated ledger refused the entry at apply time
+	// (ReplicaHooks.Check): the state in force when it was ordered no
+	// longer allows it. Nothing was written.
+	ErrRejected = errors.New("store: entry refused at apply time")
+	// ErrSeq: Write was given entries that do not directly follow the
+	// last one.
+	ErrSeq      = errors.New("store: entries out of sequence")
 	ErrClosed   = errors.New("store: closed")
 	ErrInUse    = errors.New("store: the data directory is in use by another tkms process")
 	ErrReadOnly = errors.New("store: opened read-only")
@@ -74,7 +82,46 @@ type Proposal struct {
 	// sequence number and type as associated data, and stored as the
 	// entry's sealed part. Its bytes are zeroed once sealed.
 	Secret []byte
+	// DataKey, if set, is the data key (package keyring) that the
+	// secret of a key.created entry is sealed under. It is not part of
+	// the entry: the embedded store ignores it (the keyring beside it
+	// already holds it); a replicated store carries it, sealed under the
+	// master key, to every replica's keyring.
+	DataKey []byte
 }
+
+// Ledger is what the service needs of the storage of its ledger. Store,
+// the embedded single-node file, implements it; so does
+// internal/raftstore, the ledger replicated over a raft cluster. Both pass
+// the conformance suite of package storetest.
+type Ledger interface {
+	// Start begins accepting appends; onCommit is called with every
+	// durable (committed) batch, in order, before the appends that
+	// made it return. On a replica, it is also called with batches
+	// written by other nodes.
+	Start(onCommit func(Batch))
+	// Append writes proposals as consecutive entries and returns them
+	// once they are durable (see Store.Append).
+	Append(ctx context.Context, props ...Proposal) ([]*ledger.Entry, error)
+	Get(seq uint64) (*ledger.Entry, error)
+	Scan(from uint64, fn func(*ledger.Entry) error) error
+	Last() uint64
+	Unseal(e *ledger.Entry) ([]byte, error)
+	TreeHead() (int64, tlog.Hash)
+	ReadHashes(indexes []int64) ([]tlog.Hash, error)
+	ReadLeaves(start, n int64) ([][]byte, error)
+	SaveSnapshot(seq uint64, data []byte) error
+	LoadSnapshot() (seq uint64, data []byte, err error)
+	Fail(cause error) error
+	WriteErr() error
+	ReleaseMemory() error
+	// Backup writes a consistent copy of the ledger file (see
+	// Store.Backup); a replicated ledger writes its node's copy.
+	Backup(w io.Writer) (int64, error)
+	Close() error
+}
+
+var _ Ledger = (*Store)(nil)
 
 // Options configure Open.
 type Options struct {
@@ -94,6 +141,32 @@ type Options struct {
 	// Logger receives warnings about a damaged file that Open recovers
 	// from. Defaults to slog.Default().
 	Logger *slog.Logger
+
+	// Replica is what a replicated ledger (internal/raftstore) asks of
+	// the service that applies it. The embedded store ignores it.
+	Replica ReplicaHooks
+}
+
+// ReplicaHooks are called by a replicated ledger as it applies committed
+// entries, on every node, in log order.
+type ReplicaHooks struct {
+	// Check re-checks an entry against the state in force just before it
+	// would be applied; an entry it refuses is not written, and the
+	// append that proposed it fails with the error (a release decided on
+	// a node whose state was behind).
+	Check func(e *ledger.Entry) error
+	// KeepDataKey stores the data key that came with a key.created entry
+	// before the entry is written.
+	KeepDataKey func(e *ledger.Entry, dataKey []byte) error
+	// DataKey returns the data key of a key.created entry, nil if it was
+	// erased, for a snapshot that a new node restores.
+	DataKey func(e *ledger.Entry) ([]byte, error)
+	// Applied is called after an entry is written and applied (a
+	// follower erases a destroyed key's data key).
+	Applied func(e *ledger.Entry)
+	// Removed reports whether governance removed a node from the cluster
+	// (remove_node): the leader takes it out, and it may not join again.
+	Removed func(nodeID string) bool
 }
 
 // Store is an open ledger file.
@@ -128,6 +201,7 @@ type Batch struct {
 
 type appendReq struct {
 	props   []Proposal
+	written []*ledger.Entry // Write: entries numbered and sealed elsewhere
 	entries []*ledger.Entry
 	err     error
 	done    chan struct{}
@@ -461,16 +535,8 @@ func (s *Store) Append(ctx context.Context, props ...Proposal) ([]*ledger.Entry,
 		return nil, nil
 	}
 	for _, p := range props {
-		if !p.Type.Known() {
-			return nil, fmt.Errorf("store: %w %q", ledger.ErrUnknownType, p.Type)
-		}
-		// The record keeps Unix nanoseconds: refuse a time (such as the
-		// zero Time) that would come back as another one.
-		if !time.Unix(0, p.Time.UnixNano()).Equal(p.Time) {
-			return nil, fmt.Errorf("store: entry of type %s: time %v cannot be recorded", p.Type, p.Time)
-		}
-		if len(p.Body) > ledger.MaxBodySize || len(p.Secret) > ledger.MaxBodySize/2 || ledger.LeafSize(p.Type, p.Body) > ledger.MaxLeafSize {
-			return nil, fmt.Errorf("store: entry of type %s is too large (%w)", p.Type, ErrTooLarge)
+		if err := CheckProposal(p); err != nil {
+			return nil, err
 		}
 	}
 	req := &appendReq{props: props, done: make(chan struct{})}
@@ -494,11 +560,66 @@ func (s *Store) Append(ctx context.Context, props ...Proposal) ([]*ledger.Entry,
 	return req.entries, req.err
 }
 
+// Write writes entries that were numbered and sealed elsewhere (by the
+// leader of a cluster) and returns once they are durable, after the
+// OnCommit hook has seen them, as Append does. The first must directly
+// follow the last durable entry and the rest follow it densely, or Write
+// fails with ErrSeq and writes nothing. A store that is written with
+// Write is not appended to.
+func (s *Store) Write(ctx context.Context, entries []*ledger.Entry) error {
+	if s.readOnly {
+		return ErrReadOnly
+	}
+	if len(entries) == 0 {
+		return nil
+	}
+	for _, e := range entries {
+		if !e.Type.Known() {
+			return fmt.Errorf("store: %w %q", ledger.ErrUnknownType, e.Type)
+		}
+	}
+	req := &appendReq{written: entries, done: make(chan struct{})}
+	s.closeMu.RLock()
+	if s.closed || !s.running {
+		s.closeMu.RUnlock()
+		if s.closed {
+			return ErrClosed
+		}
+		return errors.New("store: write before Start")
+	}
+	select {
+	case s.reqs <- req:
+	case <-ctx.Done():
+		s.closeMu.RUnlock()
+		return ctx.Err()
+	}
+	s.closeMu.RUnlock()
+	<-req.done
+	return req.err
+}
+
+// CheckProposal refuses a proposal that no ledger may record: of an
+// unknown type, with a time the record cannot keep, or too large.
+func CheckProposal(p Proposal) error {
+	if !p.Type.Known() {
+		return fmt.Errorf("store: %w %q", ledger.ErrUnknownType, p.Type)
+	}
+	// The record keeps Unix nanoseconds: refuse a time (such as the
+	// zero Time) that would come back as another one.
+	if !time.Unix(0, p.Time.UnixNano()).Equal(p.Time) {
+		return fmt.Errorf("store: entry of type %s: time %v cannot be recorded", p.Type, p.Time)
+	}
+	if len(p.Body) > ledger.MaxBodySize || len(p.Secret) > ledger.MaxBodySize/2 || ledger.LeafSize(p.Type, p.Body) > ledger.MaxLeafSize {
+		return fmt.Errorf("store: entry of type %s is too large (%w)", p.Type, ErrTooLarge)
+	}
+	return nil
+}
+
 func (s *Store) run() {
 	defer close(s.done)
 	for req := range s.reqs {
 		batch := []*appendReq{req}
-		n := len(req.props)
+		n := len(req.props) + len(req.written)
 	drain:
 		for n < s.maxBatch {
 			select {
@@ -507,7 +628,7 @@ func (s *Store) run() {
 					break drain
 				}
 				batch = append(batch, r)
-				n += len(r.props)
+				n += len(r.props) + len(r.written)
 			default:
 				break drain
 			}
@@ -603,6 +724,17 @@ func (s *Store) seal(batch []*appendReq, next uint64) ([]*ledger.Entry, error) {
 	var all []*ledger.Entry
 	for _, r := range batch {
 		r.entries = make([]*ledger.Entry, len(r.props))
+		if r.written != nil {
+			for _, e := range r.written {
+				if e.Seq != next {
+					return nil, fmt.Errorf("%w: entry %d written after entry %d", ErrSeq, e.Seq, next-1)
+				}
+				next++
+			}
+			r.entries = r.written
+			all = append(all, r.written...)
+			continue
+		}
 		for i, p := range r.props {
 			e := &ledger.Entry{Seq: next, Time: p.Time.UTC(), Type: p.Type, Body: p.Body}
 			if len(p.Secret) > 0 {

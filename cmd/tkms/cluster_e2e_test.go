@@ -1,0 +1,643 @@
+package main
+
+// Clusters of real tkms dev processes (tkms dev --cluster, tkms dev --join):
+// the leader killed with SIGKILL under a release storm against every node,
+// a minority cut off by a TCP proxy, bad joins.
+
+import (
+	"bytes"
+	"context"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/tkms-dev/tkms/internal/gov"
+	"github.com/tkms-dev/tkms/internal/keys"
+	"github.com/tkms-dev/tkms/internal/seal"
+	"github.com/tkms-dev/tkms/internal/tlscert/tlscerttest"
+)
+
+// clusterStatus is GET /v1/cluster.
+type clusterStatus struct {
+	Leader      string `json:"leader"`
+	NodeID      string `json:"node_id"`
+	CommitIndex uint64 `json:"commit_index"`
+	Nodes       []struct {
+		NodeID   string `json:"node_id"`
+		Suffrage string `json:"suffrage"`
+	} `json:"nodes"`
+}
+
+func getCluster(base string) (clusterStatus, error) {
+	var s clusterStatus
+	resp, err := httpClient.Get(base + "/v1/cluster")
+	if err != nil {
+		return s, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return s, fmt.Errorf("GET /v1/cluster: %s", resp.Status)
+	}
+	return s, json.NewDecoder(resp.Body).Decode(&s)
+}
+
+// devNode is one node of a dev cluster: its data directory, the arguments
+// that (re)start it, and its process while it runs.
+type devNode struct {
+	data string
+	args []string
+	p    *proc
+	id   string
+}
+
+func (n *devNode) start(t *testing.T) {
+	t.Helper()
+	n.p = startDev(t, n.data, n.args...)
+	n.id = devNodeID(t, n.data)
+}
+
+// devNodeID reads the node id of a dev cluster node from its dev.json.
+func devNodeID(t *testing.T, dir string) string {
+	t.Helper()
+	var d struct {
+		NodeID string `json:"node_id"`
+	}
+	raw, err := os.ReadFile(filepath.Join(dir, "dev.json"))
+	if err != nil || json.Unmarshal(raw, &d) != nil || d.NodeID == "" {
+		t.Fatalf("dev.json of %s names no node: %v\n%s", dir, err, raw)
+	}
+	return d.NodeID
+}
+
+// waitCluster polls until cond holds for the cluster as node n sees it.
+func waitCluster(t *testing.T, what string, base string, cond func(clusterStatus) bool) clusterStatus {
+	t.Helper()
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		s, err := getCluster(base)
+		if err == nil && cond(s) {
+			return s
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s (last: %+v, %v)", what, s, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func voters(n int) func(clusterStatus) bool {
+	return func(s clusterStatus) bool {
+		v := 0
+		for _, m := range s.Nodes {
+			if m.Suffrage == "voter" {
+				v++
+			}
+		}
+		return s.Leader != "" && v == n
+	}
+}
+
+// waitConverged waits until every node serves the same checkpoint.
+func waitConverged(t *testing.T, what string, nodes []*devNode) string {
+	t.Helper()
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		var cps []string
+		for _, n := range nodes {
+			_, body := do(t, http.MethodGet, n.p.URL+"/log/checkpoint", nil)
+			cps = append(cps, string(body))
+		}
+		same := true
+		for _, c := range cps[1:] {
+			same = same && c == cps[0]
+		}
+		if same {
+			return cps[0]
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: the nodes serve different checkpoints:\n%s", what, strings.Join(cps, "\n"))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// startDevCluster starts size dev nodes with the configuration file cfg;
+// pre, if set, adjusts each node's arguments before its first start.
+func startDevCluster(t *testing.T, dir, cfg string, size int, pre func(i int, n *devNode)) []*devNode {
+	t.Helper()
+	var nodes []*devNode
+	for i := range size {
+		n := &devNode{data: filepath.Join(dir, fmt.Sprint("n", i+1)), args: []string{"--config", cfg, "--cluster"}}
+		if i > 0 {
+			n.args = []string{"--config", cfg, "--join", nodes[0].data}
+		}
+		if pre != nil {
+			pre(i, n)
+		}
+		n.start(t)
+		nodes = append(nodes, n)
+	}
+	waitCluster(t, fmt.Sprintf("%d voters", size), nodes[0].p.URL, voters(size))
+	return nodes
+}
+
+// TestClusterKillLeader: a release storm against all the nodes (three, or
+// TKMS_CLUSTER_NODES) while the leader is killed with SIGKILL and
+// restarted, cycle after cycle (TKMS_CLUSTER_CYCLES, default 2;
+// scripts/cluster-drill.sh runs 20). Every
+// acknowledged release's receipt proves its entry on every node, the nodes
+// converge to one checkpoint, and tkms audit passes against each node in
+// turn with one state file.
+func TestClusterKillLeader(t *testing.T) {
+	cycles, size := 2, 3
+	if s := os.Getenv("TKMS_CLUSTER_CYCLES"); s != "" {
+		cycles, _ = strconv.Atoi(s)
+	}
+	if s := os.Getenv("TKMS_CLUSTER_NODES"); s != "" {
+		size, _ = strconv.Atoi(s)
+	}
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "tkms.json")
+	writeJSONFile(t, cfg, map[string]any{"limits": map[string]any{"per_address_rate": 0, "per_identity_rate": 0}})
+	nodes := startDevCluster(t, dir, cfg, size, nil)
+	logKey := logKeyArg(t, nodes[0].p.URL)
+	var acks ackLog
+	rel := newReleaser(t, nodes[0].data, &acks)
+	receipts := newReceiptChecker(t, logKey)
+	auditState := filepath.Join(dir, "audit.json")
+	// Any node's dev.json works against every node.
+	token := readDevJSON(t, nodes[2].data).WorkloadToken
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("seed %d", seed)
+	rng := rand.New(rand.NewPCG(seed, 0))
+	var failovers []time.Duration
+
+	for c := range cycles {
+		ctx, cancel := context.WithCancel(context.Background())
+		tr := &http.Transport{}
+		hc := &http.Client{Transport: tr, Timeout: 20 * time.Second}
+		var wg sync.WaitGroup
+		for i, n := range nodes {
+			for g, api := range []string{"app", "v1"} {
+				wg.Go(func() {
+					rel.loop(ctx, hc, n.p.URL, token, rand.New(rand.NewPCG(seed, uint64(c*100+i*10+g))), true, api)
+				})
+			}
+		}
+		time.Sleep(200*time.Millisecond + time.Duration(rng.Int64N(int64(500*time.Millisecond))))
+		st, err := getCluster(nodes[0].p.URL)
+		if err != nil || st.Leader == "" {
+			t.Fatalf("cycle %d: no leader: %+v %v", c, st, err)
+		}
+		var victim *devNode
+		var rest []*devNode
+		for _, n := range nodes {
+			if n.id == st.Leader {
+				victim = n
+			} else {
+				rest = append(rest, n)
+			}
+		}
+		if victim == nil {
+			t.Fatalf("cycle %d: the leader %s is none of the nodes", c, st.Leader)
+		}
+		killed := time.Now()
+		victim.p.stop(syscall.SIGKILL)
+		// The survivors elect a leader and go on releasing.
+		waitCluster(t, "a new leader", rest[0].p.URL, func(s clusterStatus) bool { return s.Leader != "" && s.Leader != victim.id })
+		failovers = append(failovers, time.Since(killed))
+		before := len(acks.all())
+		deadline := time.Now().Add(30 * time.Second)
+		for len(acks.all()) < before+3 && time.Now().Before(deadline) {
+			time.Sleep(20 * time.Millisecond)
+		}
+		if len(acks.all()) < before+3 {
+			t.Fatalf("cycle %d: no release acknowledged by the survivors after the leader was killed", c)
+		}
+		cancel()
+		wg.Wait()
+		tr.CloseIdleConnections()
+		rel.report(t, fmt.Sprintf("cycle %d", c))
+		victim.start(t) // the same command rejoins
+		waitConverged(t, fmt.Sprintf("cycle %d", c), nodes)
+		all := acks.all()
+		for _, n := range nodes {
+			receipts.check(t, fmt.Sprintf("cycle %d, node %s", c, n.id), n.p.URL, all)
+			runAudit(t, 0, "--kms", n.p.URL, "--log-key", logKey, "--state", auditState, "--quiet")
+		}
+		if t.Failed() {
+			t.Fatalf("cycle %d failed", c)
+		}
+	}
+	// Only leaders rotate, once per slot: the first key is the only
+	// scheduled one, whichever node led when.
+	scheduled := 0
+	for _, k := range allKeys(t, nodes[1].p.URL) {
+		if k.Reason == "scheduled" {
+			scheduled++
+		}
+	}
+	if scheduled != 1 {
+		t.Errorf("%d scheduled keys after %d leader kills, want 1", scheduled, cycles)
+	}
+	for _, n := range nodes {
+		n.p.stopClean(syscall.SIGTERM)
+	}
+	t.Logf("%d cycles, %d releases acknowledged with receipts, answers %v, time from SIGKILL to a new leader: %v", cycles, len(acks.all()), rel.statuses, failovers)
+}
+
+// proxy forwards TCP connections to a target until it is cut: then it
+// closes the connections it carries and every new one.
+type proxy struct {
+	ln     net.Listener
+	target string
+	mu     sync.Mutex
+	cut    bool
+	conns  map[net.Conn]bool
+}
+
+func newProxy(t *testing.T, target string) *proxy {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &proxy{ln: ln, target: target, conns: map[net.Conn]bool{}}
+	t.Cleanup(func() { ln.Close(); p.setCut(true) })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go p.serve(c)
+		}
+	}()
+	return p
+}
+
+func (p *proxy) track(cs ...net.Conn) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cut {
+		return false
+	}
+	for _, c := range cs {
+		p.conns[c] = true
+	}
+	return true
+}
+
+func (p *proxy) serve(c net.Conn) {
+	d, err := net.Dial("tcp", p.target)
+	if err != nil || !p.track(c, d) {
+		c.Close()
+		if d != nil {
+			d.Close()
+		}
+		return
+	}
+	go func() { io.Copy(d, c); d.Close() }()
+	io.Copy(c, d)
+	c.Close()
+}
+
+func (p *proxy) setCut(cut bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.cut = cut
+	if cut {
+		for c := range p.conns {
+			c.Close()
+		}
+		clear(p.conns)
+	}
+}
+
+func freePort(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// TestClusterMinorityPartition: a follower cut off from the others (a
+// proxy in front of its node-to-node port closes every connection) loses
+// its leader; it answers writes 503 with Retry-After and goes on serving
+// public keys and the log, while the majority goes on writing. Healed, it
+// catches up and every node serves one checkpoint.
+func TestClusterMinorityPartition(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "tkms.json")
+	writeJSONFile(t, cfg, map[string]any{"limits": map[string]any{"per_address_rate": 0, "per_identity_rate": 0}})
+	var px *proxy
+	nodes := startDevCluster(t, dir, cfg, 3, func(i int, n *devNode) {
+		if i != 2 {
+			return
+		}
+		// The third node binds a port of its own and advertises the
+		// proxy in front of it.
+		real := freePort(t)
+		os.MkdirAll(n.data, 0o700)
+		if err := os.WriteFile(filepath.Join(n.data, "cluster.addr"), []byte(real), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		px = newProxy(t, real)
+		n.args = append(n.args, "--cluster-advertise", px.ln.Addr().String())
+	})
+	minority := nodes[2]
+	if st, _ := getCluster(minority.p.URL); st.Leader == minority.id {
+		t.Skip("the node behind the proxy leads; the partition below is of a follower")
+	}
+	var acks ackLog
+	rel := newReleaser(t, nodes[0].data, &acks)
+	token := readDevJSON(t, nodes[0].data).WorkloadToken
+	list, ok := rel.releasable(context.Background(), httpClient, nodes[0].p.URL)
+	if !ok || len(list) == 0 {
+		t.Fatal("no releasable key")
+	}
+	release := func(base string) *http.Response {
+		body, _ := json.Marshal(map[string]any{"attestation": rel.v1Ev, "wrapping_key": map[string]any{
+			"type": "hpke", "kem_id": keys.KEMX25519HKDFSHA256, "public_key": base64.StdEncoding.EncodeToString(rel.v1Pub)}})
+		req, _ := http.NewRequest(http.MethodPost, base+"/v1/keys/"+list[0].Kid+"/release", bytes.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+token)
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := httpClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp
+	}
+	if r := release(minority.p.URL); r.StatusCode != http.StatusOK {
+		t.Fatalf("release at the follower before the partition: %s", r.Status)
+	}
+
+	px.setCut(true)
+	waitCluster(t, "the cut-off node to lose its leader", minority.p.URL, func(s clusterStatus) bool { return s.Leader == "" })
+	r := release(minority.p.URL)
+	if r.StatusCode != http.StatusServiceUnavailable || r.Header.Get("Retry-After") == "" {
+		t.Fatalf("release at the cut-off node: %s, Retry-After %q; want 503 with Retry-After", r.Status, r.Header.Get("Retry-After"))
+	}
+	if resp, _ := do(t, http.MethodGet, minority.p.URL+"/app/listpubkeys", nil); resp.StatusCode != http.StatusOK {
+		t.Fatalf("public keys at the cut-off node: %s", resp.Status)
+	}
+	if r := release(nodes[0].p.URL); r.StatusCode != http.StatusOK {
+		t.Fatalf("release at the majority during the partition: %s", r.Status)
+	}
+
+	px.setCut(false)
+	waitConverged(t, "after healing", nodes)
+	if r := release(minority.p.URL); r.StatusCode != http.StatusOK {
+		t.Fatalf("release at the healed node: %s", r.Status)
+	}
+	for _, n := range nodes {
+		n.p.stopClean(syscall.SIGTERM)
+	}
+}
+
+// TestClusterBadJoins: joining a node of another cluster fails at the
+// mutual TLS handshake, and a node id already in use is refused; neither
+// starts a node.
+func TestClusterBadJoins(t *testing.T) {
+	dir := t.TempDir()
+	a := &devNode{data: filepath.Join(dir, "a"), args: []string{"--cluster"}}
+	a.start(t)
+	b := &devNode{data: filepath.Join(dir, "b"), args: []string{"--cluster"}}
+	b.start(t)
+	// c joins a with b's CA and certificate: a node of another cluster.
+	c := filepath.Join(dir, "c")
+	os.MkdirAll(c, 0o700)
+	for _, f := range []string{"node.pem", "node.key"} {
+		raw, err := os.ReadFile(filepath.Join(b.data, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		os.WriteFile(filepath.Join(c, f), raw, 0o600)
+	}
+	raw, _ := os.ReadFile(filepath.Join(a.data, "dev.json"))
+	var m map[string]any
+	json.Unmarshal(raw, &m)
+	m["cluster_ca"] = b.data // the CA c's certificate chains to
+	fake := filepath.Join(dir, "fake-a")
+	os.MkdirAll(fake, 0o700)
+	writeJSONFile(t, filepath.Join(fake, "dev.json"), m)
+	_, stderr, code := runTkms(t, "dev", "--listen", "127.0.0.1:0", "--data", c, "--join", fake)
+	if code == 0 || !strings.Contains(stderr, "not of this cluster") {
+		t.Fatalf("join of another cluster: exit %d, stderr:\n%s", code, stderr)
+	}
+	// d takes a's node id.
+	d := filepath.Join(dir, "d")
+	os.MkdirAll(d, 0o700)
+	os.WriteFile(filepath.Join(d, "node.id"), []byte(a.id+"\n"), 0o600)
+	_, stderr, code = runTkms(t, "dev", "--listen", "127.0.0.1:0", "--data", d, "--join", a.data)
+	if code == 0 || !strings.Contains(stderr, "node id is in use") {
+		t.Fatalf("join with a node id in use: exit %d, stderr:\n%s", code, stderr)
+	}
+	if st, err := getCluster(a.p.URL); err != nil || len(st.Nodes) != 1 {
+		t.Fatalf("the refused joins changed the cluster: %+v %v", st, err)
+	}
+	a.p.stopClean(syscall.SIGTERM)
+	b.p.stopClean(syscall.SIGTERM)
+}
+
+// TestClusterRestarts: a governed rotation posted at a follower; a rolling
+// restart, every node in turn stopped (SIGTERM) and started again while
+// releases go to the others (no failure but 503); then a follower whose
+// data directory is lost (all but its node id and address, as a production
+// node keeps them in its configuration) joins again under its id and
+// catches up with the whole ledger. Every acknowledged release is in the
+// log of every node, and the rejoined node audits clean.
+func TestClusterRestarts(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "tkms.json")
+	writeJSONFile(t, cfg, map[string]any{"limits": map[string]any{"per_address_rate": 0, "per_identity_rate": 0}})
+	nodes := startDevCluster(t, dir, cfg, 3, nil)
+	for _, n := range nodes {
+		t.Cleanup(func() {
+			if t.Failed() {
+				t.Logf("stderr of %s:\n%s", n.id, n.p.stderr)
+			}
+		})
+	}
+	logKey := logKeyArg(t, nodes[0].p.URL)
+	var acks ackLog
+	rel := newReleaser(t, nodes[0].data, &acks)
+	token := readDevJSON(t, nodes[0].data).WorkloadToken
+	seed := uint64(time.Now().UnixNano())
+	// A governed rotation posted at a node that does not lead: the leader
+	// carries it out, once, and the answer has the new key.
+	st, _ := getCluster(nodes[0].p.URL)
+	follower := nodes[1]
+	if follower.id == st.Leader {
+		follower = nodes[2]
+	}
+	r := refresh(t, follower.p.URL, "")
+	rotated := 0
+	for _, k := range allKeys(t, follower.p.URL) {
+		if strings.HasPrefix(k.Reason, "governance") {
+			rotated++
+		}
+	}
+	if rotated != 1 {
+		t.Fatalf("a rotation posted at a follower made %d keys (answered %s)", rotated, r.Kid)
+	}
+	for i, victim := range nodes {
+		ctx, cancel := context.WithCancel(context.Background())
+		tr := &http.Transport{}
+		hc := &http.Client{Transport: tr, Timeout: 20 * time.Second}
+		var wg sync.WaitGroup
+		for j, n := range nodes {
+			if n == victim {
+				continue
+			}
+			wg.Go(func() { rel.loop(ctx, hc, n.p.URL, token, rand.New(rand.NewPCG(seed, uint64(i*10+j))), false, "v1") })
+		}
+		time.Sleep(300 * time.Millisecond)
+		before := len(acks.all())
+		victim.p.stopClean(syscall.SIGTERM)
+		victim.start(t)
+		waitCluster(t, "three voters", victim.p.URL, voters(3))
+		deadline := time.Now().Add(30 * time.Second)
+		for len(acks.all()) <= before && time.Now().Before(deadline) {
+			time.Sleep(20 * time.Millisecond)
+		}
+		cancel()
+		wg.Wait()
+		tr.CloseIdleConnections()
+		rel.report(t, fmt.Sprintf("restart of %s", victim.id))
+		if len(acks.all()) <= before {
+			t.Fatalf("no release acknowledged while %s restarted", victim.id)
+		}
+	}
+	waitConverged(t, "after the rolling restart", nodes)
+
+	st, _ = getCluster(nodes[0].p.URL)
+	victim := nodes[1]
+	if victim.id == st.Leader {
+		victim = nodes[2]
+	}
+	victim.p.stop(syscall.SIGKILL)
+	entries, err := os.ReadDir(victim.data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if e.Name() != "node.id" && e.Name() != "cluster.addr" {
+			if err := os.RemoveAll(filepath.Join(victim.data, e.Name())); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	rel.releaseOnce(t, nodes[0].p.URL, token, "app") // while it is gone
+	victim.start(t)
+	waitConverged(t, "after the wiped node rejoined", nodes)
+	if st := waitCluster(t, "three voters", victim.p.URL, voters(3)); len(st.Nodes) != 3 {
+		t.Fatalf("the rejoined node is not the same member: %+v", st)
+	}
+	receipts := newReceiptChecker(t, logKey)
+	for _, n := range nodes {
+		receipts.check(t, "node "+n.id, n.p.URL, acks.all())
+	}
+	runAudit(t, 0, "--kms", victim.p.URL, "--log-key", logKey, "--quiet")
+
+	// Governance removes a node (remove_node, proposed at another node):
+	// the leader takes it out, the others go on, and it may not join
+	// again under its id.
+	gone := nodes[2]
+	args, _ := json.Marshal(map[string]string{"node_id": gone.id})
+	msg, err := devSigner(t, nodes[1].p).SignProposal([]gov.Action{{Name: "remove_node", Args: args}}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp, body := postCOSETest(t, nodes[1].p.URL+"/v1/gov/proposals", msg); resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusCreated {
+		t.Fatalf("remove_node proposal: %s: %s", resp.Status, body)
+	}
+	waitCluster(t, "two nodes", nodes[0].p.URL, func(s clusterStatus) bool { return s.Leader != "" && len(s.Nodes) == 2 })
+	rel.releaseOnce(t, nodes[1].p.URL, token, "v1")
+	runAudit(t, 0, "--kms", nodes[0].p.URL, "--log-key", logKey, "--quiet")
+	gone.p.stopClean(syscall.SIGTERM)
+	for _, e := range []string{"raft", "ledger.db", "keyring", "master.key", "dev.json"} {
+		os.RemoveAll(filepath.Join(gone.data, e))
+	}
+	_, stderr, code := runTkms(t, "dev", "--listen", "127.0.0.1:0", "--data", gone.data, "--join", nodes[0].data)
+	if code == 0 || !strings.Contains(stderr, "removed from the cluster by governance") {
+		t.Fatalf("a removed node joining again: exit %d, stderr:\n%s", code, stderr)
+	}
+	for _, n := range nodes[:2] {
+		n.p.stopClean(syscall.SIGTERM)
+	}
+	t.Logf("%d releases acknowledged, answers %v", len(acks.all()), rel.statuses)
+}
+
+// TestClusterServe: two `tkms serve` nodes with node certificates of an
+// operator's CA: the second joins with --join, receives the master key,
+// catches up and serves the same checkpoint; a restart rejoins.
+func TestClusterServe(t *testing.T) {
+	dir := t.TempDir()
+	ca := tlscerttest.NewCA(t)
+	caFile := filepath.Join(dir, "ca.pem")
+	if err := os.WriteFile(caFile, ca.PEM, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	both := []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}
+	config := func(i int, clusterAddr string) string {
+		cert, key := tlscerttest.WritePair(t, dir, fmt.Sprint("node", i), ca.Issue(t, tlscerttest.Leaf{Serial: int64(10 + i), EKU: both}))
+		path := filepath.Join(dir, fmt.Sprintf("tkms%d.json", i))
+		writeJSONFile(t, path, map[string]any{
+			"listen": "127.0.0.1:0", "data_dir": filepath.Join(dir, fmt.Sprint("data", i)),
+			"cluster": map[string]any{"node_id": fmt.Sprint("kms-", i), "listen": clusterAddr, "cert_file": cert, "key_file": key, "ca_file": caFile},
+		})
+		return path
+	}
+	addr1, addr2 := freePort(t), freePort(t)
+	c1, c2 := config(1, addr1), config(2, addr2)
+	if _, err := seal.CreateFile(filepath.Join(dir, "data1", "master.key")); err != nil {
+		t.Fatal(err)
+	}
+	p1 := startServe(t, c1)
+	waitCluster(t, "the first node to lead", p1.URL, voters(1))
+	p2 := startProc(t, "serve", "--config", c2, "--join", addr1)
+	m := p2.waitOutput(p2.stderr, serveListening)
+	p2.URL = "http://" + m[1]
+	waitCluster(t, "two voters", p2.URL, voters(2))
+	k1, _ := os.ReadFile(filepath.Join(dir, "data1", "master.key"))
+	k2, _ := os.ReadFile(filepath.Join(dir, "data2", "master.key"))
+	if len(k1) == 0 || !bytes.Equal(k1, k2) {
+		t.Fatal("the joined node does not hold the cluster's master key")
+	}
+	converged := func() bool {
+		_, a := do(t, http.MethodGet, p1.URL+"/log/checkpoint", nil)
+		_, b := do(t, http.MethodGet, p2.URL+"/log/checkpoint", nil)
+		return bytes.Equal(a, b)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for !converged() {
+		if time.Now().After(deadline) {
+			t.Fatal("the two nodes serve different checkpoints")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	p2.stopClean(syscall.SIGTERM)
+	p2 = startProc(t, "serve", "--config", c2) // a restart: no --join needed
+	m = p2.waitOutput(p2.stderr, serveListening)
+	p2.URL = "http://" + m[1]
+	waitCluster(t, "two voters after the restart", p2.URL, voters(2))
+	p2.stopClean(syscall.SIGTERM)
+	p1.stopClean(syscall.SIGTERM)
+}

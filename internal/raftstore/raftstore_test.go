@@ -1,0 +1,366 @@
+package raftstore_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tkms-dev/tkms/internal/ledger"
+	"github.com/tkms-dev/tkms/internal/raftstore"
+	"github.com/tkms-dev/tkms/internal/seal"
+	"github.com/tkms-dev/tkms/internal/store"
+	"github.com/tkms-dev/tkms/internal/store/storetest"
+)
+
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+// A node of a test cluster: the listener's port is kept in the data
+// directory so that a node restarted on it has the address the cluster
+// knows.
+type node struct {
+	id  string
+	dir string
+	*raftstore.Store
+}
+
+func listen(t *testing.T, dir string) net.Listener {
+	t.Helper()
+	addrFile := filepath.Join(dir, "addr")
+	addr := "127.0.0.1:0"
+	if b, err := os.ReadFile(addrFile); err == nil {
+		addr = string(b)
+	}
+	var ln net.Listener
+	var err error
+	for range 50 { // the port of a node just closed may linger briefly
+		if ln, err = net.Listen("tcp", addr); err == nil {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.MkdirAll(dir, 0o700)
+	if err := os.WriteFile(addrFile, []byte(ln.Addr().String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return ln
+}
+
+func startNode(t *testing.T, dir, id string, sealer seal.Sealer, key []byte, opts store.Options, join string) *node {
+	t.Helper()
+	ln := listen(t, dir)
+	cfg := raftstore.Config{
+		NodeID: id, Listener: ln, Logger: quiet,
+		HeartbeatTimeout: 300 * time.Millisecond, ElectionTimeout: 300 * time.Millisecond,
+		MasterKey: func() ([]byte, error) { return append([]byte(nil), key...), nil },
+	}
+	_, err := os.Stat(filepath.Join(dir, "raft", "raft.db"))
+	fresh := errors.Is(err, os.ErrNotExist)
+	switch {
+	case fresh && join == "":
+		cfg.Bootstrap = true
+	case fresh:
+		res, err := joinRetry(join, id, ln.Addr().String())
+		if err != nil {
+			ln.Close()
+			t.Fatal(err)
+		}
+		cfg.Joined = res
+	}
+	opts.Sealer = sealer
+	opts.Logger = quiet
+	s, err := raftstore.Open(dir, opts, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &node{id: id, dir: dir, Store: s}
+}
+
+func joinRetry(addr, id, adv string) (*raftstore.JoinResult, error) {
+	var err error
+	for range 100 {
+		var res *raftstore.JoinResult
+		res, err = raftstore.Join(context.Background(), addr, id, adv, nil)
+		if err == nil {
+			return res, nil
+		}
+		if !errors.Is(err, raftstore.ErrNoLeader) {
+			return nil, err
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return nil, err
+}
+
+func (n *node) addr() string {
+	b, _ := os.ReadFile(filepath.Join(n.dir, "addr"))
+	return string(b)
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func newKey(t *testing.T) (*seal.AESGCM, []byte) {
+	key := seal.NewKey()
+	s, err := seal.New(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, key
+}
+
+// A one-node cluster passes the conformance suite of the embedded store.
+func TestConformanceOneNode(t *testing.T) {
+	sealer, key := newKey(t)
+	storetest.Run(t, func(t *testing.T, dir string, onCommit func(store.Batch)) store.Ledger {
+		n := startNode(t, dir, "n1", sealer, key, store.Options{}, "")
+		n.Start(onCommit)
+		waitFor(t, "a leader", n.IsLeader)
+		return n.Store
+	})
+}
+
+// cluster is three nodes seen as one ledger through a follower: appends
+// are forwarded to the leader.
+type cluster struct {
+	*raftstore.Store
+	nodes []*node
+}
+
+func (c *cluster) Close() error {
+	var errs []error
+	for _, n := range c.nodes {
+		errs = append(errs, n.Store.Close())
+	}
+	return errors.Join(errs...)
+}
+
+func startCluster(t *testing.T, dir string, sealer seal.Sealer, key []byte, opts store.Options, onCommit func(store.Batch)) *cluster {
+	c := &cluster{}
+	first := startNode(t, filepath.Join(dir, "n1"), "n1", sealer, key, opts, "")
+	first.Start(nil)
+	c.nodes = append(c.nodes, first)
+	for i := 2; i <= 3; i++ {
+		n := startNode(t, filepath.Join(dir, fmt.Sprint("n", i)), fmt.Sprint("n", i), sealer, key, opts, first.addr())
+		c.nodes = append(c.nodes, n)
+	}
+	c.nodes[1].Start(onCommit)
+	c.nodes[2].Start(nil)
+	waitFor(t, "a leader", func() bool {
+		for _, n := range c.nodes {
+			if n.IsLeader() {
+				return true
+			}
+		}
+		return false
+	})
+	// The ledger under test is the second node, a follower unless an
+	// election made it the leader.
+	c.Store = c.nodes[1].Store
+	return c
+}
+
+// Three nodes pass the suite through a follower that forwards its appends
+// to the leader.
+func TestConformanceThreeNodesFollower(t *testing.T) {
+	if testing.Short() {
+		t.Skip("three raft nodes")
+	}
+	sealer, key := newKey(t)
+	storetest.Run(t, func(t *testing.T, dir string, onCommit func(store.Batch)) store.Ledger {
+		return startCluster(t, dir, sealer, key, store.Options{}, onCommit)
+	})
+}
+
+func TestJoinRefusesNodeIDInUse(t *testing.T) {
+	sealer, key := newKey(t)
+	dir := t.TempDir()
+	n1 := startNode(t, filepath.Join(dir, "n1"), "n1", sealer, key, store.Options{}, "")
+	defer n1.Close()
+	n1.Start(nil)
+	waitFor(t, "a leader", n1.IsLeader)
+	ln := listen(t, filepath.Join(dir, "x"))
+	defer ln.Close()
+	_, err := raftstore.Join(context.Background(), n1.addr(), "n1", ln.Addr().String(), nil)
+	if !errors.Is(err, raftstore.ErrNodeIDInUse) && (err == nil || !strings.Contains(err.Error(), "node id is in use")) {
+		t.Fatalf("join with the leader's id: %v", err)
+	}
+}
+
+// A follower whose data directory is wiped joins again under its id and
+// address and gets the ledger through a raft snapshot (the leader's log was
+// trimmed), data keys included.
+func TestWipedFollowerRestoresFromSnapshot(t *testing.T) {
+	if testing.Short() {
+		t.Skip("three raft nodes")
+	}
+	sealer, key := newKey(t)
+	var kept []string
+	opts := store.Options{Replica: store.ReplicaHooks{
+		DataKey: func(e *ledger.Entry) ([]byte, error) { return []byte("0123456789abcdef0123456789abcdef"), nil },
+		KeepDataKey: func(e *ledger.Entry, dk []byte) error {
+			kept = append(kept, fmt.Sprintf("%d:%s", e.Seq, dk))
+			return nil
+		},
+	}}
+	dir := t.TempDir()
+	c := startCluster(t, dir, sealer, key, store.Options{Replica: store.ReplicaHooks{DataKey: opts.Replica.DataKey}}, nil)
+	defer c.Close()
+	var leader *node
+	for _, n := range c.nodes {
+		if n.IsLeader() {
+			leader = n
+		}
+	}
+	ctx := context.Background()
+	if _, err := c.Append(ctx, store.Proposal{Time: time.Unix(1, 0), Type: ledger.TypeKeyCreated, Body: []byte(`{"kid":"k"}`), Secret: []byte("s"), DataKey: []byte("0123456789abcdef0123456789abcdef")}); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 40 {
+		if _, err := c.Append(ctx, storetest.Published(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A snapshot that leaves little of the log: raft sends the wiped
+	// node the snapshot rather than the log.
+	rc := leader.Raft().ReloadableConfig()
+	rc.TrailingLogs = 2
+	if err := leader.Raft().ReloadConfig(rc); err != nil {
+		t.Fatal(err)
+	}
+	if err := leader.Raft().Snapshot().Error(); err != nil {
+		t.Fatal(err)
+	}
+	victim := c.nodes[2]
+	if victim == leader {
+		victim = c.nodes[1]
+	}
+	if err := victim.Store.Close(); err != nil {
+		t.Fatal(err)
+	}
+	addr := victim.addr()
+	if err := os.RemoveAll(victim.dir); err != nil {
+		t.Fatal(err)
+	}
+	os.MkdirAll(victim.dir, 0o700)
+	os.WriteFile(filepath.Join(victim.dir, "addr"), []byte(addr), 0o600)
+	again := startNode(t, victim.dir, victim.id, sealer, key, opts, leader.addr())
+	again.Start(nil)
+	*victim = *again
+	waitFor(t, "the wiped node to catch up", func() bool { return again.Last() == leader.Last() })
+	s1, r1 := leader.TreeHead()
+	s2, r2 := again.TreeHead()
+	if s1 != s2 || r1 != r2 {
+		t.Fatalf("tree heads differ: %d %x vs %d %x", s1, r1, s2, r2)
+	}
+	if len(kept) != 1 || kept[0] != "1:0123456789abcdef0123456789abcdef" {
+		t.Fatalf("data keys restored: %q", kept)
+	}
+}
+
+// A cluster founded on a ledger written by the embedded store: a node that
+// joins gets the entries written before the cluster (from the snapshot the
+// founder takes), then those written since.
+func TestFoundOnExistingLedger(t *testing.T) {
+	if testing.Short() {
+		t.Skip("two raft nodes")
+	}
+	sealer, key := newKey(t)
+	dir := t.TempDir()
+	d1 := filepath.Join(dir, "n1")
+	old, err := store.Open(d1, store.Options{Sealer: sealer})
+	if err != nil {
+		t.Fatal(err)
+	}
+	old.Start(nil)
+	for i := range 5 {
+		if _, err := old.Append(context.Background(), storetest.Published(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	old.Close()
+	n1 := startNode(t, d1, "n1", sealer, key, store.Options{}, "")
+	defer n1.Close()
+	n1.Start(nil)
+	waitFor(t, "a leader", n1.IsLeader)
+	waitFor(t, "the founding snapshot", func() bool { return n1.Raft().Stats()["last_snapshot_index"] != "0" })
+	n2 := startNode(t, filepath.Join(dir, "n2"), "n2", sealer, key, store.Options{}, n1.addr())
+	defer n2.Close()
+	n2.Start(nil)
+	if _, err := n2.Append(context.Background(), storetest.Published(6)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the joined node to hold every entry", func() bool { return n2.Last() == 6 && n1.Last() == 6 })
+	s1, r1 := n1.TreeHead()
+	s2, r2 := n2.TreeHead()
+	if s1 != s2 || r1 != r2 {
+		t.Fatalf("tree heads differ: %d %x vs %d %x", s1, r1, s2, r2)
+	}
+}
+
+// A raft log entry that does not decode (a malformed message from a peer
+// that holds a node certificate) is skipped alike by every node: nothing
+// is applied, and the cluster goes on. The cluster API refuses a request
+// that does not parse.
+func TestMalformedCommandIsSkipped(t *testing.T) {
+	if testing.Short() {
+		t.Skip("three raft nodes")
+	}
+	sealer, key := newKey(t)
+	c := startCluster(t, t.TempDir(), sealer, key, store.Options{}, nil)
+	defer c.Close()
+	ctx := context.Background()
+	if _, err := c.Append(ctx, storetest.Published(1)); err != nil {
+		t.Fatal(err)
+	}
+	var leader *node
+	for _, n := range c.nodes {
+		if n.IsLeader() {
+			leader = n
+		}
+	}
+	for _, garbage := range [][]byte{[]byte("not json"), []byte(`{"groups":[{"records":["AAAA"]}]}`), []byte(`{"groups":[{"records":[]}]}`)} {
+		f := leader.Raft().Apply(garbage, 10*time.Second)
+		if err := f.Error(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := c.Append(ctx, storetest.Published(2)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "every node at entry 2", func() bool {
+		for _, n := range c.nodes {
+			if n.Last() != 2 {
+				return false
+			}
+		}
+		return true
+	})
+	resp, err := http.Post("http://"+leader.addr()+"/cluster/v1/append", "application/json", strings.NewReader(`{"proposals":[{"type":"key.published","body":"e30=","bogus":1}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest {
+		t.Fatalf("a malformed append request: %s, want 400", resp.Status)
+	}
+}
