@@ -554,7 +554,7 @@ func TestAuditInvariants(t *testing.T) {
 			c := goodClaims()
 			c["tkms-evidence-type"] = "snp"
 			b.release([]string{b.st.Keys[0].Kid}, c, nil)
-		}, result{violations: []string{`(key.released): the key release policy in force (seq 5) does not admit the evidence: "snp" evidence carries no UVM endorsement`}}},
+		}, result{violations: []string{`(key.released): the key release policy in force (seq 5) does not admit the evidence: "snp" evidence is not ACI evidence`}}},
 		{"evidence below the attestation settings", func(b *builder) {
 			c := goodClaims()
 			c["tkms-evidence-type"], c["tkms-snp-product-line"], c["uvm_endorsements-svn"] = "snp-aci", "Milan", 0
