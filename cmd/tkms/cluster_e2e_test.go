@@ -36,8 +36,11 @@ type clusterStatus struct {
 	NodeID      string `json:"node_id"`
 	CommitIndex uint64 `json:"commit_index"`
 	Nodes       []struct {
-		NodeID   string `json:"node_id"`
-		Suffrage string `json:"suffrage"`
+		NodeID    string `json:"node_id"`
+		Suffrage  string `json:"suffrage"`
+		URL       string `json:"url"`
+		State     string `json:"state"`
+		LastIndex uint64 `json:"last_index"`
 	} `json:"nodes"`
 }
 
@@ -110,6 +113,53 @@ func voters(n int) func(clusterStatus) bool {
 	}
 }
 
+// waitSameView waits until GET /v1/cluster on every node lists every node
+// with its API URL, its state and a last index, and all name the same
+// leader (in one round, so an election meanwhile is waited out).
+func waitSameView(t *testing.T, nodes []*devNode) {
+	t.Helper()
+	urls := map[string]string{}
+	for _, n := range nodes {
+		urls[n.id] = n.p.URL
+	}
+	ok := func(s clusterStatus) bool {
+		if s.Leader == "" || len(s.Nodes) != len(nodes) {
+			return false
+		}
+		for _, m := range s.Nodes {
+			want := "follower"
+			if m.NodeID == s.Leader {
+				want = "leader"
+			}
+			if m.URL != urls[m.NodeID] || m.State != want || m.LastIndex == 0 {
+				return false
+			}
+		}
+		return true
+	}
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		var views []string
+		leaders := map[string]bool{}
+		for _, n := range nodes {
+			s, err := getCluster(n.p.URL)
+			views = append(views, fmt.Sprintf("%s: %+v %v", n.id, s, err))
+			if err == nil && ok(s) {
+				leaders[s.Leader] = true
+			} else {
+				leaders[""] = true
+			}
+		}
+		if len(leaders) == 1 && !leaders[""] {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the nodes' GET /v1/cluster do not agree:\n%s", strings.Join(views, "\n"))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
 // waitConverged waits until every node serves the same checkpoint.
 func waitConverged(t *testing.T, what string, nodes []*devNode) string {
 	t.Helper()
@@ -173,6 +223,7 @@ func TestClusterKillLeader(t *testing.T) {
 	cfg := filepath.Join(dir, "tkms.json")
 	writeJSONFile(t, cfg, map[string]any{"limits": map[string]any{"per_address_rate": 0, "per_identity_rate": 0}})
 	nodes := startDevCluster(t, dir, cfg, size, nil)
+	waitSameView(t, nodes)
 	logKey := logKeyArg(t, nodes[0].p.URL)
 	var acks ackLog
 	rel := newReleaser(t, nodes[0].data, &acks)

@@ -25,6 +25,7 @@ import (
 //	POST /cluster/v1/append   the proposals of a follower's append; the leader answers with the committed entries
 //	POST /cluster/v1/join     a new node asks to be added (as a non-voter) and receives the ledger's secrets
 //	POST /cluster/v1/promote  a caught-up non-voter asks to become a voter
+//	POST /cluster/v1/node     a member's own status (url, state, last index), for GET /v1/cluster (status.go)
 //
 // Errors are {"error": message}: 421 from a node that does not lead
 // (nothing was done; send it to the leader), 503 when there is no leader
@@ -76,6 +77,7 @@ func (s *Store) handler() http.Handler {
 	mux.HandleFunc("POST /cluster/v1/append", s.serveAppend)
 	mux.HandleFunc("POST /cluster/v1/join", s.serveJoin)
 	mux.HandleFunc("POST /cluster/v1/promote", s.servePromote)
+	mux.HandleFunc("POST /cluster/v1/node", s.serveNode)
 	return mux
 }
 

@@ -142,6 +142,9 @@ type Store struct {
 	appliedSeq uint64
 	fsmMu      sync.Mutex // held by the FSM while it applies or restores
 	renumber   atomic.Bool
+
+	peerMu   sync.Mutex
+	peerURLs map[string]string // the URL each member last reported (status.go)
 }
 
 var _ store.Ledger = (*Store)(nil)

@@ -61,7 +61,7 @@ func startNode(t *testing.T, dir, id string, sealer seal.Sealer, key []byte, opt
 	t.Helper()
 	ln := listen(t, dir)
 	cfg := raftstore.Config{
-		NodeID: id, Listener: ln, Logger: quiet,
+		NodeID: id, Listener: ln, Logger: quiet, URL: "https://" + id + ".test",
 		HeartbeatTimeout: 300 * time.Millisecond, ElectionTimeout: 300 * time.Millisecond,
 		MasterKey: func() ([]byte, error) { return append([]byte(nil), key...), nil },
 	}
@@ -362,5 +362,64 @@ func TestMalformedCommandIsSkipped(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusBadRequest {
 		t.Fatalf("a malformed append request: %s, want 400", resp.Status)
+	}
+}
+
+// Every node's GET /v1/cluster lists every member with its URL, state and
+// last index, as the member reports them, and the same leader.
+func TestStatusOnEveryNode(t *testing.T) {
+	sealer, key := newKey(t)
+	c := startCluster(t, t.TempDir(), sealer, key, store.Options{}, nil)
+	defer c.Close()
+	var last string
+	waitFor(t, "every node to see three voters and one leader", func() bool {
+		leaders := map[string]bool{}
+		for _, n := range c.nodes {
+			st := n.Status()
+			last = fmt.Sprintf("%+v", st)
+			if st.NodeID != n.id || st.Leader == "" || len(st.Nodes) != 3 || st.CommitIndex == 0 {
+				return false
+			}
+			leaders[st.Leader] = true
+			nLeaders := 0
+			for _, m := range st.Nodes {
+				if m.URL != "https://"+m.NodeID+".test" || m.LastIndex == 0 || m.Suffrage != "voter" || m.Address == "" {
+					return false
+				}
+				switch m.State {
+				case "leader":
+					nLeaders++
+					if m.NodeID != st.Leader {
+						return false
+					}
+				case "follower":
+				default:
+					return false
+				}
+			}
+			if nLeaders != 1 {
+				return false
+			}
+		}
+		return len(leaders) == 1
+	})
+	t.Log(last)
+
+	// A member that is down is unreachable; its URL is the one it last
+	// reported.
+	down := c.nodes[2]
+	if down.IsLeader() {
+		down = c.nodes[1]
+	}
+	down.Close()
+	for _, n := range c.nodes {
+		if n == down {
+			continue
+		}
+		for _, m := range n.Status().Nodes {
+			if m.NodeID == down.id && (m.State != "unreachable" || m.URL != "https://"+down.id+".test" || m.LastIndex != 0) {
+				t.Errorf("%s sees the stopped %s as %+v", n.id, down.id, m)
+			}
+		}
 	}
 }

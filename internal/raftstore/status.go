@@ -2,7 +2,10 @@ package raftstore
 
 import (
 	"context"
+	"fmt"
+	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -24,21 +27,63 @@ type Status struct {
 }
 
 // NodeStatus is one member of the cluster's configuration.
+//
+// NodeID, Address and Suffrage come from the raft configuration this node
+// holds. URL, State and LastIndex are what the member itself reports: the
+// answering node asks every other member over the cluster API (mutual TLS,
+// POST /cluster/v1/node) when it builds its Status, so a member's URL is
+// the one it serves at now (a dev node that restarts on another port
+// reports its new one) and its last index is its own, not the leader's
+// estimate. Nothing is stored, so the view survives restarts and leader
+// changes alike. A member that does not answer within a second is
+// "unreachable"; its URL is then the one it last reported to this node
+// since this node started, if any.
 type NodeStatus struct {
 	NodeID  string `json:"node_id"`
 	Address string `json:"address"` // the node-to-node address
-	// URL is the node's API, known for this node only (Config.URL).
+	// URL is the node's API (its Config.URL).
 	URL string `json:"url,omitempty"`
 	// Suffrage is voter or nonvoter (a joining node until it caught up).
 	Suffrage string `json:"suffrage"`
-	// State is the raft state of this node (Leader, Follower,
-	// Candidate); for the others, leader or follower as this node knows.
+	// State is the raft state the node reports (leader, follower,
+	// candidate), or unreachable.
 	State string `json:"state"`
-	// LastIndex is the last raft index this node holds (this node only).
+	// LastIndex is the last raft index the node holds (absent when
+	// unreachable).
 	LastIndex uint64 `json:"last_index,omitempty"`
 }
 
-// Status returns the node's view of the cluster.
+// peerTimeout bounds how long Status waits for another member's answer.
+const peerTimeout = time.Second
+
+// nodeRequest asks a member for its own status; NodeID is the id the
+// asking node's configuration gives the address, which the member checks.
+type nodeRequest struct {
+	NodeID string `json:"node_id"`
+}
+
+// self is this node's own view of itself.
+func (s *Store) self() NodeStatus {
+	return NodeStatus{NodeID: s.cfg.NodeID, URL: s.cfg.URL, State: strings.ToLower(s.raft.State().String()), LastIndex: s.raft.LastIndex()}
+}
+
+// serveNode answers POST /cluster/v1/node with this node's own status.
+func (s *Store) serveNode(w http.ResponseWriter, r *http.Request) {
+	var req nodeRequest
+	if err := readJSON(r, &req); err != nil {
+		writeErr(w, http.StatusBadRequest, err)
+		return
+	}
+	if req.NodeID != s.cfg.NodeID {
+		writeErr(w, http.StatusConflict, fmt.Errorf("raftstore: this is node %s, not %s", s.cfg.NodeID, req.NodeID))
+		return
+	}
+	writeJSON(w, http.StatusOK, s.self())
+}
+
+// Status returns the cluster as this node sees it: its configuration, and
+// what every member reports of itself (see NodeStatus). It waits at most
+// about a second for the other members.
 func (s *Store) Status() Status {
 	st := Status{NodeID: s.cfg.NodeID, CommitIndex: s.raft.CommitIndex(), AppliedIndex: s.raft.AppliedIndex(), LedgerSize: s.local.Last()}
 	st.Leader, _ = s.Leader()
@@ -46,20 +91,45 @@ func (s *Store) Status() Status {
 	if f.Error() != nil {
 		return st
 	}
-	for _, srv := range f.Configuration().Servers {
-		n := NodeStatus{NodeID: string(srv.ID), Address: string(srv.Address), Suffrage: "voter", State: "follower"}
+	servers := f.Configuration().Servers
+	st.Nodes = make([]NodeStatus, len(servers))
+	ctx, cancel := context.WithTimeout(context.Background(), peerTimeout)
+	defer cancel()
+	var wg sync.WaitGroup
+	for i, srv := range servers {
+		n := &st.Nodes[i]
+		if srv.ID == raft.ServerID(s.cfg.NodeID) {
+			*n = s.self()
+		} else {
+			wg.Go(func() { *n = s.askNode(ctx, srv) })
+		}
+	}
+	wg.Wait()
+	for i, srv := range servers {
+		n := &st.Nodes[i]
+		n.NodeID, n.Address, n.Suffrage = string(srv.ID), string(srv.Address), "voter"
 		if srv.Suffrage != raft.Voter {
 			n.Suffrage = "nonvoter"
 		}
-		if n.NodeID == st.Leader {
-			n.State = "leader"
-		}
-		if n.NodeID == s.cfg.NodeID {
-			n.URL, n.State, n.LastIndex = s.cfg.URL, strings.ToLower(s.raft.State().String()), s.raft.LastIndex()
-		}
-		st.Nodes = append(st.Nodes, n)
 	}
 	return st
+}
+
+// askNode asks the member srv for its own status.
+func (s *Store) askNode(ctx context.Context, srv raft.Server) NodeStatus {
+	id := string(srv.ID)
+	var n NodeStatus
+	err := post(ctx, s.client, s.cfg.TLS, string(srv.Address), "/cluster/v1/node", nodeRequest{NodeID: id}, &n)
+	s.peerMu.Lock()
+	defer s.peerMu.Unlock()
+	if err != nil || n.NodeID != id {
+		return NodeStatus{URL: s.peerURLs[id], State: "unreachable"}
+	}
+	if s.peerURLs == nil {
+		s.peerURLs = map[string]string{}
+	}
+	s.peerURLs[id] = n.URL
+	return n
 }
 
 // WaitCaughtUp waits, at most until ctx ends, until this node knows a
