@@ -78,7 +78,10 @@ var checkers = map[string]func(json.RawMessage) error{
 		_, err := DecodeRemoveMemberArgs(b)
 		return err
 	},
-	ActSetNodePolicy: func(b json.RawMessage) error { return nil }, // any object
+	ActSetNodePolicy: func(b json.RawMessage) error {
+		_, err := policy.Parse(b) // the release-policy grammar; {} admits no node
+		return err
+	},
 	ActSetConstitution: func(b json.RawMessage) error {
 		_, err := ParseConstitution(b)
 		return err

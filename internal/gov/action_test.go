@@ -99,7 +99,8 @@ func TestValidateActions(t *testing.T) {
 		{"remove member short", ActRemoveMember, `{"member_id":"abc"}`, "lowercase hex"},
 		{"remove member name", ActRemoveMember, `{"name":"sro-a"}`, "unknown field"},
 		// set_node_policy
-		{"node policy", ActSetNodePolicy, `{"anything":[1,2,{"x":null}]}`, ""},
+		{"node policy", ActSetNodePolicy, `{"claims":{"x-ms-sevsnpvm-launchmeasurement":["ab"]}}`, ""},
+		{"node policy not a policy", ActSetNodePolicy, `{"anything":[1,2,{"x":null}]}`, "policy"},
 		{"node policy empty", ActSetNodePolicy, `{}`, ""},
 		// set_constitution
 		{"constitution", ActSetConstitution, string(constitution), ""},
@@ -235,7 +236,7 @@ func TestDescribeAction(t *testing.T) {
 		{ActDestroyKey, `{"kid":"` + kid + `"}`, `destroy_key: erase the private key of ` + kid + ` now`},
 		{ActAddMember, string(member), `add_member: add member "sro-d" (id ` + k.member(t, "x").ID + `)`},
 		{ActRemoveMember, `{"member_id":"` + pid + `"}`, `remove_member: remove member ` + pid},
-		{ActSetNodePolicy, `{"a": 1}`, `set_node_policy: set the node policy to {"a":1}`},
+		{ActSetNodePolicy, `{"claims": {"a": ["1"]}}`, `set_node_policy: set the node policy to {"claims":{"a":["1"]}}`},
 		{ActSetConstitution, docExample, `set_constitution: set the constitution: add_member 2/3, default majority, remove_member 2/3, set_constitution 2/3; proposal TTL 604800 s, created_at window 600 s, withdraw proposer`},
 		{ActSetKeyReleasePolicy, `{"type":"remove","claims":{"a b":"x","c\nd":["y"]},"gte":{"e=f":1}}`, `set_key_release_policy: remove "a b" = "x", "c\nd" in ["y"], "e=f" >= 1`},
 		{"frobnicate", `{"a":1}`, `frobnicate: (invalid) {"a":1}`},

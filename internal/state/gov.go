@@ -612,14 +612,11 @@ func (s *State) applyAction(proposalID string, a gov.Action, seq uint64) error {
 			return fmt.Errorf("removing %s (%q): %w", m.ID, m.Name, err)
 		}
 	case gov.ActSetNodePolicy:
-		if b := bytes.TrimSpace(a.Args); len(b) == 0 || b[0] != '{' || !json.Valid(b) {
-			return invalid(errors.New("the node policy is a JSON object"))
-		}
-		var buf bytes.Buffer
-		if err := json.Compact(&buf, a.Args); err != nil {
+		p, err := policy.Parse(a.Args)
+		if err != nil {
 			return invalid(err)
 		}
-		s.NodePolicy, s.NodePolicySeq = buf.Bytes(), seq
+		s.NodePolicy, s.NodePolicySeq = policy.Marshal(p), seq
 	case gov.ActSetConstitution:
 		c, err := gov.ParseConstitution(a.Args)
 		if err != nil {

@@ -1,0 +1,124 @@
+package main
+
+// Confidential nodes with real tkms dev processes: a node whose simulated
+// TEE reports another measurement is refused with its code and never
+// listed; a node that satisfies the node policy receives the ledger's
+// secrets through a node.joined entry, and the audit checks every node.
+
+import (
+	"bytes"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/tkms-dev/tkms/internal/ledger"
+	"github.com/tkms-dev/tkms/internal/seal"
+	"github.com/tkms-dev/tkms/internal/state"
+)
+
+// serviceDoc is GET /v1/service.
+type serviceDoc struct {
+	LogKey string `json:"log_key"`
+	Nodes  []struct {
+		NodeID      string          `json:"node_id"`
+		Member      string          `json:"member"`
+		NodeKey     []byte          `json:"node_key"`
+		Evidence    json.RawMessage `json:"evidence"`
+		Seq         uint64          `json:"seq"`
+		Endorsement *struct {
+			Leaf []byte `json:"leaf"`
+		} `json:"endorsement"`
+	} `json:"nodes"`
+}
+
+func getService(t *testing.T, base string) serviceDoc {
+	t.Helper()
+	resp, body := do(t, http.MethodGet, base+"/v1/service", nil)
+	var d serviceDoc
+	if resp.StatusCode != http.StatusOK || json.Unmarshal(body, &d) != nil {
+		t.Fatalf("GET /v1/service: %s\n%s", resp.Status, body)
+	}
+	return d
+}
+
+func TestClusterNodePolicy(t *testing.T) {
+	dir := t.TempDir()
+	a := &devNode{data: filepath.Join(dir, "a"), args: []string{"--cluster"}}
+	a.start(t)
+	waitCluster(t, "a leader", a.p.URL, voters(1))
+
+	// Another measurement: refused, with the code and the claim named.
+	other := hex.EncodeToString(bytes.Repeat([]byte{0x42}, 48))
+	_, stderr, code := runTkms(t, "dev", "--listen", "127.0.0.1:0", "--data", filepath.Join(dir, "bad"), "--join", a.data, "--simulated-measurement", other)
+	if code == 0 || !strings.Contains(stderr, "NODE_POLICY_DENIED") || !strings.Contains(stderr, "x-ms-sevsnpvm-launchmeasurement") {
+		t.Fatalf("join with another measurement: exit %d, stderr:\n%s", code, stderr)
+	}
+	if st, err := getCluster(a.p.URL); err != nil || len(st.Nodes) != 1 {
+		t.Fatalf("the refused node is in the cluster: %+v %v", st, err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "bad", "master.key")); err == nil {
+		t.Fatal("the refused node holds a master key")
+	}
+	if svc := getService(t, a.p.URL); len(svc.Nodes) != 1 || svc.Nodes[0].Member != a.id {
+		t.Fatalf("GET /v1/service lists %+v, want the founder alone", svc.Nodes)
+	}
+
+	// A node with the default measurement joins through a handoff entry.
+	b := &devNode{data: filepath.Join(dir, "b"), args: []string{"--join", a.data}}
+	b.start(t)
+	waitCluster(t, "two voters", a.p.URL, voters(2))
+	waitConverged(t, "after the join", []*devNode{a, b})
+	svc := getService(t, b.p.URL)
+	if len(svc.Nodes) != 2 || svc.Nodes[1].Member != b.id {
+		t.Fatalf("GET /v1/service lists %+v, want the founder and %s", svc.Nodes, b.id)
+	}
+	mk, err := seal.ReadKeyFile(filepath.Join(a.data, "master.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, n := range svc.Nodes {
+		if n.Endorsement == nil || len(n.NodeKey) != 32 || len(n.Evidence) == 0 {
+			t.Fatalf("node %d: no endorsement, key or evidence: %+v", i, n)
+		}
+		e, err := ledger.UnmarshalLeaf(n.Endorsement.Leaf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var nj state.NodeJoined
+		if e.Type != ledger.TypeNodeJoined || json.Unmarshal(e.Body, &nj) != nil || nj.NodeID != n.NodeID || nj.EvidenceSHA256 == "" {
+			t.Fatalf("node %d: the endorsed entry is %s %s", i, e.Type, e.Body)
+		}
+		if i == 1 && len(nj.Secrets) == 0 {
+			t.Fatal("the joined node's entry holds no sealed secrets")
+		}
+		for _, enc := range [][]byte{mk, []byte(hex.EncodeToString(mk)), []byte(base64.StdEncoding.EncodeToString(mk)), []byte(base64.RawURLEncoding.EncodeToString(mk))} {
+			if bytes.Contains(n.Endorsement.Leaf, enc) {
+				t.Fatal("the node.joined entry holds the master key")
+			}
+		}
+	}
+
+	// The audit checks every node.joined entry; against a node policy the
+	// nodes do not satisfy, it fails.
+	logKey := logKeyArg(t, a.p.URL)
+	pol := filepath.Join(dir, "node-policy.json")
+	os.WriteFile(pol, devReleasePolicy(), 0o600)
+	out, _ := runAudit(t, 0, "--kms", b.p.URL, "--log-key", logKey, "--node-policy", pol, "--json")
+	if !strings.Contains(out, `"node.joined": 2`) {
+		t.Errorf("the audit counts no two node.joined entries:\n%s", out)
+	}
+	strict := filepath.Join(dir, "strict.json")
+	os.WriteFile(strict, []byte(`{"claims":{"x-ms-sevsnpvm-launchmeasurement":["`+other+`"]}}`), 0o600)
+	out, _ = runAudit(t, 1, "--kms", b.p.URL, "--log-key", logKey, "--node-policy", strict, "--quiet")
+	if !strings.Contains(out, "node policy does not grant") {
+		t.Errorf("the audit against a stricter node policy:\n%s", out)
+	}
+	b.p.stopClean(syscall.SIGTERM)
+	a.p.stopClean(syscall.SIGTERM)
+}
