@@ -58,7 +58,7 @@ func (s *Service) nodePolicy(na *NodeAdmission) (policy.Policy, uint64, string, 
 
 // AdmitNode decides, on the leader, the join of a node as cluster member
 // member: its evidence must verify, bind nodeKey and satisfy the node
-// policy in force (else a *node.Error names the failing check). It
+// policy in force (else an *attest.Error names the failing check). It
 // records the node.joined entry holding the ledger's secrets sealed to
 // nodeKey and returns it. A node asking again (a retried join) gets the
 // entry recorded for it.

@@ -66,7 +66,7 @@ func TestAdmitNode(t *testing.T) {
 
 	bad := simNode(t, chainDir, bytes.Repeat([]byte{7}, 48))
 	seq := f.svc.Seq()
-	if _, err := f.svc.AdmitNode(ctx, na, "n2", bad.Public, bad.Evidence); node.Code(err) != node.CodePolicyDenied {
+	if _, err := f.svc.AdmitNode(ctx, na, "n2", bad.Public, bad.Evidence); attest.Code(err) != node.CodePolicyDenied {
 		t.Fatalf("another measurement: %v", err)
 	}
 	if f.svc.Seq() != seq {
@@ -109,7 +109,7 @@ func TestAdmitNode(t *testing.T) {
 	}
 	// Without any node policy, no node is admitted.
 	na.DefaultPolicy = nil
-	if _, err := f.svc.AdmitNode(ctx, na, "n3", bad.Public, bad.Evidence); node.Code(err) != node.CodePolicyUnset {
+	if _, err := f.svc.AdmitNode(ctx, na, "n3", bad.Public, bad.Evidence); attest.Code(err) != node.CodePolicyUnset {
 		t.Fatalf("no node policy: %v", err)
 	}
 }

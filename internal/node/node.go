@@ -30,7 +30,9 @@ import (
 	"github.com/tkms-dev/tkms/internal/policy"
 )
 
-// Error codes of a refused node.
+// Error codes of a refused node, besides internal/attest's for evidence
+// that does not verify. Refusals are [*attest.Error]; [attest.Code] finds
+// the code.
 const (
 	// CodeKeyNotBound: the evidence's REPORT_DATA[0:32] is not the SHA-256
 	// of the node key (evidence replayed from another node, or forged).
@@ -43,30 +45,6 @@ const (
 	// CodeKeyInvalid: the node key is not an X25519 public key.
 	CodeKeyInvalid = "NODE_KEY_INVALID"
 )
-
-// Error is a refused node: the code of the failed check (one of the codes
-// above, or internal/attest's code for evidence that does not verify) and
-// its cause.
-type Error struct {
-	Code string
-	Err  error
-}
-
-func (e *Error) Error() string { return e.Code + ": " + e.Err.Error() }
-func (e *Error) Unwrap() error { return e.Err }
-
-// Code returns the code of a refusal, "" for nil and attest.CodeInternal
-// for an error that is not an [*Error].
-func Code(err error) string {
-	var e *Error
-	switch {
-	case err == nil:
-		return ""
-	case errors.As(err, &e):
-		return e.Code
-	}
-	return attest.CodeInternal
-}
 
 // The HPKE suite of the handoff (the KEM is the node key's: DHKEM(X25519)).
 var (
@@ -126,29 +104,29 @@ type Admitted struct {
 }
 
 // Check verifies a node's evidence with v, that it binds nodeKey, and that
-// its claims satisfy pol. Its errors are [*Error]; a policy denial names
-// every failing claim.
+// its claims satisfy pol. Its errors hold an [*attest.Error] with the code
+// of the failed check; a policy denial names every failing claim.
 func Check(ctx context.Context, v *attest.Verifier, pol policy.Policy, nodeKey, evidence []byte) (*Admitted, error) {
 	if _, err := ecdh.X25519().NewPublicKey(nodeKey); err != nil {
-		return nil, &Error{Code: CodeKeyInvalid, Err: fmt.Errorf("the node key is not an X25519 public key: %w", err)}
+		return nil, &attest.Error{Code: CodeKeyInvalid, Err: fmt.Errorf("the node key is not an X25519 public key: %w", err)}
 	}
 	if pol.Kind() == policy.KindUnset {
-		return nil, &Error{Code: CodePolicyUnset, Err: errors.New("no node policy is in force (set_node_policy, or the configuration's cluster.node_policy)")}
+		return nil, &attest.Error{Code: CodePolicyUnset, Err: errors.New("no node policy is in force (set_node_policy, or the configuration's cluster.node_policy)")}
 	}
 	ev, err := v.Verify(ctx, evidence)
 	if err != nil {
-		return nil, &Error{Code: attest.Code(err), Err: fmt.Errorf("the node's evidence does not verify: %w", err)}
+		return nil, fmt.Errorf("the node's evidence does not verify: %w", err) // an *attest.Error
 	}
 	want := sha256.Sum256(nodeKey)
 	if len(ev.ReportData) < 32 || !bytes.Equal(ev.ReportData[:32], want[:]) {
-		return nil, &Error{Code: CodeKeyNotBound, Err: fmt.Errorf("REPORT_DATA[0:32] is %x, want SHA-256 of the node key %x", ev.ReportData[:min(32, len(ev.ReportData))], want)}
+		return nil, &attest.Error{Code: CodeKeyNotBound, Err: fmt.Errorf("REPORT_DATA[0:32] is %x, want SHA-256 of the node key %x", ev.ReportData[:min(32, len(ev.ReportData))], want)}
 	}
 	if err := policy.Evaluate(pol, ev.Claims); err != nil {
 		code := CodePolicyDenied
 		if errors.Is(err, policy.ErrUnset) {
 			code = CodePolicyUnset
 		}
-		return nil, &Error{Code: code, Err: fmt.Errorf("the node policy refuses the node: %w", err)}
+		return nil, &attest.Error{Code: code, Err: fmt.Errorf("the node policy refuses the node: %w", err)}
 	}
 	h := sha256.Sum256(evidence)
 	return &Admitted{
@@ -162,7 +140,7 @@ func Check(ctx context.Context, v *attest.Verifier, pol policy.Policy, nodeKey, 
 func Seal(nodeKey, secret []byte) ([]byte, error) {
 	pk, err := ecdh.X25519().NewPublicKey(nodeKey)
 	if err != nil {
-		return nil, &Error{Code: CodeKeyInvalid, Err: err}
+		return nil, &attest.Error{Code: CodeKeyInvalid, Err: err}
 	}
 	hpk, err := hpke.NewDHKEMPublicKey(pk)
 	if err != nil {

@@ -110,7 +110,7 @@ func TestCheck(t *testing.T) {
 			if err == nil {
 				t.Fatal("admitted")
 			}
-			code := node.Code(err)
+			code := attest.Code(err)
 			if code == "" || (tc.code != "" && code != tc.code) {
 				t.Fatalf("code %q, want %q: %v", code, tc.code, err)
 			}
@@ -144,7 +144,7 @@ func TestSealOpen(t *testing.T) {
 	if _, err := a.Open(sealed); err == nil {
 		t.Fatal("a tampered handoff opened")
 	}
-	if _, err := node.Seal([]byte("short"), secret); node.Code(err) != node.CodeKeyInvalid {
+	if _, err := node.Seal([]byte("short"), secret); attest.Code(err) != node.CodeKeyInvalid {
 		t.Fatalf("seal to a bad key: %v", err)
 	}
 }
@@ -157,7 +157,7 @@ func TestNewBindsKey(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := node.Check(context.Background(), simVerifier(t, dir), devPolicy(t), id.Public, id.Evidence); node.Code(err) != node.CodeKeyNotBound {
+	if _, err := node.Check(context.Background(), simVerifier(t, dir), devPolicy(t), id.Public, id.Evidence); attest.Code(err) != node.CodeKeyNotBound {
 		t.Fatalf("evidence of another key: %v", err)
 	}
 }
