@@ -261,12 +261,27 @@ func (n *clusterNode) opened(ctx context.Context, svc *kms.Service, log *slog.Lo
 func (n *clusterNode) join(ctx context.Context, log *slog.Logger) error {
 	addr := strings.TrimPrefix(strings.TrimPrefix(n.cfg.Join, "https://"), "tcp://")
 	deadline := time.Now().Add(time.Minute)
+	waitingTrust := false
 	for {
 		req := raftstore.JoinRequest{NodeID: n.cfg.NodeID, Address: n.adv, NodeKey: n.id.Public, Evidence: n.id.Evidence}
 		res, err := raftstore.Join(ctx, addr, req, n.tls)
 		if err == nil {
 			n.joined = res
 			break
+		}
+		if errors.Is(err, raftstore.ErrNodeRefused) && strings.Contains(err.Error(), node.CodeNotTrusted) {
+			// The constitution wants members to trust this node (this
+			// process's key) first: wait for their trust_node proposal.
+			if !waitingTrust {
+				log.Warn("cluster: waiting for a trust_node proposal naming this node", "node_id", n.id.ID, "proposal", fmt.Sprintf(`{"name":"trust_node","args":{"node_id":%q}}`, n.id.ID))
+				waitingTrust = true
+			}
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(500 * time.Millisecond):
+			}
+			continue
 		}
 		if !errors.Is(err, raftstore.ErrNoLeader) || time.Now().After(deadline) {
 			var cerr *tls.CertificateVerificationError

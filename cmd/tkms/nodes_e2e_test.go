@@ -13,10 +13,13 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
+	"github.com/tkms-dev/tkms/internal/gov"
 	"github.com/tkms-dev/tkms/internal/ledger"
 	"github.com/tkms-dev/tkms/internal/seal"
 	"github.com/tkms-dev/tkms/internal/state"
@@ -104,14 +107,44 @@ func TestClusterNodePolicy(t *testing.T) {
 		}
 	}
 
+	// The constitution makes members trust each joining node: a node that
+	// satisfies the node policy waits for a trust_node proposal naming
+	// its node id (this process's key), then joins.
+	c := gov.DevConstitution()
+	c.NodeTrust = gov.NodeTrustProposal
+	propose := func(name string, args any) {
+		t.Helper()
+		raw, _ := json.Marshal(args)
+		msg, err := devSigner(t, a.p).SignProposal([]gov.Action{{Name: name, Args: raw}}, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp, body := postCOSETest(t, a.p.URL+"/v1/gov/proposals", msg); resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusCreated {
+			t.Fatalf("%s proposal: %s: %s", name, resp.Status, body)
+		}
+	}
+	propose(gov.ActSetConstitution, c)
+	cp := startProc(t, "dev", "--listen", "127.0.0.1:0", "--data", filepath.Join(dir, "c"), "--join", a.data)
+	m := cp.waitOutput(cp.stderr, regexp.MustCompile(`waiting for a trust_node proposal naming this node" node_id=([0-9a-f]{64})`))
+	if st, err := getCluster(a.p.URL); err != nil || len(st.Nodes) != 2 {
+		t.Fatalf("a node waiting for trust is in the cluster: %+v %v", st, err)
+	}
+	propose(gov.ActTrustNode, map[string]string{"node_id": m[1]})
+	cp.waitOutput(cp.stdout, devListening)
+	waitCluster(t, "three voters", a.p.URL, voters(3))
+	if svc := getService(t, a.p.URL); len(svc.Nodes) != 3 || svc.Nodes[2].NodeID != m[1] {
+		t.Fatalf("GET /v1/service lists %+v, want the trusted node %s third", svc.Nodes, m[1])
+	}
+	cp.stopClean(syscall.SIGTERM)
+
 	// The audit checks every node.joined entry; against a node policy the
 	// nodes do not satisfy, it fails.
 	logKey := logKeyArg(t, a.p.URL)
 	pol := filepath.Join(dir, "node-policy.json")
 	os.WriteFile(pol, devReleasePolicy(), 0o600)
 	out, _ := runAudit(t, 0, "--kms", b.p.URL, "--log-key", logKey, "--node-policy", pol, "--json")
-	if !strings.Contains(out, `"node.joined": 2`) {
-		t.Errorf("the audit counts no two node.joined entries:\n%s", out)
+	if !strings.Contains(out, `"node.joined": 3`) {
+		t.Errorf("the audit counts no three node.joined entries:\n%s", out)
 	}
 	strict := filepath.Join(dir, "strict.json")
 	os.WriteFile(strict, []byte(`{"claims":{"x-ms-sevsnpvm-launchmeasurement":["`+other+`"]}}`), 0o600)

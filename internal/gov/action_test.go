@@ -107,6 +107,12 @@ func TestValidateActions(t *testing.T) {
 		{"constitution no default", ActSetConstitution, `{"rules":{"add_member":{"approvals":1}},"proposal_ttl_seconds":60,"created_at_window_seconds":10,"withdraw":"none"}`, `no "default"`},
 		{"constitution short ttl", ActSetConstitution, `{"rules":{"default":{"approvals":1}},"proposal_ttl_seconds":5,"created_at_window_seconds":10,"withdraw":"none"}`, "proposal_ttl_seconds"},
 		{"constitution unknown field", ActSetConstitution, `{"rules":{"default":{"approvals":1}},"proposal_ttl_seconds":60,"created_at_window_seconds":10,"withdraw":"none","x":1}`, "unknown field"},
+		{"constitution node trust", ActSetConstitution, `{"rules":{"default":{"approvals":1}},"proposal_ttl_seconds":60,"created_at_window_seconds":10,"withdraw":"none","node_trust":"proposal"}`, ""},
+		{"constitution node trust unknown", ActSetConstitution, `{"rules":{"default":{"approvals":1}},"proposal_ttl_seconds":60,"created_at_window_seconds":10,"withdraw":"none","node_trust":"always"}`, "node_trust"},
+		// trust_node
+		{"trust node", ActTrustNode, `{"node_id":"` + pid + `"}`, ""},
+		{"trust node short", ActTrustNode, `{"node_id":"abc"}`, "64 lowercase hex"},
+		{"trust node member name", ActTrustNode, `{"node_id":"` + pid + `","member":"n2"}`, "unknown field"},
 		// every action: args must be an object
 		{"unknown action", "set_everything", `{}`, `unknown action "set_everything"`},
 		{"empty name", "", `{}`, "unknown action"},

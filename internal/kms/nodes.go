@@ -8,6 +8,7 @@ import (
 	"fmt"
 
 	"github.com/tkms-dev/tkms/internal/attest"
+	"github.com/tkms-dev/tkms/internal/gov"
 	"github.com/tkms-dev/tkms/internal/ledger"
 	"github.com/tkms-dev/tkms/internal/node"
 	"github.com/tkms-dev/tkms/internal/policy"
@@ -71,14 +72,21 @@ func (s *Service) AdmitNode(ctx context.Context, na *NodeAdmission, member strin
 	if err != nil {
 		return nil, err
 	}
-	var prev uint64
+	var prev, trustSeq uint64
+	var needTrust bool
 	s.Read(func(st *state.State) {
 		if n := st.Node(adm.NodeID); n != nil && n.Member == member {
 			prev = n.Seq
 		}
+		needTrust = st.Constitution != nil && st.Constitution.NodeTrust == gov.NodeTrustProposal
+		trustSeq = st.TrustedNodeIDs[adm.NodeID]
 	})
 	if prev != 0 {
 		return s.store.Get(prev)
+	}
+	if needTrust && trustSeq == 0 {
+		return nil, &attest.Error{Code: node.CodeNotTrusted, Err: fmt.Errorf(
+			"node %s satisfies the node policy, but the constitution trusts a node only once a trust_node proposal names it: propose trust_node {\"node_id\": %q}", adm.NodeID, adm.NodeID)}
 	}
 	secret, err := na.Secrets()
 	if err != nil {
@@ -92,7 +100,7 @@ func (s *Service) AdmitNode(ctx context.Context, na *NodeAdmission, member strin
 	nj := state.NodeJoined{
 		Member: member, NodeID: adm.NodeID, NodeKey: nodeKey, Evidence: evidence,
 		EvidenceType: adm.EvidenceType, EvidenceSHA256: adm.EvidenceSHA256, Claims: adm.Claims, Simulated: adm.Simulated,
-		PolicySeq: pseq, PolicySHA256: phash, Secrets: sealed,
+		PolicySeq: pseq, PolicySHA256: phash, TrustSeq: trustSeq, Secrets: sealed,
 	}
 	return s.recordNode(ctx, nj)
 }

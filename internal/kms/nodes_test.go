@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/hex"
 	"encoding/json"
+	"strings"
 	"testing"
 
 	"github.com/tkms-dev/tkms/client/devtee"
@@ -12,6 +13,7 @@ import (
 	"github.com/tkms-dev/tkms/internal/attest/simsnp"
 	"github.com/tkms-dev/tkms/internal/attest/snp"
 	"github.com/tkms-dev/tkms/internal/attest/uvm"
+	"github.com/tkms-dev/tkms/internal/gov"
 	"github.com/tkms-dev/tkms/internal/ledger"
 	"github.com/tkms-dev/tkms/internal/node"
 	"github.com/tkms-dev/tkms/internal/state"
@@ -111,5 +113,42 @@ func TestAdmitNode(t *testing.T) {
 	na.DefaultPolicy = nil
 	if _, err := f.svc.AdmitNode(ctx, na, "n3", bad.Public, bad.Evidence); attest.Code(err) != node.CodePolicyUnset {
 		t.Fatalf("no node policy: %v", err)
+	}
+}
+
+// With the constitution's node_trust "proposal", a node that satisfies the
+// node policy waits for a trust_node proposal naming it.
+func TestAdmitNodeTrustNode(t *testing.T) {
+	c := gov.DevConstitution()
+	c.NodeTrust = gov.NodeTrustProposal
+	f, ms := newGovFixture(t, 1, c)
+	ctx := context.Background()
+	chainDir := t.TempDir()
+	na := simAdmission(t, chainDir, f.key)
+	n := simNode(t, chainDir, nil)
+	seq := f.svc.Seq()
+	_, err := f.svc.AdmitNode(ctx, na, "n2", n.Public, n.Evidence)
+	if attest.Code(err) != node.CodeNotTrusted || !strings.Contains(err.Error(), n.ID) {
+		t.Fatalf("an untrusted node: %v", err)
+	}
+	if f.svc.Seq() != seq {
+		t.Fatal("a node waiting for trust left an entry")
+	}
+	p := f.mustPropose(ms[0], act(gov.ActTrustNode, map[string]any{"node_id": n.ID}))
+	if p.Status != state.ProposalAccepted {
+		t.Fatalf("trust_node: %s", p.Status)
+	}
+	e, err := f.svc.AdmitNode(ctx, na, "n2", n.Public, n.Evidence)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var nj state.NodeJoined
+	if json.Unmarshal(e.Body, &nj) != nil || nj.TrustSeq == 0 {
+		t.Fatalf("node.joined %s names no trust_node decision", e.Body)
+	}
+	// Trust names one node key: another process start is another node.
+	other := simNode(t, chainDir, nil)
+	if _, err := f.svc.AdmitNode(ctx, na, "n3", other.Public, other.Evidence); attest.Code(err) != node.CodeNotTrusted {
+		t.Fatalf("another node: %v", err)
 	}
 }

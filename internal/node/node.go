@@ -44,6 +44,9 @@ const (
 	CodePolicyDenied = "NODE_POLICY_DENIED"
 	// CodeKeyInvalid: the node key is not an X25519 public key.
 	CodeKeyInvalid = "NODE_KEY_INVALID"
+	// CodeNotTrusted: the node satisfies the node policy, but the
+	// constitution wants a trust_node proposal naming it first.
+	CodeNotTrusted = "NODE_NOT_TRUSTED"
 )
 
 // The HPKE suite of the handoff (the KEM is the node key's: DHKEM(X25519)).

@@ -638,6 +638,18 @@ func (s *State) applyAction(proposalID string, a gov.Action, seq uint64) error {
 			s.RemovedNodes = map[string]uint64{}
 		}
 		s.RemovedNodes[args.NodeID] = seq
+	case gov.ActTrustNode:
+		args, err := gov.DecodeTrustNodeArgs(a.Args)
+		if err != nil {
+			return invalid(err)
+		}
+		if at, ok := s.TrustedNodeIDs[args.NodeID]; ok {
+			return invalid(fmt.Errorf("node %s was trusted at seq %d", args.NodeID, at))
+		}
+		if s.TrustedNodeIDs == nil {
+			s.TrustedNodeIDs = map[string]uint64{}
+		}
+		s.TrustedNodeIDs[args.NodeID] = seq
 	default:
 		return fmt.Errorf("%w: unknown action %q", gov.ErrInvalidAction, a.Name)
 	}

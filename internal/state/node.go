@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/tkms-dev/tkms/internal/gov"
 	"github.com/tkms-dev/tkms/internal/ledger"
 )
 
@@ -33,6 +34,9 @@ type NodeJoined struct {
 	// one); PolicySHA256 the hash of that policy (policy.Hash).
 	PolicySeq    uint64 `json:"policy_seq"`
 	PolicySHA256 string `json:"policy_sha256"`
+	// TrustSeq is the trust_node proposal that named the node, when the
+	// constitution asks for one (node_trust "proposal").
+	TrustSeq uint64 `json:"trust_seq,omitempty"`
 	// Founder marks the node that created the ledger's secrets: it
 	// received none.
 	Founder bool `json:"founder,omitempty"`
@@ -83,6 +87,11 @@ func (s *State) applyNodeJoined(e *ledger.Entry) error {
 	}
 	if s.Node(n.NodeID) != nil {
 		return fmt.Errorf("node %s joined already", n.NodeID)
+	}
+	if s.Constitution != nil && s.Constitution.NodeTrust == gov.NodeTrustProposal && !n.Founder {
+		if at := s.TrustedNodeIDs[n.NodeID]; at == 0 || at != n.TrustSeq {
+			return fmt.Errorf("node %s received the ledger's secrets, but the constitution wants a trust_node proposal naming it (trust_seq %d, trusted at %d)", n.NodeID, n.TrustSeq, at)
+		}
 	}
 	s.Nodes = append(s.Nodes, &Node{NodeJoined: n, Seq: e.Seq, Time: e.Time})
 	return nil

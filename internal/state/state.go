@@ -159,6 +159,9 @@ type State struct {
 	// Nodes are the attested nodes the ledger's secrets were handed to
 	// (node.joined entries), in order.
 	Nodes []*Node `json:"nodes,omitempty"`
+	// TrustedNodeIDs are the node ids named by accepted trust_node
+	// proposals, with the seq that decided each.
+	TrustedNodeIDs map[string]uint64 `json:"trusted_node_ids,omitempty"`
 	// PendingEffects are the forced key operations of accepted proposals
 	// that the kms has yet to record, oldest first.
 	PendingEffects []Effect `json:"pending_effects,omitempty"`
@@ -571,6 +574,9 @@ func (s *State) Clone() *State {
 	s.cloneGov(&c)
 	if s.RemovedNodes != nil {
 		c.RemovedNodes = maps.Clone(s.RemovedNodes)
+	}
+	if s.TrustedNodeIDs != nil {
+		c.TrustedNodeIDs = maps.Clone(s.TrustedNodeIDs)
 	}
 	c.Nodes = slices.Clone(s.Nodes) // a Node is never modified once applied
 	return &c
