@@ -72,6 +72,10 @@ func (s *Service) AdmitNode(ctx context.Context, na *NodeAdmission, member strin
 	if err != nil {
 		return nil, err
 	}
+	// One admission at a time: a retried join racing its first attempt
+	// finds the entry recorded for it rather than recording a second.
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
 	var prev, trustSeq uint64
 	var needTrust bool
 	s.Read(func(st *state.State) {
