@@ -252,7 +252,54 @@ func (n *clusterNode) opened(ctx context.Context, svc *kms.Service, log *slog.Lo
 		log.Info("cluster: founding node recorded", "node_id", n.id.ID, "seq", e.Seq)
 	}
 	n.svc.Store(svc)
+	if !n.found && n.joined == nil {
+		go n.reattest(ctx, svc, log)
+	}
 	return nil
+}
+
+// reattest has a restarted node admitted again under this process's fresh
+// node key, in the background: its evidence is checked against the node
+// policy in force, and a node.joined entry records its new key (the last
+// one of each member is the one GET /v1/service lists). Until then, and if
+// it is refused, it goes on with the secrets it holds; a refusal is
+// logged as an error.
+func (n *clusterNode) reattest(ctx context.Context, svc *kms.Service, log *slog.Logger) {
+	req := raftstore.JoinRequest{NodeID: n.cfg.NodeID, Address: n.adv, NodeKey: n.id.Public, Evidence: n.id.Evidence}
+	for {
+		var e *ledger.Entry
+		var err error
+		if _, addr := n.rs.Leader(); n.rs.IsLeader() {
+			e, err = svc.AdmitNode(ctx, n.admit, req.NodeID, req.NodeKey, req.Evidence)
+		} else if addr == "" {
+			err = raftstore.ErrNoLeader
+		} else {
+			var res *raftstore.JoinResult
+			if res, err = raftstore.Join(ctx, addr, req, n.tls); err == nil {
+				e, err = ledger.UnmarshalRecord(res.Handoff)
+			}
+		}
+		if err == nil {
+			var mk []byte
+			if mk, err = kms.OpenHandoff(e, n.id); err == nil {
+				clear(mk)
+				log.Info("cluster: this restarted node was admitted under its new node key", "node_id", n.id.ID, "seq", e.Seq)
+				return
+			}
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		if !errors.Is(err, raftstore.ErrNoLeader) && !strings.Contains(err.Error(), node.CodeNotTrusted) {
+			log.Error("cluster: this restarted node's new node key is refused; it is not listed as trusted", "node_id", n.id.ID, "err", err)
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Second):
+		}
+	}
 }
 
 // join asks the member at cluster.join to add this node, retrying while

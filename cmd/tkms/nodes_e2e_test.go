@@ -107,6 +107,23 @@ func TestClusterNodePolicy(t *testing.T) {
 		}
 	}
 
+	// A restarted node is a new node: its fresh key is admitted again
+	// (checked against the node policy) and listed instead of the old one.
+	old := svc.Nodes[1].NodeID
+	b.p.stopClean(syscall.SIGTERM)
+	b.start(t)
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		s := getService(t, a.p.URL)
+		if len(s.Nodes) == 2 && s.Nodes[1].Member == b.id && s.Nodes[1].NodeID != old {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the restarted node's new key is not listed: %+v", s.Nodes)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+
 	// The constitution makes members trust each joining node: a node that
 	// satisfies the node policy waits for a trust_node proposal naming
 	// its node id (this process's key), then joins.
@@ -143,8 +160,8 @@ func TestClusterNodePolicy(t *testing.T) {
 	pol := filepath.Join(dir, "node-policy.json")
 	os.WriteFile(pol, devReleasePolicy(), 0o600)
 	out, _ := runAudit(t, 0, "--kms", b.p.URL, "--log-key", logKey, "--node-policy", pol, "--json")
-	if !strings.Contains(out, `"node.joined": 3`) {
-		t.Errorf("the audit counts no three node.joined entries:\n%s", out)
+	if !strings.Contains(out, `"node.joined": 4`) {
+		t.Errorf("the audit counts no four node.joined entries (founder, join, restart, trusted join):\n%s", out)
 	}
 	strict := filepath.Join(dir, "strict.json")
 	os.WriteFile(strict, []byte(`{"claims":{"x-ms-sevsnpvm-launchmeasurement":["`+other+`"]}}`), 0o600)
