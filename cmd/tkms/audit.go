@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/tkms-dev/tkms/internal/audit"
+	"github.com/tkms-dev/tkms/internal/policy"
 	"github.com/tkms-dev/tkms/internal/translog"
 )
 
@@ -45,6 +46,7 @@ func cmdAudit(args []string, stdout, stderr io.Writer) int {
 	mirrorDir := fs.String("mirror", "", "copy everything fetched into `DIR`, for a later audit with --tiles")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	quiet := fs.Bool("quiet", false, "print only violations; no progress")
+	nodePolicy := fs.String("node-policy", "", "node policy `FILE` (the key release policy grammar): every node the ledger's secrets were handed to (node.joined) must satisfy it")
 
 	fail := func(format string, a ...any) int {
 		fmt.Fprintf(stderr, "tkms audit: "+format+"\n", a...)
@@ -99,6 +101,17 @@ func cmdAudit(args []string, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	opts := audit.Options{Source: src, LogKey: vkey, StateFile: *stateFile, Mirror: *mirrorDir}
+	if *nodePolicy != "" {
+		b, err := os.ReadFile(*nodePolicy)
+		if err != nil {
+			return fail("--node-policy: %v", err)
+		}
+		p, err := policy.Parse(b)
+		if err != nil {
+			return fail("--node-policy %s: %v", *nodePolicy, err)
+		}
+		opts.NodePolicy = &p
+	}
 	if !*quiet && isTerminal(stderr) {
 		opts.Progress = stderr
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,12 +16,21 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"time"
 
+	"github.com/tkms-dev/tkms/client"
+	"github.com/tkms-dev/tkms/client/devtee"
+	"github.com/tkms-dev/tkms/internal/attest/simsnp"
 	"github.com/tkms-dev/tkms/internal/kms"
+	"github.com/tkms-dev/tkms/internal/ledger"
+	"github.com/tkms-dev/tkms/internal/node"
+	"github.com/tkms-dev/tkms/internal/policy"
 	"github.com/tkms-dev/tkms/internal/raftstore"
 	"github.com/tkms-dev/tkms/internal/seal"
+	"github.com/tkms-dev/tkms/internal/state"
 	"github.com/tkms-dev/tkms/internal/store"
+	"github.com/tkms-dev/tkms/internal/translog"
 )
 
 // ClusterConfig makes tkms a node of a replicated cluster: its ledger is
@@ -47,6 +57,19 @@ type ClusterConfig struct {
 	CertFile string `json:"cert_file"`
 	KeyFile  string `json:"key_file"`
 	CAFile   string `json:"ca_file"`
+	// Attester produces this node's evidence (internal/node): "aci" (the
+	// ACI sidecar's security context), "snp" (the SEV-SNP guest device) or
+	// "simulated" (the data directory's simulated TEE; needs
+	// insecure_simulated_tee). Default: "simulated" when the simulated TEE
+	// is trusted, otherwise required.
+	Attester string `json:"attester"`
+	// SimulatedMeasurement (hex, 48 bytes) is the MEASUREMENT the
+	// simulated TEE reports for this node (default: simsnp's).
+	SimulatedMeasurement string `json:"simulated_measurement"`
+	// NodePolicy is the node policy (the key release policy grammar over
+	// the same claims) until governance sets one with set_node_policy:
+	// a joining node's evidence must satisfy it to receive anything.
+	NodePolicy json.RawMessage `json:"node_policy"`
 }
 
 func (c *ClusterConfig) validate() []error {
@@ -63,6 +86,19 @@ func (c *ClusterConfig) validate() []error {
 	if c.CertFile == "" || c.KeyFile == "" || c.CAFile == "" {
 		errs = append(errs, errors.New("cluster: cert_file, key_file and ca_file are required (node-to-node traffic is mutual TLS)"))
 	}
+	switch c.Attester {
+	case "", "aci", "snp", "simulated":
+	default:
+		errs = append(errs, fmt.Errorf("cluster.attester %q: want aci, snp or simulated", c.Attester))
+	}
+	if m, err := hex.DecodeString(c.SimulatedMeasurement); err != nil || (len(m) != 0 && len(m) != 48) {
+		errs = append(errs, fmt.Errorf("cluster.simulated_measurement %q: want 96 hex digits", c.SimulatedMeasurement))
+	}
+	if len(c.NodePolicy) > 0 {
+		if _, err := policy.Parse(c.NodePolicy); err != nil {
+			errs = append(errs, fmt.Errorf("cluster.node_policy: %w", err))
+		}
+	}
 	return errs
 }
 
@@ -76,6 +112,41 @@ type clusterNode struct {
 	joined *raftstore.JoinResult
 	rs     *raftstore.Store
 	mkFile string
+	// id is this process's attested node identity, admit how it admits
+	// joining nodes once svc is open.
+	id    *node.Identity
+	admit *kms.NodeAdmission
+	svc   atomic.Pointer[kms.Service]
+}
+
+// nodeAttester returns the attester of this node's evidence.
+func nodeAttester(cfg *Config) (client.Attester, error) {
+	c := cfg.Cluster
+	kind := c.Attester
+	if kind == "" && cfg.InsecureSimulatedTEE {
+		kind = "simulated"
+	}
+	switch kind {
+	case "simulated":
+		if !cfg.InsecureSimulatedTEE {
+			return nil, errors.New("cluster.attester simulated needs insecure_simulated_tee (no other node would trust it)")
+		}
+		var m []byte // nil: simsnp's default
+		if c.SimulatedMeasurement != "" {
+			m, _ = hex.DecodeString(c.SimulatedMeasurement)
+		}
+		// The data directory's simulated TEE (a joining dev node's is the
+		// first node's, copied), created on the first start.
+		if _, err := simsnp.LoadOrCreate(cfg.DataDir); err != nil {
+			return nil, err
+		}
+		return devtee.NewAttester(cfg.DataDir, devtee.AttesterOptions{Measurement: m})
+	case "aci":
+		return client.NewACIAttester(client.ACIOptions{})
+	case "snp":
+		return client.NewSNPAttester(client.SNPOptions{}), nil
+	}
+	return nil, errors.New("cluster.attester is required: aci, snp, or simulated (with insecure_simulated_tee)")
 }
 
 // nodeTLS is the mutual TLS configuration of node-to-node traffic.
@@ -119,6 +190,10 @@ func prepareCluster(ctx context.Context, cfg *Config, log *slog.Logger) (*cluste
 	if n.adv == "" {
 		n.adv = ln.Addr().String()
 	}
+	if err := n.attest(ctx, cfg, log); err != nil {
+		ln.Close()
+		return nil, err
+	}
 	_, err = os.Stat(filepath.Join(cfg.DataDir, "raft", "raft.db"))
 	fresh := errors.Is(err, fs.ErrNotExist)
 	n.found = fresh && c.Join == ""
@@ -131,16 +206,129 @@ func prepareCluster(ctx context.Context, cfg *Config, log *slog.Logger) (*cluste
 	return n, nil
 }
 
+// attest makes this process's node identity and the admission of others.
+func (n *clusterNode) attest(ctx context.Context, cfg *Config, log *slog.Logger) error {
+	a, err := nodeAttester(cfg)
+	if err != nil {
+		return fmt.Errorf("cluster: %w", err)
+	}
+	if n.id, err = node.New(ctx, a); err != nil {
+		return fmt.Errorf("cluster: %w", err)
+	}
+	v, err := newVerifier(cfg, log)
+	if err != nil {
+		return fmt.Errorf("cluster: %w", err)
+	}
+	n.admit = &kms.NodeAdmission{
+		Verifier: v, DefaultPolicy: n.cfg.NodePolicy,
+		Secrets: func() ([]byte, error) { return seal.ReadKeyFile(n.mkFile) },
+	}
+	log.Info("cluster: node identity", "node_id", n.id.ID, "simulated", n.id.Simulated)
+	return nil
+}
+
+// admitNode is the raftstore's Config.Admit: the kms decides, and the
+// handoff is the record of the node.joined entry.
+func (n *clusterNode) admitNode(ctx context.Context, req raftstore.JoinRequest) ([]byte, error) {
+	svc := n.svc.Load()
+	if svc == nil {
+		return nil, fmt.Errorf("%w: this node's service is still opening", raftstore.ErrNoLeader)
+	}
+	e, err := svc.AdmitNode(ctx, n.admit, req.NodeID, req.NodeKey, req.Evidence)
+	if err != nil {
+		return nil, err
+	}
+	return ledger.MarshalRecord(e), nil
+}
+
+// opened is called once the service is open and caught up: the founding
+// node records itself, and joins are admitted from now on.
+func (n *clusterNode) opened(ctx context.Context, svc *kms.Service, log *slog.Logger) error {
+	if n.found {
+		e, err := svc.RecordFounder(ctx, n.admit, n.cfg.NodeID, n.id)
+		if err != nil {
+			return fmt.Errorf("cluster: %w", err)
+		}
+		log.Info("cluster: founding node recorded", "node_id", n.id.ID, "seq", e.Seq)
+	}
+	n.svc.Store(svc)
+	if !n.found && n.joined == nil {
+		go n.reattest(ctx, svc, log)
+	}
+	return nil
+}
+
+// reattest has a restarted node admitted again under this process's fresh
+// node key, in the background: its evidence is checked against the node
+// policy in force, and a node.joined entry records its new key (the last
+// one of each member is the one GET /v1/service lists). Until then, and if
+// it is refused, it goes on with the secrets it holds; a refusal is
+// logged as an error.
+func (n *clusterNode) reattest(ctx context.Context, svc *kms.Service, log *slog.Logger) {
+	req := raftstore.JoinRequest{NodeID: n.cfg.NodeID, Address: n.adv, NodeKey: n.id.Public, Evidence: n.id.Evidence}
+	for {
+		var e *ledger.Entry
+		var err error
+		if _, addr := n.rs.Leader(); n.rs.IsLeader() {
+			e, err = svc.AdmitNode(ctx, n.admit, req.NodeID, req.NodeKey, req.Evidence)
+		} else if addr == "" {
+			err = raftstore.ErrNoLeader
+		} else {
+			var res *raftstore.JoinResult
+			if res, err = raftstore.Join(ctx, addr, req, n.tls); err == nil {
+				e, err = ledger.UnmarshalRecord(res.Handoff)
+			}
+		}
+		if err == nil {
+			var mk []byte
+			if mk, err = kms.OpenHandoff(e, n.id); err == nil {
+				clear(mk)
+				log.Info("cluster: this restarted node was admitted under its new node key", "node_id", n.id.ID, "seq", e.Seq)
+				return
+			}
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		if !errors.Is(err, raftstore.ErrNoLeader) && !strings.Contains(err.Error(), node.CodeNotTrusted) {
+			log.Error("cluster: this restarted node's new node key is refused; it is not listed as trusted", "node_id", n.id.ID, "err", err)
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Second):
+		}
+	}
+}
+
 // join asks the member at cluster.join to add this node, retrying while
-// the cluster elects a leader, and keeps the master key it hands over.
+// the cluster elects a leader, and opens the ledger's secrets from the
+// node.joined entry it receives.
 func (n *clusterNode) join(ctx context.Context, log *slog.Logger) error {
 	addr := strings.TrimPrefix(strings.TrimPrefix(n.cfg.Join, "https://"), "tcp://")
 	deadline := time.Now().Add(time.Minute)
+	waitingTrust := false
 	for {
-		res, err := raftstore.Join(ctx, addr, n.cfg.NodeID, n.adv, n.tls)
+		req := raftstore.JoinRequest{NodeID: n.cfg.NodeID, Address: n.adv, NodeKey: n.id.Public, Evidence: n.id.Evidence}
+		res, err := raftstore.Join(ctx, addr, req, n.tls)
 		if err == nil {
 			n.joined = res
 			break
+		}
+		if errors.Is(err, raftstore.ErrNodeRefused) && strings.Contains(err.Error(), node.CodeNotTrusted) {
+			// The constitution wants members to trust this node (this
+			// process's key) first: wait for their trust_node proposal.
+			if !waitingTrust {
+				log.Warn("cluster: waiting for a trust_node proposal naming this node", "node_id", n.id.ID, "proposal", fmt.Sprintf(`{"name":"trust_node","args":{"node_id":%q}}`, n.id.ID))
+				waitingTrust = true
+			}
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(500 * time.Millisecond):
+			}
+			continue
 		}
 		if !errors.Is(err, raftstore.ErrNoLeader) || time.Now().After(deadline) {
 			var cerr *tls.CertificateVerificationError
@@ -156,18 +344,27 @@ func (n *clusterNode) join(ctx context.Context, log *slog.Logger) error {
 		case <-time.After(500 * time.Millisecond):
 		}
 	}
-	defer clear(n.joined.MasterKey)
-	// The handoff (raftstore/handoff.go): the cluster's master key.
+	// The handoff (raftstore/handoff.go): the node.joined entry whose
+	// secrets only this node's key opens.
+	e, err := ledger.UnmarshalRecord(n.joined.Handoff)
+	if err != nil {
+		return fmt.Errorf("cluster: the handoff: %w", err)
+	}
+	mk, err := kms.OpenHandoff(e, n.id)
+	if err != nil {
+		return fmt.Errorf("cluster: %w", err)
+	}
+	defer clear(mk)
 	if old, err := seal.ReadKeyFile(n.mkFile); err == nil {
-		same := bytes.Equal(old, n.joined.MasterKey)
+		same := bytes.Equal(old, mk)
 		clear(old)
 		if !same {
 			return fmt.Errorf("cluster: the master key file %s holds another key than the cluster's; move it away to join", n.mkFile)
 		}
-	} else if _, err := seal.WriteFile(n.mkFile, n.joined.MasterKey); err != nil {
+	} else if _, err := seal.WriteFile(n.mkFile, mk); err != nil {
 		return err
 	}
-	log.Info("cluster: joined as a non-voter; promoted once caught up", "node_id", n.cfg.NodeID, "leader", n.joined.Leader, "commit_index", n.joined.CommitIndex)
+	log.Info("cluster: joined as a non-voter; promoted once caught up", "node_id", n.cfg.NodeID, "handoff_seq", e.Seq, "leader", n.joined.Leader, "commit_index", n.joined.CommitIndex)
 	return nil
 }
 
@@ -178,7 +375,7 @@ func (n *clusterNode) kmsConfig(kc *kms.Config, url string, log *slog.Logger) {
 		rs, err := raftstore.Open(dir, opts, raftstore.Config{
 			NodeID: n.cfg.NodeID, Listener: n.ln, Advertise: n.adv, TLS: n.tls, URL: url,
 			Bootstrap: n.found, Joined: n.joined, Logger: log,
-			MasterKey: func() ([]byte, error) { return seal.ReadKeyFile(n.mkFile) },
+			Admit: n.admitNode,
 		})
 		n.rs = rs
 		return rs, err
@@ -206,8 +403,64 @@ func (n *clusterNode) handler(api http.Handler) http.Handler {
 			json.NewEncoder(w).Encode(n.rs.Status())
 			return
 		}
+		if r.URL.Path == "/v1/service" {
+			if r.Method != http.MethodGet {
+				w.Header().Set("Allow", "GET")
+				http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+				return
+			}
+			svc := n.svc.Load()
+			if svc == nil {
+				http.Error(w, "the service is opening", http.StatusServiceUnavailable)
+				return
+			}
+			w.Header().Set("Content-Type", "application/json")
+			json.NewEncoder(w).Encode(serviceIdentity(svc))
+			return
+		}
 		api.ServeHTTP(&retryAfterWriter{ResponseWriter: w}, r)
 	})
+}
+
+// serviceView is GET /v1/service: the service's identity (its log, whose
+// signing key is a ledger secret only attested nodes hold) and every
+// trusted node with the evidence that binds its key, endorsed by the log:
+// the receipt of its node.joined entry under a checkpoint signed by the
+// service's log key.
+type serviceView struct {
+	LogOrigin string        `json:"log_origin"`
+	LogKey    string        `json:"log_key"`
+	Nodes     []serviceNode `json:"nodes"`
+}
+
+type serviceNode struct {
+	NodeID       string            `json:"node_id"`
+	Member       string            `json:"member"`
+	NodeKey      []byte            `json:"node_key"`
+	Evidence     json.RawMessage   `json:"evidence"`
+	EvidenceType string            `json:"evidence_type"`
+	Claims       map[string]any    `json:"claims"`
+	Simulated    bool              `json:"simulated,omitempty"`
+	Seq          uint64            `json:"seq"`
+	Endorsement  *translog.Receipt `json:"endorsement,omitempty"`
+}
+
+func serviceIdentity(svc *kms.Service) serviceView {
+	v := serviceView{LogOrigin: svc.LogOrigin(), LogKey: svc.LogVerifierKey(), Nodes: []serviceNode{}}
+	var nodes []*state.Node
+	svc.Read(func(st *state.State) { nodes = st.TrustedNodes() })
+	for _, nd := range nodes {
+		sn := serviceNode{
+			NodeID: nd.NodeID, Member: nd.Member, NodeKey: nd.NodeKey, Evidence: nd.Evidence,
+			EvidenceType: nd.EvidenceType, Claims: nd.Claims, Simulated: nd.Simulated, Seq: nd.Seq,
+		}
+		if !json.Valid(nd.Evidence) {
+			sn.Evidence, _ = json.Marshal(nd.Evidence) // base64 of evidence that is not JSON
+		}
+		sn.Endorsement, _ = svc.Receipt(nd.Seq) // nil until a checkpoint covers it
+		v.Nodes = append(v.Nodes, sn)
+	}
+	return v
 }
 
 type retryAfterWriter struct{ http.ResponseWriter }

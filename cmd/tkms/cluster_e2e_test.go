@@ -24,6 +24,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tkms-dev/tkms/internal/attest/simsnp"
 	"github.com/tkms-dev/tkms/internal/gov"
 	"github.com/tkms-dev/tkms/internal/keys"
 	"github.com/tkms-dev/tkms/internal/seal"
@@ -652,7 +653,12 @@ func TestClusterServe(t *testing.T) {
 		path := filepath.Join(dir, fmt.Sprintf("tkms%d.json", i))
 		writeJSONFile(t, path, map[string]any{
 			"listen": "127.0.0.1:0", "data_dir": filepath.Join(dir, fmt.Sprint("data", i)),
-			"cluster": map[string]any{"node_id": fmt.Sprint("kms-", i), "listen": clusterAddr, "cert_file": cert, "key_file": key, "ca_file": caFile},
+			// The nodes run in one simulated TEE (its chain copied below).
+			"insecure_simulated_tee": true,
+			"cluster": map[string]any{
+				"node_id": fmt.Sprint("kms-", i), "listen": clusterAddr, "cert_file": cert, "key_file": key, "ca_file": caFile,
+				"attester": "simulated", "node_policy": json.RawMessage(devReleasePolicy()),
+			},
 		})
 		return path
 	}
@@ -663,6 +669,12 @@ func TestClusterServe(t *testing.T) {
 	}
 	p1 := startServe(t, c1)
 	waitCluster(t, "the first node to lead", p1.URL, voters(1))
+	chain, err := os.ReadFile(filepath.Join(dir, "data1", simsnp.ChainFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.MkdirAll(filepath.Join(dir, "data2"), 0o700)
+	os.WriteFile(filepath.Join(dir, "data2", simsnp.ChainFile), chain, 0o600)
 	p2 := startProc(t, "serve", "--config", c2, "--join", addr1)
 	m := p2.waitOutput(p2.stderr, serveListening)
 	p2.URL = "http://" + m[1]

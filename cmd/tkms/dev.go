@@ -125,6 +125,7 @@ func cmdDev(args []string, stdout, stderr io.Writer) error {
 	cluster := fs.Bool("cluster", false, "run as the first node of a development cluster that 'tkms dev --join' nodes join")
 	join := fs.String("join", "", "data `directory` of a 'tkms dev --cluster' node whose cluster to join (its dev.json names it)")
 	advertise := fs.String("cluster-advertise", "", "node-to-node `address` the other nodes dial, if not the one this node binds (a proxy in front of it)")
+	simMeasurement := fs.String("simulated-measurement", "", "MEASUREMENT (96 `hex` digits) this cluster node's simulated TEE reports, instead of the default that the dev node policy admits")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -204,7 +205,22 @@ func cmdDev(args []string, stdout, stderr io.Writer) error {
 			}
 			cfg.Cluster.Advertise = *advertise
 		}
-		// A joining node receives the master key from the cluster.
+		if *simMeasurement != "" {
+			cfg.Cluster.SimulatedMeasurement = *simMeasurement
+		}
+		if len(cfg.Cluster.NodePolicy) == 0 {
+			// The dev node policy: the simulated TEE's default
+			// measurement, debug off (as the dev release policy).
+			cfg.Cluster.NodePolicy = devReleasePolicy()
+		}
+		if errs := cfg.Cluster.validate(); len(errs) > 0 {
+			return fmt.Errorf("%w: %w", errUsage, errors.Join(errs...))
+		}
+		// Dev nodes run in the simulated TEE of the data directory (the
+		// first node's chain, copied by setupDevCluster), which every
+		// node trusts. A joining node receives the master key from the
+		// cluster, sealed to its attested node key.
+		cfg.InsecureSimulatedTEE = true
 		if cfg.node, err = prepareCluster(ctx, cfg, log); err != nil {
 			return err
 		}

@@ -150,6 +150,9 @@ func runServer(ctx context.Context, cfg *Config, sealer seal.Sealer, operatorTok
 			log.Warn("cluster: not caught up with a leader; serving what this node holds", "seq", svc.Seq())
 		}
 		cancel()
+		if err := cfg.node.opened(ctx, svc, log); err != nil {
+			return err
+		}
 	}
 	log.Info("transparency log", "origin", svc.LogOrigin(), "size", svc.Checkpoint().Size, "log_key", svc.LogVerifierKey())
 
@@ -266,6 +269,31 @@ func trustSimulatedTDX(cfg *attest.Config, dir string, create bool) error {
 	return nil
 }
 
+// newVerifier returns the verifier of evidence, releases' and nodes' alike:
+// the configured attestation settings, and the simulated TEEs of the data
+// directory when the configuration trusts them.
+func newVerifier(cfg *Config, log *slog.Logger) (*attest.Verifier, error) {
+	attCfg := attest.Config{SNP: snp.Options{MaxVMPL: cfg.MaxVMPL}, UVM: uvm.Options{Trusted: cfg.UVMTrusted, MinSVN: cfg.UVMMinSVN}, Simulated: cfg.InsecureSimulatedTEE}
+	attCfg.TDX.Collateral = cfg.TDXCollateral
+	attCfg.MAA = maa.Options{Instances: append([]maa.Instance(nil), cfg.MAAInstances...), Logger: log}
+	if cfg.InsecureSimulatedTEE {
+		chain, err := simsnp.LoadOrCreate(cfg.DataDir)
+		if err != nil {
+			return nil, fmt.Errorf("simulated TEE: %w", err)
+		}
+		trustSimulated(&attCfg, chain)
+		if err := trustSimulatedTDX(&attCfg, cfg.DataDir, true); err != nil {
+			return nil, fmt.Errorf("simulated TEE: %w", err)
+		}
+		sim, err := simmaa.LoadOrCreate(cfg.DataDir)
+		if err != nil {
+			return nil, fmt.Errorf("simulated TEE: %w", err)
+		}
+		attCfg.MAA.Instances = append(attCfg.MAA.Instances, sim.Trusted())
+	}
+	return attest.New(attCfg)
+}
+
 // newRelease builds the attested release service from the JWT policy in the
 // ledger (which the configuration may just have changed) and the
 // attestation settings. The service follows later changes of the JWT
@@ -301,32 +329,13 @@ func newRelease(ctx context.Context, svc *kms.Service, cfg *Config, log *slog.Lo
 			auth.Close()
 		}
 	}
-	attCfg := attest.Config{SNP: snp.Options{MaxVMPL: cfg.MaxVMPL}, UVM: uvm.Options{Trusted: cfg.UVMTrusted, MinSVN: cfg.UVMMinSVN}, Simulated: cfg.InsecureSimulatedTEE}
-	attCfg.TDX.Collateral = cfg.TDXCollateral
-	attCfg.MAA = maa.Options{Instances: append([]maa.Instance(nil), cfg.MAAInstances...), Logger: log}
-	if cfg.InsecureSimulatedTEE {
-		chain, err := simsnp.LoadOrCreate(cfg.DataDir)
-		if err != nil {
-			closeAuth()
-			return nil, nil, fmt.Errorf("simulated TEE: %w", err)
-		}
-		did, feed := trustSimulated(&attCfg, chain)
-		if err := trustSimulatedTDX(&attCfg, cfg.DataDir, true); err != nil {
-			closeAuth()
-			return nil, nil, fmt.Errorf("simulated TEE: %w", err)
-		}
-		sim, err := simmaa.LoadOrCreate(cfg.DataDir)
-		if err != nil {
-			closeAuth()
-			return nil, nil, fmt.Errorf("simulated TEE: %w", err)
-		}
-		attCfg.MAA.Instances = append(attCfg.MAA.Instances, sim.Trusted())
-		log.Warn("INSECURE: the simulated TEE of the data directory is trusted; releases under it are marked simulated in the ledger", "did", did, "feed", feed)
-	}
-	av, err := attest.New(attCfg)
+	av, err := newVerifier(cfg, log)
 	if err != nil {
 		closeAuth()
 		return nil, nil, err
+	}
+	if cfg.InsecureSimulatedTEE {
+		log.Warn("INSECURE: the simulated TEE of the data directory is trusted; releases under it are marked simulated in the ledger")
 	}
 	rel, err := release.New(release.Config{
 		KMS: svc, Auth: auth, AuthSeq: jwtSeq, NewAuth: newAuth,

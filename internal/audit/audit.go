@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"github.com/tkms-dev/tkms/internal/ledger"
+	"github.com/tkms-dev/tkms/internal/policy"
 	"github.com/tkms-dev/tkms/internal/translog"
 	"golang.org/x/mod/sumdb/tlog"
 )
@@ -52,6 +53,9 @@ type Options struct {
 	Parallel int
 	// Now is the clock that stamps the state file. Defaults to time.Now.
 	Now func() time.Time
+	// NodePolicy, if set, is the auditor's node policy: every node the
+	// ledger's secrets were handed to (node.joined) must satisfy it.
+	NodePolicy *policy.Policy
 }
 
 // Errors of Run. A violation is not an error: it is in the Report.
@@ -104,6 +108,7 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	}
 	r := &Report{Checkpoint: Checkpoint{Origin: cp.Origin, Size: cp.Size, Root: cp.Root, Note: string(cp.Note)}}
 	c := newChecker(r, verifier)
+	c.nodePolicy = opts.NodePolicy
 	if prev != nil {
 		r.Previous = &Checkpoint{Origin: prev.Origin, Size: prev.Size, Root: prev.Root, Time: prev.Time, Note: prev.Checkpoint}
 		switch {

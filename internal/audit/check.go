@@ -55,6 +55,7 @@ type checker struct {
 	cover        int        // index of the interval that covered the last entry, or -1
 	uncovered    []Event    // first entry of each run of entries no key covered
 	coveredSince bool       // an entry was covered since the last uncovered one
+	nodePolicy   *policy.Policy
 }
 
 type parsedPolicy struct {
@@ -73,7 +74,7 @@ func newChecker(r *Report, verifier note.Verifier) *checker {
 	r.Releases.ByKid = map[string]int64{}
 	r.Releases.ByIdentity = []IdentityN{}
 	r.Denials.ByCode = map[string]int64{}
-	r.Keys, r.Policies = []Key{}, []Policy{}
+	r.Keys, r.Policies, r.Nodes = []Key{}, []Policy{}, []Node{}
 	r.Notes, r.Warnings, r.Violations = []string{}, []Finding{}, []Finding{}
 	return &checker{
 		r: r, st: state.New(), verifier: verifier, cover: -1,
@@ -184,6 +185,8 @@ func (c *checker) entry(l *ledger.Leaf) {
 		}
 	case ledger.TypeLogKey:
 		c.checkLogKey(l)
+	case ledger.TypeNodeJoined:
+		c.checkNode(l)
 	}
 	c.covered(l)
 }

@@ -28,6 +28,8 @@ type Report struct {
 	// Governance is the consortium and its decisions; nil for a ledger
 	// that is not governed.
 	Governance *Governance `json:"governance,omitempty"`
+	// Nodes are the nodes the ledger's secrets were handed to.
+	Nodes []Node `json:"nodes"`
 
 	Notes      []string  `json:"notes"`
 	Warnings   []Finding `json:"warnings"`

@@ -38,6 +38,7 @@ const (
 	ActSetNodePolicy          = "set_node_policy"
 	ActSetConstitution        = "set_constitution"
 	ActRemoveNode             = "remove_node"
+	ActTrustNode              = "trust_node"
 )
 
 // Bounds on a proposal's actions.
@@ -78,13 +79,20 @@ var checkers = map[string]func(json.RawMessage) error{
 		_, err := DecodeRemoveMemberArgs(b)
 		return err
 	},
-	ActSetNodePolicy: func(b json.RawMessage) error { return nil }, // any object
+	ActSetNodePolicy: func(b json.RawMessage) error {
+		_, err := policy.Parse(b) // the release-policy grammar; {} admits no node
+		return err
+	},
 	ActSetConstitution: func(b json.RawMessage) error {
 		_, err := ParseConstitution(b)
 		return err
 	},
 	ActRemoveNode: func(b json.RawMessage) error {
 		_, err := DecodeRemoveNodeArgs(b)
+		return err
+	},
+	ActTrustNode: func(b json.RawMessage) error {
+		_, err := DecodeTrustNodeArgs(b)
 		return err
 	},
 }
@@ -94,7 +102,7 @@ var actionNames = []string{
 	ActSetKeyReleasePolicy, ActSetJWTValidationPolicy, ActSetJWTIssuer,
 	ActSetKeyRotationPolicy, ActSetSettingsPolicy, ActRotateKeyNow,
 	ActDestroyKey, ActAddMember, ActRemoveMember, ActSetNodePolicy,
-	ActSetConstitution, ActRemoveNode,
+	ActSetConstitution, ActRemoveNode, ActTrustNode,
 }
 
 // ActionNames returns the known action names.
@@ -442,6 +450,25 @@ type RemoveNodeArgs struct {
 	NodeID string `json:"node_id"`
 }
 
+// TrustNodeArgs are the arguments of trust_node: the node id (hex SHA-256
+// of the node key) of a joining node, whose evidence must still satisfy
+// the node policy when it joins.
+type TrustNodeArgs struct {
+	NodeID string `json:"node_id"`
+}
+
+// DecodeTrustNodeArgs decodes and checks trust_node's arguments.
+func DecodeTrustNodeArgs(args json.RawMessage) (TrustNodeArgs, error) {
+	var a TrustNodeArgs
+	if err := decodeStrict(args, &a); err != nil {
+		return a, err
+	}
+	if !isHexID(a.NodeID) {
+		return a, fmt.Errorf("node_id %q: want 64 lowercase hex characters (the SHA-256 of the node key)", a.NodeID)
+	}
+	return a, nil
+}
+
 // DecodeRemoveNodeArgs decodes and checks remove_node's arguments.
 func DecodeRemoveNodeArgs(args json.RawMessage) (RemoveNodeArgs, error) {
 	var a RemoveNodeArgs
@@ -546,6 +573,9 @@ func describeArgs(a Action) string {
 	case ActRemoveNode:
 		r, _ := DecodeRemoveNodeArgs(a.Args)
 		return "remove node " + r.NodeID + " from the cluster"
+	case ActTrustNode:
+		r, _ := DecodeTrustNodeArgs(a.Args)
+		return "trust joining node " + r.NodeID
 	}
 	return compact(a.Args)
 }

@@ -106,13 +106,20 @@ func TestValidateActions(t *testing.T) {
 		{"remove member short", ActRemoveMember, `{"member_id":"abc"}`, "lowercase hex"},
 		{"remove member name", ActRemoveMember, `{"name":"sro-a"}`, "unknown field"},
 		// set_node_policy
-		{"node policy", ActSetNodePolicy, `{"anything":[1,2,{"x":null}]}`, ""},
+		{"node policy", ActSetNodePolicy, `{"claims":{"x-ms-sevsnpvm-launchmeasurement":["ab"]}}`, ""},
+		{"node policy not a policy", ActSetNodePolicy, `{"anything":[1,2,{"x":null}]}`, "policy"},
 		{"node policy empty", ActSetNodePolicy, `{}`, ""},
 		// set_constitution
 		{"constitution", ActSetConstitution, string(constitution), ""},
 		{"constitution no default", ActSetConstitution, `{"rules":{"add_member":{"approvals":1}},"proposal_ttl_seconds":60,"created_at_window_seconds":10,"withdraw":"none"}`, `no "default"`},
 		{"constitution short ttl", ActSetConstitution, `{"rules":{"default":{"approvals":1}},"proposal_ttl_seconds":5,"created_at_window_seconds":10,"withdraw":"none"}`, "proposal_ttl_seconds"},
 		{"constitution unknown field", ActSetConstitution, `{"rules":{"default":{"approvals":1}},"proposal_ttl_seconds":60,"created_at_window_seconds":10,"withdraw":"none","x":1}`, "unknown field"},
+		{"constitution node trust", ActSetConstitution, `{"rules":{"default":{"approvals":1}},"proposal_ttl_seconds":60,"created_at_window_seconds":10,"withdraw":"none","node_trust":"proposal"}`, ""},
+		{"constitution node trust unknown", ActSetConstitution, `{"rules":{"default":{"approvals":1}},"proposal_ttl_seconds":60,"created_at_window_seconds":10,"withdraw":"none","node_trust":"always"}`, "node_trust"},
+		// trust_node
+		{"trust node", ActTrustNode, `{"node_id":"` + pid + `"}`, ""},
+		{"trust node short", ActTrustNode, `{"node_id":"abc"}`, "64 lowercase hex"},
+		{"trust node member name", ActTrustNode, `{"node_id":"` + pid + `","member":"n2"}`, "unknown field"},
 		// every action: args must be an object
 		{"unknown action", "set_everything", `{}`, `unknown action "set_everything"`},
 		{"empty name", "", `{}`, "unknown action"},
@@ -242,7 +249,7 @@ func TestDescribeAction(t *testing.T) {
 		{ActDestroyKey, `{"kid":"` + kid + `"}`, `destroy_key: erase the private key of ` + kid + ` now`},
 		{ActAddMember, string(member), `add_member: add member "sro-d" (id ` + k.member(t, "x").ID + `)`},
 		{ActRemoveMember, `{"member_id":"` + pid + `"}`, `remove_member: remove member ` + pid},
-		{ActSetNodePolicy, `{"a": 1}`, `set_node_policy: set the node policy to {"a":1}`},
+		{ActSetNodePolicy, `{"claims": {"a": ["1"]}}`, `set_node_policy: set the node policy to {"claims":{"a":["1"]}}`},
 		{ActSetConstitution, docExample, `set_constitution: set the constitution: add_member 2/3, default majority, remove_member 2/3, set_constitution 2/3; proposal TTL 604800 s, created_at window 600 s, withdraw proposer`},
 		{ActSetKeyReleasePolicy, `{"type":"remove","claims":{"a b":"x","c\nd":["y"]},"gte":{"e=f":1}}`, `set_key_release_policy: remove "a b" = "x", "c\nd" in ["y"], "e=f" >= 1`},
 		{"frobnicate", `{"a":1}`, `frobnicate: (invalid) {"a":1}`},

@@ -112,6 +112,13 @@ const DefaultRule = "default"
 const (
 	WithdrawProposer = "proposer"
 	WithdrawNone     = "none"
+
+	// NodeTrustPolicy (the default, also when node_trust is absent): a
+	// joining node whose evidence satisfies the node policy is trusted
+	// automatically. NodeTrustProposal: it must also be named by an
+	// accepted trust_node proposal.
+	NodeTrustPolicy   = "policy"
+	NodeTrustProposal = "proposal"
 )
 
 // Bounds of the constitution's durations (docs/governance.md "Validity").
@@ -130,6 +137,10 @@ type Constitution struct {
 	ProposalTTLSeconds     int64           `json:"proposal_ttl_seconds"`
 	CreatedAtWindowSeconds int64           `json:"created_at_window_seconds"`
 	Withdraw               string          `json:"withdraw"` // "proposer" | "none"
+	// NodeTrust says whether a joining cluster node that satisfies the
+	// node policy is trusted automatically ("policy", or absent) or only
+	// once a trust_node proposal names it ("proposal").
+	NodeTrust string `json:"node_trust,omitempty"`
 }
 
 // ParseConstitution parses a constitution strictly: unknown fields are
@@ -189,6 +200,9 @@ func (c *Constitution) validate(active int) error {
 	}
 	if c.Withdraw != WithdrawProposer && c.Withdraw != WithdrawNone {
 		errs = append(errs, fmt.Errorf("withdraw %q: want %q or %q", c.Withdraw, WithdrawProposer, WithdrawNone))
+	}
+	if c.NodeTrust != "" && c.NodeTrust != NodeTrustPolicy && c.NodeTrust != NodeTrustProposal {
+		errs = append(errs, fmt.Errorf("node_trust %q: want %q or %q", c.NodeTrust, NodeTrustPolicy, NodeTrustProposal))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("%w: %w", ErrUnsafeConstitution, err)
@@ -280,6 +294,10 @@ func (c *Constitution) describe() string {
 	for _, name := range slices.Sorted(maps.Keys(c.Rules)) {
 		parts = append(parts, fmt.Sprintf("%s %s", name, c.Rules[name].Approvals))
 	}
-	return fmt.Sprintf("%s; proposal TTL %d s, created_at window %d s, withdraw %s",
+	d := fmt.Sprintf("%s; proposal TTL %d s, created_at window %d s, withdraw %s",
 		strings.Join(parts, ", "), c.ProposalTTLSeconds, c.CreatedAtWindowSeconds, c.Withdraw)
+	if c.NodeTrust == NodeTrustProposal {
+		d += "; nodes trusted by trust_node proposals"
+	}
+	return d
 }

@@ -440,7 +440,7 @@ func TestDecodeProposal(t *testing.T) {
 	}{
 		{`{"actions":[{"name":"rotate_key_now","args":{}}]}`, nil, 1},
 		{`{"actions":[{"name":"rotate_key_now"}]}`, nil, 1},
-		{`{"actions":[{"name":"rotate_key_now","args":null},{"name":"set_node_policy","args":{"a":1}}]}`, nil, 2},
+		{`{"actions":[{"name":"rotate_key_now","args":null},{"name":"set_node_policy","args":{"claims":{"a":["1"]}}}]}`, nil, 2},
 		{`{"actions":[]}`, ErrInvalidAction, 0},
 		{`{}`, ErrInvalidAction, 0},
 		{`{"actions":[{"name":"nope","args":{}}]}`, ErrInvalidAction, 0},

@@ -302,7 +302,7 @@ func TestSignErrors(t *testing.T) {
 	if _, err := s.SignBallot(pid, true, t0.AddDate(-100, 0, 0)); err == nil {
 		t.Error("created_at before 1970 accepted")
 	}
-	big := []Action{{Name: ActSetNodePolicy, Args: []byte(`{"a":"` + strings.Repeat("x", MaxMessageSize) + `"}`)}}
+	big := []Action{{Name: ActSetNodePolicy, Args: []byte(`{"claims":{"a":["` + strings.Repeat("x", MaxMessageSize) + `"]}}`)}}
 	if _, err := s.SignProposal(big, t0); err == nil || !strings.Contains(err.Error(), "at most") {
 		t.Errorf("oversized proposal: %v", err)
 	}

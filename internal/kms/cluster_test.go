@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -22,10 +23,11 @@ import (
 
 // clusterNode is a Service over a node of a raft cluster in this process.
 type clusterNode struct {
-	id   string
-	addr string
-	svc  *Service
-	rs   *raftstore.Store
+	id    string
+	addr  string
+	svc   *Service
+	rs    *raftstore.Store
+	admit atomic.Pointer[Service] // svc, once open, for raftstore's Admit
 }
 
 func openClusterNode(t *testing.T, dir, id string, key []byte, clk *clock, join string) *clusterNode {
@@ -39,14 +41,29 @@ func openClusterNode(t *testing.T, dir, id string, key []byte, clk *clock, join 
 		t.Fatal(err)
 	}
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	// The nodes share one simulated TEE (the chain in dir's parent).
+	na := simAdmission(t, filepath.Dir(dir), key)
+	n := &clusterNode{id: id, addr: ln.Addr().String()}
 	cfg := raftstore.Config{
 		NodeID: id, Listener: ln, Logger: quiet, Bootstrap: join == "",
 		HeartbeatTimeout: 300 * time.Millisecond, ElectionTimeout: 300 * time.Millisecond,
-		MasterKey: func() ([]byte, error) { return bytes.Clone(key), nil },
+		Admit: func(ctx context.Context, req raftstore.JoinRequest) ([]byte, error) {
+			svc := n.admit.Load()
+			if svc == nil {
+				return nil, raftstore.ErrNoLeader
+			}
+			e, err := svc.AdmitNode(ctx, na, req.NodeID, req.NodeKey, req.Evidence)
+			if err != nil {
+				return nil, err
+			}
+			return ledger.MarshalRecord(e), nil
+		},
 	}
 	if join != "" {
+		ident := simNode(t, filepath.Dir(dir), nil)
+		req := raftstore.JoinRequest{NodeID: id, Address: ln.Addr().String(), NodeKey: ident.Public, Evidence: ident.Evidence}
 		for range 100 {
-			cfg.Joined, err = raftstore.Join(context.Background(), join, id, ln.Addr().String(), nil)
+			cfg.Joined, err = raftstore.Join(context.Background(), join, req, nil)
 			if !errors.Is(err, raftstore.ErrNoLeader) {
 				break
 			}
@@ -55,11 +72,14 @@ func openClusterNode(t *testing.T, dir, id string, key []byte, clk *clock, join 
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !bytes.Equal(cfg.Joined.MasterKey, key) {
-			t.Fatal("the join handed over another master key")
+		e, err := ledger.UnmarshalRecord(cfg.Joined.Handoff)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if mk, err := OpenHandoff(e, ident); err != nil || !bytes.Equal(mk, key) {
+			t.Fatalf("the join handed over another master key (%v)", err)
 		}
 	}
-	n := &clusterNode{id: id, addr: ln.Addr().String()}
 	svc, err := Open(context.Background(), Config{
 		DataDir: dir, Sealer: sealer, ServiceName: "cluster", RotationPolicy: testPolicy(),
 		Now: clk.Now, Logger: quiet, Joined: join != "",
@@ -73,6 +93,7 @@ func openClusterNode(t *testing.T, dir, id string, key []byte, clk *clock, join 
 		t.Fatal(err)
 	}
 	n.svc = svc
+	n.admit.Store(svc)
 	return n
 }
 

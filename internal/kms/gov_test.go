@@ -372,7 +372,7 @@ func TestGovRestart(t *testing.T) {
 	if _, err := f.vote(ms[1], p.ID, true); err != nil {
 		t.Fatal(err)
 	}
-	open := f.mustPropose(ms[2], act(gov.ActSetNodePolicy, map[string]any{"x": 1}))
+	open := f.mustPropose(ms[2], act(gov.ActSetNodePolicy, map[string]any{"claims": map[string]any{"x": []string{"1"}}}))
 	snap := func() string {
 		var b []byte
 		f.svc.Read(func(st *state.State) { b, _ = st.Marshal() })

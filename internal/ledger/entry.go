@@ -62,6 +62,7 @@ const (
 	TypeGovProposal       Type = "gov.proposal"        // a member's signed proposal (docs/governance.md)
 	TypeGovBallot         Type = "gov.ballot"          // a member's signed vote on a proposal
 	TypeGovWithdrawal     Type = "gov.withdrawal"      // the proposer's signed withdrawal of a proposal
+	TypeNodeJoined        Type = "node.joined"         // an attested node and the ledger's secrets HPKE-sealed to its key
 )
 
 // knownTypes lists every type this build understands. A ledger that holds
@@ -72,6 +73,7 @@ var knownTypes = map[Type]bool{
 	TypeKeyExpired: true, TypeKeyDestroyed: true,
 	TypeKeyReleasePolicy: true, TypeJWTPolicy: true, TypeKeyReleased: true, TypeReleaseDenied: true,
 	TypeLogKey: true, TypeGovInit: true, TypeGovProposal: true, TypeGovBallot: true, TypeGovWithdrawal: true,
+	TypeNodeJoined: true,
 }
 
 // Known reports whether t is a type of this format version.

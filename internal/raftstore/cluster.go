@@ -30,8 +30,10 @@ import (
 // Errors are {"error": message}: 421 from a node that does not lead
 // (nothing was done; send it to the leader), 503 when there is no leader
 // or leadership was lost with the request in flight (its outcome is not
-// known: an append is not sent again), 409 when a join is refused or an
-// entry refused at apply time, 400 for a request that does not parse.
+// known: an append is not sent again), 409 when a join conflicts with a
+// member or an entry is refused at apply time, 403 when a joining node is
+// refused (its evidence or the node policy; see handoff.go), 400 for a
+// request that does not parse.
 
 type wireProposal struct {
 	Time    time.Time   `json:"time"`
@@ -49,15 +51,24 @@ type appendResponse struct {
 	Records [][]byte `json:"records"`
 }
 
-type joinRequest struct {
+type joinRequest = JoinRequest
+
+// JoinRequest is what a node sends to join.
+type JoinRequest struct {
+	// NodeID is the member id the node joins as, Address the node-to-node
+	// address the others dial.
 	NodeID  string `json:"node_id"`
 	Address string `json:"address"`
+	// NodeKey is the node's attested key and Evidence the attestation
+	// object that binds it (internal/node); Config.Admit checks them.
+	NodeKey  []byte `json:"node_key,omitempty"`
+	Evidence []byte `json:"evidence,omitempty"`
 }
 
 // JoinResult is what a node learns by joining.
 type JoinResult struct {
-	// MasterKey is the ledger's master key (see handoff).
-	MasterKey []byte `json:"master_key"`
+	// Handoff is what Config.Admit returned for the node (see handoff.go).
+	Handoff []byte `json:"handoff"`
 	// CommitIndex is the cluster's raft commit index when the node was
 	// added: once it has applied that far it is caught up.
 	CommitIndex uint64 `json:"commit_index"`
@@ -215,6 +226,8 @@ func post(ctx context.Context, c *http.Client, cfg *tls.Config, addr, path strin
 			return fmt.Errorf("%w (%s)", ErrNoLeader, e.Error)
 		case http.StatusConflict:
 			return fmt.Errorf("%w (%s)", ErrRejected, e.Error)
+		case http.StatusForbidden:
+			return fmt.Errorf("%w (%s)", ErrNodeRefused, strings.TrimPrefix(e.Error, ErrNodeRefused.Error()+": "))
 		}
 		return fmt.Errorf("raftstore: %s%s: %s: %s", addr, path, resp.Status, e.Error)
 	}
@@ -282,19 +295,19 @@ func (s *Store) serveJoin(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	key, err := s.handoff()
+	handoff, err := s.handoff(r.Context(), req)
 	if err != nil {
-		writeErr(w, http.StatusInternalServerError, err)
+		s.log.Warn("raft: a joining node was refused", "node", req.NodeID, "address", req.Address, "err", err)
+		writeErr(w, statusOf(err), err)
 		return
 	}
-	defer clear(key)
 	f := s.raft.AddNonvoter(raft.ServerID(req.NodeID), raft.ServerAddress(req.Address), 0, 30*time.Second)
 	if err := f.Error(); err != nil {
 		writeErr(w, http.StatusServiceUnavailable, fmt.Errorf("%w (%v)", ErrNoLeader, err))
 		return
 	}
 	s.log.Info("raft: node added as a non-voter", "joined", req.NodeID, "address", req.Address)
-	writeJSON(w, http.StatusOK, JoinResult{MasterKey: key, CommitIndex: s.raft.CommitIndex(), Leader: s.cfg.NodeID})
+	writeJSON(w, http.StatusOK, JoinResult{Handoff: handoff, CommitIndex: s.raft.CommitIndex(), Leader: s.cfg.NodeID})
 }
 
 func statusOf(err error) int {
@@ -303,6 +316,8 @@ func statusOf(err error) int {
 		return http.StatusServiceUnavailable
 	case errors.Is(err, ErrRejected), errors.Is(err, ErrNodeIDInUse):
 		return http.StatusConflict
+	case errors.Is(err, ErrNodeRefused):
+		return http.StatusForbidden
 	}
 	return http.StatusBadGateway
 }
@@ -326,19 +341,19 @@ func (s *Store) servePromote(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, struct{}{})
 }
 
-// Join asks the cluster node at addr to add a node (nodeID, reachable by
-// the other nodes at advertise) and returns what the node needs to start:
-// the ledger's master key and the commit index to catch up to. cfg is the
-// node's mutual TLS configuration (nil: plain TCP, tests only).
-func Join(ctx context.Context, addr, nodeID, advertise string, cfg *tls.Config) (*JoinResult, error) {
+// Join asks the cluster node at addr to add a node (req) and returns what
+// the node needs to start: its handoff and the commit index to catch up
+// to. cfg is the node's mutual TLS configuration (nil: plain TCP, tests
+// only).
+func Join(ctx context.Context, addr string, req JoinRequest, cfg *tls.Config) (*JoinResult, error) {
 	c := &http.Client{Transport: &http.Transport{TLSClientConfig: cfg}, Timeout: time.Minute}
 	defer c.CloseIdleConnections()
 	var res JoinResult
-	if err := post(ctx, c, cfg, addr, "/cluster/v1/join", joinRequest{NodeID: nodeID, Address: advertise}, &res); err != nil {
+	if err := post(ctx, c, cfg, addr, "/cluster/v1/join", req, &res); err != nil {
 		return nil, fmt.Errorf("raftstore: join %s: %w", addr, err)
 	}
-	if len(res.MasterKey) == 0 {
-		return nil, fmt.Errorf("raftstore: join %s: the answer holds no master key", addr)
+	if len(res.Handoff) == 0 {
+		return nil, fmt.Errorf("raftstore: join %s: the answer holds no handoff", addr)
 	}
 	return &res, nil
 }

@@ -1,23 +1,33 @@
 package raftstore
 
-import "errors"
+import (
+	"context"
+	"errors"
+	"fmt"
+)
 
 // The handoff of the ledger's secrets to a joining node, in one place.
 //
-// The master key seals every secret of the ledger (the log's signing key
-// in the log.key entry, the private keys of key.created entries, the data
-// keys of raft commands and snapshots), so it is all a joining node needs
-// to sign checkpoints with the one log key and to release keys. In this
-// version it travels in the answer to the join request, under the
-// cluster's mutual TLS: any holder of a node certificate of the cluster
-// can obtain it. The attested handoff (the master key HPKE-sealed to the
-// joining node's attested key, checked against the node policy, and
-// recorded as a ledger entry) replaces this function and Config.MasterKey.
+// A joining node sends its node key and the evidence that binds it
+// (internal/node). The leader hands both to Config.Admit, which checks the
+// evidence against the node policy and records the node.joined entry that
+// holds the ledger's secrets HPKE-sealed to the node key
+// (kms.Service.AdmitNode); the entry's record is the answer. A refused
+// node receives an error naming the failed check, and nothing else; the
+// store never sees a secret.
 
-// handoff returns a copy of the master key for a joining node.
-func (s *Store) handoff() ([]byte, error) {
-	if s.cfg.MasterKey == nil {
-		return nil, errors.New("raftstore: this node cannot hand the master key to a joining node (Config.MasterKey is not set)")
+// ErrNodeRefused: the cluster refused a joining node (its evidence, or
+// the node policy); no retry mends it.
+var ErrNodeRefused = errors.New("raftstore: the cluster refused the node")
+
+// handoff asks Config.Admit for a joining node's handoff.
+func (s *Store) handoff(ctx context.Context, req JoinRequest) ([]byte, error) {
+	if s.cfg.Admit == nil {
+		return nil, errors.New("raftstore: this node admits no node (Config.Admit is not set)")
 	}
-	return s.cfg.MasterKey()
+	h, err := s.cfg.Admit(ctx, req)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrNodeRefused, err)
+	}
+	return h, nil
 }

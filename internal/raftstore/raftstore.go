@@ -88,9 +88,11 @@ type Config struct {
 	// non-voter and asks to be promoted to a voter once it has applied
 	// the cluster's log up to Joined.CommitIndex.
 	Joined *JoinResult
-	// MasterKey returns a copy of the ledger's master key, handed to
-	// nodes that join through this one (see handoff.go).
-	MasterKey func() ([]byte, error)
+	// Admit decides, when this node leads, whether a joining node
+	// receives the ledger's secrets, and returns its handoff (see
+	// handoff.go): opaque bytes for the joining node. An error refuses
+	// the node, and its message goes to the node.
+	Admit func(ctx context.Context, req JoinRequest) (handoff []byte, err error)
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 	// Timing, for tests; zero values take raft's defaults.

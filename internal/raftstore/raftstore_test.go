@@ -63,7 +63,12 @@ func startNode(t *testing.T, dir, id string, sealer seal.Sealer, key []byte, opt
 	cfg := raftstore.Config{
 		NodeID: id, Listener: ln, Logger: quiet, URL: "https://" + id + ".test",
 		HeartbeatTimeout: 300 * time.Millisecond, ElectionTimeout: 300 * time.Millisecond,
-		MasterKey: func() ([]byte, error) { return append([]byte(nil), key...), nil },
+		Admit: func(_ context.Context, req raftstore.JoinRequest) ([]byte, error) {
+			if string(req.Evidence) == "refused" {
+				return nil, errors.New("NODE_POLICY_DENIED: the test refuses it")
+			}
+			return append([]byte(nil), key...), nil
+		},
 	}
 	_, err := os.Stat(filepath.Join(dir, "raft", "raft.db"))
 	fresh := errors.Is(err, os.ErrNotExist)
@@ -91,7 +96,7 @@ func joinRetry(addr, id, adv string) (*raftstore.JoinResult, error) {
 	var err error
 	for range 100 {
 		var res *raftstore.JoinResult
-		res, err = raftstore.Join(context.Background(), addr, id, adv, nil)
+		res, err = raftstore.Join(context.Background(), addr, raftstore.JoinRequest{NodeID: id, Address: adv}, nil)
 		if err == nil {
 			return res, nil
 		}
@@ -200,9 +205,17 @@ func TestJoinRefusesNodeIDInUse(t *testing.T) {
 	waitFor(t, "a leader", n1.IsLeader)
 	ln := listen(t, filepath.Join(dir, "x"))
 	defer ln.Close()
-	_, err := raftstore.Join(context.Background(), n1.addr(), "n1", ln.Addr().String(), nil)
+	_, err := raftstore.Join(context.Background(), n1.addr(), raftstore.JoinRequest{NodeID: "n1", Address: ln.Addr().String()}, nil)
 	if !errors.Is(err, raftstore.ErrNodeIDInUse) && (err == nil || !strings.Contains(err.Error(), "node id is in use")) {
 		t.Fatalf("join with the leader's id: %v", err)
+	}
+	// A node that Config.Admit refuses gets its reason, and is no member.
+	_, err = raftstore.Join(context.Background(), n1.addr(), raftstore.JoinRequest{NodeID: "n2", Address: ln.Addr().String(), Evidence: []byte("refused")}, nil)
+	if !errors.Is(err, raftstore.ErrNodeRefused) || !strings.Contains(err.Error(), "NODE_POLICY_DENIED") {
+		t.Fatalf("a refused join: %v", err)
+	}
+	if st := n1.Status(); len(st.Nodes) != 1 {
+		t.Fatalf("a refused node became a member: %+v", st.Nodes)
 	}
 }
 

@@ -616,14 +616,11 @@ func (s *State) applyAction(proposalID string, a gov.Action, seq uint64) error {
 			return fmt.Errorf("removing %s (%q): %w", m.ID, m.Name, err)
 		}
 	case gov.ActSetNodePolicy:
-		if b := bytes.TrimSpace(a.Args); len(b) == 0 || b[0] != '{' || !json.Valid(b) {
-			return invalid(errors.New("the node policy is a JSON object"))
-		}
-		var buf bytes.Buffer
-		if err := json.Compact(&buf, a.Args); err != nil {
+		p, err := policy.Parse(a.Args)
+		if err != nil {
 			return invalid(err)
 		}
-		s.NodePolicy, s.NodePolicySeq = buf.Bytes(), seq
+		s.NodePolicy, s.NodePolicySeq = policy.Marshal(p), seq
 	case gov.ActSetConstitution:
 		c, err := gov.ParseConstitution(a.Args)
 		if err != nil {
@@ -645,6 +642,18 @@ func (s *State) applyAction(proposalID string, a gov.Action, seq uint64) error {
 			s.RemovedNodes = map[string]uint64{}
 		}
 		s.RemovedNodes[args.NodeID] = seq
+	case gov.ActTrustNode:
+		args, err := gov.DecodeTrustNodeArgs(a.Args)
+		if err != nil {
+			return invalid(err)
+		}
+		if at, ok := s.TrustedNodeIDs[args.NodeID]; ok {
+			return invalid(fmt.Errorf("node %s was trusted at seq %d", args.NodeID, at))
+		}
+		if s.TrustedNodeIDs == nil {
+			s.TrustedNodeIDs = map[string]uint64{}
+		}
+		s.TrustedNodeIDs[args.NodeID] = seq
 	default:
 		return fmt.Errorf("%w: unknown action %q", gov.ErrInvalidAction, a.Name)
 	}

@@ -414,7 +414,7 @@ func TestGovCheats(t *testing.T) {
 func TestGovRefusedEntryChangesNothing(t *testing.T) {
 	f := newGovFixture(t, 1, gov.DevConstitution())
 	before, _ := f.st.Marshal()
-	raw := f.signProposal(f.signers[0], releaseChange("aa"), action(gov.ActSetNodePolicy, map[string]any{"n": 1}),
+	raw := f.signProposal(f.signers[0], releaseChange("aa"), action(gov.ActSetNodePolicy, map[string]any{"claims": map[string]any{"n": []string{"1"}}}),
 		action(gov.ActDestroyKey, map[string]any{"kid": "abc_1"}))
 	if _, err := f.submit(raw); err == nil {
 		t.Fatal("accepted")
@@ -430,7 +430,7 @@ func TestGovRefusedEntryChangesNothing(t *testing.T) {
 // own entry, which applies its actions.
 func TestGovOneOfOne(t *testing.T) {
 	f := newGovFixture(t, 1, gov.DevConstitution())
-	id := f.propose(f.signers[0], releaseChange("aa"), action(gov.ActSetNodePolicy, map[string]any{"nodes": 3}))
+	id := f.propose(f.signers[0], releaseChange("aa"), action(gov.ActSetNodePolicy, map[string]any{"claims": map[string]any{"nodes": []string{"3"}}}))
 	p := f.st.Proposal(id)
 	if p.State(f.now) != ProposalAccepted || p.DecidedSeq != f.st.Seq || p.Needed != 1 || len(p.Approvals) != 1 {
 		t.Fatalf("proposal %+v", p)
@@ -442,7 +442,7 @@ func TestGovOneOfOne(t *testing.T) {
 	if string(f.st.ReleasePolicy) != want {
 		t.Fatalf("policy %s, want %s", f.st.ReleasePolicy, want)
 	}
-	if string(f.st.NodePolicy) != `{"nodes":3}` || f.st.NodePolicySeq != f.st.Seq {
+	if string(f.st.NodePolicy) != `{"claims":{"nodes":["3"]}}` || f.st.NodePolicySeq != f.st.Seq {
 		t.Fatalf("node policy %s at %d", f.st.NodePolicy, f.st.NodePolicySeq)
 	}
 }
@@ -661,7 +661,7 @@ func TestGovEffects(t *testing.T) {
 func TestGovSnapshotRoundTrip(t *testing.T) {
 	f := newGovFixture(t, 3, majority())
 	f.must(ledger.TypeKeyCreated, f.now, f.keyCreated(f.now, 11), []byte("s"))
-	accepted := f.propose(f.signers[0], action(gov.ActSetNodePolicy, map[string]any{"a": 1}), action(gov.ActDestroyKey, map[string]any{"kid": f.st.Keys[0].Kid}))
+	accepted := f.propose(f.signers[0], action(gov.ActSetNodePolicy, map[string]any{"claims": map[string]any{"a": []string{"1"}}}), action(gov.ActDestroyKey, map[string]any{"kid": f.st.Keys[0].Kid}))
 	if err := f.vote(f.signers[1], accepted, true); err != nil {
 		t.Fatal(err)
 	}

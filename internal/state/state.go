@@ -27,6 +27,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"slices"
 	"time"
 
 	"github.com/tkms-dev/tkms/api"
@@ -146,14 +147,21 @@ type State struct {
 	Constitution    *gov.Constitution    `json:"constitution,omitempty"`
 	ConstitutionSeq uint64               `json:"constitution_seq,omitempty"`
 	Proposals       map[string]*Proposal `json:"proposals,omitempty"` // by id
-	// NodePolicy is the node policy set by set_node_policy (stored and
-	// served, not used yet), compact JSON.
+	// NodePolicy is the node policy set by set_node_policy (the
+	// release-policy grammar of internal/policy, as policy.Marshal writes
+	// it): a joining node's evidence must satisfy it (internal/node).
 	NodePolicy    json.RawMessage `json:"node_policy,omitempty"`
 	NodePolicySeq uint64          `json:"node_policy_seq,omitempty"`
 	// RemovedNodes are the cluster nodes removed by remove_node, by node
 	// id, with the seq of the entry that removed them: the leader takes
 	// them out of the cluster, and they may not join again.
 	RemovedNodes map[string]uint64 `json:"removed_nodes,omitempty"`
+	// Nodes are the attested nodes the ledger's secrets were handed to
+	// (node.joined entries), in order.
+	Nodes []*Node `json:"nodes,omitempty"`
+	// TrustedNodeIDs are the node ids named by accepted trust_node
+	// proposals, with the seq that decided each.
+	TrustedNodeIDs map[string]uint64 `json:"trusted_node_ids,omitempty"`
 	// PendingEffects are the forced key operations of accepted proposals
 	// that the kms has yet to record, oldest first.
 	PendingEffects []Effect `json:"pending_effects,omitempty"`
@@ -299,6 +307,8 @@ func (s *State) apply(e *ledger.Entry) error {
 			}
 		}
 		s.Releases++
+	case ledger.TypeNodeJoined:
+		return s.applyNodeJoined(e)
 	case ledger.TypeReleaseDenied:
 		var d ReleaseDenied
 		if err := decodeBody(e.Body, &d); err != nil {
@@ -571,6 +581,10 @@ func (s *State) Clone() *State {
 	if s.RemovedNodes != nil {
 		c.RemovedNodes = maps.Clone(s.RemovedNodes)
 	}
+	if s.TrustedNodeIDs != nil {
+		c.TrustedNodeIDs = maps.Clone(s.TrustedNodeIDs)
+	}
+	c.Nodes = slices.Clone(s.Nodes) // a Node is never modified once applied
 	return &c
 }
 

@@ -1,0 +1,124 @@
+package state
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/tkms-dev/tkms/internal/gov"
+	"github.com/tkms-dev/tkms/internal/ledger"
+)
+
+// NodeJoined is the body of a node.joined entry: which attested node
+// received the ledger's secrets, on what evidence, under which node
+// policy. Everything in it is public; Secrets is HPKE ciphertext that only
+// the holder of NodeKey's private key opens (internal/node).
+type NodeJoined struct {
+	// Member is the cluster member id the node joined as.
+	Member string `json:"member"`
+	// NodeID is the hex SHA-256 of NodeKey.
+	NodeID string `json:"node_id"`
+	// NodeKey is the node's X25519 public key, fresh at each process start.
+	NodeKey []byte `json:"node_key"`
+	// Evidence is the node's attestation object; its REPORT_DATA[0:32] is
+	// the SHA-256 of NodeKey.
+	Evidence       []byte         `json:"evidence"`
+	EvidenceType   string         `json:"evidence_type"`
+	EvidenceSHA256 string         `json:"evidence_sha256"`
+	Claims         map[string]any `json:"claims"`
+	Simulated      bool           `json:"simulated,omitempty"`
+	// PolicySeq is the set_node_policy proposal in force (0: the node
+	// policy of the admitting node's configuration, before governance set
+	// one); PolicySHA256 the hash of that policy (policy.Hash).
+	PolicySeq    uint64 `json:"policy_seq"`
+	PolicySHA256 string `json:"policy_sha256"`
+	// TrustSeq is the trust_node proposal that named the node, when the
+	// constitution asks for one (node_trust "proposal").
+	TrustSeq uint64 `json:"trust_seq,omitempty"`
+	// Founder marks the node that created the ledger's secrets: it
+	// received none.
+	Founder bool `json:"founder,omitempty"`
+	// Secrets are the ledger's secrets HPKE-sealed to NodeKey.
+	Secrets []byte `json:"secrets,omitempty"`
+}
+
+// Node is an applied node.joined entry.
+type Node struct {
+	NodeJoined
+	Seq  uint64    `json:"seq"`
+	Time time.Time `json:"time"`
+}
+
+// Check checks what the state machine requires of a node.joined body.
+func (n *NodeJoined) Check() error {
+	switch {
+	case n.Member == "":
+		return errors.New("node.joined names no member")
+	case len(n.NodeKey) != 32:
+		return fmt.Errorf("node key of %d bytes, want 32 (X25519)", len(n.NodeKey))
+	case len(n.Evidence) == 0:
+		return errors.New("node.joined without evidence")
+	case n.Founder == (len(n.Secrets) > 0):
+		return errors.New("node.joined: the founder receives no secrets, every other node does")
+	}
+	h := sha256.Sum256(n.NodeKey)
+	if id := hex.EncodeToString(h[:]); n.NodeID != id {
+		return fmt.Errorf("node id %s is not the SHA-256 of the node key (%s)", n.NodeID, id)
+	}
+	h = sha256.Sum256(n.Evidence)
+	if eh := hex.EncodeToString(h[:]); n.EvidenceSHA256 != eh {
+		return fmt.Errorf("evidence_sha256 %s is not the SHA-256 of the evidence (%s)", n.EvidenceSHA256, eh)
+	}
+	return nil
+}
+
+func (s *State) applyNodeJoined(e *ledger.Entry) error {
+	var n NodeJoined
+	if err := decodeBody(e.Body, &n); err != nil {
+		return err
+	}
+	if err := n.Check(); err != nil {
+		return err
+	}
+	if at, ok := s.RemovedNodes[n.Member]; ok {
+		return fmt.Errorf("%s was removed from the cluster at seq %d", n.Member, at)
+	}
+	if s.Node(n.NodeID) != nil {
+		return fmt.Errorf("node %s joined already", n.NodeID)
+	}
+	if s.Constitution != nil && s.Constitution.NodeTrust == gov.NodeTrustProposal && !n.Founder {
+		if at := s.TrustedNodeIDs[n.NodeID]; at == 0 || at != n.TrustSeq {
+			return fmt.Errorf("node %s received the ledger's secrets, but the constitution wants a trust_node proposal naming it (trust_seq %d, trusted at %d)", n.NodeID, n.TrustSeq, at)
+		}
+	}
+	s.Nodes = append(s.Nodes, &Node{NodeJoined: n, Seq: e.Seq, Time: e.Time})
+	return nil
+}
+
+// Node returns the node with node id id, or nil.
+func (s *State) Node(id string) *Node {
+	for _, n := range s.Nodes {
+		if n.NodeID == id {
+			return n
+		}
+	}
+	return nil
+}
+
+// TrustedNodes returns the nodes whose member is still in the cluster: for
+// each member, the last node that joined as it.
+func (s *State) TrustedNodes() []*Node {
+	last := map[string]int{}
+	for i, n := range s.Nodes {
+		last[n.Member] = i
+	}
+	var out []*Node
+	for i, n := range s.Nodes {
+		if _, removed := s.RemovedNodes[n.Member]; last[n.Member] == i && !removed {
+			out = append(out, n)
+		}
+	}
+	return out
+}
