@@ -303,7 +303,9 @@ func newRelease(ctx context.Context, svc *kms.Service, cfg *Config, log *slog.Lo
 	}
 	attCfg := attest.Config{SNP: snp.Options{MaxVMPL: cfg.MaxVMPL}, UVM: uvm.Options{Trusted: cfg.UVMTrusted, MinSVN: cfg.UVMMinSVN}, Simulated: cfg.InsecureSimulatedTEE}
 	attCfg.TDX.Collateral = cfg.TDXCollateral
-	attCfg.MAA = maa.Options{Instances: append([]maa.Instance(nil), cfg.MAAInstances...), Logger: log}
+	// The trusted MAA instances follow the ledger: governance's list
+	// (set_maa_instances) once set, else the configuration's.
+	follow := &release.MAAFollow{Configured: cfg.MAAInstances}
 	if cfg.InsecureSimulatedTEE {
 		chain, err := simsnp.LoadOrCreate(cfg.DataDir)
 		if err != nil {
@@ -320,15 +322,24 @@ func newRelease(ctx context.Context, svc *kms.Service, cfg *Config, log *slog.Lo
 			closeAuth()
 			return nil, nil, fmt.Errorf("simulated TEE: %w", err)
 		}
-		attCfg.MAA.Instances = append(attCfg.MAA.Instances, sim.Trusted())
+		follow.Always = append(follow.Always, sim.Trusted())
 		log.Warn("INSECURE: the simulated TEE of the data directory is trusted; releases under it are marked simulated in the ledger", "did", did, "feed", feed)
 	}
+	var maaIns []maa.Instance
+	svc.Read(func(st *state.State) {
+		maaIns, follow.Seq = release.MAAInstances(st, follow.Configured, follow.Always), st.MAASeq
+		if st.MAA != nil && len(cfg.MAAInstances) > 0 {
+			log.Warn("the configuration's maa_instances are ignored: governance has set the trusted MAA instances (set_maa_instances)", "maa_policy_seq", st.MAASeq)
+		}
+	})
+	attCfg.MAA = maa.Options{Instances: maaIns, Logger: log}
 	av, err := attest.New(attCfg)
 	if err != nil {
 		closeAuth()
 		return nil, nil, err
 	}
 	rel, err := release.New(release.Config{
+		MAA: follow,
 		KMS: svc, Auth: auth, AuthSeq: jwtSeq, NewAuth: newAuth,
 		Attest: av, Logger: log,
 		IdentityLimit: adm.perIdentity, Verify: adm.verify,

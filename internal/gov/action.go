@@ -546,6 +546,8 @@ func describeArgs(a Action) string {
 	case ActRemoveNode:
 		r, _ := DecodeRemoveNodeArgs(a.Args)
 		return "remove node " + r.NodeID + " from the cluster"
+	case ActSetMAAInstances:
+		return describeMAAInstances(a.Args)
 	}
 	return compact(a.Args)
 }

@@ -645,6 +645,8 @@ func (s *State) applyAction(proposalID string, a gov.Action, seq uint64) error {
 			s.RemovedNodes = map[string]uint64{}
 		}
 		s.RemovedNodes[args.NodeID] = seq
+	case gov.ActSetMAAInstances:
+		return s.applySetMAAInstances(a, seq)
 	default:
 		return fmt.Errorf("%w: unknown action %q", gov.ErrInvalidAction, a.Name)
 	}

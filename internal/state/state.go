@@ -154,6 +154,10 @@ type State struct {
 	// id, with the seq of the entry that removed them: the leader takes
 	// them out of the cluster, and they may not join again.
 	RemovedNodes map[string]uint64 `json:"removed_nodes,omitempty"`
+	// MAA is the list of trusted Azure Attestation instances set by
+	// set_maa_instances at MAASeq (maa.go); nil until governance sets it.
+	MAA    *MAAPolicy `json:"maa_policy,omitempty"`
+	MAASeq uint64     `json:"maa_policy_seq,omitempty"`
 	// PendingEffects are the forced key operations of accepted proposals
 	// that the kms has yet to record, oldest first.
 	PendingEffects []Effect `json:"pending_effects,omitempty"`
