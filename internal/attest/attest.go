@@ -139,7 +139,7 @@ type Verifier struct {
 	uvm       *uvm.Verifier
 	tdx       *tdx.Verifier
 	maa       maaHolder // the MAA verifier in use (maa_follow.go)
-	simTDX    bool // TDX roots besides Intel's are trusted
+	simTDX    bool      // TDX roots besides Intel's are trusted
 	simulated bool
 	trusted   []uvm.Endorser // every UVM endorser trusted, for Trust
 }
