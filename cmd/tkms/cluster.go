@@ -215,7 +215,9 @@ func (n *clusterNode) attest(ctx context.Context, cfg *Config, log *slog.Logger)
 	if n.id, err = node.New(ctx, a); err != nil {
 		return fmt.Errorf("cluster: %w", err)
 	}
-	v, err := newVerifier(cfg, log)
+	// Node evidence: the configuration's MAA instances (nodes join before
+	// the ledger's state is read).
+	v, _, err := newVerifier(cfg, log, nil)
 	if err != nil {
 		return fmt.Errorf("cluster: %w", err)
 	}

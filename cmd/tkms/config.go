@@ -96,7 +96,8 @@ type Config struct {
 	InsecureSimulatedTEE bool `json:"insecure_simulated_tee"`
 	// MAAInstances are the Azure Attestation instances whose tokens are
 	// accepted as "maa" evidence: {"issuer": URL, "jwks": static JWK Set
-	// (optional; else fetched from the issuer's OpenID configuration)}.
+	// (optional; else fetched from the issuer's OpenID configuration)},
+	// until governance sets them (set_maa_instances), which then rules.
 	MAAInstances []maa.Instance `json:"maa_instances"`
 	// TDXCollateral is Intel PCS collateral per TDX platform (FMSPC), for
 	// quotes that carry none: their TCB status is then evaluated.

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -272,26 +273,40 @@ func trustSimulatedTDX(cfg *attest.Config, dir string, create bool) error {
 // newVerifier returns the verifier of evidence, releases' and nodes' alike:
 // the configured attestation settings, and the simulated TEEs of the data
 // directory when the configuration trusts them.
-func newVerifier(cfg *Config, log *slog.Logger) (*attest.Verifier, error) {
+func newVerifier(cfg *Config, log *slog.Logger, svc *kms.Service) (*attest.Verifier, *release.MAAFollow, error) {
 	attCfg := attest.Config{SNP: snp.Options{MaxVMPL: cfg.MaxVMPL}, UVM: uvm.Options{Trusted: cfg.UVMTrusted, MinSVN: cfg.UVMMinSVN}, Simulated: cfg.InsecureSimulatedTEE}
 	attCfg.TDX.Collateral = cfg.TDXCollateral
-	attCfg.MAA = maa.Options{Instances: append([]maa.Instance(nil), cfg.MAAInstances...), Logger: log}
+	// The trusted MAA instances follow the ledger: governance's list
+	// (set_maa_instances) once set, else the configuration's; the
+	// simulated instance besides either when the simulated TEE is trusted.
+	follow := &release.MAAFollow{Configured: cfg.MAAInstances}
 	if cfg.InsecureSimulatedTEE {
 		chain, err := simsnp.LoadOrCreate(cfg.DataDir)
 		if err != nil {
-			return nil, fmt.Errorf("simulated TEE: %w", err)
+			return nil, nil, fmt.Errorf("simulated TEE: %w", err)
 		}
 		trustSimulated(&attCfg, chain)
 		if err := trustSimulatedTDX(&attCfg, cfg.DataDir, true); err != nil {
-			return nil, fmt.Errorf("simulated TEE: %w", err)
+			return nil, nil, fmt.Errorf("simulated TEE: %w", err)
 		}
 		sim, err := simmaa.LoadOrCreate(cfg.DataDir)
 		if err != nil {
-			return nil, fmt.Errorf("simulated TEE: %w", err)
+			return nil, nil, fmt.Errorf("simulated TEE: %w", err)
 		}
-		attCfg.MAA.Instances = append(attCfg.MAA.Instances, sim.Trusted())
+		follow.Always = append(follow.Always, sim.Trusted())
 	}
-	return attest.New(attCfg)
+	maaIns := append(slices.Clone(follow.Configured), follow.Always...)
+	if svc != nil {
+		svc.Read(func(st *state.State) {
+			maaIns, follow.Seq = release.MAAInstances(st, follow.Configured, follow.Always), st.MAASeq
+			if st.MAA != nil && len(cfg.MAAInstances) > 0 {
+				log.Warn("the configuration's maa_instances are ignored: governance has set the trusted MAA instances (set_maa_instances)", "maa_policy_seq", st.MAASeq)
+			}
+		})
+	}
+	attCfg.MAA = maa.Options{Instances: maaIns, Logger: log}
+	v, err := attest.New(attCfg)
+	return v, follow, err
 }
 
 // newRelease builds the attested release service from the JWT policy in the
@@ -329,7 +344,7 @@ func newRelease(ctx context.Context, svc *kms.Service, cfg *Config, log *slog.Lo
 			auth.Close()
 		}
 	}
-	av, err := newVerifier(cfg, log)
+	av, follow, err := newVerifier(cfg, log, svc)
 	if err != nil {
 		closeAuth()
 		return nil, nil, err
@@ -338,6 +353,7 @@ func newRelease(ctx context.Context, svc *kms.Service, cfg *Config, log *slog.Lo
 		log.Warn("INSECURE: the simulated TEE of the data directory is trusted; releases under it are marked simulated in the ledger")
 	}
 	rel, err := release.New(release.Config{
+		MAA: follow,
 		KMS: svc, Auth: auth, AuthSeq: jwtSeq, NewAuth: newAuth,
 		Attest: av, Logger: log,
 		IdentityLimit: adm.perIdentity, Verify: adm.verify,

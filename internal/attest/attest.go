@@ -138,8 +138,8 @@ type Verifier struct {
 	snp       *snp.Verifier
 	uvm       *uvm.Verifier
 	tdx       *tdx.Verifier
-	maa       *maa.Verifier
-	simTDX    bool // TDX roots besides Intel's are trusted
+	maa       maaHolder // the MAA verifier in use (maa_follow.go)
+	simTDX    bool      // TDX roots besides Intel's are trusted
 	simulated bool
 	trusted   []uvm.Endorser // every UVM endorser trusted, for Trust
 }
@@ -172,22 +172,24 @@ func New(cfg Config) (*Verifier, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Verifier{
-		snp: sv, uvm: uv, tdx: tdx.New(to), maa: mv, simTDX: len(to.Roots) > 0, simulated: cfg.Simulated,
+	v := &Verifier{
+		snp: sv, uvm: uv, tdx: tdx.New(to), simTDX: len(to.Roots) > 0, simulated: cfg.Simulated,
 		trusted: slices.Concat(trusted, uo.Simulated),
-	}, nil
+	}
+	v.maa.init(mv, mo)
+	return v, nil
 }
 
 func (v *Verifier) maaRoots() []string {
 	var out []string
-	for _, iss := range v.maa.Issuers() {
+	for _, iss := range v.maa.get().Issuers() {
 		out = append(out, "MAA instance "+iss)
 	}
 	return out
 }
 
 // Close stops the background refreshes of MAA instances' keys.
-func (v *Verifier) Close() { v.maa.Close() }
+func (v *Verifier) Close() { v.maa.close() }
 
 // Evidence is verified evidence: its claims, and what a release records.
 type Evidence struct {
@@ -323,7 +325,7 @@ func (v *Verifier) Trust() Trust {
 			{Type: TypeSNP, Roots: amd, Simulated: v.simulated, Refused: []string{"debug guest policy", "migration agent"}},
 			{Type: TypeTDX, Roots: tdxRoots,
 				Simulated: v.simulated && v.simTDX, Refused: []string{"debug TD (TD_ATTRIBUTES bit 0)", "quote versions other than 4"}},
-			{Type: TypeMAA, Roots: v.maaRoots(), Simulated: v.simulated && v.maa.HasSimulated(), Refused: []string{"tokens of a debuggable TEE"}},
+			{Type: TypeMAA, Roots: v.maaRoots(), Simulated: v.simulated && v.maa.get().HasSimulated(), Refused: []string{"tokens of a debuggable TEE"}},
 			{Type: TypeAzSNP, Roots: amd, Simulated: v.simulated, Refused: []string{"debug guest policy", "migration agent", "a vTPM quote not bound to the report"}},
 			{Type: TypeAzTDX, Roots: tdxRoots, Simulated: v.simulated && v.simTDX, Refused: []string{"debug TD (TD_ATTRIBUTES bit 0)", "a vTPM quote not bound to the quote"}},
 		},

@@ -52,7 +52,7 @@ func verifyMAA(ctx context.Context, v *Verifier, raw []byte, ev *Evidence, inspe
 	if err != nil {
 		return err
 	}
-	res, err := v.maa.Verify(ctx, tok)
+	res, err := v.maa.get().Verify(ctx, tok)
 	if res == nil {
 		return maaError(err)
 	}

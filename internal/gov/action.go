@@ -576,6 +576,8 @@ func describeArgs(a Action) string {
 	case ActTrustNode:
 		r, _ := DecodeTrustNodeArgs(a.Args)
 		return "trust joining node " + r.NodeID
+	case ActSetMAAInstances:
+		return describeMAAInstances(a.Args)
 	}
 	return compact(a.Args)
 }

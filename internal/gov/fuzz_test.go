@@ -126,6 +126,7 @@ func FuzzValidateActions(f *testing.F) {
 	f.Add(ActDestroyKey, []byte(`{"kid":"`+kid+`"}`))
 	f.Add(ActRemoveMember, []byte(`{"member_id":"`+pid+`"}`))
 	f.Add(ActSetConstitution, []byte(docExample))
+	f.Add(ActSetMAAInstances, []byte(`{"instances":[{"issuer":"https://a.attest.azure.net","jwks":{"keys":[`+rfcJWK+`]}},{"issuer":"https://b.attest.azure.net"}]}`))
 	f.Fuzz(func(t *testing.T, name string, args []byte) {
 		a := Action{Name: name, Args: args}
 		err := ValidateActions([]Action{a})

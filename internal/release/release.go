@@ -121,6 +121,9 @@ type Config struct {
 	// Verify, if set, bounds the evidence verifications in progress:
 	// past it, 503 SERVER_BUSY.
 	Verify *limit.Pool
+	// MAA, if set, makes Attest's trusted MAA instances follow the
+	// ledger's (maa.go).
+	MAA *MAAFollow
 }
 
 // Service releases keys.
@@ -166,7 +169,10 @@ func New(cfg Config) (*Service, error) {
 
 // Trust returns what the service accepts as evidence, for
 // GET /v1/attestation.
-func (s *Service) Trust() attest.Trust { return s.cfg.Attest.Trust() }
+func (s *Service) Trust() attest.Trust {
+	s.followMAA(context.Background())
+	return s.cfg.Attest.Trust()
+}
 
 // VerifyEvidence verifies an attestation object (attest.Verifier.Verify)
 // within the verification pool's bound. It does not apply the release
@@ -177,6 +183,7 @@ func (s *Service) VerifyEvidence(ctx context.Context, attestation []byte) (*atte
 		return nil, s.busy(err)
 	}
 	defer done()
+	s.followMAA(ctx)
 	ev, err := s.cfg.Attest.Verify(ctx, attestation)
 	if err != nil {
 		return nil, attestationFailed(err)

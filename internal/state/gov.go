@@ -654,6 +654,8 @@ func (s *State) applyAction(proposalID string, a gov.Action, seq uint64) error {
 			s.TrustedNodeIDs = map[string]uint64{}
 		}
 		s.TrustedNodeIDs[args.NodeID] = seq
+	case gov.ActSetMAAInstances:
+		return s.applySetMAAInstances(a, seq)
 	default:
 		return fmt.Errorf("%w: unknown action %q", gov.ErrInvalidAction, a.Name)
 	}

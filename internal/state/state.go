@@ -162,6 +162,10 @@ type State struct {
 	// TrustedNodeIDs are the node ids named by accepted trust_node
 	// proposals, with the seq that decided each.
 	TrustedNodeIDs map[string]uint64 `json:"trusted_node_ids,omitempty"`
+	// MAA is the list of trusted Azure Attestation instances set by
+	// set_maa_instances at MAASeq (maa.go); nil until governance sets it.
+	MAA    *MAAPolicy `json:"maa_policy,omitempty"`
+	MAASeq uint64     `json:"maa_policy_seq,omitempty"`
 	// PendingEffects are the forced key operations of accepted proposals
 	// that the kms has yet to record, oldest first.
 	PendingEffects []Effect `json:"pending_effects,omitempty"`
