@@ -122,6 +122,9 @@ func (k *Keys) fetch(ctx context.Context, kids []string, all bool) (ks []*Key, e
 		}
 	}()
 	k.fetches.Add(1)
+	if err := k.checkService(ctx); err != nil {
+		return nil, err
+	}
 	var released []released
 	if k.cfg.API == APIApp {
 		released, err = k.releaseApp(ctx, kids[0])
@@ -209,4 +212,16 @@ func newKey(l api.V1Key, r released, now time.Time) (*Key, error) {
 		PublicKey: slices.Clone(l.PublicKey), NotBefore: l.NotBefore, NotAfter: l.NotAfter, ReleaseUntil: l.ReleaseUntil,
 		PrivateKey: sk, FetchedAt: now,
 	}, nil
+}
+
+// checkService runs KeysConfig.Service until it passes once.
+func (k *Keys) checkService(ctx context.Context) error {
+	if k.cfg.Service == nil || k.serviceOK.Load() {
+		return nil
+	}
+	if err := k.cfg.Service(ctx, k.cfg.HTTPClient, k.cfg.KMS, k.cfg.LogKey); err != nil {
+		return fmt.Errorf("%w: the KMS does not prove itself: %w", ErrRejected, err)
+	}
+	k.serviceOK.Store(true)
+	return nil
 }

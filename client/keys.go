@@ -70,6 +70,14 @@ type KeysConfig struct {
 	// naming exactly the released kids and this release's wrapping key;
 	// otherwise the answer is rejected and nothing is cached.
 	LogKey string
+	// Service, when set, proves the KMS before any key is trusted: the
+	// first fetch calls it with the HTTP client, KMS and LogKey, and
+	// releases nothing until it returns nil (a failure is wrapped in
+	// ErrRejected and remembered like any failed fetch). Package
+	// client/servicecheck gives one that verifies GET /v1/service against
+	// a node policy; it lives apart so that this package does not import
+	// the attestation verifiers.
+	Service ServiceCheck
 	// Now is the clock that decides which cached keys are still valid.
 	// Defaults to time.Now.
 	Now func() time.Time
@@ -301,7 +309,13 @@ type Keys struct {
 	life    lifecycle
 
 	fetches, failures, retries, receipts, remembered atomic.Uint64
+	serviceOK                                        atomic.Bool // KeysConfig.Service passed
 }
+
+// ServiceCheck checks the KMS at kms (its base URL) with hc before any
+// of its keys is trusted; logKey is KeysConfig.LogKey. See
+// KeysConfig.Service.
+type ServiceCheck func(ctx context.Context, hc *http.Client, kms, logKey string) error
 
 // NewKeys returns a Keys for cfg. It does no I/O.
 func NewKeys(cfg KeysConfig) (*Keys, error) {

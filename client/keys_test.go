@@ -962,3 +962,45 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// KeysConfig.Service runs before the first release: a refusal releases
+// nothing and is ErrRejected wrapping the check's error; once it passes it
+// is not asked again.
+func TestKeysService(t *testing.T) {
+	e := newKeysEnv(t, keysEnvOptions{})
+	ctx := t.Context()
+	refused := errors.New("the service does not prove itself")
+	var calls atomic.Int32
+	var fail atomic.Bool
+	cfg := e.config(client.APIV1, client.WrapX25519)
+	cfg.Service = func(_ context.Context, hc *http.Client, kms, logKey string) error {
+		calls.Add(1)
+		if hc != cfg.HTTPClient || kms != cfg.KMS || logKey != cfg.LogKey {
+			t.Errorf("Service(%v, %q, %q), want the configuration's", hc, kms, logKey)
+		}
+		if fail.Load() {
+			return refused
+		}
+		return nil
+	}
+	fail.Store(true)
+	k := e.newKeys(cfg)
+	p := e.primary()
+	if _, err := k.ByKID(ctx, p.Kid); !errors.Is(err, client.ErrRejected) || !errors.Is(err, refused) {
+		t.Fatalf("a refused service: %v", err)
+	}
+	if n := e.releases(); n != 0 {
+		t.Fatalf("%d release requests to a refused service", n)
+	}
+	fail.Store(false)
+	waitFor(t, "the release once the service passes (after the remembered failure)", func() bool {
+		_, err := k.ByKID(ctx, p.Kid)
+		return err == nil
+	})
+	if _, err := k.All(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := calls.Load(); n != 2 {
+		t.Fatalf("Service called %d times, want 2 (refused, then passed once)", n)
+	}
+}
