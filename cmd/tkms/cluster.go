@@ -16,9 +16,11 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/hashicorp/raft"
 	"github.com/tkms-dev/tkms/client"
 	"github.com/tkms-dev/tkms/client/devtee"
 	"github.com/tkms-dev/tkms/internal/attest/simsnp"
@@ -112,6 +114,15 @@ type clusterNode struct {
 	joined *raftstore.JoinResult
 	rs     *raftstore.Store
 	mkFile string
+	// mem holds the master key of a node that did not found the
+	// cluster, in memory only: it arrives in the node.joined entry of
+	// each start (a restart is a new node, admitted again), never from
+	// or to a file. nil for a node whose master key file exists (the
+	// founder).
+	mem    *memSealer
+	rejoin bool // a restart of a joined node: admitted again before the service opens
+	ctx    context.Context
+	log    *slog.Logger
 	// id is this process's attested node identity, admit how it admits
 	// joining nodes once svc is open.
 	id    *node.Identity
@@ -171,8 +182,10 @@ func nodeTLS(c *ClusterConfig) (*tls.Config, error) {
 
 // prepareCluster binds the node-to-node listener and, on the first start
 // of a joining node, joins: the cluster adds the node and hands it the
-// master key, which is written to the master key file before the service
-// opens. It returns nil without a cluster configuration.
+// master key, which it keeps in memory only. A restarted joined node (no
+// master key file) is admitted again, under its fresh key, once its raft
+// runs and before the service opens (kmsConfig). It returns nil without a
+// cluster configuration.
 func prepareCluster(ctx context.Context, cfg *Config, log *slog.Logger) (*clusterNode, error) {
 	c := cfg.Cluster
 	if c == nil {
@@ -186,7 +199,7 @@ func prepareCluster(ctx context.Context, cfg *Config, log *slog.Logger) (*cluste
 	if err != nil {
 		return nil, fmt.Errorf("cluster: %w", err)
 	}
-	n := &clusterNode{cfg: c, tls: t, ln: ln, adv: c.Advertise, mkFile: cfg.MasterKeyFile}
+	n := &clusterNode{cfg: c, tls: t, ln: ln, adv: c.Advertise, mkFile: cfg.MasterKeyFile, ctx: ctx, log: log}
 	if n.adv == "" {
 		n.adv = ln.Addr().String()
 	}
@@ -197,6 +210,15 @@ func prepareCluster(ctx context.Context, cfg *Config, log *slog.Logger) (*cluste
 	_, err = os.Stat(filepath.Join(cfg.DataDir, "raft", "raft.db"))
 	fresh := errors.Is(err, fs.ErrNotExist)
 	n.found = fresh && c.Join == ""
+	if !n.found {
+		if _, err := os.Stat(n.mkFile); errors.Is(err, fs.ErrNotExist) {
+			n.mem = &memSealer{}
+			n.rejoin = !fresh
+		} else if fresh {
+			ln.Close()
+			return nil, fmt.Errorf("cluster: a joining node receives the master key from the cluster and keeps it in memory only: move %s away to join", n.mkFile)
+		}
+	}
 	if fresh && c.Join != "" {
 		if err := n.join(ctx, log); err != nil {
 			ln.Close()
@@ -223,7 +245,12 @@ func (n *clusterNode) attest(ctx context.Context, cfg *Config, log *slog.Logger)
 	}
 	n.admit = &kms.NodeAdmission{
 		Verifier: v, DefaultPolicy: n.cfg.NodePolicy,
-		Secrets: func() ([]byte, error) { return seal.ReadKeyFile(n.mkFile) },
+		Secrets: func() ([]byte, error) {
+			if n.mem != nil {
+				return n.mem.keyCopy()
+			}
+			return seal.ReadKeyFile(n.mkFile)
+		},
 	}
 	log.Info("cluster: node identity", "node_id", n.id.ID, "simulated", n.id.Simulated)
 	return nil
@@ -254,7 +281,7 @@ func (n *clusterNode) opened(ctx context.Context, svc *kms.Service, log *slog.Lo
 		log.Info("cluster: founding node recorded", "node_id", n.id.ID, "seq", e.Seq)
 	}
 	n.svc.Store(svc)
-	if !n.found && n.joined == nil {
+	if !n.found && n.joined == nil && !n.rejoin {
 		go n.reattest(ctx, svc, log)
 	}
 	return nil
@@ -356,15 +383,8 @@ func (n *clusterNode) join(ctx context.Context, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("cluster: %w", err)
 	}
-	defer clear(mk)
-	if old, err := seal.ReadKeyFile(n.mkFile); err == nil {
-		same := bytes.Equal(old, mk)
-		clear(old)
-		if !same {
-			return fmt.Errorf("cluster: the master key file %s holds another key than the cluster's; move it away to join", n.mkFile)
-		}
-	} else if _, err := seal.WriteFile(n.mkFile, mk); err != nil {
-		return err
+	if err := n.mem.set(mk); err != nil {
+		return fmt.Errorf("cluster: %w", err)
 	}
 	log.Info("cluster: joined as a non-voter; promoted once caught up", "node_id", n.cfg.NodeID, "handoff_seq", e.Seq, "leader", n.joined.Leader, "commit_index", n.joined.CommitIndex)
 	return nil
@@ -380,8 +400,129 @@ func (n *clusterNode) kmsConfig(kc *kms.Config, url string, log *slog.Logger) {
 			Admit: n.admitNode,
 		})
 		n.rs = rs
+		if err == nil && n.rejoin {
+			if err = n.readmit(); err != nil {
+				rs.Close()
+				return nil, err
+			}
+		}
 		return rs, err
 	}
+}
+
+// sealer is the master key of this node: in memory for a node that did
+// not found the cluster, nil otherwise (the master key file's).
+func (n *clusterNode) sealer() seal.Sealer {
+	if n == nil || n.mem == nil {
+		return nil
+	}
+	return n.mem
+}
+
+// readmit has a restarted joined node admitted again under this
+// process's fresh node key, its raft running (a two-node cluster needs
+// its vote to commit the node.joined entry) and its service not yet
+// open: the master key it needs to open the ledger comes from that entry.
+// Not holding the key, it hands leadership over if it wins an election.
+func (n *clusterNode) readmit() error {
+	req := raftstore.JoinRequest{NodeID: n.cfg.NodeID, Address: n.adv, NodeKey: n.id.Public, Evidence: n.id.Evidence}
+	waitingTrust := false
+	for {
+		var err error
+		if _, addr := n.rs.Leader(); n.rs.Raft().State() == raft.Leader {
+			err = n.rs.Raft().LeadershipTransfer().Error()
+			if err == nil {
+				err = raftstore.ErrNoLeader
+			}
+		} else if addr == "" {
+			err = raftstore.ErrNoLeader
+		} else {
+			var res *raftstore.JoinResult
+			if res, err = raftstore.Join(n.ctx, addr, req, n.tls); err == nil {
+				var e *ledger.Entry
+				if e, err = ledger.UnmarshalRecord(res.Handoff); err == nil {
+					var mk []byte
+					if mk, err = kms.OpenHandoff(e, n.id); err == nil {
+						err = n.mem.set(mk)
+						if err == nil {
+							n.log.Info("cluster: this restarted node was admitted under its new node key", "node_id", n.id.ID, "seq", e.Seq)
+							return nil
+						}
+					}
+				}
+				return fmt.Errorf("cluster: the handoff: %w", err)
+			}
+		}
+		if n.ctx.Err() != nil {
+			return n.ctx.Err()
+		}
+		if errors.Is(err, raftstore.ErrNodeRefused) && strings.Contains(err.Error(), node.CodeNotTrusted) {
+			if !waitingTrust {
+				n.log.Warn("cluster: waiting for a trust_node proposal naming this node", "node_id", n.id.ID, "proposal", fmt.Sprintf(`{"name":"trust_node","args":{"node_id":%q}}`, n.id.ID))
+				waitingTrust = true
+			}
+		} else if !errors.Is(err, raftstore.ErrNoLeader) {
+			return fmt.Errorf("cluster: this restarted node is not admitted again: %w", err)
+		}
+		select {
+		case <-n.ctx.Done():
+			return n.ctx.Err()
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
+// memSealer is a master key held in memory only, set once from a
+// handoff; it seals nothing before.
+type memSealer struct {
+	mu  sync.Mutex
+	key []byte
+	s   *seal.AESGCM
+}
+
+func (m *memSealer) set(key []byte) error {
+	s, err := seal.New(key)
+	if err != nil {
+		return err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.key, m.s = bytes.Clone(key), s
+	return nil
+}
+
+func (m *memSealer) get() (*seal.AESGCM, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.s == nil {
+		return nil, errors.New("cluster: the master key has not arrived from the cluster yet")
+	}
+	return m.s, nil
+}
+
+func (m *memSealer) keyCopy() ([]byte, error) {
+	if _, err := m.get(); err != nil {
+		return nil, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return bytes.Clone(m.key), nil
+}
+
+func (m *memSealer) Seal(plaintext, ad []byte) ([]byte, error) {
+	s, err := m.get()
+	if err != nil {
+		return nil, err
+	}
+	return s.Seal(plaintext, ad)
+}
+
+func (m *memSealer) Open(sealed, ad []byte) ([]byte, error) {
+	s, err := m.get()
+	if err != nil {
+		return nil, err
+	}
+	return s.Open(sealed, ad)
 }
 
 // close releases the listener if the store never took it.

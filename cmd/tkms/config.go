@@ -45,7 +45,9 @@ type Config struct {
 	// DataDir holds the ledger and keyring (required for serve).
 	DataDir string `json:"data_dir"`
 	// MasterKeyFile holds the 256-bit master key as hex, mode 0600
-	// (default DATA_DIR/master.key). serve requires it to exist.
+	// (default DATA_DIR/master.key). serve requires it to exist, except
+	// on a node that joined a cluster: that node holds the master key in
+	// memory only, from the cluster, and refuses to join beside this file.
 	MasterKeyFile string `json:"master_key_file"`
 	// OperatorTokenFile holds the bearer token that authorises
 	// POST /app/refresh. The environment variable TKMS_OPERATOR_TOKEN

@@ -228,9 +228,14 @@ func cmdDev(args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 	}
-	sealer, created, err := seal.LoadOrCreateFile(cfg.MasterKeyFile)
-	if err != nil {
-		return err
+	// A joined node's master key comes from the cluster and stays in
+	// memory; the founder's is the file's.
+	var sealer seal.Sealer = cfg.node.sealer()
+	created := false
+	if sealer == nil {
+		if sealer, created, err = seal.LoadOrCreateFile(cfg.MasterKeyFile); err != nil {
+			return err
+		}
 	}
 	if cfg.OperatorTokenFile == "" {
 		cfg.OperatorTokenFile = filepath.Join(cfg.DataDir, "operator.token")

@@ -7,6 +7,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
@@ -20,6 +21,7 @@ import (
 	"time"
 
 	"github.com/tkms-dev/tkms/internal/gov"
+	"github.com/tkms-dev/tkms/internal/keys"
 	"github.com/tkms-dev/tkms/internal/ledger"
 	"github.com/tkms-dev/tkms/internal/seal"
 	"github.com/tkms-dev/tkms/internal/state"
@@ -107,11 +109,32 @@ func TestClusterNodePolicy(t *testing.T) {
 		}
 	}
 
+	// The joined node holds the master key in memory only: no file of
+	// its data directory holds it.
+	noMasterKeyIn(t, b.data, mk)
+
 	// A restarted node is a new node: its fresh key is admitted again
-	// (checked against the node policy) and listed instead of the old one.
+	// (checked against the node policy) and listed instead of the old
+	// one, and the master key comes to it again in that node.joined
+	// entry, before its service opens: it serves, and still writes no
+	// file holding the key.
 	old := svc.Nodes[1].NodeID
 	b.p.stopClean(syscall.SIGTERM)
 	b.start(t)
+	waitConverged(t, "after the restart", []*devNode{a, b})
+	noMasterKeyIn(t, b.data, mk)
+	var acks ackLog
+	rel := newReleaser(t, a.data, &acks)
+	list, ok := rel.releasable(context.Background(), httpClient, a.p.URL)
+	if !ok || len(list) == 0 {
+		t.Fatal("no releasable key")
+	}
+	body, _ := json.Marshal(map[string]any{"attestation": rel.v1Ev, "wrapping_key": map[string]any{
+		"type": "hpke", "kem_id": keys.KEMX25519HKDFSHA256, "public_key": base64.StdEncoding.EncodeToString(rel.v1Pub)}})
+	h := http.Header{"Authorization": {"Bearer " + readDevJSON(t, a.data).WorkloadToken}, "Content-Type": {"application/json"}}
+	if resp, rb := doBody(t, http.MethodPost, b.p.URL+"/v1/keys/"+list[0].Kid+"/release", h, body); resp.StatusCode != http.StatusOK {
+		t.Fatalf("release at the restarted joined node: %s\n%s", resp.Status, rb)
+	}
 	deadline := time.Now().Add(90 * time.Second)
 	for {
 		s := getService(t, a.p.URL)
@@ -171,4 +194,29 @@ func TestClusterNodePolicy(t *testing.T) {
 	}
 	b.p.stopClean(syscall.SIGTERM)
 	a.p.stopClean(syscall.SIGTERM)
+}
+
+// noMasterKeyIn fails if a file under dir holds the master key mk, raw,
+// hex or base64, or if the master key file exists.
+func noMasterKeyIn(t *testing.T, dir string, mk []byte) {
+	t.Helper()
+	if _, err := os.Stat(filepath.Join(dir, "master.key")); err == nil {
+		t.Fatalf("the joined node %s has a master key file", dir)
+	}
+	encs := [][]byte{mk, []byte(hex.EncodeToString(mk)), []byte(base64.StdEncoding.EncodeToString(mk)), []byte(base64.RawURLEncoding.EncodeToString(mk))}
+	filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return nil
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return nil
+		}
+		for _, enc := range encs {
+			if bytes.Contains(b, enc) {
+				t.Errorf("%s holds the master key", path)
+			}
+		}
+		return nil
+	})
 }

@@ -60,19 +60,26 @@ func cmdServe(args []string, stdout, stderr io.Writer) error {
 	log := cfg.logger(stderr)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	// A node joining a cluster receives the master key from it.
+	// A node joining a cluster receives the master key from it (a
+	// restarted one again, sealed to its fresh key), into memory only.
 	if cfg.node, err = prepareCluster(ctx, cfg, log); err != nil {
 		return err
 	}
 	// serve never creates a master key: a missing one means the wrong
 	// data directory or a lost key, and a fresh key would silently start
 	// a new, empty service.
-	sealer, err := seal.LoadFile(cfg.MasterKeyFile)
-	if errors.Is(err, iofs.ErrNotExist) {
-		return fmt.Errorf("%w (serve requires an existing master key: 'tkms init' creates a governed service with one; 'tkms dev' one for development)", err)
-	}
-	if err != nil {
-		return err
+	// A node that joined a cluster holds the master key in memory only
+	// (from its node.joined entry; a restart is admitted again).
+	var sealer seal.Sealer = cfg.node.sealer()
+	if sealer == nil {
+		fsealer, err := seal.LoadFile(cfg.MasterKeyFile)
+		if errors.Is(err, iofs.ErrNotExist) {
+			return fmt.Errorf("%w (serve requires an existing master key: 'tkms init' creates a governed service with one; 'tkms dev' one for development)", err)
+		}
+		if err != nil {
+			return err
+		}
+		sealer = fsealer
 	}
 	// A node that joins a cluster gets the cluster's ledger.
 	if joining := cfg.node != nil && !cfg.node.found; !joining {
