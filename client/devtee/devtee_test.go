@@ -19,21 +19,15 @@ import (
 	"github.com/tkms-dev/tkms/client/devtee"
 	"github.com/tkms-dev/tkms/internal/attest"
 	"github.com/tkms-dev/tkms/internal/attest/simsnp"
-	"github.com/tkms-dev/tkms/internal/attest/snp"
-	"github.com/tkms-dev/tkms/internal/attest/uvm"
 	"github.com/tkms-dev/tkms/internal/oidcissuer"
 )
 
 // verifySim verifies simulated evidence as a KMS that trusts chain does.
 func verifySim(t *testing.T, chain *simsnp.Chain, attestation []byte) *attest.Evidence {
 	t.Helper()
-	ark, ask := chain.Roots()
-	did, feed := chain.UVMTrust()
-	v, err := attest.New(attest.Config{
-		SNP:                snp.Options{Roots: []snp.Root{{ProductLine: simsnp.ProductLine, ARK: ark, ASK: ask}}},
-		SimulatedEndorsers: []uvm.Endorser{{DID: did, Feed: feed}},
-		Simulated:          true,
-	})
+	cfg := attest.Config{Simulated: true}
+	chain.Trust(&cfg)
+	v, err := attest.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -190,7 +190,7 @@ func cmdAttestInspect(args []string, stdout, stderr io.Writer) error {
 		if err != nil {
 			return err
 		}
-		trustSimulated(&cfg, chain)
+		chain.Trust(&cfg)
 		if err := trustSimulatedTDX(&cfg, *dataDir, false); err != nil {
 			return err
 		}

@@ -250,16 +250,6 @@ func serveUntil(ctx context.Context, srv *http.Server, ln net.Listener, log *slo
 	return err
 }
 
-// trustSimulated makes cfg trust the simulated TEE of chain: its AMD-shaped
-// roots and its UVM endorser. (Accepting its evidence is cfg.Simulated.)
-func trustSimulated(cfg *attest.Config, chain *simsnp.Chain) (did, feed string) {
-	ark, ask := chain.Roots()
-	cfg.SNP.Roots = append(cfg.SNP.Roots, snp.Root{ProductLine: simsnp.ProductLine, ARK: ark, ASK: ask})
-	did, feed = chain.UVMTrust()
-	cfg.SimulatedEndorsers = append(cfg.SimulatedEndorsers, uvm.Endorser{DID: did, Feed: feed})
-	return did, feed
-}
-
 // trustSimulatedTDX makes cfg trust the simulated TDX chain of dir
 // (internal/attest/simtdx), creating it if create is set; without create, a
 // directory without one is left alone.
@@ -292,7 +282,7 @@ func newVerifier(cfg *Config, log *slog.Logger, svc *kms.Service) (*attest.Verif
 		if err != nil {
 			return nil, nil, fmt.Errorf("simulated TEE: %w", err)
 		}
-		trustSimulated(&attCfg, chain)
+		chain.Trust(&attCfg)
 		if err := trustSimulatedTDX(&attCfg, cfg.DataDir, true); err != nil {
 			return nil, nil, fmt.Errorf("simulated TEE: %w", err)
 		}

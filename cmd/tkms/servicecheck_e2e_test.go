@@ -36,7 +36,7 @@ func TestServiceCheck(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	trustSimulated(&ac, chain)
+	chain.Trust(&ac)
 	other, _ := json.Marshal(map[string]any{"claims": map[string]any{
 		"x-ms-sevsnpvm-launchmeasurement": []string{hex.EncodeToString(bytes.Repeat([]byte{0x42}, 48))},
 	}})

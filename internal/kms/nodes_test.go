@@ -11,8 +11,6 @@ import (
 	"github.com/tkms-dev/tkms/client/devtee"
 	"github.com/tkms-dev/tkms/internal/attest"
 	"github.com/tkms-dev/tkms/internal/attest/simsnp"
-	"github.com/tkms-dev/tkms/internal/attest/snp"
-	"github.com/tkms-dev/tkms/internal/attest/uvm"
 	"github.com/tkms-dev/tkms/internal/gov"
 	"github.com/tkms-dev/tkms/internal/ledger"
 	"github.com/tkms-dev/tkms/internal/node"
@@ -27,13 +25,9 @@ func simAdmission(t *testing.T, chainDir string, key []byte) *NodeAdmission {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ark, ask := chain.Roots()
-	did, feed := chain.UVMTrust()
-	v, err := attest.New(attest.Config{
-		SNP:                snp.Options{Roots: []snp.Root{{ProductLine: simsnp.ProductLine, ARK: ark, ASK: ask}}},
-		SimulatedEndorsers: []uvm.Endorser{{DID: did, Feed: feed}},
-		Simulated:          true,
-	})
+	cfg := attest.Config{Simulated: true}
+	chain.Trust(&cfg)
+	v, err := attest.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

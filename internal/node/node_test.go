@@ -10,8 +10,6 @@ import (
 	"github.com/tkms-dev/tkms/client/devtee"
 	"github.com/tkms-dev/tkms/internal/attest"
 	"github.com/tkms-dev/tkms/internal/attest/simsnp"
-	"github.com/tkms-dev/tkms/internal/attest/snp"
-	"github.com/tkms-dev/tkms/internal/attest/uvm"
 	"github.com/tkms-dev/tkms/internal/node"
 	"github.com/tkms-dev/tkms/internal/policy"
 )
@@ -23,13 +21,9 @@ func simVerifier(t *testing.T, dir string) *attest.Verifier {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ark, ask := chain.Roots()
-	did, feed := chain.UVMTrust()
-	v, err := attest.New(attest.Config{
-		SNP:                snp.Options{Roots: []snp.Root{{ProductLine: simsnp.ProductLine, ARK: ark, ASK: ask}}},
-		SimulatedEndorsers: []uvm.Endorser{{DID: did, Feed: feed}},
-		Simulated:          true,
-	})
+	cfg := attest.Config{Simulated: true}
+	chain.Trust(&cfg)
+	v, err := attest.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
