@@ -29,6 +29,7 @@ import (
 	"encoding/hex"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"strconv"
 	"strings"
 	"time"
@@ -208,7 +209,7 @@ func (v *Verifier) VerifyCollateral(quote []byte, c *Collateral) (*Result, error
 		}
 		return nil, errorf(CodeVersionUnsupported, nil, "quote version %d is not supported (want 4)", ver)
 	}
-	parsed, err := abi.QuoteToProto(quote)
+	parsed, err := quoteToProto(quote)
 	if err != nil {
 		return nil, errorf(CodeQuoteMalformed, err, "the quote does not parse as a TDX quote v4")
 	}
@@ -372,4 +373,19 @@ func le16(b []byte) uint16 {
 		return 0
 	}
 	return binary.LittleEndian.Uint16(b)
+}
+
+// quoteToProto is abi.QuoteToProto made safe for untrusted bytes:
+// go-tdx-guest v0.3.1 slices the nested QE authentication data by lengths
+// the quote declares without checking them against what is there, so a
+// crafted quote panics inside the library (found by FuzzVerify; the input
+// is testdata/fuzz/FuzzVerify/6e288452c2824464). Such a quote is malformed,
+// and its panic becomes that error.
+func quoteToProto(quote []byte) (parsed any, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			parsed, err = nil, fmt.Errorf("go-tdx-guest could not parse the quote: %v", r)
+		}
+	}()
+	return abi.QuoteToProto(quote)
 }
