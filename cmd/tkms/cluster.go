@@ -439,6 +439,7 @@ func (n *clusterNode) readmit() error {
 		} else {
 			var res *raftstore.JoinResult
 			if res, err = raftstore.Join(n.ctx, addr, req, n.tls); err == nil {
+				n.rs.RaiseCaughtUpFloor(res.CommitIndex)
 				var e *ledger.Entry
 				if e, err = ledger.UnmarshalRecord(res.Handoff); err == nil {
 					var mk []byte

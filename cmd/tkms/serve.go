@@ -319,7 +319,9 @@ func newRelease(ctx context.Context, svc *kms.Service, cfg *Config, log *slog.Lo
 		governed bool
 	)
 	svc.Read(func(st *state.State) { ac, jwtSeq, governed = release.AuthConfig(st.JWT), st.JWTSeq, st.Governed() })
-	if len(ac.Issuers) == 0 && !governed {
+	// A cluster node follows the cluster's ledger, whose issuers may come
+	// by replication after this point: it always follows the JWT policy.
+	if len(ac.Issuers) == 0 && !governed && cfg.node == nil {
 		log.Warn("no trusted token issuer: key release is disabled (set jwt_issuers)")
 		return nil, func() {}, nil
 	}
@@ -334,7 +336,7 @@ func newRelease(ctx context.Context, svc *kms.Service, cfg *Config, log *slog.Lo
 			return nil, nil, fmt.Errorf("jwt issuers: %w", err)
 		}
 	} else {
-		log.Warn("no trusted token issuer: key release refuses every token until a proposal sets one (set_jwt_issuer)")
+		log.Warn("no trusted token issuer: key release refuses every token until the ledger names one (a proposal: set_jwt_issuer)")
 	}
 	closeAuth := func() {
 		if auth != nil {

@@ -133,6 +133,12 @@ type Store struct {
 	reqs     chan *pending
 	inflight chan *flight
 	ready    atomic.Bool // leader, and its FSM has applied every earlier entry
+	// caughtUpFloor is a raft index this node must have applied before
+	// WaitCaughtUp reports it caught up: the leader's commit index when
+	// it (re)admitted the node. A follower's own commit index grows one
+	// AppendEntries batch at a time, so it alone says too early that a
+	// fresh node caught up.
+	caughtUpFloor atomic.Uint64
 	closing  chan struct{}
 	closeMu  sync.RWMutex
 	closed   bool
@@ -267,6 +273,7 @@ func (s *Store) startRaft(dir string) error {
 	go s.propose()
 	go s.await()
 	if s.cfg.Joined != nil {
+		s.RaiseCaughtUpFloor(s.cfg.Joined.CommitIndex)
 		s.wg.Add(1)
 		go s.promoteWhenCaughtUp(s.cfg.Joined.CommitIndex)
 	}

@@ -132,16 +132,29 @@ func (s *Store) askNode(ctx context.Context, srv raft.Server) NodeStatus {
 	return n
 }
 
+// RaiseCaughtUpFloor records that this node is caught up only once it
+// applied raft index i (the leader's commit index when it admitted the
+// node, JoinResult.CommitIndex).
+func (s *Store) RaiseCaughtUpFloor(i uint64) {
+	for {
+		old := s.caughtUpFloor.Load()
+		if i <= old || s.caughtUpFloor.CompareAndSwap(old, i) {
+			return
+		}
+	}
+}
+
 // WaitCaughtUp waits, at most until ctx ends, until this node knows a
-// leader and has applied the cluster's log as far as it is committed, so
-// that it serves the cluster's state rather than an old one. It reports
-// whether it caught up.
+// leader and has applied the cluster's log as far as it is committed (and
+// at least as far as the floor RaiseCaughtUpFloor set), so that it serves
+// the cluster's state rather than an old one. It reports whether it
+// caught up.
 func (s *Store) WaitCaughtUp(ctx context.Context) bool {
 	t := time.NewTicker(50 * time.Millisecond)
 	defer t.Stop()
 	for {
 		if id, _ := s.Leader(); id != "" {
-			if c := s.raft.CommitIndex(); c > 0 && s.raft.AppliedIndex() >= c {
+			if c := max(s.raft.CommitIndex(), s.caughtUpFloor.Load()); c > 0 && s.raft.AppliedIndex() >= c {
 				return true
 			}
 		}
