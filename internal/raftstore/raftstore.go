@@ -139,12 +139,12 @@ type Store struct {
 	// AppendEntries batch at a time, so it alone says too early that a
 	// fresh node caught up.
 	caughtUpFloor atomic.Uint64
-	closing  chan struct{}
-	closeMu  sync.RWMutex
-	closed   bool
-	wg       sync.WaitGroup
-	applied  chan struct{} // closed and replaced after each apply
-	appliedM sync.Mutex
+	closing       chan struct{}
+	closeMu       sync.RWMutex
+	closed        bool
+	wg            sync.WaitGroup
+	applied       chan struct{} // closed and replaced after each apply
+	appliedM      sync.Mutex
 	// appliedSeq is the last entry the service has applied (onCommit
 	// returned), which a forwarded append waits for.
 	appliedSeq uint64
