@@ -247,7 +247,7 @@ func (s *Store) startRaft(dir string) error {
 	if tc := s.newTLSConfigs(); tc != nil {
 		serverTLS, clientTLS = tc.server, tc.client
 	}
-	s.mux = newMux(s.cfg.Listener, serverTLS, &s.peers)
+	s.mux = newMux(s.cfg.Listener, serverTLS, &s.peers, s.log)
 	s.trans = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
 		Stream:  &streamLayer{subListener: s.mux.raft, advertise: advAddr, tls: clientTLS, peers: &s.peers},
 		MaxPool: 3, Timeout: 10 * time.Second, Logger: hlog,

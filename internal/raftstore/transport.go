@@ -91,6 +91,7 @@ func (s *Store) newTLSConfigs() *tlsConfigs {
 
 // mux splits the connections of one listener.
 type mux struct {
+	log   *slog.Logger
 	ln    net.Listener
 	tls   *tls.Config
 	peers *peerConns
@@ -99,8 +100,8 @@ type mux struct {
 	join  *subListener // ProtoJoin connections: joins only
 }
 
-func newMux(ln net.Listener, cfg *tls.Config, peers *peerConns) *mux {
-	m := &mux{ln: ln, tls: cfg, peers: peers}
+func newMux(ln net.Listener, cfg *tls.Config, peers *peerConns, log *slog.Logger) *mux {
+	m := &mux{ln: ln, tls: cfg, peers: peers, log: log}
 	m.raft = newSubListener(ln.Addr())
 	m.http = newSubListener(ln.Addr())
 	m.join = newSubListener(ln.Addr())
@@ -130,6 +131,7 @@ func (m *mux) route(c net.Conn) {
 	if m.tls != nil {
 		tc := tls.Server(c, m.tls)
 		if err := tc.Handshake(); err != nil {
+			m.log.Info("raft: a node-to-node TLS handshake failed", "peer", c.RemoteAddr().String(), "err", err)
 			c.Close()
 			return
 		}
