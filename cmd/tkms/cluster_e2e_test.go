@@ -205,6 +205,23 @@ func startDevCluster(t *testing.T, dir, cfg string, size int, pre func(i int, n 
 	return nodes
 }
 
+// startUnlimitedDevCluster starts size dev nodes in dir without rate
+// limits, whose stderr is logged if the test fails.
+func startUnlimitedDevCluster(t *testing.T, dir string, size int) []*devNode {
+	t.Helper()
+	cfg := filepath.Join(dir, "tkms.json")
+	writeJSONFile(t, cfg, map[string]any{"limits": map[string]any{"per_address_rate": 0, "per_identity_rate": 0}})
+	nodes := startDevCluster(t, dir, cfg, size, nil)
+	for _, n := range nodes {
+		t.Cleanup(func() {
+			if t.Failed() {
+				t.Logf("stderr of %s:\n%s", n.id, n.p.stderr)
+			}
+		})
+	}
+	return nodes
+}
+
 // TestClusterKillLeader: a release storm against all the nodes (three, or
 // TKMS_CLUSTER_NODES) while the leader is killed with SIGKILL and
 // restarted, cycle after cycle (TKMS_CLUSTER_CYCLES, default 2;
@@ -517,16 +534,7 @@ func TestClusterBadJoins(t *testing.T) {
 // log of every node, and the rejoined node audits clean.
 func TestClusterRestarts(t *testing.T) {
 	dir := t.TempDir()
-	cfg := filepath.Join(dir, "tkms.json")
-	writeJSONFile(t, cfg, map[string]any{"limits": map[string]any{"per_address_rate": 0, "per_identity_rate": 0}})
-	nodes := startDevCluster(t, dir, cfg, 3, nil)
-	for _, n := range nodes {
-		t.Cleanup(func() {
-			if t.Failed() {
-				t.Logf("stderr of %s:\n%s", n.id, n.p.stderr)
-			}
-		})
-	}
+	nodes := startUnlimitedDevCluster(t, dir, 3)
 	logKey := logKeyArg(t, nodes[0].p.URL)
 	var acks ackLog
 	rel := newReleaser(t, nodes[0].data, &acks)
@@ -637,11 +645,18 @@ func TestClusterRestarts(t *testing.T) {
 	t.Logf("%d releases acknowledged, answers %v", len(acks.all()), rel.statuses)
 }
 
-// TestClusterServe: two `tkms serve` nodes with node certificates of an
-// operator's CA: the second joins with --join, receives the master key
+// TestClusterServe: two `tkms serve` nodes with certificates of an
+// operator's CA for joins: the second joins with --join, receives the master key
 // into memory only, catches up and serves the same checkpoint; a restart
 // is admitted again and receives the master key in a new handoff.
-func TestClusterServe(t *testing.T) {
+func TestClusterServe(t *testing.T) { clusterServe(t, true) }
+
+// TestClusterServeNoCA is TestClusterServe without an operator's CA: the
+// nodes authenticate each other by their node certificates alone, and a
+// join by its evidence.
+func TestClusterServeNoCA(t *testing.T) { clusterServe(t, false) }
+
+func clusterServe(t *testing.T, withCA bool) {
 	dir := t.TempDir()
 	ca := tlscerttest.NewCA(t)
 	caFile := filepath.Join(dir, "ca.pem")
@@ -650,16 +665,20 @@ func TestClusterServe(t *testing.T) {
 	}
 	both := []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}
 	config := func(i int, clusterAddr string) string {
-		cert, key := tlscerttest.WritePair(t, dir, fmt.Sprint("node", i), ca.Issue(t, tlscerttest.Leaf{Serial: int64(10 + i), EKU: both}))
 		path := filepath.Join(dir, fmt.Sprintf("tkms%d.json", i))
+		cluster := map[string]any{
+			"node_id": fmt.Sprint("kms-", i), "listen": clusterAddr,
+			"attester": "simulated", "node_policy": json.RawMessage(devReleasePolicy()),
+		}
+		if withCA {
+			cert, key := tlscerttest.WritePair(t, dir, fmt.Sprint("node", i), ca.Issue(t, tlscerttest.Leaf{Serial: int64(10 + i), EKU: both}))
+			cluster["cert_file"], cluster["key_file"], cluster["ca_file"] = cert, key, caFile
+		}
 		writeJSONFile(t, path, map[string]any{
 			"listen": "127.0.0.1:0", "data_dir": filepath.Join(dir, fmt.Sprint("data", i)),
 			// The nodes run in one simulated TEE (its chain copied below).
 			"insecure_simulated_tee": true,
-			"cluster": map[string]any{
-				"node_id": fmt.Sprint("kms-", i), "listen": clusterAddr, "cert_file": cert, "key_file": key, "ca_file": caFile,
-				"attester": "simulated", "node_policy": json.RawMessage(devReleasePolicy()),
-			},
+			"cluster":                cluster,
 		})
 		return path
 	}

@@ -10,7 +10,6 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -46,36 +45,8 @@ func checkNodeCerts(t *testing.T, base string, want int) {
 	}
 }
 
-// ledgerSize is the tree size of the checkpoint node base serves.
-func ledgerSize(t *testing.T, base string) int64 {
-	t.Helper()
-	resp, body := do(t, http.MethodGet, base+"/log/checkpoint", nil)
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("GET /log/checkpoint: %s", resp.Status)
-	}
-	lines := strings.SplitN(string(body), "\n", 3)
-	if len(lines) < 2 {
-		t.Fatalf("checkpoint %q", body)
-	}
-	var n int64
-	if err := json.Unmarshal([]byte(lines[1]), &n); err != nil {
-		t.Fatalf("checkpoint size %q: %v", lines[1], err)
-	}
-	return n
-}
-
 func TestClusterRemovedNodeTLS(t *testing.T) {
-	dir := t.TempDir()
-	cfg := filepath.Join(dir, "tkms.json")
-	writeJSONFile(t, cfg, map[string]any{"limits": map[string]any{"per_address_rate": 0, "per_identity_rate": 0}})
-	nodes := startDevCluster(t, dir, cfg, 3, nil)
-	for _, n := range nodes {
-		t.Cleanup(func() {
-			if t.Failed() {
-				t.Logf("stderr of %s:\n%s", n.id, n.p.stderr)
-			}
-		})
-	}
+	nodes := startUnlimitedDevCluster(t, t.TempDir(), 3)
 	waitSameView(t, nodes)
 	checkNodeCerts(t, nodes[1].p.URL, 3)
 
@@ -128,7 +99,7 @@ func TestClusterRemovedNodeTLS(t *testing.T) {
 	if out := stay[0].p.stderr.String() + stay[1].p.stderr.String(); !strings.Contains(out, node.CodePeerNotTrusted) {
 		t.Error("no peer logged the removed node's refusal with its code")
 	}
-	removedAt := ledgerSize(t, gone.p.URL)
+	removedAt := logSize(t, gone.p.URL)
 
 	// Entries written after the removal reach the others, never it.
 	r := refresh(t, stay[1].p.URL, "")
@@ -137,7 +108,7 @@ func TestClusterRemovedNodeTLS(t *testing.T) {
 		t.Fatalf("the refresh (%s) wrote nothing: size %d", r.Kid, size)
 	}
 	waitRefused("after the refresh", refusals())
-	if got := ledgerSize(t, gone.p.URL); got >= size {
+	if got := logSize(t, gone.p.URL); got >= size {
 		t.Fatalf("the removed node's ledger has %d entries, the cluster's %d: entries written after its removal reached it", got, size)
 	}
 	for _, n := range nodes {
@@ -150,5 +121,5 @@ func TestClusterRemovedNodeTLS(t *testing.T) {
 func waitConvergedSize(t *testing.T, nodes []*devNode) int64 {
 	t.Helper()
 	waitConverged(t, "the remaining nodes", nodes)
-	return ledgerSize(t, nodes[0].p.URL)
+	return logSize(t, nodes[0].p.URL)
 }

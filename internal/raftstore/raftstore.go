@@ -267,8 +267,10 @@ func (s *Store) startRaft(dir string) error {
 	s.joinSrv = &http.Server{Handler: joins, ReadHeaderTimeout: 10 * time.Second, ErrorLog: errLog}
 	go s.joinSrv.Serve(s.mux.join)
 	if s.cfg.TLS != nil && s.cfg.CheckPeer != nil {
+		// The node-to-node connections whose peer CheckPeer refuses now
+		// (a node removed by governance) are closed.
 		s.wg.Add(1)
-		go s.recheckPeers()
+		go s.every(time.Second, func() { s.peers.recheck(s.cfg.CheckPeer, s.log) })
 	}
 
 	rc := raft.DefaultConfig()
@@ -309,7 +311,7 @@ func (s *Store) startRaft(dir string) error {
 		}
 	}
 	s.wg.Add(4)
-	go s.removeNodes()
+	go s.every(time.Second, s.removeNodes)
 	go s.watchLeadership()
 	go s.propose()
 	go s.await()
@@ -416,12 +418,10 @@ func (s *Store) removed(id string) bool {
 	return started && s.opts.Replica.Removed != nil && s.opts.Replica.Removed(id)
 }
 
-// removeNodes, on the leader, takes the nodes that governance removed
-// (remove_node) out of the cluster's configuration, whichever node led
-// when the proposal was accepted.
-func (s *Store) removeNodes() {
+// every runs fn each interval until the store closes.
+func (s *Store) every(d time.Duration, fn func()) {
 	defer s.wg.Done()
-	t := time.NewTicker(time.Second)
+	t := time.NewTicker(d)
 	defer t.Stop()
 	for {
 		select {
@@ -429,39 +429,30 @@ func (s *Store) removeNodes() {
 			return
 		case <-t.C:
 		}
-		if !s.IsLeader() {
-			continue
-		}
-		f := s.raft.GetConfiguration()
-		if f.Error() != nil {
-			continue
-		}
-		for _, srv := range f.Configuration().Servers {
-			if !s.removed(string(srv.ID)) {
-				continue
-			}
-			if err := s.raft.RemoveServer(srv.ID, 0, 10*time.Second).Error(); err != nil {
-				s.log.Warn("raft: cannot remove a node that governance removed", "removed", srv.ID, "err", err)
-				continue
-			}
-			s.log.Info("raft: node removed by governance", "removed", srv.ID)
-		}
+		fn()
 	}
 }
 
-// recheckPeers closes, each second, the node-to-node connections whose
-// peer Config.CheckPeer refuses now (a node removed by governance).
-func (s *Store) recheckPeers() {
-	defer s.wg.Done()
-	t := time.NewTicker(time.Second)
-	defer t.Stop()
-	for {
-		select {
-		case <-s.closing:
-			return
-		case <-t.C:
+// removeNodes, on the leader, takes the nodes that governance removed
+// (remove_node) out of the cluster's configuration, whichever node led
+// when the proposal was accepted (each second, every).
+func (s *Store) removeNodes() {
+	if !s.IsLeader() {
+		return
+	}
+	f := s.raft.GetConfiguration()
+	if f.Error() != nil {
+		return
+	}
+	for _, srv := range f.Configuration().Servers {
+		if !s.removed(string(srv.ID)) {
+			continue
 		}
-		s.peers.recheck(s.cfg.CheckPeer, s.log)
+		if err := s.raft.RemoveServer(srv.ID, 0, 10*time.Second).Error(); err != nil {
+			s.log.Warn("raft: cannot remove a node that governance removed", "removed", srv.ID, "err", err)
+			continue
+		}
+		s.log.Info("raft: node removed by governance", "removed", srv.ID)
 	}
 }
 
