@@ -43,10 +43,11 @@ type ClusterConfig struct {
 	// NodeID names this node in the cluster (required; never reused).
 	NodeID string `json:"node_id"`
 	// Listen is the node-to-node address (raft and the cluster's API),
-	// e.g. "10.0.0.1:8001". Always mutual TLS.
+	// e.g. "10.0.0.1:8001". Always mutual TLS between attested nodes.
 	Listen string `json:"listen"`
 	// Advertise is the host:port the other nodes dial (default: the
-	// address Listen bound). Node certificates must name its host.
+	// address Listen bound). The operator's certificates (CertFile),
+	// if any, must name its host.
 	Advertise string `json:"advertise"`
 	// Join is the node-to-node address of a member, asked on the first
 	// start (an empty data directory) to add this node. Without it the
