@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -47,6 +48,11 @@ type ClusterConfig struct {
 	// Advertise is the host:port the other nodes dial (default: the
 	// address Listen bound). Node certificates must name its host.
 	Advertise string `json:"advertise"`
+	// PublicURL is the URL clients reach this node's API at, as
+	// GET /v1/cluster lists it (default: the scheme and the address the
+	// API bound, which names no host a client can use when it is
+	// 0.0.0.0 or behind a load balancer).
+	PublicURL string `json:"public_url"`
 	// Join is the node-to-node address of a member, asked on the first
 	// start (an empty data directory) to add this node. Without it the
 	// first start founds a new cluster. Restarts ignore it: the data
@@ -87,6 +93,11 @@ func (c *ClusterConfig) validate() []error {
 	}
 	if c.CertFile == "" || c.KeyFile == "" || c.CAFile == "" {
 		errs = append(errs, errors.New("cluster: cert_file, key_file and ca_file are required (node-to-node traffic is mutual TLS)"))
+	}
+	if c.PublicURL != "" {
+		if u, err := url.Parse(c.PublicURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			errs = append(errs, fmt.Errorf("cluster.public_url %q: want an absolute http or https URL", c.PublicURL))
+		}
 	}
 	switch c.Attester {
 	case "", "aci", "snp", "simulated":
