@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -49,6 +50,11 @@ type ClusterConfig struct {
 	// address Listen bound). The operator's certificates (CertFile),
 	// if any, must name its host.
 	Advertise string `json:"advertise"`
+	// PublicURL is the URL clients reach this node's API at, as
+	// GET /v1/cluster lists it (default: the scheme and the address the
+	// API bound, which names no host a client can use when it is
+	// 0.0.0.0 or behind a load balancer).
+	PublicURL string `json:"public_url"`
 	// Join is the node-to-node address of a member, asked on the first
 	// start (an empty data directory) to add this node. Without it the
 	// first start founds a new cluster. Restarts ignore it: the data
@@ -96,6 +102,11 @@ func (c *ClusterConfig) validate() []error {
 	}
 	if n := btoi(c.CertFile != "") + btoi(c.KeyFile != "") + btoi(c.CAFile != ""); n != 0 && n != 3 {
 		errs = append(errs, errors.New("cluster: cert_file, key_file and ca_file go together (the operator's CA on joins), or none of them"))
+	}
+	if c.PublicURL != "" {
+		if u, err := url.Parse(c.PublicURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			errs = append(errs, fmt.Errorf("cluster.public_url %q: want an absolute http or https URL", c.PublicURL))
+		}
 	}
 	switch c.Attester {
 	case "", "aci", "snp", "simulated":

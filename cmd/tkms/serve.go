@@ -13,6 +13,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -143,7 +144,11 @@ func runServer(ctx context.Context, cfg *Config, sealer seal.Sealer, operatorTok
 		if tlsConf != nil {
 			scheme = "https://"
 		}
-		cfg.node.kmsConfig(&kc, scheme+addr, log)
+		url := scheme + addr
+		if cfg.Cluster.PublicURL != "" {
+			url = strings.TrimSuffix(cfg.Cluster.PublicURL, "/")
+		}
+		cfg.node.kmsConfig(&kc, url, log)
 	}
 	svc, err := kms.Open(ctx, kc)
 	if err != nil {
