@@ -81,7 +81,7 @@ func IssueCertificate(issuer ed25519.PrivateKey, origin, member, nodeID string, 
 	tmpl := &x509.Certificate{
 		SerialNumber: serial,
 		Subject:      pkix.Name{CommonName: nodeID, Organization: []string{certOrg}, OrganizationalUnit: []string{member}},
-		NotBefore:    now.Add(-time.Minute), NotAfter: now.Add(CertValidity),
+		NotBefore:    now.Add(-time.Hour), NotAfter: now.Add(CertValidity), // an hour of clock skew among nodes; the key is fresh anyway
 		KeyUsage:    x509.KeyUsageDigitalSignature,
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 	}

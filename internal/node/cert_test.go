@@ -95,7 +95,7 @@ func TestCheckPeer(t *testing.T) {
 		{"removed node", good, pub, now, removed, node.CodePeerNotTrusted},
 		{"TLS key not the attested one", issue(priv, id.ID, other.TLSKey, now), pub, now, trusted, node.CodePeerKeyMismatch},
 		{"expired", good, pub, now.Add(node.CertValidity + time.Hour), trusted, node.CodePeerExpired},
-		{"not yet valid", good, pub, now.Add(-time.Hour), trusted, node.CodePeerExpired},
+		{"not yet valid", good, pub, now.Add(-2 * time.Hour), trusted, node.CodePeerExpired},
 		{"not a certificate", []byte("garbage"), pub, now, trusted, node.CodePeerCertInvalid},
 		{"no node id", issue(priv, "n1", id.TLSKey, now), pub, now, trusted, node.CodePeerCertInvalid},
 	} {
