@@ -83,6 +83,11 @@ type ClusterConfig struct {
 	// SimulatedMeasurement (hex, 48 bytes) is the MEASUREMENT the
 	// simulated TEE reports for this node (default: simsnp's).
 	SimulatedMeasurement string `json:"simulated_measurement"`
+	// ServiceKey, optional, is the service identity (the log key, as GET
+	// /v1/log/key serves it) a node joining without an operator's CA
+	// requires of the member it asks and of its handoff. A restarted
+	// node takes it from its ledger.
+	ServiceKey string `json:"service_key"`
 	// NodePolicy is the node policy (the key release policy grammar over
 	// the same claims) until governance sets one with set_node_policy:
 	// a joining node's evidence must satisfy it to receive anything.
@@ -115,6 +120,11 @@ func (c *ClusterConfig) validate() []error {
 	}
 	if m, err := hex.DecodeString(c.SimulatedMeasurement); err != nil || (len(m) != 0 && len(m) != 48) {
 		errs = append(errs, fmt.Errorf("cluster.simulated_measurement %q: want 96 hex digits", c.SimulatedMeasurement))
+	}
+	if c.ServiceKey != "" {
+		if _, err := node.ServiceKey(c.ServiceKey); err != nil {
+			errs = append(errs, fmt.Errorf("cluster.service_key: %w", err))
+		}
 	}
 	if len(c.NodePolicy) > 0 {
 		if _, err := policy.Parse(c.NodePolicy); err != nil {
@@ -151,12 +161,14 @@ type clusterNode struct {
 	pendMu    sync.Mutex
 	pending   map[string]time.Time
 	selfAdmit bool // a lone restarted node: it admits itself once open
-	ln        net.Listener
-	adv       string
-	found     bool // the first start of the cluster's first node
-	joined    *raftstore.JoinResult
-	rs        *raftstore.Store
-	mkFile    string
+	// pinned: serviceKey is cluster.service_key, which a handoff must name.
+	pinned bool
+	ln     net.Listener
+	adv    string
+	found  bool // the first start of the cluster's first node
+	joined *raftstore.JoinResult
+	rs     *raftstore.Store
+	mkFile string
 	// mem holds the master key of a node that did not found the
 	// cluster, in memory only: it arrives in the node.joined entry of
 	// each start (a restart is a new node, admitted again), never from
@@ -220,12 +232,23 @@ func (n *clusterNode) setupTLS() error {
 		GetCertificate:       func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return n.cert.Load(), nil },
 		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return n.cert.Load(), nil },
 	}
-	// Without an operator's CA a joining node checks nothing of the node
-	// it asks: its evidence authenticates it, and what it receives is
-	// sealed to its attested key (docs/operations.md says what an
-	// impostor on the network could still do).
-	n.joinClient = &tls.Config{MinVersion: tls.VersionTLS13, InsecureSkipVerify: true}
+	// Without an operator's CA a joining node checks the member it asks
+	// against the service identity it knows (cluster.service_key, or a
+	// restarted node's ledger): that member's node certificate must be
+	// the service identity's. Knowing none, it checks nothing: its
+	// evidence authenticates it, and what it receives is sealed to its
+	// attested key (docs/operations.md says what an impostor on the
+	// network could still do).
+	n.joinClient = &tls.Config{MinVersion: tls.VersionTLS13, InsecureSkipVerify: true, VerifyConnection: n.checkJoined}
 	c := n.cfg
+	if c.ServiceKey != "" {
+		k, err := node.ServiceKey(c.ServiceKey)
+		if err != nil {
+			return fmt.Errorf("cluster.service_key: %w", err)
+		}
+		n.pinned = true
+		n.serviceKey.Store(&k)
+	}
 	if c.CAFile == "" {
 		return nil
 	}
@@ -274,6 +297,28 @@ func (n *clusterNode) checkPeer(cs tls.ConnectionState) error {
 	}
 	_, err := node.CheckPeer(leaf.Raw, key, time.Now(), func(string) ([]byte, error) { return leaf.RawSubjectPublicKeyInfo, nil })
 	return err
+}
+
+// checkJoined checks, without an operator's CA, the member a joining (or
+// restarted) node asks: its certificate must be the service identity's,
+// if this node knows it (any member, endorsed: the trusted set is not
+// known before the handoff).
+func (n *clusterNode) checkJoined(cs tls.ConnectionState) error {
+	k := n.serviceKey.Load()
+	if k == nil {
+		return nil
+	}
+	if len(cs.PeerCertificates) == 0 {
+		return errors.New("cluster: the member presented no certificate")
+	}
+	leaf := cs.PeerCertificates[0]
+	_, err := node.CheckPeer(leaf.Raw, *k, time.Now(), func(string) ([]byte, error) { return leaf.RawSubjectPublicKeyInfo, nil })
+	if err != nil {
+		// A certificate verification error: no retry mends it.
+		return &tls.CertificateVerificationError{UnverifiedCertificates: cs.PeerCertificates,
+			Err: fmt.Errorf("cluster: the member asked is not of this service (its certificate is not the service identity's): %w", err)}
+	}
+	return nil
 }
 
 // vouchFor is how long a restarted member's attested TLS key is accepted
@@ -340,6 +385,9 @@ func (n *clusterNode) openHandoff(b []byte) (*ledger.Entry, []byte, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("the handoff: %w", err)
 	}
+	if k := n.serviceKey.Load(); n.pinned && !k.Equal(key) {
+		return nil, nil, fmt.Errorf("the handoff names the service identity %s, not cluster.service_key", h.ServiceKey)
+	}
 	mk, err := kms.OpenHandoff(e, n.id)
 	if err != nil {
 		return nil, nil, err
@@ -374,6 +422,9 @@ func (n *clusterNode) endorsed(e *ledger.Entry) error {
 // ledger, for a restarted node to check its peers before its service
 // opens.
 func (n *clusterNode) loadServiceKey(l store.Ledger) {
+	if n.pinned {
+		return
+	}
 	errFound := errors.New("found")
 	l.Scan(1, func(e *ledger.Entry) error {
 		if e.Type != ledger.TypeLogKey {
@@ -579,7 +630,7 @@ func (n *clusterNode) join(ctx context.Context, log *slog.Logger) error {
 		if !errors.Is(err, raftstore.ErrNoLeader) || time.Now().After(deadline) {
 			var cerr *tls.CertificateVerificationError
 			if errors.As(err, &cerr) || strings.Contains(err.Error(), "certificate") {
-				return fmt.Errorf("cluster: %w: the node at %s is not of this cluster (its certificate does not chain to cluster.ca_file, or ours does not to its CA)", err, addr)
+				return fmt.Errorf("cluster: %w: the node at %s is not of this cluster (its certificate does not chain to cluster.ca_file or is not the service identity's, cluster.service_key; or ours does not chain to its CA)", err, addr)
 			}
 			return fmt.Errorf("cluster: %w", err)
 		}

@@ -29,6 +29,7 @@ import (
 	"github.com/tkms-dev/tkms/internal/keys"
 	"github.com/tkms-dev/tkms/internal/seal"
 	"github.com/tkms-dev/tkms/internal/tlscert/tlscerttest"
+	"github.com/tkms-dev/tkms/internal/translog"
 )
 
 // clusterStatus is GET /v1/cluster.
@@ -664,11 +665,14 @@ func clusterServe(t *testing.T, withCA bool) {
 		t.Fatal(err)
 	}
 	both := []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}
-	config := func(i int, clusterAddr string) string {
+	config := func(i int, clusterAddr, serviceKey string) string {
 		path := filepath.Join(dir, fmt.Sprintf("tkms%d.json", i))
 		cluster := map[string]any{
 			"node_id": fmt.Sprint("kms-", i), "listen": clusterAddr,
 			"attester": "simulated", "node_policy": json.RawMessage(devReleasePolicy()),
+		}
+		if serviceKey != "" {
+			cluster["service_key"] = serviceKey
 		}
 		if withCA {
 			cert, key := tlscerttest.WritePair(t, dir, fmt.Sprint("node", i), ca.Issue(t, tlscerttest.Leaf{Serial: int64(10 + i), EKU: both}))
@@ -683,7 +687,7 @@ func clusterServe(t *testing.T, withCA bool) {
 		return path
 	}
 	addr1, addr2 := freePort(t), freePort(t)
-	c1, c2 := config(1, addr1), config(2, addr2)
+	c1, c2 := config(1, addr1, ""), config(2, addr2, "")
 	if _, err := seal.CreateFile(filepath.Join(dir, "data1", "master.key")); err != nil {
 		t.Fatal(err)
 	}
@@ -693,8 +697,25 @@ func clusterServe(t *testing.T, withCA bool) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	os.MkdirAll(filepath.Join(dir, "data2"), 0o700)
-	os.WriteFile(filepath.Join(dir, "data2", simsnp.ChainFile), chain, 0o600)
+	for _, d := range []string{"data2", "data3"} {
+		os.MkdirAll(filepath.Join(dir, d), 0o700)
+		os.WriteFile(filepath.Join(dir, d, simsnp.ChainFile), chain, 0o600)
+	}
+	if !withCA {
+		// Without the operator's CA, a joining node that pins the
+		// service identity (cluster.service_key) refuses a member of
+		// another service, and joins this one.
+		_, other, err := translog.GenerateKey("tkms/another/1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, stderr, code := runTkms(t, "serve", "--config", config(3, freePort(t), other), "--join", addr1)
+		if code == 0 || !strings.Contains(stderr, "not of this service") {
+			t.Fatalf("a join pinning another service identity: exit %d, stderr:\n%s", code, stderr)
+		}
+		_, vkey := do(t, http.MethodGet, p1.URL+"/v1/log/key", nil)
+		c2 = config(2, addr2, strings.TrimSpace(string(vkey)))
+	}
 	p2 := startProc(t, "serve", "--config", c2, "--join", addr1)
 	m := p2.waitOutput(p2.stderr, serveListening)
 	p2.URL = "http://" + m[1]
