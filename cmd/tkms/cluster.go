@@ -719,11 +719,18 @@ func (n *clusterNode) readmit() error {
 		case addr == "" && len(peers) == 0:
 			err = raftstore.ErrNoLeader
 		default:
-			if addr == "" {
+			viaPeer := addr == ""
+			if viaPeer {
 				addr = peers[try%len(peers)] // no leader known: a peer vouches, or forwards
 			}
 			var res *raftstore.JoinResult
-			if res, err = raftstore.Join(n.ctx, addr, req, n.joinClient); err == nil {
+			res, err = raftstore.Join(n.ctx, addr, req, n.joinClient)
+			if err != nil && viaPeer && !errors.Is(err, raftstore.ErrNodeRefused) {
+				// That peer may be restarting too (not endorsed yet): ask
+				// the next one.
+				err = fmt.Errorf("%w (%v)", raftstore.ErrNoLeader, err)
+			}
+			if err == nil {
 				n.rs.RaiseCaughtUpFloor(res.CommitIndex)
 				var e *ledger.Entry
 				var mk []byte
