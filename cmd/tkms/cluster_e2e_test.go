@@ -29,6 +29,7 @@ import (
 	"github.com/tkms-dev/tkms/internal/keys"
 	"github.com/tkms-dev/tkms/internal/seal"
 	"github.com/tkms-dev/tkms/internal/tlscert/tlscerttest"
+	"github.com/tkms-dev/tkms/internal/translog"
 )
 
 // clusterStatus is GET /v1/cluster.
@@ -202,6 +203,23 @@ func startDevCluster(t *testing.T, dir, cfg string, size int, pre func(i int, n 
 		nodes = append(nodes, n)
 	}
 	waitCluster(t, fmt.Sprintf("%d voters", size), nodes[0].p.URL, voters(size))
+	return nodes
+}
+
+// startUnlimitedDevCluster starts size dev nodes in dir without rate
+// limits, whose stderr is logged if the test fails.
+func startUnlimitedDevCluster(t *testing.T, dir string, size int) []*devNode {
+	t.Helper()
+	cfg := filepath.Join(dir, "tkms.json")
+	writeJSONFile(t, cfg, map[string]any{"limits": map[string]any{"per_address_rate": 0, "per_identity_rate": 0}})
+	nodes := startDevCluster(t, dir, cfg, size, nil)
+	for _, n := range nodes {
+		t.Cleanup(func() {
+			if t.Failed() {
+				t.Logf("stderr of %s:\n%s", n.id, n.p.stderr)
+			}
+		})
+	}
 	return nodes
 }
 
@@ -517,16 +535,7 @@ func TestClusterBadJoins(t *testing.T) {
 // log of every node, and the rejoined node audits clean.
 func TestClusterRestarts(t *testing.T) {
 	dir := t.TempDir()
-	cfg := filepath.Join(dir, "tkms.json")
-	writeJSONFile(t, cfg, map[string]any{"limits": map[string]any{"per_address_rate": 0, "per_identity_rate": 0}})
-	nodes := startDevCluster(t, dir, cfg, 3, nil)
-	for _, n := range nodes {
-		t.Cleanup(func() {
-			if t.Failed() {
-				t.Logf("stderr of %s:\n%s", n.id, n.p.stderr)
-			}
-		})
-	}
+	nodes := startUnlimitedDevCluster(t, dir, 3)
 	logKey := logKeyArg(t, nodes[0].p.URL)
 	var acks ackLog
 	rel := newReleaser(t, nodes[0].data, &acks)
@@ -637,11 +646,18 @@ func TestClusterRestarts(t *testing.T) {
 	t.Logf("%d releases acknowledged, answers %v", len(acks.all()), rel.statuses)
 }
 
-// TestClusterServe: two `tkms serve` nodes with node certificates of an
-// operator's CA: the second joins with --join, receives the master key
+// TestClusterServe: two `tkms serve` nodes with certificates of an
+// operator's CA for joins: the second joins with --join, receives the master key
 // into memory only, catches up and serves the same checkpoint; a restart
 // is admitted again and receives the master key in a new handoff.
-func TestClusterServe(t *testing.T) {
+func TestClusterServe(t *testing.T) { clusterServe(t, true) }
+
+// TestClusterServeNoCA is TestClusterServe without an operator's CA: the
+// nodes authenticate each other by their node certificates alone, and a
+// join by its evidence.
+func TestClusterServeNoCA(t *testing.T) { clusterServe(t, false) }
+
+func clusterServe(t *testing.T, withCA bool) {
 	dir := t.TempDir()
 	ca := tlscerttest.NewCA(t)
 	caFile := filepath.Join(dir, "ca.pem")
@@ -649,22 +665,29 @@ func TestClusterServe(t *testing.T) {
 		t.Fatal(err)
 	}
 	both := []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}
-	config := func(i int, clusterAddr string) string {
-		cert, key := tlscerttest.WritePair(t, dir, fmt.Sprint("node", i), ca.Issue(t, tlscerttest.Leaf{Serial: int64(10 + i), EKU: both}))
+	config := func(i int, clusterAddr, serviceKey string) string {
 		path := filepath.Join(dir, fmt.Sprintf("tkms%d.json", i))
+		cluster := map[string]any{
+			"node_id": fmt.Sprint("kms-", i), "listen": clusterAddr,
+			"attester": "simulated", "node_policy": json.RawMessage(devReleasePolicy()),
+		}
+		if serviceKey != "" {
+			cluster["service_key"] = serviceKey
+		}
+		if withCA {
+			cert, key := tlscerttest.WritePair(t, dir, fmt.Sprint("node", i), ca.Issue(t, tlscerttest.Leaf{Serial: int64(10 + i), EKU: both}))
+			cluster["cert_file"], cluster["key_file"], cluster["ca_file"] = cert, key, caFile
+		}
 		writeJSONFile(t, path, map[string]any{
 			"listen": "127.0.0.1:0", "data_dir": filepath.Join(dir, fmt.Sprint("data", i)),
 			// The nodes run in one simulated TEE (its chain copied below).
 			"insecure_simulated_tee": true,
-			"cluster": map[string]any{
-				"node_id": fmt.Sprint("kms-", i), "listen": clusterAddr, "cert_file": cert, "key_file": key, "ca_file": caFile,
-				"attester": "simulated", "node_policy": json.RawMessage(devReleasePolicy()),
-			},
+			"cluster":                cluster,
 		})
 		return path
 	}
 	addr1, addr2 := freePort(t), freePort(t)
-	c1, c2 := config(1, addr1), config(2, addr2)
+	c1, c2 := config(1, addr1, ""), config(2, addr2, "")
 	if _, err := seal.CreateFile(filepath.Join(dir, "data1", "master.key")); err != nil {
 		t.Fatal(err)
 	}
@@ -674,8 +697,25 @@ func TestClusterServe(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	os.MkdirAll(filepath.Join(dir, "data2"), 0o700)
-	os.WriteFile(filepath.Join(dir, "data2", simsnp.ChainFile), chain, 0o600)
+	for _, d := range []string{"data2", "data3"} {
+		os.MkdirAll(filepath.Join(dir, d), 0o700)
+		os.WriteFile(filepath.Join(dir, d, simsnp.ChainFile), chain, 0o600)
+	}
+	if !withCA {
+		// Without the operator's CA, a joining node that pins the
+		// service identity (cluster.service_key) refuses a member of
+		// another service, and joins this one.
+		_, other, err := translog.GenerateKey("tkms/another/1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, stderr, code := runTkms(t, "serve", "--config", config(3, freePort(t), other), "--join", addr1)
+		if code == 0 || !strings.Contains(stderr, "not of this service") {
+			t.Fatalf("a join pinning another service identity: exit %d, stderr:\n%s", code, stderr)
+		}
+		_, vkey := do(t, http.MethodGet, p1.URL+"/v1/log/key", nil)
+		c2 = config(2, addr2, strings.TrimSpace(string(vkey)))
+	}
 	p2 := startProc(t, "serve", "--config", c2, "--join", addr1)
 	m := p2.waitOutput(p2.stderr, serveListening)
 	p2.URL = "http://" + m[1]

@@ -52,7 +52,7 @@ func openClusterNode(t *testing.T, dir, id string, key []byte, clk *clock, join 
 			if svc == nil {
 				return nil, raftstore.ErrNoLeader
 			}
-			e, err := svc.AdmitNode(ctx, na, req.NodeID, req.NodeKey, req.Evidence)
+			e, err := svc.AdmitNode(ctx, na, req.NodeID, req.NodeKey, req.TLSKey, req.Evidence)
 			if err != nil {
 				return nil, err
 			}
@@ -61,7 +61,7 @@ func openClusterNode(t *testing.T, dir, id string, key []byte, clk *clock, join 
 	}
 	if join != "" {
 		ident := simNode(t, filepath.Dir(dir), nil)
-		req := raftstore.JoinRequest{NodeID: id, Address: ln.Addr().String(), NodeKey: ident.Public, Evidence: ident.Evidence}
+		req := raftstore.JoinRequest{NodeID: id, Address: ln.Addr().String(), NodeKey: ident.Public, TLSKey: ident.TLSKey, Evidence: ident.Evidence}
 		for range 100 {
 			cfg.Joined, err = raftstore.Join(context.Background(), join, req, nil)
 			if !errors.Is(err, raftstore.ErrNoLeader) {

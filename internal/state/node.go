@@ -1,7 +1,9 @@
 package state
 
 import (
+	"bytes"
 	"crypto/sha256"
+	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -42,6 +44,14 @@ type NodeJoined struct {
 	Founder bool `json:"founder,omitempty"`
 	// Secrets are the ledger's secrets HPKE-sealed to NodeKey.
 	Secrets []byte `json:"secrets,omitempty"`
+	// TLSKey is the node's TLS public key (PKIX DER); the evidence's
+	// REPORT_DATA[32:64] is its SHA-256. Certificate is the node
+	// certificate (X.509 DER) the service identity issued for it
+	// (internal/node cert.go): peers accept node-to-node TLS only from
+	// it, while the node is trusted. Both are absent from entries
+	// written before node certificates.
+	TLSKey      []byte `json:"tls_key,omitempty"`
+	Certificate []byte `json:"certificate,omitempty"`
 }
 
 // Node is an applied node.joined entry.
@@ -66,6 +76,15 @@ func (n *NodeJoined) Check() error {
 	h := sha256.Sum256(n.NodeKey)
 	if id := hex.EncodeToString(h[:]); n.NodeID != id {
 		return fmt.Errorf("node id %s is not the SHA-256 of the node key (%s)", n.NodeID, id)
+	}
+	if len(n.Certificate) > 0 {
+		c, err := x509.ParseCertificate(n.Certificate)
+		if err != nil {
+			return fmt.Errorf("node.joined: the node certificate: %w", err)
+		}
+		if !bytes.Equal(c.RawSubjectPublicKeyInfo, n.TLSKey) || c.Subject.CommonName != n.NodeID {
+			return errors.New("node.joined: the node certificate is not for the node's TLS key and node id")
+		}
 	}
 	h = sha256.Sum256(n.Evidence)
 	if eh := hex.EncodeToString(h[:]); n.EvidenceSHA256 != eh {
@@ -121,4 +140,26 @@ func (s *State) TrustedNodes() []*Node {
 		}
 	}
 	return out
+}
+
+// TrustedNode returns the node with node id id if the ledger trusts it now
+// (it is the last node of its member, and the member was not removed),
+// else nil.
+func (s *State) TrustedNode(id string) *Node {
+	n := s.Node(id)
+	if n == nil {
+		return nil
+	}
+	if _, removed := s.RemovedNodes[n.Member]; removed {
+		return nil
+	}
+	for i := len(s.Nodes) - 1; i >= 0; i-- {
+		if s.Nodes[i].Member == n.Member {
+			if s.Nodes[i] != n {
+				return nil // a later node of the member (a restart) replaced it
+			}
+			return n
+		}
+	}
+	return nil
 }
