@@ -588,6 +588,12 @@ func (s *Store) propose() {
 			continue
 		}
 		f := s.raft.Apply(cmd, 30*time.Second)
+		if rekeys(batch) {
+			// What follows a rekey is sealed under its new version,
+			// which this node installs when it applies the rekey: the
+			// next batch waits for that (settle).
+			s.renumber.Store(true)
+		}
 		fl := &flight{f: f, batch: batch, next: start}
 		next, last = start, end
 		select {
@@ -599,6 +605,18 @@ func (s *Store) propose() {
 			return
 		}
 	}
+}
+
+// rekeys reports whether batch holds a ledger.rekeyed entry.
+func rekeys(batch []*pending) bool {
+	for _, p := range batch {
+		for _, pr := range p.props {
+			if pr.Type == ledger.TypeLedgerRekeyed {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // settle waits for every command in flight to be applied and returns the
