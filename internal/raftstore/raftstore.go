@@ -39,6 +39,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -547,13 +548,17 @@ func (s *Store) propose() {
 	defer close(s.inflight)
 	var next uint64    // 0: renumber from the ledger once nothing is in flight
 	var last time.Time // the time of the entry before next
+	var carry []*pending
 	for {
-		var batch []*pending
-		select {
-		case p := <-s.reqs:
-			batch = append(batch, p)
-		case <-s.closing:
-			return
+		batch := carry
+		carry = nil
+		if len(batch) == 0 {
+			select {
+			case p := <-s.reqs:
+				batch = append(batch, p)
+			case <-s.closing:
+				return
+			}
 		}
 	drain:
 		for len(batch) < 256 {
@@ -577,6 +582,12 @@ func (s *Store) propose() {
 			next = 0
 			continue
 		}
+		// What follows a rekey is sealed under its new version, which
+		// this node installs when it applies the rekey: a rekey ends its
+		// command, and the next one waits for it to be applied (settle).
+		if i := slices.IndexFunc(batch, rekeys); i >= 0 && i < len(batch)-1 {
+			batch, carry = batch[:i+1], batch[i+1:]
+		}
 		if next == 0 || s.renumber.Swap(false) {
 			next, last = s.settle()
 		}
@@ -588,10 +599,7 @@ func (s *Store) propose() {
 			continue
 		}
 		f := s.raft.Apply(cmd, 30*time.Second)
-		if rekeys(batch) {
-			// What follows a rekey is sealed under its new version,
-			// which this node installs when it applies the rekey: the
-			// next batch waits for that (settle).
+		if rekeys(batch[len(batch)-1]) {
 			s.renumber.Store(true)
 		}
 		fl := &flight{f: f, batch: batch, next: start}
@@ -607,16 +615,9 @@ func (s *Store) propose() {
 	}
 }
 
-// rekeys reports whether batch holds a ledger.rekeyed entry.
-func rekeys(batch []*pending) bool {
-	for _, p := range batch {
-		for _, pr := range p.props {
-			if pr.Type == ledger.TypeLedgerRekeyed {
-				return true
-			}
-		}
-	}
-	return false
+// rekeys reports whether p appends a ledger.rekeyed entry.
+func rekeys(p *pending) bool {
+	return slices.ContainsFunc(p.props, func(pr store.Proposal) bool { return pr.Type == ledger.TypeLedgerRekeyed })
 }
 
 // settle waits for every command in flight to be applied and returns the
