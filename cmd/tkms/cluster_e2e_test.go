@@ -17,6 +17,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -737,6 +738,15 @@ func TestClusterServe(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	noKeyFile()
+	// Both stopped, neither holds the ledger secret: a node started
+	// alone waits to be admitted by a running node (recovery, when the
+	// whole cluster is lost) and opens nothing meanwhile.
 	p2.stopClean(syscall.SIGTERM)
+	p1.stopClean(syscall.SIGTERM)
+	p1 = startProc(t, "serve", "--config", c1)
+	p1.waitOutput(p1.stderr, regexp.MustCompile(`waits to be admitted again by a running node`))
+	if strings.Contains(p1.stderr.String(), "ledger replayed") {
+		t.Fatal("a node without the ledger secret opened its ledger")
+	}
 	p1.stopClean(syscall.SIGTERM)
 }
