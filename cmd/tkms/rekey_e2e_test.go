@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -231,12 +232,18 @@ func TestClusterSecretsNotOnDisk(t *testing.T) {
 		rel.releaseOnce(t, nodes[i].p.URL, token, "app")
 		rel.releaseOnce(t, nodes[i].p.URL, token, "v1")
 	}
-	// A restart of a node that remains: it is admitted again and takes
-	// the current version.
-	nodes[1].p.stopClean(syscall.SIGTERM)
-	nodes[1].start(t)
-	procs = append(procs, nodes[1].p)
-	waitConverged(t, "after the restart", nodes[:2])
+	// A restart of each node that remains: it is admitted again and
+	// takes the current version; the first node too, although its
+	// dev-only master.key holds version 1 (its ledger holds a rekey).
+	for _, n := range []*devNode{nodes[1], nodes[0]} {
+		n.p.stopClean(syscall.SIGTERM)
+		n.start(t)
+		procs = append(procs, n.p)
+		waitConverged(t, "after the restart of "+n.id, nodes[:2])
+	}
+	if !strings.Contains(nodes[0].p.stderr.String(), "rekeyed since the dev master key file was written") {
+		t.Fatal("the first node, restarted after the rekey, was not admitted again first")
+	}
 	rel.releaseOnce(t, nodes[1].p.URL, token, "v1")
 	waitConverged(t, "after the last release", nodes[:2])
 	for _, n := range nodes {
