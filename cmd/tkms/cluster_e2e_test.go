@@ -613,14 +613,7 @@ func TestClusterRestarts(t *testing.T) {
 	// the leader takes it out, the others go on, and it may not join
 	// again under its id.
 	gone := nodes[2]
-	args, _ := json.Marshal(map[string]string{"node_id": gone.id})
-	msg, err := devSigner(t, nodes[1].p).SignProposal([]gov.Action{{Name: "remove_node", Args: args}}, time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if resp, body := postCOSETest(t, nodes[1].p.URL+"/v1/gov/proposals", msg); resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusCreated {
-		t.Fatalf("remove_node proposal: %s: %s", resp.Status, body)
-	}
+	proposeRemoveNode(t, nodes[1], gone.id)
 	waitCluster(t, "two nodes", nodes[0].p.URL, func(s clusterStatus) bool { return s.Leader != "" && len(s.Nodes) == 2 })
 	rel.releaseOnce(t, nodes[1].p.URL, token, "v1")
 	runAudit(t, 0, "--kms", nodes[0].p.URL, "--log-key", logKey, "--quiet")
@@ -636,6 +629,20 @@ func TestClusterRestarts(t *testing.T) {
 		n.p.stopClean(syscall.SIGTERM)
 	}
 	t.Logf("%d releases acknowledged, answers %v", len(acks.all()), rel.statuses)
+}
+
+// proposeRemoveNode has the dev member propose, at node at, the removal
+// of node id (accepted at once under the dev constitution).
+func proposeRemoveNode(t *testing.T, at *devNode, id string) {
+	t.Helper()
+	args, _ := json.Marshal(map[string]string{"node_id": id})
+	msg, err := devSigner(t, at.p).SignProposal([]gov.Action{{Name: "remove_node", Args: args}}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp, body := postCOSETest(t, at.p.URL+"/v1/gov/proposals", msg); resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusCreated {
+		t.Fatalf("remove_node proposal: %s: %s", resp.Status, body)
+	}
 }
 
 // TestClusterServe: two `tkms serve` nodes with node certificates of an
@@ -699,44 +706,36 @@ func TestClusterServe(t *testing.T) {
 		}
 	}
 	noKeyFile()
-	converged := func() bool {
-		_, a := do(t, http.MethodGet, p1.URL+"/log/checkpoint", nil)
-		_, b := do(t, http.MethodGet, p2.URL+"/log/checkpoint", nil)
-		return bytes.Equal(a, b)
-	}
-	deadline := time.Now().Add(30 * time.Second)
-	for !converged() {
-		if time.Now().After(deadline) {
-			t.Fatal("the two nodes serve different checkpoints")
+	converged := func(what string) {
+		t.Helper()
+		deadline := time.Now().Add(60 * time.Second)
+		for {
+			_, a := do(t, http.MethodGet, p1.URL+"/log/checkpoint", nil)
+			_, b := do(t, http.MethodGet, p2.URL+"/log/checkpoint", nil)
+			if bytes.Equal(a, b) {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the two nodes serve different checkpoints %s", what)
+			}
+			time.Sleep(50 * time.Millisecond)
 		}
-		time.Sleep(50 * time.Millisecond)
 	}
+	converged("after the join")
 	p2.stopClean(syscall.SIGTERM)
 	p2 = startProc(t, "serve", "--config", c2) // a restart: no --join needed
 	m = p2.waitOutput(p2.stderr, serveListening)
 	p2.URL = "http://" + m[1]
 	waitCluster(t, "two voters after the restart", p2.URL, voters(2))
-	// It opened its ledger with the master key of a new handoff.
-	deadline = time.Now().Add(30 * time.Second)
-	for !converged() {
-		if time.Now().After(deadline) {
-			t.Fatal("the two nodes serve different checkpoints after the restart")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	// It opened its ledger with the ledger secret of a new handoff.
+	converged("after the restart")
 	noKeyFile()
 	// The founder restarted is a new node too: the other node admits it
 	// again and hands it the ledger secret.
 	p1.stopClean(syscall.SIGTERM)
 	p1 = startServe(t, c1)
 	waitCluster(t, "two voters after the founder's restart", p1.URL, voters(2))
-	deadline = time.Now().Add(60 * time.Second)
-	for !converged() {
-		if time.Now().After(deadline) {
-			t.Fatal("the two nodes serve different checkpoints after the founder's restart")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	converged("after the founder's restart")
 	noKeyFile()
 	// Both stopped, neither holds the ledger secret: a node started
 	// alone waits to be admitted by a running node (recovery, when the

@@ -20,7 +20,6 @@ import (
 	"time"
 
 	"github.com/tkms-dev/tkms/client/devtee"
-	"github.com/tkms-dev/tkms/internal/gov"
 	"github.com/tkms-dev/tkms/internal/keyring"
 	"github.com/tkms-dev/tkms/internal/kms"
 	"github.com/tkms-dev/tkms/internal/ledger"
@@ -190,14 +189,7 @@ func TestClusterSecretsNotOnDisk(t *testing.T) {
 
 	// Governance removes the third node: the leader rekeys.
 	gone := nodes[2]
-	args, _ := json.Marshal(map[string]string{"node_id": gone.id})
-	msg, err := devSigner(t, nodes[1].p).SignProposal([]gov.Action{{Name: "remove_node", Args: args}}, time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if resp, body := postCOSETest(t, nodes[1].p.URL+"/v1/gov/proposals", msg); resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusCreated {
-		t.Fatalf("remove_node proposal: %s: %s", resp.Status, body)
-	}
+	proposeRemoveNode(t, nodes[1], gone.id)
 	rekeySeq, rk := rekeyEntry(t, nodes[0].p.URL)
 	if rk.Version != 2 || rk.RemovedNode != gone.id {
 		t.Fatalf("the rekey: version %d, removed %q", rk.Version, rk.RemovedNode)

@@ -254,16 +254,7 @@ func TestWipedFollowerRestoresFromSnapshot(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	// A snapshot that leaves little of the log: raft sends the wiped
-	// node the snapshot rather than the log.
-	rc := leader.Raft().ReloadableConfig()
-	rc.TrailingLogs = 2
-	if err := leader.Raft().ReloadConfig(rc); err != nil {
-		t.Fatal(err)
-	}
-	if err := leader.Raft().Snapshot().Error(); err != nil {
-		t.Fatal(err)
-	}
+	snapshotTrimmed(t, leader)
 	victim := c.nodes[2]
 	if victim == leader {
 		victim = c.nodes[1]
@@ -288,6 +279,20 @@ func TestWipedFollowerRestoresFromSnapshot(t *testing.T) {
 	}
 	if len(kept) != 1 || kept[0] != "1:0123456789abcdef0123456789abcdef" {
 		t.Fatalf("data keys restored: %q", kept)
+	}
+}
+
+// snapshotTrimmed has the leader take a snapshot that leaves little of
+// the log: raft sends a wiped node the snapshot rather than the log.
+func snapshotTrimmed(t *testing.T, leader *node) {
+	t.Helper()
+	rc := leader.Raft().ReloadableConfig()
+	rc.TrailingLogs = 2
+	if err := leader.Raft().ReloadConfig(rc); err != nil {
+		t.Fatal(err)
+	}
+	if err := leader.Raft().Snapshot().Error(); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -562,14 +567,7 @@ func TestSnapshotAcrossRekey(t *testing.T) {
 			t.Errorf("entry %d (%s) sealed under version %d, want %d (the rekey is entry %d)", e.Seq, e.Type, got, want, rekeySeq)
 		}
 	}
-	rc := leader.Raft().ReloadableConfig()
-	rc.TrailingLogs = 2
-	if err := leader.Raft().ReloadConfig(rc); err != nil {
-		t.Fatal(err)
-	}
-	if err := leader.Raft().Snapshot().Error(); err != nil {
-		t.Fatal(err)
-	}
+	snapshotTrimmed(t, leader)
 	vi := 2
 	if nodes[vi] == leader {
 		vi = 1
