@@ -12,7 +12,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -65,7 +64,7 @@ func joinTestNode(t *testing.T, first *devNode) (*testNode, []byte) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ln.Close() })
-	addr := readFileString(t, filepath.Join(first.data, devClusterAddrFile))
+	addr := strings.TrimSpace(string(readFile(t, filepath.Join(first.data, devClusterAddrFile))))
 	req := raftstore.JoinRequest{NodeID: "test-node", Address: ln.Addr().String(), NodeKey: id.Public, Evidence: id.Evidence}
 	var res *raftstore.JoinResult
 	deadline := time.Now().Add(90 * time.Second)
@@ -123,22 +122,6 @@ func rekeyEntry(t *testing.T, base string) (uint64, state.LedgerRekeyed) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-}
-
-func readFileString(t *testing.T, path string) string {
-	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(trimNL(b))
-}
-
-func trimNL(b []byte) []byte {
-	for len(b) > 0 && (b[len(b)-1] == '\n' || b[len(b)-1] == '\r') {
-		b = b[:len(b)-1]
-	}
-	return b
 }
 
 // TestClusterSecretsNotOnDisk runs a three-node dev cluster through key

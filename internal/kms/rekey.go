@@ -88,7 +88,7 @@ func (s *Service) followRekey(e *ledger.Entry) {
 			s.log.Error("ledger.rekeyed: this node cannot take the new ledger-secret version", "seq", e.Seq, "version", r.Version, "err", err)
 			return
 		}
-		s.log.Info("ledger secret: now version "+fmt.Sprint(r.Version), "seq", e.Seq, "removed_node", r.RemovedNode)
+		s.log.Info("ledger secret: this node switched to the rekey's new version", "version", r.Version, "seq", e.Seq, "removed_node", r.RemovedNode)
 		return
 	}
 }
