@@ -239,9 +239,8 @@ func (n *clusterNode) prepareSecret(cfg *Config, fresh bool, log *slog.Logger) e
 	hasFile := err == nil
 	switch {
 	case n.found && cfg.devMasterKey:
-		var err error
 		if !hasFile {
-			if _, err = seal.CreateFile(n.mkFile); err != nil {
+			if _, err := seal.CreateFile(n.mkFile); err != nil {
 				return err
 			}
 			n.devKeyCreated = true
