@@ -184,3 +184,106 @@ func TestRekey(t *testing.T) {
 		t.Fatal("walking back did not recover version 1")
 	}
 }
+
+// A removal's rekey across a leader change, in a cluster of four
+// services: the removal is accepted through a follower and the leader
+// stops before it rekeys; the next leader carries the rekey out (it stays
+// a pending effect until its entry is applied), every node that remains
+// switches to version 2, and a key created after is sealed under it,
+// which the removed node's version does not open.
+func TestRekeyLeaderChange(t *testing.T) {
+	if testing.Short() {
+		t.Skip("four raft nodes")
+	}
+	ctx := context.Background()
+	dir := t.TempDir()
+	clk := &clock{t: t0}
+	na := simAdmission(t, dir, nil) // the nodes' simulated TEE, in dir
+	m := newMember(t, "a")
+	founder := &versionedNode{
+		versions: seal.NewVersions(), identity: simNode(t, dir, nil),
+		gov: &GovInit{Members: []gov.Member{m.m}, Constitution: gov.DevConstitution()},
+	}
+	na.Secrets = founder.versions.Secret
+	n1 := openClusterNodeWith(t, filepath.Join(dir, "n1"), "n1", nil, clk, "", founder)
+	waitUntil(t, "n1 to lead", n1.svc.IsLeader)
+	if _, err := n1.svc.RecordFounder(ctx, na, "n1", founder.identity); err != nil {
+		t.Fatal(err)
+	}
+	nodes := []*clusterNode{n1}
+	held := []*seal.Versions{founder.versions}
+	for _, id := range []string{"n2", "n3", "n4"} {
+		vn := &versionedNode{versions: &seal.Versions{}, identity: simNode(t, dir, nil)}
+		nodes = append(nodes, openClusterNodeWith(t, filepath.Join(dir, id), id, nil, clk, n1.addr, vn))
+		held = append(held, vn.versions)
+	}
+	defer func() {
+		for _, n := range nodes {
+			n.svc.Close()
+		}
+	}()
+	waitUntil(t, "four voters", func() bool { return len(n1.rs.Status().Nodes) == 4 })
+	for _, v := range held {
+		if v.Current() != 1 {
+			t.Fatalf("a node holds version %d before the rekey", v.Current())
+		}
+	}
+
+	// remove_node n4, accepted through a follower; the leader does not
+	// tick (no scheduler runs here), so the rekey stays pending.
+	raw, err := m.SignProposal([]gov.Action{act(gov.ActRemoveNode, map[string]string{"node_id": "n4"})}, clk.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, _, err := nodes[1].svc.Propose(ctx, raw, false)
+	if err != nil || p.Status != state.ProposalAccepted {
+		t.Fatalf("remove_node: %+v, %v", p, err)
+	}
+	waitUntil(t, "the removal on n2", func() bool {
+		var due bool
+		nodes[1].svc.Read(func(st *state.State) { _, due = st.RekeyDue() })
+		return due
+	})
+	if v := nodes[1].svc.SecretVersion(); v != 1 {
+		t.Fatalf("rekeyed before the leader changed: version %d", v)
+	}
+	// The leader stops; one of n2, n3 takes over and carries the rekey out.
+	n1.svc.Close()
+	rest := nodes[1:3]
+	nodes = nodes[1:]
+	var lead *clusterNode
+	waitUntil(t, "a new leader", func() bool {
+		for _, n := range rest {
+			if n.svc.IsLeader() {
+				lead = n
+			}
+		}
+		return lead != nil
+	})
+	waitUntil(t, "the rekey", func() bool {
+		if _, err := lead.svc.Tick(ctx); err != nil {
+			t.Log(err)
+		}
+		return held[1].Current() == 2 && held[2].Current() == 2
+	})
+	if held[3].Current() != 1 {
+		t.Fatalf("the removed node took version %d", held[3].Current())
+	}
+	k, err := lead.svc.Rotate(ctx, "after")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range rest {
+		waitUntil(t, "the key on "+n.id, func() bool { _, err := n.svc.PrivateKey(k.Kid); return err == nil })
+	}
+	e, err := lead.svc.store.Get(k.Seq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v := seal.BlobVersion(e.Sealed); v != 2 {
+		t.Fatalf("the key after the rekey is sealed under version %d", v)
+	}
+	if _, err := held[3].Open(e.Sealed, ledger.SealAD(e.Seq, e.Type)); !errors.Is(err, seal.ErrUnknownVersion) {
+		t.Fatalf("the removed node's version opens the key created after the rekey: %v", err)
+	}
+}
