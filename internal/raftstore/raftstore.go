@@ -582,12 +582,7 @@ func (s *Store) propose() {
 			next = 0
 			continue
 		}
-		// What follows a rekey is sealed under its new version, which
-		// this node installs when it applies the rekey: a rekey ends its
-		// command, and the next one waits for it to be applied (settle).
-		if i := slices.IndexFunc(batch, rekeys); i >= 0 && i < len(batch)-1 {
-			batch, carry = batch[:i+1], batch[i+1:]
-		}
+		batch, carry = splitAfterRekey(batch)
 		if next == 0 || s.renumber.Swap(false) {
 			next, last = s.settle()
 		}
@@ -613,6 +608,17 @@ func (s *Store) propose() {
 			return
 		}
 	}
+}
+
+// splitAfterRekey cuts batch after its first append of a ledger.rekeyed
+// entry. What follows a rekey is sealed under its new version, which this
+// node installs when it applies the rekey: a rekey ends its command, and
+// the next command waits for it to be applied (settle).
+func splitAfterRekey(batch []*pending) (now, later []*pending) {
+	if i := slices.IndexFunc(batch, rekeys); i >= 0 && i < len(batch)-1 {
+		return batch[:i+1], batch[i+1:]
+	}
+	return batch, nil
 }
 
 // rekeys reports whether p appends a ledger.rekeyed entry.
