@@ -169,15 +169,22 @@ type clusterNode struct {
 	joined *raftstore.JoinResult
 	rs     *raftstore.Store
 	mkFile string
-	// mem holds the master key of a node that did not found the
-	// cluster, in memory only: it arrives in the node.joined entry of
-	// each start (a restart is a new node, admitted again), never from
-	// or to a file. nil for a node whose master key file exists (the
-	// founder).
+	// mem holds this node's ledger secret, in memory only: generated at
+	// founding, otherwise from the node.joined entry of each start (a
+	// restart is a new node, admitted again), never from or to a file,
+	// but for the founder of a dev cluster (devKeyFile).
 	mem    *memSealer
-	rejoin bool // a restart of a joined node: admitted again before the service opens
-	ctx    context.Context
-	log    *slog.Logger
+	rejoin bool // a restart: admitted again before the service opens
+	// devKeyFile: this node's first ledger-secret version is also in
+	// the dev-only master key file (the founder of a dev cluster, or of
+	// a cluster founded before secrets stayed in memory); a restart is
+	// admitted again all the same (for its node certificate, and the
+	// versions a rekey made since). devKeyCreated: the file was created
+	// by this start.
+	devKeyFile    bool
+	devKeyCreated bool
+	ctx           context.Context
+	log           *slog.Logger
 	// id is this process's attested node identity, admit how it admits
 	// joining nodes once svc is open.
 	id    *node.Identity
@@ -470,17 +477,15 @@ func prepareCluster(ctx context.Context, cfg *Config, log *slog.Logger) (*cluste
 	_, err = os.Stat(filepath.Join(cfg.DataDir, "raft", "raft.db"))
 	fresh := errors.Is(err, fs.ErrNotExist)
 	n.found = fresh && c.Join == ""
+	if err := n.prepareSecret(cfg, fresh, log); err != nil {
+		ln.Close()
+		return nil, err
+	}
 	// Every restart is a new node (a new node key and TLS key): it is
 	// admitted again before its service opens, which endorses its TLS
-	// key, whether or not it holds the master key in a file.
-	n.rejoin = !fresh
-	if !n.found {
-		if _, err := os.Stat(n.mkFile); errors.Is(err, fs.ErrNotExist) {
-			n.mem = &memSealer{}
-		} else if fresh {
-			ln.Close()
-			return nil, fmt.Errorf("cluster: a joining node receives the master key from the cluster and keeps it in memory only: move %s away to join", n.mkFile)
-		}
+	// key, whether or not it holds a dev master key file.
+	if !fresh {
+		n.rejoin = true
 	}
 	if fresh && c.Join != "" {
 		if err := n.join(ctx, log); err != nil {
@@ -489,6 +494,60 @@ func prepareCluster(ctx context.Context, cfg *Config, log *slog.Logger) (*cluste
 		}
 	}
 	return n, nil
+}
+
+// prepareSecret sets up this node's ledger secret (docs/security.md
+// "Ledger secrets and rekey"): in memory only. A production founder
+// generates it in memory; the founder of a dev cluster creates it in its
+// dev-only master key file. A joining node receives it in its handoff; a
+// restarted one is admitted again and receives it anew (readmit); one
+// holding the dev-only file opens with it, and alone in its cluster
+// admits itself once its service opens.
+func (n *clusterNode) prepareSecret(cfg *Config, fresh bool, log *slog.Logger) error {
+	n.mem = &memSealer{Versions: &seal.Versions{}}
+	_, err := os.Stat(n.mkFile)
+	hasFile := err == nil
+	switch {
+	case n.found && cfg.devMasterKey:
+		if !hasFile {
+			if _, err := seal.CreateFile(n.mkFile); err != nil {
+				return err
+			}
+			n.devKeyCreated = true
+		}
+		return n.loadKeyFile()
+	case n.found:
+		if hasFile {
+			return fmt.Errorf("cluster: a cluster's ledger secret is generated in memory and never written to disk: move %s away to found a cluster", n.mkFile)
+		}
+		n.mem.Versions = seal.NewVersions()
+		log.Warn("cluster: this founding node generated the ledger secret in memory; it exists only in the memory of the cluster's trusted nodes: if every node is lost at once, only recovery by the members brings the service back (docs/security.md)")
+		return nil
+	case fresh:
+		if hasFile {
+			return fmt.Errorf("cluster: a joining node receives the ledger secret from the cluster and keeps it in memory only: move %s away to join", n.mkFile)
+		}
+		return nil
+	case hasFile:
+		if !cfg.devMasterKey {
+			log.Warn("cluster: this node keeps the first version of the ledger secret in a file, which the host can read; once the other nodes run, stop it, move the file away and start it again: it is admitted again like any node", "file", n.mkFile)
+		}
+		return n.loadKeyFile()
+	}
+	n.rejoin = true
+	return nil
+}
+
+// loadKeyFile installs the dev-only master key file as version 1 of the
+// ledger secret.
+func (n *clusterNode) loadKeyFile() error {
+	k, err := seal.ReadKeyFile(n.mkFile)
+	if err != nil {
+		return err
+	}
+	defer clear(k)
+	n.devKeyFile = true
+	return n.mem.set(k)
 }
 
 // attest makes this process's node identity and the admission of others.
@@ -508,12 +567,7 @@ func (n *clusterNode) attest(ctx context.Context, cfg *Config, log *slog.Logger)
 	}
 	n.admit = &kms.NodeAdmission{
 		Verifier: v, DefaultPolicy: n.cfg.NodePolicy,
-		Secrets: func() ([]byte, error) {
-			if n.mem != nil {
-				return n.mem.keyCopy()
-			}
-			return seal.ReadKeyFile(n.mkFile)
-		},
+		Secrets: func() ([]byte, error) { return n.mem.keyCopy() },
 	}
 	log.Info("cluster: node identity", "node_id", n.id.ID, "simulated", n.id.Simulated)
 	return nil
@@ -549,6 +603,9 @@ func (n *clusterNode) opened(ctx context.Context, svc *kms.Service, log *slog.Lo
 	n.svc.Store(svc)
 	if n.selfAdmit {
 		go n.reattest(ctx, svc, log)
+	}
+	if v := svc.SecretVersion(); n.devKeyFile && v > 1 {
+		log.Info("cluster: the ledger was rekeyed since the dev master key file was written (it holds version 1 only); this node runs on the version its handoff brought", "version", v)
 	}
 	return nil
 }
@@ -647,7 +704,9 @@ func (n *clusterNode) join(ctx context.Context, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("cluster: %w", err)
 	}
-	if err := n.mem.set(mk); err != nil {
+	err = n.mem.set(mk)
+	clear(mk)
+	if err != nil {
 		return fmt.Errorf("cluster: %w", err)
 	}
 	log.Info("cluster: joined as a non-voter; promoted once caught up", "node_id", n.cfg.NodeID, "handoff_seq", e.Seq, "leader", n.joined.Leader, "commit_index", n.joined.CommitIndex)
@@ -657,6 +716,7 @@ func (n *clusterNode) join(ctx context.Context, log *slog.Logger) error {
 // kmsConfig makes the service open its ledger on this node.
 func (n *clusterNode) kmsConfig(kc *kms.Config, url string, log *slog.Logger) {
 	kc.Joined = !n.found
+	kc.Versions, kc.Identity = n.mem.Versions, n.id
 	kc.OpenLedger = func(dir string, opts store.Options) (store.Ledger, error) {
 		rs, err := raftstore.Open(dir, opts, raftstore.Config{
 			NodeID: n.cfg.NodeID, Listener: n.ln, Advertise: n.adv, URL: url,
@@ -665,6 +725,11 @@ func (n *clusterNode) kmsConfig(kc *kms.Config, url string, log *slog.Logger) {
 			Admit: n.admitNode,
 		})
 		n.rs = rs
+		if err == nil && n.devKeyFile && !n.found && rekeyed(rs) {
+			// The dev master key file holds version 1 only.
+			log.Info("cluster: the ledger was rekeyed since the dev master key file was written: this node is admitted again first")
+			n.rejoin = true
+		}
 		if err == nil && n.rejoin {
 			n.loadServiceKey(rs)
 			if err = n.readmit(); err != nil {
@@ -676,10 +741,26 @@ func (n *clusterNode) kmsConfig(kc *kms.Config, url string, log *slog.Logger) {
 	}
 }
 
-// sealer is the master key of this node: in memory for a node that did
-// not found the cluster, nil otherwise (the master key file's).
+// rekeyed reports whether the node's copy of the ledger holds a
+// ledger.rekeyed entry.
+func rekeyed(rs *raftstore.Store) bool {
+	found := false
+	rs.Scan(1, func(e *ledger.Entry) error {
+		if e.Type == ledger.TypeLedgerRekeyed {
+			found = true
+			return errStopScan
+		}
+		return nil
+	})
+	return found
+}
+
+var errStopScan = errors.New("stop")
+
+// sealer is the ledger secret of this node, in memory; nil without a
+// cluster (the master key file's).
 func (n *clusterNode) sealer() seal.Sealer {
-	if n == nil || n.mem == nil {
+	if n == nil {
 		return nil
 	}
 	return n.mem
@@ -703,12 +784,13 @@ func (n *clusterNode) joinRequest() raftstore.JoinRequest {
 func (n *clusterNode) readmit() error {
 	req := n.joinRequest()
 	waitingTrust := false
+	n.log.Info("cluster: this restarted node is a new node: it waits to be admitted again by a running node, which hands it the ledger secret; if every node of the cluster was lost, only recovery by the members brings the service back (docs/security.md)", "node_id", n.id.ID)
 	for try := 0; ; try++ {
 		var err error
 		_, addr := n.rs.Leader()
 		peers := n.peers()
 		switch {
-		case len(peers) == 0 && n.mem == nil:
+		case len(peers) == 0 && n.devKeyFile:
 			n.selfAdmit = true
 			return nil
 		case n.rs.Raft().State() == raft.Leader:
@@ -735,9 +817,7 @@ func (n *clusterNode) readmit() error {
 				var e *ledger.Entry
 				var mk []byte
 				if e, mk, err = n.openHandoff(res.Handoff); err == nil {
-					if n.mem != nil {
-						err = n.mem.set(mk)
-					}
+					err = n.mem.set(mk)
 					clear(mk)
 					if err == nil {
 						n.log.Info("cluster: this restarted node was admitted under its new node key", "node_id", n.id.ID, "seq", e.Seq)
@@ -782,58 +862,24 @@ func (n *clusterNode) peers() []string {
 	return out
 }
 
-// memSealer is a master key held in memory only, set once from a
-// handoff; it seals nothing before.
+// memSealer is this node's ledger secret, held in memory only: every
+// version it holds (internal/seal Versions), the current one sealing.
+//
+// The ledger secret's contract, for the handoff and for recovery: the
+// blob keyCopy returns (NodeAdmission.Secrets, what a joining node is
+// handed) is the one opaque byte string a node obtains, and set is the
+// one way a node installs one (a handoff's, a readmission's, a
+// recovered secret's).
 type memSealer struct {
-	mu  sync.Mutex
-	key []byte
-	s   *seal.AESGCM
+	*seal.Versions
 }
 
-func (m *memSealer) set(key []byte) error {
-	s, err := seal.New(key)
-	if err != nil {
-		return err
-	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.key, m.s = bytes.Clone(key), s
-	return nil
-}
+// set installs a ledger secret blob (seal.Versions.Install).
+func (m *memSealer) set(blob []byte) error { return m.Install(blob) }
 
-func (m *memSealer) get() (*seal.AESGCM, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.s == nil {
-		return nil, errors.New("cluster: the master key has not arrived from the cluster yet")
-	}
-	return m.s, nil
-}
-
-func (m *memSealer) keyCopy() ([]byte, error) {
-	if _, err := m.get(); err != nil {
-		return nil, err
-	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return bytes.Clone(m.key), nil
-}
-
-func (m *memSealer) Seal(plaintext, ad []byte) ([]byte, error) {
-	s, err := m.get()
-	if err != nil {
-		return nil, err
-	}
-	return s.Seal(plaintext, ad)
-}
-
-func (m *memSealer) Open(sealed, ad []byte) ([]byte, error) {
-	s, err := m.get()
-	if err != nil {
-		return nil, err
-	}
-	return s.Open(sealed, ad)
-}
+// keyCopy returns the current ledger secret blob (seal.Versions.Secret);
+// the caller clears it.
+func (m *memSealer) keyCopy() ([]byte, error) { return m.Secret() }
 
 // close releases the listener if the store never took it.
 func (n *clusterNode) close() {

@@ -17,6 +17,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -621,14 +622,7 @@ func TestClusterRestarts(t *testing.T) {
 	// the leader takes it out, the others go on, and it may not join
 	// again under its id.
 	gone := nodes[2]
-	args, _ := json.Marshal(map[string]string{"node_id": gone.id})
-	msg, err := devSigner(t, nodes[1].p).SignProposal([]gov.Action{{Name: "remove_node", Args: args}}, time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if resp, body := postCOSETest(t, nodes[1].p.URL+"/v1/gov/proposals", msg); resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusCreated {
-		t.Fatalf("remove_node proposal: %s: %s", resp.Status, body)
-	}
+	proposeRemoveNode(t, nodes[1], gone.id)
 	waitCluster(t, "two nodes", nodes[0].p.URL, func(s clusterStatus) bool { return s.Leader != "" && len(s.Nodes) == 2 })
 	rel.releaseOnce(t, nodes[1].p.URL, token, "v1")
 	runAudit(t, 0, "--kms", nodes[0].p.URL, "--log-key", logKey, "--quiet")
@@ -644,6 +638,20 @@ func TestClusterRestarts(t *testing.T) {
 		n.p.stopClean(syscall.SIGTERM)
 	}
 	t.Logf("%d releases acknowledged, answers %v", len(acks.all()), rel.statuses)
+}
+
+// proposeRemoveNode has the dev member propose, at node at, the removal
+// of node id (accepted at once under the dev constitution).
+func proposeRemoveNode(t *testing.T, at *devNode, id string) {
+	t.Helper()
+	args, _ := json.Marshal(map[string]string{"node_id": id})
+	msg, err := devSigner(t, at.p).SignProposal([]gov.Action{{Name: "remove_node", Args: args}}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp, body := postCOSETest(t, at.p.URL+"/v1/gov/proposals", msg); resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusCreated {
+		t.Fatalf("remove_node proposal: %s: %s", resp.Status, body)
+	}
 }
 
 // TestClusterServe: two `tkms serve` nodes with certificates of an
@@ -688,9 +696,16 @@ func clusterServe(t *testing.T, withCA bool) {
 	}
 	addr1, addr2 := freePort(t), freePort(t)
 	c1, c2 := config(1, addr1, ""), config(2, addr2, "")
-	if _, err := seal.CreateFile(filepath.Join(dir, "data1", "master.key")); err != nil {
+	// A founder with a master key file is refused: a cluster's ledger
+	// secret is generated in memory.
+	mkFile := filepath.Join(dir, "data1", "master.key")
+	if _, err := seal.CreateFile(mkFile); err != nil {
 		t.Fatal(err)
 	}
+	if _, stderr, code := runTkms(t, "serve", "--config", c1); code == 0 || !strings.Contains(stderr, "generated in memory and never written to disk") {
+		t.Fatalf("a founder with a master key file: exit %d\n%s", code, stderr)
+	}
+	os.Remove(mkFile)
 	p1 := startServe(t, c1)
 	waitCluster(t, "the first node to lead", p1.URL, voters(1))
 	chain, err := os.ReadFile(filepath.Join(dir, "data1", simsnp.ChainFile))
@@ -720,38 +735,57 @@ func clusterServe(t *testing.T, withCA bool) {
 	m := p2.waitOutput(p2.stderr, serveListening)
 	p2.URL = "http://" + m[1]
 	waitCluster(t, "two voters", p2.URL, voters(2))
-	// The joined node holds the master key in memory only.
-	mk, err := seal.ReadKeyFile(filepath.Join(dir, "data1", "master.key"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	noMasterKeyIn(t, filepath.Join(dir, "data2"), mk)
-	converged := func() bool {
-		_, a := do(t, http.MethodGet, p1.URL+"/log/checkpoint", nil)
-		_, b := do(t, http.MethodGet, p2.URL+"/log/checkpoint", nil)
-		return bytes.Equal(a, b)
-	}
-	deadline := time.Now().Add(30 * time.Second)
-	for !converged() {
-		if time.Now().After(deadline) {
-			t.Fatal("the two nodes serve different checkpoints")
+	// Neither node keeps a master key file (TestClusterSecretsNotOnDisk
+	// searches a dev cluster's files for every version of the secret).
+	noKeyFile := func() {
+		t.Helper()
+		for _, d := range []string{"data1", "data2"} {
+			if _, err := os.Stat(filepath.Join(dir, d, "master.key")); err == nil {
+				t.Fatalf("%s has a master key file", d)
+			}
 		}
-		time.Sleep(50 * time.Millisecond)
 	}
+	noKeyFile()
+	converged := func(what string) {
+		t.Helper()
+		deadline := time.Now().Add(60 * time.Second)
+		for {
+			_, a := do(t, http.MethodGet, p1.URL+"/log/checkpoint", nil)
+			_, b := do(t, http.MethodGet, p2.URL+"/log/checkpoint", nil)
+			if bytes.Equal(a, b) {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the two nodes serve different checkpoints %s", what)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	converged("after the join")
 	p2.stopClean(syscall.SIGTERM)
 	p2 = startProc(t, "serve", "--config", c2) // a restart: no --join needed
 	m = p2.waitOutput(p2.stderr, serveListening)
 	p2.URL = "http://" + m[1]
 	waitCluster(t, "two voters after the restart", p2.URL, voters(2))
-	// It opened its ledger with the master key of a new handoff.
-	deadline = time.Now().Add(30 * time.Second)
-	for !converged() {
-		if time.Now().After(deadline) {
-			t.Fatal("the two nodes serve different checkpoints after the restart")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	noMasterKeyIn(t, filepath.Join(dir, "data2"), mk)
+	// It opened its ledger with the ledger secret of a new handoff.
+	converged("after the restart")
+	noKeyFile()
+	// The founder restarted is a new node too: the other node admits it
+	// again and hands it the ledger secret.
+	p1.stopClean(syscall.SIGTERM)
+	p1 = startServe(t, c1)
+	waitCluster(t, "two voters after the founder's restart", p1.URL, voters(2))
+	converged("after the founder's restart")
+	noKeyFile()
+	// Both stopped, neither holds the ledger secret: a node started
+	// alone waits to be admitted by a running node (recovery, when the
+	// whole cluster is lost) and opens nothing meanwhile.
 	p2.stopClean(syscall.SIGTERM)
+	p1.stopClean(syscall.SIGTERM)
+	p1 = startProc(t, "serve", "--config", c1)
+	p1.waitOutput(p1.stderr, regexp.MustCompile(`waits to be admitted again by a running node`))
+	if strings.Contains(p1.stderr.String(), "ledger replayed") {
+		t.Fatal("a node without the ledger secret opened its ledger")
+	}
 	p1.stopClean(syscall.SIGTERM)
 }

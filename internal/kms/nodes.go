@@ -14,6 +14,7 @@ import (
 	"github.com/tkms-dev/tkms/internal/ledger"
 	"github.com/tkms-dev/tkms/internal/node"
 	"github.com/tkms-dev/tkms/internal/policy"
+	"github.com/tkms-dev/tkms/internal/seal"
 	"github.com/tkms-dev/tkms/internal/state"
 	"github.com/tkms-dev/tkms/internal/store"
 )
@@ -33,9 +34,14 @@ type NodeAdmission struct {
 	// until governance sets one (set_node_policy). Empty: none, and no
 	// node is admitted until governance sets one.
 	DefaultPolicy []byte
-	// Secrets returns the ledger's secrets handed to an admitted node: the
-	// master key, which seals every other secret of the ledger (the log's
-	// signing key, private keys, data keys).
+	// Secrets returns the ledger's secrets handed to an admitted node:
+	// the current ledger secret blob (seal.Versions.Secret: version and
+	// master key), which seals every other secret of the ledger (the
+	// log's signing key, private keys, data keys); older versions open by
+	// walking back the ledger's rekeys. This opaque blob is the one thing
+	// a node obtains: the node that opens a handoff (OpenHandoff) or a
+	// recovery installs exactly it (seal.Versions.Install, cmd/tkms's
+	// memSealer.set). A caller clears it after use.
 	Secrets func() ([]byte, error)
 }
 
@@ -138,26 +144,41 @@ func (s *Service) AdmitNode(ctx context.Context, na *NodeAdmission, member strin
 	if needTrust && trustSeq == 0 {
 		return nil, notTrusted(adm.NodeID)
 	}
-	secret, err := na.Secrets()
-	if err != nil {
-		return nil, fmt.Errorf("kms: this node cannot hand the ledger's secrets over: %w", err)
-	}
-	sealed, err := node.Seal(nodeKey, secret)
-	clear(secret)
-	if err != nil {
-		return nil, err
-	}
 	cert, err := s.issueNodeCert(member, adm.NodeID, tlsKey)
 	if err != nil {
 		return nil, err
 	}
-	nj := state.NodeJoined{
-		Member: member, NodeID: adm.NodeID, NodeKey: nodeKey, Evidence: evidence,
-		EvidenceType: adm.EvidenceType, EvidenceSHA256: adm.EvidenceSHA256, Claims: adm.Claims, Simulated: adm.Simulated,
-		PolicySeq: pseq, PolicySHA256: phash, TrustSeq: trustSeq, Secrets: sealed,
-		TLSKey: tlsKey, Certificate: cert,
+	// The secret in force when the entry is applied: one made against a
+	// version a rekey replaced meanwhile (on another leader) is refused
+	// at apply time, and made again with the new one.
+	for try := 0; ; try++ {
+		secret, err := na.Secrets()
+		if err != nil {
+			return nil, fmt.Errorf("kms: this node cannot hand the ledger's secrets over: %w", err)
+		}
+		version, _, err := seal.ParseSecret(secret)
+		if err != nil {
+			clear(secret)
+			return nil, fmt.Errorf("kms: this node's ledger secret: %w", err)
+		}
+		sealed, err := node.Seal(nodeKey, secret)
+		clear(secret)
+		if err != nil {
+			return nil, err
+		}
+		nj := state.NodeJoined{
+			Member: member, NodeID: adm.NodeID, NodeKey: nodeKey, Evidence: evidence,
+			EvidenceType: adm.EvidenceType, EvidenceSHA256: adm.EvidenceSHA256, Claims: adm.Claims, Simulated: adm.Simulated,
+			PolicySeq: pseq, PolicySHA256: phash, TrustSeq: trustSeq, Secrets: sealed, SecretVersion: version,
+			TLSKey: tlsKey, Certificate: cert,
+		}
+		e, err := s.recordNode(ctx, nj)
+		if errors.Is(err, state.ErrStaleSecret) && try < 3 {
+			s.log.Info("node admission: the ledger secret changed meanwhile; sealing the new version", "node_id", adm.NodeID)
+			continue
+		}
+		return e, err
 	}
-	return s.recordNode(ctx, nj)
 }
 
 // issueNodeCert issues the node certificate of an admitted node's TLS key,

@@ -63,6 +63,7 @@ const (
 	TypeGovBallot         Type = "gov.ballot"          // a member's signed vote on a proposal
 	TypeGovWithdrawal     Type = "gov.withdrawal"      // the proposer's signed withdrawal of a proposal
 	TypeNodeJoined        Type = "node.joined"         // an attested node and the ledger's secrets HPKE-sealed to its key
+	TypeLedgerRekeyed     Type = "ledger.rekeyed"      // a new ledger-secret version HPKE-sealed to every trusted node, after a node's removal
 )
 
 // knownTypes lists every type this build understands. A ledger that holds
@@ -73,7 +74,7 @@ var knownTypes = map[Type]bool{
 	TypeKeyExpired: true, TypeKeyDestroyed: true,
 	TypeKeyReleasePolicy: true, TypeJWTPolicy: true, TypeKeyReleased: true, TypeReleaseDenied: true,
 	TypeLogKey: true, TypeGovInit: true, TypeGovProposal: true, TypeGovBallot: true, TypeGovWithdrawal: true,
-	TypeNodeJoined: true,
+	TypeNodeJoined: true, TypeLedgerRekeyed: true,
 }
 
 // Known reports whether t is a type of this format version.

@@ -39,6 +39,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -600,13 +601,17 @@ func (s *Store) propose() {
 	defer close(s.inflight)
 	var next uint64    // 0: renumber from the ledger once nothing is in flight
 	var last time.Time // the time of the entry before next
+	var carry []*pending
 	for {
-		var batch []*pending
-		select {
-		case p := <-s.reqs:
-			batch = append(batch, p)
-		case <-s.closing:
-			return
+		batch := carry
+		carry = nil
+		if len(batch) == 0 {
+			select {
+			case p := <-s.reqs:
+				batch = append(batch, p)
+			case <-s.closing:
+				return
+			}
 		}
 	drain:
 		for len(batch) < 256 {
@@ -630,6 +635,7 @@ func (s *Store) propose() {
 			next = 0
 			continue
 		}
+		batch, carry = splitAfterRekey(batch)
 		if next == 0 || s.renumber.Swap(false) {
 			next, last = s.settle()
 		}
@@ -641,6 +647,9 @@ func (s *Store) propose() {
 			continue
 		}
 		f := s.raft.Apply(cmd, 30*time.Second)
+		if rekeys(batch[len(batch)-1]) {
+			s.renumber.Store(true)
+		}
 		fl := &flight{f: f, batch: batch, next: start}
 		next, last = start, end
 		select {
@@ -652,6 +661,22 @@ func (s *Store) propose() {
 			return
 		}
 	}
+}
+
+// splitAfterRekey cuts batch after its first append of a ledger.rekeyed
+// entry. What follows a rekey is sealed under its new version, which this
+// node installs when it applies the rekey: a rekey ends its command, and
+// the next command waits for it to be applied (settle).
+func splitAfterRekey(batch []*pending) (now, later []*pending) {
+	if i := slices.IndexFunc(batch, rekeys); i >= 0 && i < len(batch)-1 {
+		return batch[:i+1], batch[i+1:]
+	}
+	return batch, nil
+}
+
+// rekeys reports whether p appends a ledger.rekeyed entry.
+func rekeys(p *pending) bool {
+	return slices.ContainsFunc(p.props, func(pr store.Proposal) bool { return pr.Type == ledger.TypeLedgerRekeyed })
 }
 
 // settle waits for every command in flight to be applied and returns the

@@ -42,8 +42,12 @@ type NodeJoined struct {
 	// Founder marks the node that created the ledger's secrets: it
 	// received none.
 	Founder bool `json:"founder,omitempty"`
-	// Secrets are the ledger's secrets HPKE-sealed to NodeKey.
-	Secrets []byte `json:"secrets,omitempty"`
+	// Secrets are the ledger's secrets HPKE-sealed to NodeKey: the
+	// ledger secret of version SecretVersion (rekey.go), which must be the
+	// version in force when the entry is applied (0: an entry written
+	// before versions, version 1).
+	Secrets       []byte `json:"secrets,omitempty"`
+	SecretVersion uint32 `json:"secret_version,omitempty"`
 	// TLSKey is the node's TLS public key (PKIX DER); the evidence's
 	// REPORT_DATA[32:64] is its SHA-256. Certificate is the node
 	// certificate (X.509 DER) the service identity issued for it
@@ -106,6 +110,11 @@ func (s *State) applyNodeJoined(e *ledger.Entry) error {
 	}
 	if s.Node(n.NodeID) != nil {
 		return fmt.Errorf("node %s joined already", n.NodeID)
+	}
+	if cur := s.SecretVersion(); !n.Founder && n.SecretVersion != 0 && n.SecretVersion != cur {
+		// Admitted while a rekey was being recorded: the admission is
+		// made again with the version now in force.
+		return fmt.Errorf("%w: node %s received ledger-secret version %d, but version %d is in force", ErrStaleSecret, n.NodeID, n.SecretVersion, cur)
 	}
 	if s.Constitution != nil && s.Constitution.NodeTrust == gov.NodeTrustProposal && !n.Founder {
 		if at := s.TrustedNodeIDs[n.NodeID]; at == 0 || at != n.TrustSeq {

@@ -169,6 +169,9 @@ type State struct {
 	// PendingEffects are the forced key operations of accepted proposals
 	// that the kms has yet to record, oldest first.
 	PendingEffects []Effect `json:"pending_effects,omitempty"`
+	// Rekeys are the ledger.rekeyed entries applied, oldest first: the
+	// chain of ledger-secret versions (rekey.go).
+	Rekeys []*Rekey `json:"rekeys,omitempty"`
 }
 
 // LogKey is the body of the log.key entry: the origin line of the log's
@@ -313,6 +316,8 @@ func (s *State) apply(e *ledger.Entry) error {
 		s.Releases++
 	case ledger.TypeNodeJoined:
 		return s.applyNodeJoined(e)
+	case ledger.TypeLedgerRekeyed:
+		return s.applyRekeyed(e)
 	case ledger.TypeReleaseDenied:
 		var d ReleaseDenied
 		if err := decodeBody(e.Body, &d); err != nil {
@@ -588,7 +593,8 @@ func (s *State) Clone() *State {
 	if s.TrustedNodeIDs != nil {
 		c.TrustedNodeIDs = maps.Clone(s.TrustedNodeIDs)
 	}
-	c.Nodes = slices.Clone(s.Nodes) // a Node is never modified once applied
+	c.Nodes = slices.Clone(s.Nodes)   // a Node is never modified once applied
+	c.Rekeys = slices.Clone(s.Rekeys) // nor a Rekey
 	return &c
 }
 
