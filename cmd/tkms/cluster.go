@@ -805,8 +805,17 @@ func (n *clusterNode) readmit() error {
 			if viaPeer {
 				addr = peers[try%len(peers)] // no leader known: a peer vouches, or forwards
 			}
+			// A peer that does not answer (a non-voter that never
+			// serves, a host that drops packets) must not hold the
+			// loop: each attempt is bounded, shorter via a peer.
+			timeout := 30 * time.Second
+			if viaPeer {
+				timeout = 5 * time.Second
+			}
+			actx, cancel := context.WithTimeout(n.ctx, timeout)
 			var res *raftstore.JoinResult
-			res, err = raftstore.Join(n.ctx, addr, req, n.joinClient)
+			res, err = raftstore.Join(actx, addr, req, n.joinClient)
+			cancel()
 			if err != nil && viaPeer && !errors.Is(err, raftstore.ErrNodeRefused) {
 				// That peer may be restarting too (not endorsed yet): ask
 				// the next one.
@@ -846,8 +855,9 @@ func (n *clusterNode) readmit() error {
 	}
 }
 
-// peers returns the node-to-node addresses of the other members of the
-// cluster's configuration.
+// peers returns the node-to-node addresses of the other voters of the
+// cluster's configuration: those whose vouching lets this node's vote
+// count while no leader is known (a non-voter knows no leader either).
 func (n *clusterNode) peers() []string {
 	f := n.rs.Raft().GetConfiguration()
 	if f.Error() != nil {
@@ -855,7 +865,7 @@ func (n *clusterNode) peers() []string {
 	}
 	var out []string
 	for _, srv := range f.Configuration().Servers {
-		if string(srv.ID) != n.cfg.NodeID {
+		if string(srv.ID) != n.cfg.NodeID && srv.Suffrage == raft.Voter {
 			out = append(out, string(srv.Address))
 		}
 	}
