@@ -209,6 +209,7 @@ func waitForRecovery(ctx context.Context, cfg *Config, opts recoverOptions, log 
 		return nil, nil, nil, ctx.Err()
 	}
 	secret, members := sess.Result()
+	os.Remove(filepath.Join(cfg.DataDir, recoveryInfoFile)) // dev.json and the logs say where the service is now
 	// The service listens where the recovery did.
 	cfg.Listen = addr
 	ok = true

@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -193,7 +194,12 @@ func (s *Session) Handler() http.Handler {
 			}
 			res, err := s.Submit(raw)
 			if err != nil {
-				writeErr(w, statusOf(err), CodeOf(err), err.Error())
+				msg := err.Error()
+				var re *Error
+				if errors.As(err, &re) {
+					msg = re.Err.Error()
+				}
+				writeErr(w, statusOf(err), CodeOf(err), msg)
 				return
 			}
 			writeJSON(w, http.StatusOK, res)
