@@ -26,11 +26,27 @@ import (
 // the one secret a joining node receives, and the one a recovery must
 // give back). It returns the entry written, nil if none was due.
 func (s *Service) RenewRecoveryShares(ctx context.Context, secret func() ([]byte, error), holders ...recovery.Holder) (*ledger.Entry, error) {
+	return s.renewRecoveryShares(ctx, secret, true, holders)
+}
+
+// renewRecoveryShares is RenewRecoveryShares; without checkSecret it reads
+// the secret only when the holders or the threshold changed (a rekey is
+// noticed on the next check of the secret).
+func (s *Service) renewRecoveryShares(ctx context.Context, secret func() ([]byte, error), checkSecret bool, holders []recovery.Holder) (*ledger.Entry, error) {
 	if !s.IsLeader() {
 		return nil, nil
 	}
-	s.writeMu.Lock()
-	defer s.writeMu.Unlock()
+	// Cheap checks first, without the write lock releases share.
+	var configDue bool
+	var on bool
+	s.Read(func(st *state.State) {
+		rs, k := st.RecoveryRecipients()
+		on = k > 0 && len(rs) >= k
+		configDue = on && (st.Recovery == nil || st.Recovery.Shares.ConfigID != recovery.ConfigID(k, rs))
+	})
+	if !on || (!configDue && !checkSecret) {
+		return nil, nil
+	}
 	sec, err := secret()
 	if err != nil {
 		return nil, fmt.Errorf("kms: recovery shares: %w", err)
@@ -38,6 +54,12 @@ func (s *Service) RenewRecoveryShares(ctx context.Context, secret func() ([]byte
 	defer clear(sec)
 	id := recovery.SecretID(sec)
 	var due bool
+	s.Read(func(st *state.State) { due = st.RecoverySharesDue(id) })
+	if !due {
+		return nil, nil
+	}
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
 	var rs []recovery.Recipient
 	var k int
 	var version uint64
@@ -68,12 +90,14 @@ func (s *Service) RenewRecoveryShares(ctx context.Context, secret func() ([]byte
 }
 
 // RunRecoveryShares renews the recovery shares whenever they are due,
-// until ctx ends: after each change of the state, and every few seconds
-// (leadership moves without one).
+// until ctx ends: after each change of the state that changes the holders
+// or the threshold, and, every few seconds, when the ledger secret
+// changed (a rekey) or leadership moved here.
 func (s *Service) RunRecoveryShares(ctx context.Context, secret func() ([]byte, error), holders ...recovery.Holder) {
+	checkSecret := true
 	for {
 		ch := s.Changed()
-		if _, err := s.RenewRecoveryShares(ctx, secret, holders...); err != nil && ctx.Err() == nil {
+		if _, err := s.renewRecoveryShares(ctx, secret, checkSecret, holders); err != nil && ctx.Err() == nil {
 			s.log.Error("cannot renew the recovery shares", "err", err)
 		}
 		t := time.NewTimer(5 * time.Second)
@@ -82,7 +106,9 @@ func (s *Service) RunRecoveryShares(ctx context.Context, secret func() ([]byte, 
 			t.Stop()
 			return
 		case <-ch:
+			checkSecret = false
 		case <-t.C:
+			checkSecret = true
 		}
 		t.Stop()
 	}
