@@ -122,6 +122,9 @@ recovered_pid=$!
 pids+=("$recovered_pid")
 wait_for "$W/recovered/recovery.json"
 URL="$(jq -r .kms_url "$W/recovered/recovery.json")"
+# While it waits, the node serves the copy's public log read-only.
+[ "$(curl -fsS "$URL/v1/log/key")" = "$LOGKEY" ] || fail "the waiting node serves another log key"
+curl -fsS "$URL/log/tile/0/000.p/$(curl -fsS "$URL/v1/recovery" | jq -r '.tree_size % 256')" >/dev/null || fail "the waiting node serves no log tile"
 
 # Bad input: a stranger's share is refused, nothing is opened.
 "$T" gov keygen --out "$W/mallory" --name mallory >/dev/null

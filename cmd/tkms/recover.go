@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -91,15 +92,30 @@ func lockRecovery(dir string) (func(), error) {
 // state file's checkpoint) and replays it. Nothing in it is opened: the
 // master key is what the recovery brings back.
 func auditCopy(ctx context.Context, dir string, opts recoverOptions, log *slog.Logger) (*state.State, api.RecoveryStatus, error) {
+	s, status, st, err := openCopy(ctx, dir, opts, log)
+	if st != nil {
+		st.Close()
+	}
+	return s, status, err
+}
+
+// openCopy is auditCopy, and returns the ledger copy open read-only (the
+// caller closes it, also on error when it is not nil).
+func openCopy(ctx context.Context, dir string, opts recoverOptions, log *slog.Logger) (*state.State, api.RecoveryStatus, *store.Store, error) {
 	var status api.RecoveryStatus
 	if _, err := os.Stat(filepath.Join(dir, store.FileName)); err != nil {
-		return nil, status, fmt.Errorf("recovery: %s holds no ledger (%s): copy the ledger of a node there", dir, store.FileName)
+		return nil, status, nil, fmt.Errorf("recovery: %s holds no ledger (%s): copy the ledger of a node there", dir, store.FileName)
 	}
 	st, err := store.Open(dir, store.Options{ReadOnly: true, Logger: log})
 	if err != nil {
-		return nil, status, recoveryError(recovery.CodeAuditFailed, "the ledger copy does not open: %v", err)
+		return nil, status, nil, recoveryError(recovery.CodeAuditFailed, "the ledger copy does not open: %v", err)
 	}
-	defer st.Close()
+	s, status, err := auditOpenCopy(ctx, st, opts, log)
+	return s, status, st, err
+}
+
+func auditOpenCopy(ctx context.Context, st *store.Store, opts recoverOptions, log *slog.Logger) (*state.State, api.RecoveryStatus, error) {
+	var status api.RecoveryStatus
 	s := state.New()
 	if err := st.Scan(1, func(e *ledger.Entry) error { return s.Apply(e) }); err != nil {
 		return nil, status, recoveryError(recovery.CodeAuditFailed, "the ledger copy does not replay: %v", err)
@@ -150,7 +166,11 @@ func waitForRecovery(ctx context.Context, cfg *Config, opts recoverOptions, log 
 			unlock()
 		}
 	}()
-	st, status, err := auditCopy(ctx, cfg.DataDir, opts, log)
+	st, status, copyStore, err := openCopy(ctx, cfg.DataDir, opts, log)
+	if copyStore != nil {
+		// Closed before the service opens the ledger for writing.
+		defer copyStore.Close()
+	}
 	if err != nil {
 		return nil, nil, nil, err
 	}
@@ -163,6 +183,7 @@ func waitForRecovery(ctx context.Context, cfg *Config, opts recoverOptions, log 
 	}
 	sess := recovery.NewSession(recovery.SessionConfig{
 		ID: recovery.NewSessionID(), Shares: &st.Recovery.Shares, SharesSeq: st.Recovery.Seq, Window: window, Status: status,
+		Public: copyLogHandler(copyStore, status),
 		Member: func(kid string) (gov.Member, bool) {
 			m := st.MemberBySigner(kid)
 			if m == nil || !m.Active {
@@ -259,4 +280,39 @@ func devRecover(ctx context.Context, cfg *Config, ro recoverOptions, log *slog.L
 	}
 	cfg.recovered = rec
 	return unlock, nil
+}
+
+// copyLogHandler serves the public log of the audited ledger copy while
+// the node waits: its tiles (C2SP tlog-tiles) and its log key. Its
+// checkpoint is signed only once the log key is recovered: until then
+// GET /v1/recovery gives the tree size and root the audit verified.
+func copyLogHandler(st *store.Store, status api.RecoveryStatus) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fail := func(code int, c, msg string) {
+			w.Header().Set("Content-Type", "application/json")
+			w.Header().Set("x-ms-kms-error-code", c)
+			w.WriteHeader(code)
+			json.NewEncoder(w).Encode(api.ErrorResponse{Error: api.Error{Code: c, Message: msg}})
+		}
+		switch {
+		case r.URL.Path == "/v1/log/key":
+			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+			fmt.Fprintln(w, status.LogKey)
+		case strings.HasPrefix(r.URL.Path, "/log/tile/"):
+			t, err := translog.ParseTilePath(strings.TrimPrefix(r.URL.Path, "/log/"))
+			if err != nil {
+				fail(http.StatusNotFound, "NOT_FOUND", "not a tile path")
+				return
+			}
+			data, err := translog.ReadTile(t, status.TreeSize, st, st)
+			if err != nil {
+				fail(http.StatusNotFound, "NOT_FOUND", "no such tile in the ledger copy")
+				return
+			}
+			w.Header().Set("Content-Type", "application/octet-stream")
+			w.Write(data)
+		default:
+			fail(http.StatusServiceUnavailable, recovery.CodeWaiting, "this node is recovering a ledger and waits for members' recovery shares: it serves /v1/recovery, the copy's log tiles and /v1/log/key")
+		}
+	})
 }

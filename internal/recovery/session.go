@@ -44,6 +44,9 @@ type SessionConfig struct {
 	Now    func() time.Time
 	// Status is the public part of GET /v1/recovery: the audited copy.
 	Status api.RecoveryStatus
+	// Public, if set, serves the GET requests of other paths: the public
+	// state of the ledger copy, read-only.
+	Public http.Handler
 }
 
 // NewSessionID returns a fresh recovery id.
@@ -174,7 +177,8 @@ const CodeWaiting = "RECOVERY_WAITING"
 //	GET  /v1/recovery/shares  the sealed shares (Shares), for members to open theirs
 //	POST /v1/recovery/share   a member's signed share (api.RecoveryShare in COSE_Sign1)
 //
-// and refuses everything else with 503 RECOVERY_WAITING.
+// and refuses everything else with 503 RECOVERY_WAITING (GET requests go
+// to SessionConfig.Public, if set).
 func (s *Session) Handler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch {
@@ -203,6 +207,8 @@ func (s *Session) Handler() http.Handler {
 				return
 			}
 			writeJSON(w, http.StatusOK, res)
+		case s.cfg.Public != nil && (r.Method == http.MethodGet || r.Method == http.MethodHead):
+			s.cfg.Public.ServeHTTP(w, r)
 		default:
 			writeErr(w, http.StatusServiceUnavailable, CodeWaiting, "this node is recovering a ledger and waits for members' recovery shares (GET /v1/recovery)")
 		}
