@@ -42,7 +42,7 @@ func (s *Service) renewRecoveryShares(ctx context.Context, secret func() ([]byte
 	s.Read(func(st *state.State) {
 		rs, k := st.RecoveryRecipients()
 		on = k > 0 && len(rs) >= k
-		configDue = on && (st.Recovery == nil || st.Recovery.Shares.ConfigID != recovery.ConfigID(k, rs))
+		configDue = on && (st.Recovery == nil || st.Recovery.Shares.ConfigID != recovery.ConfigID(k, rs, st.Recovery.Shares.HolderNames()...))
 	})
 	if !on || (!configDue && !checkSecret) {
 		return nil, nil

@@ -134,14 +134,18 @@ func SecretID(secret []byte) string {
 }
 
 // ConfigID returns the public name of what the shares are split for: the
-// threshold and each recipient's member id and key, in member id order.
-func ConfigID(threshold int, rs []Recipient) string {
+// threshold, each recipient's member id and key, in member id order, and
+// the names of the holders (automatic recovery members) of the whole key.
+func ConfigID(threshold int, rs []Recipient, holders ...string) string {
 	sorted := slices.Clone(rs)
 	slices.SortFunc(sorted, func(a, b Recipient) int { return bytes.Compare([]byte(a.MemberID), []byte(b.MemberID)) })
 	h := sha256.New()
 	h.Write([]byte("tkms/recovery/config/v1\x00" + strconv.Itoa(threshold)))
 	for _, r := range sorted {
 		h.Write([]byte("\x00" + r.MemberID + "\x00" + r.Key.Hash()))
+	}
+	for _, n := range slices.Sorted(slices.Values(holders)) {
+		h.Write([]byte("\x00holder\x00" + n))
 	}
 	return hex.EncodeToString(h.Sum(nil)[:16])
 }
@@ -172,7 +176,11 @@ func Split(secret []byte, rs []Recipient, k int, version uint64, holders ...Hold
 		return nil, err
 	}
 	defer clear(rkBytes)
-	out := &Shares{Version: version, Threshold: k, SecretID: SecretID(secret), ConfigID: ConfigID(k, rs)}
+	var names []string
+	for _, h := range holders {
+		names = append(names, h.Name())
+	}
+	out := &Shares{Version: version, Threshold: k, SecretID: SecretID(secret), ConfigID: ConfigID(k, rs, names...)}
 	if out.Wrapped, err = wrap(rkBytes, secret, out); err != nil {
 		return nil, err
 	}
@@ -318,6 +326,15 @@ func (s *Shares) Unwrap(rk []byte) ([]byte, error) {
 		return nil, fail(CodeShareInvalid, "the ledger secret opened is not the one the shares entry names")
 	}
 	return pt, nil
+}
+
+// HolderNames returns the names of the holders of the whole recovery key.
+func (s *Shares) HolderNames() []string {
+	var out []string
+	for _, h := range s.Held {
+		out = append(out, h.Holder)
+	}
+	return out
 }
 
 // Share returns the sealed share of member, nil if it holds none.

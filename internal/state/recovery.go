@@ -87,7 +87,9 @@ func (s *State) RecoverySharesDue(secretID string) bool {
 	if s.Recovery == nil {
 		return true
 	}
-	return s.Recovery.Shares.SecretID != secretID || s.Recovery.Shares.ConfigID != recovery.ConfigID(k, rs)
+	// The holders named by the latest shares stand until governance of
+	// automatic recovery members (internal/akv) puts them in the state.
+	return s.Recovery.Shares.SecretID != secretID || s.Recovery.Shares.ConfigID != recovery.ConfigID(k, rs, s.Recovery.Shares.HolderNames()...)
 }
 
 func (s *State) applySetMemberEncryptionKey(a gov.Action) error {
@@ -121,8 +123,12 @@ func (s *State) applyRecoveryShares(e *ledger.Entry) error {
 	if k == 0 {
 		return errors.New("recovery shares without a recovery_threshold in the constitution")
 	}
-	if sh.Threshold != k || sh.ConfigID != recovery.ConfigID(k, rs) || len(sh.Members) != len(rs) {
-		return fmt.Errorf("recovery shares for threshold %d and configuration %s, but the constitution and members in force make threshold %d and configuration %s", sh.Threshold, sh.ConfigID, k, recovery.ConfigID(k, rs))
+	// The holders of the whole key (automatic recovery members) are named
+	// by the entry; the governance of internal/akv, once in the state,
+	// checks them here and in RecoverySharesDue.
+	want := recovery.ConfigID(k, rs, sh.HolderNames()...)
+	if sh.Threshold != k || sh.ConfigID != want || len(sh.Members) != len(rs) {
+		return fmt.Errorf("recovery shares for threshold %d and configuration %s, but the constitution and members in force make threshold %d and configuration %s", sh.Threshold, sh.ConfigID, k, want)
 	}
 	for _, r := range rs {
 		ss := sh.Share(r.MemberID)
