@@ -146,16 +146,9 @@ func (g *govFlags) signer() (*gov.Signer, error) {
 // loadMemberKey reads a member's private key from a file only its owner
 // may read.
 func loadMemberKey(path string) (*gov.Signer, error) {
-	fi, err := os.Stat(path)
+	b, err := readOwnerOnly(path, "member key")
 	if err != nil {
-		return nil, fmt.Errorf("member key: %w", err)
-	}
-	if fi.Mode().Perm()&0o077 != 0 {
-		return nil, fmt.Errorf("member key %s: permissions %v are too open; run chmod 600 %s", path, fi.Mode().Perm(), path)
-	}
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("member key: %w", err)
+		return nil, err
 	}
 	s, err := gov.NewFileSigner(b)
 	clear(b) // the PEM text; the parsed key is in s

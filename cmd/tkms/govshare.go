@@ -54,17 +54,11 @@ func writeEncryptionKey(path string, k *encryptionKeyFile) error {
 // readEncryptionKey reads a member's encryption key file, which only its
 // owner may read.
 func readEncryptionKey(path string) (*encryptionKeyFile, error) {
-	fi, err := os.Stat(path)
+	b, err := readOwnerOnly(path, "encryption key")
 	if err != nil {
-		return nil, fmt.Errorf("encryption key: %w", err)
+		return nil, err
 	}
-	if fi.Mode().Perm()&0o077 != 0 {
-		return nil, fmt.Errorf("encryption key %s: permissions %v are too open; run chmod 600 %s", path, fi.Mode().Perm(), path)
-	}
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("encryption key: %w", err)
-	}
+	defer clear(b)
 	var k encryptionKeyFile
 	if err := json.Unmarshal(b, &k); err != nil {
 		return nil, fmt.Errorf("encryption key %s: %w", path, err)
@@ -73,6 +67,23 @@ func readEncryptionKey(path string) (*encryptionKeyFile, error) {
 		return nil, fmt.Errorf("encryption key %s: %w", path, err)
 	}
 	return &k, nil
+}
+
+// readOwnerOnly reads the file of a member's private key (what names it
+// in messages), which only its owner may read.
+func readOwnerOnly(path, what string) ([]byte, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	if fi.Mode().Perm()&0o077 != 0 {
+		return nil, fmt.Errorf("%s %s: permissions %v are too open; run chmod 600 %s", what, path, fi.Mode().Perm(), path)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	return b, nil
 }
 
 // cmdGovKeygen makes a new member's keys: PREFIX.key (signing, PKCS#8
