@@ -13,6 +13,15 @@ import "context"
 // the node's Azure Attestation token to the vault's release endpoint and
 // unwraps with the released key. Adding or removing a holder is a
 // governance action, and each use is a ledger entry (docs/recovery.md).
+//
+// How a holder plugs in: the leader passes the holders in force to
+// kms.Service.RunRecoveryShares (cmd/tkms/serve.go), which hands them to
+// Split, so each recovery.shares entry holds their wrapped keys (Held)
+// and names them in its ConfigID; a recovering node (cmd/tkms/recover.go,
+// waitForRecovery) that has a holder calls UnwrapHeld instead of waiting
+// for members, installs the secret the same way, and records
+// kms.Recovered{Holder: h.Name(), SharesSeq: ...}, which the state machine
+// accepts only for a holder named by those shares.
 type Holder interface {
 	// Name names the holder in the ledger, e.g. the vault key's URL.
 	Name() string

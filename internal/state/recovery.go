@@ -3,6 +3,7 @@ package state
 import (
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/tkms-dev/tkms/internal/gov"
 	"github.com/tkms-dev/tkms/internal/ledger"
@@ -167,10 +168,13 @@ func (s *State) applyServiceRecovered(e *ledger.Entry) error {
 	if len(e.Sealed) == 0 {
 		return errors.New("no sealed signing key")
 	}
+	if s.Recovery == nil || r.SharesSeq != s.Recovery.Seq {
+		return fmt.Errorf("the shares of entry %d are not the latest recovery shares", r.SharesSeq)
+	}
+	if r.Holder != "" && !slices.Contains(s.Recovery.Shares.HolderNames(), r.Holder) {
+		return fmt.Errorf("holder %q holds no recovery key of the shares of entry %d", r.Holder, r.SharesSeq)
+	}
 	if r.Holder == "" {
-		if s.Recovery == nil || r.SharesSeq != s.Recovery.Seq {
-			return fmt.Errorf("the shares of entry %d are not the latest recovery shares", r.SharesSeq)
-		}
 		if len(r.Members) < s.Recovery.Shares.Threshold {
 			return fmt.Errorf("%d members' shares, the threshold is %d", len(r.Members), s.Recovery.Shares.Threshold)
 		}
