@@ -9,6 +9,7 @@ import (
 	"github.com/tkms-dev/tkms/internal/keys"
 	"github.com/tkms-dev/tkms/internal/ledger"
 	"github.com/tkms-dev/tkms/internal/recovery"
+	"github.com/tkms-dev/tkms/internal/translog"
 )
 
 func encKey(t *testing.T, suite keys.Suite) *gov.EncryptionKey {
@@ -98,5 +99,45 @@ func TestRecoveryThreshold(t *testing.T) {
 	sh2, _ = recovery.Split(secret, rs, k, 2)
 	if err := f.apply(ledger.TypeRecoveryShares, sh2); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestServiceRecoveredRefusals(t *testing.T) {
+	f := newGovFixture(t, 3, gov.DevConstitution())
+	a, b := f.signers[0], f.signers[1]
+	f.propose(a, setEncKey(a.m.ID, encKey(t, keys.X25519)), setEncKey(b.m.ID, encKey(t, keys.X25519)), withThreshold(2))
+	_, oldKey, _ := translog.GenerateKey("tkms/test/log")
+	_, newKey, _ := translog.GenerateKey("tkms/test/log")
+	_, otherLog, _ := translog.GenerateKey("tkms/other/log")
+	if err := f.st.Apply(f.entry(ledger.TypeLogKey, f.now, LogKey{Origin: "tkms/test/log", VerifierKey: oldKey}, []byte{1})); err != nil {
+		t.Fatal(err)
+	}
+	rs, k := f.st.RecoveryRecipients()
+	sh, _ := recovery.Split(bytes.Repeat([]byte{1}, 32), rs, k, 1)
+	if err := f.apply(ledger.TypeRecoveryShares, sh); err != nil {
+		t.Fatal(err)
+	}
+	sharesSeq := f.st.Seq
+	good := ServiceRecovered{RecoveryID: "r", PreviousLogKey: oldKey, LogKey: newKey, SharesSeq: sharesSeq, Members: []string{a.m.ID, b.m.ID}}
+	for name, mod := range map[string]func(*ServiceRecovered){
+		"another previous key":   func(r *ServiceRecovered) { r.PreviousLogKey = newKey },
+		"another log":            func(r *ServiceRecovered) { r.LogKey = otherLog },
+		"the same key":           func(r *ServiceRecovered) { r.LogKey = oldKey },
+		"older shares":           func(r *ServiceRecovered) { r.SharesSeq-- },
+		"below the threshold":    func(r *ServiceRecovered) { r.Members = r.Members[:1] },
+		"a member without share": func(r *ServiceRecovered) { r.Members = []string{a.m.ID, f.signers[2].m.ID} },
+		"an unknown holder":      func(r *ServiceRecovered) { r.Members, r.Holder = nil, "vault" },
+	} {
+		r := good
+		mod(&r)
+		if err := f.st.Apply(f.entry(ledger.TypeServiceRecovered, f.now, r, []byte{1})); err == nil {
+			t.Fatalf("%s: applied", name)
+		}
+	}
+	if err := f.st.Apply(f.entry(ledger.TypeServiceRecovered, f.now, good, []byte{1})); err != nil {
+		t.Fatal(err)
+	}
+	if f.st.LogKey.VerifierKey != newKey || len(f.st.PreviousLogKeys) != 1 || f.st.PreviousLogKeys[0].VerifierKey != oldKey {
+		t.Fatalf("log key %s, previous %+v", f.st.LogKey.VerifierKey, f.st.PreviousLogKeys)
 	}
 }
