@@ -126,6 +126,11 @@ URL="$(jq -r .kms_url "$W/recovered/recovery.json")"
 [ "$(curl -fsS "$URL/v1/log/key")" = "$LOGKEY" ] || fail "the waiting node serves another log key"
 curl -fsS "$URL/log/tile/0/000.p/$(curl -fsS "$URL/v1/recovery" | jq -r '.tree_size % 256')" >/dev/null || fail "the waiting node serves no log tile"
 
+# Bad input: a second recovery of the same directory races the first.
+if "$T" dev --recover "$W/copy" --data "$W/recovered" --listen 127.0.0.1:0 >"$W/recover2.log" 2>&1; then
+  fail "a second recovery started"
+fi
+grep -q RECOVERY_IN_PROGRESS "$W/recover2.log" || fail "a second recovery: $(cat "$W/recover2.log")"
 # Bad input: a stranger's share is refused, nothing is opened.
 "$T" gov keygen --out "$W/mallory" --name mallory >/dev/null
 if "$T" gov share --kms "$URL" --key "$W/mallory.key" --encryption-key "$W/mallory.enc" >"$W/share-mallory.out" 2>&1; then

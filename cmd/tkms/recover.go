@@ -77,14 +77,26 @@ func lockRecovery(dir string) (func(), error) {
 		if !errors.Is(err, fs.ErrExist) {
 			return nil, err
 		}
-		b, _ := os.ReadFile(path)
-		pid, perr := strconv.Atoi(strings.TrimSpace(string(b)))
-		if perr == nil && pid > 0 && syscall.Kill(pid, 0) == nil {
-			return nil, recoveryError(recovery.CodeInProgress, "a recovery of %s is under way (process %d): wait for it, or stop it first", dir, pid)
+		if err := recoveryUnderWay(dir); err != nil {
+			return nil, err
 		}
 		os.Remove(path) // stale
 	}
 	return nil, recoveryError(recovery.CodeInProgress, "cannot take the recovery lock %s", path)
+}
+
+// recoveryUnderWay returns a RECOVERY_IN_PROGRESS error if a live process
+// holds the recovery lock of dir.
+func recoveryUnderWay(dir string) error {
+	b, err := os.ReadFile(filepath.Join(dir, recoveryLockFile))
+	if err != nil {
+		return nil
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err == nil && pid > 0 && syscall.Kill(pid, 0) == nil {
+		return recoveryError(recovery.CodeInProgress, "a recovery of %s is under way (process %d): wait for it, or stop it first", dir, pid)
+	}
+	return nil
 }
 
 // auditCopy opens the ledger copy in dir read-only, audits it (the code of
@@ -244,6 +256,9 @@ func waitForRecovery(ctx context.Context, cfg *Config, opts recoverOptions, log 
 // environment a joining dev node copies too (the OIDC issuer's key, the
 // simulated TEE's chain, the dev member's key). Never a master key.
 func copyLedgerCopy(from, dir string) error {
+	if err := recoveryUnderWay(dir); err != nil {
+		return err
+	}
 	if _, err := os.Stat(filepath.Join(dir, store.FileName)); err == nil {
 		return fmt.Errorf("--recover: %s holds a ledger already: give a new --data directory", dir)
 	}
