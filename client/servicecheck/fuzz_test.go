@@ -32,7 +32,7 @@ func FuzzCheckNode(f *testing.F) {
 	f.Add([]byte(`{"leaf":"AA==","index":0,"proof":[],"checkpoint":""}`), []byte{1})
 	f.Add([]byte(`null`), []byte{})
 	f.Fuzz(func(t *testing.T, endorsement, nodeKey []byte) {
-		if checkNode(t.Context(), v, pol, lv, nodeKey, json.RawMessage(endorsement)) == nil {
+		if checkNode(t.Context(), v, pol, lv, vkey, nodeKey, json.RawMessage(endorsement)) == nil {
 			t.Fatal("an endorsement not signed by the log key passed")
 		}
 	})

@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"time"
 
 	"github.com/tkms-dev/tkms/client"
 	"github.com/tkms-dev/tkms/internal/attest"
@@ -119,7 +120,7 @@ func check(ctx context.Context, v *attest.Verifier, pol policy.Policy, hc *http.
 		return fmt.Errorf("%w: GET /v1/service lists no trusted node", ErrUntrusted)
 	}
 	for _, n := range s.Nodes {
-		if err := checkNode(ctx, v, pol, lv, n.NodeKey, n.Endorsement); err != nil {
+		if err := checkNode(ctx, v, pol, lv, logKey, n.NodeKey, n.Endorsement); err != nil {
 			return &NodeError{NodeID: n.NodeID, Err: err}
 		}
 	}
@@ -128,8 +129,10 @@ func check(ctx context.Context, v *attest.Verifier, pol policy.Policy, hc *http.
 
 // checkNode verifies a node's endorsement under the log key, that it
 // endorses a node.joined entry of nodeKey, and the endorsed evidence
-// with node.Check.
-func checkNode(ctx context.Context, v *attest.Verifier, pol policy.Policy, lv note.Verifier, nodeKey []byte, endorsement json.RawMessage) error {
+// with node.Check; when the entry holds a node certificate, also that the
+// evidence binds its TLS key and that the log key (the service identity)
+// signed the certificate for that key (node.CheckPeer).
+func checkNode(ctx context.Context, v *attest.Verifier, pol policy.Policy, lv note.Verifier, logKey string, nodeKey []byte, endorsement json.RawMessage) error {
 	if len(endorsement) == 0 || string(endorsement) == "null" {
 		return errors.New("no endorsement (no checkpoint covers its node.joined entry yet)")
 	}
@@ -151,8 +154,25 @@ func checkNode(ctx context.Context, v *attest.Verifier, pol policy.Policy, lv no
 	if !bytes.Equal(nj.NodeKey, nodeKey) {
 		return fmt.Errorf("the endorsed entry (%d) is of another node key", leaf.Seq)
 	}
-	if _, err := node.Check(ctx, v, pol, nj.NodeKey, nj.Evidence); err != nil {
+	adm, err := node.Check(ctx, v, pol, nj.NodeKey, nj.Evidence)
+	if err != nil {
 		return err
 	}
-	return nil
+	if len(nj.Certificate) == 0 {
+		return nil // admitted before node certificates
+	}
+	if err := adm.CheckTLSKey(nj.TLSKey); err != nil {
+		return err
+	}
+	sk, err := node.ServiceKey(logKey)
+	if err != nil {
+		return err
+	}
+	_, err = node.CheckPeer(nj.Certificate, sk, time.Now(), func(id string) ([]byte, error) {
+		if id != nj.NodeID {
+			return nil, fmt.Errorf("the certificate names node %s, not %s", id, nj.NodeID)
+		}
+		return nj.TLSKey, nil
+	})
+	return err
 }

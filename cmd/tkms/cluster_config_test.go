@@ -26,6 +26,11 @@ func TestClusterConfigValidate(t *testing.T) {
 		{"no node id", func(c *ClusterConfig) { c.NodeID = "" }, "cluster.node_id"},
 		{"listen without port", func(c *ClusterConfig) { c.Listen = "127.0.0.1" }, "cluster.listen"},
 		{"no ca", func(c *ClusterConfig) { c.CAFile = "" }, "ca_file"},
+		{"no operator's CA at all", func(c *ClusterConfig) { c.CAFile, c.CertFile, c.KeyFile = "", "", "" }, ""},
+		{"service key", func(c *ClusterConfig) {
+			c.ServiceKey = "tkms/tkms-dev/21f91b39+7d30b654+AcRrEUzTqrPeXDMhFK0y0zaL8or7qTo2qbPGY7XadiU2"
+		}, ""},
+		{"service key not a note key", func(c *ClusterConfig) { c.ServiceKey = "abc" }, "cluster.service_key"},
 		{"attester", func(c *ClusterConfig) { c.Attester = "tpm" }, "cluster.attester"},
 		{"measurement", func(c *ClusterConfig) { c.SimulatedMeasurement = "abcd" }, "cluster.simulated_measurement"},
 		{"node policy", func(c *ClusterConfig) { c.NodePolicy = json.RawMessage(`{"anyOf":7}`) }, "cluster.node_policy"},

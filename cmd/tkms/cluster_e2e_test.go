@@ -17,6 +17,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -29,6 +30,7 @@ import (
 	"github.com/tkms-dev/tkms/internal/keys"
 	"github.com/tkms-dev/tkms/internal/seal"
 	"github.com/tkms-dev/tkms/internal/tlscert/tlscerttest"
+	"github.com/tkms-dev/tkms/internal/translog"
 )
 
 // clusterStatus is GET /v1/cluster.
@@ -202,6 +204,23 @@ func startDevCluster(t *testing.T, dir, cfg string, size int, pre func(i int, n 
 		nodes = append(nodes, n)
 	}
 	waitCluster(t, fmt.Sprintf("%d voters", size), nodes[0].p.URL, voters(size))
+	return nodes
+}
+
+// startUnlimitedDevCluster starts size dev nodes in dir without rate
+// limits, whose stderr is logged if the test fails.
+func startUnlimitedDevCluster(t *testing.T, dir string, size int) []*devNode {
+	t.Helper()
+	cfg := filepath.Join(dir, "tkms.json")
+	writeJSONFile(t, cfg, map[string]any{"limits": map[string]any{"per_address_rate": 0, "per_identity_rate": 0}})
+	nodes := startDevCluster(t, dir, cfg, size, nil)
+	for _, n := range nodes {
+		t.Cleanup(func() {
+			if t.Failed() {
+				t.Logf("stderr of %s:\n%s", n.id, n.p.stderr)
+			}
+		})
+	}
 	return nodes
 }
 
@@ -517,16 +536,7 @@ func TestClusterBadJoins(t *testing.T) {
 // log of every node, and the rejoined node audits clean.
 func TestClusterRestarts(t *testing.T) {
 	dir := t.TempDir()
-	cfg := filepath.Join(dir, "tkms.json")
-	writeJSONFile(t, cfg, map[string]any{"limits": map[string]any{"per_address_rate": 0, "per_identity_rate": 0}})
-	nodes := startDevCluster(t, dir, cfg, 3, nil)
-	for _, n := range nodes {
-		t.Cleanup(func() {
-			if t.Failed() {
-				t.Logf("stderr of %s:\n%s", n.id, n.p.stderr)
-			}
-		})
-	}
+	nodes := startUnlimitedDevCluster(t, dir, 3)
 	logKey := logKeyArg(t, nodes[0].p.URL)
 	var acks ackLog
 	rel := newReleaser(t, nodes[0].data, &acks)
@@ -612,14 +622,7 @@ func TestClusterRestarts(t *testing.T) {
 	// the leader takes it out, the others go on, and it may not join
 	// again under its id.
 	gone := nodes[2]
-	args, _ := json.Marshal(map[string]string{"node_id": gone.id})
-	msg, err := devSigner(t, nodes[1].p).SignProposal([]gov.Action{{Name: "remove_node", Args: args}}, time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if resp, body := postCOSETest(t, nodes[1].p.URL+"/v1/gov/proposals", msg); resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusCreated {
-		t.Fatalf("remove_node proposal: %s: %s", resp.Status, body)
-	}
+	proposeRemoveNode(t, nodes[1], gone.id)
 	waitCluster(t, "two nodes", nodes[0].p.URL, func(s clusterStatus) bool { return s.Leader != "" && len(s.Nodes) == 2 })
 	rel.releaseOnce(t, nodes[1].p.URL, token, "v1")
 	runAudit(t, 0, "--kms", nodes[0].p.URL, "--log-key", logKey, "--quiet")
@@ -637,11 +640,32 @@ func TestClusterRestarts(t *testing.T) {
 	t.Logf("%d releases acknowledged, answers %v", len(acks.all()), rel.statuses)
 }
 
-// TestClusterServe: two `tkms serve` nodes with node certificates of an
-// operator's CA: the second joins with --join, receives the master key
+// proposeRemoveNode has the dev member propose, at node at, the removal
+// of node id (accepted at once under the dev constitution).
+func proposeRemoveNode(t *testing.T, at *devNode, id string) {
+	t.Helper()
+	args, _ := json.Marshal(map[string]string{"node_id": id})
+	msg, err := devSigner(t, at.p).SignProposal([]gov.Action{{Name: "remove_node", Args: args}}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp, body := postCOSETest(t, at.p.URL+"/v1/gov/proposals", msg); resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusCreated {
+		t.Fatalf("remove_node proposal: %s: %s", resp.Status, body)
+	}
+}
+
+// TestClusterServe: two `tkms serve` nodes with certificates of an
+// operator's CA for joins: the second joins with --join, receives the master key
 // into memory only, catches up and serves the same checkpoint; a restart
 // is admitted again and receives the master key in a new handoff.
-func TestClusterServe(t *testing.T) {
+func TestClusterServe(t *testing.T) { clusterServe(t, true) }
+
+// TestClusterServeNoCA is TestClusterServe without an operator's CA: the
+// nodes authenticate each other by their node certificates alone, and a
+// join by its evidence.
+func TestClusterServeNoCA(t *testing.T) { clusterServe(t, false) }
+
+func clusterServe(t *testing.T, withCA bool) {
 	dir := t.TempDir()
 	ca := tlscerttest.NewCA(t)
 	caFile := filepath.Join(dir, "ca.pem")
@@ -649,69 +673,119 @@ func TestClusterServe(t *testing.T) {
 		t.Fatal(err)
 	}
 	both := []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}
-	config := func(i int, clusterAddr string) string {
-		cert, key := tlscerttest.WritePair(t, dir, fmt.Sprint("node", i), ca.Issue(t, tlscerttest.Leaf{Serial: int64(10 + i), EKU: both}))
+	config := func(i int, clusterAddr, serviceKey string) string {
 		path := filepath.Join(dir, fmt.Sprintf("tkms%d.json", i))
+		cluster := map[string]any{
+			"node_id": fmt.Sprint("kms-", i), "listen": clusterAddr,
+			"attester": "simulated", "node_policy": json.RawMessage(devReleasePolicy()),
+		}
+		if serviceKey != "" {
+			cluster["service_key"] = serviceKey
+		}
+		if withCA {
+			cert, key := tlscerttest.WritePair(t, dir, fmt.Sprint("node", i), ca.Issue(t, tlscerttest.Leaf{Serial: int64(10 + i), EKU: both}))
+			cluster["cert_file"], cluster["key_file"], cluster["ca_file"] = cert, key, caFile
+		}
 		writeJSONFile(t, path, map[string]any{
 			"listen": "127.0.0.1:0", "data_dir": filepath.Join(dir, fmt.Sprint("data", i)),
 			// The nodes run in one simulated TEE (its chain copied below).
 			"insecure_simulated_tee": true,
-			"cluster": map[string]any{
-				"node_id": fmt.Sprint("kms-", i), "listen": clusterAddr, "cert_file": cert, "key_file": key, "ca_file": caFile,
-				"attester": "simulated", "node_policy": json.RawMessage(devReleasePolicy()),
-			},
+			"cluster":                cluster,
 		})
 		return path
 	}
 	addr1, addr2 := freePort(t), freePort(t)
-	c1, c2 := config(1, addr1), config(2, addr2)
-	if _, err := seal.CreateFile(filepath.Join(dir, "data1", "master.key")); err != nil {
+	c1, c2 := config(1, addr1, ""), config(2, addr2, "")
+	// A founder with a master key file is refused: a cluster's ledger
+	// secret is generated in memory.
+	mkFile := filepath.Join(dir, "data1", "master.key")
+	if _, err := seal.CreateFile(mkFile); err != nil {
 		t.Fatal(err)
 	}
+	if _, stderr, code := runTkms(t, "serve", "--config", c1); code == 0 || !strings.Contains(stderr, "generated in memory and never written to disk") {
+		t.Fatalf("a founder with a master key file: exit %d\n%s", code, stderr)
+	}
+	os.Remove(mkFile)
 	p1 := startServe(t, c1)
 	waitCluster(t, "the first node to lead", p1.URL, voters(1))
 	chain, err := os.ReadFile(filepath.Join(dir, "data1", simsnp.ChainFile))
 	if err != nil {
 		t.Fatal(err)
 	}
-	os.MkdirAll(filepath.Join(dir, "data2"), 0o700)
-	os.WriteFile(filepath.Join(dir, "data2", simsnp.ChainFile), chain, 0o600)
+	for _, d := range []string{"data2", "data3"} {
+		os.MkdirAll(filepath.Join(dir, d), 0o700)
+		os.WriteFile(filepath.Join(dir, d, simsnp.ChainFile), chain, 0o600)
+	}
+	if !withCA {
+		// Without the operator's CA, a joining node that pins the
+		// service identity (cluster.service_key) refuses a member of
+		// another service, and joins this one.
+		_, other, err := translog.GenerateKey("tkms/another/1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, stderr, code := runTkms(t, "serve", "--config", config(3, freePort(t), other), "--join", addr1)
+		if code == 0 || !strings.Contains(stderr, "not of this service") {
+			t.Fatalf("a join pinning another service identity: exit %d, stderr:\n%s", code, stderr)
+		}
+		_, vkey := do(t, http.MethodGet, p1.URL+"/v1/log/key", nil)
+		c2 = config(2, addr2, strings.TrimSpace(string(vkey)))
+	}
 	p2 := startProc(t, "serve", "--config", c2, "--join", addr1)
 	m := p2.waitOutput(p2.stderr, serveListening)
 	p2.URL = "http://" + m[1]
 	waitCluster(t, "two voters", p2.URL, voters(2))
-	// The joined node holds the master key in memory only.
-	mk, err := seal.ReadKeyFile(filepath.Join(dir, "data1", "master.key"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	noMasterKeyIn(t, filepath.Join(dir, "data2"), mk)
-	converged := func() bool {
-		_, a := do(t, http.MethodGet, p1.URL+"/log/checkpoint", nil)
-		_, b := do(t, http.MethodGet, p2.URL+"/log/checkpoint", nil)
-		return bytes.Equal(a, b)
-	}
-	deadline := time.Now().Add(30 * time.Second)
-	for !converged() {
-		if time.Now().After(deadline) {
-			t.Fatal("the two nodes serve different checkpoints")
+	// Neither node keeps a master key file (TestClusterSecretsNotOnDisk
+	// searches a dev cluster's files for every version of the secret).
+	noKeyFile := func() {
+		t.Helper()
+		for _, d := range []string{"data1", "data2"} {
+			if _, err := os.Stat(filepath.Join(dir, d, "master.key")); err == nil {
+				t.Fatalf("%s has a master key file", d)
+			}
 		}
-		time.Sleep(50 * time.Millisecond)
 	}
+	noKeyFile()
+	converged := func(what string) {
+		t.Helper()
+		deadline := time.Now().Add(60 * time.Second)
+		for {
+			_, a := do(t, http.MethodGet, p1.URL+"/log/checkpoint", nil)
+			_, b := do(t, http.MethodGet, p2.URL+"/log/checkpoint", nil)
+			if bytes.Equal(a, b) {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the two nodes serve different checkpoints %s", what)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	converged("after the join")
 	p2.stopClean(syscall.SIGTERM)
 	p2 = startProc(t, "serve", "--config", c2) // a restart: no --join needed
 	m = p2.waitOutput(p2.stderr, serveListening)
 	p2.URL = "http://" + m[1]
 	waitCluster(t, "two voters after the restart", p2.URL, voters(2))
-	// It opened its ledger with the master key of a new handoff.
-	deadline = time.Now().Add(30 * time.Second)
-	for !converged() {
-		if time.Now().After(deadline) {
-			t.Fatal("the two nodes serve different checkpoints after the restart")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	noMasterKeyIn(t, filepath.Join(dir, "data2"), mk)
+	// It opened its ledger with the ledger secret of a new handoff.
+	converged("after the restart")
+	noKeyFile()
+	// The founder restarted is a new node too: the other node admits it
+	// again and hands it the ledger secret.
+	p1.stopClean(syscall.SIGTERM)
+	p1 = startServe(t, c1)
+	waitCluster(t, "two voters after the founder's restart", p1.URL, voters(2))
+	converged("after the founder's restart")
+	noKeyFile()
+	// Both stopped, neither holds the ledger secret: a node started
+	// alone waits to be admitted by a running node (recovery, when the
+	// whole cluster is lost) and opens nothing meanwhile.
 	p2.stopClean(syscall.SIGTERM)
+	p1.stopClean(syscall.SIGTERM)
+	p1 = startProc(t, "serve", "--config", c1)
+	p1.waitOutput(p1.stderr, regexp.MustCompile(`waits to be admitted again by a running node`))
+	if strings.Contains(p1.stderr.String(), "ledger replayed") {
+		t.Fatal("a node without the ledger secret opened its ledger")
+	}
 	p1.stopClean(syscall.SIGTERM)
 }

@@ -121,6 +121,10 @@ type Config struct {
 
 	// node is the cluster node prepared by serve or dev (cluster.go).
 	node *clusterNode
+	// devMasterKey, set by tkms dev, lets the founder of a dev cluster
+	// keep its ledger secret's first version in MasterKeyFile (dev-only,
+	// insecure); a production founder generates it in memory.
+	devMasterKey bool
 
 	// recovering makes the node recover the ledger copy in the data
 	// directory (recover.go); recovered, once members' shares recovered

@@ -235,6 +235,7 @@ func cmdDev(args []string, stdout, stderr io.Writer) error {
 		// node trusts. A joining node receives the master key from the
 		// cluster, sealed to its attested node key.
 		cfg.InsecureSimulatedTEE = true
+		cfg.devMasterKey = true
 		if cfg.node, err = prepareCluster(ctx, cfg, log); err != nil {
 			return err
 		}
@@ -249,10 +250,11 @@ func cmdDev(args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 	}
-	// A joined node's master key comes from the cluster and stays in
-	// memory; the founder's is the file's.
+	// A cluster node's ledger secret stays in memory (a joined node's
+	// comes from the cluster; the dev founder's first version is also in
+	// its dev-only master key file).
 	var sealer seal.Sealer = cfg.node.sealer()
-	created := false
+	created := cfg.node != nil && cfg.node.devKeyCreated
 	if sealer == nil {
 		if sealer, created, err = seal.LoadOrCreateFile(cfg.MasterKeyFile); err != nil {
 			return err
@@ -286,7 +288,7 @@ func cmdDev(args []string, stdout, stderr io.Writer) error {
 	cfg.InsecureSimulatedTEE = true
 	fmt.Fprintf(stderr, devBanner, cfg.DataDir)
 	if created {
-		fmt.Fprintf(stderr, "tkms dev: created a new master key in %s\n", cfg.MasterKeyFile)
+		fmt.Fprintf(stderr, "tkms dev: created a new master key in %s (dev only: a production cluster keeps its ledger secret in memory)\n", cfg.MasterKeyFile)
 	}
 	infoPath := filepath.Join(cfg.DataDir, "dev.json")
 	var info DevInfo

@@ -25,10 +25,12 @@ import (
 
 // A development cluster: `tkms dev --cluster` starts a first node that
 // others join with `tkms dev --join DIR` (DIR: the first node's data
-// directory, whose dev.json names its node-to-node address). Node-to-node
-// traffic is mutual TLS under a dev CA kept, like every dev secret, in
-// plain files of the first node's data directory; a joining node reads
-// the CA from there to issue its own certificate, and copies the files
+// directory, whose dev.json names its node-to-node address). Members
+// authenticate each other by the node certificates the service identity
+// issues to their attested TLS keys (cluster.go); joins also go under a dev
+// CA, the operator's-CA layer, kept like every dev secret in plain files
+// of the first node's data directory: a joining node reads the CA from
+// there to issue its own certificate for joins, and copies the files
 // that make the dev.json of any node work against every node: the OIDC
 // issuer's key (tokens are minted under the first node's issuer URL), the
 // simulated TEE's chain and the dev member's key.

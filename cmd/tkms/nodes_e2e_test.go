@@ -39,6 +39,8 @@ type serviceDoc struct {
 		Endorsement *struct {
 			Leaf []byte `json:"leaf"`
 		} `json:"endorsement"`
+		TLSKey      []byte `json:"tls_key"`
+		Certificate []byte `json:"certificate"`
 	} `json:"nodes"`
 }
 

@@ -289,9 +289,22 @@ func devRecover(ctx context.Context, cfg *Config, ro recoverOptions, log *slog.L
 		unlock()
 		return nil, fmt.Errorf("recovery: %w", err)
 	}
-	if _, err := seal.WriteFile(cfg.MasterKeyFile, secret); err != nil {
+	// The dev master key file holds version 1 of the ledger secret, as
+	// the first node of a dev cluster keeps it; a secret rekeyed since
+	// stays in memory only.
+	v, key, err := seal.ParseSecret(secret)
+	if err != nil {
 		unlock()
 		return nil, fmt.Errorf("recovery: %w", err)
+	}
+	defer clear(key)
+	if v == 1 {
+		if _, err := seal.WriteFile(cfg.MasterKeyFile, key); err != nil {
+			unlock()
+			return nil, fmt.Errorf("recovery: %w", err)
+		}
+	} else {
+		log.Warn("recovery: the recovered ledger secret was rekeyed (version > 1): the dev master key file holds version 1 only, so this node keeps it in memory only", "version", v)
 	}
 	cfg.recovered = rec
 	return unlock, nil

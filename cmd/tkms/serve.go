@@ -172,6 +172,12 @@ func runServer(ctx context.Context, cfg *Config, sealer seal.Sealer, operatorTok
 		cfg.node.kmsConfig(&kc, url, log)
 	}
 	svc, err := kms.Open(ctx, kc)
+	if err != nil && ctx.Err() != nil && errors.Is(err, context.Canceled) {
+		// Stopped while waiting (a restarted cluster node waiting to be
+		// admitted again): a clean stop.
+		log.Info("stopped before the service opened")
+		return nil
+	}
 	if err != nil {
 		return err
 	}

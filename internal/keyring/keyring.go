@@ -163,6 +163,14 @@ func (k *Keyring) Delete(kids ...string) error {
 	return nil
 }
 
+// Reseal rewrites the keyring file under the sealer's current key: after
+// a rekey, so the file no longer opens with the previous ledger secret.
+func (k *Keyring) Reseal() error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.writeLocked()
+}
+
 // Kids lists the kids that have a DEK, sorted.
 func (k *Keyring) Kids() []string {
 	k.mu.Lock()

@@ -15,6 +15,7 @@ import (
 
 	"github.com/hashicorp/raft"
 	"github.com/tkms-dev/tkms/internal/ledger"
+	"github.com/tkms-dev/tkms/internal/node"
 	"github.com/tkms-dev/tkms/internal/raftstore"
 	"github.com/tkms-dev/tkms/internal/seal"
 	"github.com/tkms-dev/tkms/internal/state"
@@ -32,9 +33,30 @@ type clusterNode struct {
 
 func openClusterNode(t *testing.T, dir, id string, key []byte, clk *clock, join string) *clusterNode {
 	t.Helper()
-	sealer, err := seal.New(key)
-	if err != nil {
-		t.Fatal(err)
+	return openClusterNodeWith(t, dir, id, key, clk, join, nil)
+}
+
+// versionedNode makes a cluster node of the test a node of a real
+// cluster: its ledger secret is versions (the founder's, or installed
+// from its handoff), it has a node identity, and the founder governs the
+// ledger with gov.
+type versionedNode struct {
+	versions *seal.Versions
+	identity *node.Identity
+	gov      *GovInit
+}
+
+func openClusterNodeWith(t *testing.T, dir, id string, key []byte, clk *clock, join string, vn *versionedNode) *clusterNode {
+	t.Helper()
+	var sealer seal.Sealer
+	if vn == nil {
+		s, err := seal.New(key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sealer = s
+	} else {
+		sealer = vn.versions
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -43,6 +65,9 @@ func openClusterNode(t *testing.T, dir, id string, key []byte, clk *clock, join 
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	// The nodes share one simulated TEE (the chain in dir's parent).
 	na := simAdmission(t, filepath.Dir(dir), key)
+	if vn != nil {
+		na.Secrets = vn.versions.Secret
+	}
 	n := &clusterNode{id: id, addr: ln.Addr().String()}
 	cfg := raftstore.Config{
 		NodeID: id, Listener: ln, Logger: quiet, Bootstrap: join == "",
@@ -52,7 +77,7 @@ func openClusterNode(t *testing.T, dir, id string, key []byte, clk *clock, join 
 			if svc == nil {
 				return nil, raftstore.ErrNoLeader
 			}
-			e, err := svc.AdmitNode(ctx, na, req.NodeID, req.NodeKey, req.Evidence)
+			e, err := svc.AdmitNode(ctx, na, req.NodeID, req.NodeKey, req.TLSKey, req.Evidence)
 			if err != nil {
 				return nil, err
 			}
@@ -61,7 +86,10 @@ func openClusterNode(t *testing.T, dir, id string, key []byte, clk *clock, join 
 	}
 	if join != "" {
 		ident := simNode(t, filepath.Dir(dir), nil)
-		req := raftstore.JoinRequest{NodeID: id, Address: ln.Addr().String(), NodeKey: ident.Public, Evidence: ident.Evidence}
+		if vn != nil {
+			ident = vn.identity
+		}
+		req := raftstore.JoinRequest{NodeID: id, Address: ln.Addr().String(), NodeKey: ident.Public, TLSKey: ident.TLSKey, Evidence: ident.Evidence}
 		for range 100 {
 			cfg.Joined, err = raftstore.Join(context.Background(), join, req, nil)
 			if !errors.Is(err, raftstore.ErrNoLeader) {
@@ -76,11 +104,17 @@ func openClusterNode(t *testing.T, dir, id string, key []byte, clk *clock, join 
 		if err != nil {
 			t.Fatal(err)
 		}
-		if mk, err := OpenHandoff(e, ident); err != nil || !bytes.Equal(mk, key) {
+		mk, err := OpenHandoff(e, ident)
+		if vn != nil && err == nil {
+			err = vn.versions.Install(mk)
+		} else if err == nil && !bytes.Equal(mk, key) {
+			err = errors.New("another master key")
+		}
+		if err != nil {
 			t.Fatalf("the join handed over another master key (%v)", err)
 		}
 	}
-	svc, err := Open(context.Background(), Config{
+	cfg2 := Config{
 		DataDir: dir, Sealer: sealer, ServiceName: "cluster", RotationPolicy: testPolicy(),
 		Now: clk.Now, Logger: quiet, Joined: join != "",
 		OpenLedger: func(dir string, opts store.Options) (store.Ledger, error) {
@@ -88,10 +122,15 @@ func openClusterNode(t *testing.T, dir, id string, key []byte, clk *clock, join 
 			n.rs = rs
 			return rs, err
 		},
-	})
+	}
+	if vn != nil {
+		cfg2.Versions, cfg2.Identity, cfg2.Governance = vn.versions, vn.identity, vn.gov
+	}
+	svc, err := Open(context.Background(), cfg2)
 	if err != nil {
 		t.Fatal(err)
 	}
+
 	n.svc = svc
 	n.admit.Store(svc)
 	return n

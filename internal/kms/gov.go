@@ -229,8 +229,9 @@ func (s *Service) runEffectsLocked(ctx context.Context, now time.Time) {
 		return
 	}
 	slices.SortStableFunc(effects, func(a, b state.Effect) int {
-		// destroy_key before rotate_key_now
-		return boolInt(a.Action == gov.ActRotateKeyNow) - boolInt(b.Action == gov.ActRotateKeyNow)
+		// remove_node's rekey first (what follows is sealed under the
+		// new version), then destroy_key, then rotate_key_now
+		return effectOrder(a) - effectOrder(b)
 	})
 	for _, e := range effects {
 		var err error
@@ -239,6 +240,8 @@ func (s *Service) runEffectsLocked(ctx context.Context, now time.Time) {
 			err = s.destroyLocked(ctx, now, e)
 		case gov.ActRotateKeyNow:
 			_, err = s.rotateLocked(ctx, now, e.LedgerReason())
+		case gov.ActRemoveNode:
+			err = s.rekeyLocked(ctx, now, e)
 		default:
 			err = fmt.Errorf("unknown effect %q", e.Action)
 		}
@@ -250,11 +253,14 @@ func (s *Service) runEffectsLocked(ctx context.Context, now time.Time) {
 	}
 }
 
-func boolInt(b bool) int {
-	if b {
+func effectOrder(e state.Effect) int {
+	switch e.Action {
+	case gov.ActRemoveNode:
+		return 0
+	case gov.ActDestroyKey:
 		return 1
 	}
-	return 0
+	return 2
 }
 
 // destroyLocked destroys the key of a destroy_key effect now: its

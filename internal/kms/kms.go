@@ -21,6 +21,7 @@ import (
 
 	"github.com/tkms-dev/tkms/internal/keyring"
 	"github.com/tkms-dev/tkms/internal/ledger"
+	"github.com/tkms-dev/tkms/internal/node"
 	"github.com/tkms-dev/tkms/internal/policy"
 	"github.com/tkms-dev/tkms/internal/seal"
 	"github.com/tkms-dev/tkms/internal/state"
@@ -72,6 +73,13 @@ type Config struct {
 	// writes no genesis and no policy entries (the cluster's ledger
 	// rules), and the log key is loaded when its entry is applied.
 	Joined bool
+	// Versions, on a node of a cluster, is its ledger secret (also its
+	// Sealer), and Identity its node identity: the node follows the
+	// ledger's rekeys, opening its copy of each new version with its
+	// node key, and, leading, makes the rekey a removal calls for
+	// (rekey.go). Nil on a single node, whose master key never changes.
+	Versions *seal.Versions
+	Identity *node.Identity
 }
 
 // Service is an open tkms instance.
@@ -164,6 +172,7 @@ func Open(ctx context.Context, cfg Config) (*Service, error) {
 		st.Close()
 		return nil, err
 	}
+	s.learnRekeys()
 	// The log key first: it is the first sealed entry, so a wrong master
 	// key is reported as such rather than as an unreadable keyring.
 	if err := s.loadLogKey(); err != nil {
@@ -234,10 +243,13 @@ func (s *Service) replay() error {
 // and signs the log's new checkpoint, both before the appends return.
 func (s *Service) onCommit(b store.Batch) {
 	entries := b.Entries
+	var rekeys []*ledger.Entry
 	s.mu.Lock()
 	for _, e := range entries {
 		if err := s.st.Apply(e); err != nil {
 			s.log.Error("ledger entry rejected by the state machine", "seq", e.Seq, "type", e.Type, "err", err)
+		} else if e.Type == ledger.TypeLedgerRekeyed {
+			rekeys = append(rekeys, e)
 		}
 	}
 	seq := s.st.Seq
@@ -251,6 +263,9 @@ func (s *Service) onCommit(b store.Batch) {
 	close(s.apply)
 	s.apply = make(chan struct{})
 	s.mu.Unlock()
+	for _, e := range rekeys {
+		s.followRekey(e)
+	}
 	if logKey != nil && (s.cfg.Joined && !s.hasLogSigner() || s.hasLogSigner() && s.loadedLogKey() != logKey.VerifierKey) {
 		// A joined node learns the log key from the cluster's ledger,
 		// and every node the new one of a recovery.

@@ -15,6 +15,7 @@ import (
 	"github.com/tkms-dev/tkms/internal/keyring"
 	"github.com/tkms-dev/tkms/internal/keys"
 	"github.com/tkms-dev/tkms/internal/ledger"
+	"github.com/tkms-dev/tkms/internal/node"
 	"github.com/tkms-dev/tkms/internal/seal"
 	"github.com/tkms-dev/tkms/internal/state"
 	"github.com/tkms-dev/tkms/internal/store"
@@ -52,7 +53,11 @@ type fixture struct {
 	policy  state.RotationPolicy
 	release []byte   // Config.ReleasePolicy
 	gov     *GovInit // Config.Governance
-	svc     *Service
+	// versions and identity, if set, make the service a cluster node's:
+	// its sealer is versions (key is unused), identity its node.
+	versions *seal.Versions
+	identity *node.Identity
+	svc      *Service
 }
 
 func newFixture(t *testing.T) *fixture {
@@ -79,15 +84,21 @@ func newFixtureWith(t *testing.T, setup func(*fixture)) *fixture {
 
 func (f *fixture) open() {
 	f.t.Helper()
-	sealer, err := seal.New(f.key)
-	if err != nil {
-		f.t.Fatal(err)
+	var sealer seal.Sealer = f.versions
+	if f.versions == nil {
+		s, err := seal.New(f.key)
+		if err != nil {
+			f.t.Fatal(err)
+		}
+		sealer = s
 	}
+	var err error
 	f.svc, err = Open(context.Background(), Config{
 		DataDir: f.dir, Sealer: sealer, ServiceName: "test", RotationPolicy: f.policy,
 		Settings:      state.Settings{Service: state.ServiceSettings{Name: "test"}},
 		ReleasePolicy: f.release, Governance: f.gov,
 		Now: f.clock.Now, SnapshotEvery: 1 << 40, Logger: slog.New(slog.DiscardHandler),
+		Versions: f.versions, Identity: f.identity,
 	})
 	if err != nil {
 		f.t.Fatal(err)

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/tkms-dev/tkms/client/devtee"
 	"github.com/tkms-dev/tkms/internal/attest"
@@ -62,7 +63,7 @@ func TestAdmitNode(t *testing.T) {
 
 	bad := simNode(t, chainDir, bytes.Repeat([]byte{7}, 48))
 	seq := f.svc.Seq()
-	if _, err := f.svc.AdmitNode(ctx, na, "n2", bad.Public, bad.Evidence); attest.Code(err) != node.CodePolicyDenied {
+	if _, err := f.svc.AdmitNode(ctx, na, "n2", bad.Public, bad.TLSKey, bad.Evidence); attest.Code(err) != node.CodePolicyDenied {
 		t.Fatalf("another measurement: %v", err)
 	}
 	if f.svc.Seq() != seq {
@@ -70,7 +71,7 @@ func TestAdmitNode(t *testing.T) {
 	}
 
 	good := simNode(t, chainDir, nil)
-	e, err := f.svc.AdmitNode(ctx, na, "n2", good.Public, good.Evidence)
+	e, err := f.svc.AdmitNode(ctx, na, "n2", good.Public, good.TLSKey, good.Evidence)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,7 +89,17 @@ func TestAdmitNode(t *testing.T) {
 	if _, err := OpenHandoff(e, simNode(t, chainDir, nil)); err == nil {
 		t.Fatal("another node opened the handoff")
 	}
-	again, err := f.svc.AdmitNode(ctx, na, "n2", good.Public, good.Evidence)
+	// The entry holds the node certificate of the attested TLS key, which
+	// the service identity signed and a peer accepts while the node is
+	// trusted.
+	if id, err := node.CheckPeer(nj.Certificate, f.svc.ServiceKey(), time.Now(), f.svc.TrustedTLSKey); err != nil || id != good.ID {
+		t.Fatalf("the node certificate: %s, %v", id, err)
+	}
+	// A TLS key the evidence does not bind is refused.
+	if _, err := f.svc.AdmitNode(ctx, na, "n4", good.Public, bad.TLSKey, good.Evidence); attest.Code(err) != node.CodeTLSKeyNotBound {
+		t.Fatalf("an unattested TLS key: %v", err)
+	}
+	again, err := f.svc.AdmitNode(ctx, na, "n2", good.Public, good.TLSKey, good.Evidence)
 	if err != nil || again.Seq != e.Seq {
 		t.Fatalf("a retried join: entry %v, %v; want seq %d", again, err, e.Seq)
 	}
@@ -105,7 +116,7 @@ func TestAdmitNode(t *testing.T) {
 	}
 	// Without any node policy, no node is admitted.
 	na.DefaultPolicy = nil
-	if _, err := f.svc.AdmitNode(ctx, na, "n3", bad.Public, bad.Evidence); attest.Code(err) != node.CodePolicyUnset {
+	if _, err := f.svc.AdmitNode(ctx, na, "n3", bad.Public, bad.TLSKey, bad.Evidence); attest.Code(err) != node.CodePolicyUnset {
 		t.Fatalf("no node policy: %v", err)
 	}
 }
@@ -121,7 +132,7 @@ func TestAdmitNodeTrustNode(t *testing.T) {
 	na := simAdmission(t, chainDir, f.key)
 	n := simNode(t, chainDir, nil)
 	seq := f.svc.Seq()
-	_, err := f.svc.AdmitNode(ctx, na, "n2", n.Public, n.Evidence)
+	_, err := f.svc.AdmitNode(ctx, na, "n2", n.Public, n.TLSKey, n.Evidence)
 	if attest.Code(err) != node.CodeNotTrusted || !strings.Contains(err.Error(), n.ID) {
 		t.Fatalf("an untrusted node: %v", err)
 	}
@@ -132,7 +143,7 @@ func TestAdmitNodeTrustNode(t *testing.T) {
 	if p.Status != state.ProposalAccepted {
 		t.Fatalf("trust_node: %s", p.Status)
 	}
-	e, err := f.svc.AdmitNode(ctx, na, "n2", n.Public, n.Evidence)
+	e, err := f.svc.AdmitNode(ctx, na, "n2", n.Public, n.TLSKey, n.Evidence)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -142,7 +153,7 @@ func TestAdmitNodeTrustNode(t *testing.T) {
 	}
 	// Trust names one node key: another process start is another node.
 	other := simNode(t, chainDir, nil)
-	if _, err := f.svc.AdmitNode(ctx, na, "n3", other.Public, other.Evidence); attest.Code(err) != node.CodeNotTrusted {
+	if _, err := f.svc.AdmitNode(ctx, na, "n3", other.Public, other.TLSKey, other.Evidence); attest.Code(err) != node.CodeNotTrusted {
 		t.Fatalf("another node: %v", err)
 	}
 }

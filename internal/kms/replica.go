@@ -19,6 +19,9 @@ import (
 // is applied: a release decided on a node whose state was behind (the
 // policy changed, or the key expired, in between) is never recorded.
 func (s *Service) checkApply(e *ledger.Entry) error {
+	if e.Type == ledger.TypeNodeJoined || e.Type == ledger.TypeLedgerRekeyed {
+		return s.checkStale(e)
+	}
 	if e.Type != ledger.TypeKeyReleased {
 		return nil
 	}

@@ -65,6 +65,7 @@ const (
 	TypeNodeJoined        Type = "node.joined"         // an attested node and the ledger's secrets HPKE-sealed to its key
 	TypeRecoveryShares    Type = "recovery.shares"     // the ledger secret wrapped under a recovery key, split among members, each share HPKE-sealed to its member
 	TypeServiceRecovered  Type = "service.recovered"   // members' shares recovered the service: its new log key; sealed: the new signing key
+	TypeLedgerRekeyed     Type = "ledger.rekeyed"      // a new ledger-secret version HPKE-sealed to every trusted node, after a node's removal
 )
 
 // knownTypes lists every type this build understands. A ledger that holds
@@ -75,7 +76,7 @@ var knownTypes = map[Type]bool{
 	TypeKeyExpired: true, TypeKeyDestroyed: true,
 	TypeKeyReleasePolicy: true, TypeJWTPolicy: true, TypeKeyReleased: true, TypeReleaseDenied: true,
 	TypeLogKey: true, TypeGovInit: true, TypeGovProposal: true, TypeGovBallot: true, TypeGovWithdrawal: true,
-	TypeNodeJoined: true, TypeRecoveryShares: true, TypeServiceRecovered: true,
+	TypeNodeJoined: true, TypeLedgerRekeyed: true, TypeRecoveryShares: true, TypeServiceRecovered: true,
 }
 
 // Known reports whether t is a type of this format version.

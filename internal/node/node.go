@@ -6,7 +6,10 @@
 // is the hex SHA-256 of the public key. The node's evidence, produced by
 // the same attesters as a service's (client.Attester: ACI, raw SNP, the
 // simulated TEE), binds the key: REPORT_DATA[0:32] = SHA-256 of the public
-// key bytes. [Check] verifies evidence with the same internal/attest
+// key bytes. Each start also makes a TLS key pair (ECDSA P-256) for
+// node-to-node TLS, bound by REPORT_DATA[32:64] = SHA-256 of its public key
+// (PKIX DER); the service identity endorses it with a node certificate
+// (cert.go). [Check] verifies evidence with the same internal/attest
 // Verifier as releases, checks the binding and evaluates a node policy
 // (the release-policy grammar of internal/policy over the same claims).
 // [Seal] seals the ledger's secrets to an admitted node's key; only the
@@ -18,9 +21,12 @@ import (
 	"bytes"
 	"context"
 	"crypto/ecdh"
+	"crypto/ecdsa"
+	"crypto/elliptic"
 	"crypto/hpke"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -47,6 +53,9 @@ const (
 	// CodeNotTrusted: the node satisfies the node policy, but the
 	// constitution wants a trust_node proposal naming it first.
 	CodeNotTrusted = "NODE_NOT_TRUSTED"
+	// CodeTLSKeyNotBound: the evidence's REPORT_DATA[32:64] is not the
+	// SHA-256 of the node's TLS key, or the TLS key is not a P-256 key.
+	CodeTLSKeyNotBound = "NODE_TLS_KEY_NOT_BOUND"
 )
 
 // The HPKE suite of the handoff (the KEM is the node key's: DHKEM(X25519)).
@@ -70,6 +79,10 @@ type Identity struct {
 	Evidence []byte
 	// Simulated is true when Evidence comes from the simulated TEE.
 	Simulated bool
+	// TLSKey is the node's TLS public key (PKIX DER), fresh at each start
+	// like the node key; REPORT_DATA[32:64] is its SHA-256.
+	TLSKey []byte
+	tlsKey *ecdsa.PrivateKey
 }
 
 // ID returns the node id of a node key: the hex SHA-256 of its bytes.
@@ -78,10 +91,26 @@ func ID(nodeKey []byte) string {
 	return hex.EncodeToString(h[:])
 }
 
-// New makes a fresh node key pair and has a attest it: the evidence's
-// REPORT_DATA[0:32] is the SHA-256 of the public key.
+// New makes a fresh node key pair and TLS key pair and has a attest them:
+// the evidence's REPORT_DATA[0:32] is the SHA-256 of the node key,
+// REPORT_DATA[32:64] the SHA-256 of the TLS key.
+//
+// The TLS key is a second key, bound in the second half of REPORT_DATA,
+// rather than folded into what node_key hashes: the node key is X25519
+// (HPKE), which cannot sign a TLS handshake; keeping it alone in [0:32]
+// keeps the node id, the handoff's HPKE info and every recorded
+// node.joined entry as they were, and a verifier that knows nothing of
+// TLS still checks the node key binding alone.
 func New(ctx context.Context, a client.Attester) (*Identity, error) {
 	k, err := ecdh.X25519().GenerateKey(rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	tk, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	tpub, err := x509.MarshalPKIXPublicKey(&tk.PublicKey)
 	if err != nil {
 		return nil, err
 	}
@@ -89,11 +118,14 @@ func New(ctx context.Context, a client.Attester) (*Identity, error) {
 	var rd [64]byte
 	h := sha256.Sum256(pub)
 	copy(rd[:32], h[:])
+	th := sha256.Sum256(tpub)
+	copy(rd[32:], th[:])
 	ev, err := a.Attest(ctx, rd)
 	if err != nil {
 		return nil, fmt.Errorf("node: attesting the node key: %w", err)
 	}
-	return &Identity{key: k, Public: pub, ID: hex.EncodeToString(h[:]), Evidence: bytes.Clone(ev.Attestation), Simulated: ev.Simulated}, nil
+	return &Identity{key: k, Public: pub, ID: hex.EncodeToString(h[:]), Evidence: bytes.Clone(ev.Attestation), Simulated: ev.Simulated,
+		TLSKey: tpub, tlsKey: tk}, nil
 }
 
 // Admitted is what [Check] learned of an admitted node: what the ledger
@@ -104,6 +136,22 @@ type Admitted struct {
 	EvidenceSHA256 string         `json:"evidence_sha256"`
 	Claims         map[string]any `json:"claims"`
 	Simulated      bool           `json:"simulated,omitempty"`
+	reportData     []byte
+}
+
+// CheckTLSKey checks that the evidence [Check] admitted binds tlsKey (PKIX
+// DER of a P-256 public key) in REPORT_DATA[32:64]: the key the node's
+// certificate may endorse.
+func (a *Admitted) CheckTLSKey(tlsKey []byte) error {
+	pk, err := x509.ParsePKIXPublicKey(tlsKey)
+	if k, ok := pk.(*ecdsa.PublicKey); err != nil || !ok || k.Curve != elliptic.P256() {
+		return &attest.Error{Code: CodeTLSKeyNotBound, Err: fmt.Errorf("the node's TLS key is not a P-256 public key in PKIX DER (%v)", err)}
+	}
+	want := sha256.Sum256(tlsKey)
+	if len(a.reportData) < 64 || !bytes.Equal(a.reportData[32:64], want[:]) {
+		return &attest.Error{Code: CodeTLSKeyNotBound, Err: fmt.Errorf("REPORT_DATA[32:64] is not the SHA-256 of the node's TLS key %x", want)}
+	}
+	return nil
 }
 
 // Check verifies a node's evidence with v, that it binds nodeKey, and that
@@ -135,6 +183,7 @@ func Check(ctx context.Context, v *attest.Verifier, pol policy.Policy, nodeKey, 
 	return &Admitted{
 		NodeID: hex.EncodeToString(want[:]), EvidenceType: ev.Type,
 		EvidenceSHA256: hex.EncodeToString(h[:]), Claims: ev.Claims, Simulated: ev.Simulated,
+		reportData: bytes.Clone(ev.ReportData),
 	}, nil
 }
 

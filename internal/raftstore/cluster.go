@@ -20,7 +20,8 @@ import (
 )
 
 // The cluster's HTTP API, served to other nodes only (on the node port,
-// under mutual TLS):
+// under mutual TLS between endorsed nodes; a node that is not a member yet
+// reaches the join endpoint alone, transport.go):
 //
 //	POST /cluster/v1/append   the proposals of a follower's append; the leader answers with the committed entries
 //	POST /cluster/v1/join     a new node asks to be added (as a non-voter) and receives the ledger's secrets
@@ -63,6 +64,9 @@ type JoinRequest struct {
 	// object that binds it (internal/node); Config.Admit checks them.
 	NodeKey  []byte `json:"node_key,omitempty"`
 	Evidence []byte `json:"evidence,omitempty"`
+	// TLSKey is the node's TLS public key (PKIX DER) that the evidence
+	// also binds: the key its node certificate will hold.
+	TLSKey []byte `json:"tls_key,omitempty"`
 }
 
 // JoinResult is what a node learns by joining.
@@ -261,6 +265,11 @@ func (s *Store) serveJoin(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, http.StatusBadRequest, fmt.Errorf("raftstore: join request needs node_id and address (%v)", err))
 		return
 	}
+	if s.cfg.Vouch != nil && !s.removed(req.NodeID) && s.isMember(req.NodeID, req.Address) {
+		// A restarted member: this node may need its vote before any
+		// leader exists to admit it.
+		s.cfg.Vouch(r.Context(), req)
+	}
 	if !s.IsLeader() {
 		// Ask the leader on the joiner's behalf.
 		_, addr := s.Leader()
@@ -343,9 +352,15 @@ func (s *Store) servePromote(w http.ResponseWriter, r *http.Request) {
 
 // Join asks the cluster node at addr to add a node (req) and returns what
 // the node needs to start: its handoff and the commit index to catch up
-// to. cfg is the node's mutual TLS configuration (nil: plain TCP, tests
+// to. cfg is the joining node's TLS client configuration, used with ALPN
+// ProtoJoin: its client certificate (an operator CA's, if the cluster
+// asks for one) and how it checks the node it asks (nil: plain TCP, tests
 // only).
 func Join(ctx context.Context, addr string, req JoinRequest, cfg *tls.Config) (*JoinResult, error) {
+	if cfg != nil {
+		cfg = cfg.Clone()
+		cfg.NextProtos = []string{ProtoJoin}
+	}
 	c := &http.Client{Transport: &http.Transport{TLSClientConfig: cfg}, Timeout: time.Minute}
 	defer c.CloseIdleConnections()
 	var res JoinResult
@@ -387,6 +402,21 @@ func (s *Store) promoteWhenCaughtUp(index uint64) {
 			s.log.Debug("raft: promotion", "err", err)
 		}
 	}
+}
+
+// isMember reports whether the cluster's configuration has a server id at
+// address addr.
+func (s *Store) isMember(id, addr string) bool {
+	f := s.raft.GetConfiguration()
+	if f.Error() != nil {
+		return false
+	}
+	for _, srv := range f.Configuration().Servers {
+		if string(srv.ID) == id && string(srv.Address) == addr {
+			return true
+		}
+	}
+	return false
 }
 
 func (s *Store) isVoter() bool {

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -170,9 +171,23 @@ func (sn *snapshot) write(w io.Writer) error {
 	bw := bufio.NewWriterSize(w, 1<<16)
 	bw.WriteString(snapshotHeader)
 	var buf []byte
+	// Each data key is sealed under the ledger-secret version in force at
+	// its entry: a node that restores the snapshot holds the versions up
+	// to its handoff's, and takes each later one from its ledger.rekeyed
+	// entry before the entries that follow it (Restore).
+	version := uint32(1)
 	err := sn.s.local.Scan(1, func(e *ledger.Entry) error {
 		if e.Seq > sn.last {
 			return errStop
+		}
+		if e.Type == ledger.TypeLedgerRekeyed {
+			var r struct {
+				Version uint32 `json:"version"`
+			}
+			if err := json.Unmarshal(e.Body, &r); err != nil {
+				return fmt.Errorf("entry %d: %w", e.Seq, err)
+			}
+			version = r.Version
 		}
 		var dk []byte
 		if e.Type == ledger.TypeKeyCreated && sn.s.opts.Replica.DataKey != nil {
@@ -181,7 +196,7 @@ func (sn *snapshot) write(w io.Writer) error {
 				return err
 			}
 			if k != nil {
-				dk, err = sn.s.sealer.Seal(k, dataKeyAD(e.Seq))
+				dk, err = sn.s.sealAt(version, k, dataKeyAD(e.Seq))
 				clear(k)
 				if err != nil {
 					return err
@@ -203,6 +218,17 @@ func (sn *snapshot) write(w io.Writer) error {
 }
 
 func (sn *snapshot) Release() {}
+
+// sealAt seals under ledger-secret version v when the sealer has
+// versions (a cluster node's seal.Versions), else under its one key.
+func (s *Store) sealAt(v uint32, plaintext, ad []byte) ([]byte, error) {
+	if vs, ok := s.sealer.(interface {
+		SealVersion(v uint32, plaintext, ad []byte) ([]byte, error)
+	}); ok {
+		return vs.SealVersion(v, plaintext, ad)
+	}
+	return s.sealer.Seal(plaintext, ad)
+}
 
 var errStop = errors.New("stop")
 
@@ -246,7 +272,9 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 			return err
 		}
 		batch = append(batch, e)
-		if len(batch) == 1024 {
+		if len(batch) == 1024 || e.Type == ledger.TypeLedgerRekeyed {
+			// A rekey is applied (this node takes its new version)
+			// before the data keys sealed under it are opened.
 			return flush()
 		}
 		return nil

@@ -12,7 +12,9 @@ import (
 // (internal/node). The leader hands both to Config.Admit, which checks the
 // evidence against the node policy and records the node.joined entry that
 // holds the ledger's secrets HPKE-sealed to the node key
-// (kms.Service.AdmitNode); the entry's record is the answer. A refused
+// (kms.Service.AdmitNode) with the node certificate of its attested TLS
+// key; that record, with the service identity the node checks its peers
+// against, is the answer (cmd/tkms's handoff). A refused
 // node receives an error naming the failed check, and nothing else; the
 // store never sees a secret.
 

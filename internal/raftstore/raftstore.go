@@ -39,6 +39,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -73,12 +74,32 @@ type Config struct {
 	// Advertise is the host:port the other nodes dial (default: the
 	// listener's address).
 	Advertise string
-	// TLS, if set, makes node-to-node traffic mutual TLS: it is used as
-	// both the server and the client configuration, so it must hold
-	// this node's certificate, and the cluster's CA as both RootCAs and
-	// ClientCAs with ClientAuth tls.RequireAndVerifyClientCert. Nil
-	// means plain TCP, for tests on loopback only.
+	// TLS, if set, makes node-to-node traffic mutual TLS (transport.go):
+	// it holds this node's certificate (Certificates, or GetCertificate
+	// and GetClientCertificate when it changes, as when a restarted
+	// node's key is endorsed). With CheckPeer set, peers are verified by
+	// CheckPeer alone; without, by the config's RootCAs and ClientCAs
+	// (with ClientAuth tls.RequireAndVerifyClientCert). Nil means plain
+	// TCP, for tests on loopback only.
 	TLS *tls.Config
+	// CheckPeer decides whether a peer may speak raft and the cluster API
+	// with this node, from its TLS connection state (its certificate):
+	// at every handshake, both ways, and each second on the open
+	// connections, which are closed once it refuses (a removed node).
+	CheckPeer func(cs tls.ConnectionState) error
+	// JoinTLS, if set, is the server configuration of joins (ALPN
+	// ProtoJoin): the certificate shown to a joining node and how its
+	// client certificate is checked (an operator's CA, as an outer
+	// layer). Nil: TLS's certificate, and no client certificate. A
+	// joining node is authenticated by its evidence (Admit).
+	JoinTLS *tls.Config
+	// Vouch, if set, is shown the join request of a node that restarts as
+	// a member of the cluster's configuration, on whichever node receives
+	// it, before it is forwarded or decided: it may accept the node's
+	// TLS key for a while, once its evidence passes, since a cluster that
+	// lost its quorum may need the node's vote to elect the leader that
+	// admits it.
+	Vouch func(ctx context.Context, req JoinRequest)
 	// URL is this node's API, as shown in its Status.
 	URL string
 	// Bootstrap starts a new cluster of this one node when the data
@@ -119,7 +140,9 @@ type Store struct {
 	boltStore *raftboltdb.BoltStore
 	trans     *raft.NetworkTransport
 	httpSrv   *http.Server
+	joinSrv   *http.Server
 	client    *http.Client
+	peers     peerConns
 
 	// started gates the FSM: before Start it writes to the local ledger
 	// without an onCommit hook; Start swaps the hook in.
@@ -226,14 +249,35 @@ func (s *Store) startRaft(dir string) error {
 	if err != nil {
 		return fmt.Errorf("raftstore: advertise address %q: %w", adv, err)
 	}
-	s.mux = newMux(s.cfg.Listener, s.cfg.TLS)
+	var serverTLS, clientTLS *tls.Config
+	if tc := s.newTLSConfigs(); tc != nil {
+		serverTLS, clientTLS = tc.server, tc.client
+	}
+	s.mux = newMux(s.cfg.Listener, serverTLS, &s.peers, s.log)
 	s.trans = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
-		Stream:  &streamLayer{subListener: s.mux.raft, advertise: advAddr, tls: s.cfg.TLS},
+		Stream:  &streamLayer{subListener: s.mux.raft, advertise: advAddr, tls: clientTLS, peers: &s.peers},
 		MaxPool: 3, Timeout: 10 * time.Second, Logger: hlog,
 	})
-	s.client = &http.Client{Transport: &http.Transport{TLSClientConfig: s.cfg.TLS, ForceAttemptHTTP2: false}, Timeout: 30 * time.Second}
-	s.httpSrv = &http.Server{Handler: s.handler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug)}
+	tr := &http.Transport{ForceAttemptHTTP2: false}
+	if clientTLS != nil {
+		tr.DialTLSContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+			return s.peers.dial(ctx, &net.Dialer{Timeout: 10 * time.Second}, addr, clientTLS)
+		}
+	}
+	s.client = &http.Client{Transport: tr, Timeout: 30 * time.Second}
+	errLog := slog.NewLogLogger(s.log.Handler(), slog.LevelDebug)
+	s.httpSrv = &http.Server{Handler: s.handler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: errLog}
 	go s.httpSrv.Serve(s.mux.http)
+	joins := http.NewServeMux()
+	joins.HandleFunc("POST /cluster/v1/join", s.serveJoin)
+	s.joinSrv = &http.Server{Handler: joins, ReadHeaderTimeout: 10 * time.Second, ErrorLog: errLog}
+	go s.joinSrv.Serve(s.mux.join)
+	if s.cfg.TLS != nil && s.cfg.CheckPeer != nil {
+		// The node-to-node connections whose peer CheckPeer refuses now
+		// (a node removed by governance) are closed.
+		s.wg.Add(1)
+		go s.every(time.Second, func() { s.peers.recheck(s.cfg.CheckPeer, s.log) })
+	}
 
 	rc := raft.DefaultConfig()
 	rc.LocalID = raft.ServerID(s.cfg.NodeID)
@@ -273,7 +317,7 @@ func (s *Store) startRaft(dir string) error {
 		}
 	}
 	s.wg.Add(4)
-	go s.removeNodes()
+	go s.every(time.Second, s.removeNodes)
 	go s.watchLeadership()
 	go s.propose()
 	go s.await()
@@ -380,12 +424,10 @@ func (s *Store) removed(id string) bool {
 	return started && s.opts.Replica.Removed != nil && s.opts.Replica.Removed(id)
 }
 
-// removeNodes, on the leader, takes the nodes that governance removed
-// (remove_node) out of the cluster's configuration, whichever node led
-// when the proposal was accepted.
-func (s *Store) removeNodes() {
+// every runs fn each interval until the store closes.
+func (s *Store) every(d time.Duration, fn func()) {
 	defer s.wg.Done()
-	t := time.NewTicker(time.Second)
+	t := time.NewTicker(d)
 	defer t.Stop()
 	for {
 		select {
@@ -393,23 +435,30 @@ func (s *Store) removeNodes() {
 			return
 		case <-t.C:
 		}
-		if !s.IsLeader() {
+		fn()
+	}
+}
+
+// removeNodes, on the leader, takes the nodes that governance removed
+// (remove_node) out of the cluster's configuration, whichever node led
+// when the proposal was accepted (each second, every).
+func (s *Store) removeNodes() {
+	if !s.IsLeader() {
+		return
+	}
+	f := s.raft.GetConfiguration()
+	if f.Error() != nil {
+		return
+	}
+	for _, srv := range f.Configuration().Servers {
+		if !s.removed(string(srv.ID)) {
 			continue
 		}
-		f := s.raft.GetConfiguration()
-		if f.Error() != nil {
+		if err := s.raft.RemoveServer(srv.ID, 0, 10*time.Second).Error(); err != nil {
+			s.log.Warn("raft: cannot remove a node that governance removed", "removed", srv.ID, "err", err)
 			continue
 		}
-		for _, srv := range f.Configuration().Servers {
-			if !s.removed(string(srv.ID)) {
-				continue
-			}
-			if err := s.raft.RemoveServer(srv.ID, 0, 10*time.Second).Error(); err != nil {
-				s.log.Warn("raft: cannot remove a node that governance removed", "removed", srv.ID, "err", err)
-				continue
-			}
-			s.log.Info("raft: node removed by governance", "removed", srv.ID)
-		}
+		s.log.Info("raft: node removed by governance", "removed", srv.ID)
 	}
 }
 
@@ -552,13 +601,17 @@ func (s *Store) propose() {
 	defer close(s.inflight)
 	var next uint64    // 0: renumber from the ledger once nothing is in flight
 	var last time.Time // the time of the entry before next
+	var carry []*pending
 	for {
-		var batch []*pending
-		select {
-		case p := <-s.reqs:
-			batch = append(batch, p)
-		case <-s.closing:
-			return
+		batch := carry
+		carry = nil
+		if len(batch) == 0 {
+			select {
+			case p := <-s.reqs:
+				batch = append(batch, p)
+			case <-s.closing:
+				return
+			}
 		}
 	drain:
 		for len(batch) < 256 {
@@ -582,6 +635,7 @@ func (s *Store) propose() {
 			next = 0
 			continue
 		}
+		batch, carry = splitAfterRekey(batch)
 		if next == 0 || s.renumber.Swap(false) {
 			next, last = s.settle()
 		}
@@ -593,6 +647,9 @@ func (s *Store) propose() {
 			continue
 		}
 		f := s.raft.Apply(cmd, 30*time.Second)
+		if rekeys(batch[len(batch)-1]) {
+			s.renumber.Store(true)
+		}
 		fl := &flight{f: f, batch: batch, next: start}
 		next, last = start, end
 		select {
@@ -604,6 +661,22 @@ func (s *Store) propose() {
 			return
 		}
 	}
+}
+
+// splitAfterRekey cuts batch after its first append of a ledger.rekeyed
+// entry. What follows a rekey is sealed under its new version, which this
+// node installs when it applies the rekey: a rekey ends its command, and
+// the next command waits for it to be applied (settle).
+func splitAfterRekey(batch []*pending) (now, later []*pending) {
+	if i := slices.IndexFunc(batch, rekeys); i >= 0 && i < len(batch)-1 {
+		return batch[:i+1], batch[i+1:]
+	}
+	return batch, nil
+}
+
+// rekeys reports whether p appends a ledger.rekeyed entry.
+func rekeys(p *pending) bool {
+	return slices.ContainsFunc(p.props, func(pr store.Proposal) bool { return pr.Type == ledger.TypeLedgerRekeyed })
 }
 
 // settle waits for every command in flight to be applied and returns the
@@ -762,6 +835,9 @@ func (s *Store) shutdown() error {
 	var errs []error
 	if s.raft != nil {
 		errs = append(errs, s.raft.Shutdown().Error())
+	}
+	if s.joinSrv != nil {
+		s.joinSrv.Close()
 	}
 	if s.httpSrv != nil {
 		s.httpSrv.Close()

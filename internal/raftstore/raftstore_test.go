@@ -254,16 +254,7 @@ func TestWipedFollowerRestoresFromSnapshot(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	// A snapshot that leaves little of the log: raft sends the wiped
-	// node the snapshot rather than the log.
-	rc := leader.Raft().ReloadableConfig()
-	rc.TrailingLogs = 2
-	if err := leader.Raft().ReloadConfig(rc); err != nil {
-		t.Fatal(err)
-	}
-	if err := leader.Raft().Snapshot().Error(); err != nil {
-		t.Fatal(err)
-	}
+	snapshotTrimmed(t, leader)
 	victim := c.nodes[2]
 	if victim == leader {
 		victim = c.nodes[1]
@@ -288,6 +279,20 @@ func TestWipedFollowerRestoresFromSnapshot(t *testing.T) {
 	}
 	if len(kept) != 1 || kept[0] != "1:0123456789abcdef0123456789abcdef" {
 		t.Fatalf("data keys restored: %q", kept)
+	}
+}
+
+// snapshotTrimmed has the leader take a snapshot that leaves little of
+// the log: raft sends a wiped node the snapshot rather than the log.
+func snapshotTrimmed(t *testing.T, leader *node) {
+	t.Helper()
+	rc := leader.Raft().ReloadableConfig()
+	rc.TrailingLogs = 2
+	if err := leader.Raft().ReloadConfig(rc); err != nil {
+		t.Fatal(err)
+	}
+	if err := leader.Raft().Snapshot().Error(); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -459,5 +464,159 @@ func TestStatusOnEveryNode(t *testing.T) {
 				t.Errorf("%s sees the stopped %s as %+v", n.id, down.id, m)
 			}
 		}
+	}
+}
+
+// A rekey in a cluster whose nodes hold versioned ledger secrets: what the
+// leader seals after a ledger.rekeyed entry is sealed under its version
+// (the leader waits for it to be applied first), and a wiped node that
+// holds only the version before it restores a snapshot across it: each
+// data key is sealed under the version of its entry, and the rekey is
+// applied (here: its version installed, as the kms does) before the data
+// keys that follow it are opened.
+func TestSnapshotAcrossRekey(t *testing.T) {
+	if testing.Short() {
+		t.Skip("three raft nodes")
+	}
+	v1 := seal.NewVersions()
+	v1blob, _ := v1.Secret()
+	v2blob, prev, err := v1.Next()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dk := func(seq uint64) []byte { return fmt.Appendf(nil, "data key of entry %016d", seq) }
+	type member struct {
+		vs   *seal.Versions
+		kept map[uint64]string
+		mu   sync.Mutex
+	}
+	mk := func() (*member, store.Options) {
+		m := &member{vs: &seal.Versions{}, kept: map[uint64]string{}}
+		if err := m.vs.Install(v1blob); err != nil {
+			t.Fatal(err)
+		}
+		return m, store.Options{Replica: store.ReplicaHooks{
+			DataKey: func(e *ledger.Entry) ([]byte, error) { return dk(e.Seq), nil },
+			KeepDataKey: func(e *ledger.Entry, k []byte) error {
+				m.mu.Lock()
+				defer m.mu.Unlock()
+				m.kept[e.Seq] = string(k)
+				return nil
+			},
+			Applied: func(e *ledger.Entry) {
+				if e.Type == ledger.TypeLedgerRekeyed {
+					m.vs.AddPrevious(2, prev)
+					if err := m.vs.Install(v2blob); err != nil {
+						t.Error(err)
+					}
+				}
+			},
+		}}
+	}
+	dir := t.TempDir()
+	var nodes []*node
+	var members []*member
+	for i := 1; i <= 3; i++ {
+		m, opts := mk()
+		join := ""
+		if i > 1 {
+			join = nodes[0].addr()
+		}
+		n := startNode(t, filepath.Join(dir, fmt.Sprint("n", i)), fmt.Sprint("n", i), m.vs, []byte("handoff"), opts, join)
+		n.Start(nil)
+		nodes, members = append(nodes, n), append(members, m)
+	}
+	defer func() {
+		for _, n := range nodes {
+			n.Close()
+		}
+	}()
+	var leader *node
+	waitFor(t, "a leader", func() bool {
+		for _, n := range nodes {
+			if n.IsLeader() {
+				leader = n
+			}
+		}
+		return leader != nil
+	})
+	ctx := context.Background()
+	created := func(i int) store.Proposal {
+		return store.Proposal{Time: time.Unix(1, 0), Type: ledger.TypeKeyCreated, Body: fmt.Appendf(nil, `{"kid":"k%d"}`, i), Secret: []byte("private key"), DataKey: dk(uint64(i))}
+	}
+	dkOf := map[uint64]uint64{} // seq -> the i of its data key
+	var mu sync.Mutex
+	var rekeySeq uint64
+	appendOne := func(i int, p store.Proposal) {
+		es, err := leader.Append(ctx, p)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if p.Type == ledger.TypeLedgerRekeyed {
+			rekeySeq = es[0].Seq
+		} else {
+			dkOf[es[0].Seq] = uint64(i)
+		}
+	}
+	appendOne(1, created(1))
+	// The rekey and keys created at the same time: each key is sealed
+	// under the version in force at its entry.
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		appendOne(0, store.Proposal{Time: time.Unix(2, 0), Type: ledger.TypeLedgerRekeyed, Body: []byte(`{"version":2}`)})
+	})
+	for i := 2; i < 8; i++ {
+		wg.Go(func() { appendOne(i, created(i)) })
+	}
+	wg.Wait()
+	appendOne(8, created(8))
+	for i := range 20 {
+		if _, err := leader.Append(ctx, storetest.Published(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for seq := range dkOf {
+		e, err := leader.Get(seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := uint32(1)
+		if seq > rekeySeq {
+			want = 2
+		}
+		if got := seal.BlobVersion(e.Sealed); got != want {
+			t.Errorf("entry %d (%s) sealed under version %d, want %d (the rekey is entry %d)", e.Seq, e.Type, got, want, rekeySeq)
+		}
+	}
+	snapshotTrimmed(t, leader)
+	vi := 2
+	if nodes[vi] == leader {
+		vi = 1
+	}
+	victim := nodes[vi]
+	if err := victim.Store.Close(); err != nil {
+		t.Fatal(err)
+	}
+	addr := victim.addr()
+	os.RemoveAll(victim.dir)
+	os.MkdirAll(victim.dir, 0o700)
+	os.WriteFile(filepath.Join(victim.dir, "addr"), []byte(addr), 0o600)
+	m, opts := mk() // holds version 1 only
+	again := startNode(t, victim.dir, victim.id, m.vs, []byte("handoff"), opts, leader.addr())
+	again.Start(nil)
+	nodes[vi], members[vi] = again, m
+	waitFor(t, "the wiped node to catch up", func() bool { return again.Last() == leader.Last() })
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for seq := range dkOf { // from the snapshot: the leader's DataKey hook's
+		if m.kept[seq] != string(dk(seq)) {
+			t.Errorf("entry %d: restored data key %q", seq, m.kept[seq])
+		}
+	}
+	if m.vs.Current() != 2 {
+		t.Errorf("the restored node holds version %d", m.vs.Current())
 	}
 }

@@ -2,9 +2,9 @@
 // service master key.
 //
 // A Sealer is the small interface the rest of tkms depends on. This package
-// provides the one implementation used today, a 256-bit key kept in a 0600
-// file; later implementations seal the master key to the TEE (an SNP derived
-// key) or split it among consortium members.
+// provides two: [AESGCM], one 256-bit key (a single node's, kept in a 0600
+// file), and [Versions], a cluster's ledger secret, held in memory only,
+// whose versions change at each rekey (versions.go).
 //
 // A sealed blob is nonce(12) || ciphertext || tag(16). The associated data
 // binds each blob to its place (for ledger entries: the sequence number and

@@ -116,6 +116,7 @@ type Effect struct {
 	Action     string `json:"action"`
 	Kid        string `json:"kid,omitempty"`    // destroy_key
 	Reason     string `json:"reason,omitempty"` // rotate_key_now's free-text reason, for the log
+	Node       string `json:"node,omitempty"`   // remove_node's node (a rekey follows)
 	Seq        uint64 `json:"seq"`              // the entry that accepted the proposal
 }
 
@@ -656,6 +657,10 @@ func (s *State) applyAction(proposalID string, a gov.Action, seq uint64) error {
 			s.RemovedNodes = map[string]uint64{}
 		}
 		s.RemovedNodes[args.NodeID] = seq
+		if len(s.Nodes) > 0 {
+			// A cluster of attested nodes: the leader rekeys (rekey.go).
+			s.PendingEffects = append(s.PendingEffects, Effect{ProposalID: proposalID, Action: a.Name, Node: args.NodeID, Seq: seq})
+		}
 	case gov.ActTrustNode:
 		args, err := gov.DecodeTrustNodeArgs(a.Args)
 		if err != nil {

@@ -1,7 +1,9 @@
 package state
 
 import (
+	"bytes"
 	"crypto/sha256"
+	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -40,8 +42,20 @@ type NodeJoined struct {
 	// Founder marks the node that created the ledger's secrets: it
 	// received none.
 	Founder bool `json:"founder,omitempty"`
-	// Secrets are the ledger's secrets HPKE-sealed to NodeKey.
-	Secrets []byte `json:"secrets,omitempty"`
+	// Secrets are the ledger's secrets HPKE-sealed to NodeKey: the
+	// ledger secret of version SecretVersion (rekey.go), which must be the
+	// version in force when the entry is applied (0: an entry written
+	// before versions, version 1).
+	Secrets       []byte `json:"secrets,omitempty"`
+	SecretVersion uint32 `json:"secret_version,omitempty"`
+	// TLSKey is the node's TLS public key (PKIX DER); the evidence's
+	// REPORT_DATA[32:64] is its SHA-256. Certificate is the node
+	// certificate (X.509 DER) the service identity issued for it
+	// (internal/node cert.go): peers accept node-to-node TLS only from
+	// it, while the node is trusted. Both are absent from entries
+	// written before node certificates.
+	TLSKey      []byte `json:"tls_key,omitempty"`
+	Certificate []byte `json:"certificate,omitempty"`
 }
 
 // Node is an applied node.joined entry.
@@ -67,6 +81,15 @@ func (n *NodeJoined) Check() error {
 	if id := hex.EncodeToString(h[:]); n.NodeID != id {
 		return fmt.Errorf("node id %s is not the SHA-256 of the node key (%s)", n.NodeID, id)
 	}
+	if len(n.Certificate) > 0 {
+		c, err := x509.ParseCertificate(n.Certificate)
+		if err != nil {
+			return fmt.Errorf("node.joined: the node certificate: %w", err)
+		}
+		if !bytes.Equal(c.RawSubjectPublicKeyInfo, n.TLSKey) || c.Subject.CommonName != n.NodeID {
+			return errors.New("node.joined: the node certificate is not for the node's TLS key and node id")
+		}
+	}
 	h = sha256.Sum256(n.Evidence)
 	if eh := hex.EncodeToString(h[:]); n.EvidenceSHA256 != eh {
 		return fmt.Errorf("evidence_sha256 %s is not the SHA-256 of the evidence (%s)", n.EvidenceSHA256, eh)
@@ -87,6 +110,11 @@ func (s *State) applyNodeJoined(e *ledger.Entry) error {
 	}
 	if s.Node(n.NodeID) != nil {
 		return fmt.Errorf("node %s joined already", n.NodeID)
+	}
+	if cur := s.SecretVersion(); !n.Founder && n.SecretVersion != 0 && n.SecretVersion != cur {
+		// Admitted while a rekey was being recorded: the admission is
+		// made again with the version now in force.
+		return fmt.Errorf("%w: node %s received ledger-secret version %d, but version %d is in force", ErrStaleSecret, n.NodeID, n.SecretVersion, cur)
 	}
 	if s.Constitution != nil && s.Constitution.NodeTrust == gov.NodeTrustProposal && !n.Founder {
 		if at := s.TrustedNodeIDs[n.NodeID]; at == 0 || at != n.TrustSeq {
@@ -116,9 +144,42 @@ func (s *State) TrustedNodes() []*Node {
 	}
 	var out []*Node
 	for i, n := range s.Nodes {
-		if _, removed := s.RemovedNodes[n.Member]; last[n.Member] == i && !removed {
+		if _, removed := s.RemovedNodes[n.Member]; last[n.Member] == i && !removed && n.Seq > s.lastRecoverySeq() {
 			out = append(out, n)
 		}
 	}
 	return out
+}
+
+// TrustedNode returns the node with node id id if the ledger trusts it now
+// (it is the last node of its member, and the member was not removed),
+// else nil.
+func (s *State) TrustedNode(id string) *Node {
+	n := s.Node(id)
+	if n == nil || n.Seq < s.lastRecoverySeq() {
+		return nil
+	}
+	if _, removed := s.RemovedNodes[n.Member]; removed {
+		return nil
+	}
+	for i := len(s.Nodes) - 1; i >= 0; i-- {
+		if s.Nodes[i].Member == n.Member {
+			if s.Nodes[i] != n {
+				return nil // a later node of the member (a restart) replaced it
+			}
+			return n
+		}
+	}
+	return nil
+}
+
+// lastRecoverySeq is the seq of the last service.recovered entry (0: none).
+// The nodes admitted before a recovery are not trusted after it: the
+// recovery presumed them lost, and one still running (cut off, say) gets
+// nothing more; its peers must join the recovered node again.
+func (s *State) lastRecoverySeq() uint64 {
+	if len(s.Recoveries) == 0 {
+		return 0
+	}
+	return s.Recoveries[len(s.Recoveries)-1].Seq
 }

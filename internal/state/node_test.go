@@ -25,6 +25,12 @@ func nodeBody(member string, key []byte, mod func(*NodeJoined)) []byte {
 	return b
 }
 
+func k3() []byte {
+	k := make([]byte, 32)
+	k[0] = 3
+	return k
+}
+
 func TestApplyNodeJoined(t *testing.T) {
 	k1, k2 := make([]byte, 32), make([]byte, 32)
 	k2[0] = 1
@@ -40,6 +46,7 @@ func TestApplyNodeJoined(t *testing.T) {
 		{"no evidence", nodeBody("m", k1, func(n *NodeJoined) { n.Evidence = nil }), "without evidence"},
 		{"no secrets", nodeBody("m", k1, func(n *NodeJoined) { n.Secrets = nil }), "every other node does"},
 		{"founder with secrets", nodeBody("m", k1, func(n *NodeJoined) { n.Founder = true }), "founder receives no secrets"},
+		{"certificate not DER", nodeBody("m", k1, func(n *NodeJoined) { n.Certificate = []byte("x") }), "node certificate"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := New()
@@ -68,18 +75,55 @@ func TestApplyNodeJoined(t *testing.T) {
 	if n := s.TrustedNodes(); len(n) != 2 {
 		t.Fatalf("trusted %d nodes, want 2", len(n))
 	}
+	// A restart of a (a new node of its member) replaces its first node:
+	// the ledger trusts the new one's TLS, not the old one's.
+	k4 := make([]byte, 32)
+	k4[0] = 4
+	if err := apply(4, nodeBody("a", k4, nil)); err != nil {
+		t.Fatal(err)
+	}
+	id := func(k []byte) string { h := sha256.Sum256(k); return hex.EncodeToString(h[:]) }
+	for _, tc := range []struct {
+		name    string
+		key     []byte
+		trusted bool
+	}{{"replaced by a restart", k1, false}, {"the restart", k4, true}, {"b", k2, true}, {"unknown", k3(), false}} {
+		if got := s.TrustedNode(id(tc.key)) != nil; got != tc.trusted {
+			t.Errorf("%s: trusted %v, want %v", tc.name, got, tc.trusted)
+		}
+	}
 	s.RemovedNodes = map[string]uint64{"b": 4}
+	if s.TrustedNode(id(k2)) != nil {
+		t.Error("a removed node is trusted")
+	}
 	if n := s.TrustedNodes(); len(n) != 1 || n[0].Member != "a" {
 		t.Fatalf("after b's removal: %+v", n)
 	}
-	k3 := make([]byte, 32)
-	k3[0] = 3
-	if err := apply(5, nodeBody("b", k3, nil)); err == nil || !strings.Contains(err.Error(), "removed") {
+	if err := apply(5, nodeBody("b", k3(), nil)); err == nil || !strings.Contains(err.Error(), "removed") {
 		t.Fatalf("a removed member joined again: %v", err)
 	}
 	c := s.Clone()
 	c.Nodes = append(c.Nodes, &Node{})
-	if len(s.Nodes) != 2 {
+	if len(s.Nodes) != 3 {
 		t.Fatal("the clone shares its nodes")
+	}
+}
+
+// TestNodesAfterRecovery: the nodes admitted before a recovery are not
+// trusted after it (the recovery presumed them lost); those admitted
+// after are.
+func TestNodesAfterRecovery(t *testing.T) {
+	old := &Node{NodeJoined: NodeJoined{Member: "kms-1", NodeID: "old"}, Seq: 3}
+	s := &State{Nodes: []*Node{old}}
+	if got := s.TrustedNodes(); len(got) != 1 || s.TrustedNode("old") == nil {
+		t.Fatalf("before the recovery: %v", got)
+	}
+	s.Recoveries = []*ServiceRecovered{{RecoveryID: "r", Seq: 5}}
+	if got := s.TrustedNodes(); len(got) != 0 || s.TrustedNode("old") != nil {
+		t.Fatalf("a node admitted before the recovery is trusted after it: %v", got)
+	}
+	s.Nodes = append(s.Nodes, &Node{NodeJoined: NodeJoined{Member: "kms-1", NodeID: "new"}, Seq: 7})
+	if got := s.TrustedNodes(); len(got) != 1 || got[0].NodeID != "new" || s.TrustedNode("new") == nil {
+		t.Fatalf("the node admitted after the recovery: %v", got)
 	}
 }

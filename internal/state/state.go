@@ -178,6 +178,9 @@ type State struct {
 	// PendingEffects are the forced key operations of accepted proposals
 	// that the kms has yet to record, oldest first.
 	PendingEffects []Effect `json:"pending_effects,omitempty"`
+	// Rekeys are the ledger.rekeyed entries applied, oldest first: the
+	// chain of ledger-secret versions (rekey.go).
+	Rekeys []*Rekey `json:"rekeys,omitempty"`
 }
 
 // LogKey is the body of the log.key entry: the origin line of the log's
@@ -326,6 +329,8 @@ func (s *State) apply(e *ledger.Entry) error {
 		return s.applyRecoveryShares(e)
 	case ledger.TypeServiceRecovered:
 		return s.applyServiceRecovered(e)
+	case ledger.TypeLedgerRekeyed:
+		return s.applyRekeyed(e)
 	case ledger.TypeReleaseDenied:
 		var d ReleaseDenied
 		if err := decodeBody(e.Body, &d); err != nil {
@@ -601,7 +606,8 @@ func (s *State) Clone() *State {
 	if s.TrustedNodeIDs != nil {
 		c.TrustedNodeIDs = maps.Clone(s.TrustedNodeIDs)
 	}
-	c.Nodes = slices.Clone(s.Nodes) // a Node is never modified once applied
+	c.Nodes = slices.Clone(s.Nodes)   // a Node is never modified once applied
+	c.Rekeys = slices.Clone(s.Rekeys) // nor a Rekey
 	c.Recoveries = slices.Clone(s.Recoveries)
 	c.PreviousLogKeys = slices.Clone(s.PreviousLogKeys)
 	return &c

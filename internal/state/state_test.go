@@ -271,14 +271,16 @@ func FuzzApply(f *testing.F) {
 	f.Add(uint8(9), []byte(`{"id":"00","proposer":"00","cose":"2IRDoQEmoFhAYQ=="}`))
 	types := []ledger.Type{ledger.TypeGenesis, ledger.TypeKeyRotationPolicy, ledger.TypeSettingsPolicy, ledger.TypeKeyCreated,
 		ledger.TypeKeyPublished, ledger.TypeKeyRetired, ledger.TypeKeyExpired, ledger.TypeKeyDestroyed,
-		ledger.TypeGovInit, ledger.TypeGovProposal, ledger.TypeGovBallot, ledger.TypeGovWithdrawal}
+		ledger.TypeGovInit, ledger.TypeGovProposal, ledger.TypeGovBallot, ledger.TypeGovWithdrawal,
+		ledger.TypeNodeJoined, ledger.TypeLedgerRekeyed}
+	f.Add(uint8(13), []byte(`{"version":2,"proposal_id":"p","removed_node":"n","remove_seq":3,"nodes":[],"previous":"AA=="}`))
 	f.Fuzz(func(t *testing.T, typ uint8, body []byte) {
 		b := newBuilder(t)
 		b.must(ledger.TypeKeyCreated, t0, b.keyCreated(t0, 11), []byte("s"))
 		n := len(b.st.Keys)
 		e := &ledger.Entry{Seq: b.st.Seq + 1, Time: t0, Type: types[int(typ)%len(types)], Body: body, Sealed: []byte("s")}
-		if err := b.st.Apply(e); err != nil && len(b.st.Keys) != n {
-			t.Fatal("rejected entry changed the key set")
+		if err := b.st.Apply(e); err != nil && (len(b.st.Keys) != n || len(b.st.Rekeys) != 0) {
+			t.Fatal("rejected entry changed the key set or the ledger-secret versions")
 		}
 	})
 }
