@@ -31,6 +31,7 @@ import (
 	"github.com/tkms-dev/tkms/internal/node"
 	"github.com/tkms-dev/tkms/internal/policy"
 	"github.com/tkms-dev/tkms/internal/raftstore"
+	"github.com/tkms-dev/tkms/internal/recovery"
 	"github.com/tkms-dev/tkms/internal/seal"
 	"github.com/tkms-dev/tkms/internal/state"
 	"github.com/tkms-dev/tkms/internal/store"
@@ -477,6 +478,24 @@ func prepareCluster(ctx context.Context, cfg *Config, log *slog.Logger) (*cluste
 	_, err = os.Stat(filepath.Join(cfg.DataDir, "raft", "raft.db"))
 	fresh := errors.Is(err, fs.ErrNotExist)
 	n.found = fresh && c.Join == ""
+	if cfg.recovering {
+		// A recovering node founds a new cluster on the ledger copy; its
+		// master key comes from members' shares, into memory.
+		switch {
+		case !fresh:
+			ln.Close()
+			return nil, recoveryError(recovery.CodeInProgress, "%s holds a node's raft state: it is not a ledger copy to recover (or it was recovered already; start it without --recover)", cfg.DataDir)
+		case c.Join != "":
+			ln.Close()
+			return nil, fmt.Errorf("%w: a recovering node founds a new cluster: it joins none", errUsage)
+		}
+		if _, err := os.Stat(n.mkFile); err == nil {
+			ln.Close()
+			return nil, fmt.Errorf("recovery: %s exists: a recovery brings the master key back from members' shares; recover a ledger copy without it", n.mkFile)
+		}
+		n.mem = &memSealer{Versions: &seal.Versions{}}
+		return n, nil
+	}
 	if err := n.prepareSecret(cfg, fresh, log); err != nil {
 		ln.Close()
 		return nil, err

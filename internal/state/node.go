@@ -144,7 +144,7 @@ func (s *State) TrustedNodes() []*Node {
 	}
 	var out []*Node
 	for i, n := range s.Nodes {
-		if _, removed := s.RemovedNodes[n.Member]; last[n.Member] == i && !removed {
+		if _, removed := s.RemovedNodes[n.Member]; last[n.Member] == i && !removed && n.Seq > s.lastRecoverySeq() {
 			out = append(out, n)
 		}
 	}
@@ -156,7 +156,7 @@ func (s *State) TrustedNodes() []*Node {
 // else nil.
 func (s *State) TrustedNode(id string) *Node {
 	n := s.Node(id)
-	if n == nil {
+	if n == nil || n.Seq < s.lastRecoverySeq() {
 		return nil
 	}
 	if _, removed := s.RemovedNodes[n.Member]; removed {
@@ -171,4 +171,15 @@ func (s *State) TrustedNode(id string) *Node {
 		}
 	}
 	return nil
+}
+
+// lastRecoverySeq is the seq of the last service.recovered entry (0: none).
+// The nodes admitted before a recovery are not trusted after it: the
+// recovery presumed them lost, and one still running (cut off, say) gets
+// nothing more; its peers must join the recovered node again.
+func (s *State) lastRecoverySeq() uint64 {
+	if len(s.Recoveries) == 0 {
+		return 0
+	}
+	return s.Recoveries[len(s.Recoveries)-1].Seq
 }

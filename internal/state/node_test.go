@@ -108,3 +108,22 @@ func TestApplyNodeJoined(t *testing.T) {
 		t.Fatal("the clone shares its nodes")
 	}
 }
+
+// TestNodesAfterRecovery: the nodes admitted before a recovery are not
+// trusted after it (the recovery presumed them lost); those admitted
+// after are.
+func TestNodesAfterRecovery(t *testing.T) {
+	old := &Node{NodeJoined: NodeJoined{Member: "kms-1", NodeID: "old"}, Seq: 3}
+	s := &State{Nodes: []*Node{old}}
+	if got := s.TrustedNodes(); len(got) != 1 || s.TrustedNode("old") == nil {
+		t.Fatalf("before the recovery: %v", got)
+	}
+	s.Recoveries = []*ServiceRecovered{{RecoveryID: "r", Seq: 5}}
+	if got := s.TrustedNodes(); len(got) != 0 || s.TrustedNode("old") != nil {
+		t.Fatalf("a node admitted before the recovery is trusted after it: %v", got)
+	}
+	s.Nodes = append(s.Nodes, &Node{NodeJoined: NodeJoined{Member: "kms-1", NodeID: "new"}, Seq: 7})
+	if got := s.TrustedNodes(); len(got) != 1 || got[0].NodeID != "new" || s.TrustedNode("new") == nil {
+		t.Fatalf("the node admitted after the recovery: %v", got)
+	}
+}

@@ -166,6 +166,15 @@ type State struct {
 	// set_maa_instances at MAASeq (maa.go); nil until governance sets it.
 	MAA    *MAAPolicy `json:"maa_policy,omitempty"`
 	MAASeq uint64     `json:"maa_policy_seq,omitempty"`
+	// Recovery is the latest recovery.shares entry (recovery.go); nil
+	// until one is written.
+	Recovery *RecoveryShares `json:"recovery,omitempty"`
+	// Recoveries are the service.recovered entries, in order.
+	Recoveries []*ServiceRecovered `json:"recoveries,omitempty"`
+	// PreviousLogKeys are the log keys in force before each recovery,
+	// with the seq of the entry holding each signing key: the recovered
+	// service cosigns its checkpoints with them.
+	PreviousLogKeys []PreviousLogKey `json:"previous_log_keys,omitempty"`
 	// PendingEffects are the forced key operations of accepted proposals
 	// that the kms has yet to record, oldest first.
 	PendingEffects []Effect `json:"pending_effects,omitempty"`
@@ -316,6 +325,10 @@ func (s *State) apply(e *ledger.Entry) error {
 		s.Releases++
 	case ledger.TypeNodeJoined:
 		return s.applyNodeJoined(e)
+	case ledger.TypeRecoveryShares:
+		return s.applyRecoveryShares(e)
+	case ledger.TypeServiceRecovered:
+		return s.applyServiceRecovered(e)
 	case ledger.TypeLedgerRekeyed:
 		return s.applyRekeyed(e)
 	case ledger.TypeReleaseDenied:
@@ -595,6 +608,8 @@ func (s *State) Clone() *State {
 	}
 	c.Nodes = slices.Clone(s.Nodes)   // a Node is never modified once applied
 	c.Rekeys = slices.Clone(s.Rekeys) // nor a Rekey
+	c.Recoveries = slices.Clone(s.Recoveries)
+	c.PreviousLogKeys = slices.Clone(s.PreviousLogKeys)
 	return &c
 }
 
