@@ -535,6 +535,12 @@ func (n *clusterNode) prepareSecret(cfg *Config, fresh bool, log *slog.Logger) e
 			n.devKeyCreated = true
 		}
 		return n.loadKeyFile()
+	case n.found && hasFile && ledgerExists(cfg.DataDir):
+		// A cluster founded on a ledger `tkms init` made (governed from
+		// its genesis): its sealed parts are under that master key, so it
+		// is version 1. The host had the file: say so, as for a restart.
+		log.Warn("cluster: this founding node takes the master key file that sealed its ledger as version 1 of the ledger secret; the host can read that file: once the other nodes run, stop this node, move the file away and start it again (it is admitted again like any node). A rekey (after a remove_node) makes what follows unreadable with it", "file", n.mkFile)
+		return n.loadKeyFile()
 	case n.found:
 		if hasFile {
 			return fmt.Errorf("cluster: a cluster's ledger secret is generated in memory and never written to disk: move %s away to found a cluster", n.mkFile)
@@ -555,6 +561,12 @@ func (n *clusterNode) prepareSecret(cfg *Config, fresh bool, log *slog.Logger) e
 	}
 	n.rejoin = true
 	return nil
+}
+
+// ledgerExists reports whether dir holds a ledger (one `tkms init` made).
+func ledgerExists(dir string) bool {
+	_, err := os.Stat(filepath.Join(dir, store.FileName))
+	return err == nil
 }
 
 // loadKeyFile installs the dev-only master key file as version 1 of the
