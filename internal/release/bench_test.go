@@ -296,7 +296,8 @@ func BenchmarkAppRelease(b *testing.B) {
 	b.Run("op-ledger-append", func(b *testing.B) {
 		r := state.KeyReleased{Kids: []string{"bench_1"}, API: "app/unwrapKey", Format: "jwk", Issuer: "https://issuer.example",
 			Identity: "bench-principal", EvidenceType: "snp-aci", Measurement: strings.Repeat("ab", 48), HostData: aciHostData,
-			ReportSHA256: strings.Repeat("cd", 32), WrappingKeySHA256: strings.Repeat("ef", 32), PolicySeq: 1, PolicySHA256: strings.Repeat("01", 32)}
+			ReportSHA256: strings.Repeat("cd", 32), WrappingKeySHA256: strings.Repeat("ef", 32), PolicySHA256: strings.Repeat("01", 32)}
+		h.kms.Read(func(st *state.State) { r.Kids[0], r.PolicySeq = st.Keys[0].Kid, st.ReleasePolicySeq })
 		for b.Loop() {
 			if _, err := h.kms.RecordRelease(context.Background(), r); err != nil {
 				b.Fatal(err)
