@@ -9,6 +9,7 @@ import (
 
 	"github.com/tkms-dev/tkms/api"
 	"github.com/tkms-dev/tkms/internal/attest"
+	"github.com/tkms-dev/tkms/internal/attest/snp"
 )
 
 // onePassBodies are /app and /v1 bodies around the real ACI sample: the
@@ -210,5 +211,39 @@ func FuzzOnePassDecoding(f *testing.F) {
 			return
 		}
 		checkOnePass(t, body, v1)
+	})
+}
+
+// BenchmarkDecodeAttestation compares the two ways a release body's
+// attestation reaches verification (decode.go): the long way (the body
+// with the attestation as bytes, attest telling its format apart, then
+// snp.DecodeACI) and the one-pass decoding (the body with the ACI members,
+// then snp.DecodeACIMembers), on the real /app/unwrapKey body.
+func BenchmarkDecodeAttestation(b *testing.B) {
+	app, _ := onePassBodies(b)
+	body := app[0]
+	b.Run("long-way", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			_, att, err := decodeAppRaw(body)
+			if err != nil || attest.Type(att.raw) != attest.TypeACI {
+				b.Fatal(err)
+			}
+			if _, err := snp.DecodeACI(att.raw); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("one-pass", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			_, att, ok := decodeAppOnce(body)
+			if !ok {
+				b.Fatal("not decoded in one pass")
+			}
+			if _, err := snp.DecodeACIMembers(att.aci); err != nil {
+				b.Fatal(err)
+			}
+		}
 	})
 }
