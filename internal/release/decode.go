@@ -108,13 +108,14 @@ func decodeV1Once(body []byte) (*api.V1Request, attestation, bool) {
 // attestationName is the name of a request's attestation member.
 var attestationName = []byte("attestation")
 
-// onlyMember reports whether the valid JSON body holds at most one string
+// onlyMember reports whether the valid JSON body holds exactly one string
 // that encoding/json could match to the member name (ASCII, lower case):
 // it matches names case-insensitively, with Unicode folding (bytes.EqualFold
 // folds at least as much), after unescaping. Every string of the body is
-// counted, members' names and values, nested or not, so the answer may be
-// false for a body that names the member only once (it then takes the long
-// way), never true for one that names it twice.
+// counted, members' names and values, nested or not, and every short string
+// with an escape in it, so the answer may be false for a body that names
+// the member only once (it then takes the long way), never true for one
+// that names it twice.
 func onlyMember(body, name []byte) bool {
 	n := 0
 	for i := 0; i < len(body); {
@@ -123,7 +124,7 @@ func onlyMember(body, name []byte) bool {
 			break
 		}
 		start := i + q + 1
-		end, escaped := start, false
+		end := start
 		for {
 			q := bytes.IndexByte(body[end:], '"')
 			if q < 0 {
@@ -140,7 +141,7 @@ func onlyMember(body, name []byte) bool {
 			end++
 		}
 		s := body[start:end]
-		escaped = bytes.IndexByte(s, '\\') >= 0
+		escaped := bytes.IndexByte(s, '\\') >= 0
 		switch {
 		case escaped && len(s) <= 6*4*len(name):
 			// Escapes may spell the name: count it (a long escaped string,

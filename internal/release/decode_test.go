@@ -247,3 +247,26 @@ func BenchmarkDecodeAttestation(b *testing.B) {
 		}
 	})
 }
+
+func TestOnlyMember(t *testing.T) {
+	for _, c := range []struct {
+		body string
+		want bool
+	}{
+		{`{"attestation":{}}`, true},
+		{`{"attestation":{},"wrappingKey":"-----BEGIN PUBLIC KEY-----\nMIIB...\n-----END PUBLIC KEY-----\n-----------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------"}`, true},
+		{`{}`, false},
+		{`{"attestation":{},"attestation":{}}`, false},
+		{`{"attestation":{},"ATTESTATION":{}}`, false},
+		{`{"attestation":{},"Attestation":1}`, false},
+		{`{"attestation":{},"atteſtation":{}}`, false}, // ſ folds to s
+		{`{"attestation":{},"attest\u0061tion":{}}`, false},
+		{`{"attestation":{},"x":"\"attestation\""}`, false}, // conservative: a short escaped string counts
+		{`{"attestation":{"a":"attestation"}}`, false},      // conservative: values count too
+		{`{"attest\u0061tion":{}}`, true},                   // the one spelling, escaped
+	} {
+		if got := onlyMember([]byte(c.body), attestationName); got != c.want {
+			t.Errorf("onlyMember(%s) = %v, want %v", c.body, got, c.want)
+		}
+	}
+}
