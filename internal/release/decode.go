@@ -40,17 +40,7 @@ func (s *Service) verifyEvidence(ctx context.Context, att attestation) (*attest.
 	if att.aci == nil {
 		return s.VerifyEvidence(ctx, att.raw)
 	}
-	done, err := s.cfg.Verify.Acquire(ctx)
-	if err != nil {
-		return nil, s.busy(err)
-	}
-	defer done()
-	s.followMAA(ctx)
-	ev, err := s.cfg.Attest.VerifyACI(ctx, att.aci)
-	if err != nil {
-		return nil, attestationFailed(err)
-	}
-	return ev, nil
+	return s.verifyPooled(ctx, func() (*attest.Evidence, error) { return s.cfg.Attest.VerifyACI(ctx, att.aci) })
 }
 
 // appBody is an /app request body (api.AppRequest) decoded in one pass;
