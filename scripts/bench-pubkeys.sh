@@ -183,13 +183,35 @@ cmp -s "$tmp/www/app/listpubkeys" <(curl -sS --max-time 5 "$nginx_url/app/listpu
 [ "$(curl -sS --max-time 5 -o /dev/null -w '%{content_type}' "$nginx_url/app/listpubkeys")" = "$ctype" ] ||
 	die "nginx does not serve content-type $ctype"
 
-# run_wrk NAME URL: a warm-up, then a measured run; prints requests/s.
+# cpu_ticks PID...: the CPU time (user + system, in clock ticks) the
+# processes and their children processes (nginx's workers) have used.
+cpu_ticks() {
+	local p pids=() total=0
+	for p in "$@"; do
+		pids+=("$p")
+		mapfile -t -O "${#pids[@]}" pids < <(pgrep -P "$p" || true)
+	done
+	for p in "${pids[@]}"; do
+		# Fields 14 and 15 of /proc/PID/stat, counted after the ')' that
+		# ends the command name.
+		total=$((total + $(sed 's/.*) //' "/proc/$p/stat" | awk '{ print $12 + $13 }')))
+	done
+	echo "$total"
+}
+clk_tck=$(getconf CLK_TCK)
+
+# run_wrk NAME URL PID: a warm-up, then a measured run; prints requests/s
+# and the server's CPU time per request in microseconds. The CPU time per
+# request does not change when other processes take CPU from the server,
+# so its ratio holds on a loaded machine where requests/s does not.
 run_wrk() {
-	local name=$1 url=$2 out
+	local name=$1 url=$2 pid=$3 out c0 c1 n
 	timeout --foreground 120 "${wrk_cpu[@]}" wrk -t"$THREADS" -c"$CONNS" -d"$WARMUP" "$url" >/dev/null ||
 		die "wrk warm-up against $name failed"
+	c0=$(cpu_ticks "$pid")
 	out=$(timeout --foreground $((duration_s + 60)) "${wrk_cpu[@]}" wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency "$url") ||
 		die "wrk against $name failed: $out"
+	c1=$(cpu_ticks "$pid")
 	printf '%s\n' "$out" >>"$tmp/wrk.log"
 	if ! kill -0 "$tkms_pid" 2>/dev/null || ! kill -0 "$nginx_pid" 2>/dev/null; then
 		die "a server exited during the run against $name (interrupted?)"
@@ -198,7 +220,8 @@ run_wrk() {
 		printf '%s\n' "$out" >&2
 		die "wrk against $name saw errors (above); the figures would not be comparable"
 	fi
-	awk '/^Requests\/sec:/ { print $2 }' <<<"$out"
+	n=$(awk '/ requests in / { print $1 }' <<<"$out")
+	awk -v d="$((c1 - c0))" -v n="$n" -v hz="$clk_tck" '/^Requests\/sec:/ { printf "%s %.2f\n", $2, d * 1e6 / hz / n }' <<<"$out"
 }
 
 median() { sort -g | awk '{ a[NR] = $1 } END { if (NR % 2) print a[(NR + 1) / 2]; else printf "%.2f\n", (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
@@ -215,14 +238,18 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
 say "load average before: $(loadavg) (other work on the machine skews every figure)"
 
-declare -a r_nginx r_list r_v1 q_list q_v1
+declare -a r_nginx r_list r_v1 q_list q_v1 c_nginx c_list c_v1 k_list k_v1
 for round in $(seq "$ROUNDS"); do
-	n=$(run_wrk nginx "$nginx_url/app/listpubkeys")
-	l=$(run_wrk "tkms /app/listpubkeys" "$tkms_url/app/listpubkeys")
-	v=$(run_wrk "tkms /v1/keys" "$tkms_url/v1/keys")
+	read -r n cn < <(run_wrk nginx "$nginx_url/app/listpubkeys" "$nginx_pid")
+	read -r l cl < <(run_wrk "tkms /app/listpubkeys" "$tkms_url/app/listpubkeys" "$tkms_pid")
+	read -r v cv < <(run_wrk "tkms /v1/keys" "$tkms_url/v1/keys" "$tkms_pid")
 	r_nginx+=("$n") r_list+=("$l") r_v1+=("$v")
 	q_list+=("$(ratio "$l" "$n")") q_v1+=("$(ratio "$v" "$n")")
+	c_nginx+=("$cn") c_list+=("$cl") c_v1+=("$cv")
+	# CPU ratio: nginx's CPU per request / tkms's (higher is better for tkms, as x nginx).
+	k_list+=("$(ratio "$cn" "$cl")") k_v1+=("$(ratio "$cn" "$cv")")
 	say "round $round: nginx $n, tkms /app/listpubkeys $l (${q_list[-1]} x nginx), tkms /v1/keys $v (${q_v1[-1]} x nginx) requests/s"
+	say "         CPU us/request: nginx $cn, tkms /app/listpubkeys $cl (${k_list[-1]} x nginx), tkms /v1/keys $cv (${k_v1[-1]} x nginx)"
 done
 say "load average after: $(loadavg)"
 
@@ -233,10 +260,17 @@ l=$(printf '%s\n' "${r_list[@]}" | median)
 v=$(printf '%s\n' "${r_v1[@]}" | median)
 ql=$(printf '%s\n' "${q_list[@]}" | median)
 qv=$(printf '%s\n' "${q_v1[@]}" | median)
+cn=$(printf '%s\n' "${c_nginx[@]}" | median)
+cl=$(printf '%s\n' "${c_list[@]}" | median)
+cv=$(printf '%s\n' "${c_v1[@]}" | median)
+kl=$(printf '%s\n' "${k_list[@]}" | median)
+kv=$(printf '%s\n' "${k_v1[@]}" | median)
 echo
-printf '%-36s %12s %8s\n' "target (median of $ROUNDS)" "requests/s" "x nginx"
-printf '%-36s %12s %8s\n' "nginx static /app/listpubkeys" "$n" "1.00"
-printf '%-36s %12s %8.2f\n' "tkms /app/listpubkeys" "$l" "$ql"
-printf '%-36s %12s %8.2f\n' "tkms /v1/keys" "$v" "$qv"
+printf '%-36s %12s %8s %14s %8s\n' "target (median of $ROUNDS)" "requests/s" "x nginx" "CPU us/request" "x nginx"
+printf '%-36s %12s %8s %14s %8s\n' "nginx static /app/listpubkeys" "$n" "1.00" "$cn" "1.00"
+printf '%-36s %12s %8.2f %14s %8.2f\n' "tkms /app/listpubkeys" "$l" "$ql" "$cl" "$kl"
+printf '%-36s %12s %8.2f %14s %8.2f\n' "tkms /v1/keys" "$v" "$qv" "$cv" "$kv"
 echo
+say "CPU x nginx is nginx's CPU time per request / tkms's: what x nginx in requests/s would be"
+say "if both servers had their CPU to themselves (it holds while other work loads the machine)"
 say "goal: tkms >= 0.80 x nginx"

@@ -26,7 +26,10 @@ Drives a KMS with one scenario and reports throughput, latency percentiles
 server's CPU and RSS. For release scenarios it also measures, in the same
 run, the cryptographic floor of one release on this machine (ECDSA P-384
 report signature, token signature, RSA-OAEP-4096 or HPKE wrap) and prints
-achieved / floor (BENCHMARKS.md).
+achieved / floor (BENCHMARKS.md), and the CPU ratio: the floor's CPU time
+per operation over the server's, which holds when other processes load the
+machine (it is what achieved / floor would be if the server kept its CPUs
+busy).
 
 Scenarios:
   pubkeys        GET /app/listpubkeys and GET /v1/keys, alternately

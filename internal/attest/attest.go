@@ -245,13 +245,17 @@ func (v *Verifier) verify(ctx context.Context, raw []byte, inspect bool) (*Evide
 	f := detect(raw)
 	ev := &Evidence{Type: f.typ}
 	err := f.verify(ctx, v, raw, ev, inspect)
+	typeClaim(ev)
+	return ev, err
+}
+
+// typeClaim names the evidence's type in its claims: every format's claims
+// do, so that a release policy admits evidence other than ACI only by
+// naming it (policy.Admit), whichever verifier produced the claims.
+func typeClaim(ev *Evidence) {
 	if ev.Claims != nil {
-		// Every format's claims name its type, so that a release policy
-		// admits evidence other than ACI only by naming it
-		// (policy.Admit), whichever verifier produced the claims.
 		ev.Claims[policy.ClaimEvidenceType] = ev.Type
 	}
-	return ev, err
 }
 
 // Type returns the evidence type of an attestation object, as Verify tells

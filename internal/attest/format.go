@@ -124,6 +124,11 @@ func verifyACI(ctx context.Context, v *Verifier, raw []byte, ev *Evidence, inspe
 	if err != nil {
 		return snpError(err)
 	}
+	return verifyACIBundle(ctx, v, b, ev, inspect)
+}
+
+// verifyACIBundle verifies a decoded ACI object (verifyACI, VerifyACI).
+func verifyACIBundle(ctx context.Context, v *Verifier, b *snp.ACIBundle, ev *Evidence, inspect bool) error {
 	res, err := v.snp.VerifyACI(ctx, b)
 	if err != nil {
 		return snpError(err)

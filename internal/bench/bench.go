@@ -391,6 +391,10 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		}
 	}
 	rep.Server, rep.ClientCPUPercent = sampler.report()
+	if f := rep.Floor; f != nil && f.CPUMicrosPerOp > 0 && rep.Server != nil && rep.Server.CPUPercent > 0 && rep.OpsPerSec > 0 && sc.releases {
+		f.ServerCPUMicrosPerOp = rep.Server.CPUPercent / 100 / rep.OpsPerSec * 1e6
+		f.CPURatio = f.CPUMicrosPerOp / f.ServerCPUMicrosPerOp
+	}
 	if ctx.Err() != nil {
 		return rep, ctx.Err()
 	}

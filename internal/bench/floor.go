@@ -51,6 +51,16 @@ type Floor struct {
 	Primitives []Primitive `json:"primitives"`
 	// Ratio is achieved operations per second / OpsPerSec.
 	Ratio float64 `json:"ratio"`
+	// CPUMicrosPerOp is the CPU time (user and system, this process) one
+	// operation took at the floor, in µs; ServerCPUMicrosPerOp the
+	// server's CPU time per operation under the load. Their ratio,
+	// CPURatio, is what Ratio would be if the server kept every CPU
+	// busy: unlike Ratio it does not move when other processes take CPUs
+	// from the floor or the server, and the two differ by the time the
+	// server's CPUs wait (on the disk, or for work).
+	CPUMicrosPerOp       float64 `json:"cpu_us_per_op"`
+	ServerCPUMicrosPerOp float64 `json:"server_cpu_us_per_op,omitempty"`
+	CPURatio             float64 `json:"cpu_ratio,omitempty"`
 }
 
 // Primitive is the measured rate of one cryptographic operation.
@@ -273,10 +283,12 @@ func measureFloor(f *floorInputs, plan floorPlan, keysPerOp int, minIter int, mi
 		}
 		return nil
 	}
-	rate, _, err := measure(op, minIter, minTime)
+	cpu := selfCPU()
+	rate, n, err := measure(op, minIter, minTime)
 	if err != nil {
 		return nil, fmt.Errorf("bench: floor: %w", err)
 	}
+	fl.CPUMicrosPerOp = float64(selfCPU()-cpu) / float64(time.Microsecond) / float64(n)
 	fl.OpsPerSec = rate
 	fl.KeysPerSec = rate * float64(keysPerOp)
 	return fl, nil

@@ -77,6 +77,10 @@ func (r *Report) WriteText(w io.Writer) error {
 			fmt.Fprintf(&b, "               %-44s %8.0f /s\n", p.Name, p.OpsPerSec)
 		}
 		fmt.Fprintf(&b, "ratio        achieved / floor = %.0f / %.0f = %.3f\n", r.OpsPerSec, f.OpsPerSec, f.Ratio)
+		if f.CPURatio > 0 {
+			fmt.Fprintf(&b, "cpu ratio    floor CPU per op / server CPU per op = %.0f us / %.0f us = %.3f (the ratio if the server kept its CPUs busy)\n",
+				f.CPUMicrosPerOp, f.ServerCPUMicrosPerOp, f.CPURatio)
+		}
 	}
 	if _, err := io.WriteString(w, b.String()); err != nil {
 		return err

@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"net/http"
+	"reflect"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -30,6 +31,11 @@ type view struct {
 	// while a key is advertised (a key created by a forced rotation is
 	// advertised one publish delay after it is created), or emptyMaxAge.
 	maxCache time.Duration
+
+	// in is what the bytes below were built from: a ledger state whose
+	// entries since (releases, governance) leave it unchanged is served
+	// the same bytes (viewCache.build).
+	in viewInputs
 
 	listPubKeys []byte   // /app/listpubkeys
 	v1Keys      []byte   // /v1/keys
@@ -118,22 +124,46 @@ type ListPubKey struct {
 	Key string `json:"key"`
 }
 
+// viewInputs is what a view's bytes and cache lifetime are built from: the
+// key set as the public-key endpoints see it.
+type viewInputs struct {
+	validUntil   time.Time
+	publishDelay time.Duration
+	adv          []state.Key // advertised, newest first
+}
+
+func (a *viewInputs) equal(b *viewInputs) bool {
+	return a.validUntil.Equal(b.validUntil) && a.publishDelay == b.publishDelay && reflect.DeepEqual(a.adv, b.adv)
+}
+
+// build returns the view of the current state at now. When the key set is
+// the one the current view was built from (the ledger moved by releases or
+// other entries that change no key), it is that view's bytes again, under
+// the new sequence number: the answers are cached per key-set version, not
+// rebuilt after every release.
 func (c *viewCache) build(now time.Time) *view {
 	v := &view{built: now}
-	var adv []*state.Key
-	var publishDelay time.Duration
 	c.svc.Read(func(st *state.State) {
 		v.seq = st.Seq
-		v.validUntil = st.NextChange(now)
-		publishDelay = st.Rotation.PublishDelay.D()
+		v.in.validUntil = st.NextChange(now)
+		v.in.publishDelay = st.Rotation.PublishDelay.D()
 		for _, k := range st.Advertised(now) {
-			kk := *k
-			adv = append(adv, &kk)
+			v.in.adv = append(v.in.adv, *k)
 		}
 	})
-	v.maxCache = publishDelay
-	if len(adv) == 0 {
+	if cur := c.cur.Load(); cur != nil && !now.Before(cur.built) && cur.in.equal(&v.in) {
+		same := *cur
+		same.seq, same.built = v.seq, now
+		return &same
+	}
+	v.validUntil = v.in.validUntil
+	v.maxCache = v.in.publishDelay
+	if len(v.in.adv) == 0 {
 		v.maxCache = emptyMaxAge
+	}
+	adv := make([]*state.Key, len(v.in.adv))
+	for i := range v.in.adv {
+		adv[i] = &v.in.adv[i]
 	}
 
 	lp := ListPubKeys{Keys: []ListPubKey{}}

@@ -16,16 +16,25 @@ import (
 
 // decodeApp decodes an /app request body: a JSON object with an
 // attestation (400 INVALID_REQUEST otherwise).
-func decodeApp(body []byte) (*api.AppRequest, []byte, error) {
+func decodeApp(body []byte) (*api.AppRequest, attestation, error) {
+	if req, att, ok := decodeAppOnce(body); ok {
+		return req, att, nil
+	}
+	return decodeAppRaw(body)
+}
+
+// decodeAppRaw is decodeApp the long way: the attestation object is kept
+// as bytes (decode.go).
+func decodeAppRaw(body []byte) (*api.AppRequest, attestation, error) {
 	var req api.AppRequest
 	if err := json.Unmarshal(body, &req); err != nil {
-		return nil, nil, fail(KindRefused, CodeInvalidRequest, "the body is not a JSON object of the expected shape", err)
+		return nil, attestation{}, fail(KindRefused, CodeInvalidRequest, "the body is not a JSON object of the expected shape", err)
 	}
 	att, err := attestationField(req.Attestation)
 	if err != nil {
-		return nil, nil, fail(KindRefused, CodeInvalidRequest, "the body has no attestation", err)
+		return nil, attestation{}, fail(KindRefused, CodeInvalidRequest, "the body has no attestation", err)
 	}
-	return &req, att, nil
+	return &req, attestation{raw: att}, nil
 }
 
 func checkFmt(f string) (string, error) {
@@ -69,7 +78,7 @@ func (s *Service) AppUnwrap(ctx context.Context, authorization string, body []by
 	if format, err = checkFmt(format); err != nil {
 		return nil, err
 	}
-	ev, err := s.VerifyEvidence(ctx, att)
+	ev, err := s.verifyEvidence(ctx, att)
 	if err != nil {
 		return nil, err
 	}
@@ -223,7 +232,7 @@ func (s *Service) AppKey(ctx context.Context, authorization string, body []byte,
 	if format, err = checkFmt(format); err != nil {
 		return nil, err
 	}
-	ev, err := s.VerifyEvidence(ctx, att)
+	ev, err := s.verifyEvidence(ctx, att)
 	if err != nil {
 		return nil, err
 	}

@@ -178,13 +178,19 @@ func (s *Service) Trust() attest.Trust {
 // within the verification pool's bound. It does not apply the release
 // policy.
 func (s *Service) VerifyEvidence(ctx context.Context, attestation []byte) (*attest.Evidence, error) {
+	return s.verifyPooled(ctx, func() (*attest.Evidence, error) { return s.cfg.Attest.Verify(ctx, attestation) })
+}
+
+// verifyPooled runs verify within the verification pool's bound, with the
+// trusted MAA instances up to date, and maps its failure.
+func (s *Service) verifyPooled(ctx context.Context, verify func() (*attest.Evidence, error)) (*attest.Evidence, error) {
 	done, err := s.cfg.Verify.Acquire(ctx)
 	if err != nil {
 		return nil, s.busy(err)
 	}
 	defer done()
 	s.followMAA(ctx)
-	ev, err := s.cfg.Attest.Verify(ctx, attestation)
+	ev, err := verify()
 	if err != nil {
 		return nil, attestationFailed(err)
 	}

@@ -32,7 +32,7 @@ const MaxV1Kids = 100
 type v1Params struct {
 	kids        []string // nil for all_valid
 	all         bool
-	attestation []byte
+	attestation attestation
 	wk          wrappingKey
 	nonce       []byte // nil when none was sent
 }
@@ -55,27 +55,36 @@ func (w *wrappingKey) wrap(kid string, priv []byte) ([]byte, error) {
 // decodeV1 decodes a /v1 release body: one JSON object of the api.V1Request
 // shape, without unknown fields or trailing data, with an attestation (400
 // INVALID_REQUEST otherwise). It returns the attestation object.
-func decodeV1(body []byte) (*api.V1Request, []byte, error) {
+func decodeV1(body []byte) (*api.V1Request, attestation, error) {
+	if req, att, ok := decodeV1Once(body); ok {
+		return req, att, nil
+	}
+	return decodeV1Raw(body)
+}
+
+// decodeV1Raw is decodeV1 the long way: the attestation object is kept as
+// bytes (decode.go).
+func decodeV1Raw(body []byte) (*api.V1Request, attestation, error) {
 	var req api.V1Request
 	d := json.NewDecoder(bytes.NewReader(body))
 	d.DisallowUnknownFields()
 	if err := d.Decode(&req); err != nil {
-		return nil, nil, fail(KindRefused, CodeInvalidRequest, "the body is not a JSON object of the expected shape: "+truncate(err.Error(), 200), err)
+		return nil, attestation{}, fail(KindRefused, CodeInvalidRequest, "the body is not a JSON object of the expected shape: "+truncate(err.Error(), 200), err)
 	}
 	if _, err := d.Token(); err != io.EOF {
-		return nil, nil, fail(KindRefused, CodeInvalidRequest, "the body holds data after the JSON object", err)
+		return nil, attestation{}, fail(KindRefused, CodeInvalidRequest, "the body holds data after the JSON object", err)
 	}
 	att, err := attestationField(req.Attestation)
 	if err != nil {
-		return nil, nil, fail(KindRefused, CodeInvalidRequest, "the body has no attestation", err)
+		return nil, attestation{}, fail(KindRefused, CodeInvalidRequest, "the body has no attestation", err)
 	}
-	return &req, att, nil
+	return &req, attestation{raw: att}, nil
 }
 
 // params checks a decoded request: the key selection fits the endpoint
 // (single: none in the body; batch: kids or all_valid, not both), the
 // wrapping key is usable and the nonce, if any, is well-formed.
-func params(req *api.V1Request, single bool, att []byte) (*v1Params, error) {
+func params(req *api.V1Request, single bool, att attestation) (*v1Params, error) {
 	var err error
 	p := &v1Params{attestation: att, all: req.AllValid}
 	switch {
@@ -227,7 +236,7 @@ func (s *Service) v1Release(ctx context.Context, authorization string, body []by
 		return nil, fail(KindRefused, CodeNonceRequired, "this server requires fresh evidence: put a nonce from GET /v1/nonce in REPORT_DATA[32:64] and send it as \"nonce\"", nil)
 	}
 
-	ev, err := s.VerifyEvidence(ctx, p.attestation)
+	ev, err := s.verifyEvidence(ctx, p.attestation)
 	if err != nil {
 		return nil, err
 	}

@@ -593,6 +593,11 @@ func FuzzDecodeV1(f *testing.F) {
 		if !single && (p.all == (p.kids != nil)) {
 			t.Fatalf("batch selection all=%v kids=%v", p.all, p.kids)
 		}
+		if a.aci != nil {
+			// Decoded in one pass (decode.go): the request keeps the
+			// attestation's ACI members, not its bytes.
+			req.Attestation, _ = json.Marshal(a.aci)
+		}
 		again, err := json.Marshal(req)
 		if err != nil {
 			t.Fatal(err)

@@ -42,6 +42,13 @@ func DecodeACI(data []byte) (*ACIBundle, error) {
 	if err := json.Unmarshal(data, &j); err != nil {
 		return nil, errorf(CodeReportMalformed, err, "attestation object is not a JSON object of strings")
 	}
+	return DecodeACIMembers(&j)
+}
+
+// DecodeACIMembers is [DecodeACI] for an object whose JSON the caller has already decoded (with
+// encoding/json, as DecodeACI does): it checks and decodes the members as DecodeACI would, with
+// the same errors.
+func DecodeACIMembers(j *api.ACI) (*ACIBundle, error) {
 	if j.Evidence == "" {
 		return nil, errorf(CodeReportMalformed, nil, "attestation object has no evidence")
 	}
