@@ -19,7 +19,7 @@ import (
 // version opens everything older by walking back ([Versions.AddPrevious]).
 //
 // The ledger secret travels between nodes (HPKE-sealed, internal/node) and
-// to recovery (issue 21) as one opaque blob: [Versions.Secret] returns it,
+// to recovery (docs/recovery.md) as one opaque blob: [Versions.Secret] returns it,
 // [Versions.Install] installs it. It holds every version the node holds,
 // oldest first, the current one last:
 //
