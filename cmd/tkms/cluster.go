@@ -184,6 +184,7 @@ type clusterNode struct {
 	// by this start.
 	devKeyFile    bool
 	devKeyCreated bool
+	dev           bool // a tkms dev node (its first node keeps a dev-only key file)
 	ctx           context.Context
 	log           *slog.Logger
 	// id is this process's attested node identity, admit how it admits
@@ -524,6 +525,7 @@ func prepareCluster(ctx context.Context, cfg *Config, log *slog.Logger) (*cluste
 // admits itself once its service opens.
 func (n *clusterNode) prepareSecret(cfg *Config, fresh bool, log *slog.Logger) error {
 	n.mem = &memSealer{Versions: &seal.Versions{}}
+	n.dev = cfg.devMasterKey
 	_, err := os.Stat(n.mkFile)
 	hasFile := err == nil
 	switch {
@@ -546,7 +548,7 @@ func (n *clusterNode) prepareSecret(cfg *Config, fresh bool, log *slog.Logger) e
 			return fmt.Errorf("cluster: a cluster's ledger secret is generated in memory and never written to disk: move %s away to found a cluster", n.mkFile)
 		}
 		n.mem.Versions = seal.NewVersions()
-		log.Warn("cluster: this founding node generated the ledger secret in memory; it exists only in the memory of the cluster's trusted nodes: if every node is lost at once, only recovery by the members brings the service back (docs/security.md)")
+		log.Warn("cluster: this founding node generated the ledger secret in memory; it exists only in the memory of the cluster's trusted nodes: if every node is lost at once, only recovery by the members brings the service back (docs/recovery.md)")
 		return nil
 	case fresh:
 		if hasFile {
@@ -637,6 +639,14 @@ func (n *clusterNode) opened(ctx context.Context, svc *kms.Service, log *slog.Lo
 	}
 	if v := svc.SecretVersion(); n.devKeyFile && v > 1 {
 		log.Info("cluster: the ledger was rekeyed since the dev master key file was written (it holds version 1 only); this node runs on the version its handoff brought", "version", v)
+	}
+	var holders, threshold int
+	svc.Read(func(st *state.State) {
+		rs, k := st.RecoveryRecipients()
+		holders, threshold = len(rs), k
+	})
+	if !n.dev && (threshold == 0 || holders < threshold) {
+		log.Warn("cluster: no recovery shares can be made (the constitution's recovery_threshold is unset, or fewer members hold an encryption key): the ledger secret exists only in the nodes' memory, so if every node is lost at once every key is lost; give members encryption keys and set recovery_threshold (docs/recovery.md)", "threshold", threshold, "members_with_encryption_keys", holders)
 	}
 	return nil
 }
@@ -815,7 +825,7 @@ func (n *clusterNode) joinRequest() raftstore.JoinRequest {
 func (n *clusterNode) readmit() error {
 	req := n.joinRequest()
 	waitingTrust := false
-	n.log.Info("cluster: this restarted node is a new node: it waits to be admitted again by a running node, which hands it the ledger secret; if every node of the cluster was lost, only recovery by the members brings the service back (docs/security.md)", "node_id", n.id.ID)
+	n.log.Info("cluster: this restarted node is a new node: it waits to be admitted again by a running node, which hands it the ledger secret; if every node of the cluster was lost, only recovery by the members brings the service back (docs/recovery.md)", "node_id", n.id.ID)
 	for try := 0; ; try++ {
 		var err error
 		_, addr := n.rs.Leader()

@@ -708,6 +708,9 @@ func clusterServe(t *testing.T, withCA bool) {
 	os.Remove(mkFile)
 	p1 := startServe(t, c1)
 	waitCluster(t, "the first node to lead", p1.URL, voters(1))
+	// Its members hold no encryption keys: losing every node would lose
+	// every key, and the operator is told.
+	p1.waitOutput(p1.stderr, regexp.MustCompile(`no recovery shares can be made`))
 	chain, err := os.ReadFile(filepath.Join(dir, "data1", simsnp.ChainFile))
 	if err != nil {
 		t.Fatal(err)
