@@ -166,6 +166,11 @@ type State struct {
 	// set_maa_instances at MAASeq (maa.go); nil until governance sets it.
 	MAA    *MAAPolicy `json:"maa_policy,omitempty"`
 	MAASeq uint64     `json:"maa_policy_seq,omitempty"`
+	// AutoRecovery is the automatic recovery member set by
+	// set_auto_recovery_member at AutoRecoverySeq (autorecovery.go); nil
+	// when none is set. It is replaced, never changed in place.
+	AutoRecovery    *autoRecoveryMember `json:"auto_recovery_member,omitempty"`
+	AutoRecoverySeq uint64              `json:"auto_recovery_member_seq,omitempty"`
 	// PendingEffects are the forced key operations of accepted proposals
 	// that the kms has yet to record, oldest first.
 	PendingEffects []Effect `json:"pending_effects,omitempty"`
