@@ -24,6 +24,7 @@ const govUsage = `usage:
   tkms gov withdraw [--kms URL] (--key FILE | --sign-command ...) [--data DIR] ID
   tkms gov list    [--kms URL] [--data DIR] [--json]
   tkms gov show    [--kms URL] [--data DIR] [--json] ID
+  tkms gov auto-recovery-member --key-bundle FILE --maa URL [--policy FILE]
 
 Members of a governed tkms propose changes, vote on proposals and withdraw
 their own (docs/governance.md). ACTIONS.json holds {"actions":[...]} or one
@@ -51,6 +52,8 @@ func cmdGov(args []string, stdout, stderr io.Writer) error {
 		return cmdGovList(args[1:], stdout, stderr)
 	case "show":
 		return cmdGovShow(args[1:], stdout, stderr)
+	case "auto-recovery-member":
+		return cmdGovAutoRecoveryMember(args[1:], stdout, stderr)
 	case "-h", "--help", "help":
 		fmt.Fprint(stdout, govUsage)
 		return nil

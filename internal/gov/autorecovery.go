@@ -85,7 +85,7 @@ func DecodeAutoRecoveryMemberArgs(args json.RawMessage) (akv.Member, error) {
 		return m, fmt.Errorf("public_key: kid %q is not %q (vault_url/keys/key_name/key_version)", m.PublicKey.KID, m.KID())
 	}
 	if !isHexID(m.ReleasePolicySHA256) {
-		return m, errors.New("release_policy_sha256: want 64 lowercase hex digits (tkms gov auto-recovery prints it)")
+		return m, errors.New("release_policy_sha256: want 64 lowercase hex digits (tkms gov auto-recovery-member prints it)")
 	}
 	return m, nil
 }

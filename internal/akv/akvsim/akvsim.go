@@ -104,13 +104,14 @@ func New(ctx context.Context, opts Options) (*Vault, error) {
 		cfg.Issuers = append(cfg.Issuers, ic)
 		cfg.Policy[ic.Issuer] = map[string]any{}
 	}
-	auth, err := jwtauth.New(ctx, cfg)
-	if err != nil {
-		return nil, fmt.Errorf("akvsim: %w", err)
+	var err error
+	if len(cfg.Issuers) > 0 { // without issuers every call is refused
+		if v.auth, err = jwtauth.New(ctx, cfg); err != nil {
+			return nil, fmt.Errorf("akvsim: %w", err)
+		}
 	}
-	v.auth = auth
 	if v.att, err = maa.New(ctx, maa.Options{Instances: opts.Authorities, Now: opts.Now}); err != nil {
-		auth.Close()
+		v.Close()
 		return nil, fmt.Errorf("akvsim: %w", err)
 	}
 	if err := v.makeCA(); err != nil {
@@ -122,8 +123,12 @@ func New(ctx context.Context, opts Options) (*Vault, error) {
 
 // Close stops background key refreshes.
 func (v *Vault) Close() {
-	v.auth.Close()
-	v.att.Close()
+	if v.auth != nil {
+		v.auth.Close()
+	}
+	if v.att != nil {
+		v.att.Close()
+	}
 }
 
 // SetURL sets the vault's base URL, the prefix of its key ids
@@ -284,6 +289,10 @@ func (v *Vault) Handler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Query().Get("api-version") == "" {
 			vaultError(w, http.StatusBadRequest, "BadParameter", "the api-version query parameter is required")
+			return
+		}
+		if v.auth == nil {
+			vaultError(w, http.StatusUnauthorized, "Unauthorized", "AKV10000: no bearer token issuer is trusted")
 			return
 		}
 		if _, err := v.auth.Authenticate(r.Context(), r.Header.Get("Authorization")); err != nil {
