@@ -112,6 +112,20 @@ func TestRecover(t *testing.T) {
 		t.Fatalf("record %+v", rec)
 	}
 
+	t.Run("as a recovery key holder", func(t *testing.T) {
+		h := akv.NewHolder(m, f.bed.RecoverOptions(f.attester(t, hostData)))
+		if h.Name() != m.KID() || h.Last() != nil {
+			t.Fatalf("%s %v", h.Name(), h.Last())
+		}
+		w, err := h.Wrap(recoveryKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := h.Unwrap(ctx, w)
+		if err != nil || !bytes.Equal(got, recoveryKey) || h.Last() == nil || h.Last().KID != m.KID() {
+			t.Fatalf("%v, record %+v", err, h.Last())
+		}
+	})
 	t.Run("RSA_AES_KEY_WRAP_256", func(t *testing.T) {
 		o := f.bed.RecoverOptions(f.attester(t, hostData))
 		o.Enc = akv.EncRSAAESKeyWrap256
