@@ -9,15 +9,12 @@ import (
 	"net/http"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/tkms-dev/tkms/client"
 	"github.com/tkms-dev/tkms/internal/akv"
 	"github.com/tkms-dev/tkms/internal/akv/akvsim"
-	"github.com/tkms-dev/tkms/internal/attest"
 	"github.com/tkms-dev/tkms/internal/attest/simmaa"
 	"github.com/tkms-dev/tkms/internal/attest/simsnp"
-	"github.com/tkms-dev/tkms/internal/attest/snp"
 )
 
 // fixture is a simulated TEE (simsnp's fixed chain, so that no RSA-4096
@@ -30,14 +27,7 @@ type fixture struct {
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
 	dir := t.TempDir()
-	chain, err := simsnp.Fixture()
-	if err != nil {
-		t.Fatal(err)
-	}
-	at := chain.VCEK().NotBefore.Add(24 * time.Hour)
-	cfg := attest.Config{Simulated: true, SNP: snp.Options{Now: func() time.Time { return at }}}
-	chain.Trust(&cfg)
-	v, err := attest.New(cfg)
+	chain, v, err := simsnp.FixtureVerifier()
 	if err != nil {
 		t.Fatal(err)
 	}

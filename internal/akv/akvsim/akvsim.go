@@ -317,20 +317,24 @@ func (v *Vault) serveCreate(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, kb)
 }
 
-func (v *Vault) serveGet(w http.ResponseWriter, r *http.Request) {
+// lookup finds the key version of the request's path and its public
+// bundle, or answers 404 KeyNotFound and returns nils.
+func (v *Vault) lookup(w http.ResponseWriter, r *http.Request) (*key, *akv.KeyBundle) {
 	name := r.PathValue("name")
 	v.mu.Lock()
+	defer v.mu.Unlock()
 	k := v.find(name, r.PathValue("version"))
-	var kb *akv.KeyBundle
-	if k != nil {
-		kb = v.bundle(name, k)
-	}
-	v.mu.Unlock()
-	if kb == nil {
+	if k == nil {
 		vaultError(w, http.StatusNotFound, "KeyNotFound", "A key with (name/id) "+name+" was not found in this key vault")
-		return
+		return nil, nil
 	}
-	writeJSON(w, kb)
+	return k, v.bundle(name, k)
+}
+
+func (v *Vault) serveGet(w http.ResponseWriter, r *http.Request) {
+	if _, kb := v.lookup(w, r); kb != nil {
+		writeJSON(w, kb)
+	}
 }
 
 func (v *Vault) serveRelease(w http.ResponseWriter, r *http.Request) {
@@ -342,16 +346,8 @@ func (v *Vault) serveRelease(w http.ResponseWriter, r *http.Request) {
 	if req.Enc == "" {
 		req.Enc = akv.EncRSAAESKeyWrap
 	}
-	name := r.PathValue("name")
-	v.mu.Lock()
-	k := v.find(name, r.PathValue("version"))
-	var kb *akv.KeyBundle
-	if k != nil {
-		kb = v.bundle(name, k)
-	}
-	v.mu.Unlock()
+	k, kb := v.lookup(w, r)
 	if k == nil {
-		vaultError(w, http.StatusNotFound, "KeyNotFound", "A key with (name/id) "+name+" was not found in this key vault")
 		return
 	}
 	jws, status, code, err := v.release(r.Context(), k, kb, req)

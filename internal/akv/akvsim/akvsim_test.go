@@ -9,26 +9,16 @@ import (
 	"net/http"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/tkms-dev/tkms/internal/akv"
 	"github.com/tkms-dev/tkms/internal/akv/akvsim"
-	"github.com/tkms-dev/tkms/internal/attest"
 	"github.com/tkms-dev/tkms/internal/attest/simmaa"
 	"github.com/tkms-dev/tkms/internal/attest/simsnp"
-	"github.com/tkms-dev/tkms/internal/attest/snp"
 )
 
 func startBed(t *testing.T) (*akvsim.Bed, string) {
 	t.Helper()
-	chain, err := simsnp.Fixture()
-	if err != nil {
-		t.Fatal(err)
-	}
-	when := chain.VCEK().NotBefore.Add(24 * time.Hour)
-	cfg := attest.Config{Simulated: true, SNP: snp.Options{Now: func() time.Time { return when }}}
-	chain.Trust(&cfg)
-	v, err := attest.New(cfg)
+	_, v, err := simsnp.FixtureVerifier()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,12 +8,9 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
-	"time"
 
-	"github.com/tkms-dev/tkms/internal/attest"
 	"github.com/tkms-dev/tkms/internal/attest/maa"
 	"github.com/tkms-dev/tkms/internal/attest/simsnp"
-	"github.com/tkms-dev/tkms/internal/attest/snp"
 )
 
 // TestAttestSNP: the SEV-SNP attest API against the simulated instance:
@@ -21,14 +18,7 @@ import (
 // x-ms-runtime; evidence whose REPORT_DATA does not bind the runtime data
 // gets no token.
 func TestAttestSNP(t *testing.T) {
-	chain, err := simsnp.Fixture()
-	if err != nil {
-		t.Fatal(err)
-	}
-	when := chain.VCEK().NotBefore.Add(24 * time.Hour)
-	cfg := attest.Config{Simulated: true, SNP: snp.Options{Now: func() time.Time { return when }}}
-	chain.Trust(&cfg)
-	v, err := attest.New(cfg)
+	chain, v, err := simsnp.FixtureVerifier()
 	if err != nil {
 		t.Fatal(err)
 	}
