@@ -139,6 +139,9 @@ func (v *Vault) SetURL(u string) {
 	v.mu.Unlock()
 }
 
+// Root returns the vault's simulated CA certificate.
+func (v *Vault) Root() *x509.Certificate { return v.root }
+
 // Roots returns the pool of the vault's simulated CA, which a client must
 // trust to verify its release answers (akv.VerifyOptions.Roots).
 func (v *Vault) Roots() *x509.CertPool {
