@@ -18,7 +18,7 @@ import (
 
 // signedRelease returns a release answer signed by a fresh self-signed
 // certificate for 127.0.0.1, the pool trusting it, and its payload.
-func signedRelease(tb testing.TB, kid, nonce, enc, keyHSM string) (string, *x509.CertPool) {
+func signedRelease(tb testing.TB, kid, nonce, enc, keyHSM string, edit ...func(*ReleasePayload)) (string, *x509.CertPool) {
 	tb.Helper()
 	k, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
@@ -38,6 +38,9 @@ func signedRelease(tb testing.TB, kid, nonce, enc, keyHSM string) (string, *x509
 	var p ReleasePayload
 	p.Request.APIVersion, p.Request.KID, p.Request.Nonce, p.Request.Enc = APIVersion, kid, nonce, enc
 	p.Response.Key.Key = JWK{KID: kid, KTY: "RSA-HSM", KeyHSM: keyHSM}
+	for _, e := range edit {
+		e(&p)
+	}
 	b, _ := json.Marshal(p)
 	s, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.RS256, Key: k},
 		(&jose.SignerOptions{}).WithHeader("x5c", []string{base64.StdEncoding.EncodeToString(der)}))
@@ -73,6 +76,7 @@ func TestVerifyRelease(t *testing.T) {
 		"another host":      {jws, func(o *VerifyOptions) { o.Host = "myvault.vault.azure.net" }, CodeSigner},
 		"untrusted root":    {jws, func(o *VerifyOptions) { o.Roots = x509.NewCertPool() }, CodeSigner},
 		"another kid":       {jws, func(o *VerifyOptions) { o.KID = testKID + "0" }, CodeMismatch},
+		"another version":   {jws, func(o *VerifyOptions) { o.KID = "http://127.0.0.1/keys/k/2" }, CodeMismatch},
 		"another nonce":     {jws, func(o *VerifyOptions) { o.Nonce = "n2" }, CodeMismatch},
 		"another enc":       {jws, func(o *VerifyOptions) { o.Enc = EncRSAAESKeyWrap256 }, CodeMismatch},
 		"not a JWS":         {"a.b", nil, CodeMalformed},
@@ -84,6 +88,16 @@ func TestVerifyRelease(t *testing.T) {
 		if _, err := VerifyRelease(tc.jws, o); Code(err) != tc.code {
 			t.Errorf("%s: %v, want %s", name, err, tc.code)
 		}
+	}
+	// The vault need not repeat the version in the request's kid, nor the
+	// nonce.
+	terse, pool3 := signedRelease(t, testKID, "", EncRSAAESKeyWrap, "kh", func(p *ReleasePayload) { p.Request.KID = "http://127.0.0.1/keys/k" })
+	if _, err := VerifyRelease(terse, VerifyOptions{Roots: pool3, Host: "127.0.0.1", KID: testKID, Nonce: "n1"}); err != nil {
+		t.Errorf("an unversioned request kid, no nonce repeated: %v", err)
+	}
+	other, pool4 := signedRelease(t, testKID, "", EncRSAAESKeyWrap, "kh", func(p *ReleasePayload) { p.Request.KID = "http://127.0.0.1/keys/j" })
+	if _, err := VerifyRelease(other, VerifyOptions{Roots: pool4, Host: "127.0.0.1", KID: testKID}); Code(err) != CodeMismatch {
+		t.Errorf("a request kid of another key: %v", err)
 	}
 	noHSM, pool2 := signedRelease(t, testKID, "", EncRSAAESKeyWrap, "")
 	if _, err := VerifyRelease(noHSM, VerifyOptions{Roots: pool2, Host: "127.0.0.1", KID: testKID}); Code(err) != CodeMalformed {

@@ -25,7 +25,8 @@ type VerifyOptions struct {
 	// ("https://myvault.vault.azure.net/keys/name/version").
 	KID string
 	// Nonce and Enc are those of the request ("" Enc means
-	// CKM_RSA_AES_KEY_WRAP, the vault's default).
+	// CKM_RSA_AES_KEY_WRAP, the vault's default). The answer's request
+	// part must repeat the enc, and the nonce if it has one.
 	Nonce, Enc string
 }
 
@@ -40,8 +41,9 @@ type Released struct {
 
 // VerifyRelease verifies a release answer's JWS: RS256, signed by the leaf
 // of its x5c chain, which verifies to opts.Roots for opts.Host; its payload
-// names the key, nonce and enc asked for, and carries a key_hsm. It does
-// not unwrap the key ([UnwrapKeyHSM]).
+// releases the key version asked for, repeats the request's enc (and its
+// nonce, if it repeats one), and carries a key_hsm. It does not unwrap the
+// key ([UnwrapKeyHSM]).
 func VerifyRelease(jws string, opts VerifyOptions) (*Released, error) {
 	jws = strings.TrimSpace(jws)
 	obj, err := jose.ParseSigned(jws, []jose.SignatureAlgorithm{jose.RS256})
@@ -73,10 +75,16 @@ func VerifyRelease(jws string, opts VerifyOptions) (*Released, error) {
 	if enc == "" {
 		enc = EncRSAAESKeyWrap
 	}
+	// The released key is named with its version; the request's kid, if
+	// the vault repeats it, is that key with or without the version. A
+	// nonce the vault repeats must be the request's; one it leaves out
+	// costs no freshness: the key is wrapped to this call's ephemeral
+	// runtime key, which an older answer does not open.
 	switch {
-	case p.Request.KID != opts.KID || p.Response.Key.Key.KID != opts.KID:
+	case p.Response.Key.Key.KID != opts.KID ||
+		(p.Request.KID != "" && p.Request.KID != opts.KID && !strings.HasPrefix(opts.KID, p.Request.KID+"/")):
 		return nil, newError(CodeMismatch, nil, "the answer releases %q, the request asked %q", truncate(p.Response.Key.Key.KID), opts.KID)
-	case p.Request.Nonce != opts.Nonce:
+	case p.Request.Nonce != "" && p.Request.Nonce != opts.Nonce:
 		return nil, newError(CodeMismatch, nil, "the answer's nonce is not the request's")
 	case p.Request.Enc != enc:
 		return nil, newError(CodeMismatch, nil, "the answer is wrapped with %q, the request asked %q", truncate(p.Request.Enc), enc)
