@@ -30,6 +30,12 @@ type VerifyOptions struct {
 	Nonce, Enc string
 }
 
+// answerAlgorithms are the signature algorithms accepted of a release
+// answer: Key Vault signs RS256 with its RSA certificate; the others are
+// the same key's, accepted so that a vault that moves to them is not
+// refused. Never "none", never an HMAC.
+var answerAlgorithms = []jose.SignatureAlgorithm{jose.RS256, jose.RS384, jose.RS512, jose.PS256}
+
 // Released is a verified release answer.
 type Released struct {
 	Payload ReleasePayload
@@ -39,16 +45,17 @@ type Released struct {
 	SHA256 [32]byte
 }
 
-// VerifyRelease verifies a release answer's JWS: RS256, signed by the leaf
+// VerifyRelease verifies a release answer's JWS: RS256 (or RS384, RS512,
+// PS256), signed by the leaf
 // of its x5c chain, which verifies to opts.Roots for opts.Host; its payload
 // releases the key version asked for, repeats the request's enc (and its
 // nonce, if it repeats one), and carries a key_hsm. It does not unwrap the
 // key ([UnwrapKeyHSM]).
 func VerifyRelease(jws string, opts VerifyOptions) (*Released, error) {
 	jws = strings.TrimSpace(jws)
-	obj, err := jose.ParseSigned(jws, []jose.SignatureAlgorithm{jose.RS256})
+	obj, err := jose.ParseSigned(jws, answerAlgorithms)
 	if err != nil || len(obj.Signatures) != 1 {
-		return nil, newError(CodeMalformed, nil, "the release answer is not a compact RS256 JWS")
+		return nil, newError(CodeMalformed, nil, "the release answer is not a compact JWS of RS256 (or RS384, RS512, PS256)")
 	}
 	now := time.Now
 	if opts.Now != nil {
