@@ -75,5 +75,15 @@ type GovMember struct {
 	Name        string `json:"name"`
 	SigningKey  string `json:"signing_key"`
 	RecoveryKey string `json:"recovery_key,omitempty"`
-	AddedSeq    uint64 `json:"added_seq"`
+	// EncryptionKey is the HPKE key the member's recovery share is
+	// sealed to (docs/recovery.md), absent if it has none.
+	EncryptionKey *EncryptionKey `json:"encryption_key,omitempty"`
+	AddedSeq      uint64         `json:"added_seq"`
+}
+
+// EncryptionKey is a member's HPKE encryption key: its suite ("x25519"
+// or "mlkem768-x25519") and its public key (RFC 9180 SerializePublicKey).
+type EncryptionKey struct {
+	Suite     string `json:"suite"`
+	PublicKey []byte `json:"public_key"`
 }

@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -29,6 +30,7 @@ import (
 	"github.com/tkms-dev/tkms/internal/node"
 	"github.com/tkms-dev/tkms/internal/policy"
 	"github.com/tkms-dev/tkms/internal/raftstore"
+	"github.com/tkms-dev/tkms/internal/recovery"
 	"github.com/tkms-dev/tkms/internal/seal"
 	"github.com/tkms-dev/tkms/internal/state"
 	"github.com/tkms-dev/tkms/internal/store"
@@ -47,6 +49,11 @@ type ClusterConfig struct {
 	// Advertise is the host:port the other nodes dial (default: the
 	// address Listen bound). Node certificates must name its host.
 	Advertise string `json:"advertise"`
+	// PublicURL is the URL clients reach this node's API at, as
+	// GET /v1/cluster lists it (default: the scheme and the address the
+	// API bound, which names no host a client can use when it is
+	// 0.0.0.0 or behind a load balancer).
+	PublicURL string `json:"public_url"`
 	// Join is the node-to-node address of a member, asked on the first
 	// start (an empty data directory) to add this node. Without it the
 	// first start founds a new cluster. Restarts ignore it: the data
@@ -87,6 +94,11 @@ func (c *ClusterConfig) validate() []error {
 	}
 	if c.CertFile == "" || c.KeyFile == "" || c.CAFile == "" {
 		errs = append(errs, errors.New("cluster: cert_file, key_file and ca_file are required (node-to-node traffic is mutual TLS)"))
+	}
+	if c.PublicURL != "" {
+		if u, err := url.Parse(c.PublicURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			errs = append(errs, fmt.Errorf("cluster.public_url %q: want an absolute http or https URL", c.PublicURL))
+		}
 	}
 	switch c.Attester {
 	case "", "aci", "snp", "simulated":
@@ -210,6 +222,24 @@ func prepareCluster(ctx context.Context, cfg *Config, log *slog.Logger) (*cluste
 	_, err = os.Stat(filepath.Join(cfg.DataDir, "raft", "raft.db"))
 	fresh := errors.Is(err, fs.ErrNotExist)
 	n.found = fresh && c.Join == ""
+	if cfg.recovering {
+		// A recovering node founds a new cluster on the ledger copy; its
+		// master key comes from members' shares, into memory.
+		switch {
+		case !fresh:
+			ln.Close()
+			return nil, recoveryError(recovery.CodeInProgress, "%s holds a node's raft state: it is not a ledger copy to recover (or it was recovered already; start it without --recover)", cfg.DataDir)
+		case c.Join != "":
+			ln.Close()
+			return nil, fmt.Errorf("%w: a recovering node founds a new cluster: it joins none", errUsage)
+		}
+		if _, err := os.Stat(n.mkFile); err == nil {
+			ln.Close()
+			return nil, fmt.Errorf("recovery: %s exists: a recovery brings the master key back from members' shares; recover a ledger copy without it", n.mkFile)
+		}
+		n.mem = &memSealer{}
+		return n, nil
+	}
 	if !n.found {
 		if _, err := os.Stat(n.mkFile); errors.Is(err, fs.ErrNotExist) {
 			n.mem = &memSealer{}

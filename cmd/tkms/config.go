@@ -122,6 +122,12 @@ type Config struct {
 	// node is the cluster node prepared by serve or dev (cluster.go).
 	node *clusterNode
 
+	// recovering makes the node recover the ledger copy in the data
+	// directory (recover.go); recovered, once members' shares recovered
+	// it, is what its service.recovered entry records.
+	recovering bool
+	recovered  *kms.Recovered
+
 	// governance, set by tkms dev on a new data directory, makes the new
 	// ledger governed (never read from the file).
 	governance *kms.GovInit

@@ -128,6 +128,10 @@ func cmdDev(args []string, stdout, stderr io.Writer) error {
 	cluster := fs.Bool("cluster", false, "run as the first node of a development cluster that 'tkms dev --join' nodes join")
 	join := fs.String("join", "", "data `directory` of a 'tkms dev --cluster' node whose cluster to join (its dev.json names it)")
 	advertise := fs.String("cluster-advertise", "", "node-to-node `address` the other nodes dial, if not the one this node binds (a proxy in front of it)")
+	var ro recoverOptions
+	recoverFrom := fs.String("recover", "", "recover the ledger copy in `DIR` (a copy of a dev cluster node's data directory, without any master key) into --data, with members' recovery shares (docs/recovery.md)")
+	fs.StringVar(&ro.stateFile, "recover-state", "", "with --recover: a tkms audit state `FILE` whose checkpoint the ledger copy must extend")
+	fs.StringVar(&ro.logKey, "recover-log-key", "", "with --recover: the log key `VKEY` the ledger copy must verify with (default: the copy's own)")
 	simMeasurement := fs.String("simulated-measurement", "", "MEASUREMENT (96 `hex` digits) this cluster node's simulated TEE reports, instead of the default that the dev node policy admits")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -152,6 +156,16 @@ func cmdDev(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	cfg.DataDir = abs
+	if *recoverFrom != "" {
+		if *join != "" {
+			return fmt.Errorf("%w: --recover founds a new cluster on the recovered ledger: it joins none", errUsage)
+		}
+		if err := copyLedgerCopy(*recoverFrom, cfg.DataDir); err != nil {
+			return err
+		}
+		*cluster = true
+		cfg.recovering = true
+	}
 	_, err = os.Stat(filepath.Join(cfg.DataDir, store.FileName))
 	newDir := errors.Is(err, os.ErrNotExist)
 	if *releasePolicy != "" {
@@ -226,6 +240,13 @@ func cmdDev(args []string, stdout, stderr io.Writer) error {
 		cfg.InsecureSimulatedTEE = true
 		if cfg.node, err = prepareCluster(ctx, cfg, log); err != nil {
 			return err
+		}
+		if cfg.recovering {
+			unlock, err := devRecover(ctx, cfg, ro, log)
+			if err != nil {
+				return err
+			}
+			defer unlock()
 		}
 		if err := writeFileAtomic(filepath.Join(cfg.DataDir, devClusterAddrFile), []byte(cfg.node.ln.Addr().String()+"\n"), 0o600); err != nil {
 			return err

@@ -25,6 +25,9 @@ const govUsage = `usage:
   tkms gov list    [--kms URL] [--data DIR] [--json]
   tkms gov show    [--kms URL] [--data DIR] [--json] ID
   tkms gov auto-recovery-member --key-bundle FILE --maa URL [--policy FILE]
+  tkms gov keygen  --out PREFIX --name NAME [--suite x25519|mlkem768-x25519]
+  tkms gov encryption-key --out FILE --member-id ID [--suite x25519|mlkem768-x25519]
+  tkms gov share   [--kms URL] (--key FILE | --sign-command ...) --encryption-key FILE [--json]
 
 Members of a governed tkms propose changes, vote on proposals and withdraw
 their own (docs/governance.md). ACTIONS.json holds {"actions":[...]} or one
@@ -34,12 +37,17 @@ action {"name":"...","args":{...}}. With --data DIR (a tkms dev directory),
 TKMS_ADDR, TKMS_CACERT and TKMS_MEMBER_KEY give --kms, --kms-ca and --key
 when neither they nor --data are given. An ID may be a unique prefix.
 gov vote shows the proposal and asks before signing, unless --yes.
+gov keygen makes a new member's keys and prints its add_member action;
+gov encryption-key a member's recovery encryption key and its
+set_member_encryption_key action; gov share opens the member's recovery
+share with its encryption key and submits it to a recovering node
+(docs/recovery.md).
 `
 
 func cmdGov(args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, govUsage)
-		return fmt.Errorf("%w: want propose, vote, withdraw, list or show", errUsage)
+		return fmt.Errorf("%w: want propose, vote, withdraw, list, show, keygen, encryption-key or share", errUsage)
 	}
 	switch args[0] {
 	case "propose":
@@ -54,11 +62,17 @@ func cmdGov(args []string, stdout, stderr io.Writer) error {
 		return cmdGovShow(args[1:], stdout, stderr)
 	case "auto-recovery-member":
 		return cmdGovAutoRecoveryMember(args[1:], stdout, stderr)
+	case "share":
+		return cmdGovShare(args[1:], stdout, stderr)
+	case "keygen":
+		return cmdGovKeygen(args[1:], stdout, stderr)
+	case "encryption-key":
+		return cmdGovEncryptionKey(args[1:], stdout, stderr)
 	case "-h", "--help", "help":
 		fmt.Fprint(stdout, govUsage)
 		return nil
 	}
-	return fmt.Errorf("%w: unknown subcommand %q; want propose, vote, withdraw, list or show", errUsage, args[0])
+	return fmt.Errorf("%w: unknown subcommand %q; want propose, vote, withdraw, list, show, keygen, encryption-key or share", errUsage, args[0])
 }
 
 // govFlags are the flags that say where the KMS is and who signs.
@@ -135,16 +149,9 @@ func (g *govFlags) signer() (*gov.Signer, error) {
 // loadMemberKey reads a member's private key from a file only its owner
 // may read.
 func loadMemberKey(path string) (*gov.Signer, error) {
-	fi, err := os.Stat(path)
+	b, err := readOwnerOnly(path, "member key")
 	if err != nil {
-		return nil, fmt.Errorf("member key: %w", err)
-	}
-	if fi.Mode().Perm()&0o077 != 0 {
-		return nil, fmt.Errorf("member key %s: permissions %v are too open; run chmod 600 %s", path, fi.Mode().Perm(), path)
-	}
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("member key: %w", err)
+		return nil, err
 	}
 	s, err := gov.NewFileSigner(b)
 	clear(b) // the PEM text; the parsed key is in s

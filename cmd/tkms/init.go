@@ -94,6 +94,15 @@ func cmdInit(args []string, stdout, stderr io.Writer) error {
 	if err := constitution.Validate(len(members)); err != nil {
 		return fmt.Errorf("constitution: %w", err)
 	}
+	holders := 0
+	for _, m := range members {
+		if m.EncryptionKey != nil {
+			holders++
+		}
+	}
+	if err := constitution.ValidateRecovery(holders); err != nil {
+		return fmt.Errorf("constitution: %w", err)
+	}
 	pol, err := readInitPolicies(*policiesDir, *serviceName)
 	if err != nil {
 		return err

@@ -13,6 +13,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -37,6 +38,10 @@ func cmdServe(args []string, stdout, stderr io.Writer) error {
 	configPath := fs.String("config", "", "configuration `file` (JSON; docs/operations.md lists every field)")
 	allowUngoverned := fs.Bool("allow-ungoverned", false, "let serve create a new ledger without governance (members, constitution) on an empty data directory; nothing can govern it later (use tkms init instead)")
 	join := fs.String("join", "", "node-to-node `address` of a cluster member to join on the first start (sets cluster.join)")
+	var ro recoverOptions
+	doRecover := fs.Bool("recover", false, "recover the ledger copy in the data directory with members' recovery shares (docs/recovery.md); needs the cluster section")
+	fs.StringVar(&ro.stateFile, "recover-state", "", "with --recover: a tkms audit state `FILE` whose checkpoint the ledger copy must extend")
+	fs.StringVar(&ro.logKey, "recover-log-key", "", "with --recover: the log key `VKEY` the ledger copy must verify with (default: the copy's own)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -57,6 +62,10 @@ func cmdServe(args []string, stdout, stderr io.Writer) error {
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("config %s: %w", *configPath, err)
 	}
+	if *doRecover && cfg.Cluster == nil {
+		return fmt.Errorf("%w: --recover needs the cluster section of the configuration: the recovered node founds a new cluster that others join", errUsage)
+	}
+	cfg.recovering = *doRecover
 	log := cfg.logger(stderr)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -64,6 +73,19 @@ func cmdServe(args []string, stdout, stderr io.Writer) error {
 	// restarted one again, sealed to its fresh key), into memory only.
 	if cfg.node, err = prepareCluster(ctx, cfg, log); err != nil {
 		return err
+	}
+	if cfg.recovering {
+		secret, rec, unlock, err := waitForRecovery(ctx, cfg, ro, log)
+		if err != nil {
+			return err
+		}
+		defer unlock()
+		err = cfg.node.mem.set(secret)
+		clear(secret)
+		if err != nil {
+			return fmt.Errorf("recovery: %w", err)
+		}
+		cfg.recovered = rec
 	}
 	// serve never creates a master key: a missing one means the wrong
 	// data directory or a lost key, and a fresh key would silently start
@@ -82,7 +104,7 @@ func cmdServe(args []string, stdout, stderr io.Writer) error {
 		sealer = fsealer
 	}
 	// A node that joins a cluster gets the cluster's ledger.
-	if joining := cfg.node != nil && !cfg.node.found; !joining {
+	if joining := cfg.node != nil && !cfg.node.found; !joining && !cfg.recovering {
 		if err := checkNewLedger(cfg.DataDir, *allowUngoverned); err != nil {
 			return err
 		}
@@ -143,13 +165,25 @@ func runServer(ctx context.Context, cfg *Config, sealer seal.Sealer, operatorTok
 		if tlsConf != nil {
 			scheme = "https://"
 		}
-		cfg.node.kmsConfig(&kc, scheme+addr, log)
+		url := scheme + addr
+		if cfg.Cluster.PublicURL != "" {
+			url = strings.TrimSuffix(cfg.Cluster.PublicURL, "/")
+		}
+		cfg.node.kmsConfig(&kc, url, log)
 	}
 	svc, err := kms.Open(ctx, kc)
 	if err != nil {
 		return err
 	}
 	defer svc.Close()
+	if cfg.recovered != nil {
+		// The first entry after the recovered ledger: the new log key.
+		e, err := svc.RecordRecovery(ctx, *cfg.recovered)
+		if err != nil {
+			return fmt.Errorf("recovery: %w", err)
+		}
+		log.Info("recovery: recorded", "seq", e.Seq, "log_key", svc.LogVerifierKey())
+	}
 	if cfg.node != nil {
 		// Serve the cluster's state, not an old one: wait (a while) to
 		// catch up with the leader.
@@ -210,8 +244,11 @@ func runServer(ctx context.Context, cfg *Config, sealer seal.Sealer, operatorTok
 	var wg sync.WaitGroup
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	wg.Add(1)
+	wg.Add(2)
 	go func() { defer wg.Done(); svc.Run(runCtx) }()
+	// The recovery shares follow the ledger secret, the members, their
+	// keys and the threshold (internal/kms/recovery.go).
+	go func() { defer wg.Done(); svc.RunRecoveryShares(runCtx, ledgerSecret(cfg)) }()
 
 	err = serveUntil(ctx, srv, ln, log, func() {
 		log.Info("tkms listening", "addr", addr, "tls", tlsConf != nil, "data_dir", cfg.DataDir, "seq", svc.Seq())
@@ -219,6 +256,16 @@ func runServer(ctx context.Context, cfg *Config, sealer seal.Sealer, operatorTok
 	cancel()
 	wg.Wait()
 	return err
+}
+
+// ledgerSecret returns how this node reads the ledger secret: the one a
+// joining node receives (NodeAdmission.Secrets), or on a single node its
+// master key file.
+func ledgerSecret(cfg *Config) func() ([]byte, error) {
+	if cfg.node != nil {
+		return cfg.node.admit.Secrets
+	}
+	return func() ([]byte, error) { return seal.ReadKeyFile(cfg.MasterKeyFile) }
 }
 
 // serveUntil serves on ln until the server fails or ctx ends, then shuts

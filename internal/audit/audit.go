@@ -56,6 +56,11 @@ type Options struct {
 	// NodePolicy, if set, is the auditor's node policy: every node the
 	// ledger's secrets were handed to (node.joined) must satisfy it.
 	NodePolicy *policy.Policy
+	// Head, if set, is a tree head the caller computed itself from a copy
+	// of the ledger it holds (a recovering node, whose log key is still
+	// sealed): the source's checkpoint is not fetched, and the entries are
+	// checked against Head instead. The state file is read, never written.
+	Head *translog.Checkpoint
 }
 
 // Errors of Run. A violation is not an error: it is in the Report.
@@ -98,13 +103,17 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 		src = mir
 	}
 
-	msg, err := src.Fetch(ctx, "checkpoint")
-	if err != nil {
-		return nil, fmt.Errorf("audit: checkpoint: %w", err)
-	}
-	cp, err := translog.Verify(msg, verifier)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrCheckpoint, err)
+	var cp translog.Signed
+	if opts.Head != nil {
+		cp = translog.Signed{Checkpoint: *opts.Head}
+	} else {
+		msg, err := src.Fetch(ctx, "checkpoint")
+		if err != nil {
+			return nil, fmt.Errorf("audit: checkpoint: %w", err)
+		}
+		if cp, err = translog.Verify(msg, verifier); err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrCheckpoint, err)
+		}
 	}
 	r := &Report{Checkpoint: Checkpoint{Origin: cp.Origin, Size: cp.Size, Root: cp.Root, Note: string(cp.Note)}}
 	c := newChecker(r, verifier)
@@ -134,7 +143,7 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 			return nil, err
 		}
 	}
-	if opts.StateFile != "" && r.Passed() {
+	if opts.StateFile != "" && r.Passed() && opts.Head == nil {
 		st := savedState{Origin: cp.Origin, Size: cp.Size, Root: cp.Root, Checkpoint: string(cp.Note), Time: opts.Now().UTC()}
 		if err := writeState(opts.StateFile, &st); err != nil {
 			return nil, err
@@ -361,6 +370,15 @@ func (s *scan) finish(prev *savedState) {
 			c.violation(0, "", "hash tile %s does not match leaf %d (entry seq %d), which the signed checkpoint covers: the log serves corrupt hash tiles", m.path, m.index, m.seq)
 		} else {
 			c.violation(m.seq, m.typ, "leaf %d does not match the log's leaf hash in %s: modified after it was logged", m.index, m.path)
+		}
+	}
+	for _, rc := range c.recovered {
+		old, err := tlog.TreeHash(rc.cp.Size, s.hashes)
+		if err != nil {
+			panic(err)
+		}
+		if old != rc.cp.Root {
+			c.violation(rc.seq, ledger.TypeServiceRecovered, "the last checkpoint of the recovered log (%d entries, root %s) is not the log's first %d entries (root %s): the service was recovered from another ledger", rc.cp.Size, rc.cp.Root, rc.cp.Size, old)
 		}
 	}
 	if prev != nil && prev.Size < cp.Size {

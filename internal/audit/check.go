@@ -14,6 +14,7 @@ import (
 	"github.com/tkms-dev/tkms/internal/ledger"
 	"github.com/tkms-dev/tkms/internal/policy"
 	"github.com/tkms-dev/tkms/internal/state"
+	"github.com/tkms-dev/tkms/internal/translog"
 	"golang.org/x/mod/sumdb/note"
 )
 
@@ -56,6 +57,8 @@ type checker struct {
 	uncovered    []Event    // first entry of each run of entries no key covered
 	coveredSince bool       // an entry was covered since the last uncovered one
 	nodePolicy   *policy.Policy
+	logKeys      []uint64 // entries that set a log key: log.key, service.recovered
+	recovered    []recoveredCheck
 }
 
 type parsedPolicy struct {
@@ -184,7 +187,9 @@ func (c *checker) entry(l *ledger.Leaf) {
 			c.r.Denials.ByCode[d.Code] += 1 + int64(d.Suppressed)
 		}
 	case ledger.TypeLogKey:
-		c.checkLogKey(l)
+		c.logKeys = append(c.logKeys, l.Seq)
+	case ledger.TypeServiceRecovered:
+		c.checkRecovered(l)
 	case ledger.TypeNodeJoined:
 		c.checkNode(l)
 	}
@@ -337,19 +342,61 @@ func (c *checker) countRelease(l *ledger.Leaf, r *state.KeyReleased) {
 
 // checkLogKey checks that the log key the ledger records is the one the
 // checkpoints verified with.
-func (c *checker) checkLogKey(l *ledger.Leaf) {
-	lk := c.st.LogKey
-	v, err := note.NewVerifier(lk.VerifierKey)
-	if err != nil {
-		c.violation(l.Seq, l.Type, "the recorded verifier key does not parse: %v", err)
+// checkLogKeys checks, once every entry is read, that the pinned key is
+// one of the log's keys: the log.key entry's or one a recovery made
+// (whose predecessor cosigns every later checkpoint).
+func (c *checker) checkLogKeys() {
+	if len(c.logKeys) == 0 || c.st.LogKey == nil {
 		return
 	}
-	if v.Name() != c.verifier.Name() || v.KeyHash() != c.verifier.KeyHash() {
-		c.violation(l.Seq, l.Type, "records verifier key %q, but the checkpoints verify with the pinned key %s+%08x", lk.VerifierKey, c.verifier.Name(), c.verifier.KeyHash())
+	keys := append([]string{}, c.st.LogKey.VerifierKey)
+	for _, p := range c.st.PreviousLogKeys {
+		keys = append(keys, p.VerifierKey)
 	}
-	if lk.Origin != c.verifier.Name() {
-		c.violation(l.Seq, l.Type, "records origin %q, but the checkpoints name the log %q", lk.Origin, c.verifier.Name())
+	for _, k := range keys {
+		v, err := note.NewVerifier(k)
+		if err == nil && v.Name() == c.verifier.Name() && v.KeyHash() == c.verifier.KeyHash() {
+			return
+		}
 	}
+	if c.st.LogKey.Origin != c.verifier.Name() {
+		c.violation(c.logKeys[0], ledger.TypeLogKey, "records origin %q, but the checkpoints name the log %q", c.st.LogKey.Origin, c.verifier.Name())
+		return
+	}
+	c.violation(c.logKeys[0], ledger.TypeLogKey, "records verifier key %q, but the checkpoints verify with the pinned key %s+%08x", keys[len(keys)-1], c.verifier.Name(), c.verifier.KeyHash())
+}
+
+// recoveredCheck is a recovery's last checkpoint of the old log, checked
+// against the recomputed tree once it is complete (scan.finish).
+type recoveredCheck struct {
+	seq uint64
+	cp  translog.Signed
+}
+
+// checkRecovered records a recovery in the report and checks its last
+// checkpoint of the old log: signed by the previous key, of the entries
+// before it.
+func (c *checker) checkRecovered(l *ledger.Leaf) {
+	r := c.st.Recoveries[len(c.st.Recoveries)-1]
+	rec := Recovery{Event: Event{Seq: l.Seq, Time: l.Time}, PreviousLogKey: r.PreviousLogKey, LogKey: r.LogKey, Members: r.Members, Holder: r.Holder}
+	c.logKeys = append(c.logKeys, l.Seq)
+	v, err := note.NewVerifier(r.PreviousLogKey)
+	if err != nil {
+		c.violation(l.Seq, l.Type, "the previous log key does not parse: %v", err)
+		return
+	}
+	cp, err := translog.Verify([]byte(r.LastCheckpoint), v)
+	if err != nil {
+		c.violation(l.Seq, l.Type, "the last checkpoint of the recovered log is not signed by the previous log key: %v", err)
+		return
+	}
+	if cp.Size >= int64(l.Seq) {
+		c.violation(l.Seq, l.Type, "the last checkpoint of the recovered log has %d entries, but the recovery is entry %d", cp.Size, l.Seq)
+		return
+	}
+	rec.LastSize = cp.Size
+	c.r.Recoveries = append(c.r.Recoveries, rec)
+	c.recovered = append(c.recovered, recoveredCheck{seq: l.Seq, cp: cp})
 }
 
 // covered notes whether some key was published at the entry's time. It
@@ -401,6 +448,7 @@ func (iv interval) covers(t time.Time) bool { return iv.from.Compare(t) <= 0 && 
 
 // finish completes the report once every entry has been applied.
 func (c *checker) finish() {
+	c.checkLogKeys()
 	c.gaps()
 	if c.inversions > 0 {
 		c.r.Notes = append(c.r.Notes, fmt.Sprintf("%d entries (the first at seq %d) were recorded up to %v before the entry before them, as concurrent writers may be ordered", c.inversions, c.firstInvSeq, maxTimeStep))

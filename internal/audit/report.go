@@ -30,6 +30,9 @@ type Report struct {
 	Governance *Governance `json:"governance,omitempty"`
 	// Nodes are the nodes the ledger's secrets were handed to.
 	Nodes []Node `json:"nodes"`
+	// Recoveries are the service.recovered entries: members' shares
+	// brought the service back under a new log key.
+	Recoveries []Recovery `json:"recoveries,omitempty"`
 
 	Notes      []string  `json:"notes"`
 	Warnings   []Finding `json:"warnings"`
@@ -38,6 +41,16 @@ type Report struct {
 	// each list holds maxFindings.
 	OmittedWarnings   int64 `json:"omitted_warnings,omitempty"`
 	OmittedViolations int64 `json:"omitted_violations,omitempty"`
+}
+
+// Recovery is one service.recovered entry.
+type Recovery struct {
+	Event
+	PreviousLogKey string   `json:"previous_log_key"`
+	LogKey         string   `json:"log_key"`
+	LastSize       int64    `json:"last_size"` // entries of the log before the recovery
+	Members        []string `json:"members"`
+	Holder         string   `json:"holder,omitempty"`
 }
 
 // Checkpoint is a verified tree head.
@@ -245,6 +258,18 @@ func (r *Report) WriteText(w io.Writer) error {
 			for _, a := range p.Actions {
 				fmt.Fprintf(&b, "      %s\n", a)
 			}
+		}
+	}
+
+	for _, rc := range r.Recoveries {
+		by := fmt.Sprintf("shares of %d members", len(rc.Members))
+		if rc.Holder != "" {
+			by = "automatic recovery member " + rc.Holder
+		}
+		fmt.Fprintf(&b, "\nrecovered at seq %d (%s) from the log's first %d entries, by %s:\n  previous log key %s\n  new log key      %s\n",
+			rc.Seq, stamp(rc.Time), rc.LastSize, by, rc.PreviousLogKey, rc.LogKey)
+		for _, m := range rc.Members {
+			fmt.Fprintf(&b, "  member %s\n", shortID(m))
 		}
 	}
 

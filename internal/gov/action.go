@@ -586,6 +586,8 @@ func describeArgs(a Action) string {
 		return "trust joining node " + r.NodeID
 	case ActSetMAAInstances:
 		return describeMAAInstances(a.Args)
+	case ActSetMemberEncryptionKey:
+		return describeMemberEncryptionKey(a.Args)
 	}
 	return compact(a.Args)
 }

@@ -141,6 +141,11 @@ type Constitution struct {
 	// node policy is trusted automatically ("policy", or absent) or only
 	// once a trust_node proposal names it ("proposal").
 	NodeTrust string `json:"node_trust,omitempty"`
+	// RecoveryThreshold is k, the number of members whose recovery shares
+	// together recover the ledger secret (docs/recovery.md); 0 or absent:
+	// no shares are made. It must not exceed the active members with an
+	// encryption key (ValidateRecovery).
+	RecoveryThreshold int `json:"recovery_threshold,omitempty"`
 }
 
 // ParseConstitution parses a constitution strictly: unknown fields are
@@ -204,10 +209,24 @@ func (c *Constitution) validate(active int) error {
 	if c.NodeTrust != "" && c.NodeTrust != NodeTrustPolicy && c.NodeTrust != NodeTrustProposal {
 		errs = append(errs, fmt.Errorf("node_trust %q: want %q or %q", c.NodeTrust, NodeTrustPolicy, NodeTrustProposal))
 	}
+	if c.RecoveryThreshold < 0 || c.RecoveryThreshold > MaxRecoveryThreshold {
+		errs = append(errs, fmt.Errorf("recovery_threshold %d: want 0 (no recovery shares) to %d", c.RecoveryThreshold, MaxRecoveryThreshold))
+	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("%w: %w", ErrUnsafeConstitution, err)
 	}
 	return nil
+}
+
+// ValidateRecovery checks that the recovery threshold can be met by
+// holders, the active members with an encryption key: a threshold above
+// them could never recover the service. Its error wraps
+// ErrUnsafeConstitution.
+func (c *Constitution) ValidateRecovery(holders int) error {
+	if c == nil || c.RecoveryThreshold == 0 || c.RecoveryThreshold <= holders {
+		return nil
+	}
+	return fmt.Errorf("%w: recovery_threshold %d: only %d active members have an encryption key, so their shares could never recover the service", ErrUnsafeConstitution, c.RecoveryThreshold, holders)
 }
 
 // ProposalTTL returns the proposal TTL as a duration.
@@ -298,6 +317,9 @@ func (c *Constitution) describe() string {
 		strings.Join(parts, ", "), c.ProposalTTLSeconds, c.CreatedAtWindowSeconds, c.Withdraw)
 	if c.NodeTrust == NodeTrustProposal {
 		d += "; nodes trusted by trust_node proposals"
+	}
+	if c.RecoveryThreshold > 0 {
+		d += fmt.Sprintf("; recovery by %d members' shares", c.RecoveryThreshold)
 	}
 	return d
 }

@@ -2,6 +2,7 @@ package gov
 
 import (
 	"bytes"
+	"encoding/base64"
 	"encoding/json"
 	"reflect"
 	"strings"
@@ -127,6 +128,7 @@ func FuzzValidateActions(f *testing.F) {
 	f.Add(ActRemoveMember, []byte(`{"member_id":"`+pid+`"}`))
 	f.Add(ActSetConstitution, []byte(docExample))
 	f.Add(ActSetMAAInstances, []byte(`{"instances":[{"issuer":"https://a.attest.azure.net","jwks":{"keys":[`+rfcJWK+`]}},{"issuer":"https://b.attest.azure.net"}]}`))
+	f.Add(ActSetMemberEncryptionKey, []byte(`{"member_id":"`+strings.Repeat("ab", 32)+`","encryption_key":{"suite":"x25519","public_key":"`+base64.StdEncoding.EncodeToString(make([]byte, 32))+`"}}`))
 	f.Fuzz(func(t *testing.T, name string, args []byte) {
 		a := Action{Name: name, Args: args}
 		err := ValidateActions([]Action{a})

@@ -23,6 +23,9 @@ type Member struct {
 	Name        string `json:"name"`                   // a label, 1-64 printable characters
 	SigningKey  string `json:"signing_key"`            // PEM: PUBLIC KEY or CERTIFICATE
 	RecoveryKey string `json:"recovery_key,omitempty"` // PEM PUBLIC KEY, not used yet
+	// EncryptionKey, if set, is the HPKE key the member's recovery share
+	// is sealed to (docs/recovery.md).
+	EncryptionKey *EncryptionKey `json:"encryption_key,omitempty"`
 }
 
 // MaxNameLen is the longest member name, in characters.
@@ -62,6 +65,11 @@ func (m Member) Check() error {
 	n, err := NewMember(m.Name, m.SigningKey, m.RecoveryKey)
 	if err != nil {
 		return err
+	}
+	if m.EncryptionKey != nil {
+		if err := m.EncryptionKey.Check(); err != nil {
+			return fmt.Errorf("member %q: %w", m.Name, err)
+		}
 	}
 	if m.ID != n.ID {
 		return fmt.Errorf("member %q: id %q is not the id of its signing key (%s)", m.Name, m.ID, n.ID)
@@ -118,6 +126,12 @@ func memberFromObject(in Member) (Member, error) {
 	m, err := NewMember(in.Name, in.SigningKey, in.RecoveryKey)
 	if err != nil {
 		return Member{}, err
+	}
+	if in.EncryptionKey != nil {
+		if err := in.EncryptionKey.Check(); err != nil {
+			return Member{}, fmt.Errorf("member %q: %w", in.Name, err)
+		}
+		m.EncryptionKey = in.EncryptionKey
 	}
 	if in.ID != "" && in.ID != m.ID {
 		return Member{}, fmt.Errorf("member %q: id %q is not the id of its signing key (%s)", m.Name, in.ID, m.ID)

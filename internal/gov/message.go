@@ -21,6 +21,10 @@ const (
 	MsgProposal   MessageType = "proposal"
 	MsgBallot     MessageType = "ballot"
 	MsgWithdrawal MessageType = "withdrawal"
+	// MsgRecoveryShare is a member's recovery share, submitted to a
+	// recovering node (docs/recovery.md); its proposal_id header is the
+	// id of the recovery it is for.
+	MsgRecoveryShare MessageType = "recovery_share"
 )
 
 // The protected header labels of docs/governance.md "Messages", CCF's.
@@ -127,12 +131,12 @@ func (m *Message) readHeaders(h cose.ProtectedHeader) error {
 		case HeaderType:
 			t, ok := v.(string)
 			switch MessageType(t) {
-			case MsgProposal, MsgBallot, MsgWithdrawal:
+			case MsgProposal, MsgBallot, MsgWithdrawal, MsgRecoveryShare:
 			default:
 				ok = false
 			}
 			if !ok {
-				return invalid("%s: want \"proposal\", \"ballot\" or \"withdrawal\"", HeaderType)
+				return invalid("%s: want \"proposal\", \"ballot\", \"withdrawal\" or \"recovery_share\"", HeaderType)
 			}
 			m.Type = MessageType(t)
 		case HeaderCreatedAt:

@@ -246,6 +246,12 @@ func (s *Signer) SignWithdrawal(proposalID string, createdAt time.Time) ([]byte,
 	return s.sign(MsgWithdrawal, proposalID, []byte("{}"), createdAt)
 }
 
+// SignRecoveryShare returns a recovery share message for the recovery
+// recoveryID: payload is its JSON object (docs/recovery.md).
+func (s *Signer) SignRecoveryShare(recoveryID string, payload []byte, createdAt time.Time) ([]byte, error) {
+	return s.sign(MsgRecoveryShare, recoveryID, payload, createdAt)
+}
+
 func (s *Signer) sign(t MessageType, proposalID string, payload []byte, createdAt time.Time) ([]byte, error) {
 	if t != MsgProposal && !isHexID(proposalID) {
 		return nil, fmt.Errorf("proposal id %q: want 64 lowercase hex characters", proposalID)

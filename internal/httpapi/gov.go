@@ -276,7 +276,11 @@ func (s *Server) govMembers(w http.ResponseWriter, r *http.Request) {
 	out := []api.GovMember{}
 	s.svc.Read(func(st *state.State) {
 		for _, m := range st.ActiveMembers() {
-			out = append(out, api.GovMember{ID: m.ID, Name: m.Name, SigningKey: m.SigningKey, RecoveryKey: m.RecoveryKey, AddedSeq: m.AddedSeq})
+			gm := api.GovMember{ID: m.ID, Name: m.Name, SigningKey: m.SigningKey, RecoveryKey: m.RecoveryKey, AddedSeq: m.AddedSeq}
+			if k := m.EncryptionKey; k != nil {
+				gm.EncryptionKey = &api.EncryptionKey{Suite: k.Suite, PublicKey: k.PublicKey}
+			}
+			out = append(out, gm)
 		}
 	})
 	w.Header().Set("Cache-Control", "no-store")

@@ -99,6 +99,8 @@ type Service struct {
 
 	logMu     sync.Mutex                      // serialises checkpoint signing
 	logSigner note.Signer                     // nil until the log key is known
+	logVKey   string                          // the verifier key of logSigner
+	cosigners []note.Signer                   // the log keys before each recovery: they cosign checkpoints
 	head      atomic.Pointer[treeHead]        // the log's latest durable tree head
 	cp        atomic.Pointer[translog.Signed] // the latest signed checkpoint
 
@@ -249,8 +251,9 @@ func (s *Service) onCommit(b store.Batch) {
 	close(s.apply)
 	s.apply = make(chan struct{})
 	s.mu.Unlock()
-	if logKey != nil && s.cfg.Joined && !s.hasLogSigner() {
-		// A joined node learns the log key from the cluster's ledger.
+	if logKey != nil && (s.cfg.Joined && !s.hasLogSigner() || s.hasLogSigner() && s.loadedLogKey() != logKey.VerifierKey) {
+		// A joined node learns the log key from the cluster's ledger,
+		// and every node the new one of a recovery.
 		if err := s.loadLogKey(); err != nil {
 			s.log.Error("cannot load the log key of the cluster's ledger", "err", err)
 		}

@@ -65,7 +65,7 @@ func (s *Service) newLogKey(now time.Time) (store.Proposal, error) {
 	}
 	body, _ := json.Marshal(state.LogKey{Origin: origin, VerifierKey: vkey})
 	s.logMu.Lock()
-	s.logSigner = signer
+	s.logSigner, s.logVKey = signer, vkey
 	s.logMu.Unlock()
 	return store.Proposal{Time: now, Type: ledger.TypeLogKey, Body: body, Secret: []byte(skey)}, nil
 }
@@ -75,30 +75,27 @@ func (s *Service) newLogKey(now time.Time) (store.Proposal, error) {
 func (s *Service) loadLogKey() error {
 	var lk *state.LogKey
 	var seq uint64
-	s.Read(func(st *state.State) { lk, seq = st.LogKey, st.LogKeySeq })
+	var prev []state.PreviousLogKey
+	s.Read(func(st *state.State) { lk, seq, prev = st.LogKey, st.LogKeySeq, st.PreviousLogKeys })
 	if lk == nil {
 		return nil // written by bootstrap
 	}
-	e, err := s.store.Get(seq)
+	signer, err := s.unsealLogKey(seq, lk.VerifierKey)
 	if err != nil {
-		return fmt.Errorf("kms: log key: %w", err)
+		return err
 	}
-	skey, err := s.store.Unseal(e)
-	if err != nil {
-		return fmt.Errorf("kms: the master key does not open the ledger's sealed entries (the log key at seq %d: %w): "+
-			"it is not the master key this ledger was made with, or its file is damaged; start with that master key (restore it from a backup)", seq, err)
-	}
-	defer clear(skey)
-	signer, err := note.NewSigner(string(skey))
-	if err != nil {
-		return fmt.Errorf("kms: log key at seq %d: %w", seq, err)
-	}
-	v, err := note.NewVerifier(lk.VerifierKey)
-	if err != nil || v.Name() != signer.Name() || v.KeyHash() != signer.KeyHash() {
-		return fmt.Errorf("kms: the log signing key at seq %d does not match its verifier key", seq)
+	// The keys before each recovery cosign the checkpoints: an auditor
+	// who knew one follows the log across the recovery.
+	var cos []note.Signer
+	for _, p := range prev {
+		c, err := s.unsealLogKey(p.Seq, p.VerifierKey)
+		if err != nil {
+			return err
+		}
+		cos = append(cos, c)
 	}
 	s.logMu.Lock()
-	s.logSigner = signer
+	s.logSigner, s.logVKey, s.cosigners = signer, lk.VerifierKey, cos
 	s.logMu.Unlock()
 	size, root := s.store.TreeHead()
 	s.setHead(lk, size, root)
@@ -106,6 +103,30 @@ func (s *Service) loadLogKey() error {
 		return errors.New("kms: cannot sign the log's checkpoint")
 	}
 	return nil
+}
+
+// unsealLogKey returns the log signing key sealed in entry seq, which must
+// match verifier key vkey.
+func (s *Service) unsealLogKey(seq uint64, vkey string) (note.Signer, error) {
+	e, err := s.store.Get(seq)
+	if err != nil {
+		return nil, fmt.Errorf("kms: log key: %w", err)
+	}
+	skey, err := s.store.Unseal(e)
+	if err != nil {
+		return nil, fmt.Errorf("kms: the master key does not open the ledger's sealed entries (the log key at seq %d: %w): "+
+			"it is not the master key this ledger was made with, or its file is damaged; start with that master key (restore it from a backup)", seq, err)
+	}
+	defer clear(skey)
+	signer, err := note.NewSigner(string(skey))
+	if err != nil {
+		return nil, fmt.Errorf("kms: log key at seq %d: %w", seq, err)
+	}
+	v, err := note.NewVerifier(vkey)
+	if err != nil || v.Name() != signer.Name() || v.KeyHash() != signer.KeyHash() {
+		return nil, fmt.Errorf("kms: the log signing key at seq %d does not match its verifier key", seq)
+	}
+	return signer, nil
 }
 
 // setHead records the latest durable tree head.
@@ -139,7 +160,7 @@ func (s *Service) Checkpoint() translog.Signed {
 		}
 		return translog.Signed{}
 	}
-	signed, err := translog.Sign(translog.Checkpoint{Origin: h.origin, Size: h.size, Root: h.root}, s.logSigner)
+	signed, err := translog.Sign(translog.Checkpoint{Origin: h.origin, Size: h.size, Root: h.root}, s.logSigner, s.cosigners...)
 	if err != nil {
 		s.log.Error("cannot sign the log's checkpoint", "size", h.size, "err", err)
 		if cp != nil {

@@ -98,6 +98,13 @@ func (s *Service) hasLogSigner() bool {
 	return s.logSigner != nil
 }
 
+// loadedLogKey returns the verifier key of the loaded signing key.
+func (s *Service) loadedLogKey() string {
+	s.logMu.Lock()
+	defer s.logMu.Unlock()
+	return s.logVKey
+}
+
 // effectsWait bounds how long a node that does not lead waits for the
 // leader to carry out the effects of a proposal it recorded.
 const effectsWait = 10 * time.Second

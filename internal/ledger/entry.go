@@ -63,6 +63,8 @@ const (
 	TypeGovBallot         Type = "gov.ballot"          // a member's signed vote on a proposal
 	TypeGovWithdrawal     Type = "gov.withdrawal"      // the proposer's signed withdrawal of a proposal
 	TypeNodeJoined        Type = "node.joined"         // an attested node and the ledger's secrets HPKE-sealed to its key
+	TypeRecoveryShares    Type = "recovery.shares"     // the ledger secret wrapped under a recovery key, split among members, each share HPKE-sealed to its member
+	TypeServiceRecovered  Type = "service.recovered"   // members' shares recovered the service: its new log key; sealed: the new signing key
 )
 
 // knownTypes lists every type this build understands. A ledger that holds
@@ -73,7 +75,7 @@ var knownTypes = map[Type]bool{
 	TypeKeyExpired: true, TypeKeyDestroyed: true,
 	TypeKeyReleasePolicy: true, TypeJWTPolicy: true, TypeKeyReleased: true, TypeReleaseDenied: true,
 	TypeLogKey: true, TypeGovInit: true, TypeGovProposal: true, TypeGovBallot: true, TypeGovWithdrawal: true,
-	TypeNodeJoined: true,
+	TypeNodeJoined: true, TypeRecoveryShares: true, TypeServiceRecovered: true,
 }
 
 // Known reports whether t is a type of this format version.

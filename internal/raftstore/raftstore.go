@@ -153,6 +153,11 @@ type Store struct {
 
 	peerMu   sync.Mutex
 	peerURLs map[string]string // the URL each member last reported (status.go)
+	// peerViews is what the other members last reported of themselves,
+	// shared by concurrent GET /v1/cluster requests (status.go).
+	peerViewMu sync.Mutex
+	peerViews  map[raft.ServerID]peerView
+	nodeAsks   atomic.Int64 // POST /cluster/v1/node requests served
 }
 
 var _ store.Ledger = (*Store)(nil)

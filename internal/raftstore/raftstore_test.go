@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -417,6 +418,30 @@ func TestStatusOnEveryNode(t *testing.T) {
 		return len(leaders) == 1
 	})
 	t.Log(last)
+
+	// Concurrent requests share their calls to the other members: 40 at
+	// once cost each other member far fewer than 40 calls.
+	before := make([]int64, len(c.nodes))
+	for i, n := range c.nodes {
+		before[i] = n.NodeAsks()
+	}
+	gate := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 40 {
+		wg.Go(func() {
+			<-gate
+			if st := c.nodes[0].Status(); len(st.Nodes) != 3 {
+				t.Errorf("a concurrent status: %+v", st)
+			}
+		})
+	}
+	close(gate)
+	wg.Wait()
+	for i, n := range c.nodes[1:] {
+		if asks := n.NodeAsks() - before[i+1]; asks < 1 || asks > 20 {
+			t.Errorf("40 concurrent statuses at %s asked %s %d times; want between 1 and 20", c.nodes[0].id, n.id, asks)
+		}
+	}
 
 	// A member that is down is unreachable; its URL is the one it last
 	// reported.

@@ -74,6 +74,7 @@ func (s *Store) serveNode(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, http.StatusBadRequest, err)
 		return
 	}
+	s.nodeAsks.Add(1)
 	if req.NodeID != s.cfg.NodeID {
 		writeErr(w, http.StatusConflict, fmt.Errorf("raftstore: this is node %s, not %s", s.cfg.NodeID, req.NodeID))
 		return
@@ -93,18 +94,12 @@ func (s *Store) Status() Status {
 	}
 	servers := f.Configuration().Servers
 	st.Nodes = make([]NodeStatus, len(servers))
-	ctx, cancel := context.WithTimeout(context.Background(), peerTimeout)
-	defer cancel()
-	var wg sync.WaitGroup
 	for i, srv := range servers {
-		n := &st.Nodes[i]
 		if srv.ID == raft.ServerID(s.cfg.NodeID) {
-			*n = s.self()
-		} else {
-			wg.Go(func() { *n = s.askNode(ctx, srv) })
+			st.Nodes[i] = s.self()
 		}
 	}
-	wg.Wait()
+	s.askPeers(servers, st.Nodes)
 	for i, srv := range servers {
 		n := &st.Nodes[i]
 		n.NodeID, n.Address, n.Suffrage = string(srv.ID), string(srv.Address), "voter"
@@ -113,6 +108,48 @@ func (s *Store) Status() Status {
 		}
 	}
 	return st
+}
+
+type peerView struct {
+	at time.Time // when the call that got n started
+	n  NodeStatus
+}
+
+// askPeers fills nodes[i] for every member of servers but this node, by
+// asking them all at once (at most peerTimeout). GET /v1/cluster is public
+// and each answer costs a call to every other member, so concurrent
+// requests share: a caller that waited while another asked takes the
+// answers of calls that started after it arrived, which are as fresh as
+// its own would be.
+func (s *Store) askPeers(servers []raft.Server, nodes []NodeStatus) {
+	arrived := time.Now()
+	s.peerViewMu.Lock()
+	defer s.peerViewMu.Unlock()
+	if s.peerViews == nil {
+		s.peerViews = map[raft.ServerID]peerView{}
+	}
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), peerTimeout)
+	defer cancel()
+	var wg sync.WaitGroup
+	asked := make([]bool, len(servers))
+	for i, srv := range servers {
+		if srv.ID == raft.ServerID(s.cfg.NodeID) {
+			continue
+		}
+		if v, ok := s.peerViews[srv.ID]; ok && !v.at.Before(arrived) {
+			nodes[i] = v.n
+			continue
+		}
+		asked[i] = true
+		wg.Go(func() { nodes[i] = s.askNode(ctx, srv) })
+	}
+	wg.Wait()
+	for i, srv := range servers {
+		if asked[i] {
+			s.peerViews[srv.ID] = peerView{at: start, n: nodes[i]}
+		}
+	}
 }
 
 // askNode asks the member srv for its own status.

@@ -248,6 +248,9 @@ func (s *State) applyGovInit(e *ledger.Entry) error {
 	if err := g.Constitution.Validate(s.activeCount()); err != nil {
 		return err
 	}
+	if err := g.Constitution.ValidateRecovery(s.recoveryHolders()); err != nil {
+		return err
+	}
 	s.Constitution, s.ConstitutionSeq = g.Constitution, e.Seq
 	s.GovSeq = e.Seq
 	return nil
@@ -602,6 +605,9 @@ func (s *State) applyAction(proposalID string, a gov.Action, seq uint64) error {
 		if err := s.Constitution.Validate(s.activeCount()); err != nil {
 			return err
 		}
+		if err := s.Constitution.ValidateRecovery(s.recoveryHolders()); err != nil {
+			return err
+		}
 	case gov.ActRemoveMember:
 		args, err := gov.DecodeRemoveMemberArgs(a.Args)
 		if err != nil {
@@ -613,6 +619,9 @@ func (s *State) applyAction(proposalID string, a gov.Action, seq uint64) error {
 		}
 		m.Active, m.RemovedSeq = false, seq
 		if err := s.Constitution.Validate(s.activeCount()); err != nil {
+			return fmt.Errorf("removing %s (%q): %w", m.ID, m.Name, err)
+		}
+		if err := s.Constitution.ValidateRecovery(s.recoveryHolders()); err != nil {
 			return fmt.Errorf("removing %s (%q): %w", m.ID, m.Name, err)
 		}
 	case gov.ActSetNodePolicy:
@@ -629,7 +638,12 @@ func (s *State) applyAction(proposalID string, a gov.Action, seq uint64) error {
 		if err := c.Validate(s.activeCount()); err != nil {
 			return err
 		}
+		if err := c.ValidateRecovery(s.recoveryHolders()); err != nil {
+			return err
+		}
 		s.Constitution, s.ConstitutionSeq = c, seq
+	case gov.ActSetMemberEncryptionKey:
+		return s.applySetMemberEncryptionKey(a)
 	case gov.ActRemoveNode:
 		args, err := gov.DecodeRemoveNodeArgs(a.Args)
 		if err != nil {

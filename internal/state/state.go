@@ -171,6 +171,15 @@ type State struct {
 	// when none is set. It is replaced, never changed in place.
 	AutoRecovery    *autoRecoveryMember `json:"auto_recovery_member,omitempty"`
 	AutoRecoverySeq uint64              `json:"auto_recovery_member_seq,omitempty"`
+	// Recovery is the latest recovery.shares entry (recovery.go); nil
+	// until one is written.
+	Recovery *RecoveryShares `json:"recovery,omitempty"`
+	// Recoveries are the service.recovered entries, in order.
+	Recoveries []*ServiceRecovered `json:"recoveries,omitempty"`
+	// PreviousLogKeys are the log keys in force before each recovery,
+	// with the seq of the entry holding each signing key: the recovered
+	// service cosigns its checkpoints with them.
+	PreviousLogKeys []PreviousLogKey `json:"previous_log_keys,omitempty"`
 	// PendingEffects are the forced key operations of accepted proposals
 	// that the kms has yet to record, oldest first.
 	PendingEffects []Effect `json:"pending_effects,omitempty"`
@@ -318,6 +327,10 @@ func (s *State) apply(e *ledger.Entry) error {
 		s.Releases++
 	case ledger.TypeNodeJoined:
 		return s.applyNodeJoined(e)
+	case ledger.TypeRecoveryShares:
+		return s.applyRecoveryShares(e)
+	case ledger.TypeServiceRecovered:
+		return s.applyServiceRecovered(e)
 	case ledger.TypeReleaseDenied:
 		var d ReleaseDenied
 		if err := decodeBody(e.Body, &d); err != nil {
@@ -594,6 +607,8 @@ func (s *State) Clone() *State {
 		c.TrustedNodeIDs = maps.Clone(s.TrustedNodeIDs)
 	}
 	c.Nodes = slices.Clone(s.Nodes) // a Node is never modified once applied
+	c.Recoveries = slices.Clone(s.Recoveries)
+	c.PreviousLogKeys = slices.Clone(s.PreviousLogKeys)
 	return &c
 }
 

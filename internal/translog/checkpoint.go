@@ -79,13 +79,16 @@ func GenerateKey(origin string) (signerKey, verifierKey string, err error) {
 
 // Sign returns c as a signed C2SP checkpoint. The signer's name must be
 // the checkpoint's origin. Ed25519 signatures are deterministic, so one
-// tree head always gives the same checkpoint text.
-func Sign(c Checkpoint, signer note.Signer) (Signed, error) {
+// tree head always gives the same checkpoint text. Cosigners add their
+// signatures after the signer's: the log keys of the same origin replaced
+// by a recovery (docs/recovery.md), so that a verifier holding any of them
+// accepts the checkpoint.
+func Sign(c Checkpoint, signer note.Signer, cosigners ...note.Signer) (Signed, error) {
 	if signer.Name() != c.Origin {
 		return Signed{}, fmt.Errorf("translog: signer %q cannot sign for origin %q", signer.Name(), c.Origin)
 	}
 	text := log.Checkpoint{Origin: c.Origin, Size: uint64(c.Size), Hash: c.Root[:]}.Marshal()
-	msg, err := note.Sign(&note.Note{Text: string(text)}, signer)
+	msg, err := note.Sign(&note.Note{Text: string(text)}, append([]note.Signer{signer}, cosigners...)...)
 	if err != nil {
 		return Signed{}, fmt.Errorf("translog: sign checkpoint: %w", err)
 	}
