@@ -10,6 +10,7 @@ import (
 	"math/big"
 	"net"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -64,15 +65,18 @@ func TestVerifyRelease(t *testing.T) {
 	if err != nil || r.Payload.Response.Key.Key.KeyHSM != "kh" || r.Signer.Subject.CommonName != "test vault" {
 		t.Fatalf("%+v, %v", r, err)
 	}
-	parts := []byte(jws)
-	flipped := append([]byte(nil), parts...)
-	flipped[len(flipped)-5] ^= 1 // in the signature
+	// Flip a bit of the signature itself (not of its base64, which could
+	// make the JWS unparsable instead).
+	parts := strings.Split(jws, ".")
+	sig, _ := base64.RawURLEncoding.DecodeString(parts[2])
+	sig[len(sig)/2] ^= 1
+	flipped := parts[0] + "." + parts[1] + "." + base64.RawURLEncoding.EncodeToString(sig)
 	for name, tc := range map[string]struct {
 		jws  string
 		edit func(*VerifyOptions)
 		code string
 	}{
-		"flipped signature": {string(flipped), nil, CodeSignature},
+		"flipped signature": {flipped, nil, CodeSignature},
 		"another host":      {jws, func(o *VerifyOptions) { o.Host = "myvault.vault.azure.net" }, CodeSigner},
 		"untrusted root":    {jws, func(o *VerifyOptions) { o.Roots = x509.NewCertPool() }, CodeSigner},
 		"another kid":       {jws, func(o *VerifyOptions) { o.KID = testKID + "0" }, CodeMismatch},
