@@ -39,3 +39,13 @@ func (s *State) applyRemoveAutoRecoveryMember(a gov.Action, seq uint64) error {
 // autoRecoveryMember is the type of State.AutoRecovery (an alias, so that
 // state.go needs no import of its own for it).
 type autoRecoveryMember = akv.Member
+
+// AutoRecoveryHolders returns the names of the holders of the whole
+// recovery key in force: the automatic recovery member's kid, or none.
+// The recovery shares hold the key for exactly these (recovery.Holder).
+func (s *State) AutoRecoveryHolders() []string {
+	if s.AutoRecovery == nil {
+		return nil
+	}
+	return []string{s.AutoRecovery.KID()}
+}

@@ -1,9 +1,12 @@
 package state
 
 import (
+	"bytes"
+	"context"
 	"crypto/rand"
 	"crypto/rsa"
 	"encoding/json"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -11,6 +14,9 @@ import (
 	jose "github.com/go-jose/go-jose/v4"
 
 	"github.com/tkms-dev/tkms/internal/gov"
+	"github.com/tkms-dev/tkms/internal/keys"
+	"github.com/tkms-dev/tkms/internal/ledger"
+	"github.com/tkms-dev/tkms/internal/recovery"
 )
 
 func autoMember(t *testing.T, version string) map[string]any {
@@ -71,5 +77,48 @@ func TestGovAutoRecoveryMember(t *testing.T) {
 	err = f.st.applyRemoveAutoRecoveryMember(action(gov.ActRemoveAutoRecoveryMember, map[string]any{"kid": first.KID()}), f.st.Seq+1)
 	if gov.Code(err) != gov.CodeInvalidAction {
 		t.Fatalf("removing with none set: %v", err)
+	}
+}
+
+// nameHolder wraps for a holder name without any key (the state machine
+// reads only the names).
+type nameHolder string
+
+func (h nameHolder) Name() string                                   { return string(h) }
+func (h nameHolder) Wrap(k []byte) ([]byte, error)                  { return bytes.Clone(k), nil }
+func (h nameHolder) Unwrap(context.Context, []byte) ([]byte, error) { return nil, errors.New("no") }
+
+// TestAutoRecoveryHeldShares: recovery shares hold the recovery key only
+// for the automatic member in force, and its change makes new shares due.
+func TestAutoRecoveryHeldShares(t *testing.T) {
+	f := newGovFixture(t, 1, gov.DevConstitution())
+	a := f.signers[0]
+	f.propose(a, setEncKey(a.m.ID, encKey(t, keys.X25519)), withThreshold(1))
+	secret := bytes.Repeat([]byte{1}, 32)
+	rs, k := f.st.RecoveryRecipients()
+	kid := "https://tkms.vault.azure.net/keys/tkms-recovery/v1"
+	sh, _ := recovery.Split(secret, rs, k, 1, nameHolder(kid))
+	if err := f.apply(ledger.TypeRecoveryShares, sh); err == nil {
+		t.Fatalf("a held key without an automatic member: %v", err)
+	}
+	sh, _ = recovery.Split(secret, rs, k, 1)
+	if err := f.apply(ledger.TypeRecoveryShares, sh); err != nil {
+		t.Fatal(err)
+	}
+	f.now = f.now.Add(time.Minute)
+	f.propose(a, action(gov.ActSetAutoRecoveryMember, autoMember(t, "v1")))
+	if !f.st.RecoverySharesDue(recovery.SecretID(secret)) {
+		t.Fatal("no shares due for the new automatic member")
+	}
+	other, _ := recovery.Split(secret, rs, k, 2, nameHolder(kid+"0"))
+	if err := f.apply(ledger.TypeRecoveryShares, other); err == nil {
+		t.Fatal("a key held for another vault key applied")
+	}
+	sh, _ = recovery.Split(secret, rs, k, 2, nameHolder(kid))
+	if err := f.apply(ledger.TypeRecoveryShares, sh); err != nil {
+		t.Fatal(err)
+	}
+	if f.st.RecoverySharesDue(recovery.SecretID(secret)) {
+		t.Fatal("shares due after writing them")
 	}
 }
