@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
@@ -19,7 +18,6 @@ import (
 	"github.com/tkms-dev/tkms/internal/akv"
 	"github.com/tkms-dev/tkms/internal/akv/akvsim"
 	"github.com/tkms-dev/tkms/internal/attest"
-	"github.com/tkms-dev/tkms/internal/attest/simmaa"
 	"github.com/tkms-dev/tkms/internal/attest/simsnp"
 )
 
@@ -93,12 +91,7 @@ func TestAutoRecoveryE2E(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer bed.Close()
-	m, err := bed.CreateMember(ctx, "tkms-recovery", akvsim.Policy(simmaa.Issuer, map[string]any{
-		"x-ms-attestation-type":           "sevsnpvm",
-		"x-ms-compliance-status":          "azure-compliant-uvm",
-		"x-ms-sevsnpvm-launchmeasurement": hex.EncodeToString([]byte(simsnp.DefaultMeasurement)),
-		"x-ms-sevsnpvm-is-debuggable":     false,
-	}))
+	m, err := bed.CreateMember(ctx, "tkms-recovery", akvsim.SimulatedTEEPolicy())
 	if err != nil {
 		t.Fatal(err)
 	}

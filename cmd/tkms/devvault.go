@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
@@ -68,12 +67,7 @@ func cmdDevVault(args []string, stdout, stderr io.Writer) error {
 	}
 	defer bed.Close()
 	fmt.Fprintf(stderr, devVaultBanner, *trust)
-	m, err := bed.CreateMember(ctx, "tkms-recovery", akvsim.Policy(simmaa.Issuer, map[string]any{
-		"x-ms-attestation-type":           "sevsnpvm",
-		"x-ms-compliance-status":          "azure-compliant-uvm",
-		"x-ms-sevsnpvm-launchmeasurement": hex.EncodeToString([]byte(simsnp.DefaultMeasurement)),
-		"x-ms-sevsnpvm-is-debuggable":     false,
-	}))
+	m, err := bed.CreateMember(ctx, "tkms-recovery", akvsim.SimulatedTEEPolicy())
 	if err != nil {
 		return fmt.Errorf("dev vault: %w", err)
 	}

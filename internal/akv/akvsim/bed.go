@@ -2,6 +2,7 @@ package akvsim
 
 import (
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"maps"
@@ -15,6 +16,7 @@ import (
 	"github.com/tkms-dev/tkms/internal/attest"
 	"github.com/tkms-dev/tkms/internal/attest/maa"
 	"github.com/tkms-dev/tkms/internal/attest/simmaa"
+	"github.com/tkms-dev/tkms/internal/attest/simsnp"
 	"github.com/tkms-dev/tkms/internal/jwtauth"
 	"github.com/tkms-dev/tkms/internal/oidcissuer"
 )
@@ -114,6 +116,19 @@ func Policy(authority string, claims map[string]any) []byte {
 	}
 	b, _ := json.Marshal(map[string]any{"version": "1.0.0", "anyOf": []any{map[string]any{"authority": authority, "allOf": all}}})
 	return b
+}
+
+// SimulatedTEEPolicy returns the release policy that admits the simulated
+// TEE of tkms dev (internal/attest/simsnp) as MAA attests it: an ACI
+// container of simsnp's default measurement, not debuggable, attested by
+// the simulated MAA instance.
+func SimulatedTEEPolicy() []byte {
+	return Policy(simmaa.Issuer, map[string]any{
+		"x-ms-attestation-type":           "sevsnpvm",
+		"x-ms-compliance-status":          "azure-compliant-uvm",
+		"x-ms-sevsnpvm-launchmeasurement": hex.EncodeToString([]byte(simsnp.DefaultMeasurement)),
+		"x-ms-sevsnpvm-is-debuggable":     false,
+	})
 }
 
 // CreateMember creates a vault key name with releasePolicy through the
