@@ -118,6 +118,9 @@ type Config struct {
 	// Cluster, if set, makes this tkms a node of a replicated cluster
 	// (cluster.go); unset, the ledger is the embedded single-node file.
 	Cluster *ClusterConfig `json:"cluster"`
+	// AutoRecovery lets a recovering node use the ledger's automatic
+	// recovery member (autorecover.go, docs/auto-recovery.md).
+	AutoRecovery *AutoRecoveryConfig `json:"auto_recovery"`
 
 	// node is the cluster node prepared by serve or dev (cluster.go).
 	node *clusterNode
@@ -242,6 +245,7 @@ func (c *Config) Validate() error {
 		errs = append(errs, err)
 	}
 	errs = append(errs, c.Cluster.validate()...)
+	errs = append(errs, c.AutoRecovery.validate()...)
 	return errors.Join(errs...)
 }
 

@@ -116,6 +116,9 @@ func cmdDev(args []string, stdout, stderr io.Writer) error {
 	if len(args) > 0 && args[0] == "token" {
 		return cmdDevToken(args[1:], stdout, stderr)
 	}
+	if len(args) > 0 && args[0] == "vault" {
+		return cmdDevVault(args[1:], stdout, stderr)
+	}
 	fs := newFlagSet("dev", stderr)
 	listen := fs.String("listen", "127.0.0.1:8000", "`address` to listen on (127.0.0.1:0 picks a free port)")
 	dataDir := fs.String("data", "tkms-dev", "data `directory`")

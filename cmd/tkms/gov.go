@@ -24,6 +24,7 @@ const govUsage = `usage:
   tkms gov withdraw [--kms URL] (--key FILE | --sign-command ...) [--data DIR] ID
   tkms gov list    [--kms URL] [--data DIR] [--json]
   tkms gov show    [--kms URL] [--data DIR] [--json] ID
+  tkms gov auto-recovery-member --key-bundle FILE --maa URL [--policy FILE]
   tkms gov keygen  --out PREFIX --name NAME [--suite x25519|mlkem768-x25519]
   tkms gov encryption-key --out FILE --member-id ID [--suite x25519|mlkem768-x25519]
   tkms gov share   [--kms URL] (--key FILE | --sign-command ...) --encryption-key FILE [--json]
@@ -59,6 +60,8 @@ func cmdGov(args []string, stdout, stderr io.Writer) error {
 		return cmdGovList(args[1:], stdout, stderr)
 	case "show":
 		return cmdGovShow(args[1:], stdout, stderr)
+	case "auto-recovery-member":
+		return cmdGovAutoRecoveryMember(args[1:], stdout, stderr)
 	case "share":
 		return cmdGovShare(args[1:], stdout, stderr)
 	case "keygen":

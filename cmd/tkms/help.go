@@ -31,6 +31,12 @@ var helps = map[string]commandHelp{
 		example:     "tkms dev token --data ./tkms-dev --sub svc-1 --ttl 1h",
 		exits:       exitsCommon,
 	},
+	"dev vault": {
+		usage:       "tkms dev vault [--trust DIR] [--data DIR]",
+		description: "Runs a SIMULATED Azure Key Vault and Azure Attestation on loopback for the automatic recovery member (docs/auto-recovery.md): it attests the simulated TEE of the tkms dev in --trust, creates a vault key whose release policy admits it, and writes the set_auto_recovery_member action and a recovering node's auto_recovery configuration to --data. Its keys live in its memory: keep it running across the recovery.",
+		example:     "tkms dev vault --trust ./tkms-dev --data ./tkms-dev-vault",
+		exits:       "0 stopped cleanly (SIGINT, SIGTERM); 1 failed; 2 usage error",
+	},
 	"serve": {
 		usage:       "tkms serve --config FILE [--allow-ungoverned]",
 		description: "Runs the production server on the data directory of its configuration (docs/operations.md lists every field). The data directory must have been created by tkms init: serve refuses to create an ungoverned ledger unless --allow-ungoverned.",

@@ -189,6 +189,10 @@ func waitForRecovery(ctx context.Context, cfg *Config, opts recoverOptions, log 
 	if st.Recovery == nil {
 		return nil, nil, nil, recoveryError(recovery.CodeNoShares, "the ledger copy holds no recovery shares (no recovery_threshold, or no member had an encryption key): it cannot be recovered")
 	}
+	if secret, rec := tryAutoRecovery(ctx, cfg, st, log); secret != nil {
+		ok = true
+		return secret, rec, unlock, nil
+	}
 	window := 10 * time.Minute
 	if st.Constitution != nil {
 		window = st.Constitution.CreatedAtWindow()

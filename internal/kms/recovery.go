@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/tkms-dev/tkms/internal/akv"
 	"github.com/tkms-dev/tkms/internal/ledger"
 	"github.com/tkms-dev/tkms/internal/recovery"
 	"github.com/tkms-dev/tkms/internal/state"
@@ -42,7 +43,7 @@ func (s *Service) renewRecoveryShares(ctx context.Context, secret func() ([]byte
 	s.Read(func(st *state.State) {
 		rs, k := st.RecoveryRecipients()
 		on = k > 0 && len(rs) >= k
-		configDue = on && (st.Recovery == nil || st.Recovery.Shares.ConfigID != recovery.ConfigID(k, rs, st.Recovery.Shares.HolderNames()...))
+		configDue = on && (st.Recovery == nil || st.Recovery.Shares.ConfigID != recovery.ConfigID(k, rs, st.AutoRecoveryHolders()...))
 	})
 	if !on || (!configDue && !checkSecret) {
 		return nil, nil
@@ -68,6 +69,12 @@ func (s *Service) renewRecoveryShares(ctx context.Context, secret func() ([]byte
 		rs, k = st.RecoveryRecipients()
 		if st.Recovery != nil {
 			version = st.Recovery.Shares.Version
+		}
+		if st.AutoRecovery != nil {
+			// The automatic recovery member (docs/auto-recovery.md) holds
+			// the whole recovery key, sealed to its vault key's public
+			// part: wrapping needs no call to the vault.
+			holders = append(holders[:len(holders):len(holders)], akv.NewHolder(*st.AutoRecovery, akv.RecoverOptions{}))
 		}
 	})
 	if !due {
@@ -134,6 +141,8 @@ type Recovered struct {
 	SharesSeq  uint64
 	Members    []string
 	Holder     string
+	// Auto is the record of an automatic recovery (akv.Holder.Last).
+	Auto *akv.Recovery
 }
 
 // RecordRecovery records that the service was recovered: it makes a new
@@ -163,7 +172,7 @@ func (s *Service) RecordRecovery(ctx context.Context, r Recovered) (*ledger.Entr
 	}
 	body, err := json.Marshal(state.ServiceRecovered{
 		RecoveryID: r.RecoveryID, PreviousLogKey: lk.VerifierKey, LogKey: vkey,
-		LastCheckpoint: string(last.Note), SharesSeq: r.SharesSeq, Members: r.Members, Holder: r.Holder,
+		LastCheckpoint: string(last.Note), SharesSeq: r.SharesSeq, Members: r.Members, Holder: r.Holder, Auto: r.Auto,
 	})
 	if err != nil {
 		return nil, err

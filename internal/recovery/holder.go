@@ -40,7 +40,7 @@ func (s *Shares) UnwrapHeld(ctx context.Context, h Holder) ([]byte, error) {
 		}
 		rk, err := h.Unwrap(ctx, hk.Wrapped)
 		if err != nil {
-			return nil, fail(CodeShareInvalid, "holder %s: %v", h.Name(), err)
+			return nil, fail(CodeShareInvalid, "holder %s: %w", h.Name(), err) // the holder's code stays findable
 		}
 		defer clear(rk)
 		return s.Unwrap(rk)

@@ -675,6 +675,10 @@ func (s *State) applyAction(proposalID string, a gov.Action, seq uint64) error {
 		s.TrustedNodeIDs[args.NodeID] = seq
 	case gov.ActSetMAAInstances:
 		return s.applySetMAAInstances(a, seq)
+	case gov.ActSetAutoRecoveryMember:
+		return s.applySetAutoRecoveryMember(a, seq)
+	case gov.ActRemoveAutoRecoveryMember:
+		return s.applyRemoveAutoRecoveryMember(a, seq)
 	default:
 		return fmt.Errorf("%w: unknown action %q", gov.ErrInvalidAction, a.Name)
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 
+	"github.com/tkms-dev/tkms/internal/akv"
 	"github.com/tkms-dev/tkms/internal/gov"
 	"github.com/tkms-dev/tkms/internal/ledger"
 	"github.com/tkms-dev/tkms/internal/recovery"
@@ -41,7 +42,10 @@ type ServiceRecovered struct {
 	// Holder names the automatic recovery member that recovered the
 	// service instead of members' shares (internal/recovery.Holder).
 	Holder string `json:"holder,omitempty"`
-	Seq    uint64 `json:"seq"`
+	// Auto is the record of an automatic recovery's key release
+	// (docs/auto-recovery.md), with Holder.
+	Auto *akv.Recovery `json:"auto,omitempty"`
+	Seq  uint64        `json:"seq"`
 }
 
 // PreviousLogKey is a log key replaced by a recovery, and the entry whose
@@ -88,9 +92,9 @@ func (s *State) RecoverySharesDue(secretID string) bool {
 	if s.Recovery == nil {
 		return true
 	}
-	// The holders named by the latest shares stand until governance of
-	// automatic recovery members (internal/akv) puts them in the state.
-	return s.Recovery.Shares.SecretID != secretID || s.Recovery.Shares.ConfigID != recovery.ConfigID(k, rs, s.Recovery.Shares.HolderNames()...)
+	// The holders are the automatic recovery member in force
+	// (autorecovery.go).
+	return s.Recovery.Shares.SecretID != secretID || s.Recovery.Shares.ConfigID != recovery.ConfigID(k, rs, s.AutoRecoveryHolders()...)
 }
 
 func (s *State) applySetMemberEncryptionKey(a gov.Action) error {
@@ -124,10 +128,9 @@ func (s *State) applyRecoveryShares(e *ledger.Entry) error {
 	if k == 0 {
 		return errors.New("recovery shares without a recovery_threshold in the constitution")
 	}
-	// The holders of the whole key (automatic recovery members) are named
-	// by the entry; the governance of internal/akv, once in the state,
-	// checks them here and in RecoverySharesDue.
-	want := recovery.ConfigID(k, rs, sh.HolderNames()...)
+	// The holders of the whole key are the automatic recovery member in
+	// force (autorecovery.go), if any.
+	want := recovery.ConfigID(k, rs, s.AutoRecoveryHolders()...)
 	if sh.Threshold != k || sh.ConfigID != want || len(sh.Members) != len(rs) {
 		return fmt.Errorf("recovery shares for threshold %d and configuration %s, but the constitution and members in force make threshold %d and configuration %s", sh.Threshold, sh.ConfigID, k, want)
 	}
@@ -136,6 +139,9 @@ func (s *State) applyRecoveryShares(e *ledger.Entry) error {
 		if ss == nil || ss.KeyHash != r.Key.Hash() {
 			return fmt.Errorf("recovery shares: member %s's share is missing or sealed to another key", r.MemberID)
 		}
+	}
+	if !slices.Equal(sh.HolderNames(), s.AutoRecoveryHolders()) {
+		return fmt.Errorf("recovery shares hold the whole recovery key for %q, but the automatic recovery member in force is %q", sh.HolderNames(), s.AutoRecoveryHolders())
 	}
 	if s.Recovery != nil && sh.Version != s.Recovery.Shares.Version+1 {
 		return fmt.Errorf("recovery shares version %d after version %d", sh.Version, s.Recovery.Shares.Version)

@@ -166,6 +166,11 @@ type State struct {
 	// set_maa_instances at MAASeq (maa.go); nil until governance sets it.
 	MAA    *MAAPolicy `json:"maa_policy,omitempty"`
 	MAASeq uint64     `json:"maa_policy_seq,omitempty"`
+	// AutoRecovery is the automatic recovery member set by
+	// set_auto_recovery_member at AutoRecoverySeq (autorecovery.go); nil
+	// when none is set. It is replaced, never changed in place.
+	AutoRecovery    *autoRecoveryMember `json:"auto_recovery_member,omitempty"`
+	AutoRecoverySeq uint64              `json:"auto_recovery_member_seq,omitempty"`
 	// Recovery is the latest recovery.shares entry (recovery.go); nil
 	// until one is written.
 	Recovery *RecoveryShares `json:"recovery,omitempty"`

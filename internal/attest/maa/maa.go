@@ -172,6 +172,10 @@ type Result struct {
 	Measurement, HostData []byte
 	// TokenSHA256 is SHA-256 of the token.
 	TokenSHA256 [32]byte
+	// Runtime is the token's x-ms-runtime claim as it is (not flattened;
+	// its "keys" are the runtime keys Key Vault's secure key release
+	// wraps to), nil when absent.
+	Runtime map[string]any
 	// Debug is true when the TEE is debuggable (set only on a result
 	// returned with a CodeDebug error, for inspection).
 	Debug bool
@@ -189,6 +193,7 @@ func (v *Verifier) Verify(ctx context.Context, token string) (*Result, error) {
 	iss, _ := claims["iss"].(string)
 	res := &Result{Issuer: iss, Simulated: v.simulated[iss], Claims: map[string]any{}, TokenSHA256: sha256.Sum256([]byte(strings.TrimSpace(token)))}
 	flatten("", claims, res.Claims)
+	res.Runtime, _ = claims["x-ms-runtime"].(map[string]any)
 	if s, ok := res.Claims[ClaimReportData].(string); ok {
 		rd, err := base64.StdEncoding.DecodeString(s)
 		if err != nil || len(rd) != 64 {
