@@ -118,26 +118,37 @@ func (ti *trustedIssuer) keyFor(kid string) (jose.JSONWebKey, bool) {
 // fail the others. ctx only bounds how long this caller waits.
 func (a *Authenticator) refresh(ctx context.Context, ti *trustedIssuer, reason string) error {
 	ti.mu.Lock()
-	c := ti.inflight
-	if c == nil {
-		if !a.goTracked() {
-			ti.mu.Unlock()
-			return errClosed
-		}
-		c = &fetchCall{done: make(chan struct{})}
-		ti.inflight = c
-		ti.mu.Unlock()
-		go func() {
-			defer a.wg.Done()
-			c.err = a.fetch(ti, reason)
-			ti.mu.Lock()
-			ti.inflight = nil
-			ti.mu.Unlock()
-			close(c.done)
-		}()
-	} else {
-		ti.mu.Unlock()
+	c, err := a.joinOrStartLocked(ti, reason)
+	ti.mu.Unlock()
+	if err != nil {
+		return err
 	}
+	return c.wait(ctx)
+}
+
+// joinOrStartLocked returns the fetch in flight for ti, or starts one.
+// ti.mu is held.
+func (a *Authenticator) joinOrStartLocked(ti *trustedIssuer, reason string) (*fetchCall, error) {
+	if c := ti.inflight; c != nil {
+		return c, nil
+	}
+	if !a.goTracked() {
+		return nil, errClosed
+	}
+	c := &fetchCall{done: make(chan struct{})}
+	ti.inflight = c
+	go func() {
+		defer a.wg.Done()
+		c.err = a.fetch(ti, reason)
+		ti.mu.Lock()
+		ti.inflight = nil
+		ti.mu.Unlock()
+		close(c.done)
+	}()
+	return c, nil
+}
+
+func (c *fetchCall) wait(ctx context.Context) error {
 	select {
 	case <-c.done:
 		return c.err
@@ -148,7 +159,10 @@ func (a *Authenticator) refresh(ctx context.Context, ti *trustedIssuer, reason s
 
 // refreshOnMiss refreshes the key set after a token named an unknown kid, at
 // most once per Config.MinRefreshInterval per issuer. Callers that arrive
-// while a refresh is running wait for it instead of starting another.
+// while a refresh is running wait for it instead of starting another. The
+// rate check and the start of the refresh are one step under ti.mu: a
+// caller arriving between them would otherwise find the refresh neither
+// allowed nor running, and report a kid the refresh was about to bring.
 func (a *Authenticator) refreshOnMiss(ctx context.Context, ti *trustedIssuer) {
 	if !ti.remote() {
 		return
@@ -165,10 +179,14 @@ func (a *Authenticator) refreshOnMiss(ctx context.Context, ti *trustedIssuer) {
 		ti.lastMissRef = now
 		ti.missRefreshes.Add(1)
 	}
+	c, err := a.joinOrStartLocked(ti, "unknown kid")
 	ti.mu.Unlock()
+	if err != nil {
+		return
+	}
 	// Errors are logged and counted by fetch; the caller reports the
 	// unknown kid either way.
-	_ = a.refresh(ctx, ti, "unknown kid")
+	_ = c.wait(ctx)
 }
 
 // fetch loads the issuer's key set from the network and installs it. On
