@@ -561,8 +561,7 @@ func (n *clusterNode) prepareSecret(cfg *Config, fresh bool, log *slog.Logger) e
 		}
 		return n.loadKeyFile()
 	}
-	n.rejoin = true
-	return nil
+	return nil // a restart: admitted again (prepareCluster sets rejoin)
 }
 
 // ledgerExists reports whether dir holds a ledger (one `tkms init` made).
@@ -766,11 +765,6 @@ func (n *clusterNode) kmsConfig(kc *kms.Config, url string, log *slog.Logger) {
 			Admit: n.admitNode,
 		})
 		n.rs = rs
-		if err == nil && n.devKeyFile && !n.found && rekeyed(rs) {
-			// The dev master key file holds version 1 only.
-			log.Info("cluster: the ledger was rekeyed since the dev master key file was written: this node is admitted again first")
-			n.rejoin = true
-		}
 		if err == nil && n.rejoin {
 			n.loadServiceKey(rs)
 			if err = n.readmit(); err != nil {
@@ -781,22 +775,6 @@ func (n *clusterNode) kmsConfig(kc *kms.Config, url string, log *slog.Logger) {
 		return rs, err
 	}
 }
-
-// rekeyed reports whether the node's copy of the ledger holds a
-// ledger.rekeyed entry.
-func rekeyed(rs *raftstore.Store) bool {
-	found := false
-	rs.Scan(1, func(e *ledger.Entry) error {
-		if e.Type == ledger.TypeLedgerRekeyed {
-			found = true
-			return errStopScan
-		}
-		return nil
-	})
-	return found
-}
-
-var errStopScan = errors.New("stop")
 
 // sealer is the ledger secret of this node, in memory; nil without a
 // cluster (the master key file's).
