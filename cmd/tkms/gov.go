@@ -109,6 +109,16 @@ func (g *govFlags) kmsURL() (string, error) {
 	return "", fmt.Errorf("%w: give --kms URL or set %s (or --data DIR of a running tkms dev)", errUsage, envAddr)
 }
 
+// connect returns the KMS base URL the flags name and its HTTP client.
+func (g *govFlags) connect() (string, *http.Client, error) {
+	base, err := g.kmsURL()
+	if err != nil {
+		return "", nil, err
+	}
+	hc, err := g.client(base)
+	return base, hc, err
+}
+
 // client returns the HTTP client for the KMS at base (--kms-ca).
 func (g *govFlags) client(base string) (*http.Client, error) {
 	return kmsHTTPClient(base, g.kmsCA, 0) // the commands' contexts bound the requests
@@ -196,11 +206,7 @@ func cmdGovPropose(args []string, stdout, stderr io.Writer) error {
 	if err := gov.ValidateActions(actions); err != nil {
 		return fmt.Errorf("%s: %w", pos[0], err)
 	}
-	base, err := g.kmsURL()
-	if err != nil {
-		return err
-	}
-	hc, err := g.client(base)
+	base, hc, err := g.connect()
 	if err != nil {
 		return err
 	}
@@ -505,11 +511,7 @@ func cmdGovList(args []string, stdout, stderr io.Writer) error {
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	base, err := g.kmsURL()
-	if err != nil {
-		return err
-	}
-	hc, err := g.client(base)
+	base, hc, err := g.connect()
 	if err != nil {
 		return err
 	}
@@ -552,11 +554,7 @@ func cmdGovShow(args []string, stdout, stderr io.Writer) error {
 	if len(pos) != 1 {
 		return fmt.Errorf("%w: want the proposal ID", errUsage)
 	}
-	base, err := g.kmsURL()
-	if err != nil {
-		return err
-	}
-	hc, err := g.client(base)
+	base, hc, err := g.connect()
 	if err != nil {
 		return err
 	}

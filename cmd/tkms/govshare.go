@@ -174,11 +174,7 @@ func cmdGovShare(args []string, stdout, stderr io.Writer) error {
 	if *encKey == "" {
 		return fmt.Errorf("%w: give --encryption-key FILE", errUsage)
 	}
-	base, err := g.kmsURL()
-	if err != nil {
-		return err
-	}
-	hc, err := g.client(base)
+	base, hc, err := g.connect()
 	if err != nil {
 		return err
 	}
