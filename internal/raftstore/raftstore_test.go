@@ -1,6 +1,7 @@
 package raftstore_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -61,8 +62,11 @@ func listen(t *testing.T, dir string) net.Listener {
 func startNode(t *testing.T, dir, id string, sealer seal.Sealer, key []byte, opts store.Options, join string) *node {
 	t.Helper()
 	ln := listen(t, dir)
+	if opts.Logger == nil {
+		opts.Logger = quiet
+	}
 	cfg := raftstore.Config{
-		NodeID: id, Listener: ln, Logger: quiet, URL: "https://" + id + ".test",
+		NodeID: id, Listener: ln, Logger: opts.Logger, URL: "https://" + id + ".test",
 		HeartbeatTimeout: 300 * time.Millisecond, ElectionTimeout: 300 * time.Millisecond,
 		Admit: func(_ context.Context, req raftstore.JoinRequest) ([]byte, error) {
 			if string(req.Evidence) == "refused" {
@@ -85,7 +89,6 @@ func startNode(t *testing.T, dir, id string, sealer seal.Sealer, key []byte, opt
 		cfg.Joined = res
 	}
 	opts.Sealer = sealer
-	opts.Logger = quiet
 	s, err := raftstore.Open(dir, opts, cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -382,6 +385,101 @@ func TestMalformedCommandIsSkipped(t *testing.T) {
 	if resp.StatusCode != http.StatusBadRequest {
 		t.Fatalf("a malformed append request: %s, want 400", resp.Status)
 	}
+}
+
+// A malformed raft message on the node-to-node port (what a peer that
+// holds a node certificate could send; without one, mutual TLS refuses
+// it first): an RPC that does not decode, an RPC type raft does not know.
+// Each node refuses it with a clear error in its log and closes the
+// connection; nothing is applied, and the cluster goes on.
+func TestMalformedRaftMessage(t *testing.T) {
+	if testing.Short() {
+		t.Skip("three raft nodes")
+	}
+	sealer, key := newKey(t)
+	var logs syncBuffer
+	c := startCluster(t, t.TempDir(), sealer, key, store.Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))}, nil)
+	defer c.Close()
+	ctx := context.Background()
+	if _, err := c.Append(ctx, storetest.Published(1)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "every node at entry 1", func() bool {
+		for _, n := range c.nodes {
+			if n.Last() != 1 {
+				return false
+			}
+		}
+		return true
+	})
+	for _, msg := range []struct {
+		name  string
+		bytes []byte
+		log   string
+	}{
+		// rpcAppendEntries (0), then a byte msgpack never uses.
+		{"an AppendEntries that does not decode", []byte{0, 0xc1, 0xc1, 0xc1}, "failed to decode incoming command"},
+		// rpcRequestVote (1), then a map whose key is not a string.
+		{"a RequestVote that does not decode", []byte{1, 0x81, 0xc1, 0xc1}, "failed to decode incoming command"},
+		{"an unknown RPC type", []byte{0x1f, 0, 0, 0}, "unknown rpc type 31"},
+	} {
+		for _, n := range c.nodes {
+			logs.Reset()
+			conn, err := net.Dial("tcp", n.addr())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := conn.Write(msg.bytes); err != nil {
+				t.Fatal(err)
+			}
+			conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+			if _, err := io.ReadAll(conn); err != nil {
+				t.Fatalf("%s to %s: the connection was not closed: %v", msg.name, n.id, err)
+			}
+			conn.Close()
+			waitFor(t, msg.name+" logged by "+n.id, func() bool { return strings.Contains(logs.String(), msg.log) })
+		}
+	}
+	for _, n := range c.nodes {
+		if n.Last() != 1 {
+			t.Fatalf("%s holds %d entries after the malformed messages, want 1", n.id, n.Last())
+		}
+	}
+	if _, err := c.Append(ctx, storetest.Published(2)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "every node at entry 2", func() bool {
+		for _, n := range c.nodes {
+			if n.Last() != 2 {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// syncBuffer is a bytes.Buffer for concurrent writers.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+func (b *syncBuffer) Reset() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.b.Reset()
 }
 
 // Every node's GET /v1/cluster lists every member with its URL, state and
