@@ -93,6 +93,37 @@ type ClusterConfig struct {
 	// the same claims) until governance sets one with set_node_policy:
 	// a joining node's evidence must satisfy it to receive anything.
 	NodePolicy json.RawMessage `json:"node_policy"`
+	// Raft tunes the raft log's snapshots (optional).
+	Raft *RaftConfig `json:"raft"`
+}
+
+// RaftConfig tunes when a node snapshots its raft log and trims it. A
+// snapshot is the whole ledger; a node that joins, or lost its data, or
+// fell behind more than the trailing entries, receives it. Zero values
+// take the defaults.
+type RaftConfig struct {
+	// SnapshotThreshold is how many raft log entries since the last
+	// snapshot trigger the next one (default 8192).
+	SnapshotThreshold uint64 `json:"snapshot_threshold"`
+	// TrailingLogs is how many entries a snapshot leaves in the raft log
+	// for followers a little behind (default 1024).
+	TrailingLogs uint64 `json:"trailing_logs"`
+	// SnapshotInterval is how often the threshold is checked, a Go
+	// duration such as "30s" (default "120s"; each check comes after a
+	// random wait of one to two intervals).
+	SnapshotInterval string `json:"snapshot_interval"`
+}
+
+// interval is SnapshotInterval parsed (0 for the default).
+func (r *RaftConfig) interval() (time.Duration, error) {
+	if r == nil || r.SnapshotInterval == "" {
+		return 0, nil
+	}
+	d, err := time.ParseDuration(r.SnapshotInterval)
+	if err == nil && d < 100*time.Millisecond {
+		err = errors.New("want at least 100ms")
+	}
+	return d, err
 }
 
 func (c *ClusterConfig) validate() []error {
@@ -131,6 +162,9 @@ func (c *ClusterConfig) validate() []error {
 		if _, err := policy.Parse(c.NodePolicy); err != nil {
 			errs = append(errs, fmt.Errorf("cluster.node_policy: %w", err))
 		}
+	}
+	if _, err := c.Raft.interval(); err != nil {
+		errs = append(errs, fmt.Errorf("cluster.raft.snapshot_interval %q: %w", c.Raft.SnapshotInterval, err))
 	}
 	return errs
 }
@@ -758,12 +792,17 @@ func (n *clusterNode) kmsConfig(kc *kms.Config, url string, log *slog.Logger) {
 	kc.Joined = !n.found
 	kc.Versions, kc.Identity = n.mem.Versions, n.id
 	kc.OpenLedger = func(dir string, opts store.Options) (store.Ledger, error) {
-		rs, err := raftstore.Open(dir, opts, raftstore.Config{
+		rcfg := raftstore.Config{
 			NodeID: n.cfg.NodeID, Listener: n.ln, Advertise: n.adv, URL: url,
 			TLS: n.tls, CheckPeer: n.checkPeer, JoinTLS: n.joinTLS, Vouch: n.vouch,
 			Bootstrap: n.found, Joined: n.joined, Logger: log,
 			Admit: n.admitNode,
-		})
+		}
+		if r := n.cfg.Raft; r != nil {
+			rcfg.SnapshotThreshold, rcfg.TrailingLogs = r.SnapshotThreshold, r.TrailingLogs
+			rcfg.SnapshotInterval, _ = r.interval() // validated
+		}
+		rs, err := raftstore.Open(dir, opts, rcfg)
 		n.rs = rs
 		if err == nil && n.rejoin {
 			n.loadServiceKey(rs)

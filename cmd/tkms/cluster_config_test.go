@@ -34,6 +34,11 @@ func TestClusterConfigValidate(t *testing.T) {
 		{"attester", func(c *ClusterConfig) { c.Attester = "tpm" }, "cluster.attester"},
 		{"measurement", func(c *ClusterConfig) { c.SimulatedMeasurement = "abcd" }, "cluster.simulated_measurement"},
 		{"node policy", func(c *ClusterConfig) { c.NodePolicy = json.RawMessage(`{"anyOf":7}`) }, "cluster.node_policy"},
+		{"raft tuning", func(c *ClusterConfig) {
+			c.Raft = &RaftConfig{SnapshotThreshold: 16, TrailingLogs: 4, SnapshotInterval: "200ms"}
+		}, ""},
+		{"raft interval not a duration", func(c *ClusterConfig) { c.Raft = &RaftConfig{SnapshotInterval: "2"} }, "cluster.raft.snapshot_interval"},
+		{"raft interval too short", func(c *ClusterConfig) { c.Raft = &RaftConfig{SnapshotInterval: "1ms"} }, "cluster.raft.snapshot_interval"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := valid()

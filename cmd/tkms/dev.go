@@ -197,6 +197,12 @@ func cmdDev(args []string, stdout, stderr io.Writer) error {
 	if err := checkDevListen(cfg); err != nil {
 		return err
 	}
+	// --cluster and --join make the cluster section: a configuration
+	// file's section without a node id gives only its raft tuning.
+	var raftTuning *RaftConfig
+	if (*cluster || *join != "") && cfg.Cluster != nil && cfg.Cluster.NodeID == "" {
+		raftTuning, cfg.Cluster = cfg.Cluster.Raft, nil
+	}
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
@@ -221,6 +227,7 @@ func cmdDev(args []string, stdout, stderr io.Writer) error {
 				return err
 			}
 			cfg.Cluster.Advertise = *advertise
+			cfg.Cluster.Raft = raftTuning
 		}
 		if *simMeasurement != "" {
 			cfg.Cluster.SimulatedMeasurement = *simMeasurement

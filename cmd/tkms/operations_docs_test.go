@@ -44,7 +44,7 @@ func runDocScript(t *testing.T, dir, script string, env ...string) string {
 }
 
 // TestOperationsFiles: docs/operations.md names every configuration field
-// (reflection over Config and LimitsConfig), its policy file examples
+// (reflection over Config, LimitsConfig, ClusterConfig and RaftConfig), its policy file examples
 // pass the checks init and governance apply, and its systemd unit verifies.
 func TestOperationsFiles(t *testing.T) {
 	raw := string(readFile(t, operationsDoc))
@@ -64,6 +64,8 @@ func TestOperationsFiles(t *testing.T) {
 	}
 	fields(Config{}, "")
 	fields(LimitsConfig{}, "limits.")
+	fields(ClusterConfig{}, "cluster.")
+	fields(RaftConfig{}, "cluster.raft.")
 
 	_, pol, _ := strings.Cut(raw, "\n## Policy files\n")
 	pol, _, _ = strings.Cut(pol, "\n## ")

@@ -125,6 +125,10 @@ type Config struct {
 	// TrailingLogs is how many raft log entries a snapshot leaves in the
 	// log, for followers a little behind; default 1024.
 	TrailingLogs uint64
+	// SnapshotInterval is how often raft checks whether SnapshotThreshold
+	// is reached (each check after a random wait of one to two
+	// intervals); default raft's, 120 s.
+	SnapshotInterval time.Duration
 }
 
 // Store is one node's replicated ledger.
@@ -286,6 +290,9 @@ func (s *Store) startRaft(dir string) error {
 	rc.TrailingLogs = s.cfg.TrailingLogs
 	if rc.TrailingLogs == 0 {
 		rc.TrailingLogs = 1024
+	}
+	if s.cfg.SnapshotInterval > 0 {
+		rc.SnapshotInterval = s.cfg.SnapshotInterval
 	}
 	rc.NoSnapshotRestoreOnStart = true // the ledger file is the FSM's durable state
 	if s.cfg.HeartbeatTimeout > 0 {
