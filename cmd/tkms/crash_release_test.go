@@ -23,6 +23,7 @@ import (
 	"net/url"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -49,6 +50,9 @@ type ack struct {
 	// match returns an error unless an entry body of typ is the one this
 	// write made.
 	match func(body []byte) error
+	// sent is when the write's request was sent (zero if unknown), at
+	// when its answer was read.
+	sent, at time.Time
 }
 
 // refreshAck is the ack of a refresh answered with a.
@@ -103,6 +107,9 @@ func (l *ackLog) add(a ack) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	a.n = len(l.acks)
+	if a.at.IsZero() {
+		a.at = time.Now()
+	}
 	l.acks = append(l.acks, a)
 }
 
@@ -250,6 +257,10 @@ type releaser struct {
 	v1Bind [32]byte
 
 	noAnswer atomic.Int64 // release requests that got no (whole) answer: the kill
+	// retryFor, if set, makes the releaser a client that retries a write
+	// answered 503 (or not answered) for up to that long (send).
+	retryFor time.Duration
+	retried  atomic.Int64 // tries again after a 503 or no answer
 
 	mu       sync.Mutex
 	statuses map[string]int    // "app/unwrapKey 410" -> count
@@ -329,15 +340,20 @@ func (d *releaser) report(t *testing.T, what string) {
 }
 
 // loop releases keys until ctx ends: api is "app" or "v1". Busy loops
-// pause 5-15 ms between releases, calm ones 40-120 ms.
-func (d *releaser) loop(ctx context.Context, hc *http.Client, base, token string, r *rand.Rand, busy bool, api string) {
+// pause 5-15 ms between releases, calm ones 40-120 ms. A releaser that
+// retries (retryFor) finishes the release under way when ctx ends.
+func (d *releaser) loop(stop context.Context, hc *http.Client, base, token string, r *rand.Rand, busy bool, api string) {
+	ctx := stop
+	if d.retryFor > 0 {
+		ctx = context.WithoutCancel(stop)
+	}
 	for {
 		pause := time.Duration(5+r.IntN(10)) * time.Millisecond
 		if !busy {
 			pause = time.Duration(40+r.IntN(80)) * time.Millisecond
 		}
 		select {
-		case <-ctx.Done():
+		case <-stop.Done():
 			return
 		case <-time.After(pause):
 		}
@@ -417,8 +433,35 @@ func (d *releaser) releasable(ctx context.Context, hc *http.Client, base string)
 
 // send makes one request and reads its answer. ok is false when no whole
 // answer arrived. When endpoint is set, the status is counted under it,
-// and any but 200, 404, 410 and 503 is a failure.
+// and any but 200, 404, 410 and 503 is a failure. With retryFor set, a
+// write that gets 503 or no answer is sent again after the answer's
+// Retry-After (as the client package does) until it gets another answer,
+// and giving up after retryFor is a failure: the releases of a client that
+// retries must not fail.
 func (d *releaser) send(ctx context.Context, hc *http.Client, method, url, token string, body []byte, endpoint string) (status int, b []byte, ok bool) {
+	start := time.Now()
+	for try := 1; ; try++ {
+		var wait time.Duration
+		status, b, wait, ok = d.send1(ctx, hc, method, url, token, body, endpoint)
+		if d.retryFor == 0 || endpoint == "" || (ok && status != http.StatusServiceUnavailable) {
+			return status, b, ok
+		}
+		if time.Since(start)+wait > d.retryFor || ctx.Err() != nil {
+			d.failf("%s: %d tries in %s, the last answered %d (0: none): a client that retries on 503 failed", endpoint, try, time.Since(start).Round(time.Millisecond), status)
+			return status, b, ok
+		}
+		d.retried.Add(1)
+		select {
+		case <-ctx.Done():
+		case <-time.After(wait):
+		}
+	}
+}
+
+// send1 makes one try of send; wait is the answer's Retry-After (at least
+// 100 ms).
+func (d *releaser) send1(ctx context.Context, hc *http.Client, method, url, token string, body []byte, endpoint string) (status int, b []byte, wait time.Duration, ok bool) {
+	wait = 100 * time.Millisecond
 	var rd io.Reader
 	if body != nil {
 		rd = bytes.NewReader(body)
@@ -426,7 +469,7 @@ func (d *releaser) send(ctx context.Context, hc *http.Client, method, url, token
 	req, err := http.NewRequestWithContext(ctx, method, url, rd)
 	if err != nil {
 		d.failf("%s %s: %v", method, url, err)
-		return 0, nil, false
+		return 0, nil, wait, false
 	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
@@ -438,15 +481,18 @@ func (d *releaser) send(ctx context.Context, hc *http.Client, method, url, token
 	if err == nil {
 		b, err = io.ReadAll(resp.Body)
 		resp.Body.Close()
+		if s, e := strconv.Atoi(resp.Header.Get("Retry-After")); e == nil && s > 0 {
+			wait = time.Duration(s) * time.Second
+		}
 	}
 	switch {
 	case err != nil && endpoint != "":
 		d.noAnswer.Add(1)
-		return 0, nil, false
+		return 0, nil, wait, false
 	case err != nil:
-		return 0, nil, false
+		return 0, nil, wait, false
 	case endpoint == "":
-		return resp.StatusCode, b, true
+		return resp.StatusCode, b, wait, true
 	}
 	d.mu.Lock()
 	d.statuses[fmt.Sprintf("%s %d", endpoint, resp.StatusCode)]++
@@ -456,7 +502,7 @@ func (d *releaser) send(ctx context.Context, hc *http.Client, method, url, token
 	default:
 		d.failf("%s answered %s (%s): %s", endpoint, resp.Status, resp.Header.Get("x-ms-kms-error-code"), b)
 	}
-	return resp.StatusCode, b, true
+	return resp.StatusCode, b, wait, true
 }
 
 // app releases k as the Azure API does: POST /app/key (attestation, key
@@ -476,6 +522,7 @@ func (d *releaser) app(ctx context.Context, hc *http.Client, base, token string,
 		return
 	}
 	body, _ = json.Marshal(map[string]any{"wrapped": "", "wrappedKid": k.Kid, "attestation": d.appEv, "wrappingKey": d.appPEM})
+	sent := time.Now()
 	status, b, ok = d.send(ctx, hc, http.MethodPost, base+"/app/unwrapKey?fmt=jwk", token, body, "app/unwrapKey")
 	if !ok || status != http.StatusOK {
 		return
@@ -488,7 +535,9 @@ func (d *releaser) app(ctx context.Context, hc *http.Client, base, token string,
 		d.failf("/app/unwrapKey of %s: 200 without a wrapped key and a receipt (%v): %s", k.Kid, err, b)
 		return
 	}
-	d.acked1("app", releaseAck("app/unwrapKey", []string{k.Kid}, d.appBind, []byte(resp.Receipt)))
+	a := releaseAck("app/unwrapKey", []string{k.Kid}, d.appBind, []byte(resp.Receipt))
+	a.sent = sent
+	d.acked1("app", a)
 	payload, err := rsa.DecryptOAEP(sha256.New(), nil, d.appPriv, resp.Wrapped, nil)
 	if err != nil {
 		d.failf("/app/unwrapKey of %s: the wrapped key does not unwrap: %v", k.Kid, err)
@@ -530,6 +579,7 @@ func (d *releaser) v1(ctx context.Context, hc *http.Client, base, token string, 
 		req["kids"] = kids
 	}
 	body, _ := json.Marshal(req)
+	sent := time.Now()
 	status, b, ok := d.send(ctx, hc, http.MethodPost, target, token, body, "v1/release")
 	if !ok || status != http.StatusOK {
 		return
@@ -551,7 +601,9 @@ func (d *releaser) v1(ctx context.Context, hc *http.Client, base, token string, 
 	for i, rk := range resp.Keys {
 		got[i] = rk.Kid
 	}
-	d.acked1("v1", releaseAck("v1/release", got, d.v1Bind, resp.Receipt))
+	a := releaseAck("v1/release", got, d.v1Bind, resp.Receipt)
+	a.sent = sent
+	d.acked1("v1", a)
 	if want != nil && !sameSet(got, kids) {
 		d.failf("%s: asked for %v, released %v", target, kids, got)
 		return

@@ -46,7 +46,7 @@ func checkNodeCerts(t *testing.T, base string, want int) {
 }
 
 func TestClusterRemovedNodeTLS(t *testing.T) {
-	nodes := startUnlimitedDevCluster(t, t.TempDir(), 3)
+	nodes := startUnlimitedDevCluster(t, t.TempDir(), 3, nil)
 	waitSameView(t, nodes)
 	checkNodeCerts(t, nodes[1].p.URL, 3)
 
