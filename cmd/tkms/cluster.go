@@ -758,14 +758,21 @@ func (n *clusterNode) join(ctx context.Context, log *slog.Logger) error {
 			}
 			continue
 		}
-		if !errors.Is(err, raftstore.ErrNoLeader) || time.Now().After(deadline) {
+		// A founder snapshotting a large ledger is waited for as long as
+		// it takes; an election, a minute.
+		founding := errors.Is(err, raftstore.ErrFounding)
+		if !errors.Is(err, raftstore.ErrNoLeader) || (time.Now().After(deadline) && !founding) {
 			var cerr *tls.CertificateVerificationError
 			if errors.As(err, &cerr) || strings.Contains(err.Error(), "certificate") {
 				return fmt.Errorf("cluster: %w: the node at %s is not of this cluster (its certificate does not chain to cluster.ca_file or is not the service identity's, cluster.service_key; or ours does not chain to its CA)", err, addr)
 			}
 			return fmt.Errorf("cluster: %w", err)
 		}
-		log.Info("cluster: waiting for the cluster to elect a leader to join", "join", addr, "err", err)
+		if founding {
+			log.Info("cluster: waiting for the founding node to snapshot its ledger before joining", "join", addr)
+		} else {
+			log.Info("cluster: waiting for the cluster to elect a leader to join", "join", addr, "err", err)
+		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()

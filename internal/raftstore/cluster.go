@@ -227,6 +227,9 @@ func post(ctx context.Context, c *http.Client, cfg *tls.Config, addr, path strin
 		case http.StatusMisdirectedRequest:
 			return notSent{fmt.Errorf("%w (%s)", ErrNoLeader, e.Error)}
 		case http.StatusServiceUnavailable:
+			if strings.Contains(e.Error, ErrFounding.Error()) {
+				return ErrFounding
+			}
 			return fmt.Errorf("%w (%s)", ErrNoLeader, e.Error)
 		case http.StatusConflict:
 			return fmt.Errorf("%w (%s)", ErrRejected, e.Error)
@@ -283,6 +286,10 @@ func (s *Store) serveJoin(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		writeJSON(w, http.StatusOK, res)
+		return
+	}
+	if s.founding.Load() {
+		writeErr(w, http.StatusServiceUnavailable, ErrFounding)
 		return
 	}
 	if s.removed(req.NodeID) {

@@ -60,7 +60,7 @@ func (s *Store) applyCommand(index uint64, data []byte) applyResult {
 		case first != last+1:
 			// Numbered after a group refused at apply time (proposed
 			// again), or by a leader whose ledger this node lacks part
-			// of (which snapshotFoundingLedger prevents).
+			// of (which the founding snapshot prevents: no node joins before it).
 			s.log.Debug("raft: an entry numbered past this node's ledger", "index", index, "seq", first, "last", last)
 			res[gi].err = errStale
 			continue

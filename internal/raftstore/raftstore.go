@@ -61,6 +61,12 @@ var (
 	ErrNoLeader = errors.New("raftstore: the cluster has no leader (no quorum): retry shortly")
 	// ErrRejected: the entry was refused at apply time (Check).
 	ErrRejected = store.ErrRejected
+	// ErrFounding: the founder of a cluster on an existing ledger admits
+	// no node until its raft snapshot of that ledger is taken (a node
+	// that joined before would get the raft log without the entries
+	// before it). A large ledger takes a while; the joining node should
+	// retry.
+	ErrFounding = fmt.Errorf("%w: the founding node is still taking the raft snapshot of the ledger it founded the cluster with (a large ledger takes a while)", ErrNoLeader)
 )
 
 // Config configures a node.
@@ -177,6 +183,9 @@ type Store struct {
 	appliedSeq uint64
 	fsmMu      sync.Mutex // held by the FSM while it applies or restores
 	renumber   atomic.Bool
+	// founding: this node founded the cluster on an existing ledger and
+	// has not taken its raft snapshot yet; it admits no node meanwhile.
+	founding atomic.Bool
 
 	peerMu   sync.Mutex
 	peerURLs map[string]string // the URL each member last reported (status.go)
@@ -318,7 +327,8 @@ func (s *Store) startRaft(dir string) error {
 		if s.local.Last() > 0 {
 			// A cluster founded on an existing ledger: its entries are in
 			// no raft log entry, so a joining node must get them from a
-			// snapshot.
+			// snapshot, and no node joins before it is taken.
+			s.founding.Store(true)
 			s.wg.Add(1)
 			go s.snapshotFoundingLedger()
 		}
@@ -396,7 +406,8 @@ func (s *Store) watchLeadership() {
 // snapshotFoundingLedger takes, once this node leads, a raft snapshot of
 // the ledger it founded the cluster with and trims the raft log before it
 // entirely, so that raft sends every joining node the snapshot (with the
-// entries written before the cluster) rather than the log.
+// entries written before the cluster) rather than the log. Until it is
+// taken (tried again while it fails) the node admits no node.
 func (s *Store) snapshotFoundingLedger() {
 	defer s.wg.Done()
 	for !s.IsLeader() {
@@ -406,21 +417,37 @@ func (s *Store) snapshotFoundingLedger() {
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
+	if hook := foundingSnapshotHook.Load(); hook != nil {
+		(*hook)()
+	}
 	rc := s.raft.ReloadableConfig()
 	trailing := rc.TrailingLogs
-	rc.TrailingLogs = 0
-	if err := s.raft.ReloadConfig(rc); err != nil {
-		s.log.Error("raft: cannot snapshot the founding ledger", "err", err)
-		return
-	}
-	if err := s.raft.Snapshot().Error(); err != nil {
-		s.log.Error("raft: cannot snapshot the founding ledger; nodes that join will lack its entries", "err", err)
-	}
-	rc.TrailingLogs = trailing
-	if err := s.raft.ReloadConfig(rc); err != nil {
-		s.log.Error("raft: cannot restore the raft log's trailing entries", "err", err)
+	for {
+		rc.TrailingLogs = 0
+		err := s.raft.ReloadConfig(rc)
+		if err == nil {
+			err = s.raft.Snapshot().Error()
+		}
+		rc.TrailingLogs = trailing
+		if err := s.raft.ReloadConfig(rc); err != nil {
+			s.log.Error("raft: cannot restore the raft log's trailing entries", "err", err)
+		}
+		if err == nil {
+			s.founding.Store(false)
+			s.log.Info("raft: the ledger the cluster was founded on is in a raft snapshot; nodes may join", "last", s.local.Last())
+			return
+		}
+		s.log.Error("raft: cannot snapshot the founding ledger; no node joins until it is taken (trying again)", "err", err)
+		select {
+		case <-s.closing:
+			return
+		case <-time.After(5 * time.Second):
+		}
 	}
 }
+
+// foundingSnapshotHook, if set (tests), runs before the founding snapshot.
+var foundingSnapshotHook atomic.Pointer[func()]
 
 // removed reports whether governance removed node id (false until the
 // service started: the hook reads its state).

@@ -339,6 +339,58 @@ func TestFoundOnExistingLedger(t *testing.T) {
 	}
 }
 
+// A node that asks to join a founder before its snapshot of the ledger
+// it founded on is taken is told to come back (ErrFounding, not a
+// refusal): had it joined, raft would have sent it the log without the
+// entries before it. Once the snapshot is taken it joins and holds them.
+func TestNoJoinBeforeFoundingSnapshot(t *testing.T) {
+	if testing.Short() {
+		t.Skip("two raft nodes")
+	}
+	sealer, key := newKey(t)
+	dir := t.TempDir()
+	d1 := filepath.Join(dir, "n1")
+	old, err := store.Open(d1, store.Options{Sealer: sealer})
+	if err != nil {
+		t.Fatal(err)
+	}
+	old.Start(nil)
+	for i := range 5 {
+		if _, err := old.Append(context.Background(), storetest.Published(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	old.Close()
+	release := raftstore.HoldFoundingSnapshot()
+	defer release()
+	n1 := startNode(t, d1, "n1", sealer, key, store.Options{}, "")
+	defer n1.Close()
+	n1.Start(nil)
+	waitFor(t, "a leader", n1.IsLeader)
+	ln := listen(t, filepath.Join(dir, "n2"))
+	_, err = raftstore.Join(context.Background(), n1.addr(), raftstore.JoinRequest{NodeID: "n2", Address: ln.Addr().String()}, nil)
+	ln.Close()
+	if !errors.Is(err, raftstore.ErrFounding) || !errors.Is(err, raftstore.ErrNoLeader) {
+		t.Fatalf("a join before the founding snapshot: %v, want ErrFounding", err)
+	}
+	if st := n1.Status(); len(st.Nodes) != 1 {
+		t.Fatalf("a node joined before the founding snapshot: %+v", st.Nodes)
+	}
+	release()
+	n2 := startNode(t, filepath.Join(dir, "n2"), "n2", sealer, key, store.Options{}, n1.addr())
+	defer n2.Close()
+	n2.Start(nil)
+	if _, err := n2.Append(context.Background(), storetest.Published(6)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the joined node to hold every entry", func() bool { return n2.Last() == 6 })
+	s1, r1 := n1.TreeHead()
+	s2, r2 := n2.TreeHead()
+	if s1 != s2 || r1 != r2 {
+		t.Fatalf("tree heads differ: %d %x vs %d %x", s1, r1, s2, r2)
+	}
+}
+
 // A raft log entry that does not decode (a malformed message from a peer
 // that holds a node certificate) is skipped alike by every node: nothing
 // is applied, and the cluster goes on. The cluster API refuses a request
