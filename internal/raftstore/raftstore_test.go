@@ -188,6 +188,19 @@ func startCluster(t *testing.T, dir string, sealer seal.Sealer, key []byte, opts
 	return c
 }
 
+// waitAll waits until every node holds n entries.
+func (c *cluster) waitAll(t *testing.T, n uint64) {
+	t.Helper()
+	waitFor(t, fmt.Sprint("every node at entry ", n), func() bool {
+		for _, nd := range c.nodes {
+			if nd.Last() != n {
+				return false
+			}
+		}
+		return true
+	})
+}
+
 // Three nodes pass the suite through a follower that forwards its appends
 // to the leader.
 func TestConformanceThreeNodesFollower(t *testing.T) {
@@ -308,18 +321,7 @@ func TestFoundOnExistingLedger(t *testing.T) {
 	}
 	sealer, key := newKey(t)
 	dir := t.TempDir()
-	d1 := filepath.Join(dir, "n1")
-	old, err := store.Open(d1, store.Options{Sealer: sealer})
-	if err != nil {
-		t.Fatal(err)
-	}
-	old.Start(nil)
-	for i := range 5 {
-		if _, err := old.Append(context.Background(), storetest.Published(i)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	old.Close()
+	d1 := existingLedger(t, filepath.Join(dir, "n1"), sealer)
 	n1 := startNode(t, d1, "n1", sealer, key, store.Options{}, "")
 	defer n1.Close()
 	n1.Start(nil)
@@ -339,6 +341,26 @@ func TestFoundOnExistingLedger(t *testing.T) {
 	}
 }
 
+// existingLedger writes five entries with the embedded store in dir, a
+// ledger to found a cluster on, and returns dir.
+func existingLedger(t *testing.T, dir string, sealer seal.Sealer) string {
+	t.Helper()
+	l, err := store.Open(dir, store.Options{Sealer: sealer})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.Start(nil)
+	for i := range 5 {
+		if _, err := l.Append(context.Background(), storetest.Published(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
 // A node that asks to join a founder before its snapshot of the ledger
 // it founded on is taken is told to come back (ErrFounding, not a
 // refusal): had it joined, raft would have sent it the log without the
@@ -349,18 +371,7 @@ func TestNoJoinBeforeFoundingSnapshot(t *testing.T) {
 	}
 	sealer, key := newKey(t)
 	dir := t.TempDir()
-	d1 := filepath.Join(dir, "n1")
-	old, err := store.Open(d1, store.Options{Sealer: sealer})
-	if err != nil {
-		t.Fatal(err)
-	}
-	old.Start(nil)
-	for i := range 5 {
-		if _, err := old.Append(context.Background(), storetest.Published(i)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	old.Close()
+	d1 := existingLedger(t, filepath.Join(dir, "n1"), sealer)
 	release := raftstore.HoldFoundingSnapshot()
 	defer release()
 	n1 := startNode(t, d1, "n1", sealer, key, store.Options{}, "")
@@ -368,7 +379,7 @@ func TestNoJoinBeforeFoundingSnapshot(t *testing.T) {
 	n1.Start(nil)
 	waitFor(t, "a leader", n1.IsLeader)
 	ln := listen(t, filepath.Join(dir, "n2"))
-	_, err = raftstore.Join(context.Background(), n1.addr(), raftstore.JoinRequest{NodeID: "n2", Address: ln.Addr().String()}, nil)
+	_, err := raftstore.Join(context.Background(), n1.addr(), raftstore.JoinRequest{NodeID: "n2", Address: ln.Addr().String()}, nil)
 	ln.Close()
 	if !errors.Is(err, raftstore.ErrFounding) || !errors.Is(err, raftstore.ErrNoLeader) {
 		t.Fatalf("a join before the founding snapshot: %v, want ErrFounding", err)
@@ -421,14 +432,7 @@ func TestMalformedCommandIsSkipped(t *testing.T) {
 	if _, err := c.Append(ctx, storetest.Published(2)); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "every node at entry 2", func() bool {
-		for _, n := range c.nodes {
-			if n.Last() != 2 {
-				return false
-			}
-		}
-		return true
-	})
+	c.waitAll(t, 2)
 	resp, err := http.Post("http://"+leader.addr()+"/cluster/v1/append", "application/json", strings.NewReader(`{"proposals":[{"type":"key.published","body":"e30=","bogus":1}]}`))
 	if err != nil {
 		t.Fatal(err)
@@ -456,14 +460,7 @@ func TestMalformedRaftMessage(t *testing.T) {
 	if _, err := c.Append(ctx, storetest.Published(1)); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "every node at entry 1", func() bool {
-		for _, n := range c.nodes {
-			if n.Last() != 1 {
-				return false
-			}
-		}
-		return true
-	})
+	c.waitAll(t, 1)
 	for _, msg := range []struct {
 		name  string
 		bytes []byte
@@ -500,14 +497,7 @@ func TestMalformedRaftMessage(t *testing.T) {
 	if _, err := c.Append(ctx, storetest.Published(2)); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "every node at entry 2", func() bool {
-		for _, n := range c.nodes {
-			if n.Last() != 2 {
-				return false
-			}
-		}
-		return true
-	})
+	c.waitAll(t, 2)
 }
 
 // syncBuffer is a bytes.Buffer for concurrent writers.
