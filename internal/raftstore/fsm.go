@@ -160,6 +160,11 @@ type snapshot struct {
 
 func (sn *snapshot) Persist(sink raft.SnapshotSink) error {
 	err := sn.write(sink)
+	// Writing the snapshot read the whole ledger file: its pages leave
+	// the resident set (they stay in the page cache).
+	if rerr := sn.s.local.ReleaseMemory(); rerr != nil {
+		sn.s.log.Warn("raft: cannot release the ledger pages the snapshot read", "err", rerr)
+	}
 	if err != nil {
 		sink.Cancel()
 		return err
