@@ -602,7 +602,8 @@ func TestClusterMinorityPartition(t *testing.T) {
 
 // TestClusterBadJoins: joining a node of another cluster fails at the
 // mutual TLS handshake, and a node id already in use is refused; neither
-// starts a node.
+// starts a node. A malformed message on the node-to-node port is refused
+// and changes nothing.
 func TestClusterBadJoins(t *testing.T) {
 	dir := t.TempDir()
 	a := &devNode{data: filepath.Join(dir, "a"), args: []string{"--cluster"}}
@@ -638,8 +639,32 @@ func TestClusterBadJoins(t *testing.T) {
 	if code == 0 || !strings.Contains(stderr, "node id is in use") {
 		t.Fatalf("join with a node id in use: exit %d, stderr:\n%s", code, stderr)
 	}
+	// A malformed message on the node-to-node port (raft's AppendEntries
+	// type byte, then bytes that are no TLS handshake): refused at the
+	// handshake, logged, the connection closed, nothing applied.
+	_, before := do(t, http.MethodGet, a.p.URL+"/log/checkpoint", nil)
+	var info struct {
+		ClusterAddr string `json:"cluster_addr"`
+	}
+	if err := json.Unmarshal(readFile(t, filepath.Join(a.data, "dev.json")), &info); err != nil || info.ClusterAddr == "" {
+		t.Fatalf("dev.json of a names no cluster_addr: %v", err)
+	}
+	conn, err := net.Dial("tcp", info.ClusterAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn.Write([]byte{0, 0xc1, 0xc1, 0xc1, 0xc1, 0xc1, 0xc1, 0xc1})
+	conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+	if _, err := io.ReadAll(conn); err != nil {
+		t.Fatalf("a malformed node-to-node message: the connection was not closed: %v", err)
+	}
+	conn.Close()
+	a.p.waitOutput(a.p.stderr, regexp.MustCompile(`node-to-node TLS handshake failed`))
 	if st, err := getCluster(a.p.URL); err != nil || len(st.Nodes) != 1 {
 		t.Fatalf("the refused joins changed the cluster: %+v %v", st, err)
+	}
+	if _, after := do(t, http.MethodGet, a.p.URL+"/log/checkpoint", nil); !bytes.Equal(before, after) {
+		t.Fatalf("the malformed message changed the log:\n%s\n%s", before, after)
 	}
 	a.p.stopClean(syscall.SIGTERM)
 	b.p.stopClean(syscall.SIGTERM)
