@@ -71,8 +71,35 @@ func TestFetchEveryFormat(t *testing.T) {
 	policy := writeTemp(t, "policy.json", anyFormatPolicy())
 	p := startDev(t, data, "--release-policy", policy)
 
-	if resp, b := do(t, "GET", p.URL+"/v1/attestation", nil); resp.StatusCode != 200 || !bytes.Contains(b, []byte(`"type":"tdx"`)) || !bytes.Contains(b, []byte("Intel SGX Root CA")) {
+	resp, b := do(t, "GET", p.URL+"/v1/attestation", nil)
+	if resp.StatusCode != 200 || !bytes.Contains(b, []byte("Intel SGX Root CA")) {
 		t.Fatalf("/v1/attestation: %d %s", resp.StatusCode, b)
+	}
+	var trust struct {
+		Release struct {
+			Formats []struct {
+				Type      string   `json:"type"`
+				Roots     []string `json:"roots"`
+				Simulated bool     `json:"simulated_tee_trusted"`
+				Refused   []string `json:"refused"`
+			} `json:"formats"`
+		} `json:"release"`
+	}
+	if err := json.Unmarshal(b, &trust); err != nil {
+		t.Fatal(err)
+	}
+	listed := map[string]bool{}
+	for _, f := range trust.Release.Formats {
+		// tkms dev trusts its simulated TEE (and simulated MAA instance) in every format.
+		if len(f.Roots) == 0 || !f.Simulated || len(f.Refused) == 0 {
+			t.Errorf("/v1/attestation: format %+v", f)
+		}
+		listed[f.Type] = true
+	}
+	for _, typ := range []string{"snp-aci", "snp", "tdx", "maa", "az-snp-vtpm", "az-tdx-vtpm"} {
+		if !listed[typ] {
+			t.Errorf("/v1/attestation lists no format %s:\n%s", typ, b)
+		}
 	}
 	for _, attester := range []string{"simulated-tdx", "simulated", "simulated-maa", "simulated-az-snp", "simulated-az-tdx"} {
 		stdout, stderr, code := runTkms(t, "fetch", "--data", data, "--attester", attester)
