@@ -99,9 +99,7 @@ func TestAzureCVMSplitVectors(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var cfg attest.Config
-		cfg.SNP.Now = func() time.Time { return tm }
-		return cfg
+		return configAt(tm)(t)
 	}
 	for _, tc := range []struct {
 		flavour, typ, from, before, beforeCode, vmID string
@@ -332,12 +330,7 @@ func TestAzureCVMTDXNegatives(t *testing.T) {
 	collateral := func(at time.Time) func(t *testing.T) attest.Config {
 		return func(t *testing.T) attest.Config {
 			cfg := configAt(at)(t)
-			cfg.TDX.Collateral = []tdx.Collateral{{
-				TCBInfo: read(t, "tdx/testdata/collateral_tcb_info.json"), TCBInfoIssuerChain: string(read(t, "tdx/testdata/collateral_tcb_info_issuer_chain.pem")),
-				QEIdentity: read(t, "tdx/testdata/collateral_qe_identity.json"), QEIdentityIssuerChain: string(read(t, "tdx/testdata/collateral_qe_identity_issuer_chain.pem")),
-				PCKCRL: read(t, "tdx/testdata/collateral_pck_crl.der"), PCKCRLIssuerChain: string(read(t, "tdx/testdata/collateral_pck_crl_issuer_chain.pem")),
-				RootCACRL: read(t, "tdx/testdata/collateral_root_ca_crl.der"),
-			}}
+			cfg.TDX.Collateral = []tdx.Collateral{*intelCollateral(t)}
 			return cfg
 		}
 	}

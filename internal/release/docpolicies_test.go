@@ -68,13 +68,7 @@ func fillPlaceholders(v any, claims map[string]any) any {
 // admits that vector's evidence and denies (or does not admit) every
 // other format's; the example for every format at once admits a TDX quote.
 func TestDocsExamplePolicies(t *testing.T) {
-	file := func(path string) []byte {
-		b, err := os.ReadFile(path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return b
-	}
+	file := func(path string) []byte { return readFile(t, path) }
 	object := func(v any) []byte { b, _ := json.Marshal(v); return b }
 	evidence := map[string]*attest.Evidence{}
 	for _, r := range []struct {

@@ -25,6 +25,16 @@ import (
 	"github.com/tkms-dev/tkms/internal/wrap"
 )
 
+// readFile returns the contents of a test vector.
+func readFile(t testing.TB, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
 // withAttest makes e's release service verify evidence with cfg.
 func (e *env) withAttest(cfg attest.Config) {
 	e.t.Helper()
@@ -78,13 +88,7 @@ func TestEveryFormatBindsTheWrappingKey(t *testing.T) {
 		}
 		return attest.Config{SNP: snp.Options{Now: func() time.Time { return tm }}}
 	}
-	file := func(path string) []byte {
-		b, err := os.ReadFile(path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return b
-	}
+	file := func(path string) []byte { return readFile(t, path) }
 	realMAA := at("2023-03-30T12:00:00Z")
 	realMAA.MAA.Instances = []maa.Instance{{Issuer: "https://sharedweu.weu.attest.azure.net", JWKS: file("../attest/maa/testdata/maa-shared-rsa-keys.scrtlabs.jwks.json")}}
 
