@@ -122,8 +122,8 @@ func (s *Server) clientCert(r *http.Request) (a *certAuth, known bool) {
 // deployed DEPA KMS (CCF's), {"auth":{"policy":...}}. A TLS client
 // certificate of a member or a reader comes first ("member_cert",
 // "user_cert"), as in its endpoint's authn_policies; then a bearer token
-// ("jwt", with "jwt":{"keyIssuer","payload"} and tkms's iss, oid, sub and
-// tid beside).
+// ("jwt", with "jwt":{"keyIssuer","header","payload"} and tkms's iss,
+// oid, sub and tid beside).
 func (s *Server) appAuth(w http.ResponseWriter, r *http.Request) {
 	ca, known := s.clientCert(r)
 	if known {
@@ -143,14 +143,17 @@ func (s *Server) appAuth(w http.ResponseWriter, r *http.Request) {
 		s.releaseFailed(w, r, err)
 		return
 	}
-	payload := id.Claims
+	payload, header := id.Claims, id.Header
 	if payload == nil {
 		payload = map[string]any{}
+	}
+	if header == nil {
+		header = map[string]any{}
 	}
 	w.Header().Set("Cache-Control", "no-store")
 	s.writeJSON(w, http.StatusOK, map[string]any{"auth": map[string]any{
 		"policy": "jwt",
-		"jwt":    map[string]any{"keyIssuer": id.Issuer, "payload": payload},
+		"jwt":    map[string]any{"keyIssuer": id.Issuer, "header": header, "payload": payload},
 		"iss":    id.Issuer, "oid": id.OID, "sub": id.Subject, "tid": id.TenantID,
 	}})
 }

@@ -181,6 +181,30 @@ func TestDeployedFetcherFlow(t *testing.T) {
 	body, _ := json.Marshal(map[string]any{"wrapped": "", "wrappedKid": "", "attestation": json.RawMessage(evidence), "wrappingKey": string(wrapPub)})
 	resp, b := send("/app/unwrapKey?fmt=tink", body)
 	wantError(t, resp, b, http.StatusNotFound, release.CodeKeyNotFound)
+
+	// GET /app/auth with the fetcher's token: CCF's jwt identity.
+	req, _ := http.NewRequest(http.MethodGet, srv.URL+"/app/auth", nil)
+	req.Header.Set("Authorization", "Bearer "+tok)
+	resp, err = srv.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	var a struct {
+		Auth struct {
+			Policy string
+			JWT    struct {
+				KeyIssuer       string
+				Header, Payload map[string]any
+			}
+			OID string
+		}
+	}
+	if err := json.Unmarshal(b, &a); err != nil || resp.StatusCode != 200 || a.Auth.Policy != "jwt" || a.Auth.OID != "svc" ||
+		a.Auth.JWT.KeyIssuer == "" || a.Auth.JWT.Header["alg"] == nil || a.Auth.JWT.Payload["oid"] != "svc" {
+		t.Fatalf("GET /app/auth with a token: %d %s", resp.StatusCode, b)
+	}
 }
 
 // newReleaseServer is a service with key release (the dev-style OIDC
