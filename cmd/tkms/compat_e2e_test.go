@@ -23,16 +23,20 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
+	"fmt"
 	"io"
+	"maps"
 	"math/big"
 	"net/http"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	jose "github.com/go-jose/go-jose/v4"
 	hpkepb "github.com/tink-crypto/tink-go/v2/proto/hpke_go_proto"
 	tinkpb "github.com/tink-crypto/tink-go/v2/proto/tink_go_proto"
 	"github.com/veraison/go-cose"
@@ -88,17 +92,29 @@ func (c ccfIdentity) signProposal(t *testing.T, payload string) []byte {
 	return raw
 }
 
-func TestServeCCFMembersAndReaders(t *testing.T) {
-	f := newTLSFixture(t)
-	dir := t.TempDir()
-	member := newCCFIdentity(t, dir, "member0")
-	reader := newCCFIdentity(t, dir, "user0")
-	stranger := newCCFIdentity(t, dir, "stranger")
+// ccfServe is tkms serve over TLS on a service that tkms init made with
+// one CCF member (registered by its certificate) and the peer's
+// two-field rotation policy file, with a readers setting naming the
+// certificate of a CCF user.
+type ccfServe struct {
+	t                        *testing.T
+	f                        *tlsFixture
+	dir, base                string
+	p                        *proc
+	member, reader, stranger ccfIdentity
+}
 
-	memberPEM, _ := os.ReadFile(member.file)
-	membersFile := filepath.Join(dir, "members.json")
+func startCCFServe(t *testing.T) *ccfServe {
+	t.Helper()
+	s := &ccfServe{t: t, f: newTLSFixture(t), dir: t.TempDir()}
+	s.member = newCCFIdentity(t, s.dir, "member0")
+	s.reader = newCCFIdentity(t, s.dir, "user0")
+	s.stranger = newCCFIdentity(t, s.dir, "stranger")
+
+	memberPEM, _ := os.ReadFile(s.member.file)
+	membersFile := filepath.Join(s.dir, "members.json")
 	writeJSONFile(t, membersFile, map[string]any{"members": []map[string]any{{"name": "member0", "signing_key": string(memberPEM)}}})
-	policies := filepath.Join(dir, "policies")
+	policies := filepath.Join(s.dir, "policies")
 	if err := os.Mkdir(policies, 0o700); err != nil {
 		t.Fatal(err)
 	}
@@ -106,48 +122,82 @@ func TestServeCCFMembersAndReaders(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(policies, "key_rotation_policy.json"), []byte(`{"rotation_interval_seconds": 2678400, "grace_period_seconds": 604800}`), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	data := filepath.Join(dir, "data")
+	data := filepath.Join(s.dir, "data")
 	govCLI(t, "init", "--members", membersFile, "--policies", policies, "--data", data, "--service-name", "depa-kms")
 
 	// readers need TLS
-	plainCfg := filepath.Join(dir, "plain.json")
-	writeJSONFile(t, plainCfg, map[string]any{"listen": "127.0.0.1:0", "data_dir": data, "readers": []string{reader.file}})
+	plainCfg := filepath.Join(s.dir, "plain.json")
+	writeJSONFile(t, plainCfg, map[string]any{"listen": "127.0.0.1:0", "data_dir": data, "readers": []string{s.reader.file}})
 	if _, errOut, code := runTkms(t, "serve", "--config", plainCfg); code == 0 || !strings.Contains(errOut, "readers: client certificates need TLS") {
 		t.Fatalf("serve with readers and no TLS: exit %d, %s", code, errOut)
 	}
 
-	cfg := filepath.Join(dir, "tkms.json")
+	cfg := filepath.Join(s.dir, "tkms.json")
 	writeJSONFile(t, cfg, map[string]any{"listen": "127.0.0.1:0", "data_dir": data,
-		"tls_cert_file": f.certFile, "tls_key_file": f.keyFile, "readers": []string{reader.file}})
-	p := startServe(t, cfg)
-	base := "https://" + strings.TrimPrefix(p.URL, "http://")
-	client := func(id *ccfIdentity) *http.Client {
-		tc := &tls.Config{RootCAs: f.roots}
-		if id != nil {
-			tc.Certificates = []tls.Certificate{{Certificate: [][]byte{id.der}, PrivateKey: id.key}}
-		}
-		return &http.Client{Transport: &http.Transport{TLSClientConfig: tc, ForceAttemptHTTP2: true}, Timeout: 20 * time.Second}
+		"tls_cert_file": s.f.certFile, "tls_key_file": s.f.keyFile, "readers": []string{s.reader.file}})
+	s.p = startServe(t, cfg)
+	s.base = "https://" + strings.TrimPrefix(s.p.URL, "http://")
+	return s
+}
+
+// client is an HTTP/2 client presenting id's certificate (none if nil).
+func (s *ccfServe) client(id *ccfIdentity) *http.Client {
+	tc := &tls.Config{RootCAs: s.f.roots}
+	if id != nil {
+		tc.Certificates = []tls.Certificate{{Certificate: [][]byte{id.der}, PrivateKey: id.key}}
 	}
-	call := func(id *ccfIdentity, method, path, ctype string, body []byte) (*http.Response, []byte) {
-		t.Helper()
-		req, _ := http.NewRequest(method, base+path, strings.NewReader(string(body)))
-		if ctype != "" {
-			req.Header.Set("Content-Type", ctype)
-		}
-		resp, err := client(id).Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp, b
+	return &http.Client{Transport: &http.Transport{TLSClientConfig: tc, ForceAttemptHTTP2: true}, Timeout: 20 * time.Second}
+}
+
+func (s *ccfServe) call(id *ccfIdentity, method, path, ctype string, body []byte) (*http.Response, []byte) {
+	s.t.Helper()
+	req, _ := http.NewRequest(method, s.base+path, bytes.NewReader(body))
+	if ctype != "" {
+		req.Header.Set("Content-Type", ctype)
 	}
+	resp, err := s.client(id).Do(req)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp, b
+}
+
+// propose posts payload, signed by the member as CCF signs, to POST
+// /app/proposals as the peer's proposals.sh does.
+func (s *ccfServe) propose(payload string) (*http.Response, []byte) {
+	s.t.Helper()
+	return s.call(nil, http.MethodPost, "/app/proposals", "application/cose", s.member.signProposal(s.t, payload))
+}
+
+// accepted proposes payload and fails unless it is accepted.
+func (s *ccfServe) accepted(payload string) {
+	s.t.Helper()
+	resp, body := s.propose(payload)
+	if resp.StatusCode != 200 || !strings.Contains(string(body), `"state":"accepted"`) {
+		s.t.Fatalf("POST /app/proposals %s: %s: %s", payload, resp.Status, body)
+	}
+}
+
+// getJSON GETs path without credentials and decodes its 200 answer.
+func (s *ccfServe) getJSON(path string, v any) {
+	s.t.Helper()
+	resp, body := s.call(nil, http.MethodGet, path, "", nil)
+	if resp.StatusCode != 200 || json.Unmarshal(body, v) != nil {
+		s.t.Fatalf("GET %s: %s: %s", path, resp.Status, body)
+	}
+}
+
+func TestServeCCFMembersAndReaders(t *testing.T) {
+	s := startCCFServe(t)
+	call := s.call
 
 	// GET /app/auth as the peer's auth.sh --auth member_cert / user_cert.
 	for _, tc := range []struct {
 		id     *ccfIdentity
 		policy string
-	}{{&member, "member_cert"}, {&reader, "user_cert"}} {
+	}{{&s.member, "member_cert"}, {&s.reader, "user_cert"}} {
 		resp, body := call(tc.id, http.MethodGet, "/app/auth", "application/json", nil)
 		var a struct{ Auth struct{ Policy, ID string } }
 		sum := sha256.Sum256(tc.id.der)
@@ -158,7 +208,7 @@ func TestServeCCFMembersAndReaders(t *testing.T) {
 			t.Fatalf("GET /app/keyReleasePolicy as %s: %s: %s", tc.policy, resp.Status, body)
 		}
 	}
-	if resp, body := call(&stranger, http.MethodGet, "/app/auth", "", nil); resp.StatusCode != http.StatusUnauthorized {
+	if resp, body := call(&s.stranger, http.MethodGet, "/app/auth", "", nil); resp.StatusCode != http.StatusUnauthorized {
 		t.Fatalf("GET /app/auth with an unknown certificate: %s: %s", resp.Status, body)
 	}
 
@@ -170,26 +220,22 @@ func TestServeCCFMembersAndReaders(t *testing.T) {
 	}
 
 	// The member's proposal, signed as CCF signs, from the peer's template.
-	settings := `{"actions":[{"name":"set_settings_policy","args":{"settings_policy":{"service":{"name":"azure-privacy-sandbox-kms","description":"Key Management Service","version":"1.0.0","debug":false}}}}]}`
-	resp, body := call(nil, http.MethodPost, "/app/proposals", "application/cose", member.signProposal(t, settings))
-	if resp.StatusCode != 200 || !strings.Contains(string(body), `"state":"accepted"`) {
-		t.Fatalf("POST /app/proposals: %s: %s", resp.Status, body)
-	}
+	s.accepted(`{"actions":[{"name":"set_settings_policy","args":{"settings_policy":{"service":{"name":"azure-privacy-sandbox-kms","description":"Key Management Service","version":"1.0.0","debug":false}}}}]}`)
 	if _, body := call(nil, http.MethodGet, "/app/settingsPolicy", "", nil); !strings.Contains(string(body), `"name":"azure-privacy-sandbox-kms"`) {
 		t.Fatalf("settings after the proposal: %s", body)
 	}
 	// The peer's proposal file as it is, through tkms gov propose --compat,
 	// signed with the member's key.
-	der, _ := x509.MarshalPKCS8PrivateKey(member.key)
-	keyFile := filepath.Join(dir, "member0_privk.pem")
+	der, _ := x509.MarshalPKCS8PrivateKey(s.member.key)
+	keyFile := filepath.Join(s.dir, "member0_privk.pem")
 	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	rotation := filepath.Join(dir, "key-rotation-policy.json")
+	rotation := filepath.Join(s.dir, "key-rotation-policy.json")
 	if err := os.WriteFile(rotation, []byte(`{"actions":[{"name":"set_key_rotation_policy","args":{"key_rotation_policy":{"rotation_interval_seconds":86400,"grace_period_seconds":3600}}}]}`), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	out := govCLI(t, "gov", "propose", "--kms", base, "--kms-ca", f.caFile, "--key", keyFile, "--compat", rotation)
+	out := govCLI(t, "gov", "propose", "--kms", s.base, "--kms-ca", s.f.caFile, "--key", keyFile, "--compat", rotation)
 	if !strings.Contains(out, "accepted") {
 		t.Fatalf("tkms gov propose --compat: %s", out)
 	}
@@ -204,11 +250,11 @@ func TestServeCCFMembersAndReaders(t *testing.T) {
 	}
 
 	// The refresh cron: curl -X POST with nothing.
-	resp, body = call(nil, http.MethodPost, "/app/refresh", "", nil)
+	resp, body := call(nil, http.MethodPost, "/app/refresh", "", nil)
 	if resp.StatusCode != http.StatusForbidden || !strings.Contains(string(body), "not needed") || !strings.Contains(string(body), "tkms keys rotate") {
 		t.Fatalf("the refresh cron's POST: %s: %s", resp.Status, body)
 	}
-	p.stopClean(syscall.SIGTERM)
+	s.p.stopClean(syscall.SIGTERM)
 }
 
 // TestDevDeployedFetcher replays the deployed key fetchers against `tkms
@@ -341,5 +387,314 @@ func TestDevDeployedFetcher(t *testing.T) {
 	if len(held) != 2 {
 		t.Fatalf("the service holds %v; want both keys", held)
 	}
+
+	// "wrappedKid": "" is 404 KEY_NOT_FOUND, as the peer answers it.
+	release := map[string]any{"wrapped": "", "wrappedKid": advertised, "attestation": boundEvidence, "wrappingKey": pemText}
+	emptyKid := maps.Clone(release)
+	emptyKid["wrappedKid"] = ""
+	b, _ := json.Marshal(emptyKid)
+	resp, body = call(http.MethodPost, "/app/unwrapKey?fmt=tink", "", b)
+	if resp.StatusCode != http.StatusNotFound || resp.Header.Get("x-ms-kms-error-code") != "KEY_NOT_FOUND" {
+		t.Fatalf(`POST /app/unwrapKey with "wrappedKid": "": %s: %s`, resp.Status, body)
+	}
+
+	// GET /app/auth with the workload's token: CCF's jwt identity, tkms's
+	// fields beside.
+	req, _ := http.NewRequest(http.MethodGet, base+"/app/auth", nil)
+	req.Header.Set("Authorization", "Bearer "+d.WorkloadToken)
+	resp, err = hc.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	var a struct {
+		Auth struct {
+			Policy string
+			JWT    struct {
+				KeyIssuer       string
+				Header, Payload map[string]any
+			}
+			Iss, OID string
+		}
+	}
+	if resp.StatusCode != 200 || json.Unmarshal(body, &a) != nil || a.Auth.Policy != "jwt" || a.Auth.JWT.KeyIssuer == "" ||
+		a.Auth.JWT.KeyIssuer != a.Auth.Iss || a.Auth.JWT.Header["kid"] == nil || a.Auth.OID == "" || a.Auth.JWT.Payload["oid"] != a.Auth.OID {
+		t.Fatalf("GET /app/auth with a token: %s: %s", resp.Status, body)
+	}
+
+	everyAnswerParses(t, base, hc, release, "Bearer "+d.WorkloadToken)
 	p.stopClean(syscall.SIGTERM)
+}
+
+// The peer's governance inputs, written here from the shapes of its
+// proposal templates (governance/policies/*.json and governance/proposals/
+// *.json): the release policy DEPA deploys, with the DEPA fork's gte and gt
+// (thresholds as strings and as numbers); the remove template; its settings
+// and rotation templates; a managed identity's JWT validation policy.
+const (
+	peerHostData      = "73973b78d70cc68353426de188db5dfc57e5b766e399935fb73a61127ea26d20"
+	peerReleaseAdd    = `{"actions":[{"name":"set_key_release_policy","args":{"service":"depa-inferencing","type":"add","claims":{"x-ms-ver":["2","3"],"x-ms-sevsnpvm-smt-allowed":true,"x-ms-sevsnpvm-is-debuggable":false,"x-ms-sevsnpvm-hostdata":["` + peerHostData + `"]},"gte":{"x-ms-sevsnpvm-guestsvn":"1"},"gt":{"x-ms-sevsnpvm-snpfw-svn":0}}}]}`
+	peerReleaseRemove = `{"actions":[{"name":"set_key_release_policy","args":{"service":"some service","type":"remove","claims":{"x-ms-ver":["2","3"]}}}]}`
+	peerReleaseRest   = `{"actions":[{"name":"set_key_release_policy","args":{"service":"depa-inferencing","type":"remove","claims":{"x-ms-sevsnpvm-smt-allowed":true,"x-ms-sevsnpvm-is-debuggable":false,"x-ms-sevsnpvm-hostdata":["` + peerHostData + `"]},"gte":{"x-ms-sevsnpvm-guestsvn":"1"},"gt":{"x-ms-sevsnpvm-snpfw-svn":0}}}]}`
+	peerSettings      = `{"actions":[{"name":"set_settings_policy","args":{"settings_policy":{"service":{"name":"depa-kms","description":"DEPA inferencing key management","version":"1.2.0","debug":true}}}}]}`
+	peerRotation      = `{"actions":[{"name":"set_key_rotation_policy","args":{"key_rotation_policy":{"rotation_interval_seconds":86400,"grace_period_seconds":3600}}}]}`
+	peerIssuer        = "https://sts.windows.net/0b4c8a8e-1d64-4f4b-9d35-6f1c2a7e9b10/"
+	peerJWTValidation = `{"actions":[{"name":"set_jwt_validation_policy","args":{"issuer":"` + peerIssuer + `","validation_policy":{"iss":"` + peerIssuer + `","aud":"https://management.azure.com/","appidacr":"2","idtyp":"app","oid":"5d0f7a52-3c1e-4c1b-8f7e-2b9f0e6c4a11","sub":"5d0f7a52-3c1e-4c1b-8f7e-2b9f0e6c4a11","tid":"0b4c8a8e-1d64-4f4b-9d35-6f1c2a7e9b10","ver":"1.0","xms_mirid":["/subscriptions/s/resourcegroups/kms/providers/Microsoft.ManagedIdentity/userAssignedIdentities/kv-mi","/subscriptions/s/resourcegroups/kms/providers/Microsoft.ManagedIdentity/userAssignedIdentities/bfe-mi"]}}}]}`
+)
+
+// TestServePeerGovernanceInputs submits each of the peer's governance
+// inputs, signed as CCF signs them (kid = SHA-256 of the member's
+// certificate), to POST /app/proposals of tkms serve, and reads their
+// effect where the peer's tests read it; then what tkms's grammar refuses
+// is refused in the peer's shape too; the rotation policy without a
+// publish delay publishes a refreshed key one grace period after its
+// creation, and keeps the suite in force; GET /app/proposals lists each
+// accepted proposal as signed, oldest first; and with the release policy
+// emptied by the peer's removals every answer of every endpoint parses.
+func TestServePeerGovernanceInputs(t *testing.T) {
+	s := startCCFServe(t)
+	var sent []string // accepted proposals' payloads, in order
+	accept := func(payload string) {
+		t.Helper()
+		s.accepted(payload)
+		sent = append(sent, payload)
+	}
+	refused := func(payload, what string) {
+		t.Helper()
+		resp, body := s.propose(payload)
+		var e struct {
+			Error struct{ Code, Message string }
+		}
+		if resp.StatusCode != 400 || json.Unmarshal(body, &e) != nil || e.Error.Code != gov.CodeInvalidAction || !strings.Contains(e.Error.Message, what) {
+			t.Fatalf("POST /app/proposals %s: %s: %s; want 400 %s mentioning %q", payload, resp.Status, body, gov.CodeInvalidAction, what)
+		}
+	}
+	sameJSON := func(path, want string) {
+		t.Helper()
+		var got, w any
+		s.getJSON(path, &got)
+		if err := json.Unmarshal([]byte(want), &w); err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(got, w) {
+			g, _ := json.Marshal(got)
+			t.Fatalf("GET %s: %s\nwant %s", path, g, want)
+		}
+	}
+
+	// set_key_release_policy: add, then the peer's remove template.
+	accept(peerReleaseAdd)
+	sameJSON("/app/keyReleasePolicy", `{"type":"add","claims":{"x-ms-ver":["2","3"],"x-ms-sevsnpvm-smt-allowed":[true],"x-ms-sevsnpvm-is-debuggable":[false],"x-ms-sevsnpvm-hostdata":["`+peerHostData+`"]},"gte":{"x-ms-sevsnpvm-guestsvn":1},"gt":{"x-ms-sevsnpvm-snpfw-svn":0}}`)
+	accept(peerReleaseRemove)
+	sameJSON("/app/keyReleasePolicy", `{"type":"add","claims":{"x-ms-sevsnpvm-smt-allowed":[true],"x-ms-sevsnpvm-is-debuggable":[false],"x-ms-sevsnpvm-hostdata":["`+peerHostData+`"]},"gte":{"x-ms-sevsnpvm-guestsvn":1},"gt":{"x-ms-sevsnpvm-snpfw-svn":0}}`)
+	// The peer fails removing a claim the policy lacks, as tkms; a value
+	// it lacks the peer skips, and tkms refuses (a mistyped measurement
+	// must not stay allowed).
+	refused(strings.Replace(peerReleaseRemove, "some service", "the same removal again", 1), "no such claim")
+	refused(`{"actions":[{"name":"set_key_release_policy","args":{"service":"depa-inferencing","type":"remove","claims":{"x-ms-sevsnpvm-hostdata":["`+strings.Repeat("ab", 32)+`"]}}}]}`, "does not hold")
+
+	// set_settings_policy
+	accept(peerSettings)
+	sameJSON("/app/settingsPolicy", `{"service":{"name":"depa-kms","description":"DEPA inferencing key management","version":"1.2.0","debug":true}}`)
+
+	// set_jwt_validation_policy, once the issuer is trusted (tkms's
+	// set_jwt_issuer; the peer uses CCF's).
+	rk, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	jwks, _ := json.Marshal(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{{Key: rk.Public(), KeyID: "k1", Algorithm: "RS256", Use: "sig"}}})
+	refused(peerJWTValidation, "not configured")
+	accept(`{"actions":[{"name":"set_jwt_issuer","args":{"issuer":"` + peerIssuer + `","audiences":["https://management.azure.com/"],"jwks":` + string(jwks) + `}}]}`)
+	accept(peerJWTValidation)
+	var jp map[string]json.RawMessage
+	s.getJSON("/app/jwtValidationPolicy", &jp)
+	var want struct {
+		Actions []struct {
+			Args struct {
+				ValidationPolicy map[string]any `json:"validation_policy"`
+			}
+		}
+	}
+	var got map[string]any
+	json.Unmarshal([]byte(peerJWTValidation), &want)
+	if json.Unmarshal(jp[peerIssuer], &got) != nil || !reflect.DeepEqual(got, want.Actions[0].Args.ValidationPolicy) {
+		t.Fatalf("GET /app/jwtValidationPolicy: %s", jp[peerIssuer])
+	}
+
+	// What tkms's grammar refuses is refused in the peer's shape, and
+	// nothing is recorded.
+	var before []string
+	s.getJSON("/app/proposals", &before)
+	refused(`{"actions":[{"name":"set_key_rotation_policy","args":{"key_rotation_policy":{"rotation_interval_seconds":"300","grace_period_seconds":60}}}]}`, "set_key_rotation_policy")
+	refused(`{"actions":[{"name":"set_key_rotation_policy","args":{"key_rotation_policy":{"rotation_interval_seconds":0,"grace_period_seconds":60}}}]}`, "set_key_rotation_policy")
+	refused(`{"actions":[{"name":"set_settings_policy","args":{"settings_policy":{"service":{"name":"x","description":"y","version":"1","debug":"yes"}}}}]}`, "set_settings_policy")
+	refused(`{"actions":[{"name":"set_key_release_policy","args":{"service":"s","type":"replace","claims":{"x-ms-ver":"2"}}}]}`, `want "add" or "remove"`)
+	refused(`{"actions":[{"name":"set_key_release_policy","args":{"service":"s","type":"add","claims":{"x-ms-ver":"2"},"gte":{"x-ms-ver":"two"}}}]}`, "want a number")
+	refused(`{"actions":[{"name":"set_jwt_validation_policy","args":{"issuer":"`+peerIssuer+`","validation_policy":{"oid":{"a":1}}}}]}`, "set_jwt_validation_policy")
+	var after []string
+	s.getJSON("/app/proposals", &after)
+	if len(after) != len(before) {
+		t.Fatalf("refused proposals were recorded: %d proposals, then %d", len(before), len(after))
+	}
+
+	// set_key_rotation_policy without a publish delay: a refreshed key is
+	// published one grace period after its creation, while /app/key
+	// without kid answers it at once (TestDevDeployedFetcher).
+	accept(peerRotation)
+	var rp map[string]any
+	s.getJSON("/app/keyRotationPolicy", &rp)
+	if rp["rotation_interval_seconds"] != 86400.0 || rp["grace_period_seconds"] != 3600.0 || rp["publish_delay_seconds"] != 3600.0 || rp["suite"] != "x25519" {
+		t.Fatalf("GET /app/keyRotationPolicy: %v", rp)
+	}
+	var primary struct{ ID int }
+	s.getJSON("/app/pubkey", &primary)
+	rotate := `{"actions":[{"name":"rotate_key_now","args":{"reason":"after the peer's rotation policy"}}]}`
+	resp, body := s.call(nil, http.MethodPost, "/app/refresh", "application/cose", s.member.signProposal(t, rotate))
+	var fresh struct {
+		Kid string
+		ID  int
+	}
+	if resp.StatusCode != 200 || json.Unmarshal(body, &fresh) != nil || fresh.ID == primary.ID {
+		t.Fatalf("POST /app/refresh (a member's rotation): %s: %s", resp.Status, body)
+	}
+	sent = append(sent, rotate)
+	var now struct{ ID int }
+	s.getJSON("/app/pubkey", &now)
+	if now.ID != primary.ID {
+		t.Fatalf("right after the refresh /app/pubkey answers id %d; want still %d", now.ID, primary.ID)
+	}
+	var all wireKeys
+	s.getJSON("/v1/keys?all=true", &all)
+	for _, k := range all.Keys {
+		if k.Kid == fresh.Kid && k.NotBefore.Sub(k.Created) != time.Hour {
+			t.Fatalf("the refreshed key is published %v after its creation; want the grace period, 1h", k.NotBefore.Sub(k.Created))
+		}
+	}
+	// A missing suite keeps the suite in force, here set in tkms's grammar.
+	accept(`{"actions":[{"name":"set_key_rotation_policy","args":{"rotation_interval_seconds":86400,"grace_period_seconds":3600,"publish_delay_seconds":600,"suite":"p256"}}]}`)
+	accept(`{"actions":[{"name":"set_key_rotation_policy","args":{"key_rotation_policy":{"rotation_interval_seconds":86400,"grace_period_seconds":7200}}}]}`)
+	s.getJSON("/app/keyRotationPolicy", &rp)
+	if rp["suite"] != "p256" || rp["publish_delay_seconds"] != 7200.0 {
+		t.Fatalf("GET /app/keyRotationPolicy after the peer's policy on a p256 service: %v", rp)
+	}
+
+	// GET /app/proposals: each accepted proposal's COSE_Sign1 in hex,
+	// oldest first, its payload as signed.
+	var list []string
+	s.getJSON("/app/proposals", &list)
+	if len(list) != len(sent) {
+		t.Fatalf("GET /app/proposals lists %d proposals; want %d", len(list), len(sent))
+	}
+	for i, h := range list {
+		raw, err := hex.DecodeString(h)
+		if err != nil {
+			t.Fatalf("proposal %d: not hex: %v", i, err)
+		}
+		msg, err := gov.ParseMessage(raw)
+		if err != nil || string(msg.Payload) != sent[i] {
+			t.Fatalf("proposal %d: %v; payload %s, want %s", i, err, msg.Payload, sent[i])
+		}
+	}
+
+	// The peer's removals leave the release policy empty: it is unset, and
+	// says so in JSON (the peer answered {"type":"add",}).
+	accept(peerReleaseRest)
+	resp, body = s.call(nil, http.MethodGet, "/app/keyReleasePolicy", "", nil)
+	if resp.StatusCode != 404 || !json.Valid(body) || !strings.Contains(string(body), `"POLICY_UNSET"`) {
+		t.Fatalf("GET /app/keyReleasePolicy after the removals: %s: %s", resp.Status, body)
+	}
+	everyAnswerParses(t, s.base, s.client(&s.member), nil)
+	s.p.stopClean(syscall.SIGTERM)
+}
+
+// everyAnswerParses sends every endpoint of the tkms at base every method,
+// with bodies and credentials good and bad (release, a body for
+// /app/unwrapKey and the release endpoints; token, a workload's bearer
+// token), and fails unless every answer is JSON that parses, but for the
+// documented successes that are not JSON (metrics, log checkpoint, key
+// and tiles, OHTTP key configurations), and every error the JSON error
+// shape with its code in x-ms-kms-error-code.
+func everyAnswerParses(t *testing.T, base string, hc *http.Client, release map[string]any, token ...string) {
+	t.Helper()
+	paths := []string{"/app/heartbeat", "/app/listpubkeys", "/app/pubkey", "/app/pubkey?fmt=tink", "/app/pubkey?kid=nope_1",
+		"/app/pubkey?fmt=pem", "/app/key", "/app/key?fmt=tink", "/app/key?fmt=tink&all=true", "/app/key?kid=nope_1&fmt=jwk",
+		"/app/unwrapKey", "/app/unwrapKey?fmt=tink", "/app/unwrapKey?fmt=bad", "/app/refresh", "/app/keyReleasePolicy",
+		"/app/settingsPolicy", "/app/jwtValidationPolicy", "/app/keyRotationPolicy", "/app/auth", "/app/proposals",
+		"/livez", "/readyz", "/metrics", "/v1/attestation", "/v1/keys", "/v1/keys?all=true", "/v1/keys/ohttp", "/v1/nonce",
+		"/v1/release", "/v1/keys/nope_1/release", "/v1/gov/proposals", "/v1/gov/proposals?state=bogus",
+		"/v1/gov/proposals/" + strings.Repeat("ab", 32), "/v1/gov/proposals/x/ballots", "/v1/gov/proposals/x/withdraw",
+		"/v1/gov/members", "/v1/gov/constitution", "/log/checkpoint", "/log/tile/0/000", "/log/tile/x", "/v1/log/key",
+		"/v1/log/entries/0", "/v1/log/entries/x", "/v1/log/proof/inclusion?index=0", "/v1/log/proof/consistency?from=1&to=2",
+		"/no/such/endpoint", "/app/%2e%2e/heartbeat"}
+	nonJSON := map[string]bool{"/metrics": true, "/log/checkpoint": true, "/v1/log/key": true, "/v1/keys/ohttp": true, "/log/tile/0/000": true}
+	bodies := []struct {
+		ctype string
+		body  []byte
+	}{{"", nil}, {"application/json", []byte(`{}`)}, {"application/json", []byte(`not json`)},
+		{"application/cose", []byte{0xd2, 0x84}}, {"application/json", []byte(`{"type":"add",}`)}}
+	if release != nil {
+		for _, kid := range []string{release["wrappedKid"].(string), ""} {
+			b := maps.Clone(release)
+			b["wrappedKid"] = kid
+			raw, _ := json.Marshal(b)
+			bodies = append(bodies, struct {
+				ctype string
+				body  []byte
+			}{"", raw})
+		}
+	}
+	auths := append([]string{"", "Bearer junk"}, token...)
+	n := 0
+	for _, p := range paths {
+		for _, method := range []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodDelete} {
+			for bi, b := range bodies {
+				if method != http.MethodPost && bi > 0 {
+					break
+				}
+				for _, a := range auths {
+					req, err := http.NewRequest(method, base+p, bytes.NewReader(b.body))
+					if err != nil {
+						t.Fatal(err)
+					}
+					if b.ctype != "" {
+						req.Header.Set("Content-Type", b.ctype)
+					}
+					if a != "" {
+						req.Header.Set("Authorization", a)
+					}
+					resp, err := hc.Do(req)
+					if err != nil {
+						t.Fatal(err)
+					}
+					body, _ := io.ReadAll(resp.Body)
+					resp.Body.Close()
+					n++
+					what := fmt.Sprintf("%s %s (%s %.16q, auth of %d bytes): %d", method, p, b.ctype, b.body, len(a), resp.StatusCode)
+					ct := resp.Header.Get("Content-Type")
+					switch {
+					case len(body) == 0:
+					case strings.Contains(ct, "json"):
+						if !json.Valid(body) {
+							t.Fatalf("%s, invalid JSON: %s", what, body)
+						}
+					case resp.StatusCode >= 400:
+						t.Fatalf("%s, an error of type %q: %s", what, ct, body)
+					case !nonJSON[strings.SplitN(p, "?", 2)[0]]:
+						t.Fatalf("%s, an answer of type %q: %.200s", what, ct, body)
+					}
+					if resp.StatusCode >= 400 {
+						var e struct {
+							Error struct{ Code, Message string }
+						}
+						if json.Unmarshal(body, &e) != nil || e.Error.Code == "" || e.Error.Code != resp.Header.Get("x-ms-kms-error-code") {
+							t.Fatalf("%s, not the error shape: %s", what, body)
+						}
+					}
+				}
+			}
+		}
+	}
+	t.Logf("%d answers of %s parsed", n, base)
 }
