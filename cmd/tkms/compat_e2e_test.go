@@ -264,27 +264,41 @@ func TestServeCCFMembersAndReaders(t *testing.T) {
 // POST /app/unwrapKey?fmt=tink for every key of the list with a
 // wrapping key the evidence binds. The service ends up holding both the
 // advertised key and the newest one, each checked against the public key
-// tkms publishes for its kid.
+// tkms publishes for its kid. tkms dev runs on the peer's rotation policy
+// (no publish delay: the rotated key is published a grace period after
+// its creation). Then: an empty wrappedKid is 404 as the peer's, GET
+// /app/auth with the token is CCF's jwt identity, and every answer of
+// every endpoint parses.
 func TestDevDeployedFetcher(t *testing.T) {
 	f := newTLSFixture(t)
 	data := filepath.Join(t.TempDir(), "dev")
 	cfgPath := filepath.Join(t.TempDir(), "dev.json")
-	writeJSONFile(t, cfgPath, map[string]any{"tls_cert_file": f.certFile, "tls_key_file": f.keyFile})
+	// The peer's rotation policy in the configuration: no publish delay
+	// (it is the grace period), no suite.
+	writeJSONFile(t, cfgPath, map[string]any{"tls_cert_file": f.certFile, "tls_key_file": f.keyFile,
+		"key_rotation_policy": map[string]any{"rotation_interval_seconds": 2678400, "grace_period_seconds": 3600}})
 	p := startProc(t, "dev", "--listen", "127.0.0.1:0", "--data", data, "--config", cfgPath)
 	base := p.waitOutput(p.stdout, devListeningTLS)[1]
 	d := readDevJSON(t, data)
 	hc := f.httpsClient(0, 0, nil)
+	// The fetchers' client sends no User-Agent and no Accept-Encoding.
+	fetcher := f.httpsClient(0, 0, nil)
+	fetcher.Transport.(*http.Transport).DisableCompression = true
 	call := func(method, path, ctype string, body []byte) (*http.Response, []byte) {
 		t.Helper()
 		req, _ := http.NewRequest(method, base+path, strings.NewReader(string(body)))
 		if ctype != "" {
 			req.Header.Set("Content-Type", ctype)
 		}
+		c := hc
 		if method == http.MethodPost && ctype == "" {
+			// Authorization, content-length and an activity id only.
 			req.Header.Set("Authorization", "Bearer "+d.WorkloadToken)
 			req.Header.Set("x-ms-request-id", "fetcher-activity")
+			req.Header.Set("User-Agent", "")
+			c = fetcher
 		}
-		resp, err := hc.Do(req)
+		resp, err := c.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -316,6 +330,9 @@ func TestDevDeployedFetcher(t *testing.T) {
 		pub[k.Kid] = k.PublicKey
 		if strings.HasPrefix(k.Reason, "governance:") {
 			newest = k.Kid
+			if k.NotBefore.Sub(k.Created) != time.Hour {
+				t.Fatalf("the rotated key is published %v after its creation; want the grace period, 1h", k.NotBefore.Sub(k.Created))
+			}
 		} else {
 			advertised = k.Kid
 		}
