@@ -175,7 +175,7 @@ func (s *ccfServe) propose(payload string) (*http.Response, []byte) {
 func (s *ccfServe) accepted(payload string) {
 	s.t.Helper()
 	resp, body := s.propose(payload)
-	if resp.StatusCode != 200 || !strings.Contains(string(body), `"state":"accepted"`) {
+	if resp.StatusCode != 200 || !strings.Contains(string(body), `"state":"accepted"`) || !strings.Contains(string(body), `"votes":{}`) {
 		s.t.Fatalf("POST /app/proposals %s: %s: %s", payload, resp.Status, body)
 	}
 }

@@ -356,7 +356,10 @@ func TestPeerGovernance(t *testing.T) {
 			t.Fatalf("POST /app/proposals %s: %d %s", payload, resp.StatusCode, body)
 		}
 		var ap AppProposal
-		if err := json.Unmarshal(body, &ap); err != nil || ap.State != state.ProposalAccepted || ap.ProposerID != m.member.ID {
+		// The peer's answer schema requires ballot_count, proposal_id,
+		// proposer_id, state and votes.
+		if err := json.Unmarshal(body, &ap); err != nil || ap.State != state.ProposalAccepted || ap.ProposerID != m.member.ID ||
+			!bytes.Contains(body, []byte(`"votes":{}`)) || !bytes.Contains(body, []byte(`"ballot_count":0`)) || ap.ProposalID == "" {
 			t.Fatalf("answer %s (%v)", body, err)
 		}
 		ids = append(ids, gov.ProposalID(raw))
