@@ -546,7 +546,7 @@ func TestRefreshCron(t *testing.T) {
 		seq := tc.e.svc.Seq()
 		resp, body := tc.e.post("/app/refresh", "", nil) // curl -X POST, no body, no credential
 		wantError(t, resp, body, tc.status, tc.code)
-		if !strings.Contains(string(body), "rotates keys itself") || !strings.Contains(string(body), "not needed") {
+		if !strings.Contains(string(body), "rotates keys itself") || !strings.Contains(string(body), "not needed") || !strings.Contains(string(body), "tkms keys rotate") {
 			t.Fatalf("%s does not say that rotation is automatic: %s", tc.code, body)
 		}
 		if tc.e.svc.Seq() != seq {
