@@ -37,6 +37,7 @@ import (
 	"time"
 
 	jose "github.com/go-jose/go-jose/v4"
+	"github.com/go-jose/go-jose/v4/jwt"
 	hpkepb "github.com/tink-crypto/tink-go/v2/proto/hpke_go_proto"
 	tinkpb "github.com/tink-crypto/tink-go/v2/proto/tink_go_proto"
 	"github.com/veraison/go-cose"
@@ -463,8 +464,10 @@ const (
 // TestServePeerGovernanceInputs submits each of the peer's governance
 // inputs, signed as CCF signs them (kid = SHA-256 of the member's
 // certificate), to POST /app/proposals of tkms serve, and reads their
-// effect where the peer's tests read it; then what tkms's grammar refuses
-// is refused in the peer's shape too; the rotation policy without a
+// effect where the peer's tests read it, and in releases (a managed
+// identity's token and the peer's real ACI sample get a key under the
+// policies so set; after the peer's removals, 400 POLICY_UNSET); what
+// tkms's grammar refuses is refused in the peer's shape too; the rotation policy without a
 // publish delay publishes a refreshed key one grace period after its
 // creation, and keeps the suite in force; GET /app/proposals lists each
 // accepted proposal as signed, oldest first; and with the release policy
@@ -540,6 +543,62 @@ func TestServePeerGovernanceInputs(t *testing.T) {
 		t.Fatalf("GET /app/jwtValidationPolicy: %s", jp[peerIssuer])
 	}
 
+	// The policies so set decide releases: a managed identity's token
+	// that the validation policy admits, and the peer's real ACI sample
+	// that the release policy admits, get a key; a token of another
+	// identity does not.
+	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.RS256, Key: rk}, (&jose.SignerOptions{}).WithType("JWT").WithHeader("kid", "k1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mint := func(mirid string) string {
+		t.Helper()
+		now := time.Now()
+		tok, err := jwt.Signed(signer).Claims(map[string]any{"iss": peerIssuer, "aud": "https://management.azure.com/", "appidacr": "2",
+			"idtyp": "app", "oid": "5d0f7a52-3c1e-4c1b-8f7e-2b9f0e6c4a11", "sub": "5d0f7a52-3c1e-4c1b-8f7e-2b9f0e6c4a11",
+			"tid": "0b4c8a8e-1d64-4f4b-9d35-6f1c2a7e9b10", "ver": "1.0", "xms_mirid": mirid,
+			"iat": now.Unix(), "nbf": now.Add(-time.Minute).Unix(), "exp": now.Add(time.Hour).Unix()}).Serialize()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok
+	}
+	token := "Bearer " + mint("/subscriptions/s/resourcegroups/kms/providers/Microsoft.ManagedIdentity/userAssignedIdentities/bfe-mi")
+	stranger := "Bearer " + mint("/subscriptions/s/resourcegroups/kms/providers/Microsoft.ManagedIdentity/userAssignedIdentities/other")
+	bearer := func(method, path, auth string, body []byte) (*http.Response, []byte) {
+		t.Helper()
+		req, _ := http.NewRequest(method, s.base+path, bytes.NewReader(body))
+		req.Header.Set("Authorization", auth) // and no Content-Type, as the fetchers
+		resp, err := s.client(nil).Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp, b
+	}
+	resp, body := bearer(http.MethodGet, "/app/auth", token, nil)
+	var a struct {
+		Auth struct {
+			Policy string
+			JWT    struct {
+				KeyIssuer       string
+				Header, Payload map[string]any
+			}
+		}
+	}
+	if resp.StatusCode != 200 || json.Unmarshal(body, &a) != nil || a.Auth.Policy != "jwt" || a.Auth.JWT.KeyIssuer != peerIssuer || a.Auth.JWT.Header["kid"] != "k1" || a.Auth.JWT.Payload["idtyp"] != "app" {
+		t.Fatalf("GET /app/auth with the managed identity's token: %s: %s", resp.Status, body)
+	}
+	sample := json.RawMessage(readFile(t, "../../internal/attest/snp/testdata/aci_snp.json"))
+	keyBody, _ := json.Marshal(map[string]any{"attestation": sample})
+	if resp, body := bearer(http.MethodPost, "/app/key?fmt=tink", token, keyBody); resp.StatusCode != 200 || !strings.Contains(string(body), `"wrappedKid"`) {
+		t.Fatalf("POST /app/key under the peer's policies: %s: %s", resp.Status, body)
+	}
+	if resp, body := bearer(http.MethodPost, "/app/key?fmt=tink", stranger, keyBody); resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("POST /app/key with a token the validation policy does not admit: %s: %s", resp.Status, body)
+	}
+
 	// What tkms's grammar refuses is refused in the peer's shape, and
 	// nothing is recorded.
 	var before []string
@@ -568,7 +627,7 @@ func TestServePeerGovernanceInputs(t *testing.T) {
 	var primary struct{ ID int }
 	s.getJSON("/app/pubkey", &primary)
 	rotate := `{"actions":[{"name":"rotate_key_now","args":{"reason":"after the peer's rotation policy"}}]}`
-	resp, body := s.call(nil, http.MethodPost, "/app/refresh", "application/cose", s.member.signProposal(t, rotate))
+	resp, body = s.call(nil, http.MethodPost, "/app/refresh", "application/cose", s.member.signProposal(t, rotate))
 	var fresh struct {
 		Kid string
 		ID  int
@@ -622,7 +681,14 @@ func TestServePeerGovernanceInputs(t *testing.T) {
 	if resp.StatusCode != 404 || !json.Valid(body) || !strings.Contains(string(body), `"POLICY_UNSET"`) {
 		t.Fatalf("GET /app/keyReleasePolicy after the removals: %s: %s", resp.Status, body)
 	}
-	everyAnswerParses(t, s.base, s.client(&s.member), nil)
+	// ... and denies, with 400 where the peer fails with 500.
+	resp, body = bearer(http.MethodPost, "/app/key?fmt=tink", token, keyBody)
+	if resp.StatusCode != 400 || resp.Header.Get("x-ms-kms-error-code") != "POLICY_UNSET" {
+		t.Fatalf("POST /app/key with the release policy unset: %s: %s", resp.Status, body)
+	}
+	release := map[string]any{"wrapped": "", "wrappedKid": fresh.Kid, "attestation": sample,
+		"wrappingKey": string(readFile(t, "../../internal/wrap/testdata/publicWrapKey.pem"))}
+	everyAnswerParses(t, s.base, s.client(&s.member), release, token)
 	s.p.stopClean(syscall.SIGTERM)
 }
 
