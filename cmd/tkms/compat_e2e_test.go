@@ -23,7 +23,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
-	"fmt"
 	"io"
 	"maps"
 	"math/big"
@@ -31,6 +30,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -44,6 +44,8 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/tkms-dev/tkms/internal/gov"
+	"github.com/tkms-dev/tkms/internal/httpapi"
+	"github.com/tkms-dev/tkms/internal/httpapi/answertest"
 )
 
 // ccfIdentity is a key and its self-signed certificate, as CCF's
@@ -418,25 +420,8 @@ func TestDevDeployedFetcher(t *testing.T) {
 
 	// GET /app/auth with the workload's token: CCF's jwt identity, tkms's
 	// fields beside.
-	req, _ := http.NewRequest(http.MethodGet, base+"/app/auth", nil)
-	req.Header.Set("Authorization", "Bearer "+d.WorkloadToken)
-	resp, err = hc.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ = io.ReadAll(resp.Body)
-	resp.Body.Close()
-	var a struct {
-		Auth struct {
-			Policy string
-			JWT    struct {
-				KeyIssuer       string
-				Header, Payload map[string]any
-			}
-			Iss, OID string
-		}
-	}
-	if resp.StatusCode != 200 || json.Unmarshal(body, &a) != nil || a.Auth.Policy != "jwt" || a.Auth.JWT.KeyIssuer == "" ||
+	resp, a, body := appAuth(t, hc, base, "Bearer "+d.WorkloadToken)
+	if resp.StatusCode != 200 || a.Auth.Policy != "jwt" || a.Auth.JWT.KeyIssuer == "" ||
 		a.Auth.JWT.KeyIssuer != a.Auth.Iss || a.Auth.JWT.Header["kid"] == nil || a.Auth.OID == "" || a.Auth.JWT.Payload["oid"] != a.Auth.OID {
 		t.Fatalf("GET /app/auth with a token: %s: %s", resp.Status, body)
 	}
@@ -577,17 +562,8 @@ func TestServePeerGovernanceInputs(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		return resp, b
 	}
-	resp, body := bearer(http.MethodGet, "/app/auth", token, nil)
-	var a struct {
-		Auth struct {
-			Policy string
-			JWT    struct {
-				KeyIssuer       string
-				Header, Payload map[string]any
-			}
-		}
-	}
-	if resp.StatusCode != 200 || json.Unmarshal(body, &a) != nil || a.Auth.Policy != "jwt" || a.Auth.JWT.KeyIssuer != peerIssuer || a.Auth.JWT.Header["kid"] != "k1" || a.Auth.JWT.Payload["idtyp"] != "app" {
+	resp, a, body := appAuth(t, s.client(nil), s.base, token)
+	if resp.StatusCode != 200 || a.Auth.Policy != "jwt" || a.Auth.JWT.KeyIssuer != peerIssuer || a.Auth.JWT.Header["kid"] != "k1" || a.Auth.JWT.Payload["idtyp"] != "app" {
 		t.Fatalf("GET /app/auth with the managed identity's token: %s: %s", resp.Status, body)
 	}
 	sample := json.RawMessage(readFile(t, "../../internal/attest/snp/testdata/aci_snp.json"))
@@ -695,89 +671,39 @@ func TestServePeerGovernanceInputs(t *testing.T) {
 // everyAnswerParses sends every endpoint of the tkms at base every method,
 // with bodies and credentials good and bad (release, a body for
 // /app/unwrapKey and the release endpoints; token, a workload's bearer
-// token), and fails unless every answer is JSON that parses, but for the
-// documented successes that are not JSON (metrics, log checkpoint, key
-// and tiles, OHTTP key configurations), and every error the JSON error
-// shape with its code in x-ms-kms-error-code.
+// token), and fails unless every answer parses (answertest.Crawl).
 func everyAnswerParses(t *testing.T, base string, hc *http.Client, release map[string]any, token ...string) {
 	t.Helper()
-	paths := []string{"/app/heartbeat", "/app/listpubkeys", "/app/pubkey", "/app/pubkey?fmt=tink", "/app/pubkey?kid=nope_1",
-		"/app/pubkey?fmt=pem", "/app/key", "/app/key?fmt=tink", "/app/key?fmt=tink&all=true", "/app/key?kid=nope_1&fmt=jwk",
-		"/app/unwrapKey", "/app/unwrapKey?fmt=tink", "/app/unwrapKey?fmt=bad", "/app/refresh", "/app/keyReleasePolicy",
-		"/app/settingsPolicy", "/app/jwtValidationPolicy", "/app/keyRotationPolicy", "/app/auth", "/app/proposals",
-		"/livez", "/readyz", "/metrics", "/v1/attestation", "/v1/keys", "/v1/keys?all=true", "/v1/keys/ohttp", "/v1/nonce",
-		"/v1/release", "/v1/keys/nope_1/release", "/v1/gov/proposals", "/v1/gov/proposals?state=bogus",
-		"/v1/gov/proposals/" + strings.Repeat("ab", 32), "/v1/gov/proposals/x/ballots", "/v1/gov/proposals/x/withdraw",
-		"/v1/gov/members", "/v1/gov/constitution", "/log/checkpoint", "/log/tile/0/000", "/log/tile/x", "/v1/log/key",
-		"/v1/log/entries/0", "/v1/log/entries/x", "/v1/log/proof/inclusion?index=0", "/v1/log/proof/consistency?from=1&to=2",
-		"/no/such/endpoint", "/app/%2e%2e/heartbeat"}
-	nonJSON := map[string]bool{"/metrics": true, "/log/checkpoint": true, "/v1/log/key": true, "/v1/keys/ohttp": true, "/log/tile/0/000": true}
-	bodies := []struct {
-		ctype string
-		body  []byte
-	}{{"", nil}, {"application/json", []byte(`{}`)}, {"application/json", []byte(`not json`)},
-		{"application/cose", []byte{0xd2, 0x84}}, {"application/json", []byte(`{"type":"add",}`)}}
+	bodies := slices.Clone(answertest.Bodies)
 	if release != nil {
 		for _, kid := range []string{release["wrappedKid"].(string), ""} {
 			b := maps.Clone(release)
 			b["wrappedKid"] = kid
 			raw, _ := json.Marshal(b)
-			bodies = append(bodies, struct {
-				ctype string
-				body  []byte
-			}{"", raw})
+			bodies = append(bodies, answertest.Body{Body: raw})
 		}
 	}
-	auths := append([]string{"", "Bearer junk"}, token...)
-	n := 0
-	for _, p := range paths {
-		for _, method := range []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodDelete} {
-			for bi, b := range bodies {
-				if method != http.MethodPost && bi > 0 {
-					break
-				}
-				for _, a := range auths {
-					req, err := http.NewRequest(method, base+p, bytes.NewReader(b.body))
-					if err != nil {
-						t.Fatal(err)
-					}
-					if b.ctype != "" {
-						req.Header.Set("Content-Type", b.ctype)
-					}
-					if a != "" {
-						req.Header.Set("Authorization", a)
-					}
-					resp, err := hc.Do(req)
-					if err != nil {
-						t.Fatal(err)
-					}
-					body, _ := io.ReadAll(resp.Body)
-					resp.Body.Close()
-					n++
-					what := fmt.Sprintf("%s %s (%s %.16q, auth of %d bytes): %d", method, p, b.ctype, b.body, len(a), resp.StatusCode)
-					ct := resp.Header.Get("Content-Type")
-					switch {
-					case len(body) == 0:
-					case strings.Contains(ct, "json"):
-						if !json.Valid(body) {
-							t.Fatalf("%s, invalid JSON: %s", what, body)
-						}
-					case resp.StatusCode >= 400:
-						t.Fatalf("%s, an error of type %q: %s", what, ct, body)
-					case !nonJSON[strings.SplitN(p, "?", 2)[0]]:
-						t.Fatalf("%s, an answer of type %q: %.200s", what, ct, body)
-					}
-					if resp.StatusCode >= 400 {
-						var e struct {
-							Error struct{ Code, Message string }
-						}
-						if json.Unmarshal(body, &e) != nil || e.Error.Code == "" || e.Error.Code != resp.Header.Get("x-ms-kms-error-code") {
-							t.Fatalf("%s, not the error shape: %s", what, body)
-						}
-					}
-				}
-			}
-		}
-	}
+	n := answertest.Crawl(t, hc, base, answertest.Paths, bodies, append([]string{"", "Bearer junk"}, token...), nil)
 	t.Logf("%d answers of %s parsed", n, base)
+}
+
+// appAuth GETs /app/auth of the tkms at base with authorization and
+// decodes a 200 answer as a token's identity.
+func appAuth(t *testing.T, hc *http.Client, base, authorization string) (*http.Response, httpapi.AppAuth, []byte) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, base+"/app/auth", nil)
+	req.Header.Set("Authorization", authorization)
+	resp, err := hc.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	var a httpapi.AppAuth
+	if resp.StatusCode == 200 {
+		if err := json.Unmarshal(body, &a); err != nil {
+			t.Fatalf("GET /app/auth: %v: %s", err, body)
+		}
+	}
+	return resp, a, body
 }

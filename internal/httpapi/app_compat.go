@@ -93,6 +93,31 @@ type certAuth struct {
 	Name     string         `json:"name,omitempty"`
 }
 
+// AppAuth is the answer of GET /app/auth to a bearer token: CCF's jwt
+// identity, as the deployed DEPA KMS answers, with tkms's fields beside.
+type AppAuth struct {
+	Auth JWTIdentity `json:"auth"`
+}
+
+// JWTIdentity is a token's identity in CCF's shape.
+type JWTIdentity struct {
+	Policy string   `json:"policy"` // "jwt"
+	JWT    JWTToken `json:"jwt"`
+	// tkms's: the trusted issuer, and the identity's oid, sub and tid.
+	Iss string `json:"iss"`
+	OID string `json:"oid"`
+	Sub string `json:"sub"`
+	TID string `json:"tid"`
+}
+
+// JWTToken is a verified token as CCF reports it: the trusted issuer
+// whose key verified it, its JOSE header and its claims.
+type JWTToken struct {
+	KeyIssuer string         `json:"keyIssuer"`
+	Header    map[string]any `json:"header"`
+	Payload   map[string]any `json:"payload"`
+}
+
 // clientCert identifies the TLS client certificate of r, if any: an
 // active member registered with that certificate, or a reader
 // (Options.Readers). known is false when r presents a certificate that is
@@ -151,9 +176,9 @@ func (s *Server) appAuth(w http.ResponseWriter, r *http.Request) {
 		header = map[string]any{}
 	}
 	w.Header().Set("Cache-Control", "no-store")
-	s.writeJSON(w, http.StatusOK, map[string]any{"auth": map[string]any{
-		"policy": "jwt",
-		"jwt":    map[string]any{"keyIssuer": id.Issuer, "header": header, "payload": payload},
-		"iss":    id.Issuer, "oid": id.OID, "sub": id.Subject, "tid": id.TenantID,
+	s.writeJSON(w, http.StatusOK, AppAuth{Auth: JWTIdentity{
+		Policy: "jwt",
+		JWT:    JWTToken{KeyIssuer: id.Issuer, Header: header, Payload: payload},
+		Iss:    id.Issuer, OID: id.OID, Sub: id.Subject, TID: id.TenantID,
 	}})
 }
