@@ -379,8 +379,8 @@ func TestDevDeployedFetcher(t *testing.T) {
 	held := map[string]bool{}
 	for i, ek := range list.Keys {
 		kid := ek.KeyData[0].KeyEncryptionKeyURI[10:]
-		if want := []string{advertised, newest}[i]; kid != want {
-			t.Fatalf("key %d of the list is %s, want %s (the advertised key, then the newest)", i, kid, want)
+		if want := []string{newest, advertised}[i]; kid != want {
+			t.Fatalf("key %d of the list is %s, want %s (the newest key, named by wrappedKid, then the advertised one)", i, kid, want)
 		}
 		unwrapBody, _ := json.Marshal(map[string]any{"wrapped": "", "wrappedKid": kid, "attestation": boundEvidence, "wrappingKey": pemText})
 		resp, body := call(http.MethodPost, "/app/unwrapKey?fmt=tink", "", unwrapBody)

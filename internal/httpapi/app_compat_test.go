@@ -175,8 +175,8 @@ func TestDeployedFetcherFlow(t *testing.T) {
 			t.Fatalf("the keyset released for %s does not hold its private key", kid)
 		}
 	}
-	if order[0] != primary.Kid || order[1] != next.Kid {
-		t.Fatalf("keys %v; want the advertised primary, then the newest", order)
+	if order[0] != next.Kid || order[1] != primary.Kid {
+		t.Fatalf("keys %v; want the newest (named by wrappedKid), then the advertised primary", order)
 	}
 
 	// The deployed KMS answers 404 to an empty wrappedKid.
