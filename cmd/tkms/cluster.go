@@ -27,6 +27,8 @@ import (
 	"github.com/tkms-dev/tkms/client"
 	"github.com/tkms-dev/tkms/client/devtee"
 	"github.com/tkms-dev/tkms/internal/attest/simsnp"
+	"github.com/tkms-dev/tkms/internal/httpapi"
+	"github.com/tkms-dev/tkms/internal/httpapi/apierror"
 	"github.com/tkms-dev/tkms/internal/kms"
 	"github.com/tkms-dev/tkms/internal/ledger"
 	"github.com/tkms-dev/tkms/internal/node"
@@ -924,7 +926,7 @@ func (n *clusterNode) handler(next http.Handler) http.Handler {
 		if r.URL.Path == "/v1/cluster" {
 			if r.Method != http.MethodGet {
 				w.Header().Set("Allow", "GET")
-				http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+				apierror.Write(w, http.StatusMethodNotAllowed, httpapi.CodeMethodNotAllowed, r.Method+" is not allowed on "+r.URL.Path+"; use GET")
 				return
 			}
 			w.Header().Set("Content-Type", "application/json")
@@ -934,12 +936,12 @@ func (n *clusterNode) handler(next http.Handler) http.Handler {
 		if r.URL.Path == "/v1/service" {
 			if r.Method != http.MethodGet {
 				w.Header().Set("Allow", "GET")
-				http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+				apierror.Write(w, http.StatusMethodNotAllowed, httpapi.CodeMethodNotAllowed, r.Method+" is not allowed on "+r.URL.Path+"; use GET")
 				return
 			}
 			svc := n.svc.Load()
 			if svc == nil {
-				http.Error(w, "the service is opening", http.StatusServiceUnavailable)
+				apierror.Write(w, http.StatusServiceUnavailable, httpapi.CodeUnavailable, "the service is opening: retry shortly")
 				return
 			}
 			w.Header().Set("Content-Type", "application/json")

@@ -27,9 +27,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/tkms-dev/tkms/api"
 	"github.com/tkms-dev/tkms/client"
 	"github.com/tkms-dev/tkms/internal/attest"
+	"github.com/tkms-dev/tkms/internal/httpapi/apierror"
 	"github.com/tkms-dev/tkms/internal/keys"
 	"github.com/tkms-dev/tkms/ohttp"
 )
@@ -204,15 +204,10 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, code, message stri
 	s.write(w, r, status, code, message)
 }
 
-// write writes tkms's error shape: {"error":{"code","message"}} and the
-// x-ms-kms-error-code header.
+// write writes tkms's error answer (apierror: {"error":{"code","message"}}
+// and the x-ms-kms-error-code header) and logs it.
 func (s *Server) write(w http.ResponseWriter, r *http.Request, status int, code, message string) {
-	body, _ := json.Marshal(api.ErrorResponse{Error: api.Error{Code: code, Message: message}})
-	h := w.Header()
-	h.Set("Content-Type", "application/json")
-	h.Set("x-ms-kms-error-code", code)
-	w.WriteHeader(status)
-	w.Write(body)
+	apierror.Write(w, status, code, message)
 	level := slog.LevelInfo
 	if status >= 500 {
 		level = slog.LevelWarn
