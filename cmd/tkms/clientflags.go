@@ -119,7 +119,7 @@ func (c *clientFlags) newAttester() (client.Attester, error) {
 		opts.Debug = c.debug
 		return devtee.NewTDXAttester(c.data, opts)
 	case "tdx":
-		return client.NewTDXAttester(nil), nil
+		return client.NewTDXAttester(client.TDXOptions{}), nil
 	case "azure-cvm":
 		return client.NewAzureCVMAttester(client.AzureCVMOptions{IMDSURL: c.imdsURL}), nil
 	case "simulated-az-snp", "simulated-az-tdx":
