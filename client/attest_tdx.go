@@ -32,10 +32,17 @@ type TDXAttester struct {
 
 var _ Attester = (*TDXAttester)(nil)
 
-// NewTDXAttester returns an attester of TDX quotes from device (its
-// report is the quote; any certificate table is ignored). A nil device
-// means configfs-tsm at /sys/kernel/config/tsm.
-func NewTDXAttester(device ReportDevice) *TDXAttester {
+// TDXOptions configure [NewTDXAttester].
+type TDXOptions struct {
+	// Device produces the quotes (its report is the quote; any
+	// certificate table is ignored). nil means configfs-tsm at
+	// /sys/kernel/config/tsm with the "tdx_guest" provider.
+	Device ReportDevice
+}
+
+// NewTDXAttester returns an attester of TDX quotes from opts.Device.
+func NewTDXAttester(opts TDXOptions) *TDXAttester {
+	device := opts.Device
 	if device == nil {
 		device = &ConfigFSDevice{Provider: tsmProviderTDX}
 	}

@@ -35,7 +35,7 @@ func TestTDXAttester(t *testing.T) {
 	}
 	rd := [64]byte{1, 2, 3}
 	k := &fakeTSM{dev: &simTDXDevice{chain: chain}, provider: "tdx_guest", noAux: true}
-	a := NewTDXAttester(&ConfigFSDevice{Root: newTSMRoot(t), Provider: "tdx_guest", fs: k})
+	a := NewTDXAttester(TDXOptions{Device: &ConfigFSDevice{Root: newTSMRoot(t), Provider: "tdx_guest", fs: k}})
 	ev, err := a.Attest(context.Background(), rd)
 	if err != nil {
 		t.Fatal(err)
@@ -54,13 +54,13 @@ func TestTDXAttester(t *testing.T) {
 		dev  ReportDevice
 		want string
 	}{
-		{"SEV-SNP guest", NewTDXAttester(&ConfigFSDevice{Root: newTSMRoot(t), Provider: "tdx_guest", fs: &fakeTSM{dev: &simTDXDevice{chain: chain}, provider: "sev_guest"}}).device, `not "tdx_guest": this is not a TDX guest`},
+		{"SEV-SNP guest", NewTDXAttester(TDXOptions{Device: &ConfigFSDevice{Root: newTSMRoot(t), Provider: "tdx_guest", fs: &fakeTSM{dev: &simTDXDevice{chain: chain}, provider: "sev_guest"}}}).device, `not "tdx_guest": this is not a TDX guest`},
 		{"short", &simTDXDevice{chain: chain, mutate: func(q []byte) []byte { return q[:100] }}, "too short"},
 		{"version", &simTDXDevice{chain: chain, mutate: func(q []byte) []byte { q[0] = 5; return q }}, "version 5"},
 		{"report data", &simTDXDevice{chain: chain, mutate: func(q []byte) []byte { q[0x238] ^= 1; return q }}, "REPORT_DATA"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := NewTDXAttester(tt.dev).Attest(context.Background(), rd)
+			_, err := NewTDXAttester(TDXOptions{Device: tt.dev}).Attest(context.Background(), rd)
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("%v, want %q", err, tt.want)
 			}

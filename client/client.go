@@ -13,6 +13,11 @@
 // goroutine of a Keys. Package kmstest starts a KMS in process for the
 // tests of a service; docs/ohttp.md puts it all together.
 //
+// Constructors take what they cannot do without as arguments and
+// everything optional in an options struct (KeysConfig, ACIOptions,
+// SNPOptions, TDXOptions, AzureCVMOptions, IMDSOptions, ...), whose zero
+// value is the default.
+//
 // The wire formats are those of tkms's /app (Azure-compatible) and /v1
 // APIs (docs/spec/azure-compat.md, docs/release.md).
 //

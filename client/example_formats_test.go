@@ -11,8 +11,8 @@ import (
 // A TD obtains TDX evidence from configfs-tsm (provider tdx_guest); the
 // quote's REPORT_DATA is the report data the release asks for.
 func ExampleNewTDXAttester() {
-	var a client.Attester = client.NewTDXAttester(nil) // /sys/kernel/config/tsm
-	_ = a                                              // give it to client.KeysConfig.Attester
+	var a client.Attester = client.NewTDXAttester(client.TDXOptions{}) // /sys/kernel/config/tsm
+	_ = a                                                              // give it to client.KeysConfig.Attester
 	fmt.Println(client.EvidenceTDX)
 	// Output: tdx
 }

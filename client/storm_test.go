@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"net/http"
 	"strings"
 	"sync"
@@ -49,16 +50,51 @@ func (e *keysEnv) ohttpRequest(msg []byte) []byte {
 	return req
 }
 
+// levelCounter is a slog.Handler that counts the records of each level.
+type levelCounter struct {
+	mu sync.Mutex
+	n  map[slog.Level]int
+}
+
+func (c *levelCounter) Enabled(context.Context, slog.Level) bool { return true }
+func (c *levelCounter) WithAttrs([]slog.Attr) slog.Handler       { return c }
+func (c *levelCounter) WithGroup(string) slog.Handler            { return c }
+func (c *levelCounter) Handle(_ context.Context, r slog.Record) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.n == nil {
+		c.n = map[slog.Level]int{}
+	}
+	c.n[r.Level]++
+	return nil
+}
+
+// count returns the records of level l and above.
+func (c *levelCounter) count(l slog.Level) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := 0
+	for lv, k := range c.n {
+		if lv >= l {
+			n += k
+		}
+	}
+	return n
+}
+
 // TestKeysReleaseStorm is the request-storm case: with a token the KMS
 // rejects, requests for a listed but uncached key do not each cause a
 // release; the failure is remembered (MaxBackoff, since a 401 is
-// permanent) and Run shares it.
+// permanent) and Run shares it. The failure is logged once, not once per
+// request.
 func TestKeysReleaseStorm(t *testing.T) {
 	e := newKeysEnv(t, keysEnvOptions{})
 	clock := newStepClock()
 	cfg := e.config("", "")
 	cfg.Tokens = client.StaticTokenSource("not-a-token")
 	cfg.Now = clock.Now
+	logs := &levelCounter{}
+	cfg.Logger = slog.New(logs)
 	cfg.MinBackoff, cfg.MaxBackoff = time.Second, time.Hour
 	k := e.newKeys(cfg)
 	defer k.Close()
@@ -82,6 +118,9 @@ func TestKeysReleaseStorm(t *testing.T) {
 	}
 	if r := e.releases(); r != 1 {
 		t.Fatalf("%d releases for %d requests under a rejected token, want 1", r, n)
+	}
+	if l := logs.count(slog.LevelInfo); l != 1 {
+		t.Fatalf("%d log lines (info and above) for one failure and %d requests, want 1", l, 2*n)
 	}
 
 	// Run shares the remembered failure: its refresh makes no release.

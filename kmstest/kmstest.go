@@ -31,7 +31,6 @@ import (
 	"github.com/tkms-dev/tkms/internal/attest"
 	"github.com/tkms-dev/tkms/internal/attest/simsnp"
 	"github.com/tkms-dev/tkms/internal/attest/snp"
-	"github.com/tkms-dev/tkms/internal/attest/uvm"
 	"github.com/tkms-dev/tkms/internal/httpapi"
 	"github.com/tkms-dev/tkms/internal/jwtauth"
 	"github.com/tkms-dev/tkms/internal/kms"
@@ -156,12 +155,9 @@ func Start(opts Options) (s *Server, err error) {
 		return nil, err
 	}
 	s.stops = append(s.stops, auth.Close)
-	ark, ask := s.chain.Roots()
-	did, feed := s.chain.UVMTrust()
-	av, err := attest.New(attest.Config{
-		SNP:                snp.Options{Now: func() time.Time { return s.at }, Roots: []snp.Root{{ProductLine: simsnp.ProductLine, ARK: ark, ASK: ask}}},
-		SimulatedEndorsers: []uvm.Endorser{{DID: did, Feed: feed}}, Simulated: true,
-	})
+	attCfg := attest.Config{SNP: snp.Options{Now: func() time.Time { return s.at }}, Simulated: true}
+	s.chain.Trust(&attCfg)
+	av, err := attest.New(attCfg)
 	if err != nil {
 		return nil, err
 	}

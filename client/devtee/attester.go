@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"os"
-	"path/filepath"
 
 	"github.com/tkms-dev/tkms/client"
 	"github.com/tkms-dev/tkms/internal/attest/simsnp"
@@ -50,10 +48,8 @@ func NewAttester(dataDir string, opts AttesterOptions) (*Attester, error) {
 	if opts.HostData != nil && len(opts.HostData) != 32 {
 		return nil, fmt.Errorf("devtee: simulated host data is %d bytes, want 32", len(opts.HostData))
 	}
-	if !opts.Create {
-		if _, err := os.Stat(filepath.Join(dataDir, simsnp.ChainFile)); err != nil {
-			return nil, fmt.Errorf("devtee: no simulated TEE in %s (%w); start 'tkms dev --data %s' once first", dataDir, err, dataDir)
-		}
+	if err := needDevFile(dataDir, simsnp.ChainFile, opts.Create); err != nil {
+		return nil, err
 	}
 	chain, err := simsnp.LoadOrCreate(dataDir)
 	if err != nil {

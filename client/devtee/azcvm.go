@@ -21,10 +21,28 @@ type AzureCVMAttester struct {
 
 var _ client.Attester = (*AzureCVMAttester)(nil)
 
+// AzureCVMAttesterOptions choose the simulated Azure confidential VM.
+type AzureCVMAttesterOptions struct {
+	// TDX makes a TDX CVM (a TD quote of the directory's simulated TDX
+	// chain); otherwise an SEV-SNP CVM (a report of its SEV-SNP chain).
+	TDX bool
+	// Create makes the simulated chain when the directory has none.
+	// Without it, a directory without one is an error (see
+	// AttesterOptions.Create).
+	Create bool
+}
+
 // NewAzureCVMAttester loads the simulated chain of dataDir (SEV-SNP, or
-// TDX when tdx is set), creating it on first use.
-func NewAzureCVMAttester(dataDir string, tdx bool) (*AzureCVMAttester, error) {
-	if tdx {
+// TDX with opts.TDX), which `tkms dev --data dataDir` creates.
+func NewAzureCVMAttester(dataDir string, opts AzureCVMAttesterOptions) (*AzureCVMAttester, error) {
+	file := simsnp.ChainFile
+	if opts.TDX {
+		file = simtdx.ChainFile
+	}
+	if err := needDevFile(dataDir, file, opts.Create); err != nil {
+		return nil, err
+	}
+	if opts.TDX {
 		chain, err := simtdx.LoadOrCreate(dataDir)
 		if err != nil {
 			return nil, fmt.Errorf("devtee: %w", err)

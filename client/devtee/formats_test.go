@@ -2,9 +2,12 @@ package devtee_test
 
 import (
 	"context"
+	"crypto/x509"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 
-	"crypto/x509"
 	"github.com/tkms-dev/tkms/client"
 	"github.com/tkms-dev/tkms/client/devtee"
 	"github.com/tkms-dev/tkms/internal/attest"
@@ -21,11 +24,11 @@ import (
 // simulated TEE, bound to the report data asked for, and marked simulated.
 func TestFormatAttesters(t *testing.T) {
 	dir := t.TempDir()
-	ta, err := devtee.NewTDXAttester(dir, devtee.TDXAttesterOptions{})
+	ta, err := devtee.NewTDXAttester(dir, devtee.TDXAttesterOptions{Create: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	ma, err := devtee.NewMAAAttester(dir, devtee.MAAAttesterOptions{})
+	ma, err := devtee.NewMAAAttester(dir, devtee.MAAAttesterOptions{Create: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -38,11 +41,11 @@ func TestFormatAttesters(t *testing.T) {
 		t.Fatal(err)
 	}
 	var v *attest.Verifier
-	azs, err := devtee.NewAzureCVMAttester(dir, false)
+	azs, err := devtee.NewAzureCVMAttester(dir, devtee.AzureCVMAttesterOptions{Create: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	azt, err := devtee.NewAzureCVMAttester(dir, true)
+	azt, err := devtee.NewAzureCVMAttester(dir, devtee.AzureCVMAttesterOptions{TDX: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,5 +75,49 @@ func TestFormatAttesters(t *testing.T) {
 	}
 	if _, err := devtee.NewTDXAttester(dir, devtee.TDXAttesterOptions{MRTD: make([]byte, 3)}); err == nil {
 		t.Fatal("a 3-byte MRTD accepted")
+	}
+}
+
+// TestAttestersRefuseMistypedDir: every simulated attester refuses a
+// directory without its simulated TEE (a mistyped --data), creating
+// nothing there, unless told to create one.
+func TestAttestersRefuseMistypedDir(t *testing.T) {
+	for name, newAttester := range map[string]func(dir string, create bool) error{
+		"snp": func(dir string, create bool) error {
+			_, err := devtee.NewAttester(dir, devtee.AttesterOptions{Create: create})
+			return err
+		},
+		"tdx": func(dir string, create bool) error {
+			_, err := devtee.NewTDXAttester(dir, devtee.TDXAttesterOptions{Create: create})
+			return err
+		},
+		"maa": func(dir string, create bool) error {
+			_, err := devtee.NewMAAAttester(dir, devtee.MAAAttesterOptions{Create: create})
+			return err
+		},
+		"az-snp-vtpm": func(dir string, create bool) error {
+			_, err := devtee.NewAzureCVMAttester(dir, devtee.AzureCVMAttesterOptions{Create: create})
+			return err
+		},
+		"az-tdx-vtpm": func(dir string, create bool) error {
+			_, err := devtee.NewAzureCVMAttester(dir, devtee.AzureCVMAttesterOptions{TDX: true, Create: create})
+			return err
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			typo := filepath.Join(t.TempDir(), "tkms-dve")
+			if err := newAttester(typo, false); err == nil || !strings.Contains(err.Error(), "start 'tkms dev --data "+typo+"' once first") {
+				t.Fatalf("a directory without a simulated TEE: %v", err)
+			}
+			if _, err := os.Stat(typo); err == nil {
+				t.Fatal("the refused directory was created")
+			}
+			if err := newAttester(typo, true); err != nil {
+				t.Fatalf("with Create: %v", err)
+			}
+			if err := newAttester(typo, false); err != nil {
+				t.Fatalf("once created: %v", err)
+			}
+		})
 	}
 }

@@ -18,6 +18,10 @@ type TDXAttesterOptions struct {
 	MRTD []byte
 	// Debug sets TD_ATTRIBUTES bit 0, which verifiers refuse.
 	Debug bool
+	// Create makes a new simulated TDX chain when the directory has none.
+	// Without it, a directory without one is an error (see
+	// AttesterOptions.Create).
+	Create bool
 }
 
 // TDXAttester produces TDX evidence signed by the SIMULATED TDX chain of a
@@ -29,12 +33,16 @@ type TDXAttester struct {
 
 var _ client.Attester = (*TDXAttester)(nil)
 
-// NewTDXAttester loads the simulated TDX chain of dataDir, creating it on
-// first use (a new chain is trusted only by a KMS started on the same
+// NewTDXAttester loads the simulated TDX chain of dataDir, which `tkms dev
+// --data dataDir` creates; with opts.Create it creates the chain if there
+// is none (a new chain is trusted only by a KMS started on the same
 // directory afterwards).
 func NewTDXAttester(dataDir string, opts TDXAttesterOptions) (*TDXAttester, error) {
 	if opts.MRTD != nil && len(opts.MRTD) != 48 {
 		return nil, fmt.Errorf("devtee: simulated MRTD is %d bytes, want 48", len(opts.MRTD))
+	}
+	if err := needDevFile(dataDir, simtdx.ChainFile, opts.Create); err != nil {
+		return nil, err
 	}
 	chain, err := simtdx.LoadOrCreate(dataDir)
 	if err != nil {

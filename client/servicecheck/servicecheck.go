@@ -21,6 +21,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/tkms-dev/tkms/api"
 	"github.com/tkms-dev/tkms/client"
 	"github.com/tkms-dev/tkms/internal/attest"
 	"github.com/tkms-dev/tkms/internal/ledger"
@@ -76,15 +77,6 @@ func New(cfg Config) (client.ServiceCheck, error) {
 	}, nil
 }
 
-// service is the part of GET /v1/service checked.
-type service struct {
-	Nodes []struct {
-		NodeID      string          `json:"node_id"`
-		NodeKey     []byte          `json:"node_key"`
-		Endorsement json.RawMessage `json:"endorsement"`
-	} `json:"nodes"`
-}
-
 func check(ctx context.Context, v *attest.Verifier, pol policy.Policy, hc *http.Client, kms, logKey string) error {
 	if logKey == "" {
 		return fmt.Errorf("%w: no log key (KeysConfig.LogKey) to verify the nodes' endorsements", ErrUntrusted)
@@ -112,7 +104,7 @@ func check(ctx context.Context, v *attest.Verifier, pol policy.Policy, hc *http.
 	if resp.StatusCode != http.StatusOK {
 		return fmt.Errorf("%w: GET /v1/service: %s", ErrUntrusted, resp.Status)
 	}
-	var s service
+	var s api.Service
 	if err := json.Unmarshal(body, &s); err != nil {
 		return fmt.Errorf("%w: GET /v1/service: %w", ErrUntrusted, err)
 	}

@@ -119,11 +119,11 @@ func (c *clientFlags) newAttester() (client.Attester, error) {
 		opts.Debug = c.debug
 		return devtee.NewTDXAttester(c.data, opts)
 	case "tdx":
-		return client.NewTDXAttester(nil), nil
+		return client.NewTDXAttester(client.TDXOptions{}), nil
 	case "azure-cvm":
 		return client.NewAzureCVMAttester(client.AzureCVMOptions{IMDSURL: c.imdsURL}), nil
 	case "simulated-az-snp", "simulated-az-tdx":
-		return devtee.NewAzureCVMAttester(c.data, c.attester == "simulated-az-tdx")
+		return devtee.NewAzureCVMAttester(c.data, devtee.AzureCVMAttesterOptions{TDX: c.attester == "simulated-az-tdx"})
 	case "simulated-maa":
 		opts := devtee.MAAAttesterOptions{Measurement: c.measurement, Debug: c.debug}
 		if _, err := hexFlag("measurement", c.measurement, 48, 48); err != nil {

@@ -23,9 +23,12 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+	"github.com/tkms-dev/tkms/api"
 	"github.com/tkms-dev/tkms/client"
 	"github.com/tkms-dev/tkms/client/devtee"
 	"github.com/tkms-dev/tkms/internal/attest/simsnp"
+	"github.com/tkms-dev/tkms/internal/httpapi"
+	"github.com/tkms-dev/tkms/internal/httpapi/apierror"
 	"github.com/tkms-dev/tkms/internal/kms"
 	"github.com/tkms-dev/tkms/internal/ledger"
 	"github.com/tkms-dev/tkms/internal/node"
@@ -35,7 +38,6 @@ import (
 	"github.com/tkms-dev/tkms/internal/seal"
 	"github.com/tkms-dev/tkms/internal/state"
 	"github.com/tkms-dev/tkms/internal/store"
-	"github.com/tkms-dev/tkms/internal/translog"
 )
 
 // ClusterConfig makes tkms a node of a replicated cluster: its ledger is
@@ -964,13 +966,13 @@ func (n *clusterNode) close() {
 }
 
 // handler serves GET /v1/cluster and adds Retry-After to every 503 of
-// api (a write without a leader is to be retried shortly).
-func (n *clusterNode) handler(api http.Handler) http.Handler {
+// next, the API (a write without a leader is to be retried shortly).
+func (n *clusterNode) handler(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/v1/cluster" {
 			if r.Method != http.MethodGet {
 				w.Header().Set("Allow", "GET")
-				http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+				apierror.Write(w, http.StatusMethodNotAllowed, httpapi.CodeMethodNotAllowed, r.Method+" is not allowed on "+r.URL.Path+"; use GET")
 				return
 			}
 			w.Header().Set("Content-Type", "application/json")
@@ -980,56 +982,35 @@ func (n *clusterNode) handler(api http.Handler) http.Handler {
 		if r.URL.Path == "/v1/service" {
 			if r.Method != http.MethodGet {
 				w.Header().Set("Allow", "GET")
-				http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+				apierror.Write(w, http.StatusMethodNotAllowed, httpapi.CodeMethodNotAllowed, r.Method+" is not allowed on "+r.URL.Path+"; use GET")
 				return
 			}
 			svc := n.svc.Load()
 			if svc == nil {
-				http.Error(w, "the service is opening", http.StatusServiceUnavailable)
+				apierror.Write(w, http.StatusServiceUnavailable, httpapi.CodeUnavailable, "the service is opening: retry shortly")
 				return
 			}
 			w.Header().Set("Content-Type", "application/json")
 			json.NewEncoder(w).Encode(serviceIdentity(svc))
 			return
 		}
-		api.ServeHTTP(&retryAfterWriter{ResponseWriter: w}, r)
+		next.ServeHTTP(&retryAfterWriter{ResponseWriter: w}, r)
 	})
 }
 
-// serviceView is GET /v1/service: the service's identity (its log, whose
-// signing key is a ledger secret only attested nodes hold) and every
-// trusted node with the evidence that binds its keys, endorsed by the log:
-// the receipt of its node.joined entry under a checkpoint signed by the
-// service's log key, and its node certificate, which the log key signed
+// serviceIdentity is GET /v1/service (api.Service): the service's identity
+// and every trusted node with the evidence that binds its keys, endorsed by
+// the log: the receipt of its node.joined entry under a checkpoint signed by
+// the service's log key, and its node certificate, which the log key signed
 // for its attested TLS key (a client checks it with node.CheckPeer: the
 // certificate holds tls_key, whose SHA-256 is the evidence's
 // REPORT_DATA[32:64]).
-type serviceView struct {
-	LogOrigin string        `json:"log_origin"`
-	LogKey    string        `json:"log_key"`
-	Nodes     []serviceNode `json:"nodes"`
-}
-
-type serviceNode struct {
-	NodeID       string            `json:"node_id"`
-	Member       string            `json:"member"`
-	NodeKey      []byte            `json:"node_key"`
-	Evidence     json.RawMessage   `json:"evidence"`
-	EvidenceType string            `json:"evidence_type"`
-	Claims       map[string]any    `json:"claims"`
-	Simulated    bool              `json:"simulated,omitempty"`
-	Seq          uint64            `json:"seq"`
-	Endorsement  *translog.Receipt `json:"endorsement,omitempty"`
-	TLSKey       []byte            `json:"tls_key,omitempty"`
-	Certificate  []byte            `json:"certificate,omitempty"`
-}
-
-func serviceIdentity(svc *kms.Service) serviceView {
-	v := serviceView{LogOrigin: svc.LogOrigin(), LogKey: svc.LogVerifierKey(), Nodes: []serviceNode{}}
+func serviceIdentity(svc *kms.Service) api.Service {
+	v := api.Service{LogOrigin: svc.LogOrigin(), LogKey: svc.LogVerifierKey(), Nodes: []api.ServiceNode{}}
 	var nodes []*state.Node
 	svc.Read(func(st *state.State) { nodes = st.TrustedNodes() })
 	for _, nd := range nodes {
-		sn := serviceNode{
+		sn := api.ServiceNode{
 			NodeID: nd.NodeID, Member: nd.Member, NodeKey: nd.NodeKey, Evidence: nd.Evidence,
 			EvidenceType: nd.EvidenceType, Claims: nd.Claims, Simulated: nd.Simulated, Seq: nd.Seq,
 			TLSKey: nd.TLSKey, Certificate: nd.Certificate,
@@ -1037,7 +1018,9 @@ func serviceIdentity(svc *kms.Service) serviceView {
 		if !json.Valid(nd.Evidence) {
 			sn.Evidence, _ = json.Marshal(nd.Evidence) // base64 of evidence that is not JSON
 		}
-		sn.Endorsement, _ = svc.Receipt(nd.Seq) // nil until a checkpoint covers it
+		if rc, err := svc.Receipt(nd.Seq); err == nil { // none until a checkpoint covers it
+			sn.Endorsement, _ = json.Marshal(rc)
+		}
 		v.Nodes = append(v.Nodes, sn)
 	}
 	return v

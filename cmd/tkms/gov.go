@@ -646,9 +646,7 @@ func getJSON(hc *http.Client, url string) ([]byte, error) {
 // apiError is the error of a refused API call: its status, and the code
 // and message of tkms's error body when it has one.
 func apiError(what string, resp *http.Response, body []byte) error {
-	var e struct {
-		Error struct{ Code, Message string } `json:"error"`
-	}
+	var e api.ErrorResponse
 	if json.Unmarshal(body, &e) == nil && e.Error.Code != "" {
 		return fmt.Errorf("%s: %s: %s: %s", what, resp.Status, e.Error.Code, e.Error.Message)
 	}

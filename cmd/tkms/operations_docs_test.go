@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"os"
 	"os/exec"
@@ -108,6 +109,9 @@ func TestOperationsFiles(t *testing.T) {
 			var p initPolicies
 			if p, err = readInitPolicies(dir, "tkms"); err == nil {
 				err = checkInitPolicies(p)
+			}
+			if err == nil && name == policyFileSettings && (p.settings.Attestation == nil || len(p.settings.Attestation.MinReportedTCB) == 0 || p.settings.Attestation.MinUVMSVN == 0) {
+				err = errors.New("the example does not set the attestation floors (min_reported_tcb, min_uvm_svn) explicitly")
 			}
 		case "ACTIONS.json":
 			var actions []gov.Action

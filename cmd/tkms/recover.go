@@ -22,6 +22,7 @@ import (
 	"github.com/tkms-dev/tkms/internal/audit"
 	"github.com/tkms-dev/tkms/internal/gov"
 	"github.com/tkms-dev/tkms/internal/httpapi"
+	"github.com/tkms-dev/tkms/internal/httpapi/apierror"
 	"github.com/tkms-dev/tkms/internal/keyring"
 	"github.com/tkms-dev/tkms/internal/kms"
 	"github.com/tkms-dev/tkms/internal/ledger"
@@ -320,12 +321,6 @@ func devRecover(ctx context.Context, cfg *Config, ro recoverOptions, log *slog.L
 // GET /v1/recovery gives the tree size and root the audit verified.
 func copyLogHandler(st *store.Store, status api.RecoveryStatus) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		fail := func(code int, c, msg string) {
-			w.Header().Set("Content-Type", "application/json")
-			w.Header().Set("x-ms-kms-error-code", c)
-			w.WriteHeader(code)
-			json.NewEncoder(w).Encode(api.ErrorResponse{Error: api.Error{Code: c, Message: msg}})
-		}
 		switch {
 		case r.URL.Path == "/v1/log/key":
 			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
@@ -333,18 +328,18 @@ func copyLogHandler(st *store.Store, status api.RecoveryStatus) http.Handler {
 		case strings.HasPrefix(r.URL.Path, "/log/tile/"):
 			t, err := translog.ParseTilePath(strings.TrimPrefix(r.URL.Path, "/log/"))
 			if err != nil {
-				fail(http.StatusNotFound, "NOT_FOUND", "not a tile path")
+				apierror.Write(w, http.StatusNotFound, httpapi.CodeNotFound, "not a tile path")
 				return
 			}
 			data, err := translog.ReadTile(t, status.TreeSize, st, st)
 			if err != nil {
-				fail(http.StatusNotFound, "NOT_FOUND", "no such tile in the ledger copy")
+				apierror.Write(w, http.StatusNotFound, httpapi.CodeNotFound, "no such tile in the ledger copy")
 				return
 			}
 			w.Header().Set("Content-Type", "application/octet-stream")
 			w.Write(data)
 		default:
-			fail(http.StatusServiceUnavailable, recovery.CodeWaiting, "this node is recovering a ledger and waits for members' recovery shares: it serves /v1/recovery, the copy's log tiles and /v1/log/key")
+			apierror.Write(w, http.StatusServiceUnavailable, recovery.CodeWaiting, "this node is recovering a ledger and waits for members' recovery shares: it serves /v1/recovery, the copy's log tiles and /v1/log/key")
 		}
 	})
 }

@@ -27,8 +27,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/tkms-dev/tkms/api"
 	"github.com/tkms-dev/tkms/internal/explorer"
+	"github.com/tkms-dev/tkms/internal/httpapi/apierror"
 	"github.com/tkms-dev/tkms/internal/kms"
 	"github.com/tkms-dev/tkms/internal/limit"
 	"github.com/tkms-dev/tkms/internal/release"
@@ -264,24 +264,11 @@ func printable(v string) bool {
 	return true
 }
 
-// writeError writes an error response: body (the JSON error shape, or a
-// superset of it) with the error headers.
-func writeError(w http.ResponseWriter, status int, code, message string, body any) {
-	b, _ := json.Marshal(body)
-	h := w.Header()
-	h.Set("Content-Type", "application/json")
-	h.Set("x-ms-kms-error-code", code)
-	h.Set("x-ms-kms-error-details", headerSafe(message))
-	h.Set("Cache-Control", "no-store")
-	w.WriteHeader(status)
-	w.Write(b)
-}
-
 // fail writes an error response. message must be safe to show the caller:
 // no secrets, no internal paths.
 func (s *Server) fail(w http.ResponseWriter, r *http.Request, status int, code, message string) {
 	s.errors.add(code)
-	writeError(w, status, code, message, api.ErrorResponse{Error: api.Error{Code: code, Message: message}})
+	apierror.Write(w, status, code, message)
 	level := slog.LevelInfo
 	switch {
 	case code == CodeRateLimited || code == CodeServerBusy:
@@ -292,20 +279,6 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, status int, code, 
 	}
 	s.log.Log(r.Context(), level, "request failed", "method", r.Method, "path", r.URL.Path, "status", status, "code", code,
 		"request_id", w.Header().Get("x-ms-kms-request-id"), "message", message)
-}
-
-// headerSafe shortens a message for a header value.
-func headerSafe(m string) string {
-	m = strings.Map(func(r rune) rune {
-		if r < 0x20 || r > 0x7e {
-			return ' '
-		}
-		return r
-	}, m)
-	if len(m) > 200 {
-		m = m[:200]
-	}
-	return m
 }
 
 // writeJSON writes v as a JSON response.
@@ -349,14 +322,14 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool)
 // operator checks the operator bearer token in constant time.
 func (s *Server) operator(w http.ResponseWriter, r *http.Request) bool {
 	if !s.opSet {
-		s.fail(w, r, http.StatusForbidden, CodeRefreshDisabled, rotationHint+"; to rotate now, set operator_token_file and post with that bearer token")
+		s.fail(w, r, http.StatusForbidden, CodeRefreshDisabled, rotationHint+"; to rotate now, set operator_token_file and run tkms keys rotate --token-file FILE (it posts here with that bearer token)")
 		return false
 	}
 	auth := r.Header.Get("Authorization")
 	tok, ok := strings.CutPrefix(auth, "Bearer ")
 	if !ok || tok == "" {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="tkms"`)
-		s.fail(w, r, http.StatusUnauthorized, CodeUnauthorized, "an operator bearer token is required; "+rotationHint)
+		s.fail(w, r, http.StatusUnauthorized, CodeUnauthorized, "an operator bearer token is required (tkms keys rotate --token-file FILE posts with it); "+rotationHint)
 		return false
 	}
 	sum := sha256.Sum256([]byte(tok))

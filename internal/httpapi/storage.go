@@ -5,6 +5,7 @@ import (
 	"net/http"
 
 	"github.com/tkms-dev/tkms/api"
+	"github.com/tkms-dev/tkms/internal/httpapi/apierror"
 	"github.com/tkms-dev/tkms/internal/kms"
 )
 
@@ -51,6 +52,6 @@ func (s *Server) storageHeartbeat(w http.ResponseWriter) bool {
 	}
 	b.Status = "Storage failed: the service cannot record key releases or rotations; public keys are still served"
 	b.Error.Code, b.Error.Message = CodeStorageFailed, storageFailedMessage
-	writeError(w, http.StatusServiceUnavailable, CodeStorageFailed, storageFailedMessage, b)
+	apierror.WriteBody(w, http.StatusServiceUnavailable, CodeStorageFailed, storageFailedMessage, b)
 	return true
 }

@@ -8,8 +8,8 @@ import (
 	"testing"
 )
 
-// The host_data of the real ACI report in
-// ../shared/vectors/azure-privacy-sandbox-kms/test/attestation-samples/snp.json
+// The host_data of the real ACI report of microsoft/azure-privacy-sandbox-kms,
+// test/attestation-samples/snp.json (internal/attest/snp/testdata/aci_snp.json)
 // (HOST_DATA at offset 0xc0), and a second service's.
 const (
 	hostA = "73973b78d70cc68353426de188db5dfc57e5b766e399935fb73a61127ea26d20"

@@ -14,6 +14,7 @@ import (
 
 	"github.com/tkms-dev/tkms/api"
 	"github.com/tkms-dev/tkms/internal/gov"
+	"github.com/tkms-dev/tkms/internal/httpapi/apierror"
 )
 
 // A Session collects members' shares on a recovering node until the
@@ -233,6 +234,5 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 }
 
 func writeErr(w http.ResponseWriter, status int, code, msg string) {
-	w.Header().Set("x-ms-kms-error-code", code)
-	writeJSON(w, status, api.ErrorResponse{Error: api.Error{Code: code, Message: msg}})
+	apierror.Write(w, status, code, msg)
 }

@@ -27,9 +27,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/tkms-dev/tkms/api"
 	"github.com/tkms-dev/tkms/client"
 	"github.com/tkms-dev/tkms/internal/attest"
+	"github.com/tkms-dev/tkms/internal/httpapi/apierror"
 	"github.com/tkms-dev/tkms/internal/keys"
 	"github.com/tkms-dev/tkms/ohttp"
 )
@@ -201,22 +201,29 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, code, message stri
 	if !ok {
 		status = http.StatusInternalServerError
 	}
-	s.write(w, r, status, code, message)
-}
-
-// write writes tkms's error shape: {"error":{"code","message"}} and the
-// x-ms-kms-error-code header.
-func (s *Server) write(w http.ResponseWriter, r *http.Request, status int, code, message string) {
-	body, _ := json.Marshal(api.ErrorResponse{Error: api.Error{Code: code, Message: message}})
-	h := w.Header()
-	h.Set("Content-Type", "application/json")
-	h.Set("x-ms-kms-error-code", code)
-	w.WriteHeader(status)
-	w.Write(body)
 	level := slog.LevelInfo
 	if status >= 500 {
 		level = slog.LevelWarn
 	}
+	s.write(w, r, level, status, code, message)
+}
+
+// keyFail answers, as fail does, a request whose key the cache could not
+// provide. The cause is the cache's: client.Keys logs each failure of the
+// KMS once and answers the requests that follow with the remembered
+// failure, so the request itself is logged at debug only (a line per
+// request would let a storm of requests fill the log).
+func (s *Server) keyFail(w http.ResponseWriter, r *http.Request, status int, code, message string) {
+	if status == 0 {
+		status = statuses[code]
+	}
+	s.write(w, r, slog.LevelDebug, status, code, message)
+}
+
+// write writes tkms's error answer (apierror: {"error":{"code","message"}}
+// and the x-ms-kms-error-code header) and logs it at level.
+func (s *Server) write(w http.ResponseWriter, r *http.Request, level slog.Level, status int, code, message string) {
+	apierror.Write(w, status, code, message)
 	s.log.Log(r.Context(), level, "request failed", "method", r.Method, "path", r.URL.Path, "status", status, "code", code, "message", message)
 }
 
@@ -449,7 +456,8 @@ func (s *Server) decryptFailed(w http.ResponseWriter, r *http.Request, err error
 
 // keyFailed answers a request for a key the cache could not provide: with
 // the KMS's status and code when the KMS refused it, 503 when the KMS
-// could not be reached.
+// could not be reached. A failure of the KMS is in the log once, from the
+// cache (keyFail); a key the caller named wrongly is the caller's fault.
 func (s *Server) keyFailed(w http.ResponseWriter, r *http.Request, err error) {
 	var kmsErr *client.KMSError
 	switch {
@@ -458,21 +466,19 @@ func (s *Server) keyFailed(w http.ResponseWriter, r *http.Request, err error) {
 		if kmsErr.RequestID != "" {
 			msg += " (KMS request id " + kmsErr.RequestID + ")"
 		}
-		s.write(w, r, kmsErr.Status, kmsErr.Code, msg)
+		s.keyFail(w, r, kmsErr.Status, kmsErr.Code, msg)
 	case errors.Is(err, client.ErrKeyNotFound):
 		s.fail(w, r, CodeKeyNotFound, strings.TrimPrefix(err.Error(), "ohttp: "))
 	case errors.Is(err, client.ErrKeyExpired):
 		s.fail(w, r, CodeKeyExpired, strings.TrimPrefix(err.Error(), "ohttp: "))
 	case errors.Is(err, client.ErrRejected):
-		s.log.Error("the KMS's answer failed a check", "err", err)
-		s.fail(w, r, CodeRejected, "the KMS's answer failed a check of the sidecar; see its log")
+		s.keyFail(w, r, 0, CodeRejected, "the KMS's answer failed a check of the sidecar; see its log")
 	case errors.Is(err, context.DeadlineExceeded) && r.Context().Err() == nil:
 		w.Header().Set("Retry-After", "5")
-		s.fail(w, r, CodeKMS, fmt.Sprintf("the key is not cached and the KMS has not released it within %v; the fetch goes on: retry later", s.cfg.FetchWait))
+		s.keyFail(w, r, 0, CodeKMS, fmt.Sprintf("the key is not cached and the KMS has not released it within %v; the fetch goes on: retry later", s.cfg.FetchWait))
 	default:
-		s.log.Warn("key unavailable", "err", err)
 		w.Header().Set("Retry-After", "5")
-		s.fail(w, r, CodeKMS, "the key is not cached and the KMS did not release it: "+err.Error())
+		s.keyFail(w, r, 0, CodeKMS, "the key is not cached and the KMS did not release it: "+err.Error())
 	}
 }
 
