@@ -459,8 +459,34 @@ func TestClusterMinorityPartition(t *testing.T) {
 		t.Fatalf("release at the follower before the partition: %s", r.Status)
 	}
 
+	// Every node is ready, and its metrics carry its raft state.
+	for _, n := range nodes {
+		waitReadyz(t, n.p.URL, true)
+	}
+	leaders := 0
+	for _, n := range nodes {
+		_, m := do(t, http.MethodGet, n.p.URL+"/metrics", nil)
+		if strings.Contains(string(m), `tkms_raft_state{state="leader"} 1`) {
+			leaders++
+		}
+		if !strings.Contains(string(m), "\ntkms_raft_caught_up 1\n") || !strings.Contains(string(m), "\ntkms_raft_commit_index ") {
+			t.Errorf("%s's metrics lack its raft state", n.id)
+		}
+	}
+	if leaders != 1 {
+		t.Errorf("%d nodes report tkms_raft_state leader, want 1", leaders)
+	}
+
 	px.setCut(true)
 	waitCluster(t, "the cut-off node to lose its leader", minority.p.URL, func(s clusterStatus) bool { return s.Leader == "" })
+	// Not caught up: not ready (a load balancer sends it nothing), alive.
+	waitReadyz(t, minority.p.URL, false)
+	if resp, _ := do(t, http.MethodGet, minority.p.URL+"/livez", nil); resp.StatusCode != http.StatusOK {
+		t.Errorf("livez at the cut-off node: %s", resp.Status)
+	}
+	if _, m := do(t, http.MethodGet, minority.p.URL+"/metrics", nil); !strings.Contains(string(m), "\ntkms_raft_leader_known 0\n") {
+		t.Errorf("the cut-off node's metrics do not say it knows no leader")
+	}
 	r := release(minority.p.URL)
 	if r.StatusCode != http.StatusServiceUnavailable || r.Header.Get("Retry-After") == "" {
 		t.Fatalf("release at the cut-off node: %s, Retry-After %q; want 503 with Retry-After", r.Status, r.Header.Get("Retry-After"))
@@ -474,6 +500,7 @@ func TestClusterMinorityPartition(t *testing.T) {
 
 	px.setCut(false)
 	waitConverged(t, "after healing", nodes)
+	waitReadyz(t, minority.p.URL, true)
 	if r := release(minority.p.URL); r.StatusCode != http.StatusOK {
 		t.Fatalf("release at the healed node: %s", r.Status)
 	}
@@ -791,4 +818,27 @@ func clusterServe(t *testing.T, withCA bool) {
 		t.Fatal("a node without the ledger secret opened its ledger")
 	}
 	p1.stopClean(syscall.SIGTERM)
+}
+
+// waitReadyz polls GET /readyz of base until it answers ready (200) or, with
+// ready false, not ready (503 NOT_READY with a reason).
+func waitReadyz(t *testing.T, base string, ready bool) {
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		resp, body := do(t, http.MethodGet, base+"/readyz", nil)
+		switch {
+		case ready && resp.StatusCode == http.StatusOK:
+			return
+		case !ready && resp.StatusCode == http.StatusServiceUnavailable:
+			if resp.Header.Get("x-ms-kms-error-code") != "NOT_READY" || !strings.Contains(string(body), "cluster: ") {
+				t.Fatalf("readyz of a node not caught up: %s %s", resp.Status, body)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s/readyz still answers %s %s; want ready %v", base, resp.Status, body, ready)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
