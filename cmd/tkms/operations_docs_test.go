@@ -44,12 +44,13 @@ func runDocScript(t *testing.T, dir, script string, env ...string) string {
 }
 
 // TestOperationsFiles: docs/operations.md names every configuration field
-// (reflection over Config and LimitsConfig), its policy file examples
+// (reflection over Config and its sections: limits, cluster, auto_recovery), its policy file examples
 // pass the checks init and governance apply, and its systemd unit verifies.
 func TestOperationsFiles(t *testing.T) {
 	raw := string(readFile(t, operationsDoc))
 	_, ref, _ := strings.Cut(raw, "\n## Configuration reference\n")
 	ref, _, _ = strings.Cut(ref, "\n## ")
+	known := map[string]bool{}
 	fields := func(v any, prefix string) {
 		typ := reflect.TypeOf(v)
 		for i := range typ.NumField() {
@@ -57,6 +58,7 @@ func TestOperationsFiles(t *testing.T) {
 			if tag == "" || tag == "-" {
 				continue
 			}
+			known[prefix+tag] = true
 			if !strings.Contains(ref, "`"+prefix+tag+"`") {
 				t.Errorf("the configuration reference does not document %s%s", prefix, tag)
 			}
@@ -64,6 +66,16 @@ func TestOperationsFiles(t *testing.T) {
 	}
 	fields(Config{}, "")
 	fields(LimitsConfig{}, "limits.")
+	fields(ClusterConfig{}, "cluster.")
+	fields(AutoRecoveryConfig{}, "auto_recovery.")
+	// And it documents no field that is not in them.
+	for _, row := range regexp.MustCompile("(?m)^\\| ([^|]+) \\|").FindAllStringSubmatch(ref, -1) {
+		for _, m := range regexp.MustCompile("`([a-z_.]+)`").FindAllStringSubmatch(row[1], -1) {
+			if !known[m[1]] {
+				t.Errorf("the configuration reference documents %s, which is no configuration field", m[1])
+			}
+		}
+	}
 
 	_, pol, _ := strings.Cut(raw, "\n## Policy files\n")
 	pol, _, _ = strings.Cut(pol, "\n## ")
