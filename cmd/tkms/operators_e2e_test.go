@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -94,7 +95,8 @@ func TestServeRefusesUngoverned(t *testing.T) {
 // governance could not satisfy, before writing anything, so a rerun with
 // the inputs corrected succeeds in the same directory; a constitution of
 // rules alone takes the documented defaults; and a governed serve does not
-// warn that refresh is disabled.
+// warn that refresh is disabled, nor of a policy its configuration does not
+// name.
 func TestInitChecksBeforeWriting(t *testing.T) {
 	g := newGovService(t) // three members, for the members file
 	dir := t.TempDir()
@@ -163,6 +165,19 @@ func TestInitChecksBeforeWriting(t *testing.T) {
 		p.waitOutput(p.stderr, serveListening)
 		if s, _ := p.stderr.snapshot(); strings.Contains(s, "operator token") || strings.Contains(s, "not governed") {
 			t.Errorf("a governed serve warns about the operator token:\n%s", s)
+		}
+		// A configuration that names no policy differs from nothing; one
+		// that names another is told it is ignored.
+		if s, _ := p.stderr.snapshot(); strings.Contains(s, "differs from the ledger's") {
+			t.Errorf("a governed serve whose configuration names no policy warns of a difference:\n%s", s)
+		}
+		p.stopClean(syscall.SIGTERM)
+		writeJSONFile(t, cfgPath, map[string]any{"listen": "127.0.0.1:0", "data_dir": data,
+			"settings_policy": map[string]any{"service": map[string]any{"name": "other"}}})
+		p = startProc(t, "serve", "--config", cfgPath)
+		p.waitOutput(p.stderr, serveListening)
+		if s, _ := p.stderr.snapshot(); !strings.Contains(s, "the configuration's settings policy differs from the ledger's and is ignored") {
+			t.Errorf("a governed serve ignores another settings policy without a word:\n%s", s)
 		}
 	})
 }

@@ -147,17 +147,19 @@ func runServer(ctx context.Context, cfg *Config, sealer seal.Sealer, operatorTok
 	}
 	warnOpenDataDir(log, cfg.DataDir)
 	kc := kms.Config{
-		DataDir:        cfg.DataDir,
-		Sealer:         sealer,
-		ServiceName:    cfg.ServiceName,
-		RotationPolicy: *cfg.KeyRotationPolicy,
-		Settings:       *cfg.SettingsPolicy,
-		ReleasePolicy:  cfg.KeyReleasePolicy,
-		JWT:            cfg.jwtPolicy(),
-		Logger:         log,
-		SnapshotEvery:  cfg.SnapshotEvery,
-		LogOrigin:      cfg.LogOrigin,
-		Governance:     cfg.governance,
+		DataDir:         cfg.DataDir,
+		Sealer:          sealer,
+		ServiceName:     cfg.ServiceName,
+		RotationPolicy:  *cfg.KeyRotationPolicy,
+		Settings:        *cfg.SettingsPolicy,
+		RotationDefault: cfg.rotationDefault,
+		SettingsDefault: cfg.settingsDefault,
+		ReleasePolicy:   cfg.KeyReleasePolicy,
+		JWT:             cfg.jwtPolicy(),
+		Logger:          log,
+		SnapshotEvery:   cfg.SnapshotEvery,
+		LogOrigin:       cfg.LogOrigin,
+		Governance:      cfg.governance,
 	}
 	if cfg.node != nil {
 		defer cfg.node.close()
