@@ -295,6 +295,14 @@ func TestOperatorCLI(t *testing.T) {
 			t.Errorf("gov show zz: exit %d, %q", code, errOut)
 		}
 	})
+	t.Run("hints from the environment", func(t *testing.T) {
+		// The KMS and its CA from TKMS_ADDR and TKMS_CACERT: the vote hint
+		// names both.
+		out, errOut, code := runTkmsIn(t, "", append(env, "TKMS_MEMBER_KEY="+g.c.key), "keys", "rotate", "--reason", "env")
+		if want := "tkms gov vote --kms " + kms + " --kms-ca " + f.caFile + " --key MEMBER.pem "; code != 0 || !strings.Contains(out, want) {
+			t.Errorf("keys rotate with the environment's defaults: exit %d, no %q in:\n%s%s", code, want, out, errOut)
+		}
+	})
 }
 
 // TestHelpEveryCommand: every command's -h has its usage, a description,
