@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -285,6 +286,77 @@ func TestBackupRestore(t *testing.T) {
 		t.Errorf("the restored service has %d keys", len(keys))
 	}
 	p.stopClean(syscall.SIGTERM)
+	r.stopClean(syscall.SIGTERM)
+}
+
+// TestOperationsWalkthrough walks docs/operations.md from nothing as an
+// operator would, running its blocks as written in one directory: the TLS
+// recipe, "The same on one machine" (three members, init, a TLS service
+// started in the background, a policy change and a rotation each accepted
+// by a second member's ballot, the audit), then the backup of the running
+// service and, once it is stopped, a service on the restored directory,
+// checked by the doc's block over TLS: ready, the audit passes against the
+// auditor's state from before the backup, the keys are there.
+func TestOperationsWalkthrough(t *testing.T) {
+	needTools(t, "openssl", "jq", "curl")
+	dir := t.TempDir()
+	port := freePort(t)
+	port = port[strings.LastIndex(port, ":")+1:]
+	// The service the block starts in the background is its own process
+	// (tkms.pid): stop it whatever happens.
+	stop := func() {
+		b, err := os.ReadFile(filepath.Join(dir, "tkms.pid"))
+		if err != nil {
+			return
+		}
+		pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+		if pid <= 0 || syscall.Kill(pid, syscall.SIGTERM) != nil {
+			return
+		}
+		deadline := time.Now().Add(time.Minute)
+		for syscall.Kill(pid, 0) == nil && time.Now().Before(deadline) {
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	t.Cleanup(stop)
+	runDocScript(t, dir, docBlock(t, operationsDoc, "## TLS with openssl"))
+	out := runDocScript(t, dir, docBlock(t, operationsDoc, "### The same on one machine"), "PORT="+port)
+	hostData := "73a9f2c5d1e8b4a06f3c2d9e8b7a6f5c4d3e2f1a0b9c8d7e6f5a4b3c2d1e0f9a"
+	for _, want := range []string{`{"status":"ready"}`, hostData, "state accepted, approvals 2/2", "result: PASS"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("the walkthrough printed no %q:\n%s", want, out)
+		}
+	}
+	// tkms keys list's rows: kid, id, suite.
+	keyRows := regexp.MustCompile(`(?m)^[A-Za-z0-9_-]+_[0-9]+ +[0-9]+ +x25519 `)
+	if n := len(keyRows.FindAllString(out, -1)); n != 2 {
+		t.Errorf("the walkthrough's keys list shows %d keys, want 2 (the first and the rotation's):\n%s", n, out)
+	}
+	if log := string(readFile(t, filepath.Join(dir, "serve.log"))); strings.Contains(log, `"level":"WARN"`) && !strings.Contains(log, "no trusted token issuer") {
+		t.Errorf("the walkthrough's service warned of something unexpected:\n%s", log)
+	}
+	kms := "https://localhost:" + port
+	env := []string{"TKMS_ADDR=" + kms, "TKMS_CACERT=" + filepath.Join(dir, "ca.pem")}
+
+	// Backup and restore, as the walkthrough's last paragraph says.
+	pid := strings.TrimSpace(string(readFile(t, filepath.Join(dir, "tkms.pid"))))
+	runDocScript(t, dir, docBlock(t, operationsDoc, "### Back up, then restore elsewhere"), append(env,
+		"TKMS_PID="+pid, "BACKUP_DIR="+filepath.Join(dir, "backups"), "MASTER_KEY="+filepath.Join(dir, "data", "master.key"),
+		"RESTORE_DIR="+filepath.Join(dir, "restored"))...)
+	stop()
+	runDocScript(t, dir, `jq --arg d "$PWD/restored" '.data_dir = $d' tkms.json > restored.json`)
+	r := startProc(t, "serve", "--config", filepath.Join(dir, "restored.json"))
+	r.waitOutput(r.stderr, serveListening)
+	logKey := strings.TrimSpace(string(readFile(t, filepath.Join(dir, "log.vkey"))))
+	out = runDocScript(t, dir, docBlock(t, operationsDoc, "### Check the restored service"), append(env, "KMS="+kms, "LOG_KEY="+logKey)...)
+	for _, want := range []string{`{"status":"ready"}`, "result: PASS", "KID"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("the check of the restored service printed no %q:\n%s", want, out)
+		}
+	}
+	if n := len(keyRows.FindAllString(out, -1)); n != 2 {
+		t.Errorf("the restored service lists %d keys, want 2:\n%s", n, out)
+	}
 	r.stopClean(syscall.SIGTERM)
 }
 
