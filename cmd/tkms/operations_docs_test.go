@@ -70,7 +70,7 @@ func TestOperationsFiles(t *testing.T) {
 	fields(ClusterConfig{}, "cluster.")
 	fields(AutoRecoveryConfig{}, "auto_recovery.")
 	// And it documents no field that is not in them.
-	for _, row := range regexp.MustCompile("(?m)^\\| ([^|]+) \\|").FindAllStringSubmatch(ref, -1) {
+	for _, row := range regexp.MustCompile(`(?m)^\| ([^|]+) \|`).FindAllStringSubmatch(ref, -1) {
 		for _, m := range regexp.MustCompile("`([a-z_.]+)`").FindAllStringSubmatch(row[1], -1) {
 			if !known[m[1]] {
 				t.Errorf("the configuration reference documents %s, which is no configuration field", m[1])

@@ -4,11 +4,15 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"go/ast"
+	"go/parser"
+	"go/token"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -316,6 +320,52 @@ func TestHelpEveryCommand(t *testing.T) {
 			if code != 0 || !strings.Contains(errOut, want) {
 				t.Errorf("tkms %s -h: exit %d, no %q in:\n%s", name, code, want, errOut)
 			}
+		}
+	}
+}
+
+// TestHelpCoversEveryCommand: every command and subcommand the dispatch
+// functions know (read from their source) has its help: usage, a
+// description, an example and exit codes (TestHelpEveryCommand runs them).
+func TestHelpCoversEveryCommand(t *testing.T) {
+	groups := map[string]bool{"gov": true, "keys": true, "attest": true}
+	for file, fn := range map[string]string{"main.go": "run", "gov.go": "cmdGov", "keys.go": "cmdKeys", "attest.go": "cmdAttest"} {
+		f, err := parser.ParseFile(token.NewFileSet(), file, nil, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		prefix := map[string]string{"cmdGov": "gov ", "cmdKeys": "keys ", "cmdAttest": "attest "}[fn]
+		var found int
+		for _, d := range f.Decls {
+			fd, ok := d.(*ast.FuncDecl)
+			if !ok || fd.Name.Name != fn {
+				continue
+			}
+			for _, st := range fd.Body.List {
+				sw, ok := st.(*ast.SwitchStmt)
+				if !ok {
+					continue
+				}
+				for _, c := range sw.Body.List {
+					for _, e := range c.(*ast.CaseClause).List {
+						lit, ok := e.(*ast.BasicLit)
+						if !ok || lit.Kind != token.STRING {
+							continue
+						}
+						name, _ := strconv.Unquote(lit.Value)
+						if strings.HasPrefix(name, "-") || name == "help" || groups[name] && prefix == "" {
+							continue
+						}
+						found++
+						if h, ok := helps[prefix+name]; !ok || h.usage == "" || h.description == "" || h.example == "" || h.exits == "" {
+							t.Errorf("tkms %s%s has no complete help (help.go)", prefix, name)
+						}
+					}
+				}
+			}
+		}
+		if found < 2 {
+			t.Errorf("%s: found %d commands in %s's switch; is the test reading the dispatch?", file, found, fn)
 		}
 	}
 }
