@@ -140,7 +140,7 @@ var helps = map[string]commandHelp{
 		exits:       "0 stopped cleanly; 1 failed; 2 usage error",
 	},
 	"fetch": {
-		usage:       "tkms fetch [--kms URL] [--attester aci|snp|simulated] [--token-source imds|file|static|dev] [--kid KID | --ohttp-id HEX | --all] [--out FILE]",
+		usage:       "tkms fetch [--kms URL] [--attester aci|snp|simulated] [--token-source imds|file|static|dev] [--kid KID | --ohttp-id HEX | --all] [--out FILE] [--json]",
 		description: "Obtains keys as a service in a TEE does, step by step.",
 		example:     "tkms fetch --data ./tkms-dev --all --out keys.json",
 		exits:       exitsCommon,
