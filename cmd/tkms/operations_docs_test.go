@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/tkms-dev/tkms/internal/gov"
+	"github.com/tkms-dev/tkms/internal/translog"
 )
 
 const operationsDoc = "../../docs/operations.md"
@@ -391,7 +392,8 @@ func TestAzureTemplate(t *testing.T) {
 	res := string(tpl.Resources[0])
 	for _, want := range []string{`"Microsoft.ContainerInstance/containerGroups"`, `"sku": "Confidential"`,
 		`"ccePolicy": "[parameters('ccePolicy')]"`, `"image": "[parameters('image')]"`,
-		`"/etc/tkms/tkms.json"`, `"path": "/livez"`, `"path": "/readyz"`, `"mountPath": "/var/lib/tkms"`} {
+		`"/etc/tkms/tkms.json"`, `"path": "/livez"`, `"path": "/readyz"`, `"mountPath": "/var/lib/tkms"`,
+		`"tkms.json": "[parameters('nodeConfigs')[copyIndex()]]"`, `{"port": 8001, "protocol": "TCP"}`} {
 		if !strings.Contains(res, want) {
 			t.Errorf("the container group lacks %s", want)
 		}
@@ -423,5 +425,38 @@ func TestAzureTemplate(t *testing.T) {
 		if !strings.Contains(doc, want) {
 			t.Errorf("deploy/azure/README.md does not say %q", want)
 		}
+	}
+	// The README's node configurations load as tkms serve loads them: the
+	// founder's, and a joining node's (with a real log key for the
+	// placeholder, and TLS files where it names them); TestClusterOnInit
+	// runs the procedure.
+	_, logKey, err := translog.GenerateKey("kms.sro.example/depa")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := newTLSFixture(t)
+	configs := regexp.MustCompile("(?s)```json\n(.*?)```").FindAllStringSubmatch(doc, -1)
+	var joins int
+	for _, m := range configs {
+		body := strings.NewReplacer("<LOG_KEY printed by tkms init>", logKey,
+			"/etc/tkms/tls.crt", f.certFile, "/etc/tkms/tls.key", f.keyFile).Replace(m[1])
+		path := filepath.Join(t.TempDir(), "tkms.json")
+		os.WriteFile(path, []byte(body), 0o600)
+		cfg, err := loadConfig(path)
+		if err != nil {
+			t.Errorf("deploy/azure/README.md's configuration does not load: %v\n%s", err, m[1])
+			continue
+		}
+		cfg.applyDefaults("json")
+		if err := cfg.Validate(); err != nil || cfg.Cluster == nil || cfg.Cluster.Attester != "aci" || cfg.TLSCertFile == "" {
+			t.Errorf("deploy/azure/README.md's configuration: %v (cluster %+v)", err, cfg.Cluster)
+			continue
+		}
+		if cfg.Cluster.Join != "" {
+			joins++
+		}
+	}
+	if len(configs) != 2 || joins != 1 {
+		t.Errorf("deploy/azure/README.md shows %d node configurations, %d joining; want the founder's and a joining node's", len(configs), joins)
 	}
 }
