@@ -39,9 +39,10 @@ func TestConsumer(t *testing.T) {
 }
 
 // TestConsumerFootprint: a production build of a service (the ACI
-// attester, IMDS tokens, Keys and the OHTTP middleware) links no
-// simulator, no dev OIDC issuer, no server package and no package that
-// registers global flags (none of its packages even imports flag, so none
+// attester, IMDS tokens, Keys and the OHTTP middleware; package client,
+// whose TDX, Azure CVM and MAA attesters come along) links no simulator
+// (of SEV-SNP, TDX, Azure CVMs or MAA), no dev OIDC issuer, no server
+// package and no package that registers global flags (none of its packages even imports flag, so none
 // can; go-sev-guest's verify, which registers -workaround_kds_productname,
 // is the one that did).
 func TestConsumerFootprint(t *testing.T) {
@@ -58,6 +59,9 @@ func TestConsumerFootprint(t *testing.T) {
 			"flag",
 			"github.com/google/go-sev-guest/verify",
 			"github.com/tkms-dev/tkms/internal/attest/simsnp",
+			"github.com/tkms-dev/tkms/internal/attest/simtdx",
+			"github.com/tkms-dev/tkms/internal/attest/simazcvm",
+			"github.com/tkms-dev/tkms/internal/attest/simmaa",
 			"github.com/tkms-dev/tkms/internal/attest/snp",
 			"github.com/tkms-dev/tkms/internal/oidcissuer",
 			"github.com/tkms-dev/tkms/client/devtee",

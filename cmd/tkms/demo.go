@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -22,8 +23,11 @@ import (
 
 	"github.com/tkms-dev/tkms/client"
 	"github.com/tkms-dev/tkms/client/devtee"
+	"github.com/tkms-dev/tkms/internal/attest/simsnp"
+	"github.com/tkms-dev/tkms/internal/attest/simtdx"
 	"github.com/tkms-dev/tkms/internal/ledger"
 	"github.com/tkms-dev/tkms/internal/state"
+	"github.com/tkms-dev/tkms/internal/store"
 	"github.com/tkms-dev/tkms/internal/translog"
 	"github.com/tkms-dev/tkms/ohttp"
 )
@@ -34,7 +38,8 @@ Runs the DEPA key release protocol end to end on this machine and narrates
 it: a KMS (tkms dev, in a temporary directory), its identity provider, a
 service in a SIMULATED TEE that obtains a private key with the client
 package, and a client that encrypts a request to the published key, which the
-service decrypts. Then the same service with another measurement is denied.
+service decrypts. Then the same service with another measurement is denied,
+a SIMULATED Intel TDX quote obtains the key, and a debuggable TD is refused.
 Exit status 0 only if every step behaved as expected.
 
 `
@@ -92,7 +97,16 @@ func (d *demo) startKMS(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	d.kms = exec.Command(exe, "dev", "--listen", "127.0.0.1:0", "--data", d.data)
+	args := []string{"dev", "--listen", "127.0.0.1:0", "--data", d.data}
+	if _, err := os.Stat(filepath.Join(d.data, store.FileName)); errors.Is(err, os.ErrNotExist) {
+		// A new KMS (a kept one has the policy on its ledger already).
+		pol := filepath.Join(filepath.Dir(d.data), "release-policy.json")
+		if err := os.WriteFile(pol, demoReleasePolicy(), 0o600); err != nil {
+			return err
+		}
+		args = append(args, "--release-policy", pol)
+	}
+	d.kms = exec.Command(exe, args...)
 	d.kms.Stderr = &d.kmsLog
 	out, err := d.kms.StdoutPipe()
 	if err != nil {
@@ -317,7 +331,29 @@ func (d *demo) run(ctx context.Context) error {
 	}
 	n.say("nothing was released; the ledger records the refusal: seq %d release.denied %s for %s", dseq, den.Code, den.Identity)
 
-	n.step("formats.", "the same door verifies Intel TDX quotes (and Azure CVM evidence, Azure Attestation tokens): a debuggable TD is refused before any policy")
+	n.step("formats.", "the same door verifies Intel TDX quotes (and Azure CVM evidence, Azure Attestation tokens): a TD of the approved MRTD obtains the key, a debuggable one is refused before any policy")
+	td, err := devtee.NewTDXAttester(d.data, devtee.TDXAttesterOptions{})
+	if err != nil {
+		return err
+	}
+	tdKeys, err := client.NewKeys(client.KeysConfig{KMS: d.url, Attester: td, Tokens: tokens, LogKey: d.info.LogPublicKey, Logger: quiet, MaxAttempts: 1})
+	if err != nil {
+		return err
+	}
+	tdKey, err := tdKeys.ByKID(ctx, pub.Kid)
+	if err != nil {
+		return fmt.Errorf("formats: the simulated TD was refused the key: %w", err)
+	}
+	if !bytes.Equal(tdKey.PublicKey, key.PublicKey) || !bytes.Equal(tdKey.PrivateKey.PublicKey().Bytes(), key.PublicKey) {
+		return errors.New("formats: the TD obtained another key than the service")
+	}
+	var tdRel state.KeyReleased
+	tdSeq, err := d.lastEntry(ctx, ledger.TypeKeyReleased, &tdRel)
+	if err != nil || tdRel.EvidenceType != "tdx" {
+		return fmt.Errorf("formats: the ledger does not record the TD's release (%v, %q)", err, tdRel.EvidenceType)
+	}
+	n.say("a simulated TDX quote (TD_ATTRIBUTES.DEBUG clear) obtained %s: ledger seq %d key.released, evidence %s", tdKey.Kid, tdSeq, tdRel.EvidenceType)
+	n.say("claim tdx_mrtd = %v, the policy's tdx branch; tdx_td_attributes_debug = %v", tdRel.Claims["tdx_mrtd"], tdRel.Claims["tdx_td_attributes_debug"])
 	debugTD, err := devtee.NewTDXAttester(d.data, devtee.TDXAttesterOptions{Debug: true})
 	if err != nil {
 		return err
@@ -332,6 +368,26 @@ func (d *demo) run(ctx context.Context) error {
 	}
 	n.say("a simulated TDX quote with TD_ATTRIBUTES.DEBUG set: the KMS answered %d %s: %s", kerr.Status, kerr.Code, kerr.Message)
 	return nil
+}
+
+// demoReleasePolicy is the key release policy of the demo's KMS (SKR
+// grammar, docs/release.md): the simulated TEE's ACI evidence with its
+// default measurement, or its Intel TDX quote with its default MRTD; debug
+// off in both.
+func demoReleasePolicy() []byte {
+	b, _ := json.Marshal(map[string]any{"version": "1.0.0", "anyOf": []any{
+		map[string]any{"authority": "snp-aci", "allOf": []any{
+			map[string]any{"claim": "tkms-evidence-type", "equals": "snp-aci"},
+			map[string]any{"claim": "x-ms-sevsnpvm-is-debuggable", "equals": false},
+			map[string]any{"claim": "x-ms-sevsnpvm-launchmeasurement", "equals": hex.EncodeToString([]byte(simsnp.DefaultMeasurement))},
+		}},
+		map[string]any{"authority": "tdx", "allOf": []any{
+			map[string]any{"claim": "tkms-evidence-type", "equals": "tdx"},
+			map[string]any{"claim": "tdx_td_attributes_debug", "equals": false},
+			map[string]any{"claim": "tdx_mrtd", "equals": hex.EncodeToString([]byte(simtdx.DefaultMRTD))},
+		}},
+	}})
+	return b
 }
 
 // lastEntry finds the newest entry of type typ among the last entries of

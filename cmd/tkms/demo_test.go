@@ -3,12 +3,15 @@ package main
 import (
 	"bytes"
 	"crypto/hpke"
+	"encoding/hex"
 	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/tkms-dev/tkms/internal/attest/simtdx"
 )
 
 // TestDemo runs `tkms demo` as the README tells a newcomer to: it starts
@@ -36,6 +39,9 @@ func TestDemo(t *testing.T) {
 		`service decrypted: {"interest_group":"cycling"`,
 		"the client decrypted:",
 		"POLICY_DENIED",
+		"a simulated TDX quote (TD_ATTRIBUTES.DEBUG clear) obtained",
+		"key.released, evidence tdx",
+		"claim tdx_mrtd = " + hex.EncodeToString([]byte(simtdx.DefaultMRTD)),
 		"a simulated TDX quote with TD_ATTRIBUTES.DEBUG set",
 		"TDX_DEBUG",
 		"every step behaved as expected",

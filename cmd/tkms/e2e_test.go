@@ -836,6 +836,9 @@ func TestServeRequiresMasterKey(t *testing.T) {
 		wantOK(t, "listpubkeys", resp, body)
 		resp, body = do(t, "POST", p.URL+"/app/refresh", http.Header{"Authorization": {"Bearer x"}})
 		wantError(t, "refresh without a configured token", resp, body, http.StatusForbidden, "REFRESH_DISABLED")
+		if !strings.Contains(string(body), "not needed") || !strings.Contains(string(body), "tkms keys rotate") {
+			t.Fatalf("the refresh cron is not told what to do instead: %s", body)
+		}
 		p.stopClean(syscall.SIGTERM)
 	})
 }

@@ -22,6 +22,18 @@ func tdxObject(t testing.TB, quote []byte) []byte {
 	return b
 }
 
+// intelCollateral is Intel's sample collateral for FMSPC 50806f000000
+// (tdx/testdata/PROVENANCE.md), valid 2023-06-18T08:42:58Z to
+// 2023-07-08T07:24:59Z.
+func intelCollateral(t testing.TB) *api.TDXCollateral {
+	return &api.TDXCollateral{
+		TCBInfo: read(t, "tdx/testdata/collateral_tcb_info.json"), TCBInfoIssuerChain: string(read(t, "tdx/testdata/collateral_tcb_info_issuer_chain.pem")),
+		QEIdentity: read(t, "tdx/testdata/collateral_qe_identity.json"), QEIdentityIssuerChain: string(read(t, "tdx/testdata/collateral_qe_identity_issuer_chain.pem")),
+		PCKCRL: read(t, "tdx/testdata/collateral_pck_crl.der"), PCKCRLIssuerChain: string(read(t, "tdx/testdata/collateral_pck_crl_issuer_chain.pem")),
+		RootCACRL: read(t, "tdx/testdata/collateral_root_ca_crl.der"),
+	}
+}
+
 func TestTDXThroughTheDoor(t *testing.T) {
 	ctx := context.Background()
 	at := func() time.Time { return time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC) }
@@ -83,12 +95,7 @@ func TestTDXThroughTheDoor(t *testing.T) {
 		}
 	}
 	// Intel collateral carried in the request: the TCB status is evaluated.
-	coll := &api.TDXCollateral{
-		TCBInfo: read(t, "tdx/testdata/collateral_tcb_info.json"), TCBInfoIssuerChain: string(read(t, "tdx/testdata/collateral_tcb_info_issuer_chain.pem")),
-		QEIdentity: read(t, "tdx/testdata/collateral_qe_identity.json"), QEIdentityIssuerChain: string(read(t, "tdx/testdata/collateral_qe_identity_issuer_chain.pem")),
-		PCKCRL: read(t, "tdx/testdata/collateral_pck_crl.der"), PCKCRLIssuerChain: string(read(t, "tdx/testdata/collateral_pck_crl_issuer_chain.pem")),
-		RootCACRL: read(t, "tdx/testdata/collateral_root_ca_crl.der"),
-	}
+	coll := intelCollateral(t)
 	withColl, _ := json.Marshal(api.TDX{Type: attest.TypeTDX, Quote: read(t, "tdx/testdata/tdx_quote_4.dat"), Collateral: coll})
 	c2023 := attest.Config{}
 	c2023.SNP.Now = func() time.Time { return time.Date(2023, 6, 20, 0, 0, 0, 0, time.UTC) }

@@ -195,8 +195,8 @@ func TestTrust(t *testing.T) {
 // FuzzVerifyEvidence feeds arbitrary attestation objects to the door: nothing may
 // panic, the format Verify reports is the one Type detects, and every
 // refusal has a code; verified evidence claims its type, and is simulated
-// when its UVM endorsement is. Seeds: the real ACI bundle, a real raw SNP object
-// and simulated evidence.
+// when its UVM endorsement is. Seeds: the real ACI bundle, a real raw SNP
+// object, simulated evidence, and a real vector of every other format.
 func FuzzVerifyEvidence(f *testing.F) {
 	chain, cfg := simulated(f)
 	cfg.Simulated = true
@@ -209,6 +209,9 @@ func FuzzVerifyEvidence(f *testing.F) {
 	f.Add(tdxObject(f, read(f, "tdx/testdata/tdx_quote_6.dat")))
 	f.Add(read(f, "maa/testdata/sharedweu_L138.jwt"))
 	f.Add(read(f, "azcvm/testdata/snp_evidence-v1.json"))
+	f.Add(read(f, "azcvm/testdata/tdx_evidence-v1.json"))
+	f.Add(read(f, "tdx/testdata/az_td_quote.bin"))
+	f.Add([]byte(`{"type":"maa","token":"` + strings.TrimSpace(string(read(f, "maa/testdata/sharedweu_L138.jwt"))) + `"}`))
 	f.Fuzz(func(t *testing.T, raw []byte) {
 		ev, err := v.Verify(context.Background(), raw)
 		if err != nil {

@@ -350,6 +350,9 @@ func TestRefreshDisabledWithoutToken(t *testing.T) {
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	wantError(t, resp, body, 403, CodeRefreshDisabled)
+	if !strings.Contains(string(body), "not needed") || !strings.Contains(string(body), "tkms keys rotate --token-file") {
+		t.Fatalf("the refusal does not say what to do instead: %s", body)
+	}
 }
 
 func TestPolicies(t *testing.T) {

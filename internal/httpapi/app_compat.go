@@ -93,6 +93,31 @@ type certAuth struct {
 	Name     string         `json:"name,omitempty"`
 }
 
+// AppAuth is the answer of GET /app/auth to a bearer token: CCF's jwt
+// identity, as the deployed DEPA KMS answers, with tkms's fields beside.
+type AppAuth struct {
+	Auth JWTIdentity `json:"auth"`
+}
+
+// JWTIdentity is a token's identity in CCF's shape.
+type JWTIdentity struct {
+	Policy string   `json:"policy"` // "jwt"
+	JWT    JWTToken `json:"jwt"`
+	// tkms's: the trusted issuer, and the identity's oid, sub and tid.
+	Iss string `json:"iss"`
+	OID string `json:"oid"`
+	Sub string `json:"sub"`
+	TID string `json:"tid"`
+}
+
+// JWTToken is a verified token as CCF reports it: the trusted issuer
+// whose key verified it, its JOSE header and its claims.
+type JWTToken struct {
+	KeyIssuer string         `json:"keyIssuer"`
+	Header    map[string]any `json:"header"`
+	Payload   map[string]any `json:"payload"`
+}
+
 // clientCert identifies the TLS client certificate of r, if any: an
 // active member registered with that certificate, or a reader
 // (Options.Readers). known is false when r presents a certificate that is
@@ -122,8 +147,8 @@ func (s *Server) clientCert(r *http.Request) (a *certAuth, known bool) {
 // deployed DEPA KMS (CCF's), {"auth":{"policy":...}}. A TLS client
 // certificate of a member or a reader comes first ("member_cert",
 // "user_cert"), as in its endpoint's authn_policies; then a bearer token
-// ("jwt", with "jwt":{"keyIssuer","payload"} and tkms's iss, oid, sub and
-// tid beside).
+// ("jwt", with "jwt":{"keyIssuer","header","payload"} and tkms's iss,
+// oid, sub and tid beside).
 func (s *Server) appAuth(w http.ResponseWriter, r *http.Request) {
 	ca, known := s.clientCert(r)
 	if known {
@@ -143,14 +168,17 @@ func (s *Server) appAuth(w http.ResponseWriter, r *http.Request) {
 		s.releaseFailed(w, r, err)
 		return
 	}
-	payload := id.Claims
+	payload, header := id.Claims, id.Header
 	if payload == nil {
 		payload = map[string]any{}
 	}
+	if header == nil {
+		header = map[string]any{}
+	}
 	w.Header().Set("Cache-Control", "no-store")
-	s.writeJSON(w, http.StatusOK, map[string]any{"auth": map[string]any{
-		"policy": "jwt",
-		"jwt":    map[string]any{"keyIssuer": id.Issuer, "payload": payload},
-		"iss":    id.Issuer, "oid": id.OID, "sub": id.Subject, "tid": id.TenantID,
+	s.writeJSON(w, http.StatusOK, AppAuth{Auth: JWTIdentity{
+		Policy: "jwt",
+		JWT:    JWTToken{KeyIssuer: id.Issuer, Header: header, Payload: payload},
+		Iss:    id.Issuer, OID: id.OID, Sub: id.Subject, TID: id.TenantID,
 	}})
 }

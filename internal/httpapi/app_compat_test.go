@@ -28,6 +28,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -40,6 +41,7 @@ import (
 
 	"github.com/tkms-dev/tkms/internal/attest"
 	"github.com/tkms-dev/tkms/internal/gov"
+	"github.com/tkms-dev/tkms/internal/httpapi/answertest"
 	"github.com/tkms-dev/tkms/internal/keys"
 	"github.com/tkms-dev/tkms/internal/kms"
 	"github.com/tkms-dev/tkms/internal/oidcissuer"
@@ -173,14 +175,29 @@ func TestDeployedFetcherFlow(t *testing.T) {
 			t.Fatalf("the keyset released for %s does not hold its private key", kid)
 		}
 	}
-	if order[0] != primary.Kid || order[1] != next.Kid {
-		t.Fatalf("keys %v; want the advertised primary, then the newest", order)
+	if order[0] != next.Kid || order[1] != primary.Kid {
+		t.Fatalf("keys %v; want the newest (named by wrappedKid), then the advertised primary", order)
 	}
 
 	// The deployed KMS answers 404 to an empty wrappedKid.
 	body, _ := json.Marshal(map[string]any{"wrapped": "", "wrappedKid": "", "attestation": json.RawMessage(evidence), "wrappingKey": string(wrapPub)})
 	resp, b := send("/app/unwrapKey?fmt=tink", body)
 	wantError(t, resp, b, http.StatusNotFound, release.CodeKeyNotFound)
+
+	// GET /app/auth with the fetcher's token: CCF's jwt identity.
+	req, _ := http.NewRequest(http.MethodGet, srv.URL+"/app/auth", nil)
+	req.Header.Set("Authorization", "Bearer "+tok)
+	resp, err = srv.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	var a AppAuth
+	if err := json.Unmarshal(b, &a); err != nil || resp.StatusCode != 200 || a.Auth.Policy != "jwt" || a.Auth.OID != "svc" ||
+		a.Auth.JWT.KeyIssuer == "" || a.Auth.JWT.Header["alg"] == nil || a.Auth.JWT.Payload["oid"] != "svc" {
+		t.Fatalf("GET /app/auth with a token: %d %s", resp.StatusCode, b)
+	}
 }
 
 // newReleaseServer is a service with key release (the dev-style OIDC
@@ -332,7 +349,10 @@ func TestPeerGovernance(t *testing.T) {
 			t.Fatalf("POST /app/proposals %s: %d %s", payload, resp.StatusCode, body)
 		}
 		var ap AppProposal
-		if err := json.Unmarshal(body, &ap); err != nil || ap.State != state.ProposalAccepted || ap.ProposerID != m.member.ID {
+		// The peer's answer schema requires ballot_count, proposal_id,
+		// proposer_id, state and votes.
+		if err := json.Unmarshal(body, &ap); err != nil || ap.State != state.ProposalAccepted || ap.ProposerID != m.member.ID ||
+			!bytes.Contains(body, []byte(`"votes":{}`)) || !bytes.Contains(body, []byte(`"ballot_count":0`)) || ap.ProposalID == "" {
 			t.Fatalf("answer %s (%v)", body, err)
 		}
 		ids = append(ids, gov.ProposalID(raw))
@@ -519,7 +539,7 @@ func TestRefreshCron(t *testing.T) {
 		seq := tc.e.svc.Seq()
 		resp, body := tc.e.post("/app/refresh", "", nil) // curl -X POST, no body, no credential
 		wantError(t, resp, body, tc.status, tc.code)
-		if !strings.Contains(string(body), "rotates keys itself") || !strings.Contains(string(body), "not needed") {
+		if !strings.Contains(string(body), "rotates keys itself") || !strings.Contains(string(body), "not needed") || !strings.Contains(string(body), "tkms keys rotate") {
 			t.Fatalf("%s does not say that rotation is automatic: %s", tc.code, body)
 		}
 		if tc.e.svc.Seq() != seq {
@@ -556,78 +576,19 @@ func TestEveryJSONBodyParses(t *testing.T) {
 	goodRelease, _ := json.Marshal(map[string]any{"attestation": json.RawMessage(evidence), "wrappingKey": string(wrapPub), "wrappedKid": kid, "wrapped": ""})
 	emptyKid, _ := json.Marshal(map[string]any{"attestation": json.RawMessage(evidence), "wrappingKey": string(wrapPub), "wrappedKid": ""})
 
-	var paths []string
+	paths := slices.Clone(answertest.Paths)
 	for p := range plain.srv.Config.Handler.(*Server).exact {
 		paths = append(paths, p)
 	}
-	paths = append(paths, "/app/pubkey?kid=nope_1", "/app/pubkey?fmt=tink", "/app/pubkey?fmt=pem", "/app/key?fmt=tink",
-		"/app/key?kid="+kid+"&fmt=jwk", "/app/key?all=true&fmt=tink", "/app/unwrapKey?fmt=tink", "/app/unwrapKey?fmt=bad",
-		"/v1/keys?all=true", "/v1/keys/"+kid+"/release", "/v1/keys/nope_1/release", "/v1/gov/proposals/"+strings.Repeat("ab", 32),
-		"/v1/gov/proposals/x/ballots", "/v1/gov/proposals/x/withdraw", "/v1/gov/proposals?state=bogus",
-		"/v1/log/entries/0", "/v1/log/entries/999999", "/v1/log/entries/x", "/v1/log/proof/inclusion?index=0",
-		"/v1/log/proof/inclusion?index=x", "/v1/log/proof/consistency?from=1&to=2", "/log/tile/0/000", "/log/tile/x",
-		"/no/such/endpoint", "/app/%2e%2e/heartbeat")
-	// Successes that are not JSON, by design.
-	nonJSON := map[string]bool{"/metrics": true, "/log/checkpoint": true, "/v1/log/key": true, "/v1/keys/ohttp": true, "/log/tile/0/000": true}
-
-	bodies := []struct {
-		ctype string
-		body  []byte
-	}{{"", nil}, {"application/json", []byte(`{}`)}, {"application/json", []byte(`not json`)}, {"application/cose", []byte{0xd2, 0x84}},
-		{"", goodRelease}, {"", emptyKid}, {"application/json", []byte(`{"type":"add",}`)}}
+	paths = append(paths, "/app/key?kid="+kid+"&fmt=jwk", "/v1/keys/"+kid+"/release")
+	bodies := append(slices.Clone(answertest.Bodies), answertest.Body{Body: goodRelease}, answertest.Body{Body: emptyKid})
 	auths := []string{"", "Bearer junk", "Bearer " + tok, "Bearer " + operatorToken}
+	operatorElsewhere := func(path, auth string) bool {
+		return auth == "Bearer "+operatorToken && !strings.Contains(path, "refresh")
+	}
 	n := 0
 	for _, srv := range []*httptest.Server{plain.srv, governed.srv, releaseSrv} {
-		for _, p := range paths {
-			for _, method := range []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodDelete} {
-				for bi, b := range bodies {
-					if method != http.MethodPost && bi > 0 {
-						break
-					}
-					for _, a := range auths {
-						if a == "Bearer "+operatorToken && !strings.Contains(p, "refresh") {
-							continue
-						}
-						req, err := http.NewRequest(method, srv.URL+p, bytes.NewReader(b.body))
-						if err != nil {
-							t.Fatal(err)
-						}
-						if b.ctype != "" {
-							req.Header.Set("Content-Type", b.ctype)
-						}
-						if a != "" {
-							req.Header.Set("Authorization", a)
-						}
-						resp, err := srv.Client().Do(req)
-						if err != nil {
-							t.Fatal(err)
-						}
-						body, _ := io.ReadAll(resp.Body)
-						resp.Body.Close()
-						n++
-						what := method + " " + p + " (" + b.ctype + " " + strconv.Quote(string(b.body[:min(len(b.body), 16)])) + ", auth " + strconv.Itoa(len(a)) + ")"
-						ct := resp.Header.Get("Content-Type")
-						switch {
-						case len(body) == 0:
-						case strings.Contains(ct, "json"):
-							if !json.Valid(body) {
-								t.Fatalf("%s: %d, invalid JSON: %s", what, resp.StatusCode, body)
-							}
-						case resp.StatusCode >= 400:
-							t.Fatalf("%s: %d error of type %q: %s", what, resp.StatusCode, ct, body)
-						case !nonJSON[strings.SplitN(p, "?", 2)[0]]:
-							t.Fatalf("%s: %d answer of type %q: %.200s", what, resp.StatusCode, ct, body)
-						}
-						if resp.StatusCode >= 400 {
-							var eb errorBody
-							if json.Unmarshal(body, &eb) != nil || eb.Error.Code == "" || eb.Error.Code != resp.Header.Get("x-ms-kms-error-code") {
-								t.Fatalf("%s: %d, not the error shape: %s", what, resp.StatusCode, body)
-							}
-						}
-					}
-				}
-			}
-		}
+		n += answertest.Crawl(t, srv.Client(), srv.URL, paths, bodies, auths, operatorElsewhere)
 	}
 	t.Logf("%d answers parsed", n)
 	// The policy the peer's add-then-remove leaves is unset, and says so.

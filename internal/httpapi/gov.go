@@ -311,16 +311,17 @@ func (s *Server) govConstitution(w http.ResponseWriter, r *http.Request) {
 	}{c, seq})
 }
 
-// AppProposal is the answer of POST /app/proposals and an item of GET
-// /app/proposals: the fields of CCF's proposal answer, which the originals
-// imitate (proposal_id, proposer_id, state, ballot_count), with tkms's
-// counts. Unlike the originals' (accepted at once, state "state"), the
+// AppProposal is the answer of POST /app/proposals: the fields of CCF's
+// proposal answer, which the originals imitate (proposal_id, proposer_id,
+// state, ballot_count, votes: each ballot's member and whether it
+// approves), with tkms's counts. Unlike the originals' (accepted at once, state "state"), the
 // state is that of tkms's constitution: open until enough members approve.
 type AppProposal struct {
 	ProposalID  string              `json:"proposal_id"`
 	ProposerID  string              `json:"proposer_id"`
 	State       state.ProposalState `json:"state"`
 	BallotCount int                 `json:"ballot_count"`
+	Votes       map[string]bool     `json:"votes"`
 	ID          string              `json:"id"`
 	Approvals   int                 `json:"approvals"`
 	Rejections  int                 `json:"rejections"`
@@ -330,8 +331,12 @@ type AppProposal struct {
 }
 
 func appProposal(p *state.Proposal, now time.Time) AppProposal {
+	votes := make(map[string]bool, len(p.Ballots))
+	for _, b := range p.Ballots {
+		votes[b.Member] = b.Vote == gov.VoteApprove
+	}
 	return AppProposal{
-		ProposalID: p.ID, ProposerID: p.Proposer, State: p.State(now), BallotCount: len(p.Ballots),
+		ProposalID: p.ID, ProposerID: p.Proposer, State: p.State(now), BallotCount: len(p.Ballots), Votes: votes,
 		ID: p.ID, Approvals: len(p.Approvals), Rejections: len(p.Rejections), Needed: p.Needed,
 	}
 }

@@ -349,14 +349,14 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool)
 // operator checks the operator bearer token in constant time.
 func (s *Server) operator(w http.ResponseWriter, r *http.Request) bool {
 	if !s.opSet {
-		s.fail(w, r, http.StatusForbidden, CodeRefreshDisabled, rotationHint+"; to rotate now, set operator_token_file and post with that bearer token")
+		s.fail(w, r, http.StatusForbidden, CodeRefreshDisabled, rotationHint+"; to rotate now, set operator_token_file and run tkms keys rotate --token-file FILE (it posts here with that bearer token)")
 		return false
 	}
 	auth := r.Header.Get("Authorization")
 	tok, ok := strings.CutPrefix(auth, "Bearer ")
 	if !ok || tok == "" {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="tkms"`)
-		s.fail(w, r, http.StatusUnauthorized, CodeUnauthorized, "an operator bearer token is required; "+rotationHint)
+		s.fail(w, r, http.StatusUnauthorized, CodeUnauthorized, "an operator bearer token is required (tkms keys rotate --token-file FILE posts with it); "+rotationHint)
 		return false
 	}
 	sum := sha256.Sum256([]byte(tok))

@@ -47,6 +47,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rsa"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -348,6 +349,9 @@ type Identity struct {
 	TenantID string
 	// Claims are all the token's claims, verified; numbers are json.Number.
 	Claims map[string]any
+	// Header is the token's JOSE header (alg, kid, typ, ...), covered by
+	// its verified signature; numbers are json.Number.
+	Header map[string]any
 }
 
 // Authenticate validates the bearer token in an Authorization header value
@@ -381,7 +385,27 @@ func (a *Authenticator) authenticate(ctx context.Context, authorization string) 
 	if err := rules.check(ti.cfg.Issuer, claims); err != nil {
 		return nil, err
 	}
-	return identity(ti.cfg.Issuer, claims)
+	id, err := identity(ti.cfg.Issuer, claims)
+	if err != nil {
+		return nil, err
+	}
+	id.Header = protectedHeader(token)
+	return id, nil
+}
+
+// protectedHeader returns the JOSE header of a compact token that verify
+// has accepted (so it is one base64url JSON object), or nil.
+func protectedHeader(token string) map[string]any {
+	seg, _, _ := strings.Cut(token, ".")
+	b, err := base64.RawURLEncoding.DecodeString(seg)
+	if err != nil {
+		return nil
+	}
+	h, err := decodeClaims(b)
+	if err != nil {
+		return nil
+	}
+	return h
 }
 
 // VerifyToken verifies a token of a configured issuer as Authenticate

@@ -323,6 +323,9 @@ func TestAuthenticate(t *testing.T) {
 				if id.Claims["idtyp"] != "app" {
 					t.Errorf("claims %v", id.Claims)
 				}
+				if id.Header["alg"] == nil || id.Header["kid"] == nil {
+					t.Errorf("header %v: want the token's alg and kid", id.Header)
+				}
 				return
 			}
 			if id != nil {

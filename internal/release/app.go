@@ -192,9 +192,9 @@ type tinkKeyData struct {
 
 // AppKey serves POST /app/key: key metadata after attestation (no key
 // material). Checks: body and attestation, token, kid (none: the newest
-// releasable key, and with fmt=tink the advertised keys too
+// releasable key, and with fmt=tink the advertised keys after it
 // (appDefaultKeys); unknown: 404), fmt, evidence and policy. all=true
-// answers with every key that is still released.
+// answers with every key that is still released, newest first.
 func (s *Service) AppKey(ctx context.Context, authorization string, body []byte, kid, format string, all bool) (_ *api.AppKeyResponse, err error) {
 	_, att, err := decodeApp(body)
 	if err != nil {
@@ -209,10 +209,11 @@ func (s *Service) AppKey(ctx context.Context, authorization string, body []byte,
 	var ks []state.Key
 	s.cfg.KMS.Read(func(st *state.State) {
 		switch {
-		case all:
-			for _, k := range st.Live() {
-				if k.Phase(now) < state.Expired {
-					ks = append(ks, *k)
+		case all: // newest first, as appDefaultKeys
+			live := st.Live()
+			for i := len(live) - 1; i >= 0; i-- {
+				if live[i].Phase(now) < state.Expired {
+					ks = append(ks, *live[i])
 				}
 			}
 		case kid == "":
@@ -239,8 +240,8 @@ func (s *Service) AppKey(ctx context.Context, authorization string, body []byte,
 	if _, err := s.Decide(ev); err != nil {
 		return nil, err
 	}
-	last := ks[len(ks)-1]
-	resp := &api.AppKeyResponse{WrappedKid: last.Kid, Receipt: string(s.receipt(last.Seq))}
+	first := ks[0] // the key wrappedKid names is the first of a tink list
+	resp := &api.AppKeyResponse{WrappedKid: first.Kid, Receipt: string(s.receipt(first.Seq))}
 	if format == "tink" {
 		var tk tinkKeys
 		for _, k := range ks {

@@ -8,14 +8,15 @@ import (
 )
 
 // appDefaultKeys returns the keys POST /app/key answers without a kid
-// (docs/lifecycle.md "Which keys /app/key answers"), oldest first: the
-// newest releasable key last, as the deployed DEPA KMS answers its newest
-// key at once, so that a service holds a key before clients are told to
-// use it; and, for fmt=tink, before it every key clients may still
-// encrypt to (the advertised keys), so that a service that starts while
-// the newest key awaits publication holds the primary key too. The
+// (docs/lifecycle.md "Which keys /app/key answers"), newest first: the
+// newest releasable key, as the deployed DEPA KMS answers its newest key
+// at once, so that a service holds a key before clients are told to use
+// it; and, for fmt=tink, after it every key clients may still encrypt to
+// (the advertised keys, newest first), so that a service that starts
+// while the newest key awaits publication holds the primary key too. The
 // deployed key fetchers iterate over every key of the fmt=tink list and
-// never fetch by kid.
+// never fetch by kid; a client that reads only the first key gets the
+// one wrappedKid names, as from the DEPA KMS.
 func appDefaultKeys(st *state.State, now time.Time, tink bool) []state.Key {
 	var newest *state.Key
 	for i := len(st.Keys) - 1; i >= 0; i-- {
@@ -27,16 +28,15 @@ func appDefaultKeys(st *state.State, now time.Time, tink bool) []state.Key {
 	if newest == nil {
 		return nil
 	}
-	var out []state.Key
+	out := []state.Key{*newest}
 	if tink {
-		adv := st.Advertised(now) // newest first
-		for i := len(adv) - 1; i >= 0; i-- {
-			if adv[i].Kid != newest.Kid {
-				out = append(out, *adv[i])
+		for _, k := range st.Advertised(now) { // newest first
+			if k.Kid != newest.Kid {
+				out = append(out, *k)
 			}
 		}
 	}
-	return append(out, *newest)
+	return out
 }
 
 // hasMember reports whether the JSON object body has a member called name

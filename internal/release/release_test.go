@@ -370,14 +370,19 @@ func TestAppKeyTinkAll(t *testing.T) {
 	if err := json.Unmarshal([]byte(resp.Wrapped), &tk); err != nil || len(tk.Keys) != 2 {
 		t.Fatalf("all=true tink: %s (%v)", resp.Wrapped, err)
 	}
-	uri := tk.Keys[0].KeyData[0].KeyEncryptionKeyURI
-	if !strings.HasPrefix(uri, "azu-kms://") || uri[10:] != e.kid() {
-		t.Fatalf("keyEncryptionKeyUri %q", uri)
-	}
-	// Without a kid: the newest releasable key (the refreshed one, not yet
-	// advertised), and with fmt=tink the advertised primary before it.
 	var newest string
 	e.kms.Read(func(st *state.State) { newest = st.Newest().Kid })
+	// Newest first; the first is the one wrappedKid names.
+	for i, want := range []string{newest, e.kid()} {
+		if uri := tk.Keys[i].KeyData[0].KeyEncryptionKeyURI; !strings.HasPrefix(uri, "azu-kms://") || uri[10:] != want {
+			t.Fatalf("all=true: key %d keyEncryptionKeyUri %q; want %s", i, uri, want)
+		}
+	}
+	if resp.WrappedKid != newest {
+		t.Fatalf("all=true: wrappedKid %s; want the newest, %s", resp.WrappedKid, newest)
+	}
+	// Without a kid: the newest releasable key (the refreshed one, not yet
+	// advertised), and with fmt=tink the advertised primary after it.
 	resp, err = e.rel.AppKey(context.Background(), e.token(nil), e.body(nil), "", "jwk", false)
 	if err != nil || resp.Wrapped != "" || resp.WrappedKid != newest || newest == e.kid() {
 		t.Fatalf("jwk: %+v %v; want the newest key %s", resp, err, newest)
@@ -385,8 +390,8 @@ func TestAppKeyTinkAll(t *testing.T) {
 	resp, err = e.rel.AppKey(context.Background(), e.token(nil), e.body(nil), "", "tink", false)
 	tk = tinkKeys{}
 	if err != nil || json.Unmarshal([]byte(resp.Wrapped), &tk) != nil || len(tk.Keys) != 2 || resp.WrappedKid != newest ||
-		tk.Keys[0].KeyData[0].KeyEncryptionKeyURI != "azu-kms://"+e.kid() || tk.Keys[1].KeyData[0].KeyEncryptionKeyURI != "azu-kms://"+newest {
-		t.Fatalf("tink without kid: %+v %v; want the primary %s, then the newest %s", resp, err, e.kid(), newest)
+		tk.Keys[0].KeyData[0].KeyEncryptionKeyURI != "azu-kms://"+newest || tk.Keys[1].KeyData[0].KeyEncryptionKeyURI != "azu-kms://"+e.kid() {
+		t.Fatalf("tink without kid: %+v %v; want the newest %s, then the primary %s", resp, err, newest, e.kid())
 	}
 	if _, err := e.rel.AppKey(context.Background(), e.token(nil), e.body(nil), "nope_9", "jwk", false); err == nil {
 		t.Fatal("unknown kid accepted")

@@ -12,6 +12,7 @@ import (
 
 	"github.com/tkms-dev/tkms/internal/attest/maa"
 	"github.com/tkms-dev/tkms/internal/attest/simmaa"
+	"github.com/tkms-dev/tkms/internal/oidcissuer"
 )
 
 const sharedWEU = "https://sharedweu.weu.attest.azure.net"
@@ -131,7 +132,30 @@ func TestNegatives(t *testing.T) {
 		return strings.Join(p, ".")
 	}
 	inWindow := at("2023-03-30T12:00:00Z")
-	for _, tc := range []struct {
+	// An instance minting tokens of any claims (a real issuer, static keys).
+	custom, err := oidcissuer.New(t.TempDir(), oidcissuer.Options{URL: "https://custom.tkms.invalid"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	customIn := []maa.Instance{{Issuer: "https://custom.tkms.invalid", JWKS: custom.JWKS()}}
+	mint := func(reportData string, isolation map[string]any) string {
+		now := time.Now()
+		tok, err := custom.Mint(map[string]any{
+			"iss": "https://custom.tkms.invalid", "iat": now.Unix(), "nbf": now.Unix(), "exp": now.Add(time.Hour).Unix(),
+			"x-ms-attestation-type": "azurevm", "x-ms-isolation-tee": isolation,
+			"x-ms-runtime": map[string]any{"client-payload": map[string]any{"tkms-report-data": reportData}},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok
+	}
+	snpTEE := map[string]any{"x-ms-attestation-type": "sevsnpvm", "x-ms-sevsnpvm-is-debuggable": false}
+	rd64 := base64.StdEncoding.EncodeToString(rd)
+	if _, err := newVerifier(t, nil, customIn...).Verify(ctx, mint(rd64, snpTEE)); err != nil {
+		t.Fatalf("the custom instance's token: %v", err)
+	}
+	cases := []struct {
 		name, token string
 		now         func() time.Time
 		instances   []maa.Instance
@@ -155,7 +179,16 @@ func TestNegatives(t *testing.T) {
 		{"simulated by another key", otherTok, nil, []maa.Instance{sim.Trusted()}, maa.CodeUnknownKID},
 		{"simulated debug", simTok(simmaa.TokenOptions{Debug: true}), nil, []maa.Instance{sim.Trusted()}, maa.CodeDebug},
 		{"simulated expired", simTok(simmaa.TokenOptions{IssuedAt: time.Now().Add(-9 * time.Hour)}), nil, []maa.Instance{sim.Trusted()}, maa.CodeTokenExpired},
-	} {
+		{"binding not base64", mint("not base64!", snpTEE), nil, customIn, maa.CodeReportDataInvalid},
+		{"binding of 32 bytes", mint(base64.StdEncoding.EncodeToString(rd[:32]), snpTEE), nil, customIn, maa.CodeReportDataInvalid},
+		{"binding in base64url", mint(base64.URLEncoding.EncodeToString(bytes.Repeat([]byte{0xfb}, 64)), snpTEE), nil, customIn, maa.CodeReportDataInvalid},
+		{"debuggable TDX isolation", mint(rd64, map[string]any{"x-ms-attestation-type": "tdxvm", "tdx_td_attributes_debug": true}), nil, customIn, maa.CodeDebug},
+		{"the custom instance's token, another instance trusted", mint(rd64, snpTEE), nil, []maa.Instance{sim.Trusted()}, maa.CodeIssuerUntrusted},
+	}
+	if len(cases) < 15 {
+		t.Fatalf("%d negatives, want at least 15", len(cases))
+	}
+	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := newVerifier(t, tc.now, tc.instances...).Verify(ctx, tc.token)
 			if got := maa.Code(err); got != tc.code {

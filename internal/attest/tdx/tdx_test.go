@@ -58,7 +58,7 @@ func TestRealQuotes(t *testing.T) {
 		{"tdx_quote_6", "2026-01-01T00:00:00Z", "00a06d080000", "21e8dead92d6c69d7cbba79816686c03a48485c7df0c11f6f04792d5e1d378f6b8c46615ba6946adccac6becffbb1e88", func(t testing.TB) []byte { return read(t, "tdx_quote_6.dat") }},
 		{"azure", "2025-01-01T00:00:00Z", "00806f050000", "024a32b070383331181619fa387cb4d55d1e38879f989933055ccad5bc2db795d1737b66205949d15469dc8c1ba7ab7b", func(t testing.TB) []byte { return read(t, "az_td_quote.bin") }},
 		{"spr_e4", "2024-01-01T00:00:00Z", "50806f000000", "6363b8043668a3ad953278e10389574d326c6749fb78aa810ecd9336923db86f22fc00b8dcd404bc10d5e119d7215cbb", func(t testing.TB) []byte { return read(t, "tdx_prod_quote_SPR_E4.dat") }},
-		{"gcp", "2026-06-01T00:00:00Z", "", "", gcpQuote},
+		{"gcp", "2026-06-01T00:00:00Z", "00806f050000", "8370d8f6d02f2d13e211e91c93fde923049522b241425a29a7bf0071ef49b250af4ef49d852fa3e10065d1b51dfce8fb", gcpQuote},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			res, err := tdx.New(tdx.Options{Now: at(tc.now)}).Verify(tc.quote(t))
@@ -72,7 +72,7 @@ func TestRealQuotes(t *testing.T) {
 			if c[tdx.ClaimAttestationType] != "tdxvm" || c[tdx.ClaimTDAttributesDebug] != false || c[tdx.ClaimTCBStatus] != tdx.TCBStatusNotEvaluated {
 				t.Fatalf("claims %v", c)
 			}
-			if tc.fmspc != "" && (c[tdx.ClaimFMSPC] != tc.fmspc || c[tdx.ClaimMRTD] != tc.mrtd) {
+			if c[tdx.ClaimFMSPC] != tc.fmspc || c[tdx.ClaimMRTD] != tc.mrtd {
 				t.Fatalf("fmspc %v mrtd %v", c[tdx.ClaimFMSPC], c[tdx.ClaimMRTD])
 			}
 			for _, k := range []string{tdx.ClaimRTMR0, tdx.ClaimRTMR3, tdx.ClaimMRConfigID, tdx.ClaimMROwner, tdx.ClaimReportData} {
@@ -99,6 +99,12 @@ func TestWindows(t *testing.T) {
 		if _, err := tdx.New(tdx.Options{Now: at(tc.before)}).Verify(q); tdx.Code(err) != tdx.CodePCKChainInvalid {
 			t.Errorf("%s at %s: %v, want %s", tc.file, tc.before, err, tdx.CodePCKChainInvalid)
 		}
+	}
+	if _, err := tdx.New(tdx.Options{Now: at("2026-01-03T04:23:15Z")}).Verify(gcpQuote(t)); err != nil {
+		t.Errorf("gcp at the start of its window: %v", err)
+	}
+	if _, err := tdx.New(tdx.Options{Now: at("2026-01-03T04:23:14Z")}).Verify(gcpQuote(t)); tdx.Code(err) != tdx.CodePCKChainInvalid {
+		t.Errorf("gcp before its window: %v", err)
 	}
 	if _, err := tdx.New(tdx.Options{Now: at("2033-01-04T00:00:00Z")}).Verify(gcpQuote(t)); tdx.Code(err) != tdx.CodePCKChainInvalid {
 		t.Errorf("gcp after its window: %v", err)
@@ -200,7 +206,7 @@ func TestNegatives(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, tc := range []struct {
+	cases := []struct {
 		name   string
 		sim    bool
 		mutate func([]byte) []byte
@@ -252,7 +258,11 @@ func TestNegatives(t *testing.T) {
 			copy(q[offSignature:offCertType], o[offSignature:offCertType]) // its signature and key
 			return q
 		}, tdx.CodeQEReportInvalid},
-	} {
+	}
+	if len(cases) < 15 {
+		t.Fatalf("%d negatives, want at least 15", len(cases))
+	}
+	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			v, q := realV, bytes.Clone(real6)
 			if tc.sim {
