@@ -427,3 +427,28 @@ func TestLicenseAndChangelog(t *testing.T) {
 		}
 	}
 }
+
+// TestNoReferencesOutsideTheRepo: no document, comment or provenance note
+// of the repository sends its reader to the development machine's shared
+// tree (the project's rule: docs stand on their own).
+func TestNoReferencesOutsideTheRepo(t *testing.T) {
+	outside := ".." + "/shared"
+	err := filepath.WalkDir("../..", func(path string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() && (d.Name() == ".git" || d.Name() == "testdata" && strings.Contains(path, "fuzz")) {
+			return filepath.SkipDir
+		}
+		if ext := filepath.Ext(path); d.IsDir() || ext != ".md" && ext != ".go" && ext != ".sh" && ext != ".json" {
+			return nil
+		}
+		if b, err := os.ReadFile(path); err == nil && bytes.Contains(b, []byte(outside)) {
+			t.Errorf("%s refers to %s, outside the repository", path, outside)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
