@@ -64,7 +64,14 @@ func (x *explorerProxy) modify(resp *http.Response) error {
 	case mode == proxyForge && path == "/log/checkpoint":
 		lines := strings.SplitN(string(body), "\n", 4)
 		root := []byte(lines[2])
-		root[3] ^= 1 // still base64, another root
+		// Another base64 character, so another root (flipping a bit could
+		// make a character outside the alphabet: a malformed checkpoint,
+		// not a forged one).
+		if root[3] == 'A' {
+			root[3] = 'B'
+		} else {
+			root[3] = 'A'
+		}
 		lines[2] = string(root)
 		body = []byte(strings.Join(lines, "\n"))
 	case mode == proxyRollback && path == "/log/checkpoint":
