@@ -117,11 +117,17 @@ type buildVersion struct {
 }
 
 func readBuildVersion() buildVersion {
-	v := buildVersion{Version: version}
 	bi, ok := debug.ReadBuildInfo()
 	if !ok {
-		return v
+		return buildVersion{Version: version}
 	}
+	return buildVersionOf(version, bi)
+}
+
+// buildVersionOf reads v from bi: a version set at link time (not "dev")
+// wins over the module's, which "go install MODULE@VERSION" records.
+func buildVersionOf(version string, bi *debug.BuildInfo) buildVersion {
+	v := buildVersion{Version: version}
 	v.Go = bi.GoVersion
 	if version == "dev" && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
 		v.Version = bi.Main.Version

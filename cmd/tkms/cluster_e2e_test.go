@@ -559,8 +559,9 @@ func TestClusterMinorityPartition(t *testing.T) {
 		resp.Body.Close()
 		return resp
 	}
-	// releaseRetrying releases at a node of the majority, which may be
-	// electing a leader: 503 is retried for a minute.
+	// releaseRetrying releases at a node that may be waiting for an
+	// election (or a node of the majority during the partition): 503 is
+	// retried for a minute.
 	releaseRetrying := func(base string) *http.Response {
 		deadline := time.Now().Add(time.Minute)
 		for {
@@ -575,8 +576,34 @@ func TestClusterMinorityPartition(t *testing.T) {
 		t.Fatalf("release at the node before the partition: %s", r.Status)
 	}
 
+	// Every node is ready, and its metrics carry its raft state.
+	for _, n := range nodes {
+		waitReadyz(t, n.p.URL, true)
+	}
+	leaders := 0
+	for _, n := range nodes {
+		_, m := do(t, http.MethodGet, n.p.URL+"/metrics", nil)
+		if strings.Contains(string(m), `tkms_raft_state{state="leader"} 1`) {
+			leaders++
+		}
+		if !strings.Contains(string(m), "\ntkms_raft_caught_up 1\n") || !strings.Contains(string(m), "\ntkms_raft_commit_index ") {
+			t.Errorf("%s's metrics lack its raft state", n.id)
+		}
+	}
+	if leaders != 1 {
+		t.Errorf("%d nodes report tkms_raft_state leader, want 1", leaders)
+	}
+
 	px.setCut(true)
 	waitCluster(t, "the cut-off node to lose its leader", minority.p.URL, func(s clusterStatus) bool { return s.Leader == "" })
+	// Not caught up: not ready (a load balancer sends it nothing), alive.
+	waitReadyz(t, minority.p.URL, false)
+	if resp, _ := do(t, http.MethodGet, minority.p.URL+"/livez", nil); resp.StatusCode != http.StatusOK {
+		t.Errorf("livez at the cut-off node: %s", resp.Status)
+	}
+	if _, m := do(t, http.MethodGet, minority.p.URL+"/metrics", nil); !strings.Contains(string(m), "\ntkms_raft_leader_known 0\n") {
+		t.Errorf("the cut-off node's metrics do not say it knows no leader")
+	}
 	r := release(minority.p.URL)
 	if r.StatusCode != http.StatusServiceUnavailable || r.Header.Get("Retry-After") == "" {
 		t.Fatalf("release at the cut-off node: %s, Retry-After %q; want 503 with Retry-After", r.Status, r.Header.Get("Retry-After"))
@@ -592,6 +619,7 @@ func TestClusterMinorityPartition(t *testing.T) {
 
 	px.setCut(false)
 	waitConverged(t, "after healing", nodes)
+	waitReadyz(t, minority.p.URL, true)
 	if r := releaseRetrying(minority.p.URL); r.StatusCode != http.StatusOK {
 		t.Fatalf("release at the healed node: %s", r.Status)
 	}
@@ -961,4 +989,111 @@ func clusterServe(t *testing.T, withCA bool) {
 		t.Fatal("a node without the ledger secret opened its ledger")
 	}
 	p1.stopClean(syscall.SIGTERM)
+}
+
+// waitReadyz polls GET /readyz of base until it answers ready (200) or, with
+// ready false, not ready (503 NOT_READY with a reason).
+func waitReadyz(t *testing.T, base string, ready bool) {
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		resp, body := do(t, http.MethodGet, base+"/readyz", nil)
+		switch {
+		case ready && resp.StatusCode == http.StatusOK:
+			return
+		case !ready && resp.StatusCode == http.StatusServiceUnavailable:
+			if resp.Header.Get("x-ms-kms-error-code") != "NOT_READY" || !strings.Contains(string(body), "cluster: ") {
+				t.Fatalf("readyz of a node not caught up: %s %s", resp.Status, body)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s/readyz still answers %s %s; want ready %v", base, resp.Status, body, ready)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestClusterOnInit runs the cluster procedure of deploy/azure/README.md
+// with tkms serve nodes (in the simulated TEE): the founder on the
+// governed ledger tkms init made, taking its master key file as the first
+// version of the ledger secret (and saying so), a second node joining on
+// an empty data directory while pinning the service identity, both ready;
+// then the founder stopped, its master key file moved away, and started
+// again: admitted by the other node, it serves without any key file, and
+// the members govern the cluster (a rotation accepted by a second ballot,
+// seen on both nodes).
+func TestClusterOnInit(t *testing.T) {
+	g := newGovService(t)
+	addr0, addr1 := freePort(t), freePort(t)
+	config := func(i int, data, clusterAddr string, extra map[string]any) string {
+		cluster := map[string]any{"node_id": fmt.Sprint("kms-", i), "listen": clusterAddr,
+			"attester": "simulated", "node_policy": json.RawMessage(devReleasePolicy())}
+		for k, v := range extra {
+			cluster[k] = v
+		}
+		path := filepath.Join(g.dir, fmt.Sprintf("kms-%d.json", i))
+		writeJSONFile(t, path, map[string]any{"listen": "127.0.0.1:0", "data_dir": data,
+			"insecure_simulated_tee": true, "cluster": cluster})
+		return path
+	}
+	c0 := config(0, g.data, addr0, nil)
+	start := func(cfg string) *proc {
+		t.Helper()
+		p := startProc(t, "serve", "--config", cfg)
+		p.URL = "http://" + p.waitOutput(p.stderr, serveListening)[1]
+		return p
+	}
+	p0 := start(c0)
+	if s := p0.stderr.String(); !strings.Contains(s, "takes the master key file that sealed its ledger as version 1") {
+		t.Fatalf("the founder on tkms init's ledger does not say it took the master key file:\n%s", s)
+	}
+	waitCluster(t, "the founder to lead", p0.URL, voters(1))
+
+	// The second node: an empty data directory (the simulated TEE's chain
+	// shared, as every simulated node needs), joining with the service
+	// identity pinned.
+	data1 := filepath.Join(g.dir, "data1")
+	os.MkdirAll(data1, 0o700)
+	chain := readFile(t, filepath.Join(g.data, simsnp.ChainFile))
+	os.WriteFile(filepath.Join(data1, simsnp.ChainFile), chain, 0o600)
+	_, vkey := do(t, http.MethodGet, p0.URL+"/v1/log/key", nil)
+	c1 := config(1, data1, addr1, map[string]any{"join": addr0, "service_key": strings.TrimSpace(string(vkey))})
+	p1 := start(c1)
+	waitCluster(t, "two voters", p1.URL, voters(2))
+	waitReadyz(t, p0.URL, true)
+	waitReadyz(t, p1.URL, true)
+
+	// Step 6: the founder's master key file off the host.
+	p0.stopClean(syscall.SIGTERM)
+	vault := filepath.Join(t.TempDir(), "master.key")
+	if err := os.Rename(filepath.Join(g.data, "master.key"), vault); err != nil {
+		t.Fatal(err)
+	}
+	p0 = start(c0)
+	waitCluster(t, "two voters after the founder's restart", p0.URL, voters(2))
+	waitReadyz(t, p0.URL, true)
+	for _, d := range []string{g.data, data1} {
+		if _, err := os.Stat(filepath.Join(d, "master.key")); err == nil {
+			t.Errorf("%s holds a master key file", d)
+		}
+	}
+
+	// Governed: a rotation by A, accepted by B's ballot, on both nodes.
+	before := len(allKeys(t, p1.URL))
+	id := proposalID(t, govCLI(t, "keys", "rotate", "--kms", p0.URL, "--key", g.a.key, "--reason", "cluster"))
+	if out := govCLI(t, "gov", "vote", "--kms", p1.URL, "--key", g.b.key, "--yes", id, "approve"); !strings.Contains(out, "state accepted") {
+		t.Fatalf("the second ballot:\n%s", out)
+	}
+	for _, p := range []*proc{p0, p1} {
+		deadline := time.Now().Add(time.Minute)
+		for len(allKeys(t, p.URL)) != before+1 {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s lists %d keys after the rotation, want %d", p.URL, len(allKeys(t, p.URL)), before+1)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	p1.stopClean(syscall.SIGTERM)
+	p0.stopClean(syscall.SIGTERM)
 }

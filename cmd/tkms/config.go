@@ -138,6 +138,11 @@ type Config struct {
 	// governance, set by tkms dev on a new data directory, makes the new
 	// ledger governed (never read from the file).
 	governance *kms.GovInit
+
+	// rotationDefault and settingsDefault: applyDefaults filled in the
+	// policy (the file named none), so a governed ledger's own is no
+	// difference worth a warning.
+	rotationDefault, settingsDefault bool
 }
 
 // loadConfig reads a config file. Unknown fields are errors: a typo must not
@@ -171,10 +176,12 @@ func (c *Config) applyDefaults(defaultFormat string) {
 		c.ServiceName = "tkms"
 	}
 	if c.KeyRotationPolicy == nil {
+		c.rotationDefault = true
 		p := state.DefaultRotationPolicy()
 		c.KeyRotationPolicy = &p
 	}
 	if c.SettingsPolicy == nil {
+		c.settingsDefault = true
 		c.SettingsPolicy = &state.Settings{Service: state.ServiceSettings{
 			Name: c.ServiceName, Description: "tkms: confidential, transparent key management for DEPA inferencing", Version: version,
 		}}

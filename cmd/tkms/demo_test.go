@@ -104,6 +104,12 @@ func TestFetch(t *testing.T) {
 	if stdout, stderr, code := runTkms(t, "fetch", "--data", data, "--kid", pub.Kid[:8]); code != 0 || !strings.Contains(stdout, pub.Kid) {
 		t.Errorf("fetch --kid with a unique prefix: exit %d\n%s\n%s", code, stdout, stderr)
 	}
+	// --json: the keys obtained, no key material; the steps on stderr.
+	if stdout, stderr, code := runTkms(t, "fetch", "--data", data, "--kid", pub.Kid, "--json"); code != 0 {
+		t.Errorf("fetch --json: exit %d\n%s", code, stderr)
+	} else if m := decodeResult(t, stdout, "ok"); len(m["keys"].([]any)) != 1 || m["keys"].([]any)[0].(map[string]any)["kid"] != pub.Kid || !strings.Contains(stderr, "11.") || strings.Contains(stdout, `"d"`) {
+		t.Errorf("fetch --json: %s\nstderr:\n%s", stdout, stderr)
+	}
 	_, stderr, code = runTkms(t, "fetch", "--data", data, "--kid", "no-such-kid_99")
 	if code == 0 || !strings.Contains(stderr, "KEY_NOT_FOUND") && !strings.Contains(stderr, "not") {
 		t.Fatalf("fetch of an unknown kid: exit %d\n%s", code, stderr)

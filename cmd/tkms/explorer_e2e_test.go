@@ -64,7 +64,14 @@ func (x *explorerProxy) modify(resp *http.Response) error {
 	case mode == proxyForge && path == "/log/checkpoint":
 		lines := strings.SplitN(string(body), "\n", 4)
 		root := []byte(lines[2])
-		root[3] ^= 1 // still base64, another root
+		// Another base64 character, so another root (flipping a bit could
+		// make a character outside the alphabet: a malformed checkpoint,
+		// not a forged one).
+		if root[3] == 'A' {
+			root[3] = 'B'
+		} else {
+			root[3] = 'A'
+		}
 		lines[2] = string(root)
 		body = []byte(strings.Join(lines, "\n"))
 	case mode == proxyRollback && path == "/log/checkpoint":
@@ -202,6 +209,7 @@ func TestExplorer(t *testing.T) {
 	// What the ledger holds.
 	leaves := ledgerLeaves(t, p.URL)
 	var kids, denialCodes, proposals, ballots []string
+	var releasedKids, releasedOIDs, policySeqs []string
 	releases := 0
 	for _, l := range leaves {
 		var body map[string]any
@@ -211,6 +219,11 @@ func TestExplorer(t *testing.T) {
 			kids = append(kids, body["kid"].(string))
 		case ledger.TypeKeyReleased:
 			releases++
+			for _, k := range body["kids"].([]any) {
+				releasedKids = append(releasedKids, k.(string))
+			}
+			releasedOIDs = append(releasedOIDs, body["oid"].(string))
+			policySeqs = append(policySeqs, fmt.Sprint(body["policy_seq"]))
 		case ledger.TypeReleaseDenied:
 			denialCodes = append(denialCodes, body["code"].(string))
 		case ledger.TypeGovProposal:
@@ -289,6 +302,7 @@ func TestExplorer(t *testing.T) {
 	var logView struct {
 		Problems  string
 		NoPin     bool
+		Age       string
 		Size      string
 		Sig, Cons string
 		Bad       int
@@ -296,12 +310,14 @@ func TestExplorer(t *testing.T) {
 		Verified  int
 	}
 	evalLog := `({Problems: document.body.dataset.problems, NoPin: !!document.getElementById('nopin'),
+		Age: [...document.querySelectorAll('#checkpoint dt')].filter(d => d.textContent === 'age').map(d => d.nextElementSibling.textContent).join(''),
 		Size: document.getElementById('cp-size').textContent, Sig: document.getElementById('cp-sig').className,
 		Cons: document.getElementById('cp-cons').className, Bad: document.querySelectorAll('.bad').length,
 		Pending: document.querySelectorAll('.badge.pending').length, Verified: document.querySelectorAll('#recent .badge.ok').length})`
 	eval(evalLog, &logView)
-	if logView.Problems != "0" || logView.NoPin || logView.Sig != "ok" || logView.Cons != "ok" || logView.Bad != 0 || logView.Size != fmt.Sprintf("%d entries", len(leaves)) || logView.Verified != min(50, len(leaves)) {
-		t.Fatalf("log view of an honest log: %+v; want no problem, signature and consistency ok, %d entries, all verified", logView, len(leaves))
+	if logView.Problems != "0" || logView.NoPin || logView.Sig != "ok" || logView.Cons != "ok" || logView.Bad != 0 || logView.Size != fmt.Sprintf("%d entries", len(leaves)) || logView.Verified != min(50, len(leaves)) ||
+		!strings.Contains(logView.Age, "newest entry written") {
+		t.Fatalf("log view of an honest log: %+v; want no problem, signature and consistency ok, %d entries and their age, all verified", logView, len(leaves))
 	}
 	// The entry browser shows entry i as the ledger holds it.
 	show("#log/3")
@@ -315,16 +331,21 @@ func TestExplorer(t *testing.T) {
 	show("#keys")
 	var keysView struct {
 		Kids     []string
+		Suites   []string
+		Created  int
 		Primary  []string
 		Verified int
 		Timeline int
 	}
 	eval(`({Kids: [...document.querySelectorAll('#keys tr[data-kid]')].map(r => r.dataset.kid),
+		Suites: [...document.querySelectorAll('#keys tr[data-kid] td:nth-child(3)')].map(td => td.textContent),
+		Created: [...document.querySelectorAll('#keys tr[data-kid] td:nth-child(5)')].filter(td => /\d{4}-\d\d-\d\d/.test(td.textContent)).length,
 		Primary: [...document.querySelectorAll('#keys tr.primary')].map(r => r.dataset.kid),
 		Verified: document.querySelectorAll('#keys .badge.ok').length,
 		Timeline: document.querySelectorAll('svg.chart rect.adv').length})`, &keysView)
-	if !slices.Equal(keysView.Kids, kids) || !slices.Equal(keysView.Primary, []string{primary}) || keysView.Verified != len(kids) || keysView.Timeline != len(kids) {
-		t.Errorf("keys view: %+v; want kids %v, primary %s, each verified and on the timeline", keysView, kids, primary)
+	if !slices.Equal(keysView.Kids, kids) || !slices.Equal(keysView.Primary, []string{primary}) || keysView.Verified != len(kids) || keysView.Timeline != len(kids) ||
+		keysView.Created != len(kids) || slices.ContainsFunc(keysView.Suites, func(s string) bool { return s != "x25519" }) {
+		t.Errorf("keys view: %+v; want kids %v, primary %s, each x25519 with its creation time, verified and on the timeline", keysView, kids, primary)
 	}
 
 	// Releases: each release and denial, with its code; the filter by code.
@@ -355,6 +376,46 @@ func TestExplorer(t *testing.T) {
 		}
 	}
 
+	// The filters by kid and by identity.
+	filter := func(name, value string) {
+		t.Helper()
+		js := fmt.Sprintf(`(() => { const i = document.querySelector('input[name="%s"]'); i.value = %s; i.dispatchEvent(new Event('input')); })()`, name, strconv.Quote(value))
+		if err := chromedp.Do(ctx, chromedp.Evaluate[chromedp.Void](js)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	count := func(list []string, v string) (n int) {
+		for _, x := range list {
+			if strings.Contains(x, v) {
+				n++
+			}
+		}
+		return n
+	}
+	kid := releasedKids[0][:10]
+	filter("kid", kid)
+	eval(evalRel, &relView)
+	if relView.Released != count(releasedKids, kid) || len(relView.Codes) != 0 {
+		t.Errorf("filtered by kid %s: %+v; want its %d releases and no denial (denials name no key)", kid, relView, count(releasedKids, kid))
+	}
+	filter("kid", "no-such-kid")
+	eval(evalRel, &relView)
+	if relView.Released != 0 {
+		t.Errorf("filtered by a kid no release names: %+v", relView)
+	}
+	filter("kid", "")
+	filter("who", releasedOIDs[0])
+	eval(evalRel, &relView)
+	if relView.Released != count(releasedOIDs, releasedOIDs[0]) {
+		t.Errorf("filtered by identity %s: %+v; want its %d releases", releasedOIDs[0], relView, count(releasedOIDs, releasedOIDs[0]))
+	}
+	filter("who", "nobody-at-all")
+	eval(evalRel, &relView)
+	if relView.Released != 0 || len(relView.Codes) != 0 {
+		t.Errorf("filtered by an identity nobody has: %+v", relView)
+	}
+	filter("who", "")
+
 	if err := chromedp.Do(ctx, chromedp.SetValue(`select[name="code"]`, denialCodes[0]), chromedp.Evaluate[chromedp.Void](`document.querySelector('select[name="code"]').dispatchEvent(new Event('change'))`)); err != nil {
 		t.Fatal(err)
 	}
@@ -372,12 +433,23 @@ func TestExplorer(t *testing.T) {
 		Outcomes  []string
 		Diff      string
 		Members   int
+		Versions  []string
+		SetBy     []string
+		InForce   string
 	}
 	eval(`({Proposals: [...document.querySelectorAll('article[data-proposal]')].map(a => a.dataset.proposal),
 		Ballots: [...document.querySelectorAll('li[data-ballot]')].map(l => l.dataset.ballot),
 		Outcomes: [...document.querySelectorAll('article[data-proposal] .outcome')].map(o => o.textContent),
 		Diff: [...document.querySelectorAll('.diff .add')].map(d => d.textContent).join(''),
-		Members: document.querySelectorAll('#members li').length})`, &govView)
+		Members: document.querySelectorAll('#members li').length,
+		Versions: [...document.querySelectorAll('#policy-history li[data-seq]')].map(l => l.dataset.seq),
+		SetBy: [...document.querySelectorAll('#policy-history li[data-seq]')].map(l => l.dataset.proposal),
+		InForce: document.getElementById('policy').textContent})`, &govView)
+	// The key release policy's versions are those the releases name: the
+	// configuration's, then the one B's ballot accepted.
+	if !slices.Equal(govView.Versions, policySeqs) || len(govView.SetBy) != 2 || govView.SetBy[0] != "" || govView.SetBy[1] != prop.ID || !strings.Contains(govView.InForce, hostData2) {
+		t.Errorf("key release policy: versions %v set by %v, in force %q; want the releases' %v, the second by %s, in force with %s", govView.Versions, govView.SetBy, govView.InForce, policySeqs, prop.ID, hostData2)
+	}
 	slices.Reverse(proposals)
 	if !slices.Equal(govView.Proposals, proposals) || !slices.Equal(govView.Ballots, ballots) || govView.Members != 2 ||
 		slices.ContainsFunc(govView.Outcomes, func(s string) bool { return s != "accepted" }) || !strings.Contains(govView.Diff, hostData2) {

@@ -16,7 +16,7 @@ import (
 )
 
 const fetchUsage = `usage: tkms fetch [--kms URL] [--attester aci|snp|tdx|azure-cvm|simulated|simulated-tdx|simulated-maa|simulated-az-snp|simulated-az-tdx] [--token-source imds|file|static|dev]
-                  [--kid KID | --ohttp-id HEX | --all] [--out FILE] [flags]
+                  [--kid KID | --ohttp-id HEX | --all] [--out FILE] [--json] [flags]
 
 Obtains private keys from a KMS as a service in a TEE does, with the client
 package, and says what happens at each step: a fresh wrapping key, evidence
@@ -36,8 +36,13 @@ func cmdFetch(args []string, stdout, stderr io.Writer) error {
 	ohttpID := fs.String("ohttp-id", "", "fetch the key whose OHTTP key id is `HEX` (e.g. 11)")
 	all := fs.Bool("all", false, "fetch every key the KMS still releases (the default)")
 	out := fs.String("out", "", "write the unwrapped keys as JSON to `FILE` (mode 0600); without it no key material leaves this process")
+	asJSON := fs.Bool("json", false, "print the keys obtained (no key material) as JSON with a top-level result field; the steps go to stderr")
 	if err := parseFlags(fs, args); err != nil {
 		return err
+	}
+	report := stdout
+	if *asJSON {
+		report = stderr
 	}
 	n := 0
 	for _, set := range []bool{*kid != "", *ohttpID != "", *all} {
@@ -52,7 +57,7 @@ func cmdFetch(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	nr := &narrator{w: stdout}
+	nr := &narrator{w: report}
 	cfg.Attester = &narratingAttester{Attester: cfg.Attester, n: nr}
 	cfg.Tokens = &narratingTokens{TokenSource: cfg.Tokens, n: nr}
 	cfg.Logger = slog.New(slog.DiscardHandler)
@@ -62,11 +67,11 @@ func cmdFetch(args []string, stdout, stderr io.Writer) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	fmt.Fprintf(stdout, "tkms fetch: from %s over /%s", cfg.KMS, cfg.API)
+	fmt.Fprintf(report, "tkms fetch: from %s over /%s", cfg.KMS, cfg.API)
 	if cfg.LogKey != "" {
-		fmt.Fprintf(stdout, ", receipts checked against log key %s", cfg.LogKey)
+		fmt.Fprintf(report, ", receipts checked against log key %s", cfg.LogKey)
 	}
-	fmt.Fprintln(stdout)
+	fmt.Fprintln(report)
 
 	var got []*client.Key
 	switch {
@@ -106,14 +111,42 @@ func cmdFetch(args []string, stdout, stderr io.Writer) error {
 		nr.say("%s  id %d (OHTTP key id 0x%02x)  %s  %s until %s", k.Kid, k.ID, k.OHTTPKeyID, k.Suite, k.Phase(now), k.ReleaseUntil.UTC().Format(time.RFC3339))
 	}
 	if *out == "" {
-		fmt.Fprintf(stdout, "\ntkms fetch: %d key(s) obtained; not written anywhere (use --out FILE)\n", len(got))
-		return nil
+		fmt.Fprintf(report, "\ntkms fetch: %d key(s) obtained; not written anywhere (use --out FILE)\n", len(got))
+	} else {
+		if err := writeKeys(*out, got); err != nil {
+			return err
+		}
+		fmt.Fprintf(report, "\ntkms fetch: %d key(s) written to %s (mode 0600)\n", len(got), *out)
 	}
-	if err := writeKeys(*out, got); err != nil {
-		return err
+	if *asJSON {
+		return writeResultJSON(stdout, "ok", fetchReport(cfg.KMS, got, st.ReceiptsVerified, *out, now))
 	}
-	fmt.Fprintf(stdout, "\ntkms fetch: %d key(s) written to %s (mode 0600)\n", len(got), *out)
 	return nil
+}
+
+// fetchResult is tkms fetch --json: what was obtained, no key material.
+type fetchResult struct {
+	KMS              string           `json:"kms"`
+	Keys             []fetchResultKey `json:"keys"`
+	ReceiptsVerified uint64           `json:"receipts_verified"`
+	Out              string           `json:"out,omitempty"`
+}
+
+type fetchResultKey struct {
+	Kid          string    `json:"kid"`
+	ID           int       `json:"id"`
+	OHTTPKeyID   byte      `json:"ohttp_key_id"`
+	Suite        string    `json:"suite"`
+	Phase        string    `json:"phase"`
+	ReleaseUntil time.Time `json:"release_until"`
+}
+
+func fetchReport(kms string, got []*client.Key, receipts uint64, out string, now time.Time) fetchResult {
+	r := fetchResult{KMS: kms, ReceiptsVerified: receipts, Out: out, Keys: []fetchResultKey{}}
+	for _, k := range got {
+		r.Keys = append(r.Keys, fetchResultKey{Kid: k.Kid, ID: k.ID, OHTTPKeyID: k.OHTTPKeyID, Suite: k.Suite, Phase: k.Phase(now), ReleaseUntil: k.ReleaseUntil.UTC()})
+	}
+	return r
 }
 
 // fetchFailed reports a refusal or failure at the step it happened.

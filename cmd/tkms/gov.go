@@ -47,7 +47,7 @@ share with its encryption key and submits it to a recovering node
 func cmdGov(args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, govUsage)
-		return fmt.Errorf("%w: want propose, vote, withdraw, list, show, keygen, encryption-key or share", errUsage)
+		return fmt.Errorf("%w: want propose, vote, withdraw, list, show, keygen, encryption-key, share or auto-recovery-member", errUsage)
 	}
 	switch args[0] {
 	case "propose":
@@ -72,7 +72,7 @@ func cmdGov(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprint(stdout, govUsage)
 		return nil
 	}
-	return fmt.Errorf("%w: unknown subcommand %q; want propose, vote, withdraw, list, show, keygen, encryption-key or share", errUsage, args[0])
+	return fmt.Errorf("%w: unknown subcommand %q; want propose, vote, withdraw, list, show, keygen, encryption-key, share or auto-recovery-member", errUsage, args[0])
 }
 
 // govFlags are the flags that say where the KMS is and who signs.

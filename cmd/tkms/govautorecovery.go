@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"io"
 	"net/url"
@@ -14,31 +13,15 @@ import (
 	"github.com/tkms-dev/tkms/internal/gov"
 )
 
-const govAutoRecoveryUsage = `usage:
-  tkms gov auto-recovery-member --key-bundle FILE --maa URL [--policy FILE]
-
-Prints the set_auto_recovery_member action (docs/auto-recovery.md) for a
-Key Vault or Managed HSM key: FILE is the vault's answer to GET key (for
-example 'az rest --method get --url https://VAULT/keys/NAME/VERSION?api-version=7.4'),
-"-" for stdin. The key must be exportable and have a release policy; the
-action records its kid, public part and the SHA-256 of its release policy.
---maa is the attestation authority the recovering nodes attest at (the
-policy's "authority"). With --policy, the key's policy must be the one in
-FILE. Save the output and propose it: tkms gov propose ACTION.json.
-`
-
 func cmdGovAutoRecoveryMember(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("gov auto-recovery-member", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, govAutoRecoveryUsage) }
+	fs := newFlagSet("gov auto-recovery-member", stderr)
 	bundleFile := fs.String("key-bundle", "", "the vault's GET key answer, a JSON `file` (- for stdin)")
 	maaURL := fs.String("maa", "", "the attestation authority's `URL` (https://NAME.REGION.attest.azure.net)")
 	policyFile := fs.String("policy", "", "the release policy `file` the key must have")
-	if err := fs.Parse(args); err != nil {
-		return fmt.Errorf("%w: %v", errUsage, err)
+	if err := parseFlags(fs, args); err != nil {
+		return err
 	}
-	if *bundleFile == "" || *maaURL == "" || fs.NArg() != 0 {
-		fs.Usage()
+	if *bundleFile == "" || *maaURL == "" {
 		return fmt.Errorf("%w: want --key-bundle and --maa", errUsage)
 	}
 	var raw []byte

@@ -167,7 +167,7 @@ func cmdGovShare(args []string, stdout, stderr io.Writer) error {
 	var g govFlags
 	g.register(fs, true)
 	encKey := fs.String("encryption-key", "", "the member's encryption key `file` (as tkms gov keygen or encryption-key wrote it); it is read here and never sent")
-	asJSON := fs.Bool("json", false, "print the node's JSON answer")
+	asJSON := fs.Bool("json", false, "print the node's JSON answer, with a top-level result field: recovered once the threshold is reached, else accepted")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -226,7 +226,11 @@ func cmdGovShare(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	if *asJSON {
-		return json.NewEncoder(stdout).Encode(res)
+		result := "accepted"
+		if res.Recovered {
+			result = "recovered"
+		}
+		return writeResultJSON(stdout, result, res)
 	}
 	if res.Recovered {
 		fmt.Fprintf(stdout, "share accepted: %d of %d; the service is recovered\n", res.Received, res.Threshold)

@@ -91,6 +91,30 @@ var helps = map[string]commandHelp{
 		example:     "tkms gov show --kms https://kms.sro.example 3f2a",
 		exits:       exitsCommon,
 	},
+	"gov keygen": {
+		usage:       "tkms gov keygen --out PREFIX --name NAME [--suite x25519|mlkem768-x25519]",
+		description: "Makes a new member's keys: a signing key (PREFIX.key, PREFIX.pub) and a recovery encryption key (PREFIX.enc, mode 0600), and prints the add_member action that registers both, to propose.",
+		example:     "tkms gov keygen --out alice --name alice > add-alice.json",
+		exits:       exitsCommon,
+	},
+	"gov encryption-key": {
+		usage:       "tkms gov encryption-key --out FILE --member-id ID [--suite x25519|mlkem768-x25519]",
+		description: "Makes a (new) recovery encryption key for an existing member (FILE, mode 0600) and prints the set_member_encryption_key action that registers it, to propose. The key opens only that member's recovery share and is never sent.",
+		example:     "tkms gov encryption-key --out alice.enc --member-id 7196f14a...",
+		exits:       exitsCommon,
+	},
+	"gov share": {
+		usage:       "tkms gov share [--kms URL] [--kms-ca FILE] (--key FILE | --sign-command CMD --public-key FILE) --encryption-key FILE [--json]",
+		description: "During a recovery (docs/recovery.md): fetches the member's sealed share of the ledger secret from the recovering node, opens it locally with the member's encryption key, and submits it signed. Says how many shares the node has of how many it needs.",
+		example:     "tkms gov share --kms https://recovering-node:8443 --key alice.key --encryption-key alice.enc",
+		exits:       exitsCommon,
+	},
+	"gov auto-recovery-member": {
+		usage:       "tkms gov auto-recovery-member --key-bundle FILE --maa URL [--policy FILE]",
+		description: "Prints the set_auto_recovery_member action (docs/auto-recovery.md) for a Key Vault or Managed HSM key: FILE is the vault's answer to GET key (az rest --method get --url https://VAULT/keys/NAME/VERSION?api-version=7.4), - for stdin. The key must be exportable and have a release policy; the action records its kid, public part and the SHA-256 of its release policy. --maa is the attestation authority the recovering nodes attest at (the policy's authority). With --policy, the key's policy must be the one in FILE. Save the output and propose it.",
+		example:     "tkms gov auto-recovery-member --key-bundle key.json --maa https://sharedeus2.eus2.attest.azure.net --policy release-policy.json > auto.json",
+		exits:       exitsCommon,
+	},
 	"attest simulate": {
 		usage:       "tkms attest simulate [--data DIR] [--report-data HEX | --wrapping-key-pem FILE] [--measurement HEX] [--host-data HEX] [--debug]",
 		description: "Prints ACI evidence signed by the simulated SEV-SNP chain of a data directory (NOT a TEE): evidence only for a tkms told to trust that chain.",
@@ -116,7 +140,7 @@ var helps = map[string]commandHelp{
 		exits:       "0 stopped cleanly; 1 failed; 2 usage error",
 	},
 	"fetch": {
-		usage:       "tkms fetch [--kms URL] [--attester aci|snp|simulated] [--token-source imds|file|static|dev] [--kid KID | --ohttp-id HEX | --all] [--out FILE]",
+		usage:       "tkms fetch [--kms URL] [--attester aci|snp|simulated] [--token-source imds|file|static|dev] [--kid KID | --ohttp-id HEX | --all] [--out FILE] [--json]",
 		description: "Obtains keys as a service in a TEE does, step by step.",
 		example:     "tkms fetch --data ./tkms-dev --all --out keys.json",
 		exits:       exitsCommon,

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -19,6 +20,7 @@ import (
 	"time"
 
 	"github.com/tkms-dev/tkms/internal/gov"
+	"github.com/tkms-dev/tkms/internal/translog"
 )
 
 const operationsDoc = "../../docs/operations.md"
@@ -45,12 +47,13 @@ func runDocScript(t *testing.T, dir, script string, env ...string) string {
 }
 
 // TestOperationsFiles: docs/operations.md names every configuration field
-// (reflection over Config, LimitsConfig, ClusterConfig and RaftConfig), its policy file examples
+// (reflection over Config and its sections: limits, cluster, cluster.raft, auto_recovery), its policy file examples
 // pass the checks init and governance apply, and its systemd unit verifies.
 func TestOperationsFiles(t *testing.T) {
 	raw := string(readFile(t, operationsDoc))
 	_, ref, _ := strings.Cut(raw, "\n## Configuration reference\n")
 	ref, _, _ = strings.Cut(ref, "\n## ")
+	known := map[string]bool{}
 	fields := func(v any, prefix string) {
 		typ := reflect.TypeOf(v)
 		for i := range typ.NumField() {
@@ -58,6 +61,7 @@ func TestOperationsFiles(t *testing.T) {
 			if tag == "" || tag == "-" {
 				continue
 			}
+			known[prefix+tag] = true
 			if !strings.Contains(ref, "`"+prefix+tag+"`") {
 				t.Errorf("the configuration reference does not document %s%s", prefix, tag)
 			}
@@ -67,6 +71,15 @@ func TestOperationsFiles(t *testing.T) {
 	fields(LimitsConfig{}, "limits.")
 	fields(ClusterConfig{}, "cluster.")
 	fields(RaftConfig{}, "cluster.raft.")
+	fields(AutoRecoveryConfig{}, "auto_recovery.")
+	// And it documents no field that is not in them.
+	for _, row := range regexp.MustCompile(`(?m)^\| ([^|]+) \|`).FindAllStringSubmatch(ref, -1) {
+		for _, m := range regexp.MustCompile("`([a-z_.]+)`").FindAllStringSubmatch(row[1], -1) {
+			if !known[m[1]] {
+				t.Errorf("the configuration reference documents %s, which is no configuration field", m[1])
+			}
+		}
+	}
 
 	_, pol, _ := strings.Cut(raw, "\n## Policy files\n")
 	pol, _, _ = strings.Cut(pol, "\n## ")
@@ -282,6 +295,77 @@ func TestBackupRestore(t *testing.T) {
 	r.stopClean(syscall.SIGTERM)
 }
 
+// TestOperationsWalkthrough walks docs/operations.md from nothing as an
+// operator would, running its blocks as written in one directory: the TLS
+// recipe, "The same on one machine" (three members, init, a TLS service
+// started in the background, a policy change and a rotation each accepted
+// by a second member's ballot, the audit), then the backup of the running
+// service and, once it is stopped, a service on the restored directory,
+// checked by the doc's block over TLS: ready, the audit passes against the
+// auditor's state from before the backup, the keys are there.
+func TestOperationsWalkthrough(t *testing.T) {
+	needTools(t, "openssl", "jq", "curl")
+	dir := t.TempDir()
+	port := freePort(t)
+	port = port[strings.LastIndex(port, ":")+1:]
+	// The service the block starts in the background is its own process
+	// (tkms.pid): stop it whatever happens.
+	stop := func() {
+		b, err := os.ReadFile(filepath.Join(dir, "tkms.pid"))
+		if err != nil {
+			return
+		}
+		pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+		if pid <= 0 || syscall.Kill(pid, syscall.SIGTERM) != nil {
+			return
+		}
+		deadline := time.Now().Add(time.Minute)
+		for syscall.Kill(pid, 0) == nil && time.Now().Before(deadline) {
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	t.Cleanup(stop)
+	runDocScript(t, dir, docBlock(t, operationsDoc, "## TLS with openssl"))
+	out := runDocScript(t, dir, docBlock(t, operationsDoc, "### The same on one machine"), "PORT="+port)
+	hostData := "73a9f2c5d1e8b4a06f3c2d9e8b7a6f5c4d3e2f1a0b9c8d7e6f5a4b3c2d1e0f9a"
+	for _, want := range []string{`{"status":"ready"}`, hostData, "state accepted, approvals 2/2", "result: PASS"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("the walkthrough printed no %q:\n%s", want, out)
+		}
+	}
+	// tkms keys list's rows: kid, id, suite.
+	keyRows := regexp.MustCompile(`(?m)^[A-Za-z0-9_-]+_[0-9]+ +[0-9]+ +x25519 `)
+	if n := len(keyRows.FindAllString(out, -1)); n != 2 {
+		t.Errorf("the walkthrough's keys list shows %d keys, want 2 (the first and the rotation's):\n%s", n, out)
+	}
+	if log := string(readFile(t, filepath.Join(dir, "serve.log"))); strings.Contains(log, `"level":"WARN"`) && !strings.Contains(log, "no trusted token issuer") {
+		t.Errorf("the walkthrough's service warned of something unexpected:\n%s", log)
+	}
+	kms := "https://localhost:" + port
+	env := []string{"TKMS_ADDR=" + kms, "TKMS_CACERT=" + filepath.Join(dir, "ca.pem")}
+
+	// Backup and restore, as the walkthrough's last paragraph says.
+	pid := strings.TrimSpace(string(readFile(t, filepath.Join(dir, "tkms.pid"))))
+	runDocScript(t, dir, docBlock(t, operationsDoc, "### Back up, then restore elsewhere"), append(env,
+		"TKMS_PID="+pid, "BACKUP_DIR="+filepath.Join(dir, "backups"), "MASTER_KEY="+filepath.Join(dir, "data", "master.key"),
+		"RESTORE_DIR="+filepath.Join(dir, "restored"))...)
+	stop()
+	runDocScript(t, dir, `jq --arg d "$PWD/restored" '.data_dir = $d' tkms.json > restored.json`)
+	r := startProc(t, "serve", "--config", filepath.Join(dir, "restored.json"))
+	r.waitOutput(r.stderr, serveListening)
+	logKey := strings.TrimSpace(string(readFile(t, filepath.Join(dir, "log.vkey"))))
+	out = runDocScript(t, dir, docBlock(t, operationsDoc, "### Check the restored service"), append(env, "KMS="+kms, "LOG_KEY="+logKey)...)
+	for _, want := range []string{`{"status":"ready"}`, "result: PASS", "KID"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("the check of the restored service printed no %q:\n%s", want, out)
+		}
+	}
+	if n := len(keyRows.FindAllString(out, -1)); n != 2 {
+		t.Errorf("the restored service lists %d keys, want 2:\n%s", n, out)
+	}
+	r.stopClean(syscall.SIGTERM)
+}
+
 func itoa(n int) string { b, _ := json.Marshal(n); return string(b) }
 
 // TestAzureTemplate: the ARM template for confidential container groups is
@@ -313,7 +397,8 @@ func TestAzureTemplate(t *testing.T) {
 	res := string(tpl.Resources[0])
 	for _, want := range []string{`"Microsoft.ContainerInstance/containerGroups"`, `"sku": "Confidential"`,
 		`"ccePolicy": "[parameters('ccePolicy')]"`, `"image": "[parameters('image')]"`,
-		`"/etc/tkms/tkms.json"`, `"path": "/livez"`, `"path": "/readyz"`, `"mountPath": "/var/lib/tkms"`} {
+		`"/etc/tkms/tkms.json"`, `"path": "/livez"`, `"path": "/readyz"`, `"mountPath": "/var/lib/tkms"`,
+		`"tkms.json": "[parameters('nodeConfigs')[copyIndex()]]"`, `{"port": 8001, "protocol": "TCP"}`} {
 		if !strings.Contains(res, want) {
 			t.Errorf("the container group lacks %s", want)
 		}
@@ -345,5 +430,38 @@ func TestAzureTemplate(t *testing.T) {
 		if !strings.Contains(doc, want) {
 			t.Errorf("deploy/azure/README.md does not say %q", want)
 		}
+	}
+	// The README's node configurations load as tkms serve loads them: the
+	// founder's, and a joining node's (with a real log key for the
+	// placeholder, and TLS files where it names them); TestClusterOnInit
+	// runs the procedure.
+	_, logKey, err := translog.GenerateKey("kms.sro.example/depa")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := newTLSFixture(t)
+	configs := regexp.MustCompile("(?s)```json\n(.*?)```").FindAllStringSubmatch(doc, -1)
+	var joins int
+	for _, m := range configs {
+		body := strings.NewReplacer("<LOG_KEY printed by tkms init>", logKey,
+			"/etc/tkms/tls.crt", f.certFile, "/etc/tkms/tls.key", f.keyFile).Replace(m[1])
+		path := filepath.Join(t.TempDir(), "tkms.json")
+		os.WriteFile(path, []byte(body), 0o600)
+		cfg, err := loadConfig(path)
+		if err != nil {
+			t.Errorf("deploy/azure/README.md's configuration does not load: %v\n%s", err, m[1])
+			continue
+		}
+		cfg.applyDefaults("json")
+		if err := cfg.Validate(); err != nil || cfg.Cluster == nil || cfg.Cluster.Attester != "aci" || cfg.TLSCertFile == "" {
+			t.Errorf("deploy/azure/README.md's configuration: %v (cluster %+v)", err, cfg.Cluster)
+			continue
+		}
+		if cfg.Cluster.Join != "" {
+			joins++
+		}
+	}
+	if len(configs) != 2 || joins != 1 {
+		t.Errorf("deploy/azure/README.md shows %d node configurations, %d joining; want the founder's and a joining node's", len(configs), joins)
 	}
 }

@@ -4,12 +4,17 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"go/ast"
+	"go/parser"
+	"go/token"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -94,7 +99,8 @@ func TestServeRefusesUngoverned(t *testing.T) {
 // governance could not satisfy, before writing anything, so a rerun with
 // the inputs corrected succeeds in the same directory; a constitution of
 // rules alone takes the documented defaults; and a governed serve does not
-// warn that refresh is disabled.
+// warn that refresh is disabled, nor of a policy its configuration does not
+// name.
 func TestInitChecksBeforeWriting(t *testing.T) {
 	g := newGovService(t) // three members, for the members file
 	dir := t.TempDir()
@@ -163,6 +169,19 @@ func TestInitChecksBeforeWriting(t *testing.T) {
 		p.waitOutput(p.stderr, serveListening)
 		if s, _ := p.stderr.snapshot(); strings.Contains(s, "operator token") || strings.Contains(s, "not governed") {
 			t.Errorf("a governed serve warns about the operator token:\n%s", s)
+		}
+		// A configuration that names no policy differs from nothing; one
+		// that names another is told it is ignored.
+		if s, _ := p.stderr.snapshot(); strings.Contains(s, "differs from the ledger's") {
+			t.Errorf("a governed serve whose configuration names no policy warns of a difference:\n%s", s)
+		}
+		p.stopClean(syscall.SIGTERM)
+		writeJSONFile(t, cfgPath, map[string]any{"listen": "127.0.0.1:0", "data_dir": data,
+			"settings_policy": map[string]any{"service": map[string]any{"name": "other"}}})
+		p = startProc(t, "serve", "--config", cfgPath)
+		p.waitOutput(p.stderr, serveListening)
+		if s, _ := p.stderr.snapshot(); !strings.Contains(s, "the configuration's settings policy differs from the ledger's and is ignored") {
+			t.Errorf("a governed serve ignores another settings policy without a word:\n%s", s)
 		}
 	})
 }
@@ -280,6 +299,14 @@ func TestOperatorCLI(t *testing.T) {
 			t.Errorf("gov show zz: exit %d, %q", code, errOut)
 		}
 	})
+	t.Run("hints from the environment", func(t *testing.T) {
+		// The KMS and its CA from TKMS_ADDR and TKMS_CACERT: the vote hint
+		// names both.
+		out, errOut, code := runTkmsIn(t, "", append(env, "TKMS_MEMBER_KEY="+g.c.key), "keys", "rotate", "--reason", "env")
+		if want := "tkms gov vote --kms " + kms + " --kms-ca " + f.caFile + " --key MEMBER.pem "; code != 0 || !strings.Contains(out, want) {
+			t.Errorf("keys rotate with the environment's defaults: exit %d, no %q in:\n%s%s", code, want, out, errOut)
+		}
+	})
 }
 
 // TestHelpEveryCommand: every command's -h has its usage, a description,
@@ -293,6 +320,52 @@ func TestHelpEveryCommand(t *testing.T) {
 			if code != 0 || !strings.Contains(errOut, want) {
 				t.Errorf("tkms %s -h: exit %d, no %q in:\n%s", name, code, want, errOut)
 			}
+		}
+	}
+}
+
+// TestHelpCoversEveryCommand: every command and subcommand the dispatch
+// functions know (read from their source) has its help: usage, a
+// description, an example and exit codes (TestHelpEveryCommand runs them).
+func TestHelpCoversEveryCommand(t *testing.T) {
+	groups := map[string]bool{"gov": true, "keys": true, "attest": true}
+	for file, fn := range map[string]string{"main.go": "run", "gov.go": "cmdGov", "keys.go": "cmdKeys", "attest.go": "cmdAttest"} {
+		f, err := parser.ParseFile(token.NewFileSet(), file, nil, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		prefix := map[string]string{"cmdGov": "gov ", "cmdKeys": "keys ", "cmdAttest": "attest "}[fn]
+		var found int
+		for _, d := range f.Decls {
+			fd, ok := d.(*ast.FuncDecl)
+			if !ok || fd.Name.Name != fn {
+				continue
+			}
+			for _, st := range fd.Body.List {
+				sw, ok := st.(*ast.SwitchStmt)
+				if !ok {
+					continue
+				}
+				for _, c := range sw.Body.List {
+					for _, e := range c.(*ast.CaseClause).List {
+						lit, ok := e.(*ast.BasicLit)
+						if !ok || lit.Kind != token.STRING {
+							continue
+						}
+						name, _ := strconv.Unquote(lit.Value)
+						if strings.HasPrefix(name, "-") || name == "help" || groups[name] && prefix == "" {
+							continue
+						}
+						found++
+						if h, ok := helps[prefix+name]; !ok || h.usage == "" || h.description == "" || h.example == "" || h.exits == "" {
+							t.Errorf("tkms %s%s has no complete help (help.go)", prefix, name)
+						}
+					}
+				}
+			}
+		}
+		if found < 2 {
+			t.Errorf("%s: found %d commands in %s's switch; is the test reading the dispatch?", file, found, fn)
 		}
 	}
 }
@@ -352,5 +425,30 @@ func TestLicenseAndChangelog(t *testing.T) {
 		if !strings.Contains(cl, want) {
 			t.Errorf("CHANGELOG.md does not mention %q", want)
 		}
+	}
+}
+
+// TestNoReferencesOutsideTheRepo: no document, comment or provenance note
+// of the repository sends its reader to the development machine's shared
+// tree (the project's rule: docs stand on their own).
+func TestNoReferencesOutsideTheRepo(t *testing.T) {
+	outside := ".." + "/shared"
+	err := filepath.WalkDir("../..", func(path string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() && (d.Name() == ".git" || d.Name() == "testdata" && strings.Contains(path, "fuzz")) {
+			return filepath.SkipDir
+		}
+		if ext := filepath.Ext(path); d.IsDir() || ext != ".md" && ext != ".go" && ext != ".sh" && ext != ".json" {
+			return nil
+		}
+		if b, err := os.ReadFile(path); err == nil && bytes.Contains(b, []byte(outside)) {
+			t.Errorf("%s refers to %s, outside the repository", path, outside)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }

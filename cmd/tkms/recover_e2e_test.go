@@ -113,8 +113,8 @@ func TestRecoveryServe(t *testing.T) {
 	govCLIRefused(t, "RECOVERY_SHARE_REPLAYED", share("a")...)
 	// Another member's encryption key does not open this member's share.
 	govCLIRefused(t, "RECOVERY_SHARE_WRONG_KEY", "gov", "share", "--kms", info.KMSURL, "--key", filepath.Join(dir, "b.key"), "--encryption-key", filepath.Join(dir, "c.enc"))
-	if out := govCLI(t, share("c")...); !strings.Contains(out, "recovered") {
-		t.Fatalf("second share: %s", out)
+	if m := decodeResult(t, govCLI(t, append(share("c"), "--json")...), "recovered"); m["received"] != 2.0 {
+		t.Fatalf("second share: %v", m)
 	}
 	p3.URL = "http://" + p3.waitOutput(p3.stderr, serveListening)[1]
 	_, lk = do(t, http.MethodGet, p3.URL+"/v1/log/key", nil)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"strings"
 	"time"
 
@@ -80,12 +81,17 @@ func fetchKeysWith(hc *http.Client, base string) (api.V1Keys, error) {
 }
 
 // voteHint is the complete command with which another member approves
-// proposal id: the KMS, and the CA file if one was given.
+// proposal id: the KMS, and the CA file if one was given (--kms-ca, or
+// $TKMS_CACERT for an https:// KMS, as kmsTLSConfig takes it).
 func (g *govFlags) voteHint(base, id string) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "tkms gov vote --kms %s", base)
-	if g.kmsCA != "" {
-		fmt.Fprintf(&b, " --kms-ca %s", g.kmsCA)
+	ca := g.kmsCA
+	if ca == "" && strings.HasPrefix(base, "https://") {
+		ca = os.Getenv(envCACert)
+	}
+	if ca != "" {
+		fmt.Fprintf(&b, " --kms-ca %s", ca)
 	}
 	fmt.Fprintf(&b, " --key MEMBER.pem %s approve", id)
 	return b.String()

@@ -147,17 +147,19 @@ func runServer(ctx context.Context, cfg *Config, sealer seal.Sealer, operatorTok
 	}
 	warnOpenDataDir(log, cfg.DataDir)
 	kc := kms.Config{
-		DataDir:        cfg.DataDir,
-		Sealer:         sealer,
-		ServiceName:    cfg.ServiceName,
-		RotationPolicy: *cfg.KeyRotationPolicy,
-		Settings:       *cfg.SettingsPolicy,
-		ReleasePolicy:  cfg.KeyReleasePolicy,
-		JWT:            cfg.jwtPolicy(),
-		Logger:         log,
-		SnapshotEvery:  cfg.SnapshotEvery,
-		LogOrigin:      cfg.LogOrigin,
-		Governance:     cfg.governance,
+		DataDir:         cfg.DataDir,
+		Sealer:          sealer,
+		ServiceName:     cfg.ServiceName,
+		RotationPolicy:  *cfg.KeyRotationPolicy,
+		Settings:        *cfg.SettingsPolicy,
+		RotationDefault: cfg.rotationDefault,
+		SettingsDefault: cfg.settingsDefault,
+		ReleasePolicy:   cfg.KeyReleasePolicy,
+		JWT:             cfg.jwtPolicy(),
+		Logger:          log,
+		SnapshotEvery:   cfg.SnapshotEvery,
+		LogOrigin:       cfg.LogOrigin,
+		Governance:      cfg.governance,
 	}
 	if cfg.node != nil {
 		defer cfg.node.close()
@@ -227,9 +229,17 @@ func runServer(ctx context.Context, cfg *Config, sealer seal.Sealer, operatorTok
 	if err != nil {
 		return err
 	}
-	api := httpapi.New(svc, httpapi.Options{OperatorToken: operatorToken, Logger: log, Release: rel,
+	opts := httpapi.Options{OperatorToken: operatorToken, Logger: log, Release: rel,
 		Bodies: adm.bodies, PerAddress: adm.perAddress, TrustedProxies: adm.trustedProxies, Readers: readers,
-		Version: readBuildVersion().Version, Collectors: tlsExpiryCollector(tlsConf), MetricsElsewhere: cfg.MetricsListen != ""})
+		Version: readBuildVersion().Version, Collectors: tlsExpiryCollector(tlsConf), MetricsElsewhere: cfg.MetricsListen != ""}
+	if cfg.node != nil {
+		// A node serves the cluster's state only once caught up: until
+		// then (or while cut off from the majority) it is not ready, and
+		// its raft state is in the metrics.
+		opts.Ready = cfg.node.rs.CaughtUp
+		opts.Collectors = append(opts.Collectors, cfg.node.rs.Collector())
+	}
+	api := httpapi.New(svc, opts)
 	if cfg.MetricsListen != "" {
 		stopMetrics, err := serveMetrics(cfg.MetricsListen, api.MetricsHandler(), log)
 		if err != nil {

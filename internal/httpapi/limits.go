@@ -33,8 +33,8 @@ type BodyLimits struct {
 }
 
 // Default body caps. The largest real release body is an /app/unwrapKey of
-// the ACI evidence (24.8 KB, docs/spec/attestation.md; the samples of
-// microsoft/azure-privacy-sandbox-kms) with a 4096-bit PEM wrapping
+// the ACI evidence (24.8 KB, docs/spec/attestation.md; the sample of
+// microsoft/azure-privacy-sandbox-kms, internal/attest/snp/testdata) with a 4096-bit PEM wrapping
 // key: about 26 KB. 96 KiB leaves 3.7 times that, for larger UVM
 // endorsements and a batch of 100 kids. Governance messages are at most
 // gov.MaxMessageSize (64 KiB) by their protocol.

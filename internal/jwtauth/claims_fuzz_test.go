@@ -26,7 +26,7 @@ import (
 // panic, every failure has a jwtauth code, and an accepted token is one of
 // the trusted issuer, within its validity, for an accepted audience and
 // satisfying the policy. Seeds: a valid Entra ID-shaped payload, variants,
-// and the claims of a real MAA token (testdata/PROVENANCE.md).
+// and the claims of a real MAA token (testdata/, see its PROVENANCE.md).
 func FuzzAuthenticateClaims(f *testing.F) {
 	now := t0
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)

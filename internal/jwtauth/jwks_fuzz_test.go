@@ -17,7 +17,7 @@ import (
 // RS256 (RSA of at least 2048 bits) or ES256 (P-256) with no other alg; the
 // kept and skipped keys add up to at most the keys listed; and a set
 // re-encoded from the kept keys parses to the same kids with none skipped.
-// Seeds: the MAA signing keys of testdata (16 RSA keys, PROVENANCE.md) and
+// Seeds: the MAA signing keys in testdata/ (16 RSA keys, PROVENANCE.md) and
 // keys of each kind made here.
 func FuzzParseJWKS(f *testing.F) {
 	maa, err := os.ReadFile("testdata/maa-shared-rsa-keys.scrtlabs.jwks.json")

@@ -44,6 +44,10 @@ type Config struct {
 	// difference is logged and ignored (it must be proposed).
 	RotationPolicy state.RotationPolicy
 	Settings       state.Settings
+	// RotationDefault and SettingsDefault say that the configuration did
+	// not name that policy (RotationPolicy or Settings is a default): a
+	// governed ledger then keeps its own without a warning.
+	RotationDefault, SettingsDefault bool
 	// ReleasePolicy (JSON of either grammar of internal/policy) and JWT,
 	// if set, are recorded the same way. Unset leaves the ledger's.
 	ReleasePolicy []byte
@@ -369,8 +373,11 @@ func (s *Service) bootstrap(ctx context.Context) error {
 		return fmt.Errorf("kms: log_origin %q: the log's origin was fixed at genesis as %q", s.cfg.LogOrigin, cur.LogKey.Origin)
 	}
 	governed := cur.Governed()
-	change := func(what string, typ ledger.Type, body []byte) {
+	change := func(what string, typ ledger.Type, body []byte, defaulted bool) {
 		if governed {
+			if defaulted {
+				return
+			}
 			s.log.Warn("the configuration's "+what+" differs from the ledger's and is ignored: the ledger is governed; propose it (tkms gov propose)", "type", typ)
 			return
 		}
@@ -378,11 +385,11 @@ func (s *Service) bootstrap(ctx context.Context) error {
 	}
 	if cur.Genesis == nil || cur.Rotation != s.cfg.RotationPolicy {
 		b, _ := json.Marshal(s.cfg.RotationPolicy)
-		change("key rotation policy", ledger.TypeKeyRotationPolicy, b)
+		change("key rotation policy", ledger.TypeKeyRotationPolicy, b, s.cfg.RotationDefault)
 	}
 	if cur.Genesis == nil || !cur.Settings.Equal(s.cfg.Settings) {
 		b, _ := json.Marshal(s.cfg.Settings)
-		change("settings policy", ledger.TypeSettingsPolicy, b)
+		change("settings policy", ledger.TypeSettingsPolicy, b, s.cfg.SettingsDefault)
 	}
 	if s.cfg.ReleasePolicy != nil {
 		p, err := policy.Parse(s.cfg.ReleasePolicy)
@@ -390,7 +397,7 @@ func (s *Service) bootstrap(ctx context.Context) error {
 			return fmt.Errorf("key release policy: %w", err)
 		}
 		if b := policy.Marshal(p); !bytes.Equal(b, cur.ReleasePolicy) {
-			change("key release policy", ledger.TypeKeyReleasePolicy, b)
+			change("key release policy", ledger.TypeKeyReleasePolicy, b, false)
 		}
 	}
 	if s.cfg.JWT != nil {
@@ -402,7 +409,7 @@ func (s *Service) bootstrap(ctx context.Context) error {
 			return fmt.Errorf("jwt policy: %w", err)
 		}
 		if old, _ := json.Marshal(cur.JWT); cur.JWT == nil || !bytes.Equal(b, old) {
-			change("jwt policy (issuers and claims)", ledger.TypeJWTPolicy, b)
+			change("jwt policy (issuers and claims)", ledger.TypeJWTPolicy, b, false)
 		}
 	}
 	if g := s.cfg.Governance; g != nil && !governed {

@@ -8,9 +8,9 @@ import (
 	"testing"
 )
 
-// The host_data of the real ACI report of microsoft/azure-privacy-sandbox-kms,
-// test/attestation-samples/snp.json (internal/attest/snp/testdata/aci_snp.json)
-// (HOST_DATA at offset 0xc0), and a second service's.
+// The host_data of the real ACI report of microsoft/azure-privacy-sandbox-kms
+// test/attestation-samples/snp.json (a copy: internal/attest/snp/testdata/aci_snp.json;
+// HOST_DATA at offset 0xc0), and a second service's.
 const (
 	hostA = "73973b78d70cc68353426de188db5dfc57e5b766e399935fb73a61127ea26d20"
 	hostB = "1b6d9d0a4d8a0e4ab35fbbc1e1e4bd8e37a3a5d1d4f3c1b0f8a7e6d5c4b3a291"

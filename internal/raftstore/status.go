@@ -2,6 +2,7 @@ package raftstore
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"strings"
@@ -190,10 +191,8 @@ func (s *Store) WaitCaughtUp(ctx context.Context) bool {
 	t := time.NewTicker(50 * time.Millisecond)
 	defer t.Stop()
 	for {
-		if id, _ := s.Leader(); id != "" {
-			if c := max(s.raft.CommitIndex(), s.caughtUpFloor.Load()); c > 0 && s.raft.AppliedIndex() >= c {
-				return true
-			}
+		if s.CaughtUp() == nil {
+			return true
 		}
 		select {
 		case <-ctx.Done():
@@ -203,4 +202,24 @@ func (s *Store) WaitCaughtUp(ctx context.Context) bool {
 		case <-t.C:
 		}
 	}
+}
+
+// CaughtUp reports, without waiting, whether this node serves the
+// cluster's state: it knows a leader and has applied the cluster's log as
+// far as it is committed (and at least as far as the floor
+// RaiseCaughtUpFloor set). Otherwise it says why not. GET /readyz asks it:
+// a node cut off from its leader, or still catching up, is not ready.
+func (s *Store) CaughtUp() error {
+	if id, _ := s.Leader(); id == "" {
+		return errors.New("cluster: no leader known (an election, or this node is cut off from the majority)")
+	}
+	committed, floor, applied := s.raft.CommitIndex(), s.caughtUpFloor.Load(), s.raft.AppliedIndex()
+	c := max(committed, floor)
+	if c == 0 {
+		return errors.New("cluster: nothing committed yet")
+	}
+	if applied < c {
+		return fmt.Errorf("cluster: catching up: applied raft index %d of %d", applied, c)
+	}
+	return nil
 }

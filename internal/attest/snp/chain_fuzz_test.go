@@ -25,7 +25,7 @@ func signedPart(report []byte) []byte {
 // captures so that they verify. Nothing may panic, every failure is typed,
 // and whatever verifies is signed by AMD: its signed part is that of a
 // captured report, and its result is pinned. Seeds: the EternisAI AWS
-// (VLEK) and GCP (VCEK) captures of testdata (PROVENANCE.md).
+// (VLEK) and GCP (VCEK) captures in testdata/ (PROVENANCE.md).
 func FuzzVerifyExtendedReport(f *testing.F) {
 	var signed [][]byte
 	for _, cloud := range []string{"aws", "gcp"} {
@@ -56,7 +56,7 @@ func FuzzVerifyExtendedReport(f *testing.F) {
 // bundle's endorsements) with real reports. Nothing may panic, every
 // failure is typed, and a report verifies only with a certificate that
 // chains to the pinned AMD roots and whose key signed it. Seeds: the
-// trustee, virtee and go-sev-guest VCEKs and VLEK of testdata, and
+// trustee, virtee and go-sev-guest VCEKs and VLEK in testdata/ (PROVENANCE.md), and
 // PEM forms.
 func FuzzVerifyEndorsementKey(f *testing.F) {
 	reports := [][]byte{read(f, "trustee_test-report.bin"), read(f, "trustee_test-vlek-report.bin"), aciSample(f).Report}

@@ -565,7 +565,15 @@ function viewGovernance() {
     }
     if (policyEntry[ent.e.type]) {
       cur.set(policyEntry[ent.e.type], json(b));
-      if (ent.e.type === 'policy.key_release') history.push(h('li', {}, fmtTime(ent.e.time), ' ', entryLink(ent.index), ' ', badge(ent.index), ' policy.key_release entry (before governance or at genesis)'));
+      if (ent.e.type === 'policy.key_release') {
+        // A version from the configuration (at genesis, or on a ledger
+        // not governed then); its seq is what releases name (policy_seq).
+        const seq = ent.index + 1;
+        history.push([seq, item('li', ent.index, { 'data-seq': seq, 'data-proposal': '' },
+          h('strong', {}, 'version seq ' + seq), ' — ', fmtTime(ent.e.time), ' ', entryLink(ent.index), ' ', badge(ent.index),
+          ' — a policy.key_release entry: from the configuration, not by a proposal',
+          h('details', {}, h('summary', {}, 'this version'), h('pre', {}, json(b))))]);
+      }
       continue;
     }
     const p = api.get(b.id) || {};
@@ -580,7 +588,14 @@ function viewGovernance() {
           diffView(isFull ? cur.get(a.name) || '' : '', after));
         if (accepted) {
           if (isFull) cur.set(a.name, after); else cur.delete(a.name);
-          if (a.name === 'set_key_release_policy') history.push(h('li', {}, fmtTime(ent.e.time), ' proposal ', h('code', {}, short(b.id, 12)), ' accepted, decided by entry ', p.decided_seq ? entryLink(p.decided_seq - 1) : '?'));
+          // A version set by this proposal: its seq is that of the
+          // message that decided it (the server reports which), as
+          // releases name it (policy_seq).
+          if (a.name === 'set_key_release_policy' && p.decided_seq) {
+            history.push([p.decided_seq, item('li', p.decided_seq - 1, { 'data-seq': p.decided_seq, 'data-proposal': b.id },
+              h('strong', {}, 'version seq ' + p.decided_seq), ' — set by proposal ', h('code', { title: b.id }, short(b.id, 12)),
+              ', decided by entry ', entryLink(p.decided_seq - 1), ' ', badge(p.decided_seq - 1), ' (its change: the proposal below)')]);
+          }
         }
       }
       return h('li', {}, h('code', {}, a.name), desc ? ' — ' + desc : '', a.name.startsWith('set_') ? diff : h('pre', {}, json(a.args)));
@@ -596,8 +611,9 @@ function viewGovernance() {
       bl.length ? h('ul', { class: 'ballots' }, bl) : h('p', { class: 'muted' }, 'none')));
   }
   out.push(h('h3', {}, 'Key release policy in force'));
-  out.push(h('pre', { id: 'policy' }, st.krp ? json(st.krp) : '…'), h('p', { class: 'muted' }, 'As the server serves it (/app/keyReleasePolicy); its history from the verified ledger:'));
-  out.push(history.length ? h('ol', { id: 'policy-history' }, history) : h('p', { class: 'muted' }, 'no change recorded in the loaded entries'));
+  out.push(h('pre', { id: 'policy' }, st.krp ? json(st.krp) : '…'), h('p', { class: 'muted' }, 'As the server serves it (/app/keyReleasePolicy); its versions from the verified ledger (a release names the version it was decided under), oldest first (which proposal set each is what the server reports):'));
+  history.sort((x, y) => x[0] - y[0]);
+  out.push(history.length ? h('ol', { id: 'policy-history' }, history.map((x) => x[1])) : h('p', { class: 'muted' }, 'no version recorded in the loaded entries'));
   out.push(h('h3', {}, 'Proposals (newest first)'));
   out.push(h('p', { class: 'muted' }, 'Actions and ballots are read from the verified ledger; the outcome is what the server reports (tkms audit recounts every ballot).'));
   out.push(cards.length ? cards.reverse() : h('p', { class: 'muted' }, 'none'));
