@@ -698,6 +698,44 @@ func TestClusterBadJoins(t *testing.T) {
 	b.p.stopClean(syscall.SIGTERM)
 }
 
+// TestClusterFoundedOnSingleDevNode: a single tkms dev node with releases
+// in its ledger, restarted with --cluster, founds a cluster on that
+// ledger; a node that joins receives every entry written before (the
+// founder's snapshot), and both serve one log that audits clean.
+func TestClusterFoundedOnSingleDevNode(t *testing.T) {
+	dir := t.TempDir()
+	single := filepath.Join(dir, "n1")
+	p := startDev(t, single)
+	var acks ackLog
+	rel := newReleaser(t, single, &acks)
+	token := readDevJSON(t, single).WorkloadToken
+	rel.releaseOnce(t, p.URL, token, "v1")
+	rel.releaseOnce(t, p.URL, token, "app")
+	logKey := logKeyArg(t, p.URL)
+	p.stopClean(syscall.SIGTERM)
+
+	nodes := []*devNode{
+		{data: single, args: []string{"--cluster"}},
+		{data: filepath.Join(dir, "n2"), args: []string{"--join", single}},
+	}
+	for _, n := range nodes {
+		n.start(t)
+	}
+	waitCluster(t, "two voters", nodes[0].p.URL, voters(2))
+	waitConverged(t, "the founder and the joined node", nodes)
+	receipts := newReceiptChecker(t, logKey)
+	for _, n := range nodes {
+		receipts.check(t, "node "+n.id, n.p.URL, acks.all())
+		runAudit(t, 0, "--kms", n.p.URL, "--log-key", logKey, "--quiet")
+	}
+	rel.retryFor = time.Minute
+	rel.releaseOnce(t, nodes[1].p.URL, token, "v1")
+	rel.report(t, "after the founding")
+	for _, n := range nodes {
+		n.p.stopClean(syscall.SIGTERM)
+	}
+}
+
 // TestClusterRestarts: a governed rotation posted at a follower; a rolling
 // restart, every node in turn stopped (SIGTERM) and started again while a
 // client that retries on 503 releases at the others (none of its releases
