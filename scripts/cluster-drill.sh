@@ -13,8 +13,9 @@
 #   scripts/cluster-drill.sh
 #   CYCLES=50 scripts/cluster-drill.sh
 #   NODES=5 scripts/cluster-drill.sh          # a five-node cluster
+#   RAFT='{"heartbeat_timeout":"700ms","election_timeout":"700ms"}' scripts/cluster-drill.sh  # cluster.raft
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CYCLES="${CYCLES:-20}"
 NODES="${NODES:-3}"
-TKMS_CLUSTER_CYCLES="$CYCLES" TKMS_CLUSTER_NODES="$NODES" exec go test ./cmd/tkms -run '^TestClusterKillLeader$' -count=1 -timeout 60m -v
+TKMS_CLUSTER_CYCLES="$CYCLES" TKMS_CLUSTER_NODES="$NODES" TKMS_CLUSTER_RAFT="${RAFT:-}" exec go test ./cmd/tkms -run '^TestClusterKillLeader$' -count=1 -timeout 60m -v

@@ -114,18 +114,39 @@ type RaftConfig struct {
 	// duration such as "30s" (default "120s"; each check comes after a
 	// random wait of one to two intervals).
 	SnapshotInterval string `json:"snapshot_interval"`
+	// HeartbeatTimeout is how long a follower hears nothing from the
+	// leader before it stands for election (each time a random one to
+	// two times this), and ElectionTimeout how long a candidate waits for
+	// votes before it tries again: Go durations, default "1s" each.
+	// Shorter ones fail over faster; too short for the network or the
+	// machine's load, they elect without need.
+	HeartbeatTimeout string `json:"heartbeat_timeout"`
+	ElectionTimeout  string `json:"election_timeout"`
 }
 
-// interval is SnapshotInterval parsed (0 for the default).
-func (r *RaftConfig) interval() (time.Duration, error) {
-	if r == nil || r.SnapshotInterval == "" {
-		return 0, nil
+// durations returns the settings parsed (0 for a default), or the first
+// error, naming its field.
+func (r *RaftConfig) durations() (snapshot, heartbeat, election time.Duration, err error) {
+	if r == nil {
+		return 0, 0, 0, nil
 	}
-	d, err := time.ParseDuration(r.SnapshotInterval)
-	if err == nil && d < 100*time.Millisecond {
-		err = errors.New("want at least 100ms")
+	parse := func(name, s string) time.Duration {
+		if s == "" || err != nil {
+			return 0
+		}
+		d, e := time.ParseDuration(s)
+		if e == nil && d < 100*time.Millisecond {
+			e = errors.New("want at least 100ms")
+		}
+		if e != nil {
+			err = fmt.Errorf("cluster.raft.%s %q: %w", name, s, e)
+		}
+		return d
 	}
-	return d, err
+	snapshot = parse("snapshot_interval", r.SnapshotInterval)
+	heartbeat = parse("heartbeat_timeout", r.HeartbeatTimeout)
+	election = parse("election_timeout", r.ElectionTimeout)
+	return snapshot, heartbeat, election, err
 }
 
 func (c *ClusterConfig) validate() []error {
@@ -165,8 +186,8 @@ func (c *ClusterConfig) validate() []error {
 			errs = append(errs, fmt.Errorf("cluster.node_policy: %w", err))
 		}
 	}
-	if _, err := c.Raft.interval(); err != nil {
-		errs = append(errs, fmt.Errorf("cluster.raft.snapshot_interval %q: %w", c.Raft.SnapshotInterval, err))
+	if _, _, _, err := c.Raft.durations(); err != nil {
+		errs = append(errs, err)
 	}
 	return errs
 }
@@ -809,7 +830,7 @@ func (n *clusterNode) kmsConfig(kc *kms.Config, url string, log *slog.Logger) {
 		}
 		if r := n.cfg.Raft; r != nil {
 			rcfg.SnapshotThreshold, rcfg.TrailingLogs = r.SnapshotThreshold, r.TrailingLogs
-			rcfg.SnapshotInterval, _ = r.interval() // validated
+			rcfg.SnapshotInterval, rcfg.HeartbeatTimeout, rcfg.ElectionTimeout, _ = r.durations() // validated
 		}
 		rs, err := raftstore.Open(dir, opts, rcfg)
 		n.rs = rs

@@ -39,6 +39,9 @@ func TestClusterConfigValidate(t *testing.T) {
 		}, ""},
 		{"raft interval not a duration", func(c *ClusterConfig) { c.Raft = &RaftConfig{SnapshotInterval: "2"} }, "cluster.raft.snapshot_interval"},
 		{"raft interval too short", func(c *ClusterConfig) { c.Raft = &RaftConfig{SnapshotInterval: "1ms"} }, "cluster.raft.snapshot_interval"},
+		{"raft timeouts", func(c *ClusterConfig) { c.Raft = &RaftConfig{HeartbeatTimeout: "700ms", ElectionTimeout: "700ms"} }, ""},
+		{"raft heartbeat timeout", func(c *ClusterConfig) { c.Raft = &RaftConfig{HeartbeatTimeout: "fast"} }, "cluster.raft.heartbeat_timeout"},
+		{"raft election timeout", func(c *ClusterConfig) { c.Raft = &RaftConfig{ElectionTimeout: "10ms"} }, "cluster.raft.election_timeout"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := valid()

@@ -233,7 +233,8 @@ func startUnlimitedDevCluster(t *testing.T, dir string, size int, cluster map[st
 // TestClusterKillLeader: a release storm against all the nodes (three, or
 // TKMS_CLUSTER_NODES) while the leader is killed with SIGKILL and
 // restarted, cycle after cycle (TKMS_CLUSTER_CYCLES, default 2;
-// scripts/cluster-drill.sh runs 20). Every acknowledged release's receipt
+// scripts/cluster-drill.sh runs 20; TKMS_CLUSTER_RAFT, a JSON object, is
+// the configuration's cluster.raft). Every acknowledged release's receipt
 // proves its entry on every node, the nodes converge to one checkpoint,
 // and tkms audit passes against each node in turn with one state file.
 // Then the first node is stopped, and the dev.json of every node works
@@ -256,7 +257,12 @@ func TestClusterKillLeaderFiveNodes(t *testing.T) { killLeader(t, 5, 1) }
 func killLeader(t *testing.T, size, cycles int) {
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "tkms.json")
-	writeJSONFile(t, cfg, map[string]any{"limits": map[string]any{"per_address_rate": 0, "per_identity_rate": 0}})
+	c := map[string]any{"limits": map[string]any{"per_address_rate": 0, "per_identity_rate": 0}}
+	if s := os.Getenv("TKMS_CLUSTER_RAFT"); s != "" {
+		c["cluster"] = map[string]any{"raft": json.RawMessage(s)}
+		t.Logf("cluster.raft %s", s)
+	}
+	writeJSONFile(t, cfg, c)
 	nodes := startDevCluster(t, dir, cfg, size, nil)
 	for _, n := range nodes {
 		t.Cleanup(func() {

@@ -122,7 +122,8 @@ type Config struct {
 	Admit func(ctx context.Context, req JoinRequest) (handoff []byte, err error)
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
-	// Timing, for tests; zero values take raft's defaults.
+	// Timing (cluster.raft, and tests); zero values take raft's
+	// defaults, 1 s each.
 	HeartbeatTimeout time.Duration
 	ElectionTimeout  time.Duration
 	// SnapshotThreshold is how many raft log entries trigger a snapshot
