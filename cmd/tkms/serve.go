@@ -125,6 +125,7 @@ func cmdServe(args []string, stdout, stderr io.Writer) error {
 // is called with the bound address before the service opens; onOpen, if
 // set, once it is open, before serving.
 func runServer(ctx context.Context, cfg *Config, sealer seal.Sealer, operatorToken string, log *slog.Logger, onListening func(addr string) error, onOpen func(*kms.Service) error) error {
+	tuneGC(log)
 	tlsConf, err := newServerTLS(cfg, log) // nil: plain HTTP
 	if err != nil {
 		return err
