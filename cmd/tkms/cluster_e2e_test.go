@@ -256,21 +256,12 @@ func TestClusterKillLeaderFiveNodes(t *testing.T) { killLeader(t, 5, 1) }
 
 func killLeader(t *testing.T, size, cycles int) {
 	dir := t.TempDir()
-	cfg := filepath.Join(dir, "tkms.json")
-	c := map[string]any{"limits": map[string]any{"per_address_rate": 0, "per_identity_rate": 0}}
+	var cluster map[string]any
 	if s := os.Getenv("TKMS_CLUSTER_RAFT"); s != "" {
-		c["cluster"] = map[string]any{"raft": json.RawMessage(s)}
+		cluster = map[string]any{"raft": json.RawMessage(s)}
 		t.Logf("cluster.raft %s", s)
 	}
-	writeJSONFile(t, cfg, c)
-	nodes := startDevCluster(t, dir, cfg, size, nil)
-	for _, n := range nodes {
-		t.Cleanup(func() {
-			if t.Failed() {
-				t.Logf("stderr of %s:\n%s", n.id, n.p.stderr)
-			}
-		})
-	}
+	nodes := startUnlimitedDevCluster(t, dir, size, cluster)
 	waitSameView(t, nodes)
 	logKey := logKeyArg(t, nodes[0].p.URL)
 	var acks ackLog
