@@ -12,14 +12,7 @@ func TestTuneGC(t *testing.T) {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	prev := debug.SetGCPercent(100)
 	t.Cleanup(func() { debug.SetGCPercent(prev) })
-	old, had := os.LookupEnv("GOGC")
-	t.Cleanup(func() {
-		if had {
-			os.Setenv("GOGC", old)
-		} else {
-			os.Unsetenv("GOGC")
-		}
-	})
+	t.Setenv("GOGC", "") // restores the environment's GOGC (or its absence) after the test
 
 	os.Unsetenv("GOGC")
 	tuneGC(log)
